@@ -1,0 +1,31 @@
+//! The sharded session store and what names a shard.
+//!
+//! Each shard owns a [`SessionStore`]; a [`Cookie`] names the session's home
+//! shard so any shard can route a reconnect without asking the others.
+//! Cross-thread pieces ([`limit::GlobalLimit`]) are generic over their atomic
+//! so the loom models in `loom-tests/` check the same code that runs.
+#![forbid(unsafe_code)]
+
+pub mod cookie;
+pub mod limit;
+pub mod store;
+
+pub use cookie::{Cookie, CookieError};
+pub use limit::{Counter, GlobalLimit};
+pub use store::SessionStore;
+
+/// Index of a shard: the executor, its TUN queue and its slice of the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub u16);
+
+impl ShardId {
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}

@@ -1,0 +1,310 @@
+//! The TOML configuration: every key, its default, and validation that names
+//! the file, the key and what was expected (config/ocserv-uring.toml documents
+//! each key).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {err}")]
+    Read { file: PathBuf, err: std::io::Error },
+    #[error("{file}: {msg}")]
+    Parse { file: PathBuf, msg: String },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid { file: PathBuf, key: &'static str, reason: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: String,
+    pub tcp_port: u16,
+    pub udp_port: u16,
+    pub workers: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self { listen: "0.0.0.0".into(), tcp_port: 443, udp_port: 443, workers: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Create a self-signed certificate and key at start if both are missing.
+    pub generate_self_signed: bool,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            cert_file: "/etc/ocserv-uring/server-cert.pem".into(),
+            key_file: "/etc/ocserv-uring/server-key.pem".into(),
+            generate_self_signed: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub passwd_file: PathBuf,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self { passwd_file: "/etc/ocserv-uring/ocpasswd".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    pub device: String,
+    pub ipv4_network: String,
+    pub dns: Vec<String>,
+    pub routes: Vec<String>,
+    pub mtu: u16,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self {
+            device: "vpns".into(),
+            ipv4_network: "192.168.100.0/24".into(),
+            dns: vec!["192.168.100.1".into()],
+            routes: vec![],
+            mtu: 1400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Session {
+    pub dpd: u64,
+    pub keepalive: u64,
+    pub cookie_timeout: u64,
+    pub auth_timeout: u64,
+    pub max_clients: usize,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self { dpd: 90, keepalive: 32400, cookie_timeout: 300, auth_timeout: 40, max_clients: 0 }
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: Server,
+    pub tls: Tls,
+    pub auth: Auth,
+    pub network: Network,
+    pub session: Session,
+}
+
+/// The checked configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub raw: RawConfig,
+    pub listen: IpAddr,
+    pub ipv4_network: Ipv4Net,
+    pub dns: Vec<IpAddr>,
+    pub routes: Vec<Ipv4Net>,
+    pub workers: usize,
+}
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| ConfigError::Read { file: file.to_owned(), err })?;
+        Self::parse(file, &text)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { file: file.to_owned(), msg: e.to_string() })?;
+        let bad = |key: &'static str, reason: String| ConfigError::Invalid { file: file.to_owned(), key, reason };
+
+        // Relative paths are relative to the config file, not the cwd.
+        let base = file.parent().unwrap_or(Path::new("."));
+        for p in [&mut raw.tls.cert_file, &mut raw.tls.key_file, &mut raw.auth.passwd_file] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+
+        let listen = raw
+            .server
+            .listen
+            .parse()
+            .map_err(|_| bad("server.listen", format!("expected an IP address, got {:?}", raw.server.listen)))?;
+        if raw.server.tcp_port == 0 {
+            return Err(bad("server.tcp_port", "expected a port 1-65535, got 0".into()));
+        }
+        let workers = match raw.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n if n > 1024 => return Err(bad("server.workers", format!("expected 0-1024, got {n}"))),
+            n => n,
+        };
+        let ipv4_network: Ipv4Net = raw.network.ipv4_network.parse().map_err(|_| {
+            bad("network.ipv4_network", format!("expected an IPv4 CIDR like 192.168.100.0/24, got {:?}", raw.network.ipv4_network))
+        })?;
+        if ipv4_network.prefix_len() > 30 {
+            return Err(bad("network.ipv4_network", format!("prefix /{} leaves no client addresses; use /30 or shorter", ipv4_network.prefix_len())));
+        }
+        if ipv4_network.network() != ipv4_network.addr() {
+            return Err(bad("network.ipv4_network", format!("{ipv4_network} has host bits set; expected {}", ipv4_network.trunc())));
+        }
+        let mut dns = Vec::new();
+        for d in &raw.network.dns {
+            dns.push(d.parse().map_err(|_| bad("network.dns", format!("expected IP addresses, got {d:?}")))?);
+        }
+        let mut routes = Vec::new();
+        for r in &raw.network.routes {
+            let net: Ipv4Net = r
+                .parse()
+                .map_err(|_| bad("network.routes", format!("expected IPv4 CIDRs like 10.0.0.0/8, got {r:?}")))?;
+            routes.push(net.trunc());
+        }
+        if !(576..=9000).contains(&raw.network.mtu) {
+            return Err(bad("network.mtu", format!("expected 576-9000, got {}", raw.network.mtu)));
+        }
+        if raw.network.device.is_empty() || raw.network.device.len() > 15 || raw.network.device.contains(['/', ' ']) {
+            return Err(bad("network.device", format!("expected an interface name of 1-15 characters, got {:?}", raw.network.device)));
+        }
+        let s = &raw.session;
+        for (key, v, min) in [
+            ("session.dpd", s.dpd, 1),
+            ("session.keepalive", s.keepalive, 1),
+            ("session.cookie_timeout", s.cookie_timeout, 0),
+            ("session.auth_timeout", s.auth_timeout, 1),
+        ] {
+            if v < min || v > 7 * 24 * 3600 {
+                return Err(bad(key, format!("expected {min}-604800 seconds, got {v}")));
+            }
+        }
+        Ok(Self { file: file.to_owned(), raw, listen, ipv4_network, dns, routes, workers })
+    }
+
+    /// The server's own address on the TUN device: the first host address.
+    pub fn server_address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.ipv4_network.network()) + 1)
+    }
+
+    pub fn dpd(&self) -> Duration {
+        Duration::from_secs(self.raw.session.dpd)
+    }
+
+    pub fn cookie_timeout(&self) -> Duration {
+        Duration::from_secs(self.raw.session.cookie_timeout)
+    }
+
+    pub fn auth_timeout(&self) -> Duration {
+        Duration::from_secs(self.raw.session.auth_timeout)
+    }
+
+    /// The effective configuration as TOML (for `check-config`).
+    pub fn effective_toml(&self) -> String {
+        let r = &self.raw;
+        let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
+        format!(
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nmtu = {mtu}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\n",
+            file = self.file.display(),
+            listen = self.listen.to_string(),
+            tcp = r.server.tcp_port,
+            udp = r.server.udp_port,
+            workers = self.workers,
+            wcfg = r.server.workers,
+            cert = r.tls.cert_file.display().to_string(),
+            key = r.tls.key_file.display().to_string(),
+            gen = r.tls.generate_self_signed,
+            pw = r.auth.passwd_file.display().to_string(),
+            dev = r.network.device,
+            net = self.ipv4_network,
+            srv = self.server_address(),
+            dns = list(&r.network.dns),
+            routes = list(&self.routes.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            mtu = r.network.mtu,
+            dpd = r.session.dpd,
+            ka = r.session.keepalive,
+            ct = r.session.cookie_timeout,
+            at = r.session.auth_timeout,
+            mc = r.session.max_clients,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/x/test.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.raw.server.tcp_port, 443);
+        assert_eq!(c.ipv4_network.to_string(), "192.168.100.0/24");
+        assert_eq!(c.server_address(), Ipv4Addr::new(192, 168, 100, 1));
+        assert_eq!((c.raw.session.dpd, c.raw.session.cookie_timeout), (90, 300));
+        assert!(c.workers >= 1);
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for f in ["config/ocserv-uring.toml", "config/dev.toml", "packaging/ocserv-uring.toml"] {
+            Config::load(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = parse("[auth]\npasswd_file = \"ocpasswd\"").unwrap();
+        assert_eq!(c.raw.auth.passwd_file, Path::new("/etc/x/ocpasswd"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = parse("[server]\nlisten = \"0.0.0.0\"\nlisten_port = 1\n").unwrap_err().to_string();
+        assert!(e.contains("/etc/x/test.toml"), "{e}");
+        assert!(e.contains("listen_port"), "{e}");
+        assert!(e.contains("tcp_port"), "expected keys should be listed: {e}");
+        let e = parse("[nope]\n").unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_expectation() {
+        for (text, key) in [
+            ("[server]\ntcp_port = \"x\"", "tcp_port"),
+            ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[network]\nipv4_network = \"10.0.0.0/33\"", "network.ipv4_network"),
+            ("[network]\nipv4_network = \"10.0.0.5/24\"", "network.ipv4_network"),
+            ("[network]\ndns = [\"x\"]", "network.dns"),
+            ("[network]\nroutes = [\"10.0.0.0\"]", "network.routes"),
+            ("[network]\nmtu = 100", "network.mtu"),
+            ("[session]\ndpd = 0", "session.dpd"),
+            ("[session]\ndpd = -1", "dpd"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?} → {e}");
+            assert!(e.contains("expected") || e.contains("invalid"), "{text:?} → {e}");
+        }
+    }
+}

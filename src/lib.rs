@@ -1,0 +1,12 @@
+//! ocserv-uring: a thread-per-core OpenConnect VPN server.
+//!
+//! `proto/` holds the sans-IO protocol cores, `sys/` every `unsafe` syscall,
+//! `shard/` the glommio glue that moves bytes between them.
+
+pub mod config;
+pub mod passwd;
+pub mod pool;
+pub mod proto;
+pub mod tls;
+pub mod shard;
+pub mod sys;

@@ -1,0 +1,342 @@
+//! The XML ("aggregate auth") login exchange of protocol notes §2, as ocserv
+//! runs it: username form, password form, success or retry; after
+//! [`MAX_PASSWORD_TRIES`] wrong passwords the login fails for good.
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+/// ocserv's `MAX_PASSWORD_TRIES`.
+pub const MAX_PASSWORD_TRIES: u8 = 3;
+/// The form's `action`; POSTs to any path are accepted anyway.
+pub const FORM_ACTION: &str = "/auth";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    Init,
+    AuthReply,
+    Logout,
+    /// No `type` or an unknown one: treated like `init`.
+    Other,
+}
+
+/// What a client's POST body says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthRequest {
+    pub kind: Option<RequestKind>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthParseError {
+    #[error("invalid XML: {0}")]
+    Xml(String),
+    #[error("body is not UTF-8")]
+    NotUtf8,
+}
+
+/// Parses a `<config-auth>` XML body, or a urlencoded form (the client's
+/// no-XML fallback). An empty body is an `init`.
+pub fn parse_request(body: &[u8]) -> Result<AuthRequest, AuthParseError> {
+    let text = std::str::from_utf8(body).map_err(|_| AuthParseError::NotUtf8)?;
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return Ok(AuthRequest { kind: Some(RequestKind::Init), ..Default::default() });
+    }
+    if trimmed.starts_with('<') {
+        parse_xml(trimmed)
+    } else {
+        Ok(parse_urlencoded(trimmed))
+    }
+}
+
+fn parse_xml(text: &str) -> Result<AuthRequest, AuthParseError> {
+    let mut reader = Reader::from_str(text);
+    reader.config_mut().trim_text(true);
+    let mut req = AuthRequest::default();
+    // Element names from <config-auth> down; bounded so hostile nesting cannot grow it.
+    let mut path: Vec<String> = Vec::new();
+    let err = |e: quick_xml::Error| AuthParseError::Xml(e.to_string());
+    loop {
+        match reader.read_event().map_err(err)? {
+            Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                if name == "config-auth" && path.is_empty() {
+                    req.kind = Some(kind_of(&e));
+                }
+                if path.len() >= 32 {
+                    return Err(AuthParseError::Xml("nesting too deep".into()));
+                }
+                path.push(name);
+            }
+            Event::Empty(e) => {
+                if e.name().as_ref() == b"config-auth" && path.is_empty() {
+                    req.kind = Some(kind_of(&e));
+                }
+            }
+            Event::End(_) => {
+                path.pop();
+            }
+            Event::Text(t) => {
+                let value = t.unescape().map_err(err)?.into_owned();
+                let p: Vec<&str> = path.iter().map(String::as_str).collect();
+                match p.as_slice() {
+                    ["config-auth", "auth", "username"] => req.username = Some(value),
+                    ["config-auth", "auth", "password"] => req.password = Some(value),
+                    ["config-auth", "group-select"] => req.group = Some(value),
+                    _ => {}
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if req.kind.is_none() {
+        return Err(AuthParseError::Xml("no <config-auth> element".into()));
+    }
+    Ok(req)
+}
+
+fn kind_of(e: &quick_xml::events::BytesStart<'_>) -> RequestKind {
+    let ty = e
+        .attributes()
+        .flatten()
+        .find(|a| a.key.as_ref() == b"type")
+        .map(|a| a.value.into_owned());
+    match ty.as_deref() {
+        Some(b"init") => RequestKind::Init,
+        Some(b"auth-reply") => RequestKind::AuthReply,
+        Some(b"logout") => RequestKind::Logout,
+        _ => RequestKind::Other,
+    }
+}
+
+fn parse_urlencoded(text: &str) -> AuthRequest {
+    let mut req = AuthRequest { kind: Some(RequestKind::AuthReply), ..Default::default() };
+    for pair in text.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = url_decode(v);
+        match k {
+            "username" => req.username = Some(v),
+            "password" => req.password = Some(v),
+            "group_list" => req.group = Some(v),
+            _ => {}
+        }
+    }
+    req
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Escapes text for element content and attribute values.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_control() && c != '\n' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Username,
+    Password,
+}
+
+/// An `auth-request` document asking for one field.
+pub fn form_document(field: Field, message: &str) -> Vec<u8> {
+    let input = match field {
+        Field::Username => r#"<input type="text" name="username" label="Username:" />"#,
+        Field::Password => r#"<input type="password" name="password" label="Password:" />"#,
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"auth-request\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"main\">\n<message>{}</message>\n<form method=\"post\" action=\"{FORM_ACTION}\">\n{input}\n</form></auth>\n</config-auth>\n",
+        xml_escape(message)
+    )
+    .into_bytes()
+}
+
+/// The `complete` document that, with the `webvpn` cookie, ends the login.
+pub fn success_document() -> Vec<u8> {
+    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"complete\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"success\">\n<title>SSL VPN Service</title></auth></config-auth>\n".to_vec()
+}
+
+const ASK_USERNAME: &str = "Please enter your username.";
+const ASK_PASSWORD: &str = "Please enter your password.";
+const LOGIN_FAILED: &str = "Login failed.\nPlease enter your password.";
+
+/// One connection's progress through the login.
+#[derive(Debug, Default)]
+pub struct AuthExchange {
+    username: Option<String>,
+    failures: u8,
+}
+
+/// What the connection does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Answer 200 with this `auth-request` document.
+    Form(Vec<u8>),
+    /// Check these credentials (off the executor), then call
+    /// [`AuthExchange::verified`].
+    Verify { username: String, password: String },
+}
+
+/// After a credential check.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Logged in: create the session and send [`success_document`].
+    Success { username: String },
+    /// Wrong password, tries left: answer 200 with this form.
+    Retry(Vec<u8>),
+    /// Out of tries: answer 401 and close.
+    Failed,
+}
+
+impl AuthExchange {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn failures(&self) -> u8 {
+        self.failures
+    }
+
+    pub fn handle(&mut self, req: AuthRequest) -> Step {
+        if let Some(u) = req.username.filter(|u| !u.is_empty()) {
+            self.username = Some(u);
+        }
+        match (&self.username, req.password) {
+            (Some(u), Some(p)) => Step::Verify { username: u.clone(), password: p },
+            (Some(_), None) => Step::Form(form_document(Field::Password, ASK_PASSWORD)),
+            (None, _) => Step::Form(form_document(Field::Username, ASK_USERNAME)),
+        }
+    }
+
+    pub fn verified(&mut self, ok: bool) -> Verdict {
+        if ok {
+            if let Some(username) = self.username.take() {
+                return Verdict::Success { username };
+            }
+        }
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= MAX_PASSWORD_TRIES {
+            Verdict::Failed
+        } else {
+            Verdict::Retry(form_document(Field::Password, LOGIN_FAILED))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Bodies as captured from openconnect 9.01 (protocol/capture-*.log).
+    const INIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<config-auth client="vpn" type="init" aggregate-auth-version="2"><version who="vpn">v9.01-3</version><device-id>linux-64</device-id><capabilities><auth-method>single-sign-on-v2</auth-method><auth-method>single-sign-on-external-browser</auth-method></capabilities><group-access>https://10.78.0.1/</group-access></config-auth>"#;
+    const USER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<config-auth client="vpn" type="auth-reply" aggregate-auth-version="2"><version who="vpn">v9.01-3</version><device-id>linux-64</device-id><capabilities><auth-method>single-sign-on-v2</auth-method><auth-method>single-sign-on-external-browser</auth-method></capabilities><auth><username>alice</username></auth></config-auth>"#;
+    const PASS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<config-auth client="vpn" type="auth-reply" aggregate-auth-version="2"><version who="vpn">v9.01-3</version><device-id>linux-64</device-id><capabilities><auth-method>single-sign-on-v2</auth-method><auth-method>single-sign-on-external-browser</auth-method></capabilities><auth><password>test123</password></auth></config-auth>"#;
+
+    #[test]
+    fn parses_captured_bodies() {
+        let init = parse_request(INIT.as_bytes()).unwrap();
+        assert_eq!(init.kind, Some(RequestKind::Init));
+        assert_eq!(init.username, None);
+        let user = parse_request(USER.as_bytes()).unwrap();
+        assert_eq!((user.kind, user.username.as_deref()), (Some(RequestKind::AuthReply), Some("alice")));
+        let pass = parse_request(PASS.as_bytes()).unwrap();
+        assert_eq!(pass.password.as_deref(), Some("test123"));
+    }
+
+    #[test]
+    fn escaped_and_fallback_values() {
+        let x = r#"<config-auth type="auth-reply"><auth><username>a&amp;b</username><password>&lt;p&gt;</password></auth><group-select>g1</group-select></config-auth>"#;
+        let r = parse_request(x.as_bytes()).unwrap();
+        assert_eq!((r.username.as_deref(), r.password.as_deref(), r.group.as_deref()), (Some("a&b"), Some("<p>"), Some("g1")));
+        let f = parse_request(b"username=bob&password=p%40ss+word&group_list=g").unwrap();
+        assert_eq!((f.username.as_deref(), f.password.as_deref()), (Some("bob"), Some("p@ss word")));
+        assert_eq!(url_decode("100%"), "100%");
+        assert_eq!(url_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_request(b"<config-auth><auth></config-auth>").is_err());
+        assert!(parse_request(b"<other/>").is_err());
+        assert!(parse_request(&[0xff, 0xfe]).is_err());
+        let deep = "<config-auth>".to_string() + &"<a>".repeat(40);
+        assert!(parse_request(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn three_step_login_like_ocserv() {
+        let mut ex = AuthExchange::new();
+        let Step::Form(f) = ex.handle(parse_request(INIT.as_bytes()).unwrap()) else { panic!() };
+        assert!(String::from_utf8(f).unwrap().contains(r#"name="username""#));
+        let Step::Form(f) = ex.handle(parse_request(USER.as_bytes()).unwrap()) else { panic!() };
+        assert!(String::from_utf8(f).unwrap().contains(r#"type="password""#));
+        let step = ex.handle(parse_request(PASS.as_bytes()).unwrap());
+        assert_eq!(step, Step::Verify { username: "alice".into(), password: "test123".into() });
+        assert_eq!(ex.verified(true), Verdict::Success { username: "alice".into() });
+    }
+
+    #[test]
+    fn three_wrong_passwords_fail_and_a_right_one_before_that_works() {
+        let mut ex = AuthExchange::new();
+        ex.handle(parse_request(USER.as_bytes()).unwrap());
+        ex.handle(parse_request(PASS.as_bytes()).unwrap());
+        let Verdict::Retry(form) = ex.verified(false) else { panic!() };
+        assert!(String::from_utf8(form).unwrap().contains("Login failed."));
+        ex.handle(parse_request(PASS.as_bytes()).unwrap());
+        assert_eq!(ex.verified(true), Verdict::Success { username: "alice".into() });
+
+        let mut ex = AuthExchange::new();
+        ex.handle(parse_request(USER.as_bytes()).unwrap());
+        for _ in 0..2 {
+            ex.handle(parse_request(PASS.as_bytes()).unwrap());
+            assert!(matches!(ex.verified(false), Verdict::Retry(_)));
+        }
+        ex.handle(parse_request(PASS.as_bytes()).unwrap());
+        assert_eq!(ex.verified(false), Verdict::Failed);
+    }
+
+    #[test]
+    fn documents_escape_text() {
+        let d = String::from_utf8(form_document(Field::Password, "a<b")).unwrap();
+        assert!(d.contains("<message>a&lt;b</message>"));
+        assert!(String::from_utf8(success_document()).unwrap().contains(r#"<auth id="success">"#));
+    }
+}

@@ -1,0 +1,9 @@
+//! Sans-IO protocol cores: bytes in, bytes and decisions out. No sockets,
+//! files, clocks or runtime types here, so everything is unit-testable and
+//! fuzzable without a network.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cstp;
+pub mod http;
+pub mod ip;

@@ -1,0 +1,316 @@
+//! A client connection before its tunnel: TLS handshake, the XML login,
+//! and the CONNECT that turns it into a tunnel (on its home shard).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use shards::Cookie;
+
+use super::core::Shard;
+use super::tunnel::Tunnel;
+use super::Handoff;
+use crate::proto::auth::{self, AuthExchange, Step, Verdict};
+use crate::proto::http::{self, HttpError, Method, RequestHead, Response};
+use crate::tls::{TlsError, TlsSession};
+
+struct Request {
+    head: RequestHead,
+    body: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+struct Conn {
+    stream: TcpStream,
+    tls: TlsSession,
+    peer: SocketAddr,
+    plain: Vec<u8>,
+    rbuf: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Conn {
+    async fn read_request(&mut self) -> Result<Option<Request>, ReadError> {
+        loop {
+            if let Some((head, used)) = http::parse_head(&self.plain)? {
+                let total = used + head.content_length;
+                while self.plain.len() < total {
+                    if !self.fill().await? {
+                        return Ok(None);
+                    }
+                }
+                let body = self.plain[used..total].to_vec();
+                self.plain.drain(..total);
+                return Ok(Some(Request { head, body }));
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads once from the socket; false on EOF.
+    async fn fill(&mut self) -> Result<bool, ReadError> {
+        let n = self.stream.read(&mut self.rbuf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let fed = self.tls.feed(&self.rbuf[..n], &mut self.plain);
+        self.flush().await?; // handshake messages or an alert
+        Ok(!fed?.peer_closed)
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.out.clear();
+        self.tls.take_outgoing(&mut self.out);
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> bool {
+        self.tls.write_plain(bytes).is_ok() && self.flush().await.is_ok()
+    }
+
+    /// Sends a final error and closes TLS.
+    async fn refuse(mut self, code: u16, reason: &str) {
+        let _ = self.tls.write_plain(&http::error_response(code, reason));
+        self.tls.send_close_notify();
+        let _ = self.flush().await;
+        let _ = self.stream.close().await;
+    }
+}
+
+fn xml_reply(doc: &[u8]) -> Vec<u8> {
+    Response::new(200, "OK")
+        .header("Content-Type", "text/xml")
+        .header("X-Transcend-Version", 1)
+        .body(doc)
+}
+
+async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(d).await;
+        None
+    })
+    .await
+}
+
+/// Serves one accepted TCP connection.
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let _ = stream.set_nodelay(true);
+    let tls = match TlsSession::new(shard.shared.tls.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("TLS session: {e}");
+            return;
+        }
+    };
+    let mut conn = Conn { stream, tls, peer, plain: Vec::new(), rbuf: vec![0; 16 * 1024], out: Vec::new() };
+    let mut login = AuthExchange::new();
+    let timeout = shard.shared.config.auth_timeout();
+    loop {
+        let req = match with_timeout(timeout, conn.read_request()).await {
+            None => {
+                tracing::debug!(%peer, "auth_timeout: dropping idle or slow client");
+                return;
+            }
+            Some(Ok(Some(r))) => r,
+            Some(Ok(None)) => return,
+            Some(Err(ReadError::Http(e))) => {
+                tracing::info!(%peer, "bad request: {e}");
+                let (code, reason) = e.status();
+                conn.refuse(code, reason).await;
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(%peer, "connection: {e}");
+                return;
+            }
+        };
+        match req.head.method {
+            Method::Connect => return connect(shard, conn, req.head).await,
+            Method::Post | Method::Get => {
+                let parsed = if req.head.method == Method::Post {
+                    auth::parse_request(&req.body)
+                } else {
+                    Ok(auth::AuthRequest::default())
+                };
+                let areq = match parsed {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::info!(%peer, "bad auth body: {e}");
+                        conn.refuse(400, "Bad Request").await;
+                        return;
+                    }
+                };
+                let reply = match login.handle(areq) {
+                    Step::Form(doc) => xml_reply(&doc),
+                    Step::Verify { username, password } => {
+                        let path = shard.shared.config.raw.auth.passwd_file.clone();
+                        let user = username.clone();
+                        let checked = glommio::executor()
+                            .spawn_blocking(move || {
+                                crate::sys::lower_thread_priority();
+                                crate::passwd::check(&path, &user, &password)
+                            })
+                            .await;
+                        let ok = checked.unwrap_or_else(|e| {
+                            tracing::error!("password file: {e}");
+                            false
+                        });
+                        match login.verified(ok) {
+                            Verdict::Success { username } => match shard.create_session(username) {
+                                Ok(cookie) => Response::new(200, "OK")
+                                    .header("Connection", "Keep-Alive")
+                                    .header("Content-Type", "text/xml")
+                                    .header("X-Transcend-Version", 1)
+                                    .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"))
+                                    .body(&auth::success_document()),
+                                Err(why) => {
+                                    tracing::warn!(%peer, "login refused: {why}");
+                                    conn.refuse(401, why).await;
+                                    return;
+                                }
+                            },
+                            Verdict::Retry(doc) => {
+                                tracing::warn!(%peer, user = %username, tries = login.failures(), "wrong password");
+                                xml_reply(&doc)
+                            }
+                            Verdict::Failed => {
+                                tracing::warn!(%peer, user = %username, "login failed: too many wrong passwords");
+                                conn.refuse(401, "Authentication failed").await;
+                                return;
+                            }
+                        }
+                    }
+                };
+                if !conn.send(&reply).await {
+                    return;
+                }
+            }
+            Method::Other => {
+                conn.refuse(405, "Method Not Allowed").await;
+                return;
+            }
+        }
+    }
+}
+
+/// `CONNECT /CSCOSSLC/tunnel`: run it here or move it to the home shard.
+async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
+    let cookie = head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok());
+    let Some(cookie) = cookie.filter(|c| c.home_shard().index() < shard.shared.shards) else {
+        tracing::info!(peer = %conn.peer, "CONNECT without a valid cookie");
+        conn.refuse(401, "Cookie is not acceptable").await;
+        return;
+    };
+    let home = cookie.home_shard();
+    if home == shard.id {
+        return start_tunnel(shard, conn, head, cookie).await;
+    }
+    let fd = match crate::sys::dup(conn.stream.as_raw_fd()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("handoff dup: {e}");
+            return;
+        }
+    };
+    let Conn { stream, tls, peer, plain, .. } = conn;
+    drop(stream);
+    tracing::debug!(%peer, from = %shard.id, to = %home, "moving CONNECT to its home shard");
+    let handoff = Handoff { fd, tls, head, leftover: plain, peer };
+    let Some(tx) = shard.peer(home) else { return };
+    if tx.send(handoff).await.is_err() {
+        tracing::warn!(%peer, "home shard {home} refused the handoff");
+    }
+}
+
+/// A CONNECT moved here from another shard.
+pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
+    // SAFETY: the fd was dup'ed for this handoff and is owned by it alone.
+    let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
+    let Some(cookie) = h.head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok()) else { return };
+    let conn = Conn { stream, tls: h.tls, peer: h.peer, plain: h.leftover, rbuf: Vec::new(), out: Vec::new() };
+    start_tunnel(shard, conn, h.head, cookie).await;
+}
+
+fn header_num(head: &RequestHead, name: &str) -> Option<u16> {
+    head.header(name).and_then(|v| v.trim().parse().ok())
+}
+
+async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: Cookie) {
+    let Some((user, lease)) = shard.session_lease(&cookie) else {
+        tracing::info!(peer = %conn.peer, "CONNECT with an unknown or expired cookie");
+        conn.refuse(401, "Cookie is not acceptable").await;
+        return;
+    };
+    let cfg = &shard.shared.config;
+    let mtu_cap = cfg.raw.network.mtu;
+    let base_mtu = header_num(&head, "X-CSTP-Base-MTU").map_or(mtu_cap, |b| b.clamp(576, mtu_cap));
+    let mtu = header_num(&head, "X-CSTP-MTU").map_or(mtu_cap, |m| m.clamp(576, mtu_cap));
+    let reply = connect_reply(&shard, lease, base_mtu, mtu);
+
+    let writer_fd = match crate::sys::dup(conn.stream.as_raw_fd()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("tunnel dup: {e}");
+            return;
+        }
+    };
+    // SAFETY: a fresh dup owned by this stream alone.
+    let writer = unsafe { TcpStream::from_raw_fd(writer_fd.into_raw_fd()) };
+    let Conn { stream, tls, peer, plain, .. } = conn;
+    let tunnel = Rc::new(Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls));
+    tunnel.queue_plain(&reply);
+    shard.attach(&cookie, &tunnel);
+    tracing::info!(user = %tunnel.user, lease = %lease, %peer, shard = %shard.id, mtu, "tunnel up");
+    glommio::spawn_local(tunnel.clone().write_loop(writer)).detach();
+    let reason = tunnel.clone().read_loop(shard.clone(), stream, plain).await;
+    shard.tunnel_ended(&tunnel, reason);
+}
+
+/// The `200 CONNECTED` head of protocol notes §3.2, in exact header case.
+fn connect_reply(shard: &Shard, lease: std::net::Ipv4Addr, base_mtu: u16, mtu: u16) -> Vec<u8> {
+    let cfg = &shard.shared.config;
+    let s = &cfg.raw.session;
+    let mut r = Response::new(200, "CONNECTED")
+        .header("X-CSTP-Version", 1)
+        .header("X-CSTP-Server-Name", concat!("ocserv-uring ", env!("CARGO_PKG_VERSION")))
+        .header("X-CSTP-DPD", s.dpd)
+        .header("X-CSTP-Address", lease)
+        .header("X-CSTP-Netmask", cfg.ipv4_network.netmask());
+    for d in &cfg.dns {
+        r = r.header("X-CSTP-DNS", d);
+    }
+    for route in &cfg.routes {
+        r = r.header("X-CSTP-Split-Include", format!("{}/{}", route.network(), route.netmask()));
+    }
+    r.header("X-CSTP-Tunnel-All-DNS", cfg.routes.is_empty())
+        .header("X-CSTP-Keepalive", s.keepalive)
+        .header("X-CSTP-Idle-Timeout", "none")
+        .header("X-CSTP-Session-Timeout", "none")
+        .header("X-CSTP-Disconnected-Timeout", "none")
+        .header("X-CSTP-Keep", "true")
+        .header("X-CSTP-TCP-Keepalive", "true")
+        .header("X-CSTP-License", "accept")
+        .header("X-CSTP-Rekey-Method", "none")
+        .header("X-CSTP-Base-MTU", base_mtu)
+        .header("X-CSTP-MTU", mtu)
+        .finish()
+}

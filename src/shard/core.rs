@@ -1,0 +1,223 @@
+//! One shard: its state, its tasks, and session bookkeeping.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::ConnectedSender;
+use glommio::net::TcpListener;
+use glommio::spawn_local;
+use shards::{Cookie, SessionStore, ShardId};
+
+use super::tunnel::{EndReason, Tunnel};
+use super::{Handoff, Links, Shared};
+use crate::pool::ShardPool;
+
+/// A logged-in user's session; lives until logout or cookie expiry.
+pub(crate) struct Session {
+    pub(crate) user: String,
+    pub(crate) lease: Ipv4Addr,
+    pub(crate) tunnel: Option<Rc<Tunnel>>,
+}
+
+pub(crate) struct Shard {
+    pub(crate) id: ShardId,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tun_fd: RawFd,
+    pool: RefCell<ShardPool>,
+    sessions: RefCell<SessionStore<Session>>,
+    /// Lease → live tunnel: the TUN dispatch table.
+    pub(crate) tunnels: RefCell<HashMap<Ipv4Addr, Rc<Tunnel>>>,
+    peers: RefCell<Vec<Option<ConnectedSender<Handoff>>>>,
+    next_tunnel_id: Cell<u64>,
+}
+
+const TICK: Duration = Duration::from_millis(100);
+/// How long shutdown waits for clients to be told and sockets flushed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, links: Links) -> Result<(), String> {
+    let cfg = &shared.config;
+    let addr = std::net::SocketAddr::new(cfg.listen, cfg.raw.server.tcp_port);
+    let listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
+    let pool = ShardPool::new(cfg.ipv4_network, cfg.server_address(), id.index(), shared.shards);
+    tracing::debug!(shard = %id, leases = pool.size(), "shard started");
+    let shard = Rc::new(Shard {
+        id,
+        shared: shared.clone(),
+        tun_fd,
+        pool: RefCell::new(pool),
+        sessions: RefCell::new(SessionStore::new()),
+        tunnels: RefCell::new(HashMap::new()),
+        peers: RefCell::new(Vec::new()),
+        next_tunnel_id: Cell::new(u64::from(id.0) << 48),
+    });
+
+    let mut peers = Vec::with_capacity(links.to.len());
+    for tx in links.to {
+        peers.push(match tx {
+            Some(tx) => Some(tx.connect().await),
+            None => None,
+        });
+    }
+    *shard.peers.borrow_mut() = peers;
+    for rx in links.from {
+        let shard = shard.clone();
+        spawn_local(async move {
+            let rx = rx.connect().await;
+            while let Some(h) = rx.recv().await {
+                let s = shard.clone();
+                spawn_local(async move { super::conn::adopt(s, h).await }).detach();
+            }
+        })
+        .detach();
+    }
+    spawn_local(super::tun::read_loop(shard.clone())).detach();
+    let acceptor = shard.clone();
+    spawn_local(async move {
+        loop {
+            match listener.accept().await {
+                Ok(stream) => {
+                    let s = acceptor.clone();
+                    spawn_local(async move { super::conn::serve(s, stream).await }).detach();
+                }
+                Err(e) => {
+                    tracing::warn!(shard = %acceptor.id, "accept: {e}");
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .detach();
+
+    let mut last_sweep = Instant::now();
+    while !shared.shutdown.load(Ordering::Acquire) {
+        glommio::timer::sleep(TICK).await;
+        let now = Instant::now();
+        if now.duration_since(last_sweep) >= Duration::from_secs(1) {
+            last_sweep = now;
+            shard.housekeeping(now);
+        }
+    }
+    shard.shutdown().await;
+    Ok(())
+}
+
+impl Shard {
+    pub(crate) fn next_tunnel_id(&self) -> u64 {
+        let id = self.next_tunnel_id.get() + 1;
+        self.next_tunnel_id.set(id);
+        id
+    }
+
+    pub(crate) fn peer(&self, home: ShardId) -> Option<std::cell::Ref<'_, ConnectedSender<Handoff>>> {
+        std::cell::Ref::filter_map(self.peers.borrow(), |p| p.get(home.index()).and_then(Option::as_ref)).ok()
+    }
+
+    /// A successful login: lease an address and issue a cookie.
+    pub(crate) fn create_session(&self, user: String) -> Result<Cookie, &'static str> {
+        if !self.shared.clients.try_acquire() {
+            return Err("the server has reached max_clients");
+        }
+        let Some(lease) = self.pool.borrow_mut().lease(None) else {
+            self.shared.clients.release();
+            return Err("no free tunnel address");
+        };
+        let mut random = [0u8; shards::cookie::COOKIE_RANDOM_LEN];
+        if aws_lc_rs::rand::fill(&mut random).is_err() {
+            self.pool.borrow_mut().release(lease);
+            self.shared.clients.release();
+            return Err("no randomness for a cookie");
+        }
+        let cookie = Cookie::new(self.id, random);
+        tracing::info!(shard = %self.id, user = %user, lease = %lease, "login: session created");
+        let mut sessions = self.sessions.borrow_mut();
+        // 128 random bits: a collision is not a case to handle.
+        let _ = sessions.insert(cookie, Session { user, lease, tunnel: None });
+        // Until the CONNECT arrives the cookie ages like a disconnected one.
+        sessions.detach(&cookie, Instant::now() + self.shared.config.cookie_timeout());
+        Ok(cookie)
+    }
+
+    /// Binds a CONNECT to its session; the older tunnel of the same cookie,
+    /// if any, is superseded. Returns the session's user and lease.
+    pub(crate) fn attach(&self, cookie: &Cookie, tunnel: &Rc<Tunnel>) {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(session) = sessions.get_mut(cookie) else { return };
+        if let Some(old) = session.tunnel.replace(tunnel.clone()) {
+            tracing::info!(user = %session.user, lease = %session.lease, "reconnect supersedes the previous tunnel");
+            old.end(EndReason::Superseded);
+        }
+        sessions.attach(cookie);
+        self.tunnels.borrow_mut().insert(tunnel.lease, tunnel.clone());
+    }
+
+    pub(crate) fn session_lease(&self, cookie: &Cookie) -> Option<(String, Ipv4Addr)> {
+        self.sessions.borrow().get(cookie).map(|s| (s.user.clone(), s.lease))
+    }
+
+    /// Called once when a tunnel's reader stops.
+    pub(crate) fn tunnel_ended(&self, tunnel: &Rc<Tunnel>, reason: EndReason) {
+        {
+            let mut map = self.tunnels.borrow_mut();
+            if map.get(&tunnel.lease).is_some_and(|t| t.id == tunnel.id) {
+                map.remove(&tunnel.lease);
+            }
+        }
+        let mut sessions = self.sessions.borrow_mut();
+        let owns = sessions
+            .get(&tunnel.cookie)
+            .and_then(|s| s.tunnel.as_ref())
+            .is_some_and(|t| t.id == tunnel.id);
+        let stats = tunnel.stats();
+        if !owns {
+            tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, "tunnel closed (superseded)");
+            return;
+        }
+        if reason.ends_session() {
+            if let Some(s) = sessions.remove(&tunnel.cookie) {
+                self.pool.borrow_mut().release(s.lease);
+                self.shared.clients.release();
+            }
+            tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, "session ended, address released");
+        } else {
+            if let Some(s) = sessions.get_mut(&tunnel.cookie) {
+                s.tunnel = None;
+            }
+            sessions.detach(&tunnel.cookie, Instant::now() + self.shared.config.cookie_timeout());
+            tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, "tunnel closed; cookie kept for reconnect");
+        }
+    }
+
+    fn housekeeping(&self, now: Instant) {
+        let mut expired = Vec::new();
+        self.sessions.borrow_mut().sweep_expired(now, |_, s| expired.push(s));
+        for s in expired {
+            self.pool.borrow_mut().release(s.lease);
+            self.shared.clients.release();
+            tracing::info!(user = %s.user, lease = %s.lease, "cookie expired, address released");
+        }
+        let dpd = self.shared.config.dpd();
+        let tunnels: Vec<_> = self.tunnels.borrow().values().cloned().collect();
+        for t in tunnels {
+            t.check_dpd(now, dpd);
+        }
+    }
+
+    async fn shutdown(&self) {
+        let tunnels: Vec<_> = self.tunnels.borrow().values().cloned().collect();
+        for t in &tunnels {
+            t.end(EndReason::ServerShutdown);
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while !self.tunnels.borrow().is_empty() && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::debug!(shard = %self.id, told = tunnels.len(), "shard stopped");
+    }
+}

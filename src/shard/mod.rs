@@ -1,0 +1,165 @@
+//! The glommio glue: one executor per shard, each owning its listener, its
+//! TUN queue, its sessions and its slice of the address pool. glommio types
+//! appear only under this directory.
+
+mod conn;
+mod core;
+mod notify;
+mod tun;
+mod tunnel;
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use rustls::ServerConfig;
+use shards::{GlobalLimit, ShardId};
+
+use crate::config::Config;
+use crate::sys;
+use crate::tls::TlsSession;
+
+/// Read-only state and cross-shard atomics, shared by all shards.
+pub struct Shared {
+    pub config: Config,
+    pub tls: Arc<ServerConfig>,
+    pub clients: GlobalLimit,
+    pub shutdown: AtomicBool,
+    pub shards: usize,
+}
+
+/// A CONNECT whose cookie names another shard, moved to that shard with
+/// its socket and TLS state (design.md "Migration").
+pub(crate) struct Handoff {
+    fd: OwnedFd,
+    tls: TlsSession,
+    head: crate::proto::http::RequestHead,
+    /// Plaintext that followed the request head.
+    leftover: Vec<u8>,
+    peer: std::net::SocketAddr,
+}
+
+/// Per-shard channel ends: `to[j]` sends to shard j, `from` receives.
+struct Links {
+    to: Vec<Option<SharedSender<Handoff>>>,
+    from: Vec<SharedReceiver<Handoff>>,
+}
+
+fn links(n: usize) -> Vec<Links> {
+    let mut all: Vec<Links> = (0..n).map(|_| Links { to: (0..n).map(|_| None).collect(), from: Vec::new() }).collect();
+    for from in 0..n {
+        for to in 0..n {
+            if from != to {
+                let (tx, rx) = shared_channel::new_bounded(64);
+                all[from].to[to] = Some(tx);
+                all[to].from.push(rx);
+            }
+        }
+    }
+    all
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsSetupError),
+    #[error("TUN device {device}: {err}")]
+    Tun { device: String, err: std::io::Error },
+    #[error("starting shard {shard}: {err}")]
+    Shard { shard: usize, err: String },
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), RunError> {
+    let tls_cfg = &config.raw.tls;
+    if tls_cfg.generate_self_signed && crate::tls::ensure_self_signed(&tls_cfg.cert_file, &tls_cfg.key_file)? {
+        tracing::info!(cert = %tls_cfg.cert_file.display(), key = %tls_cfg.key_file.display(), "generated a self-signed certificate");
+    }
+    let identity = crate::tls::Identity::load(&tls_cfg.cert_file, &tls_cfg.key_file)?;
+    let pin = identity.pin_sha256()?;
+    let tls = identity.server_config()?;
+    tracing::info!("server certificate {pin} (for openconnect --servercert)");
+
+    let n = config.workers;
+    let device = config.raw.network.device.clone();
+    let tun_err = |err| RunError::Tun { device: device.clone(), err };
+    let tun = sys::tun::TunDevice::open(&device, n).map_err(tun_err)?;
+    tun.configure(config.server_address(), config.ipv4_network.prefix_len(), config.raw.network.mtu).map_err(tun_err)?;
+    let _steering = sys::bpf::attach_steering(&tun.queues[0], n as u32).map_err(tun_err)?;
+    tracing::info!(device = %device, address = %config.server_address(), network = %config.ipv4_network, queues = n, "TUN device up");
+
+    block_shutdown_signals();
+    let shared = Arc::new(Shared {
+        clients: GlobalLimit::new(config.raw.session.max_clients),
+        config,
+        tls,
+        shutdown: AtomicBool::new(false),
+        shards: n,
+    });
+    spawn_signal_waiter(shared.clone());
+
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut handles = Vec::with_capacity(n);
+    for (i, link) in links(n).into_iter().enumerate() {
+        let shared = shared.clone();
+        let tun_fd: RawFd = tun.queues[i].as_raw_fd();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(i % cpus))
+            .name(&format!("shard-{i}"))
+            // Password hashing and file reads run here, off the executor.
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(cpus.max(2)))
+            .spawn(move || async move { core::run_shard(ShardId(i as u16), shared, tun_fd, link).await })
+            .map_err(|e| RunError::Shard { shard: i, err: e.to_string() })?;
+        handles.push(handle);
+    }
+    tracing::info!(shards = n, "ocserv-uring ready");
+    let mut first_err = None;
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                first_err.get_or_insert(RunError::Shard { shard: i, err });
+            }
+            Err(e) => {
+                first_err.get_or_insert(RunError::Shard { shard: i, err: e.to_string() });
+            }
+        }
+    }
+    drop(tun); // the device goes away with its last queue
+    tracing::info!("stopped");
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Blocks SIGTERM/SIGINT in this thread and every thread it spawns, so only
+/// the waiter thread receives them.
+fn block_shutdown_signals() {
+    // SAFETY: sigset manipulation on a local set, then pthread_sigmask on it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn spawn_signal_waiter(shared: Arc<Shared>) {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            // SAFETY: as in block_shutdown_signals; sigwait fills `sig`.
+            let sig = unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::sigaddset(&mut set, libc::SIGINT);
+                let mut sig = 0;
+                libc::sigwait(&set, &mut sig);
+                sig
+            };
+            tracing::info!(signal = sig, "shutting down: ending every session");
+            shared.shutdown.store(true, Ordering::Release);
+        })
+        .expect("spawning the signal thread");
+}

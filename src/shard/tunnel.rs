@@ -1,0 +1,287 @@
+//! A live CSTP tunnel: frames from the client to the TUN queue (reader
+//! task) and packets from the TUN queue to the client (writer task).
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use shards::Cookie;
+
+use super::core::Shard;
+use super::notify::Notify;
+use crate::proto::cstp::{self, FrameType};
+use crate::proto::ip;
+use crate::tls::TlsSession;
+
+/// Ciphertext allowed to wait for a slow client before packets are dropped.
+const MAX_QUEUED: usize = 512 * 1024;
+/// Silence after which the server itself sends DPD-REQ, then drops (×3).
+const DPD_DROP_FACTOR: u32 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    /// CSTP DISCONNECT from the client (e.g. it got SIGINT): logout.
+    ClientDisconnect,
+    /// TCP/TLS closed or failed; the client may come back with its cookie.
+    ConnectionLost,
+    /// No frame from the client for the DPD limit.
+    DpdTimeout,
+    /// The client broke CSTP framing.
+    ProtocolError,
+    /// A reconnect with the same cookie took over.
+    Superseded,
+    ServerShutdown,
+}
+
+impl EndReason {
+    /// Whether the session (cookie and address) ends with the tunnel.
+    pub(crate) fn ends_session(self) -> bool {
+        matches!(self, Self::ClientDisconnect | Self::ServerShutdown)
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ClientDisconnect => "client disconnect",
+            Self::ConnectionLost => "connection lost",
+            Self::DpdTimeout => "DPD timeout",
+            Self::ProtocolError => "CSTP protocol error",
+            Self::Superseded => "superseded by reconnect",
+            Self::ServerShutdown => "server shutdown",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) rx_bytes: u64,
+    pub(crate) rx_packets: u64,
+    pub(crate) tx_bytes: u64,
+    pub(crate) tx_packets: u64,
+    pub(crate) dropped: u64,
+}
+
+pub(crate) struct Tunnel {
+    pub(crate) id: u64,
+    pub(crate) cookie: Cookie,
+    pub(crate) user: String,
+    pub(crate) lease: Ipv4Addr,
+    pub(crate) peer: SocketAddr,
+    tls: RefCell<TlsSession>,
+    wake: Notify,
+    queued: Cell<usize>,
+    last_rx: Cell<Instant>,
+    dpd_sent: Cell<bool>,
+    ended: Cell<Option<EndReason>>,
+    stats: Cell<Stats>,
+    /// Header + payload assembly for one outgoing frame.
+    frame: RefCell<Vec<u8>>,
+}
+
+impl Tunnel {
+    pub(crate) fn new(id: u64, cookie: Cookie, user: String, lease: Ipv4Addr, peer: SocketAddr, tls: TlsSession) -> Self {
+        Self {
+            id,
+            cookie,
+            user,
+            lease,
+            peer,
+            tls: RefCell::new(tls),
+            wake: Notify::default(),
+            queued: Cell::new(0),
+            last_rx: Cell::new(Instant::now()),
+            dpd_sent: Cell::new(false),
+            ended: Cell::new(None),
+            stats: Cell::new(Stats::default()),
+            frame: RefCell::new(Vec::with_capacity(cstp::HEADER_LEN + cstp::MAX_PAYLOAD)),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats.get()
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut Stats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    /// Queues raw bytes (the CONNECT reply) ahead of any frame.
+    pub(crate) fn queue_plain(&self, data: &[u8]) -> bool {
+        let ok = self.tls.borrow_mut().write_plain(data).is_ok();
+        self.wake.notify();
+        ok
+    }
+
+    /// Queues one frame for the client; false if dropped.
+    pub(crate) fn send_frame(&self, ty: FrameType, payload: &[u8]) -> bool {
+        if self.ended.get().is_some() || self.queued.get() > MAX_QUEUED {
+            return false;
+        }
+        let mut frame = self.frame.borrow_mut();
+        frame.clear();
+        let mut head = [0u8; cstp::HEADER_LEN];
+        if cstp::encode_header(ty, payload.len(), &mut head).is_err() {
+            return false;
+        }
+        frame.extend_from_slice(&head);
+        frame.extend_from_slice(payload);
+        if self.tls.borrow_mut().write_frame(&frame).is_err() {
+            return false;
+        }
+        self.queued.set(self.queued.get() + frame.len());
+        self.wake.notify();
+        true
+    }
+
+    /// A packet from the TUN for this client.
+    pub(crate) fn send_packet(&self, pkt: &[u8]) {
+        if self.send_frame(FrameType::Data, pkt) {
+            self.bump(|s| {
+                s.tx_bytes += pkt.len() as u64;
+                s.tx_packets += 1;
+            });
+        } else {
+            self.bump(|s| s.dropped += 1);
+        }
+    }
+
+    /// Ends the tunnel from the server side: tell the client when the
+    /// reason calls for it, flush, then close the socket.
+    pub(crate) fn end(&self, reason: EndReason) {
+        if self.ended.get().is_some() {
+            return;
+        }
+        if reason == EndReason::ServerShutdown {
+            self.send_frame(FrameType::Terminate, b"");
+        }
+        self.ended.set(Some(reason));
+        self.tls.borrow_mut().send_close_notify();
+        self.wake.notify();
+    }
+
+    pub(crate) fn check_dpd(&self, now: Instant, dpd: Duration) {
+        let silent = now.saturating_duration_since(self.last_rx.get());
+        if silent >= dpd * DPD_DROP_FACTOR {
+            tracing::info!(user = %self.user, lease = %self.lease, silent_s = silent.as_secs(), "client silent past the DPD limit");
+            self.end(EndReason::DpdTimeout);
+        } else if silent >= dpd && !self.dpd_sent.replace(true) {
+            self.send_frame(FrameType::DpdReq, b"");
+        }
+    }
+
+    /// Drains queued TLS output to the socket until the tunnel ends.
+    pub(crate) async fn write_loop(self: Rc<Self>, mut stream: TcpStream) {
+        let mut out = Vec::with_capacity(64 * 1024);
+        loop {
+            self.wake.notified().await;
+            loop {
+                out.clear();
+                self.tls.borrow_mut().take_outgoing(&mut out);
+                self.queued.set(0);
+                if out.is_empty() {
+                    break;
+                }
+                if stream.write_all(&out).await.is_err() {
+                    self.ended.set(Some(self.ended.get().unwrap_or(EndReason::ConnectionLost)));
+                    break;
+                }
+            }
+            if self.ended.get().is_some() {
+                // Wakes the reader with EOF; it reports the end to the shard.
+                let _ = stream.shutdown(std::net::Shutdown::Both).await;
+                return;
+            }
+        }
+    }
+
+    /// Reads frames until the client or the server ends the tunnel.
+    pub(crate) async fn read_loop(self: Rc<Self>, shard: Rc<Shard>, mut stream: TcpStream, leftover: Vec<u8>) -> EndReason {
+        let tun_fd = shard.tun_fd;
+        let mut rbuf = vec![0u8; 64 * 1024];
+        let mut plain = leftover;
+        loop {
+            if let Err(reason) = self.process_frames(&mut plain, tun_fd) {
+                self.end(reason);
+                return reason;
+            }
+            let n = match stream.read(&mut rbuf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            self.last_rx.set(Instant::now());
+            self.dpd_sent.set(false);
+            let fed = self.tls.borrow_mut().feed(&rbuf[..n], &mut plain);
+            self.wake.notify();
+            match fed {
+                Ok(f) if f.peer_closed => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(user = %self.user, "TLS error: {e}");
+                    break;
+                }
+            }
+        }
+        let reason = self.ended.get().unwrap_or(EndReason::ConnectionLost);
+        self.end(reason);
+        reason
+    }
+
+    /// Handles every complete frame at the front of `plain`.
+    fn process_frames(&self, plain: &mut Vec<u8>, tun_fd: RawFd) -> Result<(), EndReason> {
+        let mut used = 0;
+        let result = loop {
+            let frame = match cstp::decode(&plain[used..]) {
+                Ok(Some((frame, n))) => {
+                    used += n;
+                    frame
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => {
+                    tracing::info!(user = %self.user, peer = %self.peer, "closing tunnel: {e}");
+                    break Err(EndReason::ProtocolError);
+                }
+            };
+            match frame.ty {
+                FrameType::Data => self.packet_from_client(frame.payload, tun_fd),
+                FrameType::DpdReq => {
+                    self.send_frame(FrameType::DpdResp, frame.payload);
+                }
+                FrameType::Disconnect => {
+                    let why = String::from_utf8_lossy(frame.payload.get(1..).unwrap_or_default()).into_owned();
+                    tracing::info!(user = %self.user, reason = %why.trim_end_matches('\0'), "client sent DISCONNECT");
+                    break Err(EndReason::ClientDisconnect);
+                }
+                FrameType::DpdResp | FrameType::Keepalive => {}
+                // Compression is never negotiated; others are not for servers.
+                FrameType::Compressed | FrameType::Terminate | FrameType::Other(_) => {
+                    self.bump(|s| s.dropped += 1);
+                }
+            }
+        };
+        plain.drain(..used);
+        result
+    }
+
+    fn packet_from_client(&self, pkt: &[u8], tun_fd: RawFd) {
+        // Source check: a client may only send from its own lease.
+        let ok = matches!(ip::addresses(pkt), Some((IpAddr::V4(src), _)) if src == self.lease);
+        if !ok {
+            self.bump(|s| s.dropped += 1);
+            return;
+        }
+        match crate::sys::tun::write_packet(tun_fd, pkt) {
+            Ok(true) => self.bump(|s| {
+                s.rx_bytes += pkt.len() as u64;
+                s.rx_packets += 1;
+            }),
+            Ok(false) | Err(_) => self.bump(|s| s.dropped += 1),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Every `unsafe` of the server: TUN ioctls and the bpf() syscall.
+
+pub mod bpf;
+pub mod tun;
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// A second descriptor for the same open file (one per task direction).
+pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a caller-provided fd; the result is new.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Lowers the calling thread's priority (nice 10) so login work on the
+/// blocking pool yields the CPU to the packet path.
+pub fn lower_thread_priority() {
+    thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if DONE.with(|d| d.replace(true)) {
+        return;
+    }
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// Turns terminal echo on stdin on or off; false if stdin is no terminal.
+pub fn set_stdin_echo(on: bool) -> bool {
+    // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(0, &mut t) != 0 {
+            return false;
+        }
+        if on {
+            t.c_lflag |= libc::ECHO;
+        } else {
+            t.c_lflag &= !libc::ECHO;
+        }
+        libc::tcsetattr(0, libc::TCSANOW, &t) == 0
+    }
+}

@@ -1,0 +1,154 @@
+//! A multi-queue TUN device opened with raw ioctls (linux/if_tun.h).
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+// linux/if_tun.h
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+
+/// `struct ifreq` with the union members we use.
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: IfReqData,
+}
+
+#[repr(C)]
+union IfReqData {
+    flags: libc::c_short,
+    mtu: libc::c_int,
+    addr: libc::sockaddr_in,
+    _pad: [u8; 24],
+}
+
+impl IfReq {
+    fn new(name: &str) -> io::Result<Self> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+        }
+        let mut req = Self { name: [0; libc::IFNAMSIZ], data: IfReqData { _pad: [0; 24] } };
+        for (d, s) in req.name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        Ok(req)
+    }
+}
+
+/// The queues of one TUN device; queue `i` is the `i`-th fd.
+pub struct TunDevice {
+    pub name: String,
+    pub queues: Vec<OwnedFd>,
+}
+
+impl TunDevice {
+    /// Creates device `name` with `queues` queues (IFF_TUN | IFF_NO_PI |
+    /// IFF_MULTI_QUEUE). Queue fds are non-blocking.
+    pub fn open(name: &str, queues: usize) -> io::Result<Self> {
+        let mut fds = Vec::with_capacity(queues);
+        for _ in 0..queues {
+            // SAFETY: a plain open(2) of a constant NUL-terminated path.
+            let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(annotate(io::Error::last_os_error(), "open /dev/net/tun"));
+            }
+            // SAFETY: fd was just returned by open and is owned by nobody else.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let mut req = IfReq::new(name)?;
+            req.data.flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE;
+            // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `req` is.
+            if unsafe { libc::ioctl(owned.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+                return Err(annotate(io::Error::last_os_error(), &format!("TUNSETIFF {name}")));
+            }
+            fds.push(owned);
+        }
+        Ok(Self { name: name.to_owned(), queues: fds })
+    }
+
+    /// Sets the address, prefix and MTU and brings the device up; the kernel
+    /// then routes the network to it.
+    pub fn configure(&self, addr: Ipv4Addr, prefix: u8, mtu: u16) -> io::Result<()> {
+        // SAFETY: socket(2) with constant arguments.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: raw is a fresh socket fd owned by nobody else.
+        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        let s = sock.as_raw_fd();
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+        self.ioctl_addr(s, libc::SIOCSIFADDR, addr)?;
+        self.ioctl_addr(s, libc::SIOCSIFNETMASK, Ipv4Addr::from(mask))?;
+        let mut req = IfReq::new(&self.name)?;
+        req.data.mtu = libc::c_int::from(mtu);
+        // SAFETY: SIOCSIFMTU reads ifr_mtu from a struct ifreq.
+        if unsafe { libc::ioctl(s, libc::SIOCSIFMTU, &mut req) } < 0 {
+            return Err(annotate(io::Error::last_os_error(), "SIOCSIFMTU"));
+        }
+        let mut req = IfReq::new(&self.name)?;
+        // SAFETY: SIOCGIFFLAGS fills ifr_flags of a struct ifreq.
+        if unsafe { libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+            return Err(annotate(io::Error::last_os_error(), "SIOCGIFFLAGS"));
+        }
+        // SAFETY: flags was just written by the kernel.
+        req.data.flags = unsafe { req.data.flags } | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        // SAFETY: SIOCSIFFLAGS reads ifr_flags of a struct ifreq.
+        if unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &mut req) } < 0 {
+            return Err(annotate(io::Error::last_os_error(), "SIOCSIFFLAGS"));
+        }
+        Ok(())
+    }
+
+    fn ioctl_addr(&self, sock: RawFd, op: libc::c_ulong, addr: Ipv4Addr) -> io::Result<()> {
+        let mut req = IfReq::new(&self.name)?;
+        req.data.addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: SIOCSIFADDR/SIOCSIFNETMASK read a sockaddr_in from ifreq.
+        if unsafe { libc::ioctl(sock, op, &mut req) } < 0 {
+            return Err(annotate(io::Error::last_os_error(), &format!("setting {addr} on {}", self.name)));
+        }
+        Ok(())
+    }
+}
+
+fn annotate(e: io::Error, what: &str) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// One non-blocking read; `Ok(None)` when the queue is empty.
+pub fn read_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: buf is valid for buf.len() bytes of writes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
+
+/// Writes one packet; a TUN write never blocks for long, and a full queue
+/// (EAGAIN) drops the packet like a full NIC ring would.
+pub fn write_packet(fd: RawFd, pkt: &[u8]) -> io::Result<bool> {
+    // SAFETY: pkt is valid for pkt.len() bytes of reads.
+    let n = unsafe { libc::write(fd, pkt.as_ptr().cast(), pkt.len()) };
+    if n >= 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}

@@ -1,0 +1,289 @@
+//! TLS for the CSTP channel: certificate loading or generation, and the
+//! facade over rustls's sans-IO `ServerConnection`. This is the only file
+//! that names rustls connection types.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn file_err(path: &Path, reason: impl ToString) -> TlsSetupError {
+    TlsSetupError::File { path: path.display().to_string(), reason: reason.to_string() }
+}
+
+/// Writes a self-signed ECDSA P-256 certificate and key if neither exists.
+/// Returns true if it generated them.
+pub fn ensure_self_signed(cert: &Path, key: &Path) -> Result<bool, TlsSetupError> {
+    if cert.exists() || key.exists() {
+        return Ok(false);
+    }
+    let host = hostname().unwrap_or_else(|| "localhost".into());
+    let ck = rcgen::generate_simple_self_signed(vec![host, "localhost".into()])
+        .map_err(|e| file_err(cert, format!("cannot generate a certificate: {e}")))?;
+    for p in [cert, key] {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        }
+    }
+    write_private(key, ck.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(cert, ck.cert.pem()).map_err(|e| file_err(cert, e))?;
+    Ok(true)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsSetupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| file_err(path, e))?;
+    f.write_all(data).map_err(|e| file_err(path, e))
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// A loaded certificate chain and key, ready for rustls.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsSetupError> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| file_err(cert, format!("cannot read PEM certificates: {e}")))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_err(cert, format!("bad PEM certificate: {e}")))?;
+        if chain.is_empty() {
+            return Err(file_err(cert, "no certificate found (expected a PEM chain)"));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| file_err(key, format!("no usable private key (expected PEM ECDSA or RSA): {e}")))?;
+        Ok(Self { chain, key })
+    }
+
+    /// `pin-sha256:<base64>` of the key's SubjectPublicKeyInfo, the form
+    /// `openconnect --servercert` takes.
+    pub fn pin_sha256(&self) -> Result<String, TlsSetupError> {
+        let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&self.key)?;
+        let spki = signer
+            .public_key()
+            .ok_or_else(|| TlsSetupError::Rustls(rustls::Error::General("key type has no SPKI".into())))?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki.as_ref());
+        Ok(format!("pin-sha256:{}", base64(digest.as_ref())))
+    }
+
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsSetupError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        Ok(Arc::new(config))
+    }
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS: {0}")]
+    Protocol(#[from] rustls::Error),
+    #[error("TLS: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("CSTP frame of {0} bytes would not fit one TLS record")]
+    FrameSplit(usize),
+}
+
+/// One client's TLS connection, driven by bytes the glue moves.
+pub struct TlsSession {
+    conn: ServerConnection,
+}
+
+/// What feeding ciphertext produced besides plaintext.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// The client sent close_notify.
+    pub peer_closed: bool,
+}
+
+impl TlsSession {
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
+        let mut conn = ServerConnection::new(config)?;
+        // Back-pressure is ours (bounded queue per tunnel); a limit here
+        // would split a CSTP frame across records, which the client drops.
+        conn.set_buffer_limit(None);
+        Ok(Self { conn })
+    }
+
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// Feeds received ciphertext; appends decrypted bytes to `plain`.
+    /// On error, [`Self::take_outgoing`] may still hold an alert to send.
+    pub fn feed(&mut self, mut data: &[u8], plain: &mut Vec<u8>) -> Result<Fed, TlsError> {
+        let mut fed = Fed::default();
+        while !data.is_empty() {
+            self.conn.read_tls(&mut data)?;
+            let state = self.conn.process_new_packets()?;
+            if state.plaintext_bytes_to_read() > 0 {
+                let start = plain.len();
+                plain.resize(start + state.plaintext_bytes_to_read(), 0);
+                let n = self.conn.reader().read(&mut plain[start..])?;
+                plain.truncate(start + n);
+            }
+            fed.peer_closed |= state.peer_has_closed();
+        }
+        Ok(fed)
+    }
+
+    /// Queues plaintext (HTTP replies; may span records).
+    pub fn write_plain(&mut self, data: &[u8]) -> Result<(), TlsError> {
+        self.conn.writer().write_all(data)?;
+        Ok(())
+    }
+
+    /// Queues one whole CSTP frame as exactly one TLS record.
+    pub fn write_frame(&mut self, frame: &[u8]) -> Result<(), TlsError> {
+        if frame.len() > crate::proto::cstp::HEADER_LEN + crate::proto::cstp::MAX_PAYLOAD {
+            return Err(TlsError::FrameSplit(frame.len()));
+        }
+        let n = self.conn.writer().write(frame)?;
+        if n != frame.len() {
+            return Err(TlsError::FrameSplit(frame.len()));
+        }
+        Ok(())
+    }
+
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Moves queued ciphertext into `out`.
+    pub fn take_outgoing(&mut self, out: &mut Vec<u8>) {
+        while self.conn.wants_write() {
+            if self.conn.write_tls(out).is_err() {
+                break;
+            }
+        }
+    }
+
+    pub fn send_close_notify(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    /// The DTLS PSK of protocol notes §5.1, from this connection.
+    pub fn export_dtls_psk(&self) -> Result<[u8; 32], TlsError> {
+        Ok(self.conn.export_keying_material([0u8; 32], b"EXPORTER-openconnect-psk", None)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    /// A rustls client talking to the facade; every CSTP frame written must
+    /// arrive as exactly one TLS record.
+    #[test]
+    fn each_frame_is_one_record() {
+        let dir = std::env::temp_dir().join(format!("ocu-tls-{}", std::process::id()));
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        assert!(ensure_self_signed(&cert, &key).unwrap());
+        assert!(!ensure_self_signed(&cert, &key).unwrap());
+        let id = Identity::load(&cert, &key).unwrap();
+        assert!(id.pin_sha256().unwrap().starts_with("pin-sha256:"));
+        let mut server = TlsSession::new(id.server_config().unwrap()).unwrap();
+        let mut client = test_client(&id);
+
+        // Handshake by shuttling bytes.
+        let mut plain = Vec::new();
+        for _ in 0..10 {
+            let mut c2s = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut c2s).unwrap();
+            }
+            server.feed(&c2s, &mut plain).unwrap();
+            let mut s2c = Vec::new();
+            server.take_outgoing(&mut s2c);
+            let mut rd = &s2c[..];
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).unwrap();
+            }
+            client.process_new_packets().unwrap();
+            if !server.is_handshaking() && !client.is_handshaking() {
+                break;
+            }
+        }
+        assert!(!server.is_handshaking());
+        assert_eq!(server.export_dtls_psk().unwrap().len(), 32);
+
+        // Sizes around the record boundary, including the largest frame.
+        let sizes = [8usize, 9, 1400, 16383, 16384];
+        for &n in &sizes {
+            server.write_frame(&vec![0xab; n]).unwrap();
+        }
+        assert!(server.write_frame(&vec![0; 16385]).is_err());
+        let mut wire = Vec::new();
+        server.take_outgoing(&mut wire);
+        // Count application-data records (type 23) on the wire.
+        let mut records = 0;
+        let mut rest = &wire[..];
+        while rest.len() >= 5 {
+            let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            if rest[0] == 23 {
+                records += 1;
+            }
+            rest = &rest[5 + len..];
+        }
+        assert_eq!(records, sizes.len(), "one record per frame");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn test_client(id: &Identity) -> rustls::ClientConnection {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(id.chain[0].clone()).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap()
+    }
+}
