@@ -16,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "ocserv-uring", version, about = "A thread-per-core OpenConnect VPN server")]
 struct Cli {
     /// Configuration file (TOML).
-    #[arg(long, short = 'c', global = true)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info", global = true)]

@@ -58,14 +58,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
     });
 
-    let mut peers = Vec::with_capacity(links.to.len());
-    for tx in links.to {
-        peers.push(match tx {
-            Some(tx) => Some(tx.connect().await),
-            None => None,
-        });
-    }
-    *shard.peers.borrow_mut() = peers;
+    // Receivers first: a sender's connect waits for its receiver's.
     for rx in links.from {
         let shard = shard.clone();
         spawn_local(async move {
@@ -77,6 +70,14 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         })
         .detach();
     }
+    let mut peers = Vec::with_capacity(links.to.len());
+    for tx in links.to {
+        peers.push(match tx {
+            Some(tx) => Some(tx.connect().await),
+            None => None,
+        });
+    }
+    *shard.peers.borrow_mut() = peers;
     spawn_local(super::tun::read_loop(shard.clone())).detach();
     let acceptor = shard.clone();
     spawn_local(async move {

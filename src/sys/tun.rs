@@ -9,6 +9,7 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
+const IFF_TUN_EXCL: libc::c_short = 0x8000u16 as libc::c_short;
 
 /// `struct ifreq` with the union members we use.
 #[repr(C)]
@@ -46,10 +47,12 @@ pub struct TunDevice {
 
 impl TunDevice {
     /// Creates device `name` with `queues` queues (IFF_TUN | IFF_NO_PI |
-    /// IFF_MULTI_QUEUE). Queue fds are non-blocking.
+    /// IFF_MULTI_QUEUE). Queue fds are non-blocking. The first queue is
+    /// opened with IFF_TUN_EXCL: an existing device of that name (another
+    /// server's) is an error, never silently shared.
     pub fn open(name: &str, queues: usize) -> io::Result<Self> {
         let mut fds = Vec::with_capacity(queues);
-        for _ in 0..queues {
+        for i in 0..queues {
             // SAFETY: a plain open(2) of a constant NUL-terminated path.
             let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
             if fd < 0 {
@@ -58,10 +61,10 @@ impl TunDevice {
             // SAFETY: fd was just returned by open and is owned by nobody else.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let mut req = IfReq::new(name)?;
-            req.data.flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE;
+            req.data.flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | if i == 0 { IFF_TUN_EXCL } else { 0 };
             // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `req` is.
             if unsafe { libc::ioctl(owned.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
-                return Err(annotate(io::Error::last_os_error(), &format!("TUNSETIFF {name}")));
+                return Err(annotate(io::Error::last_os_error(), &format!("TUNSETIFF {name} (does another server own it?)")));
             }
             fds.push(owned);
         }
