@@ -5,5 +5,6 @@
 
 pub mod auth;
 pub mod cstp;
+pub mod fuzzing;
 pub mod http;
 pub mod ip;

@@ -44,7 +44,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, links: Links) -> Result<(), String> {
     let cfg = &shared.config;
     let addr = std::net::SocketAddr::new(cfg.listen, cfg.raw.server.tcp_port);
-    let listener = TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            // One shard down means the server is down: stop the others.
+            shared.shutdown.store(true, Ordering::Release);
+            return Err(format!("listening on {addr}: {e}"));
+        }
+    };
     let pool = ShardPool::new(cfg.ipv4_network, cfg.server_address(), id.index(), shared.shards);
     tracing::debug!(shard = %id, leases = pool.size(), "shard started");
     let shard = Rc::new(Shard {
@@ -78,6 +85,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         });
     }
     *shard.peers.borrow_mut() = peers;
+    shared.started.fetch_add(1, Ordering::AcqRel);
     spawn_local(super::tun::read_loop(shard.clone())).detach();
     let acceptor = shard.clone();
     spawn_local(async move {

@@ -28,6 +28,8 @@ pub struct Shared {
     pub clients: GlobalLimit,
     pub shutdown: AtomicBool,
     pub shards: usize,
+    /// Shards listening and linked; "ready" is logged when all are.
+    pub started: std::sync::atomic::AtomicUsize,
 }
 
 /// A CONNECT whose cookie names another shard, moved to that shard with
@@ -97,6 +99,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         tls,
         shutdown: AtomicBool::new(false),
         shards: n,
+        started: std::sync::atomic::AtomicUsize::new(0),
     });
     spawn_signal_waiter(shared.clone());
 
@@ -113,7 +116,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .map_err(|e| RunError::Shard { shard: i, err: e.to_string() })?;
         handles.push(handle);
     }
-    tracing::info!(shards = n, "ocserv-uring ready");
+    while shared.started.load(Ordering::Acquire) < n && !shared.shutdown.load(Ordering::Acquire) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if shared.started.load(Ordering::Acquire) == n {
+        tracing::info!(shards = n, "ocserv-uring ready");
+    }
     let mut first_err = None;
     for (i, h) in handles.into_iter().enumerate() {
         match h.join() {

@@ -1,0 +1,139 @@
+//! Fuzz entry points for the sans-IO parsers, shared by the cargo-fuzz
+//! targets in `fuzz/` and by `tests/fuzz_corpus.rs` so plain `cargo test`
+//! replays the corpus too. Each one feeds arbitrary bytes to a parser and
+//! panics if an invariant breaks; parser errors are fine, panics are not.
+
+use super::{auth, cstp, http};
+
+/// Stream-decodes CSTP frames from the front of `data` and checks that every
+/// frame re-encodes to the bytes it came from.
+pub fn cstp_frame(data: &[u8]) {
+    // Room for the largest legal frame, so re-encoding never runs short.
+    let mut out = [0u8; cstp::HEADER_LEN + cstp::MAX_PAYLOAD];
+    let mut off = 0;
+    loop {
+        assert!(off <= data.len());
+        let rest = &data[off..];
+        match cstp::decode(rest) {
+            Ok(None) => {
+                // "Need more" is only right when the header or payload is cut short.
+                if rest.len() >= cstp::HEADER_LEN {
+                    assert_eq!(rest[..4], cstp::MAGIC);
+                    let len = usize::from(u16::from_be_bytes([rest[4], rest[5]]));
+                    assert!(len <= cstp::MAX_PAYLOAD);
+                    assert!(rest.len() < cstp::HEADER_LEN + len);
+                }
+                break;
+            }
+            Ok(Some((frame, used))) => {
+                assert!(used <= rest.len(), "consumed {used} of {}", rest.len());
+                assert_eq!(used, cstp::HEADER_LEN + frame.payload.len());
+                assert!(frame.payload.len() <= cstp::MAX_PAYLOAD);
+                // The payload must borrow the input in place, not a copy.
+                assert!(std::ptr::eq(frame.payload, &rest[cstp::HEADER_LEN..used]));
+                assert_eq!(cstp::FrameType::from_byte(frame.ty.to_byte()), frame.ty);
+                // One byte short of the frame must ask for more, not fail.
+                assert_eq!(cstp::decode(&rest[..used - 1]), Ok(None));
+
+                let n = cstp::encode(frame.ty, frame.payload, &mut out).expect("re-encode");
+                assert_eq!(n, used);
+                // Byte 7 is reserved: decode ignores it, encode writes 0.
+                assert_eq!(out[..7], rest[..7]);
+                assert_eq!(out[7], 0);
+                assert_eq!(out[cstp::HEADER_LEN..n], rest[cstp::HEADER_LEN..used]);
+                let short = cstp::encode(frame.ty, frame.payload, &mut out[..n - 1]);
+                assert_eq!(short, Err(cstp::FrameError::BufferTooSmall { need: n }));
+                off += used;
+            }
+            Err(cstp::FrameError::BadMagic(m)) => {
+                assert!(rest.len() >= cstp::HEADER_LEN);
+                assert_eq!(m[..], rest[..4]);
+                assert_ne!(m, cstp::MAGIC);
+                break;
+            }
+            Err(cstp::FrameError::TooLong { len, max }) => {
+                assert_eq!(max, cstp::MAX_PAYLOAD);
+                assert!(len > max);
+                assert_eq!(len, usize::from(u16::from_be_bytes([rest[4], rest[5]])));
+                break;
+            }
+            Err(e @ cstp::FrameError::BufferTooSmall { .. }) => panic!("decode returned {e:?}"),
+        }
+    }
+
+    // The encoder side: first byte picks the type, the rest is the payload.
+    if let Some((&ty, payload)) = data.split_first() {
+        let ty = cstp::FrameType::from_byte(ty);
+        // Sized to fit, so an oversize payload must fail as TooLong, not BufferTooSmall.
+        let mut wire = vec![0u8; cstp::HEADER_LEN + payload.len()];
+        match cstp::encode(ty, payload, &mut wire) {
+            Ok(n) => {
+                assert_eq!(n, wire.len());
+                let (frame, used) = cstp::decode(&wire).expect("own frame decodes").expect("complete");
+                assert_eq!((frame.ty, frame.payload, used), (ty, payload, n));
+            }
+            Err(e) => assert_eq!(e, cstp::FrameError::TooLong { len: payload.len(), max: cstp::MAX_PAYLOAD }),
+        }
+    }
+}
+
+/// Parses an HTTP request head and, like the connection code, hands the body
+/// that follows it to the auth parser.
+pub fn http_request(data: &[u8]) {
+    match http::parse_head(data) {
+        Ok(None) => assert!(data.len() <= http::MAX_HEAD, "{} bytes still incomplete", data.len()),
+        Ok(Some((head, used))) => {
+            assert!(used <= data.len(), "used {used} of {}", data.len());
+            assert!(used <= http::MAX_HEAD);
+            assert!(head.content_length <= http::MAX_BODY);
+            match head.header("content-length") {
+                Some(v) => assert_eq!(v.trim().parse::<usize>().ok(), Some(head.content_length)),
+                None => assert_eq!(head.content_length, 0),
+            }
+            assert!(head.header("transfer-encoding").is_none());
+            let _ = (head.cookie("webvpn"), head.cookie(""), head.header("x-cstp-mtu"));
+            // The head ends at `used`: parsing exactly that much gives the same answer.
+            let (again, used2) = http::parse_head(&data[..used]).expect("same head").expect("complete");
+            assert_eq!((used2, again.method, &again.path), (used, head.method, &head.path));
+
+            let end = used.saturating_add(head.content_length).min(data.len());
+            let _ = auth::parse_request(&data[used..end]);
+        }
+        Err(e) => {
+            if let http::HttpError::BodyTooLarge(n) = e {
+                assert!(n > http::MAX_BODY);
+            }
+            assert!(matches!(e.status().0, 400 | 413));
+        }
+    }
+}
+
+/// Parses a login POST body, drives one exchange step with it, and checks
+/// that text escaped by `xml_escape` reads back unchanged.
+pub fn auth_xml(data: &[u8]) {
+    match auth::parse_request(data) {
+        Ok(req) => {
+            assert!(req.kind.is_some());
+            let mut ex = auth::AuthExchange::new();
+            if let auth::Step::Verify { username, .. } = ex.handle(req) {
+                assert!(!username.is_empty());
+                let _ = ex.verified(false);
+            }
+        }
+        Err(auth::AuthParseError::NotUtf8) => assert!(std::str::from_utf8(data).is_err()),
+        Err(auth::AuthParseError::Xml(_)) => {}
+    }
+
+    // xml_escape drops control characters except '\n'; the reader trims XML
+    // whitespace at the ends of text. What is left must come back verbatim.
+    let text = String::from_utf8_lossy(data);
+    let doc = format!(
+        r#"<config-auth type="auth-reply"><auth><username>{}</username></auth></config-auth>"#,
+        auth::xml_escape(&text)
+    );
+    let req = auth::parse_request(doc.as_bytes()).expect("escaped text parses");
+    let kept: String = text.chars().filter(|c| !c.is_control() || *c == '\n').collect();
+    let want = kept.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
+    assert_eq!(req.username.as_deref(), (!want.is_empty()).then_some(want));
+    assert_eq!(req.kind, Some(auth::RequestKind::AuthReply));
+}

@@ -1,0 +1,308 @@
+//! End-to-end harness: network namespaces made per test, the real server
+//! binary and the real openconnect client. Everything started here is
+//! killed and every namespace deleted on drop, also when a test fails.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ocserv-uring");
+
+/// End-to-end tests share two cores: run them one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
+}
+
+pub fn must(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(o.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Polls `f` every 100 ms until it returns Some or `limit` passes.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const CLIENT_SCRIPT: &str = r#"#!/bin/sh
+# Test vpnc-script: configures only the tunnel device, records the environment.
+env | sort > "$OCU_ENV_DIR/env-$reason.tmp" && mv "$OCU_ENV_DIR/env-$reason.tmp" "$OCU_ENV_DIR/env-$reason"
+case "$reason" in
+  connect)
+    ip link set dev "$TUNDEV" up mtu "$INTERNAL_IP4_MTU"
+    ip addr add "$INTERNAL_IP4_ADDRESS/32" dev "$TUNDEV"
+    ip route replace "$INTERNAL_IP4_NETADDR/$INTERNAL_IP4_NETMASKLEN" dev "$TUNDEV"
+    ;;
+esac
+exit 0
+"#;
+
+/// A server namespace and `clients` client namespaces, each on its own veth:
+/// client i reaches the server at 10.91.i.1.
+pub struct Net {
+    pub dir: PathBuf,
+    pub server_ns: String,
+    pub client_ns: Vec<String>,
+    children: Vec<Child>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Net {
+    pub fn new(tag: &str, clients: usize) -> Self {
+        let id = format!("{}{}", std::process::id() % 10000, SEQ.fetch_add(1, Ordering::Relaxed));
+        let server_ns = format!("ocu-{tag}-{id}-s");
+        let dir = std::env::temp_dir().join(format!("ocu-e2e-{tag}-{id}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("env")).unwrap();
+        let mut net = Self { dir, server_ns: server_ns.clone(), client_ns: Vec::new(), children: Vec::new() };
+        must(&format!("ip netns add {server_ns} && ip -n {server_ns} link set lo up"));
+        for i in 1..=clients {
+            let ns = format!("ocu-{tag}-{id}-c{i}");
+            must(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+            net.client_ns.push(ns.clone());
+            let (a, b) = (format!("ou{id}s{i}"), format!("ou{id}c{i}"));
+            must(&format!(
+                "ip link add {a} type veth peer name {b} && ip link set {a} netns {server_ns} && ip link set {b} netns {ns} \
+                 && ip -n {server_ns} addr add 10.91.{i}.1/24 dev {a} && ip -n {server_ns} link set {a} up \
+                 && ip -n {ns} addr add 10.91.{i}.2/24 dev {b} && ip -n {ns} link set {b} up"
+            ));
+        }
+        let script = net.dir.join("client-script.sh");
+        fs::write(&script, CLIENT_SCRIPT).unwrap();
+        must(&format!("chmod +x {}", script.display()));
+        net
+    }
+
+    pub fn server_ip(&self, client: usize) -> String {
+        format!("10.91.{client}.1")
+    }
+
+    /// Runs a command in a namespace and returns its output.
+    pub fn exec(&self, ns: &str, cmd: &str) -> std::process::Output {
+        sh(&format!("ip netns exec {ns} {cmd}"))
+    }
+
+    fn track(&mut self, child: Child) -> u32 {
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    pub fn spawn_in(&mut self, ns: &str, cmd: &str, log: &Path) -> u32 {
+        let out = fs::File::create(log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", &format!("exec {cmd}")])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        self.track(child)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mut all = self.client_ns.clone();
+        all.push(self.server_ns.clone());
+        for ns in all {
+            // Anything still running in the namespace goes with it.
+            let _ = sh(&format!("ip netns pids {ns} | xargs -r kill -9; ip netns del {ns}"));
+        }
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("e2e artifacts kept in {}", self.dir.display());
+        }
+    }
+}
+
+pub struct ServerOpts {
+    pub workers: usize,
+    pub network: &'static str,
+    pub dpd: u64,
+    pub extra_users: Vec<(String, String)>,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        Self { workers: 2, network: "192.168.100.0/24", dpd: 90, extra_users: Vec::new() }
+    }
+}
+
+pub struct Server {
+    pub pid: u32,
+    pub log: PathBuf,
+    pub pin: String,
+    pub tunnel_ip: String,
+}
+
+pub const USERS: [(&str, &str); 2] = [("alice", "test123"), ("bob", "wonderland")];
+
+pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
+    let dir = net.dir.clone();
+    let passwd = dir.join("ocpasswd");
+    for (u, p) in USERS {
+        add_user(&passwd, u, p);
+    }
+    for (u, h) in &opts.extra_users {
+        let mut f = fs::OpenOptions::new().append(true).open(&passwd).unwrap();
+        writeln!(f, "{u}:*:{h}").unwrap();
+    }
+    let cfg = dir.join("server.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"0.0.0.0\"\ntcp_port = 443\nudp_port = 0\nworkers = {w}\n\
+             [tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\ngenerate_self_signed = true\n\
+             [auth]\npasswd_file = \"ocpasswd\"\n\
+             [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n\
+             [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = 10\n",
+            w = opts.workers,
+            net = opts.network,
+            dpd = opts.dpd
+        ),
+    )
+    .unwrap();
+    let log = dir.join("server.log");
+    let ns = net.server_ns.clone();
+    let pid = net.spawn_in(&ns, &format!("{BIN} --config {} --log-level debug", cfg.display()), &log);
+    let text = wait_for(Duration::from_secs(20), "server ready", || {
+        let t = fs::read_to_string(&log).unwrap_or_default();
+        assert!(!t.contains("ocserv-uring: "), "server failed to start:\n{t}");
+        t.contains("ocserv-uring ready").then_some(t)
+    });
+    let pin = text.split_whitespace().find(|w| w.starts_with("pin-sha256:")).expect("pin in log").to_owned();
+    let net4: ipnet::Ipv4Net = opts.network.parse().unwrap();
+    let tunnel_ip = std::net::Ipv4Addr::from(u32::from(net4.network()) + 1).to_string();
+    Server { pid, log, pin, tunnel_ip }
+}
+
+pub fn add_user(passwd: &Path, user: &str, password: &str) {
+    let mut child = Command::new(BIN)
+        .args(["passwd", "-c", passwd.to_str().unwrap(), user])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+impl Server {
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_for(limit, &format!("server log line {needle:?}"), || self.log_text().contains(needle).then_some(()));
+    }
+
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log_text().matches(needle).count()
+    }
+}
+
+pub struct Client {
+    pub pid: u32,
+    pub ns: String,
+    pub env_dir: PathBuf,
+    pub log: PathBuf,
+    pub ifname: String,
+}
+
+/// Starts openconnect in client namespace `idx` (1-based); `passwords` are
+/// fed on stdin, one per line (the first answers --passwd-on-stdin, later
+/// ones answer retry prompts).
+pub fn start_client(net: &mut Net, server: &Server, idx: usize, user: &str, passwords: &[&str]) -> Client {
+    let ns = net.client_ns[idx - 1].clone();
+    let env_dir = net.dir.join(format!("env{idx}"));
+    let _ = fs::remove_dir_all(&env_dir);
+    fs::create_dir_all(&env_dir).unwrap();
+    let log = net.dir.join(format!("client{idx}.log"));
+    let pwfile = net.dir.join(format!("pw{idx}"));
+    fs::write(&pwfile, passwords.iter().map(|p| format!("{p}\n")).collect::<String>()).unwrap();
+    let ifname = format!("oc{idx}");
+    let cmd = format!(
+        "env OCU_ENV_DIR={env} openconnect --user {user} --passwd-on-stdin --servercert {pin} --script {script} --interface {ifname} --reconnect-timeout 60 https://{ip}/ < {pw}",
+        env = env_dir.display(),
+        pin = server.pin,
+        script = net.dir.join("client-script.sh").display(),
+        ip = net.server_ip(idx),
+        pw = pwfile.display()
+    );
+    let pid = net.spawn_in(&ns, &cmd, &log);
+    Client { pid, ns, env_dir, log, ifname }
+}
+
+impl Client {
+    pub fn env(&self, reason: &str) -> Option<String> {
+        fs::read_to_string(self.env_dir.join(format!("env-{reason}"))).ok()
+    }
+
+    pub fn var(env: &str, key: &str) -> Option<String> {
+        env.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    }
+
+    /// Waits until the client's script configured the tunnel; returns its address.
+    pub fn wait_connected(&self) -> String {
+        let env = wait_for(Duration::from_secs(30), "openconnect to connect", || {
+            if !alive(self.pid) {
+                panic!("openconnect exited:\n{}", self.log_text());
+            }
+            self.env("connect")
+        });
+        Self::var(&env, "INTERNAL_IP4_ADDRESS").expect("INTERNAL_IP4_ADDRESS")
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = sh(&format!("kill -{sig} {}", self.pid));
+    }
+
+    pub fn wait_exit(&self, limit: Duration) {
+        wait_for(limit, "openconnect to exit", || (!alive(self.pid)).then_some(()));
+    }
+}
+
+/// True while the process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Round-trip times in ms of `count` pings from a namespace.
+pub fn ping_rtts(net: &Net, ns: &str, dst: &str, count: u32, interval: &str) -> Vec<f64> {
+    let o = net.exec(ns, &format!("ping -n -c {count} -i {interval} -W 2 {dst}"));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect()
+}
