@@ -205,3 +205,30 @@ fn password_checks_run_off_the_executor_so_pings_stay_fast_under_a_login_burst()
     let bound = cost.as_secs_f64() * 1000.0;
     assert!(max < bound, "max RTT {max:.1} ms reached the hash cost {bound:.0} ms");
 }
+
+#[test]
+fn bad_http_gets_400_or_413_and_idle_clients_are_dropped_after_auth_timeout() {
+    let _g = serial();
+    let mut net = Net::new("http", 1);
+    let server = start_server(&mut net, ServerOpts { workers: 1, auth_timeout: 3, ..Default::default() });
+    let c = net.client_ns[0].clone();
+    let url = format!("https://{}/", net.server_ip(1));
+    let status = |args: &str| {
+        let o = net.exec(&c, &format!("curl -sk --max-time 10 -o /dev/null -w '%{{http_code}}' {args} {url}"));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let big = "x".repeat(20 * 1024);
+    assert_eq!(status(&format!("-H 'X-Big: {big}'")), "413", "oversized head");
+    assert_eq!(status("-H 'Content-Length: 300000' -d x"), "413", "oversized body");
+    assert_eq!(status("-d '<config-auth><auth></config-auth>'"), "400", "malformed XML");
+    assert_eq!(status("-X BREW"), "405", "unknown method");
+    // The server keeps serving a good client afterwards.
+    assert_eq!(status("-d '<config-auth type=\"init\"/>'"), "200");
+
+    // A TCP client that never speaks is dropped after auth_timeout (3 s).
+    let t = std::time::Instant::now();
+    let o = net.exec(&c, &format!("timeout 15 bash -c 'exec 3<>/dev/tcp/{}/443; cat <&3 >/dev/null'", net.server_ip(1)));
+    let waited = t.elapsed();
+    assert!(o.status.success(), "connection was not closed by the server");
+    assert!(waited >= Duration::from_secs(3) && waited < Duration::from_secs(12), "closed after {waited:?}");
+}

@@ -143,12 +143,13 @@ pub struct ServerOpts {
     pub workers: usize,
     pub network: &'static str,
     pub dpd: u64,
+    pub auth_timeout: u64,
     pub extra_users: Vec<(String, String)>,
 }
 
 impl Default for ServerOpts {
     fn default() -> Self {
-        Self { workers: 2, network: "192.168.100.0/24", dpd: 90, extra_users: Vec::new() }
+        Self { workers: 2, network: "192.168.100.0/24", dpd: 90, auth_timeout: 10, extra_users: Vec::new() }
     }
 }
 
@@ -179,10 +180,11 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
              [tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\ngenerate_self_signed = true\n\
              [auth]\npasswd_file = \"ocpasswd\"\n\
              [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n\
-             [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = 10\n",
+             [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = {at}\n",
             w = opts.workers,
             net = opts.network,
-            dpd = opts.dpd
+            dpd = opts.dpd,
+            at = opts.auth_timeout
         ),
     )
     .unwrap();
