@@ -134,7 +134,8 @@ fn url_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
+            // Two hex digits exactly: from_str_radix alone would take "%+4".
+            b'%' if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
                 match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(v) => {
                         out.push(v);
@@ -290,6 +291,7 @@ mod tests {
         assert_eq!((f.username.as_deref(), f.password.as_deref()), (Some("bob"), Some("p@ss word")));
         assert_eq!(url_decode("100%"), "100%");
         assert_eq!(url_decode("%4"), "%4");
+        assert_eq!(url_decode("%+4x"), "% 4x");
     }
 
     #[test]
