@@ -3,7 +3,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use shards::{Cookie, SessionStore, ShardId};
 use super::tunnel::{EndReason, Tunnel};
 use super::{Handoff, Links, Shared};
 use crate::pool::ShardPool;
+use crate::sys;
+use crate::sys::uring::TunRing;
 
 /// A logged-in user's session; lives until logout or cookie expiry.
 pub(crate) struct Session {
@@ -28,7 +30,8 @@ pub(crate) struct Session {
 pub(crate) struct Shard {
     pub(crate) id: ShardId,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) tun_fd: RawFd,
+    /// This shard's TUN queue, read and written through its own io_uring.
+    pub(crate) tun: RefCell<TunRing>,
     pool: RefCell<ShardPool>,
     sessions: RefCell<SessionStore<Session>>,
     /// Lease → live tunnel: the TUN dispatch table.
@@ -37,6 +40,11 @@ pub(crate) struct Shard {
     next_tunnel_id: Cell<u64>,
 }
 
+/// Reads kept posted on the TUN queue, and write slots for packets to it.
+const TUN_READS: usize = 64;
+const TUN_WRITES: usize = 256;
+const LISTEN_BACKLOG: i32 = 1024;
+
 const TICK: Duration = Duration::from_millis(100);
 /// How long shutdown waits for clients to be told and sockets flushed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
@@ -44,20 +52,26 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, links: Links) -> Result<(), String> {
     let cfg = &shared.config;
     let addr = std::net::SocketAddr::new(cfg.listen, cfg.raw.server.tcp_port);
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
+    let listener = match sys::net::tcp_listener(addr, LISTEN_BACKLOG) {
+        // SAFETY: a fresh listening socket that nobody else owns.
+        Ok(fd) => unsafe { TcpListener::from_raw_fd(fd) },
         Err(e) => {
             // One shard down means the server is down: stop the others.
             shared.shutdown.store(true, Ordering::Release);
             return Err(format!("listening on {addr}: {e}"));
         }
     };
+    let slot = (usize::from(cfg.raw.network.mtu) + 64).max(2048);
+    let ring = TunRing::new(tun_fd, TUN_READS, TUN_WRITES, slot).map_err(|e| {
+        shared.shutdown.store(true, Ordering::Release);
+        format!("io_uring for the TUN queue: {e}")
+    })?;
     let pool = ShardPool::new(cfg.ipv4_network, cfg.server_address(), id.index(), shared.shards);
     tracing::debug!(shard = %id, leases = pool.size(), "shard started");
     let shard = Rc::new(Shard {
         id,
         shared: shared.clone(),
-        tun_fd,
+        tun: RefCell::new(ring),
         pool: RefCell::new(pool),
         sessions: RefCell::new(SessionStore::new()),
         tunnels: RefCell::new(HashMap::new()),
@@ -114,6 +128,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         }
     }
     shard.shutdown().await;
+    shard.tun.borrow_mut().close();
     Ok(())
 }
 

@@ -1,9 +1,10 @@
-//! The shard's TUN queue: packets the kernel routes to a lease of this shard.
+//! The shard's TUN queue: packets the kernel routes to a lease of this
+//! shard, read through the shard's own io_uring (see `sys::uring`).
 //!
-//! glommio's io_uring read waits for the first packet; the rest of the burst
-//! is drained with plain reads into one reused buffer.
+//! The ring signals an eventfd; glommio's io_uring read of that eventfd
+//! is what wakes this task, once per batch of completions.
 
-use std::os::fd::{AsRawFd, IntoRawFd, FromRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,39 +14,42 @@ use super::core::Shard;
 use crate::proto::ip;
 use crate::sys;
 
-/// Packets handled per wake-up before yielding to other tasks.
-const BATCH: usize = 64;
+/// Pause before re-posting reads that failed, so a broken queue cannot spin.
+const READ_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 pub(crate) async fn read_loop(shard: Rc<Shard>) {
-    let owned = match sys::dup(shard.tun_fd) {
+    let efd = shard.tun.borrow().eventfd();
+    let owned = match sys::dup(efd) {
         Ok(fd) => fd,
         Err(e) => {
-            tracing::error!(shard = %shard.id, "TUN queue: {e}");
+            tracing::error!(shard = %shard.id, "TUN queue eventfd: {e}");
             return;
         }
     };
-    let fd = owned.as_raw_fd();
     // SAFETY: `owned` is a fresh dup that the BufferedFile takes over.
-    let file = unsafe { BufferedFile::from_raw_fd(owned.into_raw_fd()) };
-    let size = usize::from(shard.shared.config.raw.network.mtu) + 64;
-    let mut buf = vec![0u8; size];
+    let wakeups = unsafe { BufferedFile::from_raw_fd(owned.into_raw_fd()) };
+    let mut logged_errors = 0;
     loop {
-        match file.read_at(0, size).await {
-            Ok(first) => dispatch(&shard, &first),
-            Err(e) => {
-                tracing::warn!(shard = %shard.id, "TUN read: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
+        // Reading resets the counter; completions after this bump it again.
+        if let Err(e) = wakeups.read_at(0, 8).await {
+            tracing::warn!(shard = %shard.id, "TUN eventfd read: {e}");
+            glommio::timer::sleep(READ_ERROR_BACKOFF).await;
+            continue;
         }
-        for _ in 0..BATCH {
-            match sys::tun::read_packet(fd, &mut buf) {
-                Ok(Some(n)) => dispatch(&shard, &buf[..n]),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(shard = %shard.id, "TUN read: {e}");
-                    break;
-                }
+        let failed = shard.tun.borrow_mut().reap();
+        if failed > 0 {
+            let errors = shard.tun.borrow().stats().read_errors;
+            if logged_errors < 10 {
+                logged_errors += 1;
+                tracing::warn!(shard = %shard.id, errors, "TUN queue reads failing");
+            }
+            glommio::timer::sleep(READ_ERROR_BACKOFF).await;
+        }
+        {
+            let mut ring = shard.tun.borrow_mut();
+            ring.for_each_packet(|pkt| dispatch(&shard, pkt));
+            if let Err(e) = ring.submit() {
+                tracing::warn!(shard = %shard.id, "TUN submit: {e}");
             }
         }
         glommio::yield_if_needed().await;

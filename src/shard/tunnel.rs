@@ -3,7 +3,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -203,11 +202,10 @@ impl Tunnel {
 
     /// Reads frames until the client or the server ends the tunnel.
     pub(crate) async fn read_loop(self: Rc<Self>, shard: Rc<Shard>, mut stream: TcpStream, leftover: Vec<u8>) -> EndReason {
-        let tun_fd = shard.tun_fd;
         let mut rbuf = vec![0u8; 64 * 1024];
         let mut plain = leftover;
         loop {
-            if let Err(reason) = self.process_frames(&mut plain, tun_fd) {
+            if let Err(reason) = self.process_frames(&mut plain, &shard) {
                 self.end(reason);
                 return reason;
             }
@@ -234,7 +232,7 @@ impl Tunnel {
     }
 
     /// Handles every complete frame at the front of `plain`.
-    fn process_frames(&self, plain: &mut Vec<u8>, tun_fd: RawFd) -> Result<(), EndReason> {
+    fn process_frames(&self, plain: &mut Vec<u8>, shard: &Shard) -> Result<(), EndReason> {
         let mut used = 0;
         let result = loop {
             let frame = match cstp::decode(&plain[used..]) {
@@ -249,7 +247,7 @@ impl Tunnel {
                 }
             };
             match frame.ty {
-                FrameType::Data => self.packet_from_client(frame.payload, tun_fd),
+                FrameType::Data => self.packet_from_client(frame.payload, shard),
                 FrameType::DpdReq => {
                     self.send_frame(FrameType::DpdResp, frame.payload);
                 }
@@ -266,22 +264,27 @@ impl Tunnel {
             }
         };
         plain.drain(..used);
+        if let Err(e) = shard.tun.borrow_mut().submit() {
+            tracing::warn!("TUN submit: {e}");
+        }
         result
     }
 
-    fn packet_from_client(&self, pkt: &[u8], tun_fd: RawFd) {
+    fn packet_from_client(&self, pkt: &[u8], shard: &Shard) {
         // Source check: a client may only send from its own lease.
         let ok = matches!(ip::addresses(pkt), Some((IpAddr::V4(src), _)) if src == self.lease);
         if !ok {
             self.bump(|s| s.dropped += 1);
             return;
         }
-        match crate::sys::tun::write_packet(tun_fd, pkt) {
-            Ok(true) => self.bump(|s| {
+        // Submitted once per batch of frames, in process_frames.
+        if shard.tun.borrow_mut().queue_write(pkt) {
+            self.bump(|s| {
                 s.rx_bytes += pkt.len() as u64;
                 s.rx_packets += 1;
-            }),
-            Ok(false) | Err(_) => self.bump(|s| s.dropped += 1),
+            });
+        } else {
+            self.bump(|s| s.dropped += 1);
         }
     }
 }

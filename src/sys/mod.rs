@@ -1,7 +1,10 @@
-//! Every `unsafe` of the server: TUN ioctls and the bpf() syscall.
+//! Every `unsafe` of the server: TUN ioctls, the bpf() syscall, io_uring
+//! and socket options.
 
 pub mod bpf;
+pub mod net;
 pub mod tun;
+pub mod uring;
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
