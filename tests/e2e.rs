@@ -210,7 +210,7 @@ fn password_checks_run_off_the_executor_so_pings_stay_fast_under_a_login_burst()
 fn bad_http_gets_400_or_413_and_idle_clients_are_dropped_after_auth_timeout() {
     let _g = serial();
     let mut net = Net::new("http", 1);
-    let server = start_server(&mut net, ServerOpts { workers: 1, auth_timeout: 3, ..Default::default() });
+    let _server = start_server(&mut net, ServerOpts { workers: 1, auth_timeout: 3, ..Default::default() });
     let c = net.client_ns[0].clone();
     let url = format!("https://{}/", net.server_ip(1));
     let status = |args: &str| {

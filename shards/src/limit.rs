@@ -14,13 +14,13 @@ pub trait Counter: Default {
 
 impl Counter for AtomicUsize {
     fn load(&self) -> usize {
-        AtomicUsize::load(self, Ordering::Acquire)
+        Self::load(self, Ordering::Acquire)
     }
     fn compare_exchange(&self, current: usize, new: usize) -> Result<usize, usize> {
-        AtomicUsize::compare_exchange_weak(self, current, new, Ordering::AcqRel, Ordering::Acquire)
+        Self::compare_exchange_weak(self, current, new, Ordering::AcqRel, Ordering::Acquire)
     }
     fn fetch_sub(&self, n: usize) -> usize {
-        AtomicUsize::fetch_sub(self, n, Ordering::AcqRel)
+        Self::fetch_sub(self, n, Ordering::AcqRel)
     }
 }
 

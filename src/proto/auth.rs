@@ -70,10 +70,8 @@ fn parse_xml(text: &str) -> Result<AuthRequest, AuthParseError> {
                 }
                 path.push(name);
             }
-            Event::Empty(e) => {
-                if e.name().as_ref() == b"config-auth" && path.is_empty() {
-                    req.kind = Some(kind_of(&e));
-                }
+            Event::Empty(e) if e.name().as_ref() == b"config-auth" && path.is_empty() => {
+                req.kind = Some(kind_of(&e));
             }
             Event::End(_) => {
                 path.pop();

@@ -116,7 +116,7 @@ mod tests {
     fn decodes_captured_data_frame_header() {
         // C→S 53 54 46 01 00 54 00 00 + 84-byte packet (protocol notes §2.6).
         let mut wire = vec![0x53, 0x54, 0x46, 0x01, 0x00, 0x54, 0x00, 0x00];
-        wire.extend(std::iter::repeat(0x45).take(84));
+        wire.extend(std::iter::repeat_n(0x45, 84));
         let (f, used) = decode(&wire).unwrap().unwrap();
         assert_eq!(used, 92);
         assert_eq!(f.ty, FrameType::Data);

@@ -36,7 +36,7 @@ pub(crate) struct Shard {
     sessions: RefCell<SessionStore<Session>>,
     /// Lease → live tunnel: the TUN dispatch table.
     pub(crate) tunnels: RefCell<HashMap<Ipv4Addr, Rc<Tunnel>>>,
-    peers: RefCell<Vec<Option<ConnectedSender<Handoff>>>>,
+    peers: RefCell<Vec<Option<Rc<ConnectedSender<Handoff>>>>>,
     next_tunnel_id: Cell<u64>,
 }
 
@@ -94,7 +94,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
     let mut peers = Vec::with_capacity(links.to.len());
     for tx in links.to {
         peers.push(match tx {
-            Some(tx) => Some(tx.connect().await),
+            Some(tx) => Some(Rc::new(tx.connect().await)),
             None => None,
         });
     }
@@ -139,8 +139,8 @@ impl Shard {
         id
     }
 
-    pub(crate) fn peer(&self, home: ShardId) -> Option<std::cell::Ref<'_, ConnectedSender<Handoff>>> {
-        std::cell::Ref::filter_map(self.peers.borrow(), |p| p.get(home.index()).and_then(Option::as_ref)).ok()
+    pub(crate) fn peer(&self, home: ShardId) -> Option<Rc<ConnectedSender<Handoff>>> {
+        self.peers.borrow().get(home.index()).and_then(Option::clone)
     }
 
     /// A successful login: lease an address and issue a cookie.
