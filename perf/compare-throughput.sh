@@ -381,15 +381,22 @@ start_iperf_server() {
     wait_until 10 "iperf3 -s on $TUN_ADDR" iperf_listening || { cat "$WORK/iperf3-server.log" >&2; return 1; }
 }
 
+# Packets the kernel dropped on the client's tun0 (TX: openconnect did not
+# read them in time; RX: it wrote faster than the stack took them).
+tun_drops() {
+    ip netns exec "$NS_C" cat /sys/class/net/tun0/statistics/tx_dropped /sys/class/net/tun0/statistics/rx_dropped 2>/dev/null |
+        awk '{s += $1} END {print s + 0}'
+}
+
 # run_iperf CFG ROUND DIR(up|down): one iperf3 run; appends a result line to
-# $WORK/results.tsv: cfg round dir bits/s bytes server_cpu_s client_cpu_s retransmits mtu
+# $WORK/results.tsv: cfg round dir bits/s bytes server_cpu_s client_cpu_s retransmits mtu client_tun_drops
 run_iperf() {
-    local cfg=$1 round=$2 dir=$3 json rflag=() pids s0 s1 c0 c1 try bps bytes retr
+    local cfg=$1 round=$2 dir=$3 json rflag=() pids s0 s1 c0 c1 d0 drops try bps bytes retr
     json="$WORK/$cfg.$round.$dir.json"
     [[ $dir == down ]] && rflag=(-R)
     for try in 1 2; do
         pids=$(server_pids | tr '\n' ' ')
-        s0=$(ticks_of $pids); c0=$(ticks_of "$CLIENT_PID")
+        s0=$(ticks_of $pids); c0=$(ticks_of "$CLIENT_PID"); d0=$(tun_drops)
         # in the background + wait, so that a signal reaches our trap at once
         ip netns exec "$NS_C" timeout $((DURATION + 30)) \
             iperf3 -c "$TUN_ADDR" -t "$DURATION" -J "${rflag[@]}" > "$json" 2>"$json.err" &
@@ -403,13 +410,14 @@ run_iperf() {
             bytes=$(jq -r '.end.sum_received.bytes // empty' "$json")
             retr=$(jq -r '.end.sum_sent.retransmits // "-"' "$json")
             if [[ -n $bps && -n $bytes ]] && alive "$CLIENT_PID"; then
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$round" "$dir" "$bps" "$bytes" \
+                drops=$(( $(tun_drops) - d0 ))
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$round" "$dir" "$bps" "$bytes" \
                     "$(awk -v t=$((s1 - s0)) -v h="$CLK_TCK" 'BEGIN{printf "%.2f", t/h}')" \
                     "$(awk -v t=$((c1 - c0)) -v h="$CLK_TCK" 'BEGIN{printf "%.2f", t/h}')" \
-                    "$retr" "$CLIENT_MTU" >> "$WORK/results.tsv"
+                    "$retr" "$CLIENT_MTU" "$drops" >> "$WORK/results.tsv"
                 log "  $cfg round $round $dir: $(awk -v b="$bps" 'BEGIN{printf "%.3f", b/1e9}') Gbit/s," \
                     "server CPU $(awk -v t=$((s1 - s0)) -v h="$CLK_TCK" 'BEGIN{printf "%.2f", t/h}') s," \
-                    "retransmits $retr"
+                    "retransmits $retr, packets dropped by the client's tun0: $drops"
                 return 0
             fi
         fi
@@ -618,12 +626,13 @@ EOF
     cat <<EOF
 
 All runs (Gbit/s as received; server and openconnect CPU in seconds during the
-run; TCP retransmits as iperf3's sender reports them):
+run; TCP retransmits as iperf3's sender reports them; packets the kernel
+dropped from the client's tun0 during the run):
 
-| Configuration | Round | Direction | Gbit/s | GB | Server CPU s | openconnect CPU s | Retransmits |
-| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |
+| Configuration | Round | Direction | Gbit/s | GB | Server CPU s | openconnect CPU s | Retransmits | Client tun0 drops |
+| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 EOF
-    awk -F'\t' '{printf "| %s | %s | %s | %.3f | %.2f | %s | %s | %s |\n", $1, $2, $3, $4 / 1e9, $5 / 1e9, $6, $7, $8}' \
+    awk -F'\t' '{printf "| %s | %s | %s | %.3f | %.2f | %s | %s | %s | %s |\n", $1, $2, $3, $4 / 1e9, $5 / 1e9, $6, $7, $8, $10}' \
         "$WORK/results.tsv"
     cat <<EOF
 
@@ -633,7 +642,12 @@ EOF
   issue. The fair comparison is therefore ocserv with DTLS off (no
   \`udp-port\`, client \`--no-dtls\`); ocserv with DTLS, its default, is shown
   as a reference only.
-- ocserv-uring's TUN path is an interim implementation and will change.
+- Upload retransmits are losses on the client, not in the server: in
+  upload runs they match, nearly one for one, the packets the kernel
+  dropped from the client's tun0 queue because openconnect did not read
+  them in time (last column above). The faster a server takes the
+  client's data, the sooner openconnect becomes the bottleneck. Download
+  retransmits are losses on the server side.
 EOF
     if [[ $MATCH_MTU == 1 ]] && has ocserv-uring; then
         cat <<EOF
