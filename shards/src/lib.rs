@@ -6,10 +6,12 @@
 //! so the loom models in `loom-tests/` check the same code that runs.
 #![forbid(unsafe_code)]
 
+pub mod appid;
 pub mod cookie;
 pub mod limit;
 pub mod store;
 
+pub use appid::AppId;
 pub use cookie::{Cookie, CookieError};
 pub use limit::{Counter, GlobalLimit};
 pub use store::SessionStore;

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod connect;
 pub mod cstp;
 pub mod fuzzing;
 pub mod http;

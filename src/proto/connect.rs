@@ -1,0 +1,141 @@
+//! What a CONNECT negotiates besides the addresses: the DTLS mode (protocol
+//! notes §3.1, §5.1, §5.3) and the tunnel MTU (§3.3).
+
+use super::http::RequestHead;
+
+/// Legacy DTLS 1.2 suites we resume (§5.3). The names are the wire tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegacySuite {
+    /// TLS_RSA_WITH_AES_128_GCM_SHA256.
+    Aes128Gcm,
+    /// TLS_RSA_WITH_AES_256_GCM_SHA384.
+    Aes256Gcm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtlsMode {
+    /// PSK-NEGOTIATE: the key is the CONNECT's TLS exporter (§5.1).
+    Psk,
+    /// Abbreviated handshake from the client's `X-DTLS-Master-Secret`.
+    Legacy { suite: LegacySuite, master_secret: [u8; 48] },
+}
+
+/// The DTLS mode chosen for a CONNECT and how to name it in the reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DtlsChoice {
+    pub mode: DtlsMode,
+    /// `X-DTLS-CipherSuite` or `X-DTLS12-CipherSuite`.
+    pub header: &'static str,
+    pub value: &'static str,
+}
+
+/// Legacy names in our order of preference (ocserv's: AES-256 first).
+/// openconnect lists `OC-DTLS1_2-*` in X-DTLS-CipherSuite; Cisco clients
+/// list OpenSSL names in X-DTLS12-CipherSuite.
+const LEGACY: [(&str, &str, LegacySuite); 4] = [
+    ("X-DTLS-CipherSuite", "OC-DTLS1_2-AES256-GCM", LegacySuite::Aes256Gcm),
+    ("X-DTLS12-CipherSuite", "AES256-GCM-SHA384", LegacySuite::Aes256Gcm),
+    ("X-DTLS-CipherSuite", "OC-DTLS1_2-AES128-GCM", LegacySuite::Aes128Gcm),
+    ("X-DTLS12-CipherSuite", "AES128-GCM-SHA256", LegacySuite::Aes128Gcm),
+];
+
+/// Whether a `:`-separated cipher list holds `token` exactly.
+pub fn has_token(list: &str, token: &str) -> bool {
+    list.split(':').any(|t| t.trim() == token)
+}
+
+/// Picks the DTLS mode for a CONNECT, or `None` to offer no DTLS (the
+/// client then stays on CSTP).
+pub fn choose_dtls(head: &RequestHead, psk: bool, legacy: bool) -> Option<DtlsChoice> {
+    let list = |h: &str| head.header(h).unwrap_or("");
+    if psk && (has_token(list("X-DTLS-CipherSuite"), "PSK-NEGOTIATE") || has_token(list("X-DTLS12-CipherSuite"), "PSK-NEGOTIATE")) {
+        return Some(DtlsChoice { mode: DtlsMode::Psk, header: "X-DTLS-CipherSuite", value: "PSK-NEGOTIATE" });
+    }
+    if !legacy {
+        return None;
+    }
+    let master_secret = parse_master_secret(head.header("X-DTLS-Master-Secret")?)?;
+    LEGACY.iter().find(|(h, name, _)| has_token(list(h), name)).map(|&(header, value, suite)| DtlsChoice {
+        mode: DtlsMode::Legacy { suite, master_secret },
+        header,
+        value,
+    })
+}
+
+/// 48 bytes as 96 hex digits (the client sends upper case).
+pub fn parse_master_secret(hex: &str) -> Option<[u8; 48]> {
+    let hex = hex.trim().as_bytes();
+    if hex.len() != 96 {
+        return None;
+    }
+    let mut out = [0u8; 48];
+    for (i, o) in out.iter_mut().enumerate() {
+        let s = std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?;
+        *o = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Worst-case DTLS 1.2 AEAD overhead: record header 13 + explicit nonce 8
+/// + tag 16 (AES-GCM; ChaCha20 needs 8 less).
+pub const DTLS_OVERHEAD: u16 = 13 + 8 + 16;
+
+/// The tunnel MTU for a link MTU `base` (§3.3, as ocserv computes it):
+/// IP + UDP headers, the DTLS overhead when DTLS is offered, and the type
+/// byte come off. CSTP gets the same value, so a packet fits either channel.
+pub fn data_mtu(base: u16, ipv6_transport: bool, dtls: bool) -> u16 {
+    let ip_udp = if ipv6_transport { 40 + 8 } else { 20 + 8 };
+    let dtls = if dtls { DTLS_OVERHEAD + 1 } else { 0 };
+    base.saturating_sub(ip_udp + dtls).max(MIN_MTU)
+}
+
+/// IPv4's minimum; a tunnel never gets less.
+pub const MIN_MTU: u16 = 576;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http::parse_head;
+
+    fn head(extra: &str) -> RequestHead {
+        let text = format!("CONNECT /CSCOSSLC/tunnel HTTP/1.1\r\nHost: vpn\r\n{extra}\r\n");
+        parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    const SECRET: &str = "00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF00112233445566778899AABBCCDDEEFF";
+
+    #[test]
+    fn psk_negotiate_wins_when_offered_and_enabled() {
+        let h = head(&format!(
+            "X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS-CipherSuite: PSK-NEGOTIATE:OC-DTLS1_2-AES256-GCM:AES128-SHA\r\n"
+        ));
+        assert_eq!(choose_dtls(&h, true, true).unwrap().mode, DtlsMode::Psk);
+        let legacy = choose_dtls(&h, false, true).unwrap();
+        assert_eq!((legacy.header, legacy.value), ("X-DTLS-CipherSuite", "OC-DTLS1_2-AES256-GCM"));
+        assert!(matches!(legacy.mode, DtlsMode::Legacy { suite: LegacySuite::Aes256Gcm, master_secret } if master_secret[1] == 0x11));
+        assert_eq!(choose_dtls(&h, false, false), None);
+    }
+
+    #[test]
+    fn legacy_needs_a_known_suite_and_a_valid_secret() {
+        let cisco = head(&format!("X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS12-CipherSuite: ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256\r\n"));
+        let c = choose_dtls(&cisco, true, true).unwrap();
+        assert_eq!((c.header, c.value), ("X-DTLS12-CipherSuite", "AES128-GCM-SHA256"));
+        let only_cbc = head(&format!("X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS-CipherSuite: AES256-SHA:AES128-SHA\r\n"));
+        assert_eq!(choose_dtls(&only_cbc, true, true), None);
+        let short = head("X-DTLS-Master-Secret: 0011\r\nX-DTLS-CipherSuite: OC-DTLS1_2-AES128-GCM\r\n");
+        assert_eq!(choose_dtls(&short, true, true), None);
+        // A token must match whole, not as a prefix.
+        assert!(!has_token("PSK-NEGOTIATEX:AES", "PSK-NEGOTIATE"));
+        assert_eq!(choose_dtls(&head(""), true, true), None);
+    }
+
+    #[test]
+    fn mtu_matches_ocserv() {
+        // ocserv 1.1.6 with mtu = 1400 sends 1334 with DTLS, 1372 without.
+        assert_eq!(data_mtu(1400, false, true), 1334);
+        assert_eq!(data_mtu(1400, false, false), 1372);
+        assert_eq!(data_mtu(1500, true, true), 1414);
+        assert_eq!(data_mtu(600, false, true), MIN_MTU);
+    }
+}
