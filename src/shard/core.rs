@@ -18,7 +18,7 @@ use super::tunnel::{EndReason, Tunnel};
 use super::{Handoff, Links, Shared};
 use crate::pool::ShardPool;
 use crate::sys;
-use crate::sys::uring::TunRing;
+use crate::sys::uring::{RxRing, TxRing};
 
 /// A logged-in user's session; lives until logout or cookie expiry.
 pub(crate) struct Session {
@@ -30,8 +30,11 @@ pub(crate) struct Session {
 pub(crate) struct Shard {
     pub(crate) id: ShardId,
     pub(crate) shared: Arc<Shared>,
-    /// This shard's TUN queue, read and written through its own io_uring.
-    pub(crate) tun: RefCell<TunRing>,
+    /// This shard's TUN queue; read through `rx`, written through `tx`.
+    pub(crate) tun_fd: RawFd,
+    pub(crate) rx: RefCell<RxRing>,
+    /// Every packet out of this shard (to the TUN queue or DTLS sockets).
+    pub(crate) tx: RefCell<TxRing>,
     pool: RefCell<ShardPool>,
     sessions: RefCell<SessionStore<Session>>,
     /// Lease → live tunnel: the TUN dispatch table.
@@ -40,9 +43,9 @@ pub(crate) struct Shard {
     next_tunnel_id: Cell<u64>,
 }
 
-/// Reads kept posted on the TUN queue, and write slots for packets to it.
+/// Reads kept posted on the TUN queue, and slots for packets out.
 const TUN_READS: usize = 64;
-const TUN_WRITES: usize = 256;
+const TX_SLOTS: usize = 512;
 const LISTEN_BACKLOG: i32 = 1024;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -61,8 +64,10 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
             return Err(format!("listening on {addr}: {e}"));
         }
     };
-    let slot = (usize::from(cfg.raw.network.mtu) + 64).max(2048);
-    let ring = TunRing::new(tun_fd, TUN_READS, TUN_WRITES, slot).map_err(|e| {
+    // Room for a packet of the TUN MTU plus any channel's framing.
+    let slot = (usize::from(cfg.raw.network.mtu) + 128).max(2048);
+    let rings = RxRing::new(tun_fd, TUN_READS, slot).and_then(|rx| Ok((rx, TxRing::new(TX_SLOTS, slot)?)));
+    let (rx, tx) = rings.map_err(|e| {
         shared.shutdown.store(true, Ordering::Release);
         format!("io_uring for the TUN queue: {e}")
     })?;
@@ -71,7 +76,9 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
     let shard = Rc::new(Shard {
         id,
         shared: shared.clone(),
-        tun: RefCell::new(ring),
+        tun_fd,
+        rx: RefCell::new(rx),
+        tx: RefCell::new(tx),
         pool: RefCell::new(pool),
         sessions: RefCell::new(SessionStore::new()),
         tunnels: RefCell::new(HashMap::new()),
@@ -128,7 +135,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         }
     }
     shard.shutdown().await;
-    shard.tun.borrow_mut().close();
+    shard.rx.borrow_mut().close();
     Ok(())
 }
 

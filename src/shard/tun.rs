@@ -18,7 +18,7 @@ use crate::sys;
 const READ_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 pub(crate) async fn read_loop(shard: Rc<Shard>) {
-    let efd = shard.tun.borrow().eventfd();
+    let efd = shard.rx.borrow().eventfd();
     let owned = match sys::dup(efd) {
         Ok(fd) => fd,
         Err(e) => {
@@ -36,21 +36,21 @@ pub(crate) async fn read_loop(shard: Rc<Shard>) {
             glommio::timer::sleep(READ_ERROR_BACKOFF).await;
             continue;
         }
-        let failed = shard.tun.borrow_mut().reap();
+        let failed = shard.rx.borrow_mut().reap();
         if failed > 0 {
-            let errors = shard.tun.borrow().stats().read_errors;
+            let errors = shard.rx.borrow().stats().errors;
             if logged_errors < 10 {
                 logged_errors += 1;
                 tracing::warn!(shard = %shard.id, errors, "TUN queue reads failing");
             }
             glommio::timer::sleep(READ_ERROR_BACKOFF).await;
         }
-        {
-            let mut ring = shard.tun.borrow_mut();
-            ring.for_each_packet(|pkt| dispatch(&shard, pkt));
-            if let Err(e) = ring.submit() {
-                tracing::warn!(shard = %shard.id, "TUN submit: {e}");
-            }
+        // Packets for DTLS clients are queued on `tx`, sent below.
+        if let Err(e) = shard.rx.borrow_mut().for_each_packet(|pkt| dispatch(&shard, pkt)) {
+            tracing::warn!(shard = %shard.id, "TUN read submit: {e}");
+        }
+        if let Err(e) = shard.tx.borrow_mut().submit() {
+            tracing::warn!(shard = %shard.id, "TX submit: {e}");
         }
         glommio::yield_if_needed().await;
     }

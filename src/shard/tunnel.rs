@@ -264,7 +264,7 @@ impl Tunnel {
             }
         };
         plain.drain(..used);
-        if let Err(e) = shard.tun.borrow_mut().submit() {
+        if let Err(e) = shard.tx.borrow_mut().submit() {
             tracing::warn!("TUN submit: {e}");
         }
         result
@@ -278,7 +278,7 @@ impl Tunnel {
             return;
         }
         // Submitted once per batch of frames, in process_frames.
-        if shard.tun.borrow_mut().queue_write(pkt) {
+        if shard.tx.borrow_mut().queue_write(shard.tun_fd, pkt) {
             self.bump(|s| {
                 s.rx_bytes += pkt.len() as u64;
                 s.rx_packets += 1;

@@ -1,122 +1,97 @@
-//! A shard's own io_uring for its TUN queue: reads stay posted on a fixed
-//! set of buffers, writes are copied into free slots and submitted in
-//! batches. Completions bump an eventfd that the shard's executor awaits,
-//! so the ring needs no thread and no polling of its own.
+//! A shard's own io_urings for the packet path.
 //!
-//! Buffers are one arena allocated at start and, where RLIMIT_MEMLOCK
-//! allows, registered with the kernel (ReadFixed/WriteFixed): the packet
-//! path allocates nothing.
+//! [`RxRing`] keeps reads posted on the shard's TUN queue; its completions
+//! bump an eventfd that the shard's executor awaits, so the ring needs no
+//! thread and no polling. [`TxRing`] carries every packet the shard sends
+//! to the TUN queue or to a DTLS socket: each is built in a free slot and
+//! the batch goes to the kernel with one submit. Reads and writes use two
+//! rings so that a packet can be sent while the one just read is borrowed.
+//!
+//! Buffers are one arena per ring allocated at start and, where
+//! RLIMIT_MEMLOCK allows, registered with the kernel (Read/WriteFixed):
+//! the packet path allocates nothing. Rule for callers: submit before the
+//! next await, so an fd can't be closed and reused between queue and submit.
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-/// user_data tags: the low 32 bits are the slot index.
-const TAG_READ: u64 = 1 << 32;
-const TAG_WRITE: u64 = 2 << 32;
-const TAG_CANCEL: u64 = 3 << 32;
-
-/// Counters of the ring (plain integers: one owner).
+/// Counters of one ring (plain integers: one owner).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RingStats {
-    pub read_errors: u64,
-    pub write_errors: u64,
-    /// Packets dropped because every write slot was in flight.
-    pub write_full: u64,
+    pub errors: u64,
+    /// Packets dropped because every slot was in flight.
+    pub full: u64,
     pub submits: u64,
 }
 
-pub struct TunRing {
-    // Declared first: dropped before the arena it points into (Drop
-    // also waits for every in-flight operation to finish).
+/// What both rings share: the ring, its slot arena and in-flight count.
+struct Slots {
+    // Declared first: dropped (after `quiesce`) before the arena.
     ring: IoUring,
-    fd: RawFd,
-    eventfd: OwnedFd,
     arena: Vec<u8>,
     slot_size: usize,
-    reads: usize,
     fixed: bool,
-    free_writes: Vec<u32>,
-    /// Completed reads not yet handed out: (slot, length).
-    ready: Vec<(u32, u32)>,
     in_flight: usize,
     unsubmitted: usize,
     stats: RingStats,
 }
 
-impl TunRing {
-    /// Posts `reads` reads on `fd` and keeps `writes` write slots, each
-    /// `slot_size` bytes. `fd` must outlive the ring.
-    pub fn new(fd: RawFd, reads: usize, writes: usize, slot_size: usize) -> io::Result<Self> {
-        let slots = reads + writes;
+impl Slots {
+    fn new(slots: usize, slot_size: usize) -> io::Result<Self> {
         let entries = (slots as u32).next_power_of_two().max(64);
         let ring = IoUring::builder().setup_cqsize(entries * 2).build(entries)?;
-        // SAFETY: eventfd(2) with valid flags; the result is a new fd.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `efd` was just created and is owned by nobody else.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
-        ring.submitter().register_eventfd(efd)?;
         let mut arena = vec![0u8; slots * slot_size];
         let iovecs: Vec<libc::iovec> = arena
             .chunks_exact_mut(slot_size)
             .map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: slot_size })
             .collect();
         // SAFETY: the iovecs point into `arena`, which lives (and never
-        // reallocates) as long as the ring; Drop unregisters by closing it.
+        // reallocates) as long as the ring: `Slots` drops the ring first.
         let fixed = match unsafe { ring.submitter().register_buffers(&iovecs) } {
             Ok(()) => true,
             Err(e) => {
                 // Without CAP_IPC_LOCK a small RLIMIT_MEMLOCK refuses this.
-                tracing::debug!("TUN ring: buffers not registered ({e}); using plain reads and writes");
+                tracing::debug!("io_uring: buffers not registered ({e}); using plain reads and writes");
                 false
             }
         };
-        let mut me = Self {
-            ring,
-            fd,
-            eventfd,
-            arena,
-            slot_size,
-            reads,
-            fixed,
-            free_writes: (reads as u32..slots as u32).rev().collect(),
-            ready: Vec::with_capacity(reads),
-            in_flight: 0,
-            unsubmitted: 0,
-            stats: RingStats::default(),
-        };
-        for slot in 0..reads as u32 {
-            me.post_read(slot)?;
+        Ok(Self { ring, arena, slot_size, fixed, in_flight: 0, unsubmitted: 0, stats: RingStats::default() })
+    }
+
+    fn slot(&mut self, slot: u32) -> &mut [u8] {
+        let start = slot as usize * self.slot_size;
+        &mut self.arena[start..start + self.slot_size]
+    }
+
+    fn read_entry(&mut self, fd: RawFd, slot: u32) -> squeue::Entry {
+        let (fixed, len) = (self.fixed, self.slot_size as u32);
+        let ptr = self.slot(slot).as_mut_ptr();
+        if fixed {
+            opcode::ReadFixed::new(types::Fd(fd), ptr, len, slot as u16).build()
+        } else {
+            opcode::Read::new(types::Fd(fd), ptr, len).build()
         }
-        me.submit()?;
-        Ok(me)
     }
 
-    /// Signalled (counter > 0) whenever completions are waiting.
-    pub fn eventfd(&self) -> RawFd {
-        self.eventfd.as_raw_fd()
-    }
-
-    pub fn stats(&self) -> RingStats {
-        self.stats
-    }
-
-    pub fn slot_size(&self) -> usize {
-        self.slot_size
-    }
-
-    fn slot_ptr(&mut self, slot: u32) -> *mut u8 {
-        self.arena[slot as usize * self.slot_size..].as_mut_ptr()
+    fn write_entry(&mut self, fd: RawFd, slot: u32, range: Range<usize>) -> squeue::Entry {
+        let fixed = self.fixed;
+        let ptr = self.slot(slot)[range.clone()].as_ptr();
+        let len = range.len() as u32;
+        if fixed {
+            opcode::WriteFixed::new(types::Fd(fd), ptr, len, slot as u16).build()
+        } else {
+            opcode::Write::new(types::Fd(fd), ptr, len).build()
+        }
     }
 
     fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
         // SAFETY: every entry built here points into `arena` (stable for the
-        // ring's life) or at nothing; the fd outlives the ring by contract.
+        // ring's life) or at nothing; callers keep their fds open until the
+        // submit that follows (module doc).
         while unsafe { self.ring.submission().push(sqe) }.is_err() {
             self.submit()?;
         }
@@ -125,53 +100,7 @@ impl TunRing {
         Ok(())
     }
 
-    fn post_read(&mut self, slot: u32) -> io::Result<()> {
-        if self.reads == 0 {
-            return Ok(());
-        }
-        let (ptr, len, fd) = (self.slot_ptr(slot), self.slot_size as u32, types::Fd(self.fd));
-        let sqe = if self.fixed {
-            opcode::ReadFixed::new(fd, ptr, len, slot as u16).build()
-        } else {
-            opcode::Read::new(fd, ptr, len).build()
-        };
-        self.push(&sqe.user_data(TAG_READ | u64::from(slot)))
-    }
-
-    /// Copies one packet into a free slot and queues its write; false if
-    /// the packet does not fit or every slot is in flight (dropped).
-    pub fn queue_write(&mut self, pkt: &[u8]) -> bool {
-        if pkt.len() > self.slot_size {
-            self.stats.write_errors += 1;
-            return false;
-        }
-        if self.free_writes.is_empty() {
-            // Write completions may be waiting behind reads: collect them.
-            let _ = self.submit();
-            let _ = self.reap();
-        }
-        let Some(slot) = self.free_writes.pop() else {
-            self.stats.write_full += 1;
-            return false;
-        };
-        let start = slot as usize * self.slot_size;
-        self.arena[start..start + pkt.len()].copy_from_slice(pkt);
-        let (ptr, fd) = (self.slot_ptr(slot), types::Fd(self.fd));
-        let sqe = if self.fixed {
-            opcode::WriteFixed::new(fd, ptr, pkt.len() as u32, slot as u16).build()
-        } else {
-            opcode::Write::new(fd, ptr, pkt.len() as u32).build()
-        };
-        if self.push(&sqe.user_data(TAG_WRITE | u64::from(slot))).is_err() {
-            self.free_writes.push(slot);
-            self.stats.write_errors += 1;
-            return false;
-        }
-        true
-    }
-
-    /// Hands everything queued to the kernel with one syscall.
-    pub fn submit(&mut self) -> io::Result<()> {
+    fn submit(&mut self) -> io::Result<()> {
         if self.unsubmitted == 0 {
             return Ok(());
         }
@@ -181,65 +110,15 @@ impl TunRing {
         Ok(())
     }
 
-    /// Collects completions: write slots are freed, reads wait in `ready`.
-    /// Returns how many reads failed (the caller backs off before
-    /// re-posting them, so a broken device cannot spin the shard).
-    pub fn reap(&mut self) -> usize {
-        let mut failed = 0;
-        for cqe in self.ring.completion() {
-            self.in_flight -= 1;
-            let slot = (cqe.user_data() & 0xffff_ffff) as u32;
-            match cqe.user_data() & !0xffff_ffff {
-                TAG_READ if cqe.result() > 0 => self.ready.push((slot, cqe.result() as u32)),
-                TAG_READ => {
-                    self.stats.read_errors += 1;
-                    failed += 1;
-                    // Re-posted by `for_each_packet`, as an empty packet.
-                    self.ready.push((slot, 0));
-                }
-                TAG_WRITE => {
-                    if cqe.result() < 0 {
-                        self.stats.write_errors += 1;
-                    }
-                    self.free_writes.push(slot);
-                }
-                _ => {}
+    /// Waits (bounded) until the kernel is done with the arena; `cancel_fd`
+    /// cancels reads that would otherwise wait for a packet forever.
+    fn quiesce(&mut self, cancel_fd: Option<RawFd>) -> bool {
+        if let Some(fd) = cancel_fd {
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build();
+            // SAFETY: a cancel entry carries no buffer.
+            if unsafe { self.ring.submission().push(&cancel) }.is_ok() {
+                self.in_flight += 1;
             }
-        }
-        failed
-    }
-
-    /// Passes each packet read so far to `f`, then posts its read again.
-    pub fn for_each_packet(&mut self, mut f: impl FnMut(&[u8])) {
-        let ready = std::mem::take(&mut self.ready);
-        for &(slot, len) in &ready {
-            if len > 0 {
-                let start = slot as usize * self.slot_size;
-                f(&self.arena[start..start + len as usize]);
-            }
-            if let Err(e) = self.post_read(slot) {
-                tracing::warn!("TUN ring: re-posting a read: {e}");
-            }
-        }
-        self.ready = ready;
-        self.ready.clear();
-    }
-
-    /// Cancels every posted read and waits (bounded) until the kernel is
-    /// done with the arena; afterwards the ring does nothing. The TUN
-    /// device can only go away once no read holds it.
-    pub fn close(&mut self) -> bool {
-        if self.reads == 0 {
-            return self.in_flight == 0;
-        }
-        self.reads = 0;
-        self.ready.clear();
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(self.fd)).all())
-            .build()
-            .user_data(TAG_CANCEL);
-        // SAFETY: a cancel entry carries no buffer.
-        if unsafe { self.ring.submission().push(&cancel) }.is_ok() {
-            self.in_flight += 1;
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         while self.in_flight > 0 && Instant::now() < deadline {
@@ -252,14 +131,192 @@ impl TunRing {
         }
         self.in_flight == 0
     }
-}
 
-impl Drop for TunRing {
-    fn drop(&mut self) {
-        if !self.close() {
-            // The kernel may still write into the arena: never free it.
-            tracing::warn!(in_flight = self.in_flight, "TUN ring: operations still in flight at exit; leaking its buffers");
+    fn leak_if_busy(&mut self, what: &str) {
+        if self.in_flight > 0 {
+            // The kernel may still use the arena: never free it.
+            tracing::warn!(in_flight = self.in_flight, "{what}: operations still in flight at exit; leaking its buffers");
             std::mem::forget(std::mem::take(&mut self.arena));
         }
+    }
+}
+
+/// Reads kept posted on one TUN queue.
+pub struct RxRing {
+    slots: Slots,
+    fd: RawFd,
+    eventfd: OwnedFd,
+    /// Completed reads not yet handed out: (slot, length; 0 = failed).
+    ready: Vec<(u32, u32)>,
+    open: bool,
+}
+
+impl RxRing {
+    /// Posts `reads` reads of `slot_size` bytes on `fd`, which must
+    /// outlive the ring.
+    pub fn new(fd: RawFd, reads: usize, slot_size: usize) -> io::Result<Self> {
+        let slots = Slots::new(reads, slot_size)?;
+        // SAFETY: eventfd(2) with valid flags; the result is a new fd.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `efd` was just created and is owned by nobody else.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        slots.ring.submitter().register_eventfd(efd)?;
+        let mut me = Self { slots, fd, eventfd, ready: Vec::with_capacity(reads), open: true };
+        for slot in 0..reads as u32 {
+            let sqe = me.slots.read_entry(fd, slot).user_data(u64::from(slot));
+            me.slots.push(&sqe)?;
+        }
+        me.slots.submit()?;
+        Ok(me)
+    }
+
+    /// Signalled (counter > 0) whenever completions are waiting.
+    pub fn eventfd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    pub fn stats(&self) -> RingStats {
+        self.slots.stats
+    }
+
+    /// Collects completed reads. Returns how many failed: the caller backs
+    /// off before they are posted again, so a broken queue cannot spin.
+    pub fn reap(&mut self) -> usize {
+        let mut failed = 0;
+        for cqe in self.slots.ring.completion() {
+            self.slots.in_flight -= 1;
+            let len = if cqe.result() > 0 {
+                cqe.result() as u32
+            } else {
+                self.slots.stats.errors += 1;
+                failed += 1;
+                0
+            };
+            self.ready.push((cqe.user_data() as u32, len));
+        }
+        failed
+    }
+
+    /// Passes each packet read to `f`, then posts every read again.
+    pub fn for_each_packet(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+        let ready = std::mem::take(&mut self.ready);
+        for &(slot, len) in &ready {
+            if len > 0 {
+                f(&self.slots.slot(slot)[..len as usize]);
+            }
+        }
+        let mut result = Ok(());
+        if self.open {
+            for &(slot, _) in &ready {
+                let sqe = self.slots.read_entry(self.fd, slot).user_data(u64::from(slot));
+                if let Err(e) = self.slots.push(&sqe) {
+                    result = Err(e);
+                }
+            }
+        }
+        self.ready = ready;
+        self.ready.clear();
+        result.and(self.slots.submit())
+    }
+
+    /// Cancels every posted read and waits for the kernel to let go of the
+    /// queue (the TUN device can only go away after that).
+    pub fn close(&mut self) {
+        if std::mem::replace(&mut self.open, false) {
+            let _ = self.slots.quiesce(Some(self.fd));
+        }
+    }
+}
+
+impl Drop for RxRing {
+    fn drop(&mut self) {
+        self.close();
+        self.slots.leak_if_busy("TUN read ring");
+    }
+}
+
+/// Packets out of the shard: to its TUN queue and to DTLS sockets.
+pub struct TxRing {
+    slots: Slots,
+    free: Vec<u32>,
+}
+
+impl TxRing {
+    pub fn new(count: usize, slot_size: usize) -> io::Result<Self> {
+        Ok(Self { slots: Slots::new(count, slot_size)?, free: (0..count as u32).rev().collect() })
+    }
+
+    pub fn stats(&self) -> RingStats {
+        self.slots.stats
+    }
+
+    pub fn slot_size(&self) -> usize {
+        self.slots.slot_size
+    }
+
+    fn reap(&mut self) {
+        for cqe in self.slots.ring.completion() {
+            self.slots.in_flight -= 1;
+            if cqe.result() < 0 {
+                self.slots.stats.errors += 1;
+            }
+            self.free.push(cqe.user_data() as u32);
+        }
+    }
+
+    /// Builds a packet in a free slot and queues its write to `fd`: `build`
+    /// fills the slot and returns the range to send (`None` drops it).
+    /// False if the packet was dropped.
+    pub fn queue_with(&mut self, fd: RawFd, build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>) -> bool {
+        if self.free.is_empty() {
+            let _ = self.slots.submit();
+            self.reap();
+        }
+        let Some(slot) = self.free.pop() else {
+            self.slots.stats.full += 1;
+            return false;
+        };
+        let range = match build(self.slots.slot(slot)) {
+            Some(r) if r.end <= self.slots.slot_size && !r.is_empty() => r,
+            _ => {
+                self.free.push(slot);
+                return false;
+            }
+        };
+        let sqe = self.slots.write_entry(fd, slot, range).user_data(u64::from(slot));
+        if self.slots.push(&sqe).is_err() {
+            self.free.push(slot);
+            self.slots.stats.errors += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Copies `pkt` into a slot and queues its write to `fd`.
+    pub fn queue_write(&mut self, fd: RawFd, pkt: &[u8]) -> bool {
+        self.queue_with(fd, |buf| {
+            let dst = buf.get_mut(..pkt.len())?;
+            dst.copy_from_slice(pkt);
+            Some(0..pkt.len())
+        })
+    }
+
+    /// Hands everything queued to the kernel with one syscall and collects
+    /// the slots of writes already done.
+    pub fn submit(&mut self) -> io::Result<()> {
+        let r = self.slots.submit();
+        self.reap();
+        r
+    }
+}
+
+impl Drop for TxRing {
+    fn drop(&mut self) {
+        let _ = self.slots.submit();
+        let _ = self.slots.quiesce(None);
+        self.slots.leak_if_busy("TX ring");
     }
 }
