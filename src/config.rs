@@ -103,6 +103,22 @@ impl Default for Session {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dtls {
+    /// PSK-NEGOTIATE (openconnect >= 7.08 against ocserv): the DTLS key is
+    /// derived from the CONNECT's TLS session.
+    pub psk_negotiate: bool,
+    /// Resumption from the client's X-DTLS-Master-Secret (Cisco clients).
+    pub legacy: bool,
+}
+
+impl Default for Dtls {
+    fn default() -> Self {
+        Self { psk_negotiate: true, legacy: true }
+    }
+}
+
 /// The file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -112,6 +128,7 @@ pub struct RawConfig {
     pub auth: Auth,
     pub network: Network,
     pub session: Session,
+    pub dtls: Dtls,
 }
 
 /// The checked configuration the server runs with.
@@ -204,6 +221,11 @@ impl Config {
         Ipv4Addr::from(u32::from(self.ipv4_network.network()) + 1)
     }
 
+    /// Whether DTLS is offered at all.
+    pub fn dtls_enabled(&self) -> bool {
+        self.raw.server.udp_port != 0 && (self.raw.dtls.psk_negotiate || self.raw.dtls.legacy)
+    }
+
     pub fn dpd(&self) -> Duration {
         Duration::from_secs(self.raw.session.dpd)
     }
@@ -221,7 +243,7 @@ impl Config {
         let r = &self.raw;
         let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nmtu = {mtu}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nmtu = {mtu}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -243,6 +265,8 @@ impl Config {
             ct = r.session.cookie_timeout,
             at = r.session.auth_timeout,
             mc = r.session.max_clients,
+            psk = r.dtls.psk_negotiate,
+            legacy = r.dtls.legacy,
         )
     }
 }

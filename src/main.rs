@@ -52,7 +52,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(cli.log_level).with_target(false).init();
+    // Colours only for a person at a terminal, never into journald or files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_max_level(cli.log_level)
+        .with_target(false)
+        .init();
     let result = match cli.command {
         None => run(cli.config),
         Some(Command::CheckConfig) => load(cli.config).map(|c| print!("{}", c.effective_toml())),

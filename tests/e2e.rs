@@ -8,19 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn iperf_bytes(net: &Net, client_ns: &str, server_ns: &str, server_ip: &str, reverse: bool) -> u64 {
-    let _ = net.exec(server_ns, &format!("iperf3 -s -1 -D -B {server_ip}"));
-    std::thread::sleep(Duration::from_millis(500));
-    let flag = if reverse { "-R" } else { "" };
-    let o = net.exec(client_ns, &format!("timeout 20 iperf3 -c {server_ip} -t 3 {flag} -J"));
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "iperf3 failed: {out}");
-    // "sum_received": { ... "bytes": N, ...}
-    let after = out.split("\"sum_received\"").nth(1).expect("sum_received in iperf3 JSON");
-    let bytes = after.split("\"bytes\":").nth(1).unwrap().split(',').next().unwrap().trim();
-    bytes.parse().unwrap()
-}
-
 #[test]
 fn login_ping_both_ways_and_iperf_both_directions() {
     let _g = serial();

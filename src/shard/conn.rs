@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use shards::Cookie;
+use shards::{AppId, Cookie};
 
 use super::core::Shard;
+use super::dtls::DtlsKey;
 use super::tunnel::Tunnel;
-use super::Handoff;
+use crate::proto::connect::{self as negotiate, DtlsChoice, DtlsMode};
+use super::{Handoff, ShardMsg};
 use crate::proto::auth::{self, AuthExchange, Step, Verdict};
 use crate::proto::http::{self, HttpError, Method, RequestHead, Response};
 use crate::tls::{TlsError, TlsSession};
@@ -236,7 +238,7 @@ async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
     tracing::debug!(%peer, from = %shard.id, to = %home, "moving CONNECT to its home shard");
     let handoff = Handoff { fd, tls, head, leftover: plain, peer };
     let Some(tx) = shard.peer(home) else { return };
-    if tx.send(handoff).await.is_err() {
+    if tx.send(ShardMsg::Connect(handoff)).await.is_err() {
         tracing::warn!(%peer, "home shard {home} refused the handoff");
     }
 }
@@ -262,9 +264,32 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     };
     let cfg = &shard.shared.config;
     let mtu_cap = cfg.raw.network.mtu;
-    let base_mtu = header_num(&head, "X-CSTP-Base-MTU").map_or(mtu_cap, |b| b.clamp(576, mtu_cap));
-    let mtu = header_num(&head, "X-CSTP-MTU").map_or(mtu_cap, |m| m.clamp(576, mtu_cap));
-    let reply = connect_reply(&shard, lease, base_mtu, mtu);
+    // The link MTU: ours, or the client's estimate of its path if smaller.
+    let base_mtu = header_num(&head, "X-CSTP-Base-MTU").map_or(mtu_cap, |b| b.clamp(negotiate::MIN_MTU, mtu_cap));
+    let dtls = if cfg.dtls_enabled() {
+        negotiate::choose_dtls(&head, cfg.raw.dtls.psk_negotiate, cfg.raw.dtls.legacy)
+    } else {
+        None
+    };
+    let dtls_key = match dtls.map(|d| d.mode) {
+        Some(DtlsMode::Psk) => match conn.tls.export_dtls_psk() {
+            Ok(psk) => Some(DtlsKey::Psk(psk)),
+            Err(e) => {
+                tracing::warn!(peer = %conn.peer, "no DTLS: exporting the PSK failed: {e}");
+                None
+            }
+        },
+        Some(DtlsMode::Legacy { suite, master_secret }) => Some(DtlsKey::Legacy { master_secret, suite }),
+        None => None,
+    };
+    let dtls = dtls.filter(|_| dtls_key.is_some());
+    let app_id = dtls.and_then(|_| {
+        let mut random = [0u8; shards::appid::APP_ID_LEN - 2];
+        aws_lc_rs::rand::fill(&mut random).ok().map(|()| AppId::new(shard.id, random))
+    });
+    let dtls = dtls.zip(app_id);
+    let mtu = negotiate::data_mtu(base_mtu, conn.peer.is_ipv6(), dtls.is_some());
+    let reply = connect_reply(&shard, lease, base_mtu, mtu, dtls);
 
     let writer_fd = match crate::sys::dup(conn.stream.as_raw_fd()) {
         Ok(fd) => fd,
@@ -276,17 +301,24 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     // SAFETY: a fresh dup owned by this stream alone.
     let writer = unsafe { TcpStream::from_raw_fd(writer_fd.into_raw_fd()) };
     let Conn { stream, tls, peer, plain, .. } = conn;
-    let tunnel = Rc::new(Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls));
+    let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
+    tunnel.base_mtu = base_mtu;
+    if let Some((_, id)) = dtls {
+        tunnel.dtls_key = dtls_key;
+        tunnel.app_id = Some(id);
+    }
+    let tunnel = Rc::new(tunnel);
     tunnel.queue_plain(&reply);
     shard.attach(&cookie, &tunnel);
-    tracing::info!(user = %tunnel.user, lease = %lease, %peer, shard = %shard.id, mtu, "tunnel up");
+    let dtls_mode = dtls.map_or("off", |(d, _)| d.value);
+    tracing::info!(user = %tunnel.user, lease = %lease, %peer, shard = %shard.id, mtu, dtls = dtls_mode, "tunnel up");
     glommio::spawn_local(tunnel.clone().write_loop(writer)).detach();
     let reason = tunnel.clone().read_loop(shard.clone(), stream, plain).await;
     shard.tunnel_ended(&tunnel, reason);
 }
 
 /// The `200 CONNECTED` head of protocol notes §3.2, in exact header case.
-fn connect_reply(shard: &Shard, lease: std::net::Ipv4Addr, base_mtu: u16, mtu: u16) -> Vec<u8> {
+fn connect_reply(shard: &Shard, lease: std::net::Ipv4Addr, base_mtu: u16, mtu: u16, dtls: Option<(DtlsChoice, AppId)>) -> Vec<u8> {
     let cfg = &shard.shared.config;
     let s = &cfg.raw.session;
     let mut r = Response::new(200, "CONNECTED")
@@ -300,6 +332,19 @@ fn connect_reply(shard: &Shard, lease: std::net::Ipv4Addr, base_mtu: u16, mtu: u
     }
     for route in &cfg.routes {
         r = r.header("X-CSTP-Split-Include", format!("{}/{}", route.network(), route.netmask()));
+    }
+    if let Some((choice, id)) = dtls {
+        // §3.2: the App-ID (PSK) or Session-ID (legacy) is what the client
+        // puts in its ClientHello; both name this session's home shard.
+        r = match choice.mode {
+            DtlsMode::Psk => r.header("X-DTLS-App-ID", id),
+            DtlsMode::Legacy { .. } => r.header("X-DTLS-Session-ID", id).header("X-DTLS-MTU", mtu),
+        };
+        r = r
+            .header("X-DTLS-Port", cfg.raw.server.udp_port)
+            .header("X-DTLS-DPD", s.dpd)
+            .header("X-DTLS-Keepalive", s.keepalive)
+            .header(choice.header, choice.value);
     }
     r.header("X-CSTP-Tunnel-All-DNS", cfg.routes.is_empty())
         .header("X-CSTP-Keepalive", s.keepalive)

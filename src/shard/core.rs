@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 use glommio::spawn_local;
-use shards::{Cookie, SessionStore, ShardId};
+use shards::{AppId, Cookie, SessionStore, ShardId};
 
 use super::tunnel::{EndReason, Tunnel};
-use super::{Handoff, Links, Shared};
+use super::{Links, ShardMsg, Shared};
 use crate::pool::ShardPool;
 use crate::sys;
 use crate::sys::uring::{RxRing, TxRing};
@@ -39,7 +39,9 @@ pub(crate) struct Shard {
     sessions: RefCell<SessionStore<Session>>,
     /// Lease → live tunnel: the TUN dispatch table.
     pub(crate) tunnels: RefCell<HashMap<Ipv4Addr, Rc<Tunnel>>>,
-    peers: RefCell<Vec<Option<Rc<ConnectedSender<Handoff>>>>>,
+    /// App-ID / Session-ID → live tunnel: where a ClientHello goes.
+    dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
+    peers: RefCell<Vec<Option<Rc<ConnectedSender<ShardMsg>>>>>,
     next_tunnel_id: Cell<u64>,
 }
 
@@ -64,6 +66,21 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
             return Err(format!("listening on {addr}: {e}"));
         }
     };
+    let udp = if cfg.dtls_enabled() {
+        let addr = std::net::SocketAddr::new(cfg.listen, cfg.raw.server.udp_port);
+        let sock = sys::net::udp_socket(addr, None)
+            .and_then(|fd| sys::net::reuseport_listeners_only(fd, shared.shards as u32).map(|()| fd));
+        match sock {
+            // SAFETY: a fresh socket that nobody else owns.
+            Ok(fd) => Some(unsafe { glommio::net::UdpSocket::from_raw_fd(fd) }),
+            Err(e) => {
+                shared.shutdown.store(true, Ordering::Release);
+                return Err(format!("UDP (DTLS) on {addr}: {e}"));
+            }
+        }
+    } else {
+        None
+    };
     // Room for a packet of the TUN MTU plus any channel's framing.
     let slot = (usize::from(cfg.raw.network.mtu) + 128).max(2048);
     let rings = RxRing::new(tun_fd, TUN_READS, slot).and_then(|rx| Ok((rx, TxRing::new(TX_SLOTS, slot)?)));
@@ -82,6 +99,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         pool: RefCell::new(pool),
         sessions: RefCell::new(SessionStore::new()),
         tunnels: RefCell::new(HashMap::new()),
+        dtls_tunnels: RefCell::new(HashMap::new()),
         peers: RefCell::new(Vec::new()),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
     });
@@ -91,9 +109,14 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         let shard = shard.clone();
         spawn_local(async move {
             let rx = rx.connect().await;
-            while let Some(h) = rx.recv().await {
-                let s = shard.clone();
-                spawn_local(async move { super::conn::adopt(s, h).await }).detach();
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    ShardMsg::Connect(h) => {
+                        let s = shard.clone();
+                        spawn_local(async move { super::conn::adopt(s, h).await }).detach();
+                    }
+                    ShardMsg::DtlsHello { app_id, from, datagram } => super::dtls::start(&shard, app_id, from, datagram),
+                }
             }
         })
         .detach();
@@ -108,6 +131,9 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
     *shard.peers.borrow_mut() = peers;
     shared.started.fetch_add(1, Ordering::AcqRel);
     spawn_local(super::tun::read_loop(shard.clone())).detach();
+    if let Some(sock) = udp {
+        spawn_local(super::udp::listen_loop(shard.clone(), sock)).detach();
+    }
     let acceptor = shard.clone();
     spawn_local(async move {
         loop {
@@ -146,7 +172,11 @@ impl Shard {
         id
     }
 
-    pub(crate) fn peer(&self, home: ShardId) -> Option<Rc<ConnectedSender<Handoff>>> {
+    pub(crate) fn dtls_tunnel(&self, app_id: &AppId) -> Option<Rc<Tunnel>> {
+        self.dtls_tunnels.borrow().get(app_id).cloned()
+    }
+
+    pub(crate) fn peer(&self, home: ShardId) -> Option<Rc<ConnectedSender<ShardMsg>>> {
         self.peers.borrow().get(home.index()).and_then(Option::clone)
     }
 
@@ -186,6 +216,9 @@ impl Shard {
         }
         sessions.attach(cookie);
         self.tunnels.borrow_mut().insert(tunnel.lease, tunnel.clone());
+        if let Some(id) = tunnel.app_id {
+            self.dtls_tunnels.borrow_mut().insert(id, tunnel.clone());
+        }
     }
 
     pub(crate) fn session_lease(&self, cookie: &Cookie) -> Option<(String, Ipv4Addr)> {
@@ -199,6 +232,9 @@ impl Shard {
             if map.get(&tunnel.lease).is_some_and(|t| t.id == tunnel.id) {
                 map.remove(&tunnel.lease);
             }
+        }
+        if let Some(id) = tunnel.app_id {
+            self.dtls_tunnels.borrow_mut().remove(&id);
         }
         let mut sessions = self.sessions.borrow_mut();
         let owns = sessions

@@ -4,9 +4,11 @@
 
 mod conn;
 mod core;
+mod dtls;
 mod notify;
 mod tun;
 mod tunnel;
+mod udp;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,10 +45,17 @@ pub(crate) struct Handoff {
     peer: std::net::SocketAddr,
 }
 
+/// What shards send each other: never packets, only migrations.
+pub(crate) enum ShardMsg {
+    Connect(Handoff),
+    /// A ClientHello that landed on another shard's UDP socket.
+    DtlsHello { app_id: shards::AppId, from: std::net::SocketAddr, datagram: Vec<u8> },
+}
+
 /// Per-shard channel ends: `to[j]` sends to shard j, `from` receives.
 struct Links {
-    to: Vec<Option<SharedSender<Handoff>>>,
-    from: Vec<SharedReceiver<Handoff>>,
+    to: Vec<Option<SharedSender<ShardMsg>>>,
+    from: Vec<SharedReceiver<ShardMsg>>,
 }
 
 fn links(n: usize) -> Vec<Links> {

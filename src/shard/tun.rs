@@ -60,6 +60,6 @@ fn dispatch(shard: &Shard, pkt: &[u8]) {
     let Some(dst) = ip::ipv4_destination(pkt) else { return };
     let tunnel = shard.tunnels.borrow().get(&dst).cloned();
     if let Some(t) = tunnel {
-        t.send_packet(pkt);
+        t.send_packet(shard, pkt);
     }
 }

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use shards::Cookie;
+use shards::{AppId, Cookie};
 
 use super::core::Shard;
+use super::dtls::{DtlsChannel, DtlsKey, CSTP_FALLBACK_AFTER};
 use super::notify::Notify;
 use crate::proto::cstp::{self, FrameType};
 use crate::proto::ip;
@@ -71,6 +72,13 @@ pub(crate) struct Tunnel {
     pub(crate) user: String,
     pub(crate) lease: Ipv4Addr,
     pub(crate) peer: SocketAddr,
+    /// The DTLS handshake's key, when the CONNECT negotiated DTLS.
+    pub(crate) dtls_key: Option<DtlsKey>,
+    /// Names this tunnel in the client's ClientHello.
+    pub(crate) app_id: Option<AppId>,
+    /// Link MTU (X-CSTP-Base-MTU): the DTLS handshake's datagram limit.
+    pub(crate) base_mtu: u16,
+    dtls: RefCell<Option<Rc<DtlsChannel>>>,
     tls: RefCell<TlsSession>,
     wake: Notify,
     queued: Cell<usize>,
@@ -90,6 +98,10 @@ impl Tunnel {
             user,
             lease,
             peer,
+            dtls_key: None,
+            app_id: None,
+            base_mtu: 1400,
+            dtls: RefCell::new(None),
             tls: RefCell::new(tls),
             wake: Notify::default(),
             queued: Cell::new(0),
@@ -139,8 +151,44 @@ impl Tunnel {
         true
     }
 
-    /// A packet from the TUN for this client.
-    pub(crate) fn send_packet(&self, pkt: &[u8]) {
+    pub(crate) fn dtls(&self) -> Option<Rc<DtlsChannel>> {
+        self.dtls.borrow().clone()
+    }
+
+    /// Installs a new DTLS channel; the previous one (old address, or a
+    /// new handshake) is closed.
+    pub(crate) fn set_dtls(&self, channel: Option<Rc<DtlsChannel>>) {
+        let old = std::mem::replace(&mut *self.dtls.borrow_mut(), channel);
+        if let Some(old) = old {
+            old.close();
+        }
+    }
+
+    /// A channel's task ended: forget it unless it was replaced already.
+    pub(crate) fn dtls_ended(&self, channel: &Rc<DtlsChannel>) {
+        let mut current = self.dtls.borrow_mut();
+        if current.as_ref().is_some_and(|c| Rc::ptr_eq(c, channel)) {
+            *current = None;
+        }
+    }
+
+    pub(crate) fn count_dropped(&self) {
+        self.bump(|s| s.dropped += 1);
+    }
+
+    /// A packet from the TUN for this client: over DTLS while it is up,
+    /// else over CSTP.
+    pub(crate) fn send_packet(&self, shard: &Shard, pkt: &[u8]) {
+        let dtls = self.dtls.borrow().as_ref().filter(|c| c.is_active()).cloned();
+        if let Some(ch) = dtls {
+            if ch.send(shard, FrameType::Data, pkt) {
+                self.bump(|s| {
+                    s.tx_bytes += pkt.len() as u64;
+                    s.tx_packets += 1;
+                });
+                return;
+            }
+        }
         if self.send_frame(FrameType::Data, pkt) {
             self.bump(|s| {
                 s.tx_bytes += pkt.len() as u64;
@@ -161,12 +209,20 @@ impl Tunnel {
             self.send_frame(FrameType::Terminate, b"");
         }
         self.ended.set(Some(reason));
+        self.set_dtls(None);
         self.tls.borrow_mut().send_close_notify();
         self.wake.notify();
     }
 
     pub(crate) fn check_dpd(&self, now: Instant, dpd: Duration) {
-        let silent = now.saturating_duration_since(self.last_rx.get());
+        let dtls = self.dtls();
+        if let Some(ch) = dtls.as_ref().filter(|c| now.saturating_duration_since(c.last_rx()) >= dpd * DPD_DROP_FACTOR) {
+            tracing::info!(user = %self.user, peer = %ch.peer, "DTLS silent past the DPD limit: falling back to CSTP");
+            self.set_dtls(None);
+        }
+        // Either channel hearing from the client keeps the tunnel alive.
+        let last = dtls.map_or(self.last_rx.get(), |c| c.last_rx().max(self.last_rx.get()));
+        let silent = now.saturating_duration_since(last);
         if silent >= dpd * DPD_DROP_FACTOR {
             tracing::info!(user = %self.user, lease = %self.lease, silent_s = silent.as_secs(), "client silent past the DPD limit");
             self.end(EndReason::DpdTimeout);
@@ -247,7 +303,10 @@ impl Tunnel {
                 }
             };
             match frame.ty {
-                FrameType::Data => self.packet_from_client(frame.payload, shard),
+                FrameType::Data => {
+                self.cstp_data_seen();
+                self.packet_from_client(frame.payload, shard);
+            }
                 FrameType::DpdReq => {
                     self.send_frame(FrameType::DpdResp, frame.payload);
                 }
@@ -270,7 +329,22 @@ impl Tunnel {
         result
     }
 
-    fn packet_from_client(&self, pkt: &[u8], shard: &Shard) {
+    /// DATA on CSTP long after the last UDP packet: the client has given
+    /// up on DTLS, so stop sending there (§5.5).
+    fn cstp_data_seen(&self) {
+        let stale = self
+            .dtls
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.is_active() && self.last_rx.get().saturating_duration_since(c.last_rx()) > CSTP_FALLBACK_AFTER);
+        if stale {
+            tracing::info!(user = %self.user, "DATA over CSTP while DTLS is silent: falling back to CSTP");
+            self.set_dtls(None);
+        }
+    }
+
+    /// One IP packet from the client (either channel) into the TUN queue.
+    pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard) {
         // Source check: a client may only send from its own lease.
         let ok = matches!(ip::addresses(pkt), Some((IpAddr::V4(src), _)) if src == self.lease);
         if !ok {

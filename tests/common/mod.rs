@@ -145,11 +145,22 @@ pub struct ServerOpts {
     pub dpd: u64,
     pub auth_timeout: u64,
     pub extra_users: Vec<(String, String)>,
+    pub dtls: Dtls,
+}
+
+/// Which DTLS the server offers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dtls {
+    Off,
+    /// PSK-NEGOTIATE (and legacy): what openconnect picks by default.
+    Psk,
+    /// Legacy resumption only (psk_negotiate = false).
+    Legacy,
 }
 
 impl Default for ServerOpts {
     fn default() -> Self {
-        Self { workers: 2, network: "192.168.100.0/24", dpd: 90, auth_timeout: 10, extra_users: Vec::new() }
+        Self { workers: 2, network: "192.168.100.0/24", dpd: 90, auth_timeout: 10, extra_users: Vec::new(), dtls: Dtls::Off }
     }
 }
 
@@ -176,11 +187,14 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
     fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"0.0.0.0\"\ntcp_port = 443\nudp_port = 0\nworkers = {w}\n\
+            "[server]\nlisten = \"0.0.0.0\"\ntcp_port = 443\nudp_port = {udp}\nworkers = {w}\n\
              [tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\ngenerate_self_signed = true\n\
              [auth]\npasswd_file = \"ocpasswd\"\n\
              [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n\
-             [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = {at}\n",
+             [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = {at}\n\
+             [dtls]\npsk_negotiate = {psk}\n",
+            udp = if opts.dtls == Dtls::Off { 0 } else { 443 },
+            psk = opts.dtls == Dtls::Psk,
             w = opts.workers,
             net = opts.network,
             dpd = opts.dpd,
@@ -307,4 +321,18 @@ pub fn ping_rtts(net: &Net, ns: &str, dst: &str, count: u32, interval: &str) -> 
         .filter_map(|l| l.split("time=").nth(1))
         .filter_map(|t| t.split_whitespace().next()?.parse().ok())
         .collect()
+}
+
+/// Bytes iperf3 moved through the tunnel in 3 s (received side).
+pub fn iperf_bytes(net: &Net, client_ns: &str, server_ns: &str, server_ip: &str, reverse: bool) -> u64 {
+    let _ = net.exec(server_ns, &format!("iperf3 -s -1 -D -B {server_ip}"));
+    std::thread::sleep(Duration::from_millis(500));
+    let flag = if reverse { "-R" } else { "" };
+    let o = net.exec(client_ns, &format!("timeout 20 iperf3 -c {server_ip} -t 3 {flag} -J"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "iperf3 failed: {out}");
+    // "sum_received": { ... "bytes": N, ...}
+    let after = out.split("\"sum_received\"").nth(1).expect("sum_received in iperf3 JSON");
+    let bytes = after.split("\"bytes\":").nth(1).unwrap().split(',').next().unwrap().trim();
+    bytes.parse().unwrap()
 }

@@ -1,0 +1,41 @@
+//! The shard's unconnected socket on the DTLS port. Only a client's first
+//! ClientHello (or one after it changed address) arrives here; once its
+//! home shard has a socket connect()ed to it, the kernel delivers the rest
+//! of its datagrams there.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::net::UdpSocket;
+use shards::AppId;
+
+use super::core::Shard;
+use super::ShardMsg;
+use crate::proto::dtls;
+
+pub(crate) async fn listen_loop(shard: Rc<Shard>, sock: UdpSocket) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(shard = %shard.id, "UDP receive: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        // Anything but a ClientHello naming a session is noise here.
+        let Some(app_id) = dtls::client_hello_session_id(data).and_then(AppId::from_bytes) else {
+            continue;
+        };
+        let home = app_id.home_shard();
+        if home == shard.id {
+            super::dtls::start(&shard, app_id, from, data.to_vec());
+        } else if let Some(peer) = shard.peer(home) {
+            // Never wait on a busy shard: the client retransmits its hello.
+            tracing::debug!(%from, from_shard = %shard.id, to = %home, "ClientHello forwarded to its home shard");
+            let _ = peer.try_send(ShardMsg::DtlsHello { app_id, from, datagram: data.to_vec() });
+        }
+    }
+}
