@@ -71,7 +71,9 @@ fn round(c: &mut DtlsClient, s: &mut DtlsServer, buf: &mut [u8], now: Instant) -
 
 fn bench_suites(c: &mut Criterion) {
     let now = Instant::now();
-    for suite in [CipherSuite::PskAes128GcmSha256, CipherSuite::PskAes256GcmSha384, CipherSuite::PskChacha20Poly1305Sha256] {
+    for suite in
+        [CipherSuite::PskAes128GcmSha256, CipherSuite::PskAes256GcmSha384, CipherSuite::PskChacha20Poly1305Sha256]
+    {
         let (mut client, mut server) = connected(suite);
         let mut buf = vec![0x5au8; HEADROOM + PAYLOAD + TAILROOM];
 

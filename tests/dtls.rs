@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use common::*;
 
-/// Waits for openconnect's "DTLS connected" (it logs the suite just before).
+/// openconnect's line for each DTLS handshake that completes.
+const DTLS_UP: &str = "Established DTLS connection";
+
+/// Waits for the first DTLS handshake; returns the client's log.
 fn wait_dtls(client: &Client) -> String {
     wait_for(Duration::from_secs(20), "openconnect to connect DTLS", || {
         let log = client.log_text();
-        log.contains("DTLS connected").then_some(log)
+        log.contains(DTLS_UP).then_some(log)
     })
 }
 
@@ -107,4 +110,51 @@ fn concurrent_clients_on_two_shards_all_get_dtls() {
     }
     let forwarded = server.count_log("ClientHello forwarded to its home shard");
     eprintln!("{forwarded} of 4 first ClientHellos arrived on the other shard");
+}
+
+/// Drops (or lets through again) the client namespace's UDP to and from
+/// the DTLS port, as a flaky network would.
+fn block_udp(net: &Net, ns: &str, on: bool) {
+    let cmd = if on {
+        "nft add table inet ocublock && \
+         nft add chain inet ocublock out '{ type filter hook output priority 0; }' && \
+         nft add chain inet ocublock in '{ type filter hook input priority 0; }' && \
+         nft add rule inet ocublock out udp dport 443 drop && \
+         nft add rule inet ocublock in udp sport 443 drop"
+    } else {
+        "nft delete table inet ocublock"
+    };
+    let o = net.exec(ns, &format!("sh -c \"{cmd}\""));
+    assert!(o.status.success(), "nft: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn udp_outage_falls_back_to_cstp_and_dtls_comes_back() {
+    let _g = serial();
+    let mut net = Net::new("dfall", 1);
+    let server = start_server(&mut net, ServerOpts { dtls: Dtls::Psk, workers: 1, dpd: 2, ..Default::default() });
+    let client = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    let addr = client.wait_connected();
+    wait_dtls(&client);
+    let (c, s) = (net.client_ns[0].clone(), net.server_ns.clone());
+    assert_eq!(ping_rtts(&net, &c, &server.tunnel_ip, 3, "0.2").len(), 3);
+
+    block_udp(&net, &c, true);
+    // The client declares DTLS dead after 2 x DPD and sends over CSTP; the
+    // server stops using DTLS after 3 x DPD of UDP silence.
+    // With its sends refused the client fails DTLS at once and retries it
+    // every 60 s (openconnect's period); meanwhile both ends use CSTP.
+    wait_for(Duration::from_secs(20), "the client to give up on DTLS", || {
+        client.log_text().contains("DTLS handshake failed").then_some(())
+    });
+    server.wait_log("falling back to CSTP", Duration::from_secs(10));
+    assert_eq!(ping_rtts(&net, &s, &addr, 5, "0.2").len(), 5, "server → client over CSTP during the outage");
+    assert_eq!(ping_rtts(&net, &c, &server.tunnel_ip, 5, "0.2").len(), 5, "client → server over CSTP during the outage");
+
+    // The client's new handshake (same address, new ClientHello) gets
+    // through once UDP does: DTLS is up again and carries the traffic.
+    block_udp(&net, &c, false);
+    wait_for(Duration::from_secs(90), "DTLS to come back", || (client.log_text().matches(DTLS_UP).count() >= 2).then_some(()));
+    assert_eq!(ping_rtts(&net, &c, &server.tunnel_ip, 3, "0.2").len(), 3);
+    assert_eq!(ping_rtts(&net, &s, &addr, 3, "0.2").len(), 3);
 }

@@ -1,16 +1,20 @@
 //! Interop: the real GnuTLS client (`gnutls-cli --udp`, openconnect's TLS
 //! library) against our `DtlsServer` in PSK mode on 127.0.0.1. The server
 //! echoes application data; the test checks the line comes back on
-//! gnutls-cli's stdout. Needs `gnutls-cli` (Debian package gnutls-bin);
-//! skipped with a message when it is missing.
+//! gnutls-cli's stdout. Needs `gnutls-cli` (Debian package gnutls-bin)
+//! and, for the openconnect-like client, gcc and libgnutls28-dev; `.ci/run`
+//! installs them, and a test without them fails rather than skips.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ocserv_uring::proto::dtls::{CipherSuite, DtlsConfig, DtlsError, DtlsEvent, DtlsServer, Received};
+use ocserv_uring::proto::dtls::{
+    client_hello_session_id, CipherSuite, DtlsConfig, DtlsError, DtlsEvent, DtlsServer, Received,
+};
 
 const PSK: [u8; 32] = *b"0123456789abcdef0123456789abcdef";
 const BASE_PRIORITY: &str = "NORMAL:-VERS-ALL:+VERS-DTLS1.2:-KX-ALL:+PSK";
@@ -31,6 +35,10 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+fn require_gnutls_cli() {
+    assert!(have_gnutls_cli(), "gnutls-cli is missing: apt-get install gnutls-bin");
+}
+
 fn have_gnutls_cli() -> bool {
     Command::new("gnutls-cli").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
@@ -41,27 +49,46 @@ struct Outcome {
     suite: Option<CipherSuite>,
     server_error: Option<DtlsError>,
     datagrams_in: usize,
+    /// session_id of the first ClientHello, as the router would read it.
+    hello_session_id: Option<Vec<u8>>,
 }
 
-/// Runs one gnutls-cli against one server. `drop_first_flight` discards our
-/// first ServerHello flight so GnuTLS must retransmit its ClientHello.
+/// Runs one gnutls-cli against a PSK server. `drop_first_flight` discards
+/// our first ServerHello flight so GnuTLS must retransmit its ClientHello.
 fn run(priority: &str, key: [u8; 32], cfg: DtlsConfig, extra: &[&str], drop_first_flight: bool) -> Outcome {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let sock = bind();
     let port = sock.local_addr().expect("addr").port();
     let line = format!("hello over dtls {priority}");
-
-    let child = Command::new("gnutls-cli")
-        .args(["--udp", "--port", &port.to_string(), "--pskusername=psk"])
+    let mut cmd = Command::new("gnutls-cli");
+    cmd.args(["--udp", "--port", &port.to_string(), "--pskusername=psk"])
         .arg(format!("--pskkey={}", hex(&key)))
         .arg(format!("--priority={priority}"))
         .args(extra)
-        .arg("127.0.0.1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn gnutls-cli");
+        .arg("127.0.0.1");
+    let server = DtlsServer::new_psk(PSK, &cfg, Instant::now());
+    // gnutls-cli sends each stdin line as one record and prints what it receives.
+    serve(sock, server, cmd, Some(&line), &format!("echo: {line}"), drop_first_flight)
+}
+
+fn bind() -> UdpSocket {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    sock
+}
+
+/// Spawns `cmd`, serves it from `sock` in a blocking loop (bounded by
+/// `RUN_LIMIT`), answers each application record with `echo: ` + record,
+/// and watches the child's stdout for `want`. `send_line` goes to the
+/// child's stdin once the handshake is done.
+fn serve(
+    sock: UdpSocket,
+    mut server: DtlsServer,
+    mut cmd: Command,
+    send_line: Option<&str>,
+    want: &str,
+    drop_first_flight: bool,
+) -> Outcome {
+    let child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn client");
     let mut child = ChildGuard(child);
     let mut stdin = child.0.stdin.take().expect("stdin");
     let stdout = child.0.stdout.take().expect("stdout");
@@ -76,12 +103,18 @@ fn run(priority: &str, key: [u8; 32], cfg: DtlsConfig, extra: &[&str], drop_firs
     });
 
     let start = Instant::now();
-    let mut server = DtlsServer::new_psk(PSK, &cfg, start);
     let mut peer: Option<SocketAddr> = None;
     let mut buf = vec![0u8; 65536];
     let mut out = vec![0u8; 2048];
     let mut out_flights = 0;
-    let mut outcome = Outcome { echoed: false, retransmits: 0, suite: None, server_error: None, datagrams_in: 0 };
+    let mut outcome = Outcome {
+        echoed: false,
+        retransmits: 0,
+        suite: None,
+        server_error: None,
+        datagrams_in: 0,
+        hello_session_id: None,
+    };
     let mut wrote_line = false;
 
     while start.elapsed() < RUN_LIMIT {
@@ -89,6 +122,9 @@ fn run(priority: &str, key: [u8; 32], cfg: DtlsConfig, extra: &[&str], drop_firs
             Ok((n, from)) => {
                 outcome.datagrams_in += 1;
                 peer = Some(from);
+                if outcome.hello_session_id.is_none() {
+                    outcome.hello_session_id = client_hello_session_id(&buf[..n]).map(<[u8]>::to_vec);
+                }
                 let mut off = 0;
                 loop {
                     match server.handle_datagram(Instant::now(), &mut buf[off..n]) {
@@ -127,23 +163,33 @@ fn run(priority: &str, key: [u8; 32], cfg: DtlsConfig, extra: &[&str], drop_firs
             out_flights += 1;
         }
         while let Some(ev) = server.poll_event() {
+            eprintln!("server: {ev:?}");
             if let DtlsEvent::Connected { suite } = ev {
                 outcome.suite = Some(suite);
-                if !wrote_line {
-                    // gnutls-cli sends each stdin line as one record.
-                    writeln!(stdin, "{line}").expect("write to gnutls-cli");
+                if let (false, Some(line)) = (wrote_line, send_line) {
+                    writeln!(stdin, "{line}").expect("write to the client");
                     stdin.flush().expect("flush");
                     wrote_line = true;
                 }
             }
         }
         while let Ok(l) = rx.try_recv() {
-            eprintln!("gnutls-cli: {l}");
-            if l.contains(&format!("echo: {line}")) {
+            eprintln!("client: {l}");
+            if l.contains(want) {
                 outcome.echoed = true;
             }
         }
-        if outcome.echoed || outcome.server_error.is_some() || server.is_closed() {
+        if outcome.echoed {
+            break;
+        }
+        if outcome.server_error.is_some() || server.is_closed() {
+            // The client may have printed the echo just before closing: read
+            // the rest of its output (the channel ends when it exits).
+            let until = Instant::now() + Duration::from_secs(2);
+            while let Ok(l) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                eprintln!("client: {l}");
+                outcome.echoed |= l.contains(want);
+            }
             break;
         }
     }
@@ -162,10 +208,7 @@ fn expect_echo(priority: &str, suite: CipherSuite, cfg: DtlsConfig, extra: &[&st
 
 #[test]
 fn gnutls_psk_each_suite() {
-    if !have_gnutls_cli() {
-        eprintln!("gnutls-cli not installed (apt-get install gnutls-bin): skipped");
-        return;
-    }
+    require_gnutls_cli();
     for (cipher, suite) in [
         ("AES-256-GCM", CipherSuite::PskAes256GcmSha384),
         ("AES-128-GCM", CipherSuite::PskAes128GcmSha256),
@@ -182,9 +225,7 @@ fn gnutls_psk_each_suite() {
 /// renegotiation_info extensions; `%NO_EXTENSIONS` is what openconnect sends.
 #[test]
 fn gnutls_with_and_without_extensions() {
-    if !have_gnutls_cli() {
-        return;
-    }
+    require_gnutls_cli();
     expect_echo(BASE_PRIORITY, CipherSuite::PskAes256GcmSha384, DtlsConfig::default(), &[], false);
     let prio = format!("{BASE_PRIORITY}:%NO_EXTENSIONS");
     expect_echo(&prio, CipherSuite::PskAes256GcmSha384, DtlsConfig::default(), &[], false);
@@ -194,9 +235,7 @@ fn gnutls_with_and_without_extensions() {
 /// answer with the same flight again.
 #[test]
 fn gnutls_retransmission() {
-    if !have_gnutls_cli() {
-        return;
-    }
+    require_gnutls_cli();
     let o = expect_echo(BASE_PRIORITY, CipherSuite::PskAes256GcmSha384, DtlsConfig::default(), &[], true);
     assert!(o.retransmits >= 1 && o.datagrams_in >= 4, "{} retransmits, {} in", o.retransmits, o.datagrams_in);
 }
@@ -204,9 +243,7 @@ fn gnutls_retransmission() {
 /// Small MTUs both ways: GnuTLS fragments its flights, we fragment ours.
 #[test]
 fn gnutls_fragmented_handshake() {
-    if !have_gnutls_cli() {
-        return;
-    }
+    require_gnutls_cli();
     let cfg = DtlsConfig { mtu: 80, ..DtlsConfig::default() };
     let o = expect_echo(BASE_PRIORITY, CipherSuite::PskAes256GcmSha384, cfg, &["--mtu=100"], false);
     // The 151-byte ClientHello alone needs two datagrams at MTU 100.
@@ -215,10 +252,136 @@ fn gnutls_fragmented_handshake() {
 
 #[test]
 fn gnutls_wrong_psk_is_refused() {
-    if !have_gnutls_cli() {
-        return;
-    }
+    require_gnutls_cli();
     let o = run(BASE_PRIORITY, [0x55; 32], DtlsConfig::default(), &[], false);
     assert_eq!(o.server_error, Some(DtlsError::BadRecordMac));
     assert!(!o.echoed);
+}
+
+/// A small GnuTLS client doing what openconnect 9.x's gnutls-dtls.c does:
+/// PSK-NEGOTIATE with `GNUTLS_NO_EXTENSIONS` and the App-ID set as session
+/// id, or the legacy resumption via `gnutls_session_set_premaster`. Written
+/// for this test; compiled at test time with `cc … -lgnutls`.
+const OC_CLIENT_C: &str = r#"
+#include <gnutls/gnutls.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static int unhex(const char *s, unsigned char *out, int max) {
+    int n = (int)strlen(s) / 2;
+    if (n > max) return -1;
+    for (int i = 0; i < n; i++) sscanf(s + 2 * i, "%2hhx", &out[i]);
+    return n;
+}
+
+/* occlient PORT psk KEYHEX APPIDHEX | occlient PORT legacy MASTERHEX SIDHEX 128|256 */
+int main(int argc, char **argv) {
+    if (argc < 6) return 2;
+    int legacy = !strcmp(argv[2], "legacy"), err;
+    unsigned char key[48], id[32];
+    int klen = unhex(argv[3], key, sizeof key), idlen = unhex(argv[4], id, sizeof id);
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[1])) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (klen < 0 || idlen < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa)) return 2;
+    gnutls_session_t s;
+    gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_DATAGRAM | GNUTLS_NO_EXTENSIONS);
+    if (!legacy) {
+        gnutls_psk_client_credentials_t psk;
+        gnutls_datum_t k = { key, klen }, sid = { id, idlen };
+        err = gnutls_priority_set_direct(s, "NORMAL:-VERS-TLS-ALL:+VERS-DTLS-ALL:-KX-ALL:+PSK", NULL);
+        gnutls_psk_allocate_client_credentials(&psk);
+        gnutls_psk_set_client_credentials(psk, "psk", &k, 0);
+        gnutls_credentials_set(s, GNUTLS_CRD_PSK, psk);
+        gnutls_session_set_id(s, &sid);
+    } else {
+        int big = !strcmp(argv[5], "256");
+        gnutls_datum_t ms = { key, klen }, sid = { id, idlen };
+        err = gnutls_priority_set_direct(s, big
+            ? "NONE:+VERS-DTLS1.2:+COMP-NULL:+AES-256-GCM:+AEAD:+RSA:%COMPAT:+SIGN-ALL:%NO_SESSION_HASH:%DISABLE_SAFE_RENEGOTIATION"
+            : "NONE:+VERS-DTLS1.2:+COMP-NULL:+AES-128-GCM:+AEAD:+RSA:%COMPAT:+SIGN-ALL:%NO_SESSION_HASH:%DISABLE_SAFE_RENEGOTIATION", NULL);
+        if (!err)
+            err = gnutls_session_set_premaster(s, GNUTLS_CLIENT, GNUTLS_DTLS1_2, GNUTLS_KX_RSA,
+                big ? GNUTLS_CIPHER_AES_256_GCM : GNUTLS_CIPHER_AES_128_GCM,
+                GNUTLS_MAC_AEAD, GNUTLS_COMP_NULL, &ms, &sid);
+    }
+    if (err) { printf("SETUP-FAILED %s\n", gnutls_strerror(err)); return 1; }
+    gnutls_transport_set_int(s, fd);
+    gnutls_handshake_set_timeout(s, 10000);
+    do { err = gnutls_handshake(s); } while (err < 0 && !gnutls_error_is_fatal(err));
+    if (err < 0) { printf("HANDSHAKE-FAILED %s\n", gnutls_strerror(err)); return 1; }
+    printf("CONNECTED %s resumed=%d\n", gnutls_session_get_desc(s), gnutls_session_is_resumed(s));
+    if (legacy && !gnutls_session_is_resumed(s)) { printf("NOT-RESUMED\n"); return 1; }
+    fflush(stdout);
+    const char msg[] = "openconnect-like client";
+    gnutls_record_send(s, msg, sizeof msg - 1);
+    char buf[256];
+    gnutls_record_set_timeout(s, 5000);
+    ssize_t n = gnutls_record_recv(s, buf, sizeof buf);
+    if (n <= 0) { printf("RECV-FAILED %zd\n", n); return 1; }
+    printf("%.*s\n", (int)n, buf);
+    fflush(stdout);
+    gnutls_bye(s, GNUTLS_SHUT_WR);
+    return 0;
+}
+"#;
+
+/// Builds the C client once per test process; `None` without a C compiler
+/// or the GnuTLS headers (Debian: gcc, libgnutls28-dev).
+fn oc_client() -> PathBuf {
+    build_oc_client().expect("building the GnuTLS test client: apt-get install gcc libgnutls28-dev")
+}
+
+fn build_oc_client() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // Cargo's scratch directory for integration tests: reused, never littered.
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dtls-occlient");
+            std::fs::create_dir_all(&dir).ok()?;
+            let src = dir.join("occlient.c");
+            let bin = dir.join("occlient");
+            std::fs::write(&src, OC_CLIENT_C).ok()?;
+            let ok = Command::new("cc").arg("-o").arg(&bin).arg(&src).arg("-lgnutls").status().ok()?.success();
+            if !ok {
+                eprintln!("cannot build the GnuTLS test client");
+            }
+            ok.then_some(bin)
+        })
+        .clone()
+}
+
+#[test]
+fn openconnect_like_psk_with_app_id() {
+    let bin = oc_client();
+    let app_id = [0xa5u8; 32];
+    let sock = bind();
+    let mut cmd = Command::new(bin);
+    cmd.arg(sock.local_addr().expect("addr").port().to_string()).args(["psk", &hex(&PSK), &hex(&app_id), "-"]);
+    let server = DtlsServer::new_psk(PSK, &DtlsConfig::default(), Instant::now());
+    let o = serve(sock, server, cmd, None, "echo: openconnect-like client", false);
+    assert_eq!(o.server_error, None);
+    assert_eq!(o.suite, Some(CipherSuite::PskAes256GcmSha384));
+    assert_eq!(o.hello_session_id.as_deref(), Some(&app_id[..]));
+    assert!(o.echoed);
+}
+
+#[test]
+fn openconnect_like_legacy_resumption() {
+    let bin = oc_client();
+    for (bits, suite) in [("128", CipherSuite::RsaAes128GcmSha256), ("256", CipherSuite::RsaAes256GcmSha384)] {
+        let (sid, master) = ([0x17u8; 32], [0x2cu8; 48]);
+        let sock = bind();
+        let mut cmd = Command::new(&bin);
+        cmd.arg(sock.local_addr().expect("addr").port().to_string()).args(["legacy", &hex(&master), &hex(&sid), bits]);
+        let server = DtlsServer::new_resume(sid, master, suite, &DtlsConfig::default(), Instant::now());
+        let o = serve(sock, server, cmd, None, "echo: openconnect-like client", false);
+        assert_eq!(o.server_error, None, "{suite}");
+        assert_eq!(o.suite, Some(suite));
+        assert_eq!(o.hello_session_id.as_deref(), Some(&sid[..]));
+        assert!(o.echoed, "{suite}");
+    }
 }

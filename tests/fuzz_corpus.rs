@@ -134,3 +134,8 @@ fn http_request_corpus() {
 fn auth_xml_corpus() {
     run("auth_xml", 0x2545_f491_4f6c_dd1d, fuzzing::auth_xml);
 }
+
+#[test]
+fn dtls_server_corpus() {
+    run("dtls_server", 0x94d0_49bb_1331_11eb, fuzzing::dtls_server);
+}

@@ -163,13 +163,17 @@ pub fn dtls_server_script(data: &[u8]) -> usize {
     let mut now = Instant::now();
     let cfg = DtlsConfig { mtu: MIN_MTU + usize::from(setup >> 2) * 8, ..DtlsConfig::default() };
     let (mut client, mut server) = if setup & 1 == 0 {
-        let suites = [CipherSuite::PskAes256GcmSha384, CipherSuite::PskAes128GcmSha256, CipherSuite::PskChacha20Poly1305Sha256];
+        let suites =
+            [CipherSuite::PskAes256GcmSha384, CipherSuite::PskAes128GcmSha256, CipherSuite::PskChacha20Poly1305Sha256];
         let ccfg = DtlsConfig { suites: vec![suites[usize::from(setup >> 1) % 3]], ..cfg.clone() };
         let client = DtlsClient::new_psk([3; 32], &[0xa1; 32], &ccfg, now).expect("client");
         (client, DtlsServer::new_psk([3; 32], &cfg, now))
     } else {
         let suite = if setup & 2 == 0 { CipherSuite::RsaAes128GcmSha256 } else { CipherSuite::RsaAes256GcmSha384 };
-        (DtlsClient::new_resume([5; 32], [6; 48], suite, &cfg, now), DtlsServer::new_resume([5; 32], [6; 48], suite, &cfg, now))
+        (
+            DtlsClient::new_resume([5; 32], [6; 48], suite, &cfg, now),
+            DtlsServer::new_resume([5; 32], [6; 48], suite, &cfg, now),
+        )
     };
 
     let mut to_server: VecDeque<Vec<u8>> = VecDeque::new();

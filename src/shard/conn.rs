@@ -238,7 +238,7 @@ async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
     tracing::debug!(%peer, from = %shard.id, to = %home, "moving CONNECT to its home shard");
     let handoff = Handoff { fd, tls, head, leftover: plain, peer };
     let Some(tx) = shard.peer(home) else { return };
-    if tx.send(ShardMsg::Connect(handoff)).await.is_err() {
+    if tx.send(ShardMsg::Connect(Box::new(handoff))).await.is_err() {
         tracing::warn!(%peer, "home shard {home} refused the handoff");
     }
 }

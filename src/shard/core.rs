@@ -113,7 +113,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
                 match msg {
                     ShardMsg::Connect(h) => {
                         let s = shard.clone();
-                        spawn_local(async move { super::conn::adopt(s, h).await }).detach();
+                        spawn_local(async move { super::conn::adopt(s, *h).await }).detach();
                     }
                     ShardMsg::DtlsHello { app_id, from, datagram } => super::dtls::start(&shard, app_id, from, datagram),
                 }

@@ -43,6 +43,13 @@ pub(crate) const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
 
 pub(crate) struct DtlsChannel {
     server: RefCell<DtlsServer>,
+    key: DtlsKey,
+    app_id: AppId,
+    mtu: u16,
+    /// The random of the ClientHello being served: a hello with another
+    /// one on this socket is the client starting over (after DPD or a
+    /// resume), not a retransmission.
+    hello_random: Cell<[u8; 32]>,
     sock: UdpSocket,
     pub(crate) peer: SocketAddr,
     created: Instant,
@@ -103,6 +110,15 @@ impl DtlsChannel {
     /// holding one OpenConnect packet.
     fn on_datagram(&self, shard: &Shard, tunnel: &Tunnel, now: Instant, data: &mut [u8]) {
         self.last_rx.set(now);
+        if let Some(random) = hello_random(data) {
+            if random != self.hello_random.replace(random) {
+                // A new handshake on the same address: serve it from scratch;
+                // packets use CSTP until it completes.
+                tracing::debug!(user = %tunnel.user, peer = %self.peer, "DTLS handshake restarted by the client");
+                *self.server.borrow_mut() = new_server(self.key, self.app_id, self.mtu, now);
+                self.connected.set(false);
+            }
+        }
         let mut off = 0;
         while off < data.len() {
             let received = self.server.borrow_mut().handle_datagram(now, &mut data[off..]);
@@ -158,6 +174,29 @@ impl DtlsChannel {
     }
 }
 
+fn new_server(key: DtlsKey, app_id: AppId, mtu: u16, now: Instant) -> DtlsServer {
+    let cfg = DtlsConfig { mtu: usize::from(mtu), ..DtlsConfig::default() };
+    match key {
+        DtlsKey::Psk(psk) => DtlsServer::new_psk(psk, &cfg, now),
+        DtlsKey::Legacy { master_secret, suite } => {
+            let suite = match suite {
+                LegacySuite::Aes128Gcm => CipherSuite::RsaAes128GcmSha256,
+                LegacySuite::Aes256Gcm => CipherSuite::RsaAes256GcmSha384,
+            };
+            DtlsServer::new_resume(*app_id.as_bytes(), master_secret, suite, &cfg, now)
+        }
+    }
+}
+
+/// The client random of a ClientHello datagram (protocol notes §5.2:
+/// bytes 27..59 of the first record).
+fn hello_random(datagram: &[u8]) -> Option<[u8; 32]> {
+    if !dtls::is_client_hello(datagram) {
+        return None;
+    }
+    datagram.get(27..59)?.try_into().ok()
+}
+
 /// A ClientHello for the session `app_id` (it names this shard) from `from`.
 pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hello: Vec<u8>) {
     let Some(tunnel) = shard.dtls_tunnel(&app_id) else {
@@ -182,19 +221,12 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
     // SAFETY: a fresh socket owned by nobody else.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
     let now = Instant::now();
-    let dtls_cfg = DtlsConfig { mtu: usize::from(tunnel.base_mtu), ..DtlsConfig::default() };
-    let server = match key {
-        DtlsKey::Psk(psk) => DtlsServer::new_psk(psk, &dtls_cfg, now),
-        DtlsKey::Legacy { master_secret, suite } => {
-            let suite = match suite {
-                LegacySuite::Aes128Gcm => CipherSuite::RsaAes128GcmSha256,
-                LegacySuite::Aes256Gcm => CipherSuite::RsaAes256GcmSha384,
-            };
-            DtlsServer::new_resume(*app_id.as_bytes(), master_secret, suite, &dtls_cfg, now)
-        }
-    };
     let channel = Rc::new(DtlsChannel {
-        server: RefCell::new(server),
+        server: RefCell::new(new_server(key, app_id, tunnel.base_mtu, now)),
+        key,
+        app_id,
+        mtu: tunnel.base_mtu,
+        hello_random: Cell::new(hello_random(&hello).unwrap_or_default()),
         sock,
         peer: from,
         created: now,

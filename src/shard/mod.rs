@@ -47,7 +47,7 @@ pub(crate) struct Handoff {
 
 /// What shards send each other: never packets, only migrations.
 pub(crate) enum ShardMsg {
-    Connect(Handoff),
+    Connect(Box<Handoff>),
     /// A ClientHello that landed on another shard's UDP socket.
     DtlsHello { app_id: shards::AppId, from: std::net::SocketAddr, datagram: Vec<u8> },
 }

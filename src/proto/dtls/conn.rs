@@ -137,6 +137,8 @@ impl Conn {
     pub(crate) fn set_connected(&mut self, suite: super::CipherSuite) {
         self.connected = true;
         self.handshake_deadline = None;
+        // Both Finished are computed: the transcript is not needed any more.
+        self.transcript = Vec::new();
         self.events.push_back(DtlsEvent::Connected { suite });
     }
 
@@ -273,7 +275,12 @@ impl Conn {
         }
     }
 
-    fn records<'a, M: Machine>(&mut self, m: &mut M, now: Instant, data: &'a mut [u8]) -> Result<Received<'a>, DtlsError> {
+    fn records<'a, M: Machine>(
+        &mut self,
+        m: &mut M,
+        now: Instant,
+        data: &'a mut [u8],
+    ) -> Result<Received<'a>, DtlsError> {
         let mut off = 0;
         while off < data.len() && !self.closed {
             let hdr = match RecordHeader::parse(&data[off..]) {
@@ -310,7 +317,12 @@ impl Conn {
 
     /// Version, epoch and replay checks, then decryption in place. `None`
     /// means dropped (and counted); the range is the plaintext in `body`.
-    fn unprotect(&mut self, hdr: &RecordHeader, body: &mut [u8], strict: bool) -> Result<Option<Range<usize>>, DtlsError> {
+    fn unprotect(
+        &mut self,
+        hdr: &RecordHeader,
+        body: &mut [u8],
+        strict: bool,
+    ) -> Result<Option<Range<usize>>, DtlsError> {
         match hdr.epoch {
             0 => {
                 if !matches!(hdr.version, DTLS1_2 | DTLS1_0) {
@@ -363,7 +375,13 @@ impl Conn {
         }
     }
 
-    fn handshake_record<M: Machine>(&mut self, m: &mut M, now: Instant, epoch: u16, bytes: &[u8]) -> Result<(), DtlsError> {
+    fn handshake_record<M: Machine>(
+        &mut self,
+        m: &mut M,
+        now: Instant,
+        epoch: u16,
+        bytes: &[u8],
+    ) -> Result<(), DtlsError> {
         let allow_new = epoch == self.read_epoch;
         let mut r = Reader::new(bytes);
         while !r.is_empty() {

@@ -155,7 +155,7 @@ pub(crate) fn encode_client_hello(random: &[u8; 32], session_id: &[u8], suites: 
         put_u16(&mut b, *s);
     }
     put_vec8(&mut b, &[0]); // null compression
-    // No extensions at all, like openconnect's GnuTLS client (notes §5.1 item 5).
+                            // No extensions at all, like openconnect's GnuTLS client (notes §5.1 item 5).
     b
 }
 
@@ -190,7 +190,12 @@ pub(crate) fn parse_server_hello(body: &[u8]) -> Result<ServerHello<'_>, Short> 
 
 /// ServerHello body; `renegotiation_info` adds the empty RFC 5746 extension,
 /// the only one we ever send.
-pub(crate) fn encode_server_hello(random: &[u8; 32], session_id: &[u8], suite: u16, renegotiation_info: bool) -> Vec<u8> {
+pub(crate) fn encode_server_hello(
+    random: &[u8; 32],
+    session_id: &[u8],
+    suite: u16,
+    renegotiation_info: bool,
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(80);
     put_u16(&mut b, DTLS1_2);
     b.extend_from_slice(random);

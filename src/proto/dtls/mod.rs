@@ -19,6 +19,15 @@
 //! authentication, replays and other noise are dropped and counted in
 //! [`DtlsCounters`] (style.md §6).
 //!
+//! **Not supported** (the client falls back to CSTP): DTLS 1.0 and the
+//! pre-RFC DTLS 0.9 of old Cisco clients (its TLS 1.0 PRF needs MD5, which
+//! aws-lc-rs lacks; [`is_client_hello`] still recognises its ClientHello for
+//! routing), CBC suites, renegotiation (ignored), certificates. We never send
+//! HelloVerifyRequest: only ClientHellos naming a live App-ID get a server,
+//! which is the caller's routing job (protocol notes §5.2). A ClientHello
+//! that arrives after the handshake is ignored here; the caller decides
+//! whether it starts a new `DtlsServer` (a client restarting DTLS).
+//!
 //! [`cstp::FrameType`]: crate::proto::cstp::FrameType
 
 mod client;
@@ -102,7 +111,7 @@ pub enum Received<'a> {
     /// A datagram may hold several records: call `handle_datagram` again on
     /// `&mut datagram[next..]` until it returns `Done`:
     ///
-    /// ```ignore
+    /// ```text
     /// let mut off = 0;
     /// while let Received::AppData { data, next } = dtls.handle_datagram(now, &mut dgram[off..])? {
     ///     deliver(data);

@@ -2,15 +2,12 @@
 //! reordering, failures, legacy resumption, timeouts.
 
 use super::*;
+use crate::proto::dtls::codec::Reader;
 use crate::proto::dtls::handshake::tests::{unhex, GNUTLS_CH, GNUTLS_CH_NO_EXT};
 use crate::proto::dtls::handshake::{msg, parse_fragment, parse_server_hello};
-use crate::proto::dtls::codec::Reader;
 
-const PSK_SUITES: [CipherSuite; 3] = [
-    CipherSuite::PskAes256GcmSha384,
-    CipherSuite::PskAes128GcmSha256,
-    CipherSuite::PskChacha20Poly1305Sha256,
-];
+const PSK_SUITES: [CipherSuite; 3] =
+    [CipherSuite::PskAes256GcmSha384, CipherSuite::PskAes128GcmSha256, CipherSuite::PskChacha20Poly1305Sha256];
 
 #[test]
 fn psk_handshake_every_suite() {
@@ -69,8 +66,13 @@ fn suite_choice_follows_client_unless_server_prefers() {
 #[test]
 fn retransmits_after_each_dropped_flight() {
     for (dir, idx) in [(Dir::ToServer, 0), (Dir::ToClient, 0), (Dir::ToServer, 1), (Dir::ToClient, 1)] {
-        let mut p = Pair::psk(&DtlsConfig::default(), &DtlsConfig::default())
-            .with_filter(move |d, i, _| if d == dir && i == idx { Fate::Drop } else { Fate::Deliver });
+        let mut p = Pair::psk(&DtlsConfig::default(), &DtlsConfig::default()).with_filter(move |d, i, _| {
+            if d == dir && i == idx {
+                Fate::Drop
+            } else {
+                Fate::Deliver
+            }
+        });
         p.drive();
         p.assert_connected(CipherSuite::PskAes256GcmSha384);
         assert_eq!(p.elapsed(), Duration::from_secs(1), "{dir:?} {idx}");
@@ -83,7 +85,8 @@ fn retransmits_after_each_dropped_flight() {
 #[test]
 fn retransmission_timer_doubles_then_gives_up() {
     let cfg = DtlsConfig { max_retransmits: 3, ..DtlsConfig::default() };
-    let mut p = Pair::psk(&cfg, &cfg).with_filter(|d, _, _| if d == Dir::ToServer { Fate::Drop } else { Fate::Deliver });
+    let mut p =
+        Pair::psk(&cfg, &cfg).with_filter(|d, _, _| if d == Dir::ToServer { Fate::Drop } else { Fate::Deliver });
     p.drive();
     // Retransmissions after 1, 2 and 4 s, then 8 s more before giving up.
     assert_eq!(p.closed_at[0], Some(Duration::from_secs(15)));
@@ -138,13 +141,14 @@ fn tiny_mtu_fragments_every_flight() {
 #[test]
 fn fragments_reordered_duplicated_and_lost() {
     // Swap every other datagram, duplicate every fifth, drop the 7th each way.
-    let mut p = Pair::psk(&DtlsConfig { mtu: 80, ..DtlsConfig::default() }, &DtlsConfig { mtu: 80, ..DtlsConfig::default() })
-        .with_filter(|_, i, _| match i {
-            7 => Fate::Drop,
-            i if i % 5 == 4 => Fate::Duplicate,
-            i if i % 2 == 0 => Fate::Hold,
-            _ => Fate::Deliver,
-        });
+    let mut p =
+        Pair::psk(&DtlsConfig { mtu: 80, ..DtlsConfig::default() }, &DtlsConfig { mtu: 80, ..DtlsConfig::default() })
+            .with_filter(|_, i, _| match i {
+                7 => Fate::Drop,
+                i if i % 5 == 4 => Fate::Duplicate,
+                i if i % 2 == 0 => Fate::Hold,
+                _ => Fate::Deliver,
+            });
     p.drive();
     p.assert_connected(CipherSuite::PskAes256GcmSha384);
     p.exchange(b"\x00ok");
@@ -189,7 +193,13 @@ fn legacy_resume_both_gcm_suites() {
                 |now| DtlsClient::new_resume(sid, master, suite, &cfg, now),
                 |now| DtlsServer::new_resume(sid, master, suite, &cfg, now),
             )
-            .with_filter(move |d, i, _| if drop_final && d == Dir::ToServer && i == 1 { Fate::Drop } else { Fate::Deliver });
+            .with_filter(move |d, i, _| {
+                if drop_final && d == Dir::ToServer && i == 1 {
+                    Fate::Drop
+                } else {
+                    Fate::Deliver
+                }
+            });
             p.drive();
             p.assert_connected(suite);
             // Abbreviated: the server's only flight is ServerHello + CCS + Finished.

@@ -36,7 +36,10 @@ fn seal_in_place_layout() {
             other => panic!("{other:?}"),
         }
         // Too small a buffer or too large a payload changes nothing.
-        assert_eq!(p.server.seal_in_place(&mut buf[..HEADROOM + 5 + TAILROOM - 1], 5), Err(DtlsError::BufferTooSmall { need: HEADROOM + 5 + TAILROOM }));
+        assert_eq!(
+            p.server.seal_in_place(&mut buf[..HEADROOM + 5 + TAILROOM - 1], 5),
+            Err(DtlsError::BufferTooSmall { need: HEADROOM + 5 + TAILROOM })
+        );
         let mut big = vec![0u8; HEADROOM + MAX_PLAINTEXT + 1 + TAILROOM];
         assert!(matches!(p.server.seal_in_place(&mut big, MAX_PLAINTEXT + 1), Err(DtlsError::TooLong { .. })));
         assert!(p.server.is_connected());
@@ -171,21 +174,22 @@ fn mutated_datagrams_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for round in 0..300 {
         let seed = rng.next();
-        let mut p = Pair::psk(&DtlsConfig { mtu: 64 + (seed as usize % 200), ..DtlsConfig::default() }, &DtlsConfig::default())
-            .with_filter(move |_, i, d| {
-                let mut r = Rng(seed ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
-                match r.next() % 6 {
-                    0 if !d.is_empty() => {
-                        let at = r.next() as usize % d.len();
-                        d[at] ^= 1 << (r.next() % 8);
+        let mut p =
+            Pair::psk(&DtlsConfig { mtu: 64 + (seed as usize % 200), ..DtlsConfig::default() }, &DtlsConfig::default())
+                .with_filter(move |_, i, d| {
+                    let mut r = Rng(seed ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+                    match r.next() % 6 {
+                        0 if !d.is_empty() => {
+                            let at = r.next() as usize % d.len();
+                            d[at] ^= 1 << (r.next() % 8);
+                        }
+                        1 => d.truncate(r.next() as usize % (d.len() + 1)),
+                        2 => d.extend((0..r.next() % 40).map(|_| r.next() as u8)),
+                        3 => return Fate::Hold,
+                        _ => {}
                     }
-                    1 => d.truncate(r.next() as usize % (d.len() + 1)),
-                    2 => d.extend((0..r.next() % 40).map(|_| r.next() as u8)),
-                    3 => return Fate::Hold,
-                    _ => {}
-                }
-                Fate::Deliver
-            });
+                    Fate::Deliver
+                });
         p.drive();
         if p.server.is_connected() && p.client.is_connected() {
             p.exchange(&[round as u8; 10]);
