@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Single-flow iperf3 TCP throughput through the real `openconnect` client:
-# ocserv-uring (CSTP) against ocserv (CSTP only, and CSTP+DTLS as a reference),
+# ocserv-uring against ocserv, each over CSTP (TLS) only and over DTLS,
 # with server CPU cost per GB. Everything runs inside two network namespaces
 # this script creates (server 10.77.0.1 -- client 10.77.0.2 over a veth pair)
 # and removes again on exit; no traffic leaves them.
@@ -11,9 +11,8 @@
 #   RUNS=3          rounds; each round measures every configuration once,
 #                   interleaved, so background load hits all of them alike
 #   DURATION=10     seconds per iperf3 run (one upload and one download per round)
-#   MATCH_MTU=1     give ocserv-uring the same client tunnel MTU that ocserv's
-#                   CSTP tunnel gets (0: leave ocserv-uring at mtu = 1400)
-#   CONFIGS="ocserv-cstp ocserv-uring ocserv-dtls"   which ones, in round order
+#   CONFIGS="ocserv-cstp ocserv-uring ocserv-dtls ocserv-uring-dtls"
+#                   which ones, in round order
 #   OUT=perf/RESULTS.md   where the report goes: the script owns only the
 #                   part between its two marker comments and replaces just
 #                   that; without markers, the section is inserted before the
@@ -26,8 +25,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
-MATCH_MTU=${MATCH_MTU:-1}
-CONFIGS=${CONFIGS:-"ocserv-cstp ocserv-uring ocserv-dtls"}
+CONFIGS=${CONFIGS:-"ocserv-cstp ocserv-uring ocserv-dtls ocserv-uring-dtls"}
 OUT=${OUT:-$REPO/perf/RESULTS.md}
 KEEP_WORK=${KEEP_WORK:-0}
 OCSERV_URING=${OCSERV_URING:-$REPO/target/release/ocserv-uring}
@@ -94,7 +92,7 @@ STALE=$(find "$REPO/src" "$REPO/shards" "$REPO/Cargo.toml" "$REPO/Cargo.lock" -t
 [[ -z $STALE ]] || log "WARNING: $OCSERV_URING is older than $STALE; run cargo build --release for current numbers"
 
 for c in $CONFIGS; do
-    case $c in ocserv-uring|ocserv-cstp|ocserv-dtls) ;; *) die "unknown configuration '$c'";; esac
+    case $c in ocserv-uring|ocserv-uring-dtls|ocserv-cstp|ocserv-dtls) ;; *) die "unknown configuration '$c'";; esac
 done
 
 # ---------------------------------------------------------------- cleanup
@@ -229,12 +227,12 @@ exit 0
 EOF
 chmod 755 "$WORK/vpnc-script"
 
-write_uring_config() { # $1 = mtu
-    cat > "$WORK/ocserv-uring.toml" <<EOF
+write_uring_config() { # $1 = configuration, $2 = UDP port (0: no DTLS)
+    cat > "$WORK/$1.toml" <<EOF
 [server]
 listen = "$SRV_IP"
 tcp_port = $URING_PORT
-udp_port = 0
+udp_port = $2
 workers = 0
 
 [tls]
@@ -250,7 +248,7 @@ device = "ocuperf-tun"
 ipv4_network = "$URING_NET"
 dns = ["${URING_NET%.0/*}.1"]
 routes = []
-mtu = $1
+mtu = $BASE_MTU
 
 [session]
 dpd = 90
@@ -315,8 +313,8 @@ start_server() { # $1 = configuration
     local cfg=$1 net listen_check
     SERVER_PORT=$OCSERV_PORT
     case $cfg in
-        ocserv-uring)
-            ip netns exec "$NS_S" "$OCSERV_URING" --config "$WORK/ocserv-uring.toml" \
+        ocserv-uring|ocserv-uring-dtls)
+            ip netns exec "$NS_S" "$OCSERV_URING" --config "$WORK/$cfg.toml" \
                 > "$WORK/$cfg.server.log" 2>&1 &
             SERVER_PID=$!
             SERVER_PORT=$URING_PORT
@@ -354,7 +352,7 @@ connect_client() { # $1 = configuration
         tail -n 30 "$WORK/$cfg.server.log" >&2 || true
         return 1
     fi
-    if [[ $cfg == ocserv-dtls ]]; then
+    if [[ $cfg == *-dtls ]]; then
         dtls_up() { grep -q 'DTLS connected' "$WORK/$cfg.client.log"; }
         wait_until 15 "the DTLS channel" dtls_up || { tail -n 20 "$WORK/$cfg.client.log" >&2; return 1; }
     fi
@@ -388,15 +386,21 @@ tun_drops() {
         awk '{s += $1} END {print s + 0}'
 }
 
+# Datagrams the client's kernel dropped because openconnect's UDP socket
+# buffer was full (DTLS runs).
+udp_drops() {
+    ip netns exec "$NS_C" cat /proc/net/snmp | awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ {print $6}'
+}
+
 # run_iperf CFG ROUND DIR(up|down): one iperf3 run; appends a result line to
-# $WORK/results.tsv: cfg round dir bits/s bytes server_cpu_s client_cpu_s retransmits mtu client_tun_drops
+# $WORK/results.tsv: cfg round dir bits/s bytes server_cpu_s client_cpu_s retransmits mtu client_tun_drops client_udp_drops
 run_iperf() {
-    local cfg=$1 round=$2 dir=$3 json rflag=() pids s0 s1 c0 c1 d0 drops try bps bytes retr
+    local cfg=$1 round=$2 dir=$3 json rflag=() pids s0 s1 c0 c1 d0 u0 drops udrops try bps bytes retr
     json="$WORK/$cfg.$round.$dir.json"
     [[ $dir == down ]] && rflag=(-R)
     for try in 1 2; do
         pids=$(server_pids | tr '\n' ' ')
-        s0=$(ticks_of $pids); c0=$(ticks_of "$CLIENT_PID"); d0=$(tun_drops)
+        s0=$(ticks_of $pids); c0=$(ticks_of "$CLIENT_PID"); d0=$(tun_drops); u0=$(udp_drops)
         # in the background + wait, so that a signal reaches our trap at once
         ip netns exec "$NS_C" timeout $((DURATION + 30)) \
             iperf3 -c "$TUN_ADDR" -t "$DURATION" -J "${rflag[@]}" > "$json" 2>"$json.err" &
@@ -410,14 +414,14 @@ run_iperf() {
             bytes=$(jq -r '.end.sum_received.bytes // empty' "$json")
             retr=$(jq -r '.end.sum_sent.retransmits // "-"' "$json")
             if [[ -n $bps && -n $bytes ]] && alive "$CLIENT_PID"; then
-                drops=$(( $(tun_drops) - d0 ))
-                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$round" "$dir" "$bps" "$bytes" \
+                drops=$(( $(tun_drops) - d0 )); udrops=$(( $(udp_drops) - u0 ))
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$cfg" "$round" "$dir" "$bps" "$bytes" \
                     "$(awk -v t=$((s1 - s0)) -v h="$CLK_TCK" 'BEGIN{printf "%.2f", t/h}')" \
                     "$(awk -v t=$((c1 - c0)) -v h="$CLK_TCK" 'BEGIN{printf "%.2f", t/h}')" \
-                    "$retr" "$CLIENT_MTU" "$drops" >> "$WORK/results.tsv"
+                    "$retr" "$CLIENT_MTU" "$drops" "$udrops" >> "$WORK/results.tsv"
                 log "  $cfg round $round $dir: $(awk -v b="$bps" 'BEGIN{printf "%.3f", b/1e9}') Gbit/s," \
                     "server CPU $(awk -v t=$((s1 - s0)) -v h="$CLK_TCK" 'BEGIN{printf "%.2f", t/h}') s," \
-                    "retransmits $retr, packets dropped by the client's tun0: $drops"
+                    "retransmits $retr, packets dropped by the client's tun0: $drops, by its full UDP socket: $udrops"
                 return 0
             fi
         fi
@@ -449,30 +453,10 @@ measure() { # $1 = configuration, $2 = round
 # ---------------------------------------------------------------- main
 write_ocserv_config cstp
 write_ocserv_config dtls
-URING_MTU=$BASE_MTU
-write_uring_config "$URING_MTU"
+write_uring_config ocserv-uring 0
+write_uring_config ocserv-uring-dtls "$URING_PORT"
 : > "$WORK/results.tsv"
 : > "$WORK/sessions.tsv"
-
-if [[ $MATCH_MTU == 1 && " $CONFIGS " == *" ocserv-uring "* ]]; then
-    # ocserv and ocserv-uring derive the client's CSTP MTU from mtu = 1400
-    # differently; measure what openconnect gets from ocserv over CSTP and give
-    # ocserv-uring exactly that, so both tunnels carry packets of the same size.
-    log "probing the client tunnel MTU each server gives with mtu = $BASE_MTU"
-    start_server ocserv-cstp || die "ocserv did not start (logs in $WORK)"
-    connect_client ocserv-cstp || die "openconnect could not connect to ocserv (logs in $WORK)"
-    OCSERV_CSTP_MTU=$CLIENT_MTU
-    stop_session
-    sleep 1
-    start_server ocserv-uring || die "ocserv-uring did not start (logs in $WORK)"
-    connect_client ocserv-uring || die "openconnect could not connect to ocserv-uring (logs in $WORK)"
-    URING_DEFAULT_MTU=$CLIENT_MTU
-    stop_session
-    sleep 1
-    URING_MTU=$OCSERV_CSTP_MTU
-    write_uring_config "$URING_MTU"
-    log "ocserv's CSTP client MTU is $OCSERV_CSTP_MTU; ocserv-uring gets mtu = $URING_MTU"
-fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((round = 1; round <= RUNS; round++)); do
@@ -500,9 +484,10 @@ cpu_per_gb() { # cfg dir column(6 server, 7 client)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 == 0) print "-"; else printf "%.2f", a / b}'; }
 label() {
     case $1 in
-        ocserv-uring) echo "ocserv-uring, CSTP (TLS over TCP)" ;;
+        ocserv-uring) echo "ocserv-uring, CSTP only (TLS over TCP, udp_port = 0)" ;;
+        ocserv-uring-dtls) echo "ocserv-uring, DTLS (PSK-NEGOTIATE)" ;;
         ocserv-cstp) echo "ocserv 1.1.6, CSTP only (no udp-port, openconnect --no-dtls)" ;;
-        ocserv-dtls) echo "ocserv 1.1.6, DTLS (default; reference)" ;;
+        ocserv-dtls) echo "ocserv 1.1.6, DTLS (its default)" ;;
     esac
 }
 session_field() { awk -F'\t' -v c="$1" -v k="$2" '$1 == c {print $k; exit}' "$WORK/sessions.tsv"; }
@@ -516,16 +501,20 @@ for cfg in $CONFIGS; do
     RDOWN[$cfg]=$(col "$cfg" down 8 | median | awk '{printf "%.0f", $1}')
 done
 has() { [[ " $CONFIGS " == *" $1 "* ]]; }
+# The ocserv-uring configuration that uses the same data channel.
+peer_of() { case $1 in ocserv-cstp) echo ocserv-uring ;; ocserv-dtls) echo ocserv-uring-dtls ;; esac; }
+# ocserv configurations measured together with their ocserv-uring peer.
+pairs() { local c; for c in $CONFIGS; do [[ $c == ocserv-cstp || $c == ocserv-dtls ]] && has "$(peer_of "$c")" && echo "$c"; done; }
 
 # Every median where an ocserv configuration does better than ocserv-uring.
 ocserv_ahead() {
-    local cfg
-    for cfg in $CONFIGS; do
-        [[ $cfg == ocserv-uring ]] && continue
+    local cfg u
+    for cfg in $(pairs); do
+        u=$(peer_of "$cfg")
         awk -v l="$(label "$cfg")" \
-            -v uu="${UP[ocserv-uring]}" -v ou="${UP[$cfg]}" -v ud="${DOWN[ocserv-uring]}" -v od="${DOWN[$cfg]}" \
-            -v usu="${SUP[ocserv-uring]}" -v osu="${SUP[$cfg]}" -v usd="${SDOWN[ocserv-uring]}" -v osd="${SDOWN[$cfg]}" \
-            -v uru="${RUP[ocserv-uring]}" -v oru="${RUP[$cfg]}" -v urd="${RDOWN[ocserv-uring]}" -v ord="${RDOWN[$cfg]}" '
+            -v uu="${UP[$u]}" -v ou="${UP[$cfg]}" -v ud="${DOWN[$u]}" -v od="${DOWN[$cfg]}" \
+            -v usu="${SUP[$u]}" -v osu="${SUP[$cfg]}" -v usd="${SDOWN[$u]}" -v osd="${SDOWN[$cfg]}" \
+            -v uru="${RUP[$u]}" -v oru="${RUP[$cfg]}" -v urd="${RDOWN[$u]}" -v ord="${RDOWN[$cfg]}" '
             function say(what, o, u) {printf "- %s: %s (%s against ocserv-uring'"'"'s %s)\n", l, what, o, u}
             BEGIN {
                 if (ou > uu) say("faster upload, Gbit/s", ou, uu)
@@ -583,34 +572,35 @@ Server CPU is utime+stime from \`/proc/PID/stat\` of every server process
 all shard threads), taken before and after each iperf3 run, divided by the
 gigabytes (10^9 bytes) the receiver got. Lower is better.
 
-| Configuration | Upload Gbit/s | Download Gbit/s | Server CPU s/GB up | Server CPU s/GB down | TCP retransmits up / down | ocserv-uring ÷ this: upload / download throughput |
+| Configuration | Upload Gbit/s | Download Gbit/s | Server CPU s/GB up | Server CPU s/GB down | TCP retransmits up / down | ocserv-uring on the same channel ÷ this: upload / download throughput |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 EOF
     for cfg in $CONFIGS; do
-        if [[ $cfg == ocserv-uring ]] || ! has ocserv-uring; then
+        u=$(peer_of "$cfg")
+        if [[ -z $u ]] || ! has "$u"; then
             r="—"
         else
-            r="$(ratio "${UP[ocserv-uring]}" "${UP[$cfg]}")× / $(ratio "${DOWN[ocserv-uring]}" "${DOWN[$cfg]}")×"
+            r="$(ratio "${UP[$u]}" "${UP[$cfg]}")× / $(ratio "${DOWN[$u]}" "${DOWN[$cfg]}")×"
         fi
         echo "| $(label "$cfg") | ${UP[$cfg]} | ${DOWN[$cfg]} | ${SUP[$cfg]} | ${SDOWN[$cfg]} | ${RUP[$cfg]} / ${RDOWN[$cfg]} | $r |"
     done
-    if has ocserv-uring && [[ $CONFIGS != ocserv-uring ]]; then
+    if [[ -n $(pairs) ]]; then
         echo
-        echo "Where ocserv did better than ocserv-uring in this run (medians):"
+        echo "Where ocserv did better than ocserv-uring on the same channel in this run (medians):"
         echo
         ahead=$(ocserv_ahead)
         echo "${ahead:-- nowhere: ocserv-uring had the higher throughput, the lower server CPU per GB and the fewer retransmits in every column}"
     fi
-    if has ocserv-uring; then
+    if [[ -n $(pairs) ]]; then
         echo
-        echo "Ratios ocserv-uring ÷ ocserv (throughput: above 1 means ocserv-uring is faster;"
+        echo "Ratios ocserv-uring ÷ ocserv on the same channel (throughput: above 1 means ocserv-uring is faster;"
         echo "CPU per GB: below 1 means ocserv-uring spends less server CPU per byte):"
         echo
         echo "| Compared with | Upload throughput | Download throughput | Server CPU/GB up | Server CPU/GB down |"
         echo "| --- | ---: | ---: | ---: | ---: |"
-        for cfg in $CONFIGS; do
-            [[ $cfg == ocserv-uring ]] && continue
-            echo "| $(label "$cfg") | $(ratio "${UP[ocserv-uring]}" "${UP[$cfg]}") | $(ratio "${DOWN[ocserv-uring]}" "${DOWN[$cfg]}") | $(ratio "${SUP[ocserv-uring]}" "${SUP[$cfg]}") | $(ratio "${SDOWN[ocserv-uring]}" "${SDOWN[$cfg]}") |"
+        for cfg in $(pairs); do
+            u=$(peer_of "$cfg")
+            echo "| $(label "$cfg") | $(ratio "${UP[$u]}" "${UP[$cfg]}") | $(ratio "${DOWN[$u]}" "${DOWN[$cfg]}") | $(ratio "${SUP[$u]}" "${SUP[$cfg]}") | $(ratio "${SDOWN[$u]}" "${SDOWN[$cfg]}") |"
         done
     fi
     cat <<EOF
@@ -627,38 +617,31 @@ EOF
 
 All runs (Gbit/s as received; server and openconnect CPU in seconds during the
 run; TCP retransmits as iperf3's sender reports them; packets the kernel
-dropped from the client's tun0 during the run):
+dropped from the client's tun0, and from openconnect's full UDP socket, during the run):
 
-| Configuration | Round | Direction | Gbit/s | GB | Server CPU s | openconnect CPU s | Retransmits | Client tun0 drops |
-| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| Configuration | Round | Direction | Gbit/s | GB | Server CPU s | openconnect CPU s | Retransmits | Client tun0 drops | Client UDP drops |
+| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 EOF
-    awk -F'\t' '{printf "| %s | %s | %s | %.3f | %.2f | %s | %s | %s | %s |\n", $1, $2, $3, $4 / 1e9, $5 / 1e9, $6, $7, $8, $10}' \
+    awk -F'\t' '{printf "| %s | %s | %s | %.3f | %.2f | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4 / 1e9, $5 / 1e9, $6, $7, $8, $10, $11}' \
         "$WORK/results.tsv"
     cat <<EOF
 
 ### Notes
 
-- ocserv-uring serves CSTP (TLS over TCP) only at this point; DTLS is a later
-  issue. The fair comparison is therefore ocserv with DTLS off (no
-  \`udp-port\`, client \`--no-dtls\`); ocserv with DTLS, its default, is shown
-  as a reference only.
+- Each server runs twice: CSTP only (DTLS off on the server, and
+  \`--no-dtls\` for ocserv's client) and with DTLS (openconnect's default
+  PSK-NEGOTIATE). Ratios pair configurations that use the same channel.
+- Both servers get \`mtu = $BASE_MTU\` and derive the client's tunnel MTU
+  the same way (1372 over CSTP only, 1334 with DTLS; see the client table).
 - Upload retransmits are losses on the client, not in the server: in
   upload runs they match, nearly one for one, the packets the kernel
   dropped from the client's tun0 queue because openconnect did not read
   them in time (last column above). The faster a server takes the
-  client's data, the sooner openconnect becomes the bottleneck. Download
-  retransmits are losses on the server side.
+  client's data, the sooner openconnect becomes the bottleneck. Over
+  DTLS the download retransmits match the datagrams the client's kernel
+  dropped because openconnect's UDP socket buffer was full (last column):
+  the client again, not the server.
 EOF
-    if [[ $MATCH_MTU == 1 ]] && has ocserv-uring; then
-        cat <<EOF
-- Both servers were first configured with \`mtu = $BASE_MTU\`, but they derive
-  the client's CSTP tunnel MTU differently: openconnect got $OCSERV_CSTP_MTU from
-  ocserv and $URING_DEFAULT_MTU from ocserv-uring. So that both tunnels carry
-  packets of the same size, the script probes this first and then runs
-  ocserv-uring with \`mtu = $URING_MTU\` (\`MATCH_MTU=0\` turns this off).
-  ocserv's DTLS tunnel has a smaller MTU of its own (see the client table).
-EOF
-    fi
     cat <<EOF
 - Everything (both iperf3 ends, openconnect, the server) shares this machine's
   $(nproc) CPUs: server and openconnect together used $(busy_range) of all
@@ -680,8 +663,8 @@ EOF
 sudo perf/compare-throughput.sh
 \`\`\`
 
-(knobs: \`RUNS\`, \`DURATION\`, \`MATCH_MTU\`, \`CONFIGS\`, \`OUT\`,
-\`KEEP_WORK\`; see the script's header.) This run: \`RUNS=$RUNS DURATION=$DURATION MATCH_MTU=$MATCH_MTU\`.
+(knobs: \`RUNS\`, \`DURATION\`, \`CONFIGS\`, \`OUT\`,
+\`KEEP_WORK\`; see the script's header.) This run: \`RUNS=$RUNS DURATION=$DURATION\`.
 
 ### Environment
 
