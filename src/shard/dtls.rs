@@ -32,6 +32,8 @@ pub(crate) enum DtlsKey {
     Legacy { master_secret: [u8; 48], suite: LegacySuite },
 }
 
+/// Datagrams handled per wake-up before yielding to other tasks.
+const RECV_BATCH: usize = 32;
 /// The largest datagram we accept (a jumbo-MTU packet plus overhead).
 const RECV_BUF: usize = 16 * 1024;
 /// ocserv ignores a repeated ClientHello from the same address this long:
@@ -107,7 +109,7 @@ impl DtlsChannel {
     }
 
     /// Handles one datagram from the client: handshake, or records each
-    /// holding one OpenConnect packet.
+    /// holding one OpenConnect packet. The caller submits the TX ring.
     fn on_datagram(&self, shard: &Shard, tunnel: &Tunnel, now: Instant, data: &mut [u8]) {
         self.last_rx.set(now);
         if let Some(random) = hello_random(data) {
@@ -147,9 +149,6 @@ impl DtlsChannel {
                     self.closed.set(true);
                 }
             }
-        }
-        if let Err(e) = shard.tx.borrow_mut().submit() {
-            tracing::warn!("TX submit: {e}");
         }
     }
 
@@ -242,6 +241,7 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
     let shard = shard.clone();
     glommio::spawn_local(async move {
         channel.on_datagram(&shard, &tunnel, now, &mut hello);
+        let _ = shard.tx.borrow_mut().submit();
         drop(hello);
         run(&shard, &tunnel, &channel).await;
         channel.close();
@@ -272,7 +272,24 @@ async fn run(shard: &Shard, tunnel: &Tunnel, ch: &DtlsChannel) {
             None
         };
         match future::or(recv, woken).await {
-            Some(Ok(n)) => ch.on_datagram(shard, tunnel, Instant::now(), &mut buf[..n]),
+            Some(Ok(n)) => {
+                let now = Instant::now();
+                ch.on_datagram(shard, tunnel, now, &mut buf[..n]);
+                // The rest of a burst, then one submit for all its packets.
+                for _ in 1..RECV_BATCH {
+                    match sys::net::try_recv(ch.sock.as_raw_fd(), &mut buf) {
+                        Ok(Some(n)) => ch.on_datagram(shard, tunnel, now, &mut buf[..n]),
+                        Ok(None) | Err(_) => break,
+                    }
+                    if ch.closed.get() {
+                        break;
+                    }
+                }
+                if let Err(e) = shard.tx.borrow_mut().submit() {
+                    tracing::warn!("TX submit: {e}");
+                }
+                glommio::yield_if_needed().await;
+            }
             // ICMP port unreachable and the like: the client went away.
             Some(Err(e)) => {
                 tracing::debug!(user = %tunnel.user, peer = %ch.peer, "DTLS receive: {e}");

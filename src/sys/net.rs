@@ -66,3 +66,19 @@ pub fn reuseport_listeners_only(fd: RawFd, listeners: u32) -> io::Result<()> {
 
 /// SKF_AD_OFF + SKF_AD_CPU (linux/filter.h): the ancillary "current CPU" load.
 const SKF_AD_CPU: u32 = (-0x1000i32 + 36) as u32;
+
+/// One datagram if one is queued (never waits): the batch drain after a
+/// wake-up, so that a burst costs one submit of the TX ring, not one each.
+pub fn try_recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: recv into a live, writable buffer of the given length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(None)
+    } else {
+        Err(e)
+    }
+}
