@@ -158,3 +158,16 @@ fn udp_outage_falls_back_to_cstp_and_dtls_comes_back() {
     assert_eq!(ping_rtts(&net, &c, &server.tunnel_ip, 3, "0.2").len(), 3);
     assert_eq!(ping_rtts(&net, &s, &addr, 3, "0.2").len(), 3);
 }
+
+#[test]
+fn client_asking_for_legacy_aes128_gcm_gets_it() {
+    let _g = serial();
+    let mut net = Net::new("d128", 1);
+    let server = start_server(&mut net, ServerOpts { dtls: Dtls::Psk, workers: 1, ..Default::default() });
+    // Without PSK-NEGOTIATE in its list the client can only resume.
+    let client = start_client_with(&mut net, &server, 1, "alice", &["test123"], "--dtls-ciphers=OC-DTLS1_2-AES128-GCM");
+    client.wait_connected();
+    let log = wait_dtls(&client);
+    assert!(log.contains("AES-128-GCM") && !log.contains("(PSK)"), "expected legacy AES-128-GCM:\n{log}");
+    assert_eq!(ping_rtts(&net, &net.client_ns[0].clone(), &server.tunnel_ip, 3, "0.2").len(), 3);
+}

@@ -252,6 +252,11 @@ pub struct Client {
 /// fed on stdin, one per line (the first answers --passwd-on-stdin, later
 /// ones answer retry prompts).
 pub fn start_client(net: &mut Net, server: &Server, idx: usize, user: &str, passwords: &[&str]) -> Client {
+    start_client_with(net, server, idx, user, passwords, "")
+}
+
+/// `start_client` with extra openconnect options.
+pub fn start_client_with(net: &mut Net, server: &Server, idx: usize, user: &str, passwords: &[&str], extra: &str) -> Client {
     let ns = net.client_ns[idx - 1].clone();
     let env_dir = net.dir.join(format!("env{idx}"));
     let _ = fs::remove_dir_all(&env_dir);
@@ -261,7 +266,7 @@ pub fn start_client(net: &mut Net, server: &Server, idx: usize, user: &str, pass
     fs::write(&pwfile, passwords.iter().map(|p| format!("{p}\n")).collect::<String>()).unwrap();
     let ifname = format!("oc{idx}");
     let cmd = format!(
-        "env OCU_ENV_DIR={env} openconnect --user {user} --passwd-on-stdin --servercert {pin} --script {script} --interface {ifname} --reconnect-timeout 60 https://{ip}/ < {pw}",
+        "env OCU_ENV_DIR={env} openconnect {extra} --user {user} --passwd-on-stdin --servercert {pin} --script {script} --interface {ifname} --reconnect-timeout 60 https://{ip}/ < {pw}",
         env = env_dir.display(),
         pin = server.pin,
         script = net.dir.join("client-script.sh").display(),
