@@ -171,3 +171,44 @@ fn client_asking_for_legacy_aes128_gcm_gets_it() {
     assert!(log.contains("AES-128-GCM") && !log.contains("(PSK)"), "expected legacy AES-128-GCM:\n{log}");
     assert_eq!(ping_rtts(&net, &net.client_ns[0].clone(), &server.tunnel_ip, 3, "0.2").len(), 3);
 }
+
+#[test]
+fn garbage_on_the_dtls_port_does_not_disturb_a_session() {
+    let _g = serial();
+    let mut net = Net::new("djunk", 2);
+    let server = start_server(&mut net, ServerOpts { dtls: Dtls::Psk, ..Default::default() });
+    let client = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    client.wait_connected();
+    wait_dtls(&client);
+    // From another namespace: random datagrams of many sizes, ClientHello
+    // headers cut short, and whole-looking ClientHellos naming no session.
+    let script = net.dir.join("junk.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "ip={ip}\n\
+             for i in $(seq 1 60); do\n\
+               head -c $((i * 37)) /dev/urandom > /dev/udp/$ip/443\n\
+               printf '\\026\\376\\375\\000\\000\\000\\000\\000\\000\\000\\000\\000\\377\\001' > /dev/udp/$ip/443\n\
+               {{ printf '\\026\\376\\375\\000\\000\\000\\000\\000\\000\\000\\000\\000\\126\\001\\000\\000\\112\\000\\000\\000\\000\\000\\000\\000\\112\\376\\375'; \
+                  head -c 32 /dev/urandom; printf '\\040\\000\\000'; head -c 30 /dev/urandom; printf '\\000\\000\\002\\000\\251\\001\\000'; }} > {hello}\n\
+               cat {hello} > /dev/udp/$ip/443\n\
+             done\n",
+            ip = net.server_ip(2),
+            hello = net.dir.join("hello.bin").display()
+        ),
+    )
+    .unwrap();
+    let cmd = format!("ip netns exec {} bash {}", net.client_ns[1], script.display());
+    let blaster = std::thread::spawn(move || sh(&cmd));
+    let c1 = net.client_ns[0].clone();
+    assert_eq!(ping_rtts(&net, &c1, &server.tunnel_ip, 20, "0.1").len(), 20, "pings during the junk");
+    assert!(blaster.join().unwrap().status.success());
+    assert_eq!(ping_rtts(&net, &c1, &server.tunnel_ip, 3, "0.1").len(), 3, "pings after the junk");
+    // The session's DTLS channel was never replaced or restarted.
+    assert_eq!(client.log_text().matches(DTLS_UP).count(), 1, "{}", client.log_text());
+    assert_eq!(server.count_log("DTLS connected"), 1);
+    // The junk did arrive: the hellos (App-IDs naming shard 0) were parsed
+    // and matched no session.
+    assert!(server.count_log("DTLS ClientHello for no live session") >= 30, "{}", server.log_text());
+}
