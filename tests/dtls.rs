@@ -212,3 +212,23 @@ fn garbage_on_the_dtls_port_does_not_disturb_a_session() {
     // and matched no session.
     assert!(server.count_log("DTLS ClientHello for no live session") >= 30, "{}", server.log_text());
 }
+
+#[test]
+fn dtls_0_9_when_the_client_asks_for_aes256_sha() {
+    let _g = serial();
+    let mut net = Net::new("d09", 1);
+    let server = start_server(&mut net, ServerOpts { dtls: Dtls::Psk, workers: 1, ..Default::default() });
+    let client = start_client_with(&mut net, &server, 1, "alice", &["test123"], "--dtls-ciphers=AES256-SHA");
+    let addr = client.wait_connected();
+    let log = wait_dtls(&client);
+    assert!(log.contains("DTLS0.9"), "expected DTLS 0.9:\n{log}");
+    let (c, s) = (net.client_ns[0].clone(), net.server_ns.clone());
+    assert_eq!(ping_rtts(&net, &c, &server.tunnel_ip, 3, "0.2").len(), 3);
+    assert_eq!(ping_rtts(&net, &s, &addr, 3, "0.2").len(), 3);
+    let up = iperf_bytes(&net, &c, &s, &server.tunnel_ip, false);
+    client.signal("INT");
+    client.wait_exit(Duration::from_secs(10));
+    server.wait_log("DTLS channel ended", Duration::from_secs(5));
+    let (rx, _) = dtls_bytes(&server, "alice");
+    assert!(rx > up, "DTLS rx {rx} < iperf3 upload {up}");
+}

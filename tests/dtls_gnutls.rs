@@ -1,9 +1,12 @@
 //! Interop: the real GnuTLS client (`gnutls-cli --udp`, openconnect's TLS
 //! library) against our `DtlsServer` in PSK mode on 127.0.0.1. The server
 //! echoes application data; the test checks the line comes back on
-//! gnutls-cli's stdout. Needs `gnutls-cli` (Debian package gnutls-bin)
-//! and, for the openconnect-like client, gcc and libgnutls28-dev; `.ci/run`
-//! installs them, and a test without them fails rather than skips.
+//! gnutls-cli's stdout. A small C program on libgnutls does what
+//! openconnect does for PSK-NEGOTIATE and the legacy resumptions (DTLS 1.2
+//! GCM and DTLS 0.9 CBC), and serves DTLS 0.9 to our `DtlsClient`. Needs
+//! `gnutls-cli` (Debian package gnutls-bin) and, for the C program, gcc and
+//! libgnutls28-dev; `.ci/run` installs them, and a test without them fails
+//! rather than skips.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
@@ -13,7 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ocserv_uring::proto::dtls::{
-    client_hello_session_id, CipherSuite, DtlsConfig, DtlsError, DtlsEvent, DtlsServer, Received,
+    client_hello_session_id, CipherSuite, DtlsClient, DtlsConfig, DtlsError, DtlsEvent, DtlsServer, Received,
+    RecordHeader, DTLS0_9,
 };
 
 const PSK: [u8; 32] = *b"0123456789abcdef0123456789abcdef";
@@ -51,6 +55,8 @@ struct Outcome {
     datagrams_in: usize,
     /// session_id of the first ClientHello, as the router would read it.
     hello_session_id: Option<Vec<u8>>,
+    /// Record version of that ClientHello.
+    hello_version: Option<u16>,
 }
 
 /// Runs one gnutls-cli against a PSK server. `drop_first_flight` discards
@@ -114,6 +120,7 @@ fn serve(
         server_error: None,
         datagrams_in: 0,
         hello_session_id: None,
+        hello_version: None,
     };
     let mut wrote_line = false;
 
@@ -124,6 +131,7 @@ fn serve(
                 peer = Some(from);
                 if outcome.hello_session_id.is_none() {
                     outcome.hello_session_id = client_hello_session_id(&buf[..n]).map(<[u8]>::to_vec);
+                    outcome.hello_version = RecordHeader::parse(&buf[..n]).ok().map(|h| h.version);
                 }
                 let mut off = 0;
                 loop {
@@ -260,10 +268,14 @@ fn gnutls_wrong_psk_is_refused() {
 
 /// A small GnuTLS client doing what openconnect 9.x's gnutls-dtls.c does:
 /// PSK-NEGOTIATE with `GNUTLS_NO_EXTENSIONS` and the App-ID set as session
-/// id, or the legacy resumption via `gnutls_session_set_premaster`. Written
-/// for this test; compiled at test time with `cc … -lgnutls`.
+/// id, or the legacy resumption via `gnutls_session_set_premaster` (over
+/// DTLS 1.2 with AES-GCM, or over DTLS 0.9 with AES-CBC), with openconnect's
+/// priority strings, init flags and `gnutls_record_disable_padding`; also a
+/// DTLS 0.9 server for our client. Written for this test; compiled at test
+/// time with `cc … -lgnutls`.
 const OC_CLIENT_C: &str = r#"
 #include <gnutls/gnutls.h>
+#include <gnutls/dtls.h>
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,19 +289,51 @@ static int unhex(const char *s, unsigned char *out, int max) {
     return n;
 }
 
-/* occlient PORT psk KEYHEX APPIDHEX | occlient PORT legacy MASTERHEX SIDHEX 128|256 */
+/* occlient PORT psk KEYHEX APPIDHEX -
+ * occlient PORT legacy MASTERHEX SIDHEX 128|256          (DTLS 1.2, AES-GCM)
+ * occlient PORT legacy09 MASTERHEX SIDHEX AES128-SHA|AES256-SHA   (DTLS 0.9)
+ * occlient 0 server09 MASTERHEX SIDHEX AES128-SHA|AES256-SHA
+ *   the server side of the last (as ocserv once did it): prints "PORT n",
+ *   resumes for the first client and echoes its records until it goes quiet. */
 int main(int argc, char **argv) {
     if (argc < 6) return 2;
-    int legacy = !strcmp(argv[2], "legacy"), err;
+    int server = !strcmp(argv[2], "server09"), legacy = !strcmp(argv[2], "legacy");
+    int dtls09 = server || !strcmp(argv[2], "legacy09"), err;
     unsigned char key[48], id[32];
     int klen = unhex(argv[3], key, sizeof key), idlen = unhex(argv[4], id, sizeof id);
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[1])) };
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    if (klen < 0 || idlen < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa)) return 2;
+    if (klen < 0 || idlen < 0) return 2;
+    if (server) {
+        struct sockaddr_in peer;
+        socklen_t sl = sizeof sa, pl = sizeof peer;
+        char b;
+        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) || getsockname(fd, (struct sockaddr *)&sa, &sl)) return 2;
+        printf("PORT %d\n", ntohs(sa.sin_port));
+        fflush(stdout);
+        /* Learn the client from its first datagram, left queued for GnuTLS. */
+        if (recvfrom(fd, &b, 1, MSG_PEEK, (struct sockaddr *)&peer, &pl) < 0) return 2;
+        if (connect(fd, (struct sockaddr *)&peer, pl)) return 2;
+    } else if (connect(fd, (struct sockaddr *)&sa, sizeof sa)) {
+        return 2;
+    }
     gnutls_session_t s;
-    gnutls_init(&s, GNUTLS_CLIENT | GNUTLS_DATAGRAM | GNUTLS_NO_EXTENSIONS);
-    if (!legacy) {
+    /* openconnect's resumed sessions keep GnuTLS's default extensions. */
+    gnutls_init(&s, (server ? GNUTLS_SERVER : GNUTLS_CLIENT) | GNUTLS_DATAGRAM
+        | ((dtls09 || legacy) ? 0 : GNUTLS_NO_EXTENSIONS));
+    if (dtls09) {
+        int big = !strcmp(argv[5], "AES256-SHA");
+        gnutls_datum_t ms = { key, klen }, sid = { id, idlen };
+        /* The priority strings and calls of openconnect 9's gnutls_dtls_ciphers[]. */
+        err = gnutls_priority_set_direct(s, big
+            ? "NONE:+VERS-DTLS0.9:+COMP-NULL:+AES-256-CBC:+SHA1:+RSA:%COMPAT"
+            : "NONE:+VERS-DTLS0.9:+COMP-NULL:+AES-128-CBC:+SHA1:+RSA:%COMPAT", NULL);
+        if (!err)
+            err = gnutls_session_set_premaster(s, server ? GNUTLS_SERVER : GNUTLS_CLIENT, GNUTLS_DTLS0_9, GNUTLS_KX_RSA,
+                big ? GNUTLS_CIPHER_AES_256_CBC : GNUTLS_CIPHER_AES_128_CBC,
+                GNUTLS_MAC_SHA1, GNUTLS_COMP_NULL, &ms, &sid);
+    } else if (!legacy) {
         gnutls_psk_client_credentials_t psk;
         gnutls_datum_t k = { key, klen }, sid = { id, idlen };
         err = gnutls_priority_set_direct(s, "NORMAL:-VERS-TLS-ALL:+VERS-DTLS-ALL:-KX-ALL:+PSK", NULL);
@@ -300,29 +344,67 @@ int main(int argc, char **argv) {
     } else {
         int big = !strcmp(argv[5], "256");
         gnutls_datum_t ms = { key, klen }, sid = { id, idlen };
+        /* openconnect's OC-DTLS1_2-AES{256,128}-GCM entries. */
         err = gnutls_priority_set_direct(s, big
-            ? "NONE:+VERS-DTLS1.2:+COMP-NULL:+AES-256-GCM:+AEAD:+RSA:%COMPAT:+SIGN-ALL:%NO_SESSION_HASH:%DISABLE_SAFE_RENEGOTIATION"
-            : "NONE:+VERS-DTLS1.2:+COMP-NULL:+AES-128-GCM:+AEAD:+RSA:%COMPAT:+SIGN-ALL:%NO_SESSION_HASH:%DISABLE_SAFE_RENEGOTIATION", NULL);
+            ? "NONE:+VERS-DTLS1.2:+COMP-NULL:+AES-256-GCM:+AEAD:+RSA:%COMPAT:+SIGN-ALL"
+            : "NONE:+VERS-DTLS1.2:+COMP-NULL:+AES-128-GCM:+AEAD:+RSA:%COMPAT:+SIGN-ALL", NULL);
         if (!err)
             err = gnutls_session_set_premaster(s, GNUTLS_CLIENT, GNUTLS_DTLS1_2, GNUTLS_KX_RSA,
                 big ? GNUTLS_CIPHER_AES_256_GCM : GNUTLS_CIPHER_AES_128_GCM,
                 GNUTLS_MAC_AEAD, GNUTLS_COMP_NULL, &ms, &sid);
     }
     if (err) { printf("SETUP-FAILED %s\n", gnutls_strerror(err)); return 1; }
+    if (legacy || dtls09) gnutls_record_disable_padding(s);
     gnutls_transport_set_int(s, fd);
     gnutls_handshake_set_timeout(s, 10000);
     do { err = gnutls_handshake(s); } while (err < 0 && !gnutls_error_is_fatal(err));
     if (err < 0) { printf("HANDSHAKE-FAILED %s\n", gnutls_strerror(err)); return 1; }
     printf("CONNECTED %s resumed=%d\n", gnutls_session_get_desc(s), gnutls_session_is_resumed(s));
-    if (legacy && !gnutls_session_is_resumed(s)) { printf("NOT-RESUMED\n"); return 1; }
+    if ((legacy || dtls09) && !gnutls_session_is_resumed(s)) { printf("NOT-RESUMED\n"); return 1; }
+    /* As openconnect after a resumption: room for a 1400-byte packet + type byte. */
+    if ((legacy || dtls09) && (err = gnutls_dtls_set_data_mtu(s, 1401))) {
+        printf("MTU-FAILED %s\n", gnutls_strerror(err));
+        return 1;
+    }
     fflush(stdout);
+    if (server) {
+        char in[2048];
+        int served = 0;
+        gnutls_record_set_timeout(s, 2000);
+        for (;;) {
+            ssize_t got = gnutls_record_recv(s, in + 6, sizeof in - 6);
+            if (got <= 0) break;
+            memcpy(in, "echo: ", 6);
+            if (gnutls_record_send(s, in, got + 6) != got + 6) break;
+            served++;
+        }
+        printf("SERVED %d\n", served);
+        fflush(stdout);
+        return 0;
+    }
     const char msg[] = "openconnect-like client";
     gnutls_record_send(s, msg, sizeof msg - 1);
-    char buf[256];
+    char buf[2048];
     gnutls_record_set_timeout(s, 5000);
     ssize_t n = gnutls_record_recv(s, buf, sizeof buf);
     if (n <= 0) { printf("RECV-FAILED %zd\n", n); return 1; }
     printf("%.*s\n", (int)n, buf);
+    fflush(stdout);
+    /* Then every length from 1 to 80 bytes (every CBC padding length) and
+     * one of 1200, each echoed back whole. */
+    char out[1200];
+    for (int len = 1; len <= 81; len++) {
+        int l = len == 81 ? 1200 : len;
+        for (int i = 0; i < l; i++) out[i] = 'a' + (i + len) % 26;
+        ssize_t sent = gnutls_record_send(s, out, l);
+        if (sent != l) { printf("SEND-FAILED %d %s\n", l, gnutls_strerror((int)sent)); return 1; }
+        n = gnutls_record_recv(s, buf, sizeof buf);
+        if (n != l + 6 || memcmp(buf, "echo: ", 6) || memcmp(buf + 6, out, l)) {
+            printf("BAD-ECHO %d %zd\n", l, n);
+            return 1;
+        }
+    }
+    printf("ALL-ECHOED\n");
     fflush(stdout);
     gnutls_bye(s, GNUTLS_SHUT_WR);
     return 0;
@@ -383,5 +465,107 @@ fn openconnect_like_legacy_resumption() {
         assert_eq!(o.suite, Some(suite));
         assert_eq!(o.hello_session_id.as_deref(), Some(&sid[..]));
         assert!(o.echoed, "{suite}");
+    }
+}
+
+/// openconnect's `AES256-SHA` and `AES128-SHA`: DTLS 0.9 resumption of the
+/// CSTP master secret. GnuTLS must report a resumed session, our echo of
+/// its first line must come back, then records of every length 1..=80
+/// (every CBC padding length) and 1200 bytes, each echoed whole. Once more
+/// with our first flight lost: GnuTLS resends its ClientHello, we our flight.
+#[test]
+fn openconnect_like_dtls0_9_resumption() {
+    let bin = oc_client();
+    for (name, suite, drop_first) in [
+        ("AES256-SHA", CipherSuite::RsaAes256CbcSha, false),
+        ("AES128-SHA", CipherSuite::RsaAes128CbcSha, false),
+        ("AES256-SHA", CipherSuite::RsaAes256CbcSha, true),
+    ] {
+        let (sid, master) = ([0x71u8; 32], [0x9du8; 48]);
+        let sock = bind();
+        let mut cmd = Command::new(&bin);
+        let port = sock.local_addr().expect("addr").port().to_string();
+        cmd.args([&port, "legacy09", &hex(&master), &hex(&sid), name]);
+        let server = DtlsServer::new_resume(sid, master, suite, &DtlsConfig::default(), Instant::now());
+        let o = serve(sock, server, cmd, None, "ALL-ECHOED", drop_first);
+        assert_eq!(o.server_error, None, "{name}");
+        assert_eq!(o.suite, Some(suite), "{name}");
+        assert_eq!(o.hello_session_id.as_deref(), Some(&sid[..]), "{name}");
+        assert_eq!(o.hello_version, Some(DTLS0_9), "{name}");
+        assert!(o.echoed, "{name}: GnuTLS did not get every echo back");
+        assert_eq!(o.retransmits >= 1, drop_first, "{name}: {} retransmits", o.retransmits);
+    }
+}
+
+/// Our DTLS 0.9 client against a GnuTLS server resuming the same session
+/// (`gnutls_session_set_premaster(GNUTLS_SERVER, GNUTLS_DTLS0_9, …)`, as
+/// ocserv once served Cisco clients): it must report a resumed session and
+/// echo records of every length 1..=80 and 1200 bytes.
+#[test]
+fn our_dtls0_9_client_against_gnutls_server() {
+    let bin = oc_client();
+    for (name, suite) in [("AES256-SHA", CipherSuite::RsaAes256CbcSha), ("AES128-SHA", CipherSuite::RsaAes128CbcSha)] {
+        let (sid, master) = ([0x3au8; 32], [0x5bu8; 48]);
+        let mut cmd = Command::new(&bin);
+        cmd.args(["0", "server09", &hex(&master), &hex(&sid), name]);
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let mut child = ChildGuard(child);
+        let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
+        let first = lines.next().expect("a line from the server").expect("utf-8");
+        let port: u16 = first.strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT n");
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || lines.map_while(Result::ok).try_for_each(|l| tx.send(l)));
+
+        let sock = bind();
+        sock.connect(("127.0.0.1", port)).expect("connect");
+        let mut client = DtlsClient::new_resume(sid, master, suite, &DtlsConfig::default(), Instant::now());
+        let payloads: Vec<Vec<u8>> = (1..=81)
+            .map(|n| if n == 81 { 1200 } else { n })
+            .map(|n| (0..n).map(|i| b'a' + (i % 26) as u8).collect())
+            .collect();
+        let (mut sent, mut echoed) = (false, Vec::new());
+        let (mut buf, mut out) = (vec![0u8; 65536], vec![0u8; 2048]);
+        let start = Instant::now();
+        while start.elapsed() < RUN_LIMIT && echoed.len() < payloads.len() && !client.is_closed() {
+            let now = Instant::now();
+            if client.poll_timeout().is_some_and(|t| t <= now) {
+                client.handle_timeout(now);
+            }
+            while let Some(n) = client.poll_transmit(now, &mut out) {
+                sock.send(&out[..n]).expect("send");
+            }
+            if client.is_connected() && !sent {
+                for p in &payloads {
+                    let n = client.seal(p, &mut out).expect("seal");
+                    sock.send(&out[..n]).expect("send");
+                }
+                sent = true;
+            }
+            match sock.recv(&mut buf) {
+                Ok(n) => {
+                    let mut off = 0;
+                    while let Ok(Received::AppData { data, next }) =
+                        client.handle_datagram(Instant::now(), &mut buf[off..n])
+                    {
+                        echoed.push(data.to_vec());
+                        off += next;
+                    }
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
+        assert_eq!(client.suite(), Some(suite), "{name}");
+        let want: Vec<Vec<u8>> = payloads.iter().map(|p| [b"echo: ", &p[..]].concat()).collect();
+        assert_eq!(echoed, want, "{name}: echoes (UDP loopback keeps order)");
+        assert_eq!(client.counters().auth_failed, 0);
+        client.close();
+        while let Some(n) = client.poll_transmit(Instant::now(), &mut out) {
+            sock.send(&out[..n]).expect("send");
+        }
+        let said: Vec<String> = rx.iter().take(2).collect();
+        eprintln!("server: {said:?}");
+        assert!(said[0].starts_with("CONNECTED (DTLS0.9)-(RSA)-(AES-") && said[0].ends_with("resumed=1"), "{said:?}");
+        assert_eq!(said[1], "SERVED 81", "{name}");
     }
 }

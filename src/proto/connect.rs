@@ -3,13 +3,39 @@
 
 use super::http::RequestHead;
 
-/// Legacy DTLS 1.2 suites we resume (§5.3). The names are the wire tokens.
+/// Legacy suites we resume (§5.3): AES-GCM over DTLS 1.2, AES-CBC-SHA
+/// over DTLS 0.9.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LegacySuite {
-    /// TLS_RSA_WITH_AES_128_GCM_SHA256.
+    /// TLS_RSA_WITH_AES_128_GCM_SHA256, DTLS 1.2.
     Aes128Gcm,
-    /// TLS_RSA_WITH_AES_256_GCM_SHA384.
+    /// TLS_RSA_WITH_AES_256_GCM_SHA384, DTLS 1.2.
     Aes256Gcm,
+    /// TLS_RSA_WITH_AES_128_CBC_SHA, DTLS 0.9.
+    Aes128Cbc,
+    /// TLS_RSA_WITH_AES_256_CBC_SHA, DTLS 0.9.
+    Aes256Cbc,
+}
+
+impl LegacySuite {
+    /// Bytes a record adds to its payload at most.
+    pub fn overhead(self) -> u16 {
+        match self {
+            Self::Aes128Gcm | Self::Aes256Gcm => DTLS_OVERHEAD,
+            // Header 13 + explicit IV 16 + HMAC-SHA1 20 + padding up to 16.
+            Self::Aes128Cbc | Self::Aes256Cbc => 13 + 16 + 20 + 16,
+        }
+    }
+}
+
+impl DtlsMode {
+    /// Bytes a record adds to its payload at most (PSK: the worst suite).
+    pub fn overhead(self) -> u16 {
+        match self {
+            Self::Psk => DTLS_OVERHEAD,
+            Self::Legacy { suite, .. } => suite.overhead(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,14 +55,18 @@ pub struct DtlsChoice {
     pub value: &'static str,
 }
 
-/// Legacy names in our order of preference (ocserv's: AES-256 first).
+/// Legacy names in our order of preference (ocserv's: AES-256-GCM,
+/// AES-128-GCM, AES256-SHA, AES128-SHA).
 /// openconnect lists `OC-DTLS1_2-*` in X-DTLS-CipherSuite; Cisco clients
 /// list OpenSSL names in X-DTLS12-CipherSuite.
-const LEGACY: [(&str, &str, LegacySuite); 4] = [
+const LEGACY: [(&str, &str, LegacySuite); 6] = [
     ("X-DTLS-CipherSuite", "OC-DTLS1_2-AES256-GCM", LegacySuite::Aes256Gcm),
     ("X-DTLS12-CipherSuite", "AES256-GCM-SHA384", LegacySuite::Aes256Gcm),
     ("X-DTLS-CipherSuite", "OC-DTLS1_2-AES128-GCM", LegacySuite::Aes128Gcm),
     ("X-DTLS12-CipherSuite", "AES128-GCM-SHA256", LegacySuite::Aes128Gcm),
+    // In X-DTLS-CipherSuite these OpenSSL names mean DTLS 0.9.
+    ("X-DTLS-CipherSuite", "AES256-SHA", LegacySuite::Aes256Cbc),
+    ("X-DTLS-CipherSuite", "AES128-SHA", LegacySuite::Aes128Cbc),
 ];
 
 /// Whether a `:`-separated cipher list holds `token` exactly.
@@ -81,11 +111,12 @@ pub fn parse_master_secret(hex: &str) -> Option<[u8; 48]> {
 pub const DTLS_OVERHEAD: u16 = 13 + 8 + 16;
 
 /// The tunnel MTU for a link MTU `base` (§3.3, as ocserv computes it):
-/// IP + UDP headers, the DTLS overhead when DTLS is offered, and the type
-/// byte come off. CSTP gets the same value, so a packet fits either channel.
-pub fn data_mtu(base: u16, ipv6_transport: bool, dtls: bool) -> u16 {
+/// IP + UDP headers, the DTLS record overhead (`dtls_overhead`, if DTLS is
+/// offered) and the type byte come off. CSTP gets the same value, so a
+/// packet fits either channel.
+pub fn data_mtu(base: u16, ipv6_transport: bool, dtls_overhead: Option<u16>) -> u16 {
     let ip_udp = if ipv6_transport { 40 + 8 } else { 20 + 8 };
-    let dtls = if dtls { DTLS_OVERHEAD + 1 } else { 0 };
+    let dtls = dtls_overhead.map_or(0, |o| o + 1);
     base.saturating_sub(ip_udp + dtls).max(MIN_MTU)
 }
 
@@ -121,8 +152,11 @@ mod tests {
         let cisco = head(&format!("X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS12-CipherSuite: ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256\r\n"));
         let c = choose_dtls(&cisco, true, true).unwrap();
         assert_eq!((c.header, c.value), ("X-DTLS12-CipherSuite", "AES128-GCM-SHA256"));
-        let only_cbc = head(&format!("X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS-CipherSuite: AES256-SHA:AES128-SHA\r\n"));
-        assert_eq!(choose_dtls(&only_cbc, true, true), None);
+        let only_cbc = head(&format!("X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS-CipherSuite: AES128-SHA:AES256-SHA\r\n"));
+        let c = choose_dtls(&only_cbc, true, true).unwrap();
+        assert_eq!((c.header, c.value), ("X-DTLS-CipherSuite", "AES256-SHA"));
+        let des = head(&format!("X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS-CipherSuite: DES-CBC3-SHA\r\n"));
+        assert_eq!(choose_dtls(&des, true, true), None);
         let short = head("X-DTLS-Master-Secret: 0011\r\nX-DTLS-CipherSuite: OC-DTLS1_2-AES128-GCM\r\n");
         assert_eq!(choose_dtls(&short, true, true), None);
         // A token must match whole, not as a prefix.
@@ -133,9 +167,10 @@ mod tests {
     #[test]
     fn mtu_matches_ocserv() {
         // ocserv 1.1.6 with mtu = 1400 sends 1334 with DTLS, 1372 without.
-        assert_eq!(data_mtu(1400, false, true), 1334);
-        assert_eq!(data_mtu(1400, false, false), 1372);
-        assert_eq!(data_mtu(1500, true, true), 1414);
-        assert_eq!(data_mtu(600, false, true), MIN_MTU);
+        assert_eq!(data_mtu(1400, false, Some(DTLS_OVERHEAD)), 1334);
+        assert_eq!(data_mtu(1400, false, None), 1372);
+        assert_eq!(data_mtu(1500, true, Some(DTLS_OVERHEAD)), 1414);
+        assert_eq!(data_mtu(1400, false, Some(LegacySuite::Aes256Cbc.overhead())), 1306);
+        assert_eq!(data_mtu(600, false, Some(DTLS_OVERHEAD)), MIN_MTU);
     }
 }

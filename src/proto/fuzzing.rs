@@ -138,7 +138,8 @@ pub fn auth_xml(data: &[u8]) {
     assert_eq!(req.kind, Some(auth::RequestKind::AuthReply));
 }
 
-/// Drives a `DtlsServer` (PSK or legacy resume, picked by the first byte)
+/// Drives a `DtlsServer` (PSK, or legacy resume over DTLS 1.2 or 0.9, picked
+/// by the first byte)
 /// with a script read from `data`: our client's genuine datagrams, mutated
 /// copies, raw bytes, replays, app data and clock jumps, in any order. The
 /// genuine client lets inputs reach every state past the AEAD. Checks that
@@ -169,7 +170,13 @@ pub fn dtls_server_script(data: &[u8]) -> usize {
         let client = DtlsClient::new_psk([3; 32], &[0xa1; 32], &ccfg, now).expect("client");
         (client, DtlsServer::new_psk([3; 32], &cfg, now))
     } else {
-        let suite = if setup & 2 == 0 { CipherSuite::RsaAes128GcmSha256 } else { CipherSuite::RsaAes256GcmSha384 };
+        // Bit 1 picks the key size, bit 2 DTLS 0.9 with CBC over DTLS 1.2 with GCM.
+        let suite = [
+            CipherSuite::RsaAes128GcmSha256,
+            CipherSuite::RsaAes256GcmSha384,
+            CipherSuite::RsaAes128CbcSha,
+            CipherSuite::RsaAes256CbcSha,
+        ][usize::from(setup >> 1) & 3];
         (
             DtlsClient::new_resume([5; 32], [6; 48], suite, &cfg, now),
             DtlsServer::new_resume([5; 32], [6; 48], suite, &cfg, now),

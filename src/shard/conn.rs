@@ -288,7 +288,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         aws_lc_rs::rand::fill(&mut random).ok().map(|()| AppId::new(shard.id, random))
     });
     let dtls = dtls.zip(app_id);
-    let mtu = negotiate::data_mtu(base_mtu, conn.peer.is_ipv6(), dtls.is_some());
+    let mtu = negotiate::data_mtu(base_mtu, conn.peer.is_ipv6(), dtls.map(|(d, _)| d.mode.overhead()));
     let reply = connect_reply(&shard, lease, base_mtu, mtu, dtls);
 
     let writer_fd = match crate::sys::dup(conn.stream.as_raw_fd()) {

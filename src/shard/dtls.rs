@@ -181,6 +181,8 @@ fn new_server(key: DtlsKey, app_id: AppId, mtu: u16, now: Instant) -> DtlsServer
             let suite = match suite {
                 LegacySuite::Aes128Gcm => CipherSuite::RsaAes128GcmSha256,
                 LegacySuite::Aes256Gcm => CipherSuite::RsaAes256GcmSha384,
+                LegacySuite::Aes128Cbc => CipherSuite::RsaAes128CbcSha,
+                LegacySuite::Aes256Cbc => CipherSuite::RsaAes256CbcSha,
             };
             DtlsServer::new_resume(*app_id.as_bytes(), master_secret, suite, &cfg, now)
         }

@@ -14,7 +14,6 @@ use super::conn::{Conn, Machine};
 use super::handshake::{encode_client_hello, encode_psk_client_key_exchange, msg, parse_server_hello};
 use super::keys::{derive_keys, master_secret, psk_premaster, verify_data, Side, MASTER_SECRET_LEN, VERIFY_DATA_LEN};
 use super::reassembly::Message;
-use super::record::DTLS1_2;
 use super::server::{decode, seal_copy};
 use super::{CipherSuite, DtlsConfig, DtlsCounters, DtlsError, DtlsEvent, Received};
 
@@ -41,7 +40,8 @@ enum State {
     Closed,
 }
 
-/// A DTLS 1.2 client; same calling convention as [`DtlsServer`](super::DtlsServer).
+/// A DTLS 1.2 client (0.9 when resuming a CBC suite); same calling
+/// convention as [`DtlsServer`](super::DtlsServer).
 pub struct DtlsClient {
     conn: Conn,
     state: State,
@@ -63,7 +63,7 @@ impl State {
         match (self, m.msg_type) {
             (Self::ExpectServerHello { setup, client_random, offered }, msg::SERVER_HELLO) => {
                 let sh = parse_server_hello(&m.body).map_err(decode)?;
-                if sh.version != DTLS1_2 {
+                if sh.version != c.version {
                     return Err(DtlsError::ProtocolVersion(sh.version));
                 }
                 let suite = CipherSuite::from_id(sh.suite)
@@ -177,7 +177,8 @@ impl DtlsClient {
         Ok(Self::start(Setup::Psk { psk, app_id: app_id.to_vec() }, app_id, offered, cfg, now))
     }
 
-    /// A legacy client resuming `session_id` with `master` and `suite`.
+    /// A legacy client resuming `session_id` with `master` and `suite`, over
+    /// the suite's version ([`CipherSuite::version`]).
     pub fn new_resume(
         session_id: [u8; 32],
         master: [u8; MASTER_SECRET_LEN],
@@ -189,10 +190,12 @@ impl DtlsClient {
     }
 
     fn start(setup: Setup, sid: &[u8], offered: Vec<CipherSuite>, cfg: &DtlsConfig, now: Instant) -> Self {
-        let mut conn = Conn::new(cfg, now);
+        // Offers are all PSK (DTLS 1.2) or the one resumed suite.
+        let version = offered[0].version();
+        let mut conn = Conn::new(cfg, now, version);
         let client_random = conn.random32();
         let ids: Vec<u16> = offered.iter().map(|s| s.id()).collect();
-        conn.push_message(msg::CLIENT_HELLO, &encode_client_hello(&client_random, sid, &ids));
+        conn.push_message(msg::CLIENT_HELLO, &encode_client_hello(version, &client_random, sid, &ids));
         conn.send_flight(now, true);
         Self { conn, state: State::ExpectServerHello { setup, client_random, offered } }
     }

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use super::handshake::HS_HEADER_LEN;
 use super::keys::RecordKey;
 use super::record::{self, content, HEADER_LEN, MAX_SEQ};
+use super::suite::{CBC_BLOCK, CBC_MAC_LEN};
 
 enum Item {
-    ChangeCipherSpec,
+    /// DTLS 0.9 adds the message_seq it takes (protocol notes §5.3).
+    ChangeCipherSpec(Option<u16>),
     /// A whole message, header written as unfragmented.
     Handshake(Vec<u8>),
 }
@@ -61,8 +63,8 @@ impl Flight {
     }
 
     /// ChangeCipherSpec goes out in the old epoch; what follows in the new.
-    pub(crate) fn push_ccs(&mut self) {
-        self.entries.push(Entry { epoch: self.next_epoch, item: Item::ChangeCipherSpec });
+    pub(crate) fn push_ccs(&mut self, msg_seq: Option<u16>) {
+        self.entries.push(Entry { epoch: self.next_epoch, item: Item::ChangeCipherSpec(msg_seq) });
         self.next_epoch = 1;
     }
 
@@ -106,34 +108,39 @@ impl Flight {
 
     /// Writes as much of the queued flight as fits `out` into one datagram.
     /// `key` encrypts epoch-1 records; `seqs` are the per-epoch record
-    /// sequence counters.
+    /// sequence counters; `version` goes in every record header.
     pub(crate) fn write_datagram(
         &mut self,
         out: &mut [u8],
         key: Option<&RecordKey>,
         seqs: &mut [u64; 2],
+        version: u16,
     ) -> Option<usize> {
         let (mut i, mut off) = self.cursor?;
         let mut n = 0;
         while let Some(e) = self.entries.get(i) {
             let key = if e.epoch == 0 { None } else { Some(key?) };
             let at = n + record::payload_offset(key);
-            let overhead = record::payload_offset(key) + key.map_or(0, |_| super::TAG_LEN);
             let seq = seqs[usize::from(e.epoch)];
             if seq > MAX_SEQ {
                 return None;
             }
+            let Some(room) = record::max_plain(key, out.len() - n) else { break };
             let (plain_len, next) = match &e.item {
-                Item::ChangeCipherSpec => {
-                    if n + overhead + 1 > out.len() {
+                Item::ChangeCipherSpec(msg_seq) => {
+                    let (ccs, len) = match msg_seq {
+                        Some(s) => ([1, s.to_be_bytes()[0], s.to_be_bytes()[1]], 3),
+                        None => ([1, 0, 0], 1),
+                    };
+                    if room < len {
                         break;
                     }
-                    out[at] = 1;
-                    (1, (i + 1, 0))
+                    out[at..at + len].copy_from_slice(&ccs[..len]);
+                    (len, (i + 1, 0))
                 }
                 Item::Handshake(msg) => {
                     let body = &msg[HS_HEADER_LEN..];
-                    let Some(room) = out.len().checked_sub(n + overhead + HS_HEADER_LEN) else { break };
+                    let Some(room) = room.checked_sub(HS_HEADER_LEN) else { break };
                     let take = room.min(body.len() - off);
                     if take == 0 && off < body.len() {
                         break;
@@ -149,10 +156,10 @@ impl Flight {
                 }
             };
             let ty = match e.item {
-                Item::ChangeCipherSpec => content::CHANGE_CIPHER_SPEC,
+                Item::ChangeCipherSpec(_) => content::CHANGE_CIPHER_SPEC,
                 Item::Handshake(_) => content::HANDSHAKE,
             };
-            n += record::finish(&mut out[n..], ty, e.epoch, seq, key, plain_len)?;
+            n += record::finish(&mut out[n..], ty, version, e.epoch, seq, key, plain_len)?;
             seqs[usize::from(e.epoch)] = seq + 1;
             (i, off) = next;
         }
@@ -161,6 +168,8 @@ impl Flight {
     }
 }
 
-/// Room the smallest fragment needs, to validate MTUs: header, AEAD
-/// overhead, handshake header and one body byte.
-pub(crate) const MIN_DATAGRAM: usize = HEADER_LEN + 8 + super::TAG_LEN + HS_HEADER_LEN + 1;
+/// Room the smallest fragment needs, to validate MTUs: header, handshake
+/// header and one body byte under the bulkiest protection (CBC: IV, MAC,
+/// padding to whole blocks).
+pub(crate) const MIN_DATAGRAM: usize =
+    HEADER_LEN + CBC_BLOCK + (HS_HEADER_LEN + 1 + CBC_MAC_LEN + 1).next_multiple_of(CBC_BLOCK);

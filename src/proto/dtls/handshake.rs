@@ -144,9 +144,9 @@ pub(crate) fn parse_client_hello(body: &[u8]) -> Result<ClientHello<'_>, Short> 
     Ok(ch)
 }
 
-pub(crate) fn encode_client_hello(random: &[u8; 32], session_id: &[u8], suites: &[u16]) -> Vec<u8> {
+pub(crate) fn encode_client_hello(version: u16, random: &[u8; 32], session_id: &[u8], suites: &[u16]) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 + session_id.len() + 2 * suites.len());
-    put_u16(&mut b, DTLS1_2);
+    put_u16(&mut b, version);
     b.extend_from_slice(random);
     put_vec8(&mut b, session_id);
     put_vec8(&mut b, &[]); // cookie
@@ -191,13 +191,14 @@ pub(crate) fn parse_server_hello(body: &[u8]) -> Result<ServerHello<'_>, Short> 
 /// ServerHello body; `renegotiation_info` adds the empty RFC 5746 extension,
 /// the only one we ever send.
 pub(crate) fn encode_server_hello(
+    version: u16,
     random: &[u8; 32],
     session_id: &[u8],
     suite: u16,
     renegotiation_info: bool,
 ) -> Vec<u8> {
     let mut b = Vec::with_capacity(80);
-    put_u16(&mut b, DTLS1_2);
+    put_u16(&mut b, version);
     b.extend_from_slice(random);
     put_vec8(&mut b, session_id);
     put_u16(&mut b, suite);
@@ -294,7 +295,7 @@ pub(crate) mod tests {
 
     #[test]
     fn session_id_peek_and_truncation() {
-        let body = encode_client_hello(&[1; 32], &[0xaa; 32], &[0xa9, 0xa8]);
+        let body = encode_client_hello(DTLS1_2, &[1; 32], &[0xaa; 32], &[0xa9, 0xa8]);
         let mut d = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0];
         let m = encode_message(msg::CLIENT_HELLO, 0, &body);
         d.extend_from_slice(&(m.len() as u16).to_be_bytes());
@@ -315,7 +316,7 @@ pub(crate) mod tests {
     #[test]
     fn server_hello_round_trip() {
         for ri in [false, true] {
-            let b = encode_server_hello(&[3; 32], &[4; 32], 0xa9, ri);
+            let b = encode_server_hello(DTLS1_2, &[3; 32], &[4; 32], 0xa9, ri);
             let sh = parse_server_hello(&b).unwrap();
             assert_eq!((sh.version, sh.random, sh.session_id, sh.suite), (DTLS1_2, [3; 32], &[4u8; 32][..], 0xa9));
         }

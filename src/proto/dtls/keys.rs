@@ -1,11 +1,12 @@
-//! Key schedule of (D)TLS 1.2 and the per-direction AEAD record keys.
+//! Key schedule and the per-direction record keys.
 //!
 //! premaster → master secret → key block (RFC 5246 §8.1, §6.3), Finished
-//! `verify_data` (§7.4.9), all through the TLS 1.2 PRF (§5).
+//! `verify_data` (§7.4.9), all through the suite's PRF ([`prf`]).
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey};
-use aws_lc_rs::{digest, hmac};
 
+use super::cbc::CbcKey;
+use super::prf::{handshake_hash, prf};
 use super::suite::{CipherSuite, PrfHash};
 
 pub(crate) const MASTER_SECRET_LEN: usize = 48; // RFC 5246 §8.1
@@ -13,34 +14,6 @@ pub(crate) const VERIFY_DATA_LEN: usize = 12; // RFC 5246 §7.4.9
 /// Additional data of an AEAD record: seq_num(8) + type + version + length
 /// (RFC 5246 §6.2.3.3; in DTLS seq_num is epoch‖sequence, RFC 6347 §4.1.2.1).
 pub(crate) const AAD_LEN: usize = 13;
-
-/// `PRF(secret, label, seed)` = `P_<hash>(secret, label ‖ seed)` (RFC 5246 §5),
-/// filling `out`. `seeds` are concatenated, so callers need not allocate.
-pub(crate) fn prf(hash: PrfHash, secret: &[u8], label: &[u8], seeds: &[&[u8]], out: &mut [u8]) {
-    let key = hmac::Key::new(hash.hmac(), secret);
-    // A(1) = HMAC(secret, label ‖ seed)
-    let mut ctx = hmac::Context::with_key(&key);
-    ctx.update(label);
-    for s in seeds {
-        ctx.update(s);
-    }
-    let mut a = ctx.sign();
-    let mut filled = 0;
-    while filled < out.len() {
-        let mut ctx = hmac::Context::with_key(&key);
-        ctx.update(a.as_ref());
-        ctx.update(label);
-        for s in seeds {
-            ctx.update(s);
-        }
-        let block = ctx.sign();
-        let n = block.as_ref().len().min(out.len() - filled);
-        out[filled..filled + n].copy_from_slice(&block.as_ref()[..n]);
-        filled += n;
-        // A(i+1) = HMAC(secret, A(i))
-        a = hmac::sign(&key, a.as_ref());
-    }
-}
 
 /// Plain-PSK premaster secret: `u16 N ‖ N zero bytes ‖ u16 N ‖ psk`
 /// (RFC 4279 §2), N = 32 for the OpenConnect PSK (protocol notes §5.1).
@@ -72,7 +45,8 @@ pub(crate) enum Side {
     Server,
 }
 
-/// `verify_data = PRF(master, finished_label, Hash(handshake_messages))[..12]`.
+/// `verify_data = PRF(master, finished_label, Hash(handshake_messages))[..12]`
+/// (RFC 5246 §7.4.9; TLS 1.0's hash is MD5 ‖ SHA-1, RFC 4346 §7.4.9).
 pub(crate) fn verify_data(
     hash: PrfHash,
     master: &[u8; MASTER_SECRET_LEN],
@@ -83,9 +57,9 @@ pub(crate) fn verify_data(
         Side::Client => b"client finished",
         Side::Server => b"server finished",
     };
-    let h = digest::digest(hash.digest(), transcript);
+    let (h, n) = handshake_hash(hash, transcript);
     let mut out = [0u8; VERIFY_DATA_LEN];
-    prf(hash, master, label, &[h.as_ref()], &mut out);
+    prf(hash, master, label, &[&h[..n]], &mut out);
     out
 }
 
@@ -96,39 +70,66 @@ pub(crate) struct KeyPair {
 }
 
 /// Cuts the key block `PRF(master, "key expansion", server_random ‖
-/// client_random)` into client/server write keys and IVs (RFC 5246 §6.3;
-/// AEAD suites have no MAC keys).
+/// client_random)` into client/server MAC keys (CBC only), write keys and
+/// fixed IVs (AEAD only), in that order (RFC 5246 §6.3).
 pub(crate) fn derive_keys(
     suite: CipherSuite,
     master: &[u8; MASTER_SECRET_LEN],
     client_random: &[u8; 32],
     server_random: &[u8; 32],
 ) -> KeyPair {
-    let (k, iv) = (suite.key_len(), suite.fixed_iv_len());
-    let mut block = [0u8; 2 * (32 + 12)];
-    let block = &mut block[..2 * (k + iv)];
+    let (m, k, iv) = (suite.mac_key_len(), suite.key_len(), suite.fixed_iv_len());
+    let mut block = [0u8; 2 * (20 + 32 + 12)];
+    let block = &mut block[..2 * (m + k + iv)];
     prf(suite.prf_hash(), master, b"key expansion", &[server_random, client_random], block);
-    let (client_key, rest) = block.split_at(k);
+    let (client_mac, rest) = block.split_at(m);
+    let (server_mac, rest) = rest.split_at(m);
+    let (client_key, rest) = rest.split_at(k);
     let (server_key, rest) = rest.split_at(k);
     let (client_iv, server_iv) = rest.split_at(iv);
-    KeyPair {
-        client_write: RecordKey::new(suite, client_key, client_iv),
-        server_write: RecordKey::new(suite, server_key, server_iv),
+    if suite.is_cbc() {
+        KeyPair {
+            client_write: RecordKey::Cbc(Box::new(CbcKey::new(suite, client_key, client_mac)), suite),
+            server_write: RecordKey::Cbc(Box::new(CbcKey::new(suite, server_key, server_mac)), suite),
+        }
+    } else {
+        KeyPair {
+            client_write: RecordKey::Aead(AeadKey::new(suite, client_key, client_iv)),
+            server_write: RecordKey::Aead(AeadKey::new(suite, server_key, server_iv)),
+        }
+    }
+}
+
+/// One direction's record protection. The CBC keys (two AES schedules and
+/// an HMAC key, ~2 KiB) are boxed so the AEAD ones stay small.
+pub(crate) enum RecordKey {
+    Aead(AeadKey),
+    Cbc(Box<CbcKey>, CipherSuite),
+}
+
+impl RecordKey {
+    pub(crate) fn suite(&self) -> CipherSuite {
+        match self {
+            Self::Aead(k) => k.suite,
+            Self::Cbc(_, s) => *s,
+        }
     }
 }
 
 /// One direction's AEAD key plus its fixed IV.
-pub(crate) struct RecordKey {
+pub(crate) struct AeadKey {
     key: LessSafeKey,
     /// GCM: the 4-byte salt then zeros; ChaCha20-Poly1305: the 12-byte IV.
     iv: [u8; 12],
     suite: CipherSuite,
 }
 
-impl RecordKey {
+impl AeadKey {
+    /// `suite` must be an AEAD suite; lengths come from the suite table, so
+    /// this cannot fail.
     pub(crate) fn new(suite: CipherSuite, key: &[u8], iv: &[u8]) -> Self {
-        // Lengths come from the suite table, so this cannot fail.
-        let key = UnboundKey::new(suite.aead(), key).expect("key length matches the suite");
+        let alg = suite.aead().expect("an AEAD suite");
+        let key = UnboundKey::new(alg, key).expect("key length matches the suite");
         let mut fixed = [0u8; 12];
         fixed[..iv.len()].copy_from_slice(iv);
         Self { key: LessSafeKey::new(key), iv: fixed, suite }
@@ -177,47 +178,6 @@ mod tests {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
-    /// The widely published TLS 1.2 PRF vectors (SHA-256, 100 bytes; SHA-384,
-    /// 148 bytes), re-checked with Python's hmac module before use.
-    #[test]
-    fn prf_vectors() {
-        let mut out = [0u8; 100];
-        prf(
-            PrfHash::Sha256,
-            &hex("9b be 43 6b a9 40 f0 17 b1 76 52 84 9a 71 db 35"),
-            b"test label",
-            &[&hex("a0 ba 9f 93 6c da 31 18 27 a6 f7 96 ff d5 19 8c")],
-            &mut out,
-        );
-        let want =
-            hex("e3f229ba727be17b8d122620557cd453c2aab21d07c3d495329b52d4e61edb5a6b301791e90d35c9c9a46b4e14baf9af0fa0\
-             22f7077def17abfd3797c0564bab4fbc91666e9def9b97fce34f796789baa48082d122ee42c5a72e5a5110fff70187347b66");
-        assert_eq!(out[..], want[..]);
-
-        let mut out = [0u8; 148];
-        prf(
-            PrfHash::Sha384,
-            &hex("b8 0b 73 3d 6c ee fc dc 71 56 6e a4 8e 55 67 df"),
-            b"test label",
-            &[&hex("cd 66 5c f6 a8 44 7d d6 ff 8b 27 55 5e db 74 65")],
-            &mut out,
-        );
-        let want = hex(
-            "7b0c18e9ced410ed1804f2cfa34a336a1c14dffb4900bb5fd7942107e81c83cde9ca0faa60be9fe34f82b1233c9146a0e534cb40\
-             0fed2700884f9dc236f80edd8bfa961144c9e8d792eca722a7b32fc3d416d473ebc2c5fd4abfdad05d9184259b5bf8cd4d90fa0d\
-             31e2dec479e4f1a26066f2eea9a69236a3e52655c9e9aee691c8f3a26854308d5eaa3be85e0990703d73e56f",
-        );
-        assert_eq!(out[..], want[..]);
-    }
-
-    #[test]
-    fn seeds_concatenate() {
-        let (mut a, mut b) = ([0u8; 40], [0u8; 40]);
-        prf(PrfHash::Sha256, b"k", b"lbl", &[b"ab", b"cd"], &mut a);
-        prf(PrfHash::Sha256, b"k", b"lbl", &[b"abcd"], &mut b);
-        assert_eq!(a, b);
-    }
-
     #[test]
     fn premaster_layout() {
         let pm = psk_premaster(&[7; 32]);
@@ -231,7 +191,7 @@ mod tests {
     /// Python `cryptography`'s AESGCM (ciphertext ‖ tag printed below).
     #[test]
     fn gcm_matches_independent_implementation() {
-        let key = RecordKey::new(CipherSuite::PskAes128GcmSha256, &[0x11; 16], &[1, 2, 3, 4]);
+        let key = AeadKey::new(CipherSuite::PskAes128GcmSha256, &[0x11; 16], &[1, 2, 3, 4]);
         let explicit = [0, 1, 0, 0, 0, 0, 0, 5];
         let aad = [0, 1, 0, 0, 0, 0, 0, 5, 23, 0xfe, 0xfd, 0, 5];
         let mut buf = *b"hello";
@@ -247,7 +207,7 @@ mod tests {
     #[test]
     fn chacha_matches_independent_implementation() {
         let iv: Vec<u8> = (0..12).collect();
-        let key = RecordKey::new(CipherSuite::PskChacha20Poly1305Sha256, &[0x22; 32], &iv);
+        let key = AeadKey::new(CipherSuite::PskChacha20Poly1305Sha256, &[0x22; 32], &iv);
         let explicit = [0, 1, 0, 0, 0, 0, 0, 5];
         let aad = [0, 1, 0, 0, 0, 0, 0, 5, 23, 0xfe, 0xfd, 0, 5];
         let mut buf = *b"hello";
@@ -257,6 +217,37 @@ mod tests {
         assert_eq!(got, hex(CHACHA_VECTOR));
         got[0] ^= 1;
         assert!(!key.open(explicit, aad, &mut got));
+    }
+
+    /// The CBC key block is MAC keys, then keys, and no IVs (RFC 5246 §6.3,
+    /// RFC 4346 §6.3): each key matches the slice of a PRF output computed
+    /// here with the same inputs.
+    #[test]
+    fn cbc_key_block_layout() {
+        let (master, cr, sr) = ([0x33; 48], [1; 32], [2; 32]);
+        for (suite, k) in [(CipherSuite::RsaAes128CbcSha, 16), (CipherSuite::RsaAes256CbcSha, 32)] {
+            let mut block = [0u8; 104];
+            prf(PrfHash::Md5Sha1, &master, b"key expansion", &[&sr, &cr], &mut block);
+            let keys = derive_keys(suite, &master, &cr, &sr);
+            let (RecordKey::Cbc(c, s1), RecordKey::Cbc(s, s2)) = (&keys.client_write, &keys.server_write) else {
+                panic!("CBC keys")
+            };
+            assert_eq!((*s1, *s2), (suite, suite));
+            let want_c = CbcKey::new(suite, &block[40..40 + k], &block[..20]);
+            let want_s = CbcKey::new(suite, &block[40 + k..40 + 2 * k], &block[20..40]);
+            // Equal keys seal identically under the same (random) IV: check by
+            // opening each other's records.
+            let (c, s): (&CbcKey, &CbcKey) = (c, s);
+            for (a, b) in [(c, &want_c), (s, &want_s), (&want_c, c)] {
+                let mut frag = [0u8; 64];
+                frag[16..21].copy_from_slice(b"hello");
+                let n = a.seal([0; 8], 23, 0x0100, &mut frag, 5);
+                assert_eq!(b.open([0; 8], 23, 0x0100, &mut frag[..n]), Some(16..21));
+            }
+            let mut frag = [0u8; 64];
+            let n = c.seal([0; 8], 23, 0x0100, &mut frag, 5);
+            assert_eq!(want_s.open([0; 8], 23, 0x0100, &mut frag[..n]), None);
+        }
     }
 
     const GCM_VECTOR: &str = "7181c1e2d494467061698a5a8a82160a1d46ea56eb";

@@ -1,8 +1,16 @@
 //! Sans-IO DTLS 1.2 (RFC 6347) for the OpenConnect UDP channel (protocol
 //! notes §5): the PSK-NEGOTIATE full handshake, the legacy abbreviated
-//! handshake that resumes a session from `X-DTLS-Master-Secret`, and an AEAD
+//! handshake that resumes a session from `X-DTLS-Master-Secret`, and a
 //! record layer that decrypts and seals in place. Server and client sides;
 //! the client drives the server in tests and load generators.
+//!
+//! **DTLS 0.9.** The legacy resumption with `AES128-SHA`/`AES256-SHA`
+//! ([`CipherSuite::RsaAes128CbcSha`], [`CipherSuite::RsaAes256CbcSha`])
+//! runs over the pre-RFC OpenSSL DTLS that Cisco clients and openconnect
+//! use for those names (version 0x0100, "DTLS1_BAD_VER"): TLS 1.0 PRF,
+//! handshake bodies hashed without headers, a 3-byte ChangeCipherSpec that
+//! takes a message_seq, and TLS 1.1 CBC records (explicit IV, HMAC-SHA1,
+//! checked in constant time). A CBC suite means DTLS 0.9 and nothing else.
 //!
 //! No socket, no clock: every entry point takes `now`. After any `handle_*`
 //! call, drain `poll_transmit` (until `None`), then `poll_event`, then
@@ -19,10 +27,9 @@
 //! authentication, replays and other noise are dropped and counted in
 //! [`DtlsCounters`] (style.md §6).
 //!
-//! **Not supported** (the client falls back to CSTP): DTLS 1.0 and the
-//! pre-RFC DTLS 0.9 of old Cisco clients (its TLS 1.0 PRF needs MD5, which
-//! aws-lc-rs lacks; [`is_client_hello`] still recognises its ClientHello for
-//! routing), CBC suites, renegotiation (ignored), certificates. We never send
+//! **Not supported** (the client falls back to CSTP): DTLS 1.0, DTLS 0.9
+//! other than the CBC resumption (no 3DES, no full handshake), CBC over
+//! DTLS 1.2, renegotiation (ignored), certificates. We never send
 //! HelloVerifyRequest: only ClientHellos naming a live App-ID get a server,
 //! which is the caller's routing job (protocol notes §5.2). A ClientHello
 //! that arrives after the handshake is ignored here; the caller decides
@@ -30,12 +37,14 @@
 //!
 //! [`cstp::FrameType`]: crate::proto::cstp::FrameType
 
+mod cbc;
 mod client;
 mod codec;
 mod conn;
 mod flight;
 mod handshake;
 mod keys;
+mod prf;
 mod reassembly;
 mod record;
 mod replay;
@@ -54,11 +63,12 @@ pub use record::{
 pub use server::DtlsServer;
 pub use suite::{CipherSuite, PrfHash};
 
-/// AEAD tag length of every supported suite.
+/// AEAD tag length of every AEAD suite.
 pub const TAG_LEN: usize = 16;
-/// Smallest handshake datagram we will build: header, AEAD overhead,
-/// handshake header and at least a few body bytes per fragment.
-pub const MIN_MTU: usize = 64;
+/// Smallest handshake datagram we will build: header, record protection
+/// (CBC's is the bulkiest), handshake header and at least a byte of body
+/// per fragment.
+pub const MIN_MTU: usize = 80;
 const _: () = assert!(MIN_MTU >= flight::MIN_DATAGRAM);
 
 /// Settings shared by server and client.
@@ -152,7 +162,7 @@ pub struct DtlsCounters {
     pub bad_version: u64,
     /// Records of an epoch we cannot (yet, or any longer) read.
     pub wrong_epoch: u64,
-    /// Records that failed AEAD authentication.
+    /// Records that failed authentication (AEAD tag, or CBC padding and MAC).
     pub auth_failed: u64,
     /// Duplicates inside the replay window.
     pub replayed: u64,
@@ -190,7 +200,7 @@ pub enum DtlsError {
     Inappropriate { expected: &'static str, got: &'static str },
     #[error("malformed {0}")]
     Decode(&'static str),
-    #[error("peer wants DTLS version {0:#06x}; only DTLS 1.2 (0xfefd) is served")]
+    #[error("peer wants DTLS version {0:#06x}; served: DTLS 1.2 (0xfefd), or 0.9 (0x0100) to resume CBC")]
     ProtocolVersion(u16),
     #[error("no cipher suite in common")]
     NoCommonSuite,

@@ -108,6 +108,14 @@ impl Reassembler {
         Insert::Stored
     }
 
+    /// Moves past one message_seq without a message (DTLS 0.9's CCS takes
+    /// one); anything buffered under it is dropped.
+    pub(crate) fn skip_one(&mut self) {
+        let skipped = self.next_seq;
+        self.pending.retain(|p| p.seq != skipped);
+        self.next_seq = skipped.saturating_add(1);
+    }
+
     /// The next message in sequence, once all its bytes are in.
     pub(crate) fn pop(&mut self) -> Option<Message> {
         let i = self.pending.iter().position(|p| p.seq == self.next_seq && p.is_complete())?;
@@ -152,6 +160,20 @@ mod tests {
         let m = r.pop().unwrap();
         assert_eq!((m.seq, m.body.len()), (1, 0));
         assert_eq!(r.next_seq(), 2);
+    }
+
+    #[test]
+    fn skip_one_moves_past_a_seq() {
+        let mut r = Reassembler::new();
+        assert_eq!(r.insert(&frag(0, 1, 0, b"a"), true), Insert::Stored);
+        assert_eq!(r.pop().unwrap().seq, 0);
+        // Something under the skipped seq is forgotten; the next one is kept.
+        assert_eq!(r.insert(&frag(1, 1, 0, b"x"), true), Insert::Stored);
+        assert_eq!(r.insert(&frag(2, 1, 0, b"b"), true), Insert::Stored);
+        r.skip_one();
+        assert_eq!(r.next_seq(), 2);
+        assert_eq!(r.pop().unwrap().body, b"b");
+        assert_eq!(r.insert(&frag(1, 1, 0, b"x"), true), Insert::Old { seq: 1, is_last: true });
     }
 
     #[test]

@@ -1,21 +1,26 @@
-//! DTLS record header (RFC 6347 §4.1) and AEAD record protection
-//! (RFC 5288 §3 for GCM, RFC 7905 §2 for ChaCha20-Poly1305), in place.
+//! DTLS record header (RFC 6347 §4.1) and record protection, in place:
+//! AEAD (RFC 5288 §3 for GCM, RFC 7905 §2 for ChaCha20-Poly1305) or the
+//! CBC of DTLS 0.9 ([`cbc`](super::cbc)).
 
 use std::ops::Range;
 
 use super::codec::{u48_bytes, Reader};
-use super::keys::{RecordKey, AAD_LEN};
+use super::keys::{AeadKey, RecordKey, AAD_LEN};
+use super::suite::{CBC_BLOCK, CBC_MAC_LEN};
 use super::TAG_LEN;
 
 /// type(1) version(2) epoch(2) sequence_number(6) length(2) (RFC 6347 §4.1).
 pub const HEADER_LEN: usize = 13;
 /// Bytes a caller leaves before the payload for [`seal_in_place`]: the record
-/// header plus the largest explicit nonce (8, RFC 5288 §3).
+/// header plus the largest explicit nonce or IV (16, the CBC explicit IV of
+/// RFC 4346 §6.2.3.2; GCM's is 8, RFC 5288 §3).
 ///
 /// [`seal_in_place`]: super::DtlsServer::seal_in_place
-pub const HEADROOM: usize = HEADER_LEN + 8;
-/// Bytes a caller leaves after the payload for the AEAD tag.
-pub const TAILROOM: usize = TAG_LEN;
+pub const HEADROOM: usize = HEADER_LEN + CBC_BLOCK;
+/// Bytes a caller leaves after the payload: the largest of the AEAD tag
+/// (16) and CBC's MAC plus padding (20 + up to 16, RFC 5246 §6.2.3.2).
+pub const TAILROOM: usize = CBC_MAC_LEN + CBC_BLOCK;
+const _: () = assert!(TAILROOM >= TAG_LEN);
 /// Largest plaintext in one record: 2^14 (RFC 5246 §6.2.1).
 pub const MAX_PLAINTEXT: usize = 1 << 14;
 /// Largest ciphertext fragment accepted: 2^14 + 2048 (RFC 5246 §6.2.3).
@@ -28,7 +33,8 @@ pub const DTLS1_2: u16 = 0xFEFD;
 /// DTLS 1.0 (RFC 4347): clients may use it as the record version of their
 /// first ClientHello.
 pub const DTLS1_0: u16 = 0xFEFF;
-/// Pre-RFC OpenSSL DTLS ("DTLS1_BAD_VER", protocol notes §5.3); not served.
+/// Pre-RFC OpenSSL DTLS ("DTLS1_BAD_VER", protocol notes §5.3): served only
+/// for the legacy resumption with a CBC suite.
 pub const DTLS0_9: u16 = 0x0100;
 
 /// Record content types (RFC 5246 §6.2.1).
@@ -97,9 +103,9 @@ pub(crate) fn seq_num(epoch: u16, seq: u64) -> [u8; 8] {
     [e[0], e[1], s[0], s[1], s[2], s[3], s[4], s[5]]
 }
 
-pub(crate) fn write_header(out: &mut [u8], content_type: u8, epoch: u16, seq: u64, len: usize) {
+pub(crate) fn write_header(out: &mut [u8], content_type: u8, version: u16, epoch: u16, seq: u64, len: usize) {
     out[0] = content_type;
-    out[1..3].copy_from_slice(&DTLS1_2.to_be_bytes());
+    out[1..3].copy_from_slice(&version.to_be_bytes());
     out[3..11].copy_from_slice(&seq_num(epoch, seq));
     // Callers bound `len` by MAX_FRAGMENT.
     out[11..13].copy_from_slice(&(len as u16).to_be_bytes());
@@ -124,24 +130,39 @@ pub(crate) fn payload_offset(key: Option<&RecordKey>) -> usize {
     HEADER_LEN + key.map_or(0, explicit_len)
 }
 
+/// Whole length of a record with `plain_len` bytes of plaintext.
+pub(crate) fn record_len(key: Option<&RecordKey>, plain_len: usize) -> usize {
+    HEADER_LEN + key.map_or(plain_len, |k| k.suite().sealed_len(plain_len))
+}
+
+/// Most plaintext a record of at most `room` bytes can carry.
+pub(crate) fn max_plain(key: Option<&RecordKey>, room: usize) -> Option<usize> {
+    let frag = room.checked_sub(HEADER_LEN)?;
+    match key {
+        None => Some(frag),
+        Some(k) => k.suite().max_plain(frag),
+    }
+}
+
 /// Completes a record whose plaintext is already at `payload_offset(key)`:
 /// writes the header, and seals when `key` is given. `None` if `out` is short.
 pub(crate) fn finish(
     out: &mut [u8],
     content_type: u8,
+    version: u16,
     epoch: u16,
     seq: u64,
     key: Option<&RecordKey>,
     plain_len: usize,
 ) -> Option<usize> {
     match key {
-        Some(k) => seal(k, content_type, epoch, seq, out, plain_len),
+        Some(k) => seal(k, content_type, version, epoch, seq, out, plain_len),
         None => {
             let total = HEADER_LEN + plain_len;
             if out.len() < total || plain_len > MAX_PLAINTEXT {
                 return None;
             }
-            write_header(out, content_type, epoch, seq, plain_len);
+            write_header(out, content_type, version, epoch, seq, plain_len);
             Some(total)
         }
     }
@@ -149,37 +170,50 @@ pub(crate) fn finish(
 
 /// Seals one record in place. `rec` starts where the header goes; the
 /// plaintext is already at `rec[HEADER_LEN + explicit_len ..][..plain_len]`
-/// and `TAG_LEN` writable bytes follow it. Returns the record's length, or
-/// `None` if `rec` is too short (callers check first).
+/// and room for the tag (or MAC and padding) follows it. Returns the
+/// record's length, or `None` if `rec` is too short (callers check first).
 pub(crate) fn seal(
     key: &RecordKey,
     content_type: u8,
+    version: u16,
     epoch: u16,
     seq: u64,
     rec: &mut [u8],
     plain_len: usize,
 ) -> Option<usize> {
-    let x = explicit_len(key);
-    let total = HEADER_LEN + x + plain_len + TAG_LEN;
+    let total = record_len(Some(key), plain_len);
     if rec.len() < total || plain_len > MAX_PLAINTEXT {
         return None;
     }
     let sn = seq_num(epoch, seq);
-    write_header(rec, content_type, epoch, seq, total - HEADER_LEN);
+    write_header(rec, content_type, version, epoch, seq, total - HEADER_LEN);
+    match key {
+        RecordKey::Aead(k) => seal_aead(k, content_type, version, sn, &mut rec[..total], plain_len),
+        RecordKey::Cbc(k, _) => {
+            k.seal(sn, content_type, version, &mut rec[HEADER_LEN..total], plain_len);
+        }
+    }
+    Some(total)
+}
+
+fn seal_aead(key: &AeadKey, content_type: u8, version: u16, sn: [u8; 8], rec: &mut [u8], plain_len: usize) {
+    let x = key.suite().explicit_nonce_len();
     // We use epoch‖seq as the GCM explicit nonce: unique per key by construction.
     rec[HEADER_LEN..HEADER_LEN + x].copy_from_slice(&sn[..x]);
-    let body = &mut rec[HEADER_LEN + x..total];
-    let (plain, tag_out) = body.split_at_mut(plain_len);
-    let tag = key.seal(sn, aad(sn, content_type, DTLS1_2, plain_len), plain);
+    let (plain, tag_out) = rec[HEADER_LEN + x..].split_at_mut(plain_len);
+    let tag = key.seal(sn, aad(sn, content_type, version, plain_len), plain);
     tag_out.copy_from_slice(tag.as_ref());
-    Some(total)
 }
 
 /// Opens one record in place. `body` is the record's fragment (after the
 /// header). Returns where the plaintext is inside `body`, or `None` when
 /// the record is too short or fails authentication.
 pub(crate) fn open(key: &RecordKey, hdr: &RecordHeader, body: &mut [u8]) -> Option<Range<usize>> {
-    let x = explicit_len(key);
+    let key = match key {
+        RecordKey::Aead(k) => k,
+        RecordKey::Cbc(k, _) => return k.open(hdr.seq_num(), hdr.content_type, hdr.version, body),
+    };
+    let x = key.suite().explicit_nonce_len();
     let plain_len = body.len().checked_sub(x + TAG_LEN)?;
     if plain_len > MAX_PLAINTEXT {
         return None;
@@ -198,6 +232,7 @@ pub(crate) fn open(key: &RecordKey, hdr: &RecordHeader, body: &mut [u8]) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::dtls::keys::derive_keys;
     use crate::proto::dtls::CipherSuite;
 
     #[test]
@@ -236,26 +271,41 @@ mod tests {
     #[test]
     fn seal_open_round_trip_all_suites() {
         for suite in CipherSuite::ALL {
-            let key = RecordKey::new(suite, &[5u8; 32][..suite.key_len()], &[9u8; 12][..suite.fixed_iv_len()]);
+            let keys = derive_keys(suite, &[5; 48], &[1; 32], &[2; 32]);
+            let (key, other) = (&keys.client_write, &keys.server_write);
+            let v = suite.version();
             let x = suite.explicit_nonce_len();
-            let mut rec = vec![0u8; HEADER_LEN + x + 100 + TAG_LEN];
-            rec[HEADER_LEN + x..][..100].fill(0xab);
-            let n = seal(&key, content::APPLICATION_DATA, 1, 42, &mut rec, 100).unwrap();
-            assert_eq!(n, rec.len());
-            let h = RecordHeader::parse(&rec).unwrap();
-            assert_eq!((h.epoch, h.seq, h.total_len()), (1, 42, n));
-            let mut tampered = rec.clone();
-            let pt = open(&key, &h, &mut rec[HEADER_LEN..]).unwrap();
-            assert!(rec[HEADER_LEN..][pt].iter().all(|&b| b == 0xab));
-            // Any flipped bit, header included, fails authentication.
-            for i in [1, 4, 10, HEADER_LEN + 2, n - 1] {
-                tampered[i] ^= 0x40;
-                let h2 = RecordHeader::parse(&tampered).unwrap();
-                assert!(open(&key, &h2, &mut tampered.clone()[HEADER_LEN..]).is_none(), "{suite} byte {i}");
-                tampered[i] ^= 0x40;
+            for len in (0..40).chain([100, 1400]) {
+                let n = record_len(Some(key), len);
+                assert!(n - HEADER_LEN - len <= suite.record_overhead(), "{suite} {len}");
+                // max_plain inverts record_len: CBC rounds up to whole blocks.
+                let most = max_plain(Some(key), n).unwrap();
+                assert!(most >= len && record_len(Some(key), most) == n, "{suite} {len}");
+                assert!(suite.is_cbc() || most == len);
+                assert!(max_plain(Some(key), n - 1).is_none_or(|m| m < len));
+                let mut rec = vec![0u8; n];
+                rec[HEADER_LEN + x..][..len].fill(0xab);
+                assert_eq!(seal(key, content::APPLICATION_DATA, v, 1, 42, &mut rec, len), Some(n));
+                let h = RecordHeader::parse(&rec).unwrap();
+                assert_eq!((h.version, h.epoch, h.seq, h.total_len()), (v, 1, 42, n));
+                let mut tampered = rec.clone();
+                assert!(open(other, &h, &mut rec.clone()[HEADER_LEN..]).is_none(), "{suite}: other direction's key");
+                let pt = open(key, &h, &mut rec[HEADER_LEN..]).unwrap();
+                assert_eq!(pt.len(), len);
+                assert!(rec[HEADER_LEN..][pt].iter().all(|&b| b == 0xab));
+                // Any flipped bit, header included, fails authentication.
+                for i in [1, 2, 4, 10, HEADER_LEN + 2, n - 1] {
+                    tampered[i] ^= 0x40;
+                    let h2 = RecordHeader::parse(&tampered).unwrap();
+                    assert!(open(key, &h2, &mut tampered.clone()[HEADER_LEN..]).is_none(), "{suite} byte {i}");
+                    tampered[i] ^= 0x40;
+                }
+                assert!(seal(key, 23, v, 1, 43, &mut rec[..n - 1], len).is_none());
             }
-            assert!(seal(&key, 23, 1, 43, &mut rec[..n - 1], 100).is_none());
-            assert!(open(&key, &h, &mut [0u8; 23][..x + TAG_LEN - 1]).is_none());
+            let h = RecordHeader { content_type: 23, version: v, epoch: 1, seq: 0, len: 0 };
+            for short in [0, x + TAG_LEN - 1, 47] {
+                assert!(open(key, &h, &mut vec![0u8; short]).is_none(), "{suite} {short}");
+            }
         }
     }
 }

@@ -51,8 +51,8 @@ enum State {
     Closed,
 }
 
-/// A DTLS 1.2 server for one client. See the [module docs](super) for the
-/// calling convention.
+/// A DTLS server for one client (DTLS 1.2, or 0.9 for a CBC resumption).
+/// See the [module docs](super) for the calling convention.
 pub struct DtlsServer {
     conn: Conn,
     state: State,
@@ -62,9 +62,14 @@ pub(super) fn decode(Short(what): Short) -> DtlsError {
     DtlsError::Decode(what)
 }
 
-/// DTLS versions count down: 1.0 = 0xFEFF, 1.2 = 0xFEFD. We speak 1.2 only.
-fn check_version(v: u16) -> Result<(), DtlsError> {
-    if v >> 8 == 0xFE && v <= DTLS1_2 {
+/// DTLS versions count down: 1.0 = 0xFEFF, 1.2 = 0xFEFD. A 1.2 server
+/// takes any client that can speak 1.2; DTLS 0.9 must be exactly that.
+fn check_version(ours: u16, v: u16) -> Result<(), DtlsError> {
+    let ok = match ours {
+        DTLS1_2 => v >> 8 == 0xFE && v <= DTLS1_2,
+        _ => v == ours,
+    };
+    if ok {
         Ok(())
     } else {
         Err(DtlsError::ProtocolVersion(v))
@@ -138,7 +143,7 @@ impl State {
 
 fn client_hello(setup: Setup, c: &mut Conn, now: Instant, m: Message) -> Result<State, DtlsError> {
     let ch = parse_client_hello(&m.body).map_err(decode)?;
-    check_version(ch.version)?;
+    check_version(c.version, ch.version)?;
     c.add_to_transcript(&m);
     c.peer_flight_done(m.seq);
     c.begin_flight();
@@ -148,7 +153,7 @@ fn client_hello(setup: Setup, c: &mut Conn, now: Instant, m: Message) -> Result<
             let suite = choose_suite(&c.cfg, &ch)?;
             // A fresh session id: echoing the App-ID would announce a resumption (§5.1 item 6).
             let sid = c.random32();
-            let sh = encode_server_hello(&server_random, &sid, suite.id(), ch.secure_renegotiation);
+            let sh = encode_server_hello(c.version, &server_random, &sid, suite.id(), ch.secure_renegotiation);
             c.push_message(msg::SERVER_HELLO, &sh);
             c.push_message(msg::SERVER_HELLO_DONE, &[]);
             c.send_flight(now, true);
@@ -161,7 +166,7 @@ fn client_hello(setup: Setup, c: &mut Conn, now: Instant, m: Message) -> Result<
             if !ch.suite_ids().any(|id| id == suite.id()) {
                 return Err(DtlsError::Resumption("the session's cipher suite is not offered"));
             }
-            let sh = encode_server_hello(&server_random, &session_id, suite.id(), ch.secure_renegotiation);
+            let sh = encode_server_hello(c.version, &server_random, &session_id, suite.id(), ch.secure_renegotiation);
             c.push_message(msg::SERVER_HELLO, &sh);
             let keys = derive_keys(suite, &master, &ch.random, &server_random);
             c.install_keys(keys.client_write, keys.server_write);
@@ -205,11 +210,13 @@ impl DtlsServer {
     /// A PSK-NEGOTIATE server; `psk` is the TLS exporter value of the CSTP
     /// connection (protocol notes §5.1 item 3).
     pub fn new_psk(psk: [u8; 32], cfg: &DtlsConfig, now: Instant) -> Self {
-        Self { conn: Conn::new(cfg, now), state: State::ExpectClientHello(Setup::Psk(psk)) }
+        Self { conn: Conn::new(cfg, now, DTLS1_2), state: State::ExpectClientHello(Setup::Psk(psk)) }
     }
 
     /// A legacy server that only resumes `session_id` with the client's
     /// `X-DTLS-Master-Secret` and the suite we told it (protocol notes §5.3).
+    /// The suite fixes the version: the CBC ones are served over DTLS 0.9
+    /// only, the others over DTLS 1.2 ([`CipherSuite::version`]).
     pub fn new_resume(
         session_id: [u8; 32],
         master: [u8; MASTER_SECRET_LEN],
@@ -218,7 +225,7 @@ impl DtlsServer {
         now: Instant,
     ) -> Self {
         let setup = Setup::Resume { session_id, master, suite };
-        Self { conn: Conn::new(cfg, now), state: State::ExpectClientHello(setup) }
+        Self { conn: Conn::new(cfg, now, suite.version()), state: State::ExpectClientHello(setup) }
     }
 
     /// Processes one received datagram; see [`Received`] for datagrams that
@@ -254,7 +261,8 @@ impl DtlsServer {
     /// Seals application data in place. `buf` holds [`HEADROOM`](super::HEADROOM)
     /// bytes, then the payload, then [`TAILROOM`](super::TAILROOM) bytes; the
     /// record ends up at the returned range of `buf` (it starts later than 0
-    /// for ChaCha20-Poly1305, which has no explicit nonce). No allocation.
+    /// for the AEADs, whose explicit nonce is shorter than CBC's IV, or
+    /// absent). No allocation.
     pub fn seal_in_place(&mut self, buf: &mut [u8], payload_len: usize) -> Result<Range<usize>, DtlsError> {
         self.conn.seal_in_place(buf, payload_len)
     }

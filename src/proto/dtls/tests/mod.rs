@@ -1,6 +1,7 @@
 //! Our client against our server on a virtual clock, over a [`Link`] that
 //! can drop, duplicate, hold back (reorder) and alter datagrams.
 
+mod dtls09;
 mod handshake;
 mod records;
 
@@ -10,6 +11,8 @@ use super::*;
 
 pub(super) const PSK: [u8; 32] = [0x42; 32];
 pub(super) const APP_ID: [u8; 32] = [0xA1; 32];
+pub(super) const SESSION_ID: [u8; 32] = [0x5E; 32];
+pub(super) const MASTER: [u8; 48] = [0x3C; 48];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Dir {
@@ -82,6 +85,15 @@ impl Pair {
         Self::new(
             |now| DtlsClient::new_psk(PSK, &APP_ID, ccfg, now).unwrap(),
             |now| DtlsServer::new_psk(PSK, scfg, now),
+        )
+    }
+
+    /// Legacy resumption of `suite` (DTLS 0.9 for the CBC suites).
+    pub(super) fn resume(suite: CipherSuite) -> Self {
+        let cfg = DtlsConfig::default();
+        Self::new(
+            |now| DtlsClient::new_resume(SESSION_ID, MASTER, suite, &cfg, now),
+            |now| DtlsServer::new_resume(SESSION_ID, MASTER, suite, &cfg, now),
         )
     }
 
@@ -220,7 +232,7 @@ impl Pair {
 
     /// Client → server and server → client application data, checked.
     pub(super) fn exchange(&mut self, payload: &[u8]) {
-        let mut out = vec![0u8; payload.len() + 64];
+        let mut out = vec![0u8; HEADROOM + payload.len() + TAILROOM];
         let n = self.client.seal(payload, &mut out).unwrap();
         self.deliver(Dir::ToServer, out[..n].to_vec());
         assert_eq!(self.server_rx.last().map(Vec::as_slice), Some(payload));

@@ -3,8 +3,11 @@
 
 use super::*;
 
-fn connected(suite: CipherSuite) -> Pair {
-    let mut p = Pair::psk(&cfg_with(&[suite]), &DtlsConfig::default());
+/// A connected pair: PSK-NEGOTIATE for the PSK suites, the legacy
+/// resumption (DTLS 0.9 for CBC) for the others.
+pub(super) fn connected(suite: CipherSuite) -> Pair {
+    let mut p =
+        if suite.is_psk() { Pair::psk(&cfg_with(&[suite]), &DtlsConfig::default()) } else { Pair::resume(suite) };
     p.drive();
     p.assert_connected(suite);
     p
@@ -19,14 +22,16 @@ fn seal_from_client(p: &mut Pair, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn seal_in_place_layout() {
-    for suite in [CipherSuite::PskAes128GcmSha256, CipherSuite::PskChacha20Poly1305Sha256] {
+    for suite in [CipherSuite::PskAes128GcmSha256, CipherSuite::PskChacha20Poly1305Sha256, CipherSuite::RsaAes256CbcSha]
+    {
         let mut p = connected(suite);
         let payload = [0x00, 0x45, 1, 2, 3];
         let mut buf = [0u8; HEADROOM + 5 + TAILROOM];
         buf[HEADROOM..HEADROOM + 5].copy_from_slice(&payload);
         let r = p.server.seal_in_place(&mut buf, 5).unwrap();
         let start = HEADROOM - HEADER_LEN - suite.explicit_nonce_len();
-        assert_eq!(r, start..buf.len());
+        assert_eq!(r, start..start + rec_len(suite, 5));
+        assert!(r.end <= buf.len());
         let mut rec = buf[r].to_vec();
         match p.client.handle_datagram(p.now, &mut rec) {
             Ok(Received::AppData { data, next }) => {
@@ -48,7 +53,12 @@ fn seal_in_place_layout() {
 }
 
 fn rec_len(suite: CipherSuite, payload: usize) -> usize {
-    HEADER_LEN + suite.record_overhead() + payload
+    if suite.is_cbc() {
+        // IV, then payload + MAC + padding (at least one byte) in whole blocks.
+        HEADER_LEN + 16 + (payload + 20 + 1).next_multiple_of(16)
+    } else {
+        HEADER_LEN + suite.record_overhead() + payload
+    }
 }
 
 #[test]
@@ -73,7 +83,8 @@ fn several_records_in_one_datagram() {
 
 #[test]
 fn tampered_record_is_dropped_and_counted() {
-    for suite in [CipherSuite::PskAes256GcmSha384, CipherSuite::PskChacha20Poly1305Sha256] {
+    for suite in [CipherSuite::PskAes256GcmSha384, CipherSuite::PskChacha20Poly1305Sha256, CipherSuite::RsaAes128CbcSha]
+    {
         let mut p = connected(suite);
         let good = seal_from_client(&mut p, b"\x00payload");
         for i in [3, 10, HEADER_LEN, good.len() - 1] {
@@ -142,7 +153,7 @@ fn close_notify_reaches_the_peer() {
     assert_eq!(p.client_events.last(), Some(&DtlsEvent::Closed { reason: CloseReason::Local }));
     assert_eq!(p.server_events.last(), Some(&DtlsEvent::Closed { reason: CloseReason::PeerClosed }));
     assert!(p.server.is_closed());
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; HEADROOM + 1 + TAILROOM];
     assert_eq!(p.server.seal(b"x", &mut buf), Err(DtlsError::Closed));
 }
 
@@ -203,13 +214,16 @@ fn mutated_datagrams_never_panic() {
 /// complete a handshake and deliver one record; also its seed corpus.
 pub(super) const HAPPY_PSK: &[u8] = &[0x80, 0, 1, 1, 1, 1, 5, 0, 1, 1, 1, 1, 5, 6, 10, 1];
 pub(super) const HAPPY_LEGACY: &[u8] = &[0x83, 0, 1, 1, 5, 0, 1, 1, 6, 10, 1];
+/// The same over DTLS 0.9 with AES-256-CBC.
+pub(super) const HAPPY_DTLS09: &[u8] = &[0x87, 0, 1, 1, 5, 0, 1, 1, 6, 10, 1];
 
 #[test]
 fn fuzz_entry_reaches_traffic_and_survives_mutations() {
     use crate::proto::fuzzing::dtls_server_script;
     assert_eq!(dtls_server_script(HAPPY_PSK), 1);
     assert_eq!(dtls_server_script(HAPPY_LEGACY), 1);
-    // Every PSK suite and MTU step, and both legacy suites.
+    assert_eq!(dtls_server_script(HAPPY_DTLS09), 1);
+    // Every PSK suite and MTU step, and all four legacy suites.
     for setup in 0..=255u8 {
         let mut s = HAPPY_PSK.to_vec();
         s[0] = setup;
@@ -220,7 +234,7 @@ fn fuzz_entry_reaches_traffic_and_survives_mutations() {
     }
     let mut rng = Rng(0x51_7cc1_b727_220a);
     for _ in 0..3000 {
-        let mut s = if rng.next() % 2 == 0 { HAPPY_PSK.to_vec() } else { HAPPY_LEGACY.to_vec() };
+        let mut s = [HAPPY_PSK, HAPPY_LEGACY, HAPPY_DTLS09][(rng.next() % 3) as usize].to_vec();
         for _ in 0..1 + rng.next() % 6 {
             let at = (rng.next() as usize) % (s.len() + 1);
             match rng.next() % 3 {

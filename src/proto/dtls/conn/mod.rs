@@ -1,6 +1,12 @@
-//! What server and client share: epochs and keys, the record loop of
-//! `handle_datagram`, flights and timers, alerts, events and counters. The
-//! role-specific state machines implement [`Machine`].
+//! What server and client share: epochs and keys, flights and timers,
+//! alerts, events and counters; the record loop of `handle_datagram` is in
+//! [`input`]. The role-specific state machines implement [`Machine`].
+//!
+//! The wire version is fixed per connection: DTLS 1.2, or DTLS 0.9 for the
+//! CBC resumption, whose differences from 1.2 are confined to here and the
+//! record layer (protocol notes §5.3).
+
+mod input;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -8,14 +14,13 @@ use std::time::Instant;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
-use super::codec::Reader;
 use super::flight::{Expiry, Flight};
-use super::handshake::{encode_message, parse_fragment};
+use super::handshake::{encode_message, HS_HEADER_LEN};
 use super::keys::RecordKey;
-use super::reassembly::{Insert, Message, Reassembler};
-use super::record::{self, content, RecordHeader, DTLS1_0, DTLS1_2, HEADER_LEN, MAX_PLAINTEXT, MAX_SEQ};
-use super::replay::{Reject, ReplayWindow};
-use super::{alert, CloseReason, DtlsConfig, DtlsCounters, DtlsError, DtlsEvent, Received, MIN_MTU, TAG_LEN};
+use super::reassembly::{Message, Reassembler};
+use super::record::{self, content, DTLS0_9, MAX_PLAINTEXT, MAX_SEQ};
+use super::replay::ReplayWindow;
+use super::{alert, CloseReason, DtlsConfig, DtlsCounters, DtlsError, DtlsEvent, MIN_MTU};
 
 /// A role's handshake state machine, fed whole messages in order.
 pub(crate) trait Machine {
@@ -30,6 +35,8 @@ pub(crate) trait Machine {
 
 pub(crate) struct Conn {
     pub(crate) cfg: DtlsConfig,
+    /// Record and hello version: `DTLS1_2` or `DTLS0_9`.
+    pub(crate) version: u16,
     rng: SystemRandom,
     read_epoch: u16,
     read_key: Option<RecordKey>,
@@ -39,7 +46,8 @@ pub(crate) struct Conn {
     write_epoch: u16,
     hs_in: Reassembler,
     out_msg_seq: u16,
-    /// Every handshake message so far, headers as if unfragmented (RFC 6347 §4.2.6).
+    /// Every handshake message so far, headers as if unfragmented (RFC 6347
+    /// §4.2.6); in DTLS 0.9 bodies only ([`Conn::hashes_headers`]).
     pub(crate) transcript: Vec<u8>,
     flight: Flight,
     /// message_seq of the last message of the peer's latest complete flight:
@@ -54,12 +62,13 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(cfg: &DtlsConfig, now: Instant) -> Self {
+    pub(crate) fn new(cfg: &DtlsConfig, now: Instant, version: u16) -> Self {
         let mut cfg = cfg.clone();
         cfg.mtu = cfg.mtu.max(MIN_MTU);
         Self {
             handshake_deadline: Some(now + cfg.handshake_timeout),
             cfg,
+            version,
             rng: SystemRandom::new(),
             read_epoch: 0,
             read_key: None,
@@ -87,10 +96,25 @@ impl Conn {
         r
     }
 
+    fn is_dtls0_9(&self) -> bool {
+        self.version == DTLS0_9
+    }
+
+    /// DTLS 0.9 hashes handshake bodies without any header: OpenSSL's
+    /// DTLS1_BAD_VER and GnuTLS's DTLS0_9 skip all 12 header bytes, not only
+    /// the DTLS fields (protocol notes §5.3 says less; checked against both).
+    fn hashes_headers(&self) -> bool {
+        !self.is_dtls0_9()
+    }
+
     // ---- used by the state machines ----
 
     pub(crate) fn add_to_transcript(&mut self, m: &Message) {
-        self.transcript.extend_from_slice(&encode_message(m.msg_type, m.seq, &m.body));
+        if self.hashes_headers() {
+            self.transcript.extend_from_slice(&encode_message(m.msg_type, m.seq, &m.body));
+        } else {
+            self.transcript.extend_from_slice(&m.body);
+        }
     }
 
     /// Starts our next flight (the previous one is acknowledged).
@@ -102,12 +126,19 @@ impl Conn {
     pub(crate) fn push_message(&mut self, msg_type: u8, body: &[u8]) {
         let m = encode_message(msg_type, self.out_msg_seq, body);
         self.out_msg_seq = self.out_msg_seq.wrapping_add(1);
-        self.transcript.extend_from_slice(&m);
+        let hashed = if self.hashes_headers() { &m[..] } else { &m[HS_HEADER_LEN..] };
+        self.transcript.extend_from_slice(hashed);
         self.flight.push_handshake(m);
     }
 
+    /// In DTLS 0.9 the ChangeCipherSpec carries, and uses up, the next
+    /// message_seq (OpenSSL DTLS1_BAD_VER, GnuTLS DTLS0_9).
     pub(crate) fn push_ccs(&mut self) {
-        self.flight.push_ccs();
+        let seq = self.is_dtls0_9().then_some(self.out_msg_seq);
+        if seq.is_some() {
+            self.out_msg_seq = self.out_msg_seq.wrapping_add(1);
+        }
+        self.flight.push_ccs(seq);
         self.write_epoch = 1;
     }
 
@@ -130,8 +161,14 @@ impl Conn {
         self.write_key = Some(write);
     }
 
+    /// The peer's CCS arrived: read epoch 1 from now on. A DTLS 0.9 CCS used
+    /// up a message_seq; like GnuTLS and OpenSSL we skip it without looking
+    /// at the number it carries (it is not authenticated anyway).
     pub(crate) fn activate_read(&mut self) {
         self.read_epoch = 1;
+        if self.is_dtls0_9() {
+            self.hs_in.skip_one();
+        }
     }
 
     pub(crate) fn set_connected(&mut self, suite: super::CipherSuite) {
@@ -214,9 +251,9 @@ impl Conn {
             let key = if self.write_epoch == 1 { self.write_key.as_ref() } else { None };
             let at = record::payload_offset(key);
             let seq = self.write_seq[usize::from(self.write_epoch)];
-            if out.len() >= at + 2 + TAG_LEN && seq <= MAX_SEQ {
+            if out.len() >= record::record_len(key, 2) && seq <= MAX_SEQ {
                 out[at..at + 2].copy_from_slice(&a);
-                let n = record::finish(out, content::ALERT, self.write_epoch, seq, key, 2)?;
+                let n = record::finish(out, content::ALERT, self.version, self.write_epoch, seq, key, 2)?;
                 self.write_seq[usize::from(self.write_epoch)] = seq + 1;
                 return Some(n);
             }
@@ -224,7 +261,7 @@ impl Conn {
         if self.closed {
             return None;
         }
-        let n = self.flight.write_datagram(out, self.write_key.as_ref(), &mut self.write_seq)?;
+        let n = self.flight.write_datagram(out, self.write_key.as_ref(), &mut self.write_seq, self.version)?;
         Some(n)
     }
 
@@ -250,170 +287,12 @@ impl Conn {
             self.fail(&e);
             return Err(e);
         }
-        // ChaCha20-Poly1305 has no explicit nonce: its record starts later.
+        // ChaCha20-Poly1305 has no explicit nonce, GCM a shorter one than
+        // CBC's IV: their records start later.
         let start = super::HEADROOM - record::payload_offset(Some(key));
-        let n = record::seal(key, content::APPLICATION_DATA, 1, seq, &mut buf[start..], payload_len)
+        let n = record::seal(key, content::APPLICATION_DATA, self.version, 1, seq, &mut buf[start..], payload_len)
             .ok_or(DtlsError::BufferTooSmall { need })?;
         self.write_seq[1] = seq + 1;
         Ok(start..start + n)
-    }
-
-    // ---- the record loop ----
-
-    pub(crate) fn handle_datagram<'a, M: Machine>(
-        &mut self,
-        m: &mut M,
-        now: Instant,
-        data: &'a mut [u8],
-    ) -> Result<Received<'a>, DtlsError> {
-        match self.records(m, now, data) {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                self.fail(&e);
-                Err(e)
-            }
-        }
-    }
-
-    fn records<'a, M: Machine>(
-        &mut self,
-        m: &mut M,
-        now: Instant,
-        data: &'a mut [u8],
-    ) -> Result<Received<'a>, DtlsError> {
-        let mut off = 0;
-        while off < data.len() && !self.closed {
-            let hdr = match RecordHeader::parse(&data[off..]) {
-                Ok(h) => h,
-                Err(_) => {
-                    // No length to skip by: the rest of the datagram is lost.
-                    self.counters.malformed += 1;
-                    break;
-                }
-            };
-            let start = off + HEADER_LEN;
-            off += hdr.total_len();
-            let Some(pt) = self.unprotect(&hdr, &mut data[start..off], m.expects_finished())? else { continue };
-            let pt = start + pt.start..start + pt.end;
-            match hdr.content_type {
-                content::APPLICATION_DATA if self.connected && hdr.epoch == 1 => {
-                    return Ok(Received::AppData { data: &mut data[pt], next: off });
-                }
-                content::HANDSHAKE => self.handshake_record(m, now, hdr.epoch, &data[pt])?,
-                content::CHANGE_CIPHER_SPEC if data[pt.clone()] == [1] => {
-                    if hdr.epoch == 0 && self.read_epoch == 0 {
-                        m.on_ccs(self)?;
-                    } else {
-                        self.counters.unexpected += 1;
-                    }
-                }
-                content::ALERT if pt.len() == 2 => self.alert_record([data[pt.start], data[pt.start + 1]]),
-                content::APPLICATION_DATA => self.counters.unexpected += 1,
-                _ => self.counters.malformed += 1,
-            }
-        }
-        Ok(Received::Done)
-    }
-
-    /// Version, epoch and replay checks, then decryption in place. `None`
-    /// means dropped (and counted); the range is the plaintext in `body`.
-    fn unprotect(
-        &mut self,
-        hdr: &RecordHeader,
-        body: &mut [u8],
-        strict: bool,
-    ) -> Result<Option<Range<usize>>, DtlsError> {
-        match hdr.epoch {
-            0 => {
-                if !matches!(hdr.version, DTLS1_2 | DTLS1_0) {
-                    self.counters.bad_version += 1;
-                    return Ok(None);
-                }
-                // After the peer's CCS only retransmitted handshake records may
-                // still come in epoch 0 (their detection triggers our resend).
-                if self.read_epoch != 0 && hdr.content_type != content::HANDSHAKE {
-                    self.counters.wrong_epoch += 1;
-                    return Ok(None);
-                }
-                // Epoch 0 is unauthenticated, so no replay window: the
-                // handshake layer deduplicates by message_seq.
-                Ok(Some(0..body.len()))
-            }
-            1 if self.read_epoch == 1 => {
-                if hdr.version != DTLS1_2 {
-                    self.counters.bad_version += 1;
-                    return Ok(None);
-                }
-                match self.replay.check(hdr.seq) {
-                    Ok(()) => {}
-                    Err(Reject::Duplicate) => {
-                        self.counters.replayed += 1;
-                        return Ok(None);
-                    }
-                    Err(Reject::TooOld) => {
-                        self.counters.too_old += 1;
-                        return Ok(None);
-                    }
-                }
-                let Some(key) = self.read_key.as_ref() else { return Ok(None) };
-                match record::open(key, hdr, body) {
-                    Some(r) => {
-                        self.replay.mark(hdr.seq);
-                        Ok(Some(r))
-                    }
-                    None if strict => Err(DtlsError::BadRecordMac),
-                    None => {
-                        self.counters.auth_failed += 1;
-                        Ok(None)
-                    }
-                }
-            }
-            _ => {
-                self.counters.wrong_epoch += 1;
-                Ok(None)
-            }
-        }
-    }
-
-    fn handshake_record<M: Machine>(
-        &mut self,
-        m: &mut M,
-        now: Instant,
-        epoch: u16,
-        bytes: &[u8],
-    ) -> Result<(), DtlsError> {
-        let allow_new = epoch == self.read_epoch;
-        let mut r = Reader::new(bytes);
-        while !r.is_empty() {
-            let Ok(frag) = parse_fragment(&mut r) else {
-                self.counters.malformed += 1;
-                break;
-            };
-            match self.hs_in.insert(&frag, allow_new) {
-                Insert::Stored => {}
-                Insert::Old { seq, is_last } => {
-                    if is_last && Some(seq) == self.peer_flight_end && self.flight.resend() {
-                        self.counters.retransmits += 1;
-                    }
-                }
-                Insert::Dropped => self.counters.unexpected += 1,
-            }
-        }
-        while !self.closed {
-            let Some(msg) = self.hs_in.pop() else { break };
-            m.on_message(self, now, msg)?;
-        }
-        Ok(())
-    }
-
-    fn alert_record(&mut self, a: [u8; 2]) {
-        if a[1] == alert::CLOSE_NOTIFY {
-            // RFC 5246 §7.2.1: answer with our own close_notify.
-            self.alert = Some([alert::LEVEL_WARNING, alert::CLOSE_NOTIFY]);
-            self.end(CloseReason::PeerClosed);
-        } else if a[0] == alert::LEVEL_FATAL {
-            self.end(CloseReason::PeerAlert(a[1]));
-        }
-        // Other warnings (e.g. no_renegotiation) change nothing.
     }
 }
