@@ -162,6 +162,8 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
     }
     shard.shutdown().await;
     shard.rx.borrow_mut().close();
+    let (rx, tx) = (shard.rx.borrow().stats(), shard.tx.borrow().stats());
+    tracing::info!(shard = %shard.id, ?rx, ?tx, "packet rings");
     Ok(())
 }
 

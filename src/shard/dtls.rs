@@ -87,7 +87,7 @@ impl DtlsChannel {
     pub(crate) fn send(&self, shard: &Shard, ty: FrameType, payload: &[u8]) -> bool {
         let mut server = self.server.borrow_mut();
         let fd = self.sock.as_raw_fd();
-        let sent = shard.tx.borrow_mut().queue_with(fd, |buf| {
+        let sent = shard.tx.borrow_mut().queue_datagram(fd, |buf| {
             let end = dtls::HEADROOM + 1 + payload.len();
             let buf = buf.get_mut(..end + dtls::TAILROOM)?;
             buf[dtls::HEADROOM] = ty.to_byte();

@@ -4,6 +4,7 @@
 pub mod bpf;
 pub mod net;
 pub mod tun;
+mod txring;
 pub mod uring;
 
 use std::io;

@@ -47,14 +47,16 @@ pub struct TunDevice {
 
 impl TunDevice {
     /// Creates device `name` with `queues` queues (IFF_TUN | IFF_NO_PI |
-    /// IFF_MULTI_QUEUE). Queue fds are non-blocking. The first queue is
+    /// IFF_MULTI_QUEUE). Queue fds are blocking: io_uring then waits for a
+    /// packet by polling, where a non-blocking fd makes reads fail with
+    /// EAGAIN. The first queue is
     /// opened with IFF_TUN_EXCL: an existing device of that name (another
     /// server's) is an error, never silently shared.
     pub fn open(name: &str, queues: usize) -> io::Result<Self> {
         let mut fds = Vec::with_capacity(queues);
         for i in 0..queues {
             // SAFETY: a plain open(2) of a constant NUL-terminated path.
-            let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+            let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
             if fd < 0 {
                 return Err(annotate(io::Error::last_os_error(), "open /dev/net/tun"));
             }
@@ -125,33 +127,17 @@ fn annotate(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// One non-blocking read; `Ok(None)` when the queue is empty.
+/// One read if a packet is queued; `Ok(None)` when the queue is empty.
 pub fn read_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll on one pollfd we own, without waiting.
+    if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
+        return Ok(None);
+    }
     // SAFETY: buf is valid for buf.len() bytes of writes.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     if n >= 0 {
         return Ok(Some(n as usize));
     }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock {
-        Ok(None)
-    } else {
-        Err(e)
-    }
-}
-
-/// Writes one packet; a TUN write never blocks for long, and a full queue
-/// (EAGAIN) drops the packet like a full NIC ring would.
-pub fn write_packet(fd: RawFd, pkt: &[u8]) -> io::Result<bool> {
-    // SAFETY: pkt is valid for pkt.len() bytes of reads.
-    let n = unsafe { libc::write(fd, pkt.as_ptr().cast(), pkt.len()) };
-    if n >= 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::WouldBlock {
-        Ok(false)
-    } else {
-        Err(e)
-    }
+    Err(io::Error::last_os_error())
 }

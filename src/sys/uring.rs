@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring};
 
+pub use super::txring::TxRing;
+
 /// Counters of one ring (plain integers: one owner).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RingStats {
@@ -26,22 +28,27 @@ pub struct RingStats {
     /// Packets dropped because every slot was in flight.
     pub full: u64,
     pub submits: u64,
+    /// GSO sends and the datagrams they carried (TX ring only).
+    pub gso_sends: u64,
+    pub gso_datagrams: u64,
+    /// errno of the last failed operation.
+    pub last_errno: i32,
 }
 
 /// What both rings share: the ring, its slot arena and in-flight count.
-struct Slots {
+pub(super) struct Slots {
     // Declared first: dropped (after `quiesce`) before the arena.
-    ring: IoUring,
+    pub(super) ring: IoUring,
     arena: Vec<u8>,
-    slot_size: usize,
+    pub(super) slot_size: usize,
     fixed: bool,
-    in_flight: usize,
+    pub(super) in_flight: usize,
     unsubmitted: usize,
-    stats: RingStats,
+    pub(super) stats: RingStats,
 }
 
 impl Slots {
-    fn new(slots: usize, slot_size: usize) -> io::Result<Self> {
+    pub(super) fn new(slots: usize, slot_size: usize) -> io::Result<Self> {
         let entries = (slots as u32).next_power_of_two().max(64);
         let ring = IoUring::builder().setup_cqsize(entries * 2).build(entries)?;
         let mut arena = vec![0u8; slots * slot_size];
@@ -62,7 +69,7 @@ impl Slots {
         Ok(Self { ring, arena, slot_size, fixed, in_flight: 0, unsubmitted: 0, stats: RingStats::default() })
     }
 
-    fn slot(&mut self, slot: u32) -> &mut [u8] {
+    pub(super) fn slot(&mut self, slot: u32) -> &mut [u8] {
         let start = slot as usize * self.slot_size;
         &mut self.arena[start..start + self.slot_size]
     }
@@ -77,7 +84,7 @@ impl Slots {
         }
     }
 
-    fn write_entry(&mut self, fd: RawFd, slot: u32, range: Range<usize>) -> squeue::Entry {
+    pub(super) fn write_entry(&mut self, fd: RawFd, slot: u32, range: Range<usize>) -> squeue::Entry {
         let fixed = self.fixed;
         let ptr = self.slot(slot)[range.clone()].as_ptr();
         let len = range.len() as u32;
@@ -88,7 +95,7 @@ impl Slots {
         }
     }
 
-    fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+    pub(super) fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
         // SAFETY: every entry built here points into `arena` (stable for the
         // ring's life) or at nothing; callers keep their fds open until the
         // submit that follows (module doc).
@@ -100,7 +107,7 @@ impl Slots {
         Ok(())
     }
 
-    fn submit(&mut self) -> io::Result<()> {
+    pub(super) fn submit(&mut self) -> io::Result<()> {
         if self.unsubmitted == 0 {
             return Ok(());
         }
@@ -112,7 +119,7 @@ impl Slots {
 
     /// Waits (bounded) until the kernel is done with the arena; `cancel_fd`
     /// cancels reads that would otherwise wait for a packet forever.
-    fn quiesce(&mut self, cancel_fd: Option<RawFd>) -> bool {
+    pub(super) fn quiesce(&mut self, cancel_fd: Option<RawFd>) -> bool {
         if let Some(fd) = cancel_fd {
             let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build();
             // SAFETY: a cancel entry carries no buffer.
@@ -132,7 +139,7 @@ impl Slots {
         self.in_flight == 0
     }
 
-    fn leak_if_busy(&mut self, what: &str) {
+    pub(super) fn leak_if_busy(&mut self, what: &str) {
         if self.in_flight > 0 {
             // The kernel may still use the arena: never free it.
             tracing::warn!(in_flight = self.in_flight, "{what}: operations still in flight at exit; leaking its buffers");
@@ -190,8 +197,12 @@ impl RxRing {
             self.slots.in_flight -= 1;
             let len = if cqe.result() > 0 {
                 cqe.result() as u32
+            } else if matches!(-cqe.result(), libc::EAGAIN | libc::EINTR) {
+                // Not a failure: posted again at once.
+                0
             } else {
                 self.slots.stats.errors += 1;
+                self.slots.stats.last_errno = -cqe.result();
                 failed += 1;
                 0
             };
@@ -235,88 +246,5 @@ impl Drop for RxRing {
     fn drop(&mut self) {
         self.close();
         self.slots.leak_if_busy("TUN read ring");
-    }
-}
-
-/// Packets out of the shard: to its TUN queue and to DTLS sockets.
-pub struct TxRing {
-    slots: Slots,
-    free: Vec<u32>,
-}
-
-impl TxRing {
-    pub fn new(count: usize, slot_size: usize) -> io::Result<Self> {
-        Ok(Self { slots: Slots::new(count, slot_size)?, free: (0..count as u32).rev().collect() })
-    }
-
-    pub fn stats(&self) -> RingStats {
-        self.slots.stats
-    }
-
-    pub fn slot_size(&self) -> usize {
-        self.slots.slot_size
-    }
-
-    fn reap(&mut self) {
-        for cqe in self.slots.ring.completion() {
-            self.slots.in_flight -= 1;
-            if cqe.result() < 0 {
-                self.slots.stats.errors += 1;
-            }
-            self.free.push(cqe.user_data() as u32);
-        }
-    }
-
-    /// Builds a packet in a free slot and queues its write to `fd`: `build`
-    /// fills the slot and returns the range to send (`None` drops it).
-    /// False if the packet was dropped.
-    pub fn queue_with(&mut self, fd: RawFd, build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>) -> bool {
-        if self.free.is_empty() {
-            let _ = self.slots.submit();
-            self.reap();
-        }
-        let Some(slot) = self.free.pop() else {
-            self.slots.stats.full += 1;
-            return false;
-        };
-        let range = match build(self.slots.slot(slot)) {
-            Some(r) if r.end <= self.slots.slot_size && !r.is_empty() => r,
-            _ => {
-                self.free.push(slot);
-                return false;
-            }
-        };
-        let sqe = self.slots.write_entry(fd, slot, range).user_data(u64::from(slot));
-        if self.slots.push(&sqe).is_err() {
-            self.free.push(slot);
-            self.slots.stats.errors += 1;
-            return false;
-        }
-        true
-    }
-
-    /// Copies `pkt` into a slot and queues its write to `fd`.
-    pub fn queue_write(&mut self, fd: RawFd, pkt: &[u8]) -> bool {
-        self.queue_with(fd, |buf| {
-            let dst = buf.get_mut(..pkt.len())?;
-            dst.copy_from_slice(pkt);
-            Some(0..pkt.len())
-        })
-    }
-
-    /// Hands everything queued to the kernel with one syscall and collects
-    /// the slots of writes already done.
-    pub fn submit(&mut self) -> io::Result<()> {
-        let r = self.slots.submit();
-        self.reap();
-        r
-    }
-}
-
-impl Drop for TxRing {
-    fn drop(&mut self) {
-        let _ = self.slots.submit();
-        let _ = self.slots.quiesce(None);
-        self.slots.leak_if_busy("TX ring");
     }
 }

@@ -1,0 +1,277 @@
+//! [`TxRing`]: every packet a shard sends, to its TUN queue or to a DTLS
+//! socket, built in place in a slot and submitted in batches.
+//!
+//! Consecutive DTLS records of one size for one socket are sent as one
+//! `sendmsg` with `UDP_SEGMENT` (UDP GSO): the kernel runs its UDP send
+//! path once per batch instead of once per packet. A shorter record may
+//! end a batch (the kernel allows a short last segment).
+
+use std::io;
+use std::ops::Range;
+use std::os::fd::RawFd;
+
+use io_uring::{opcode, types};
+
+use super::uring::{RingStats, Slots};
+
+/// UDP_SEGMENT (linux/udp.h): the cmsg that asks for GSO.
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most segments in one GSO send (UDP_MAX_SEGMENTS, linux/udp.h).
+const MAX_SEGMENTS: usize = 64;
+/// A GSO send carries at most one IP datagram's worth of payload.
+const MAX_GSO_BYTES: usize = 65_000;
+/// user_data of a GSO send: this bit plus the op index (slots use the low bits).
+const GSO_TAG: u64 = 1 << 40;
+
+/// One GSO send in flight: what its msghdr points at stays here, at a
+/// fixed address, until its completion.
+struct GsoOp {
+    msg: libc::msghdr,
+    iov: [libc::iovec; MAX_SEGMENTS],
+    /// cmsghdr + u16, 8-byte aligned.
+    control: [u64; 4],
+    slots: [u32; MAX_SEGMENTS],
+    count: usize,
+}
+
+/// The batch being gathered (none while `count` is 0): records for `fd`,
+/// all `segment` bytes long (the last may be shorter, then it is closed).
+struct Open {
+    fd: RawFd,
+    segment: usize,
+    bytes: usize,
+    closed: bool,
+    slots: [(u32, u32, u32); MAX_SEGMENTS],
+    count: usize,
+}
+
+pub struct TxRing {
+    slots: Slots,
+    free: Vec<u32>,
+    ops: Box<[GsoOp]>,
+    free_ops: Vec<usize>,
+    open: Open,
+    /// Off after the kernel refused a GSO send (no UDP GSO on the path).
+    gso: bool,
+}
+
+impl TxRing {
+    pub fn new(count: usize, slot_size: usize) -> io::Result<Self> {
+        // SAFETY: msghdr, iovec are plain C structs for which all-zero is valid.
+        let op = || GsoOp {
+            msg: unsafe { std::mem::zeroed() },
+            iov: unsafe { std::mem::zeroed() },
+            control: [0; 4],
+            slots: [0; MAX_SEGMENTS],
+            count: 0,
+        };
+        let nops = (count / 4).max(1);
+        Ok(Self {
+            slots: Slots::new(count, slot_size)?,
+            free: (0..count as u32).rev().collect(),
+            ops: (0..nops).map(|_| op()).collect(),
+            free_ops: (0..nops).rev().collect(),
+            open: Open { fd: -1, segment: 0, bytes: 0, closed: false, slots: [(0, 0, 0); MAX_SEGMENTS], count: 0 },
+            gso: true,
+        })
+    }
+
+    pub fn stats(&self) -> RingStats {
+        self.slots.stats
+    }
+
+    pub fn slot_size(&self) -> usize {
+        self.slots.slot_size
+    }
+
+    fn reap(&mut self) {
+        for cqe in self.slots.ring.completion() {
+            self.slots.in_flight -= 1;
+            let data = cqe.user_data();
+            if data & GSO_TAG != 0 {
+                let i = (data & !GSO_TAG) as usize;
+                let op = &self.ops[i];
+                self.free.extend_from_slice(&op.slots[..op.count]);
+                self.free_ops.push(i);
+                if cqe.result() < 0 {
+                    self.slots.stats.errors += 1;
+                    if self.gso && matches!(-cqe.result(), libc::EIO | libc::EINVAL | libc::EOPNOTSUPP) {
+                        self.gso = false;
+                        tracing::warn!("UDP GSO refused ({}); sending one datagram per record", io::Error::from_raw_os_error(-cqe.result()));
+                    }
+                }
+            } else {
+                if cqe.result() < 0 {
+                    self.slots.stats.errors += 1;
+                }
+                self.free.push(data as u32);
+            }
+        }
+    }
+
+    fn take_slot(&mut self) -> Option<u32> {
+        if self.free.is_empty() {
+            self.flush_open();
+            let _ = self.slots.submit();
+            self.reap();
+        }
+        let slot = self.free.pop();
+        if slot.is_none() {
+            self.slots.stats.full += 1;
+        }
+        slot
+    }
+
+    fn build(&mut self, slot: u32, build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>) -> Option<Range<usize>> {
+        match build(self.slots.slot(slot)) {
+            Some(r) if r.end <= self.slots.slot_size && !r.is_empty() => Some(r),
+            _ => {
+                self.free.push(slot);
+                None
+            }
+        }
+    }
+
+    fn push_write(&mut self, fd: RawFd, slot: u32, range: Range<usize>) -> bool {
+        let sqe = self.slots.write_entry(fd, slot, range).user_data(u64::from(slot));
+        if self.slots.push(&sqe).is_err() {
+            self.free.push(slot);
+            self.slots.stats.errors += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Builds a packet in a free slot and queues its write to `fd`: `build`
+    /// fills the slot and returns the range to send (`None` drops it).
+    /// False if the packet was dropped.
+    pub fn queue_with(&mut self, fd: RawFd, build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>) -> bool {
+        // Keep a socket's datagrams in the order they were queued.
+        if self.open.count > 0 && self.open.fd == fd {
+            self.flush_open();
+        }
+        let Some(slot) = self.take_slot() else { return false };
+        let Some(range) = self.build(slot, build) else { return false };
+        self.push_write(fd, slot, range)
+    }
+
+    /// Copies `pkt` into a slot and queues its write to `fd`.
+    pub fn queue_write(&mut self, fd: RawFd, pkt: &[u8]) -> bool {
+        self.queue_with(fd, |buf| {
+            let dst = buf.get_mut(..pkt.len())?;
+            dst.copy_from_slice(pkt);
+            Some(0..pkt.len())
+        })
+    }
+
+    /// Like `queue_with` for a datagram socket: consecutive datagrams of
+    /// one size to one `fd` leave as one GSO send.
+    pub fn queue_datagram(&mut self, fd: RawFd, build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>) -> bool {
+        if !self.gso {
+            return self.queue_with(fd, build);
+        }
+        let Some(slot) = self.take_slot() else { return false };
+        let Some(range) = self.build(slot, build) else { return false };
+        let len = range.len();
+        let o = &self.open;
+        let fits = o.count > 0
+            && o.fd == fd
+            && !o.closed
+            && len <= o.segment
+            && o.count < MAX_SEGMENTS
+            && o.bytes + len <= MAX_GSO_BYTES;
+        if !fits {
+            self.flush_open();
+            self.open.fd = fd;
+            self.open.segment = len;
+            self.open.bytes = 0;
+        }
+        let open = &mut self.open;
+        open.slots[open.count] = (slot, range.start as u32, len as u32);
+        open.count += 1;
+        open.bytes += len;
+        // A shorter record can only be the last segment.
+        open.closed = len < open.segment;
+        true
+    }
+
+    /// Turns the gathered batch into one SQE: a plain write for a single
+    /// record, a GSO sendmsg for several.
+    fn flush_open(&mut self) {
+        let (count, fd) = (std::mem::take(&mut self.open.count), self.open.fd);
+        self.open.closed = false;
+        if count == 0 {
+            return;
+        }
+        let free_op = if count > 1 { self.free_ops.pop() } else { None };
+        let Some(i) = free_op else {
+            // One record, or no op free: plain writes.
+            for k in 0..count {
+                let (slot, start, len) = self.open.slots[k];
+                self.push_write(fd, slot, start as usize..(start + len) as usize);
+            }
+            return;
+        };
+        let segment = self.open.segment as u16;
+        for k in 0..count {
+            let (slot, start, len) = self.open.slots[k];
+            let base = self.slots.slot(slot).as_mut_ptr();
+            let op = &mut self.ops[i];
+            // SAFETY: `start` is inside the slot (checked when built).
+            op.iov[k] = libc::iovec { iov_base: unsafe { base.add(start as usize) }.cast(), iov_len: len as usize };
+            op.slots[k] = slot;
+        }
+        let op = &mut self.ops[i];
+        op.count = count;
+        op.msg = fill_msghdr(&mut op.iov[..count], &mut op.control, segment);
+        let sqe = opcode::SendMsg::new(types::Fd(fd), &raw const op.msg).build().user_data(GSO_TAG | i as u64);
+        self.slots.stats.gso_sends += 1;
+        self.slots.stats.gso_datagrams += count as u64;
+        if self.slots.push(&sqe).is_err() {
+            let op = &self.ops[i];
+            self.free.extend_from_slice(&op.slots[..op.count]);
+            self.free_ops.push(i);
+            self.slots.stats.errors += 1;
+        }
+    }
+
+    /// Hands everything queued to the kernel with one syscall and collects
+    /// the slots of writes already done.
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.flush_open();
+        let r = self.slots.submit();
+        self.reap();
+        r
+    }
+}
+
+/// A msghdr for a connected socket: `iov` as the payload, one UDP_SEGMENT
+/// cmsg in `control`.
+fn fill_msghdr(iov: &mut [libc::iovec], control: &mut [u64; 4], segment: u16) -> libc::msghdr {
+    // SAFETY: all-zero is a valid msghdr; the CMSG macros only walk the
+    // buffer we pass, which is large enough for one u16 cmsg (checked).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        debug_assert!(space <= std::mem::size_of_val(control));
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+        msg
+    }
+}
+
+impl Drop for TxRing {
+    fn drop(&mut self) {
+        self.flush_open();
+        let _ = self.slots.submit();
+        let _ = self.slots.quiesce(None);
+        self.slots.leak_if_busy("TX ring");
+    }
+}
