@@ -36,9 +36,6 @@ pub(crate) enum DtlsKey {
 const RECV_BATCH: usize = 32;
 /// The largest datagram we accept (a jumbo-MTU packet plus overhead).
 const RECV_BUF: usize = 16 * 1024;
-/// ocserv ignores a repeated ClientHello from the same address this long:
-/// it is the client retransmitting, not a new handshake (§5.2).
-const REPEAT_HELLO_WINDOW: Duration = Duration::from_secs(3);
 /// A client that sends DATA over CSTP this long after its last UDP packet
 /// has given up on DTLS (§5.5): send over CSTP too.
 pub(crate) const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
@@ -54,7 +51,6 @@ pub(crate) struct DtlsChannel {
     hello_random: Cell<[u8; 32]>,
     sock: UdpSocket,
     pub(crate) peer: SocketAddr,
-    created: Instant,
     last_rx: Cell<Instant>,
     connected: Cell<bool>,
     closed: Cell<bool>,
@@ -108,11 +104,30 @@ impl DtlsChannel {
         while tx.queue_with(fd, |buf| server.poll_transmit(now, buf).map(|n| 0..n)) {}
     }
 
+    /// A datagram from the channel's socket: another sender's can only be
+    /// a stray that entered before connect() (a ClientHello of another
+    /// client): it goes where the listener would have sent it.
+    fn on_datagram_from(&self, shard: &Rc<Shard>, tunnel: &Tunnel, now: Instant, data: &mut [u8], from: SocketAddr) {
+        if from == self.peer {
+            self.on_datagram(shard, tunnel, now, data);
+        } else {
+            tracing::debug!(peer = %self.peer, stray = %from, "datagram from another client on a connected socket: routed");
+            super::udp::route_hello(shard, data, from);
+        }
+    }
+
     /// Handles one datagram from the client: handshake, or records each
     /// holding one OpenConnect packet. The caller submits the TX ring.
     fn on_datagram(&self, shard: &Shard, tunnel: &Tunnel, now: Instant, data: &mut [u8]) {
         self.last_rx.set(now);
         if let Some(random) = hello_random(data) {
+            let ours = dtls::client_hello_session_id(data) == Some(self.app_id.as_bytes().as_slice());
+            if !ours {
+                // Never restart for another session's hello (the caller
+                // routes hellos from other addresses before this).
+                tracing::debug!(user = %tunnel.user, peer = %self.peer, "ClientHello for another session ignored");
+                return;
+            }
             if random != self.hello_random.replace(random) {
                 // A new handshake on the same address: serve it from scratch;
                 // packets use CSTP until it completes.
@@ -205,10 +220,15 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
         return;
     };
     let Some(key) = tunnel.dtls_key else { return };
-    if let Some(old) = tunnel.dtls() {
-        if old.peer == from && !old.closed.get() && old.created.elapsed() < REPEAT_HELLO_WINDOW {
-            return; // a retransmission that raced our connect()
-        }
+    if let Some(old) = tunnel.dtls().filter(|c| c.peer == from && !c.closed.get()) {
+        // The channel for this address already has its socket: a hello that
+        // raced our connect() (or came late from another shard) is handled
+        // there, as a retransmission (same random) or a restart. A second
+        // socket on the same 4-tuple would split the handshake between two
+        // servers with different keys.
+        old.on_datagram(shard, &tunnel, Instant::now(), &mut hello);
+        let _ = shard.tx.borrow_mut().submit();
+        return;
     }
     let cfg = &shard.shared.config;
     let local = SocketAddr::new(cfg.listen, cfg.raw.server.udp_port);
@@ -230,7 +250,6 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
         hello_random: Cell::new(hello_random(&hello).unwrap_or_default()),
         sock,
         peer: from,
-        created: now,
         last_rx: Cell::new(now),
         connected: Cell::new(false),
         closed: Cell::new(false),
@@ -259,11 +278,11 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
 }
 
 /// Receives until the channel or its tunnel ends; drives handshake timers.
-async fn run(shard: &Shard, tunnel: &Tunnel, ch: &DtlsChannel) {
+async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &DtlsChannel) {
     let mut buf = vec![0u8; RECV_BUF];
     while !ch.closed.get() {
         let deadline = ch.server.borrow().poll_timeout();
-        let recv = async { Some(ch.sock.recv(&mut buf).await) };
+        let recv = async { Some(ch.sock.recv_from(&mut buf).await) };
         let woken = async {
             match deadline {
                 Some(d) => {
@@ -274,13 +293,13 @@ async fn run(shard: &Shard, tunnel: &Tunnel, ch: &DtlsChannel) {
             None
         };
         match future::or(recv, woken).await {
-            Some(Ok(n)) => {
+            Some(Ok((n, from))) => {
                 let now = Instant::now();
-                ch.on_datagram(shard, tunnel, now, &mut buf[..n]);
+                ch.on_datagram_from(shard, tunnel, now, &mut buf[..n], from);
                 // The rest of a burst, then one submit for all its packets.
                 for _ in 1..RECV_BATCH {
-                    match sys::net::try_recv(ch.sock.as_raw_fd(), &mut buf) {
-                        Ok(Some(n)) => ch.on_datagram(shard, tunnel, now, &mut buf[..n]),
+                    match sys::net::try_recv_from(ch.sock.as_raw_fd(), &mut buf) {
+                        Ok(Some((n, from))) => ch.on_datagram_from(shard, tunnel, now, &mut buf[..n], from),
                         Ok(None) | Err(_) => break,
                     }
                     if ch.closed.get() {

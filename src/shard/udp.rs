@@ -3,6 +3,7 @@
 //! home shard has a socket connect()ed to it, the kernel delivers the rest
 //! of its datagrams there.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -24,18 +25,22 @@ pub(crate) async fn listen_loop(shard: Rc<Shard>, sock: UdpSocket) {
                 continue;
             }
         };
-        let data = &buf[..n];
-        // Anything but a ClientHello naming a session is noise here.
-        let Some(app_id) = dtls::client_hello_session_id(data).and_then(AppId::from_bytes) else {
-            continue;
-        };
-        let home = app_id.home_shard();
-        if home == shard.id {
-            super::dtls::start(&shard, app_id, from, data.to_vec());
-        } else if let Some(peer) = shard.peer(home) {
-            // Never wait on a busy shard: the client retransmits its hello.
-            tracing::debug!(%from, from_shard = %shard.id, to = %home, "ClientHello forwarded to its home shard");
-            let _ = peer.try_send(ShardMsg::DtlsHello { app_id, from, datagram: data.to_vec() });
-        }
+        route_hello(&shard, &buf[..n], from);
+    }
+}
+
+/// Sends a ClientHello to the home shard its App-ID names; anything else
+/// is noise here and dropped.
+pub(crate) fn route_hello(shard: &Rc<Shard>, data: &[u8], from: SocketAddr) {
+    let Some(app_id) = dtls::client_hello_session_id(data).and_then(AppId::from_bytes) else {
+        return;
+    };
+    let home = app_id.home_shard();
+    if home == shard.id {
+        super::dtls::start(shard, app_id, from, data.to_vec());
+    } else if let Some(peer) = shard.peer(home) {
+        // Never wait on a busy shard: the client retransmits its hello.
+        tracing::debug!(%from, from_shard = %shard.id, to = %home, "ClientHello forwarded to its home shard");
+        let _ = peer.try_send(ShardMsg::DtlsHello { app_id, from, datagram: data.to_vec() });
     }
 }

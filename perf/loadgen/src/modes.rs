@@ -1,0 +1,248 @@
+//! The three client modes and the echo sink.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::login;
+use crate::sessions::run_sessions;
+use crate::stats::{gbits, percentiles, Counters, Progress, Summary};
+use crate::tls::{io_err, TlsConn};
+use crate::tunnel;
+use crate::{run_threads, Ctx, Target};
+
+/// Per-attempt limit: a stuck server must not hang the run.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(30);
+
+pub(crate) async fn limited<T>(
+    f: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    monoio::time::timeout(ATTEMPT_LIMIT, f)
+        .await
+        .unwrap_or_else(|_| Err(io_err("timed out after 30 s")))
+}
+
+fn header(s: &mut Summary, mode: &str, ctx: &Ctx) {
+    s.text("mode", mode);
+    s.text("server", &ctx.addr.to_string());
+}
+
+fn finish(s: &mut Summary, ctx: &Ctx, json: bool) -> bool {
+    let errors = ctx.counters.errors();
+    s.text("errors", &errors.join(" | "));
+    s.print(json);
+    errors.is_empty()
+        && Counters::get(&ctx.counters.failed) == 0
+        && Counters::get(&ctx.counters.dropped) == 0
+}
+
+// ------------------------------------------------------------------ login
+
+async fn one_login(ctx: &Ctx, i: usize, connect: bool) -> io::Result<()> {
+    let mut c = TlsConn::connect(ctx.addr, ctx.source(i), ctx.tls.clone()).await?;
+    let cookie = login::login(&mut c, &ctx.creds).await?;
+    if connect {
+        login::connect(&mut c, &ctx.creds, &cookie, false).await?;
+        let bye = tunnel::frame(
+            ocserv_uring::proto::cstp::FrameType::Disconnect,
+            &[ocserv_uring::proto::cstp::DISCONNECT_USER_LOGOUT],
+        );
+        c.write_plain(&bye).await?;
+    }
+    c.tls.send_close_notify();
+    c.flush().await
+}
+
+pub(crate) fn login_mode(
+    ctx: Arc<Ctx>,
+    t: &Target,
+    concurrency: usize,
+    count: u64,
+    connect: bool,
+) -> bool {
+    let next = Arc::new(AtomicU64::new(0));
+    let threads = t.threads.max(1).min(concurrency.max(1));
+    let progress = Progress::start(ctx.counters.clone(), "logins");
+    let t0 = Instant::now();
+    let c2 = ctx.clone();
+    let lat: Vec<Duration> = run_threads(threads, move |th| {
+        let (ctx, next) = (c2.clone(), next.clone());
+        async move {
+            let lat = Rc::new(RefCell::new(Vec::new()));
+            let mine: Vec<usize> = (0..concurrency).filter(|k| k % threads == th).collect();
+            let tasks: Vec<_> = mine
+                .into_iter()
+                .map(|_| {
+                    let (ctx, next, lat) = (ctx.clone(), next.clone(), lat.clone());
+                    monoio::spawn(async move {
+                        loop {
+                            let i = next.fetch_add(1, Relaxed);
+                            if i >= count {
+                                break;
+                            }
+                            let s = Instant::now();
+                            match limited(one_login(&ctx, i as usize, connect)).await {
+                                Ok(()) => {
+                                    lat.borrow_mut().push(s.elapsed());
+                                    Counters::add(&ctx.counters.ok, 1);
+                                }
+                                Err(e) => ctx.counters.error(e.to_string()),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await;
+            }
+            lat.take()
+        }
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    let elapsed = t0.elapsed();
+    drop(progress);
+    let ok = Counters::get(&ctx.counters.ok);
+    let p = percentiles(lat);
+    let mut s = Summary(Vec::new());
+    header(
+        &mut s,
+        if connect { "login+connect" } else { "login" },
+        &ctx,
+    );
+    s.num("attempted", count);
+    s.num("ok", ok);
+    s.num("failed", Counters::get(&ctx.counters.failed));
+    s.num("concurrency", concurrency);
+    s.num("seconds", format!("{:.3}", elapsed.as_secs_f64()));
+    s.num(
+        "logins_per_s",
+        format!("{:.1}", ok as f64 / elapsed.as_secs_f64()),
+    );
+    s.num("latency_p50_ms", format!("{:.2}", p.p50));
+    s.num("latency_p90_ms", format!("{:.2}", p.p90));
+    s.num("latency_p99_ms", format!("{:.2}", p.p99));
+    s.num("latency_max_ms", format!("{:.2}", p.max));
+    finish(&mut s, &ctx, t.json) && ok == count
+}
+
+pub(crate) fn idle_mode(
+    ctx: Arc<Ctx>,
+    t: &Target,
+    sessions: usize,
+    hold: Duration,
+    ramp: usize,
+    dtls: bool,
+) -> bool {
+    let progress = Progress::start(ctx.counters.clone(), "sessions");
+    let t0 = Instant::now();
+    let ramp_end = run_sessions(
+        &ctx,
+        t,
+        sessions,
+        ramp,
+        dtls,
+        move |_ctx, _i, mut link, p, start| async move {
+            let r = tunnel::hold(&mut link, &p, start + hold, None).await;
+            link.close().await;
+            r
+        },
+    );
+    drop(progress);
+    let mut s = Summary(Vec::new());
+    header(&mut s, "idle", &ctx);
+    s.num("sessions", sessions);
+    s.num("established", Counters::get(&ctx.counters.ok));
+    s.num(
+        "failed",
+        Counters::get(&ctx.counters.failed) - Counters::get(&ctx.counters.dropped),
+    );
+    s.num("dropped_while_held", Counters::get(&ctx.counters.dropped));
+    s.num("dtls_up", Counters::get(&ctx.counters.dtls_up));
+    s.num(
+        "ramp_seconds",
+        format!("{:.3}", (ramp_end - t0).as_secs_f64()),
+    );
+    s.num("held_seconds", hold.as_secs());
+    finish(&mut s, &ctx, t.json) && Counters::get(&ctx.counters.ok) == sessions as u64
+}
+
+pub(crate) fn throughput_mode(
+    ctx: Arc<Ctx>,
+    t: &Target,
+    sessions: usize,
+    secs: Duration,
+    dtls: bool,
+    load: tunnel::Load,
+) -> bool {
+    let progress = Progress::start(ctx.counters.clone(), "throughput");
+    let start = run_sessions(
+        &ctx,
+        t,
+        sessions,
+        sessions,
+        dtls,
+        move |ctx, i, mut link, p, start| async move {
+            let sport = 40000 + (i % 20000) as u16;
+            let r = tunnel::flood(&mut link, &p, sport, &load, start + secs, &ctx.counters).await;
+            // Let echoes in flight arrive before the count stops.
+            let r2 = tunnel::hold(
+                &mut link,
+                &p,
+                Instant::now() + Duration::from_millis(500),
+                None,
+            )
+            .await;
+            link.close().await;
+            r.and(r2)
+        },
+    );
+    let _ = start;
+    drop(progress);
+    let c = &ctx.counters;
+    let mut s = Summary(Vec::new());
+    header(
+        &mut s,
+        if dtls {
+            "throughput-dtls"
+        } else {
+            "throughput-cstp"
+        },
+        &ctx,
+    );
+    s.num("sessions", sessions);
+    s.num("established", Counters::get(&c.ok));
+    s.num("dtls_up", Counters::get(&c.dtls_up));
+    s.num("seconds", secs.as_secs());
+    s.num("payload_bytes", load.size);
+    s.num("tx_packets", Counters::get(&c.tx_pkts));
+    s.num("tx_bytes", Counters::get(&c.tx_bytes));
+    s.num("rx_packets", Counters::get(&c.rx_pkts));
+    s.num("rx_bytes", Counters::get(&c.rx_bytes));
+    s.num(
+        "tx_gbit_s",
+        format!("{:.3}", gbits(Counters::get(&c.tx_bytes), secs)),
+    );
+    s.num(
+        "rx_gbit_s",
+        format!("{:.3}", gbits(Counters::get(&c.rx_bytes), secs)),
+    );
+    finish(&mut s, &ctx, t.json) && Counters::get(&c.ok) == sessions as u64
+}
+
+/// UDP echo: sends every datagram back to where it came from.
+pub(crate) fn sink(listen: SocketAddr) -> io::Result<()> {
+    let sock = std::net::UdpSocket::bind(listen)?;
+    let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(4 << 20);
+    eprintln!("ocu-loadgen sink: echoing on {listen}");
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf)?;
+        let _ = sock.send_to(&buf[..n], from);
+    }
+}

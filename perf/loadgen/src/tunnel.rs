@@ -1,0 +1,357 @@
+//! One established tunnel: a reader task that answers DPD and counts
+//! received packets, and the caller's writer loop (keepalives, DPD, or a
+//! packet flood). rustls and the DTLS client are shared between the two
+//! tasks of one thread through `RefCell`s never held across an await.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use ocserv_uring::proto::cstp::{self, FrameType};
+use rustls::ClientConnection;
+
+use crate::dtls::DtlsChannel;
+use crate::login::Tunnel;
+use crate::stats::Counters;
+use crate::sync::{Gate, Notify};
+use crate::tls::{feed, io_err, TlsConn};
+
+/// State the reader and writer tasks share.
+pub(crate) struct Shared {
+    pub(crate) tls: RefCell<ClientConnection>,
+    /// Whole CSTP frames the reader wants sent (DPD answers).
+    pub(crate) pending: RefCell<Vec<Vec<u8>>>,
+    pub(crate) wake: Notify,
+    /// Why the tunnel ended, once it did.
+    pub(crate) ended: RefCell<Option<String>>,
+    pub(crate) dtls: RefCell<Option<Rc<DtlsChannel>>>,
+}
+
+impl Shared {
+    pub(crate) fn end(&self, why: impl Into<String>) {
+        self.ended.borrow_mut().get_or_insert_with(|| why.into());
+        self.wake.notify();
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.ended.borrow().is_some()
+    }
+}
+
+/// What CONNECT told us.
+pub(crate) struct Params {
+    pub(crate) addr: Ipv4Addr,
+    pub(crate) mtu: usize,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) dpd: Option<Duration>,
+}
+
+impl Params {
+    pub(crate) fn from(t: &Tunnel) -> io::Result<Self> {
+        let addr = t
+            .get("X-CSTP-Address")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| io_err("CONNECT reply without an IPv4 X-CSTP-Address"))?;
+        let mtu = t
+            .get("X-CSTP-MTU")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(1280);
+        Ok(Self {
+            addr,
+            mtu,
+            keepalive: t.secs("X-CSTP-Keepalive").map(Duration::from_secs),
+            dpd: t.secs("X-CSTP-DPD").map(Duration::from_secs),
+        })
+    }
+}
+
+pub(crate) fn frame(ty: FrameType, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; cstp::HEADER_LEN + payload.len()];
+    let n = cstp::encode(ty, payload, &mut out).expect("frame fits");
+    out.truncate(n);
+    out
+}
+
+/// The tunnel after `200 CONNECTED`.
+pub(crate) struct Link {
+    pub(crate) shared: Rc<Shared>,
+    wr: OwnedWriteHalf<TcpStream>,
+    fd: i32,
+    reader: monoio::task::JoinHandle<()>,
+    out: Vec<u8>,
+}
+
+impl Link {
+    /// Takes over `c` (its leftover plaintext is CSTP) and starts the reader.
+    pub(crate) fn start(c: TlsConn, counters: std::sync::Arc<Counters>) -> Self {
+        let TlsConn {
+            tcp, tls, plain, ..
+        } = c;
+        let fd = tcp.as_raw_fd();
+        let (rd, wr) = tcp.into_split();
+        let shared = Rc::new(Shared {
+            tls: RefCell::new(tls),
+            pending: RefCell::new(Vec::new()),
+            wake: Notify::default(),
+            ended: RefCell::new(None),
+            dtls: RefCell::new(None),
+        });
+        let reader = monoio::spawn(read_loop(rd, shared.clone(), plain, counters));
+        Self {
+            shared,
+            wr,
+            fd,
+            reader,
+            out: Vec::with_capacity(128 * 1024),
+        }
+    }
+
+    /// Queues one CSTP frame as its own TLS record.
+    pub(crate) fn queue(&self, frame: &[u8]) -> io::Result<()> {
+        let n = self.shared.tls.borrow_mut().writer().write(frame)?;
+        if n != frame.len() {
+            return Err(io_err("rustls took part of a frame"));
+        }
+        Ok(())
+    }
+
+    /// Sends the reader's pending frames and everything rustls holds.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        for f in std::mem::take(&mut *self.shared.pending.borrow_mut()) {
+            self.queue(&f)?;
+        }
+        loop {
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            {
+                let mut tls = self.shared.tls.borrow_mut();
+                while tls.wants_write() {
+                    tls.write_tls(&mut out)?;
+                }
+            }
+            if out.is_empty() {
+                self.out = out;
+                return Ok(());
+            }
+            let (r, out) = self.wr.write_all(out).await;
+            self.out = out;
+            r?;
+        }
+    }
+
+    /// DISCONNECT (user logout), close_notify, and the reader's end.
+    pub(crate) async fn close(mut self) {
+        let _ = self.queue(&frame(
+            FrameType::Disconnect,
+            &[cstp::DISCONNECT_USER_LOGOUT],
+        ));
+        self.shared.tls.borrow_mut().send_close_notify();
+        let _ = monoio::time::timeout(Duration::from_secs(2), self.flush()).await;
+        if let Some(d) = self.shared.dtls.borrow_mut().take() {
+            d.close();
+        }
+        // SAFETY: shutdown on a descriptor we own (the read half keeps it open); it
+        // only ends the reader's pending read.
+        unsafe {
+            libc::shutdown(self.fd, libc::SHUT_RDWR);
+        }
+        let _ = monoio::time::timeout(Duration::from_secs(2), self.reader).await;
+    }
+}
+
+async fn read_loop(
+    mut rd: OwnedReadHalf<TcpStream>,
+    sh: Rc<Shared>,
+    mut plain: Vec<u8>,
+    counters: std::sync::Arc<Counters>,
+) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        if let Err(e) = handle_frames(&sh, &mut plain, &counters) {
+            sh.end(e.to_string());
+            return;
+        }
+        if sh.is_ended() {
+            return;
+        }
+        buf.clear();
+        let (r, b) = rd.read(buf).await;
+        buf = b;
+        let res = match r {
+            Ok(0) => Err(io_err("server closed the connection")),
+            Ok(n) => feed(&mut sh.tls.borrow_mut(), &buf[..n], &mut plain),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            sh.end(e.to_string());
+            return;
+        }
+        if sh.tls.borrow().wants_write() {
+            sh.wake.notify();
+        }
+    }
+}
+
+fn handle_frames(sh: &Shared, plain: &mut Vec<u8>, counters: &Counters) -> io::Result<()> {
+    let mut used = 0;
+    while let Some((f, n)) = cstp::decode(&plain[used..]).map_err(io_err)? {
+        match f.ty {
+            FrameType::Data => {
+                Counters::add(&counters.rx_pkts, 1);
+                Counters::add(&counters.rx_bytes, f.payload.len() as u64);
+            }
+            FrameType::DpdReq => {
+                sh.pending
+                    .borrow_mut()
+                    .push(frame(FrameType::DpdResp, f.payload));
+                sh.wake.notify();
+            }
+            FrameType::Disconnect => return Err(io_err("server sent DISCONNECT")),
+            FrameType::Terminate => return Err(io_err("server sent TERMINATE")),
+            _ => {}
+        }
+        used += n;
+    }
+    plain.drain(..used);
+    Ok(())
+}
+
+/// Keeps the tunnel alive until `until`: answers DPD (the reader queues
+/// answers), sends KEEPALIVE after `keepalive` of silence and DPD-REQ
+/// every `dpd`. Returns early when `gate` opens.
+pub(crate) async fn hold(
+    link: &mut Link,
+    p: &Params,
+    until: Instant,
+    gate: Option<&Gate>,
+) -> io::Result<()> {
+    let keepalive = p
+        .keepalive
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_secs(1));
+    let dpd = p
+        .dpd
+        .unwrap_or(Duration::from_secs(30))
+        .max(Duration::from_secs(1));
+    let (mut next_ka, mut next_dpd) = (Instant::now() + keepalive, Instant::now() + dpd);
+    loop {
+        let now = Instant::now();
+        if now >= until || gate.is_some_and(Gate::is_open) {
+            return Ok(());
+        }
+        if let Some(why) = link.shared.ended.borrow().clone() {
+            return Err(io_err(why));
+        }
+        if now >= next_dpd {
+            link.queue(&frame(FrameType::DpdReq, &[]))?;
+            next_dpd = now + dpd;
+            next_ka = now + keepalive;
+        } else if now >= next_ka {
+            link.queue(&frame(FrameType::Keepalive, &[]))?;
+            next_ka = now + keepalive;
+        }
+        let dtls = link.shared.dtls.borrow().clone();
+        if let Some(d) = dtls {
+            d.tick(now).await;
+        }
+        link.flush().await?;
+        let wake_at = next_ka
+            .min(next_dpd)
+            .min(until)
+            .min(now + Duration::from_secs(5));
+        let wake = &link.shared.wake;
+        let woken = poll_fn(|cx| match gate.map(|g| g.poll_open(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(()),
+            _ => wake.poll_notified(cx),
+        });
+        let _ =
+            monoio::time::timeout(wake_at.saturating_duration_since(Instant::now()), woken).await;
+    }
+}
+
+/// Floods `sink` with UDP packets of `size` bytes until `until`, over DTLS
+/// when it is up, else over CSTP.
+#[derive(Clone, Copy)]
+pub(crate) struct Load {
+    pub(crate) sink: SocketAddrV4,
+    pub(crate) size: usize,
+    /// Per-session pacing in bits/s; 0 = as fast as the tunnel takes them.
+    pub(crate) rate_bps: u64,
+}
+
+pub(crate) async fn flood(
+    link: &mut Link,
+    p: &Params,
+    sport: u16,
+    load: &Load,
+    until: Instant,
+    counters: &Counters,
+) -> io::Result<()> {
+    let (sink, size) = (load.sink, load.size);
+    let t0 = Instant::now();
+    let mut sent_bits = 0u64;
+    let size = size
+        .min(
+            p.mtu
+                .saturating_sub(crate::packet::IP_HDR + crate::packet::UDP_HDR),
+        )
+        .max(8);
+    let src = SocketAddrV4::new(p.addr, sport);
+    let mut pkt = Vec::with_capacity(2048);
+    let mut frame_buf = Vec::with_capacity(2048);
+    let mut seq = 0u64;
+    let mut last_dpd = Instant::now();
+    while Instant::now() < until {
+        if let Some(why) = link.shared.ended.borrow().clone() {
+            return Err(io_err(why));
+        }
+        let dtls = link.shared.dtls.borrow().clone().filter(|d| d.is_up());
+        // A batch of packets, then one write (CSTP) or one send each (DTLS).
+        for _ in 0..32 {
+            crate::packet::build_udp(&mut pkt, src, sink, size, seq);
+            seq += 1;
+            match &dtls {
+                Some(d) => d.send_data(&pkt).await?,
+                None => {
+                    frame_buf.clear();
+                    frame_buf.extend_from_slice(&frame(FrameType::Data, &[])[..cstp::HEADER_LEN]);
+                    frame_buf[4..6].copy_from_slice(&(pkt.len() as u16).to_be_bytes());
+                    frame_buf.extend_from_slice(&pkt);
+                    link.queue(&frame_buf)?;
+                }
+            }
+            Counters::add(&counters.tx_pkts, 1);
+            Counters::add(&counters.tx_bytes, pkt.len() as u64);
+            sent_bits += pkt.len() as u64 * 8;
+        }
+        if load.rate_bps > 0 {
+            let due = t0 + Duration::from_secs_f64(sent_bits as f64 / load.rate_bps as f64);
+            link.flush().await?;
+            monoio::time::sleep(
+                due.saturating_duration_since(Instant::now())
+                    .min(until.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
+        // Keep the CSTP side alive while DTLS carries the data.
+        if last_dpd.elapsed() > Duration::from_secs(5) {
+            link.queue(&frame(FrameType::Keepalive, &[]))?;
+            last_dpd = Instant::now();
+        }
+        link.flush().await?;
+    }
+    Ok(())
+}
+
+/// The server's UDP address for DTLS.
+pub(crate) fn dtls_addr(server: SocketAddr, t: &Tunnel) -> Option<SocketAddr> {
+    let port: u16 = t.get("X-DTLS-Port")?.parse().ok()?;
+    Some(SocketAddr::new(server.ip(), port))
+}
