@@ -34,8 +34,9 @@ pub(crate) enum DtlsKey {
 
 /// Datagrams handled per wake-up before yielding to other tasks.
 const RECV_BATCH: usize = 32;
-/// The largest datagram we accept (a jumbo-MTU packet plus overhead).
-const RECV_BUF: usize = 16 * 1024;
+/// Room beyond the link MTU in a channel's receive buffer: the client
+/// never sends a datagram above its link MTU (X-CSTP-Base-MTU).
+const RECV_SLACK: usize = 512;
 /// A client that sends DATA over CSTP this long after its last UDP packet
 /// has given up on DTLS (§5.5): send over CSTP too.
 pub(crate) const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
@@ -279,7 +280,7 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
 
 /// Receives until the channel or its tunnel ends; drives handshake timers.
 async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &DtlsChannel) {
-    let mut buf = vec![0u8; RECV_BUF];
+    let mut buf = vec![0u8; usize::from(ch.mtu) + RECV_SLACK];
     while !ch.closed.get() {
         let deadline = ch.server.borrow().poll_timeout();
         let recv = async { Some(ch.sock.recv_from(&mut buf).await) };

@@ -17,6 +17,8 @@ use crate::proto::cstp::{self, FrameType};
 use crate::proto::ip;
 use crate::tls::TlsSession;
 
+/// A full TLS record (16 KiB payload + header and AEAD overhead).
+const TLS_READ_BUF: usize = 16 * 1024 + 512;
 /// Ciphertext allowed to wait for a slow client before packets are dropped.
 const MAX_QUEUED: usize = 512 * 1024;
 /// Silence after which the server itself sends DPD-REQ, then drops (×3).
@@ -109,7 +111,8 @@ impl Tunnel {
             dpd_sent: Cell::new(false),
             ended: Cell::new(None),
             stats: Cell::new(Stats::default()),
-            frame: RefCell::new(Vec::with_capacity(cstp::HEADER_LEN + cstp::MAX_PAYLOAD)),
+            // Grows to the largest frame sent; idle tunnels keep it small.
+            frame: RefCell::new(Vec::new()),
         }
     }
 
@@ -233,7 +236,8 @@ impl Tunnel {
 
     /// Drains queued TLS output to the socket until the tunnel ends.
     pub(crate) async fn write_loop(self: Rc<Self>, mut stream: TcpStream) {
-        let mut out = Vec::with_capacity(64 * 1024);
+        // Grows with the bursts it carries; idle tunnels keep it small.
+        let mut out = Vec::new();
         loop {
             self.wake.notified().await;
             loop {
@@ -258,7 +262,8 @@ impl Tunnel {
 
     /// Reads frames until the client or the server ends the tunnel.
     pub(crate) async fn read_loop(self: Rc<Self>, shard: Rc<Shard>, mut stream: TcpStream, leftover: Vec<u8>) -> EndReason {
-        let mut rbuf = vec![0u8; 64 * 1024];
+        // One TLS record at most per read is plenty (memory per session).
+        let mut rbuf = vec![0u8; TLS_READ_BUF];
         let mut plain = leftover;
         loop {
             if let Err(reason) = self.process_frames(&mut plain, &shard) {
