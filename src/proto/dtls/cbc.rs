@@ -199,9 +199,7 @@ mod tests {
         CbcKey::new(CipherSuite::RsaAes128CbcSha, &[0x11; 16], &[0x22; 20])
     }
 
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-    }
+    use crate::proto::dtls::tests::unhex;
 
     /// IV ‖ E(plain ‖ mac ‖ tail) with a fixed IV: lets a test write any
     /// padding, well-formed or not. `mac` None = the right one.

@@ -173,10 +173,7 @@ impl AeadKey {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-    }
+    use crate::proto::dtls::tests::unhex as hex;
 
     #[test]
     fn premaster_layout() {

@@ -137,10 +137,7 @@ pub(crate) fn handshake_hash(hash: PrfHash, transcript: &[u8]) -> ([u8; MAX_HAND
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-    }
+    use crate::proto::dtls::tests::unhex as hex;
 
     /// The widely published TLS 1.2 PRF vectors (SHA-256, 100 bytes; SHA-384,
     /// 148 bytes), re-checked with Python's hmac module before use.

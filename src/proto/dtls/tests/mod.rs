@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 use super::*;
 
 pub(super) const PSK: [u8; 32] = [0x42; 32];
+
+/// Hex (whitespace ignored) to bytes, for the test vectors of every module.
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
 pub(super) const APP_ID: [u8; 32] = [0xA1; 32];
 pub(super) const SESSION_ID: [u8; 32] = [0x5E; 32];
 pub(super) const MASTER: [u8; 48] = [0x3C; 48];
