@@ -18,6 +18,8 @@
 #                   that; without markers, the section is inserted before the
 #                   file's first "## " heading (or appended); other text stays
 #   KEEP_WORK=1     keep the scratch directory (logs, iperf3 JSON) afterwards
+#   TSV_OUT=path    also copy the raw per-run table there (perf/compare-ocserv.sh
+#                   reads it: cfg round dir bits/s bytes server_cpu_s ...)
 #   OCSERV_URING=path     binary to test (default: target/release/ocserv-uring,
 #                   built with `cargo build --release` if missing)
 set -euo pipefail
@@ -698,6 +700,7 @@ else
 fi
 mv "$OUT.tmp" "$OUT"
 
+[[ -z ${TSV_OUT:-} ]] || cp "$WORK/results.tsv" "$TSV_OUT"
 FAILED=0
 log "done; results in $OUT"
 cat "$WORK/section.md" >&2

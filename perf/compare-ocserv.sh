@@ -1,0 +1,543 @@
+#!/usr/bin/env bash
+# ocserv-uring against ocserv 1.1.6, side by side, driven by the same load:
+# logins/s and server CPU per login, memory per idle session, most sessions
+# held, loadgen throughput and server CPU per GB over DTLS and CSTP, ping RTT
+# through the tunnel under load, and (via perf/compare-throughput.sh)
+# single-flow iperf3 through openconnect. Writes a table into perf/RESULTS.md.
+#
+# Everything runs in two network namespaces this script creates and deletes:
+# server 10.79.0.1, client 10.79.0.2-9 (eight source addresses, so more than
+# 64K sessions fit) over a veth pair. Needs root, ocserv, openconnect, iperf3.
+#
+#   sudo perf/compare-ocserv.sh
+#
+# Knobs (environment, all optional):
+#   PARTS="login memory hold load ping iperf"   which measurements
+#   LOGINS=2000 LOGIN_CONCURRENCY=32            login part
+#   MEM_RUNS="1000:dtls 10000:cstp"             idle sessions per memory run (N:channel);
+#                                               DTLS costs a second descriptor per session
+#   HOLD_RUNS="100000:cstp 100000:dtls"         ocserv-uring's most-sessions runs (default:
+#                                               that, or what the open-file limit allows)
+#   LOAD_SESSIONS=4 LOAD_MBIT=100 LOAD_SECONDS=10   loadgen throughput (paced per session, then unpaced)
+#   IPERF_RUNS=1                                rounds of compare-throughput.sh
+#   OUT=perf/RESULTS.md  KEEP_WORK=1
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PARTS=${PARTS:-"login memory hold load ping iperf"}
+LOGINS=${LOGINS:-2000}
+LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-32}
+MEM_RUNS=${MEM_RUNS:-"1000:dtls 10000:cstp"}
+LOAD_SESSIONS=${LOAD_SESSIONS:-4}
+LOAD_MBIT=${LOAD_MBIT:-100}
+LOAD_SECONDS=${LOAD_SECONDS:-10}
+IPERF_RUNS=${IPERF_RUNS:-1}
+OUT=${OUT:-$REPO/perf/RESULTS.md}
+KEEP_WORK=${KEEP_WORK:-0}
+URING=${OCSERV_URING:-$REPO/target/release/ocserv-uring}
+LOADGEN=${OCU_LOADGEN:-$REPO/target/release/ocu-loadgen}
+OCSERV=${OCSERV:-/usr/sbin/ocserv}
+
+NS_S=ocucmp-s-$$
+NS_C=ocucmp-c-$$
+SRV_IP=10.79.0.1
+CLIENT_IPS=$(seq -s, -f "10.79.0.%g" 2 9)
+SINK=$SRV_IP:9000
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "needs root: sudo $0"
+for t in openconnect iperf3 ip ss openssl jq perl ping; do
+    command -v $t >/dev/null || die "missing $t (apt-get install openconnect iperf3 iproute2 openssl jq perl iputils-ping)"
+done
+[[ -x $OCSERV ]] || die "missing $OCSERV (apt-get install ocserv)"
+if [[ ! -x $URING || ! -x $LOADGEN ]]; then
+    log "building (cargo build --release -p ocserv-uring -p ocu-loadgen)"
+    (cd "$REPO" && cargo build --release -p ocserv-uring -p ocu-loadgen) >&2 || die "build failed"
+fi
+# Both servers and the load generator hold a descriptor per TCP session and
+# one more per DTLS session. Without CAP_SYS_RESOURCE the hard limit stays.
+ulimit -Hn 1048576 2>/dev/null || log "open-file hard limit stays $(ulimit -Hn) (no CAP_SYS_RESOURCE)"
+ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+# The server needs a descriptor per session, two with DTLS, plus a few dozen.
+min() { (($1 < $2)) && echo "$1" || echo "$2"; }
+HOLD_RUNS=${HOLD_RUNS:-"$(min 100000 $((NOFILE - 200))):cstp $(min 100000 $(((NOFILE - 200) / 2))):dtls"}
+
+# A cgroup of our own for the server's CPU time (v2, or v1's cpuacct).
+if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+    CG_KIND=v2; CG=/sys/fs/cgroup/ocucmp-$$
+elif [[ -d /sys/fs/cgroup/cpuacct ]]; then
+    CG_KIND=v1; CG=/sys/fs/cgroup/cpuacct/ocucmp-$$
+else
+    die "no cgroup v2 and no cpuacct cgroup to account the servers' CPU time"
+fi
+mkdir "$CG" || die "cannot create the cgroup $CG"
+CG_PROCS=$CG/cgroup.procs
+
+WORK=$(mktemp -d /tmp/ocucmp.XXXXXX)
+chmod 755 "$WORK"   # ocserv's workers run as nobody
+SERVER=""; SERVER_PID=""; SINK_PID=""; CLIENT_PID=""; FAILED=1
+cleanup() {
+    trap - EXIT INT TERM
+    stop_server
+    [[ -n $SINK_PID ]] && kill "$SINK_PID" 2>/dev/null
+    for ns in "$NS_C" "$NS_S"; do
+        ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+        ip netns del "$ns" 2>/dev/null
+    done
+    sleep 0.5; rmdir "$CG" 2>/dev/null
+    if ((FAILED)) || [[ $KEEP_WORK == 1 ]]; then log "logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT TERM
+
+# wait_for SECONDS WHAT CMD...: poll until CMD succeeds.
+wait_for() {
+    local end=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@"; do
+        ((SECONDS < end)) || { log "timed out waiting for $what"; return 1; }
+        sleep 0.2
+    done
+}
+
+# ------------------------------------------------------------ namespaces
+ip netns add "$NS_S" && ip netns add "$NS_C" || die "ip netns add"
+ip link add cmps$$ netns "$NS_S" type veth peer name cmpc$$ netns "$NS_C"
+ip -n "$NS_S" addr add $SRV_IP/24 dev cmps$$
+for a in ${CLIENT_IPS//,/ }; do ip -n "$NS_C" addr add "$a/24" dev cmpc$$; done
+for ns in "$NS_S" "$NS_C"; do ip -n "$ns" link set lo up; done
+ip -n "$NS_S" link set cmps$$ up
+ip -n "$NS_C" link set cmpc$$ up
+# 64K source ports per client address instead of 28K.
+ip netns exec "$NS_C" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+ip netns exec "$NS_C" ping -c1 -W3 $SRV_IP >/dev/null || die "veth does not work"
+
+# ------------------------------------------------------------ shared files
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/key.pem" \
+    -out "$WORK/cert.pem" -subj "/CN=$SRV_IP" -days 7 2>/dev/null
+chmod 644 "$WORK/key.pem"
+PIN=pin-sha256:$(openssl x509 -in "$WORK/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+    openssl dgst -sha256 -binary | base64)
+PASSWORD=$(openssl rand -hex 8)
+# hashuser: ocpasswd's SHA-256 crypt ($5$, 5000 rounds, what both servers'
+# users have). cheapuser: traditional DES crypt(3), microseconds: the login
+# with the password-hash cost taken out, for both servers alike.
+echo "$PASSWORD" | "$URING" passwd -c "$WORK/ocpasswd" hashuser >/dev/null || die "passwd"
+echo "cheapuser:*:$(perl -e 'print crypt($ARGV[0], "ch")' "$PASSWORD")" >> "$WORK/ocpasswd"
+cat > "$WORK/vpnc-script" <<'EOF'
+#!/bin/sh
+[ "$reason" = connect ] || exit 0
+ip link set dev "$TUNDEV" up mtu "$INTERNAL_IP4_MTU"
+ip addr add "$INTERNAL_IP4_ADDRESS/32" dev "$TUNDEV"
+ip route replace "$INTERNAL_IP4_NETADDR/$INTERNAL_IP4_NETMASKLEN" dev "$TUNDEV"
+EOF
+chmod 755 "$WORK/vpnc-script"
+
+cat > "$WORK/uring.toml" <<EOF
+[server]
+listen = "$SRV_IP"
+tcp_port = 4443
+udp_port = 4443
+workers = 0
+[tls]
+cert_file = "$WORK/cert.pem"
+key_file = "$WORK/key.pem"
+generate_self_signed = false
+[auth]
+passwd_file = "$WORK/ocpasswd"
+[network]
+device = "cmpu$$"
+ipv4_network = "10.128.0.0/14"
+mtu = 1400
+[session]
+dpd = 90
+max_clients = 0
+EOF
+cat > "$WORK/ocserv.conf" <<EOF
+auth = "plain[passwd=$WORK/ocpasswd]"
+listen-host = $SRV_IP
+tcp-port = 443
+udp-port = 443
+server-cert = $WORK/cert.pem
+server-key = $WORK/key.pem
+socket-file = $WORK/ocserv.sock
+pid-file = $WORK/ocserv.pid
+run-as-user = nobody
+run-as-group = nogroup
+isolate-workers = false
+max-clients = 0
+max-same-clients = 0
+max-ban-score = 0
+ipv4-network = 10.160.0.0/15
+mtu = 1400
+device = cmpo
+cookie-timeout = 300
+keepalive = 32400
+dpd = 90
+mobile-dpd = 90
+use-occtl = false
+predictable-ips = true
+tls-priorities = "NORMAL:%SERVER_PRECEDENCE"
+auth-timeout = 240
+EOF
+
+# ------------------------------------------------------------ servers
+port_of() { [[ $1 == ocserv ]] && echo 443 || echo 4443; }
+listening() { [[ -n $(ip netns exec "$NS_S" ss -Hltn "sport = :$(port_of "$SERVER")") ]]; }
+start_server() { # ocserv | ocserv-uring
+    SERVER=$1
+    # In the CPU cgroup first, so every process it forks is counted.
+    if [[ $1 == ocserv ]]; then
+        sh -c 'echo $$ > "$1"; shift; exec "$@"' - "$CG_PROCS" \
+            ip netns exec "$NS_S" "$OCSERV" -f -c "$WORK/ocserv.conf" >> "$WORK/ocserv.log" 2>&1 &
+    else
+        sh -c 'echo $$ > "$1"; shift; exec "$@"' - "$CG_PROCS" \
+            ip netns exec "$NS_S" "$URING" --config "$WORK/uring.toml" >> "$WORK/ocserv-uring.log" 2>&1 &
+    fi
+    SERVER_PID=$!
+    wait_for 20 "$1 to listen" listening || { tail "$WORK/$1.log" >&2; die "$1 did not start"; }
+    sleep 1
+}
+# Every server process in the namespace: ocserv's main, sec-mod and
+# per-session workers; ocserv-uring's one process.
+server_pids() {
+    local p c
+    for p in $(ip netns pids "$NS_S"); do
+        c=$(cat "/proc/$p/comm" 2>/dev/null) || continue
+        [[ $c == ocserv* ]] && echo "$p"
+    done
+}
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    kill "$SERVER_PID" 2>/dev/null
+    local i
+    for ((i = 0; i < 100; i++)); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+    server_pids | xargs -r kill -9 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=""
+    wait_for 30 "the port to close" eval '! listening' || true
+    # ocserv's per-session TUN devices go with their workers.
+    sleep 2
+}
+CLK=$(getconf CLK_TCK)
+# CPU seconds of the server so far, from its cgroup: that includes ocserv's
+# per-session workers that already exited.
+server_cpu() {
+    if [[ $CG_KIND == v2 ]]; then
+        awk '$1 == "usage_usec" {printf "%.3f", $2 / 1e6}' "$CG/cpu.stat"
+    else
+        awk '{printf "%.3f", $1 / 1e9}' "$CG/cpuacct.usage"
+    fi
+}
+# Our own reaped children: the load generator's CPU seconds.
+client_cpu() { awk -v k="$CLK" '{sub(/^.*\) /, ""); printf "%.2f", ($14 + $15) / k}' "/proc/$$/stat"; }
+server_mem() { # -> "PSS_KiB RSS_KiB processes"
+    local p pss=0 rss=0 n=0 a b
+    for p in $(server_pids); do
+        read -r a b < <(awk '/^Pss:/ {p = $2} /^Rss:/ {r = $2} END {print p + 0, r + 0}' "/proc/$p/smaps_rollup" 2>/dev/null)
+        pss=$((pss + ${a:-0})); rss=$((rss + ${b:-0})); n=$((n + 1))
+    done
+    echo "$pss $rss $n"
+}
+calc() { awk "BEGIN {printf \"$1\", $2}"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 == 0 || a == "-" || b == "-") print "-"; else printf "%.2f", a / b}'; }
+jget() { jq -r ".$2 // \"-\"" "$1" 2>/dev/null || echo -; }
+T_ARGS() { echo "--server https://$SRV_IP:$(port_of "$SERVER")/ --user $1 --password $PASSWORD --servercert $PIN --json"; }
+loadgen() { ip netns exec "$NS_C" "$LOADGEN" "$@"; }
+
+declare -A R   # R[key.server] = figure
+put() { R[$1.$SERVER]=$2; log "  $SERVER $1 = $2"; }
+has_part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+# ------------------------------------------------------------ login
+part_login() {
+    local user j c0 c1 l0 l1
+    for user in hashuser cheapuser; do
+        loadgen login $(T_ARGS $user) --concurrency 4 --count 40 > /dev/null 2>&1   # warm-up
+        c0=$(server_cpu); l0=$(client_cpu); j=$WORK/login.$SERVER.$user.json
+        loadgen login $(T_ARGS $user) --concurrency "$LOGIN_CONCURRENCY" --count "$LOGINS" > "$j" 2> "$j.err" ||
+            log "  login run reported failures: $(jget "$j" errors)"
+        c1=$(server_cpu); l1=$(client_cpu)
+        put "login_rate.$user" "$(jget "$j" logins_per_s)"
+        put "login_ok.$user" "$(jget "$j" ok)/$LOGINS"
+        put "login_cpu_ms.$user" "$(calc %.3f "($c1 - $c0) * 1000 / $LOGINS")"
+        put "login_client_cpu_ms.$user" "$(calc %.3f "($l1 - $l0) * 1000 / $LOGINS")"
+        put "login_p50.$user" "$(jget "$j" latency_p50_ms)"
+        put "login_p99.$user" "$(jget "$j" latency_p99_ms)"
+    done
+}
+
+# idle_run N CHANNEL(dtls|cstp) HOLD TAG: holds N idle sessions (from as many
+# load generator processes as the open-file limit needs), measures server
+# memory once they are all up; sets M_* for the caller.
+idle_run() {
+    local n=$1 ch=$2 hold=$3 tag=$4 per procs k base mem flag=() pids=() j
+    j=$WORK/idle.$SERVER.$tag
+    # descriptors per session in the load generator: TCP, plus UDP for DTLS
+    [[ $ch == dtls ]] && { flag=(--dtls); per=$(((NOFILE - 500) / 2)); } || per=$((NOFILE - 500))
+    procs=$(((n + per - 1) / per))
+    base=$(server_mem)
+    for ((k = 0; k < procs; k++)); do
+        loadgen idle $(T_ARGS cheapuser) --sessions $(((n + k) / procs)) --hold "$hold" "${flag[@]}" \
+            --source-ips "$CLIENT_IPS" --ramp-concurrency $((64 / procs)) > "$j.$k.json" 2> "$j.$k.err" &
+        pids+=($!)
+    done
+    ramped() { # every generator finished its ramp (or exited)
+        local k
+        for ((k = 0; k < procs; k++)); do
+            kill -0 "${pids[$k]}" 2>/dev/null || continue
+            tail -n 1 "$j.$k.err" | awk -v n=$(((n + k) / procs)) '{for (i = 1; i < NF; i++) {if ($i == "ok") o = $(i + 1); if ($i == "failed") f = $(i + 1)}}
+                END {exit !(o + f >= n)}' || return 1
+        done
+    }
+    wait_for $((n / 20 + 300)) "$n sessions" ramped
+    sleep 5
+    mem=$(server_mem)
+    wait "${pids[@]}"
+    sum() { local k t=0 v; for ((k = 0; k < procs; k++)); do v=$(jget "$j.$k.json" "$1"); [[ $v =~ ^[0-9.]+$ ]] && t=$(calc %.0f "$t + $v"); done; echo $t; }
+    M_EST=$(sum established); M_DTLS=$(sum dtls_up); M_DROP=$(sum dropped_while_held)
+    M_RAMP=$(for ((k = 0; k < procs; k++)); do jget "$j.$k.json" ramp_seconds; done | sort -g | tail -n 1)
+    M_PSS=$(echo "$base $mem" | awk -v e="$M_EST" '{if (e + 0 > 0) printf "%.1f", ($4 - $1) / e; else print "-"}')
+    M_RSS=$(echo "$base $mem" | awk -v e="$M_EST" '{if (e + 0 > 0) printf "%.1f", ($5 - $2) / e; else print "-"}')
+    M_TOTAL=$(echo "$mem" | awk '{printf "%.0f", $1 / 1024}')
+    M_PROCS=$(echo "$mem" | awk '{print $3}')
+    M_ERR=$(for ((k = 0; k < procs; k++)); do jget "$j.$k.json" errors; done | tr '\n' ' ' | cut -c1-200)
+    log "  $SERVER idle $tag: $n $ch sessions asked, established $M_EST, dtls $M_DTLS, dropped $M_DROP, ramp ${M_RAMP}s, PSS ${M_TOTAL} MiB in $M_PROCS processes, $M_PSS KiB/session ${M_ERR:+errors: $M_ERR}"
+}
+
+part_memory() {
+    local run n ch
+    for run in $MEM_RUNS; do
+        n=${run%:*}; ch=${run#*:}
+        stop_server; start_server "$SERVER"
+        idle_run "$n" "$ch" 20 "mem$n$ch"
+        put "mem_pss.$run" "$M_PSS"; put "mem_rss.$run" "$M_RSS"; put "mem_est.$run" "$M_EST/$n"
+        put "mem_ramp.$run" "$M_RAMP"
+    done
+}
+
+part_hold() {
+    local run n ch
+    for run in $HOLD_RUNS; do
+        n=${run%:*}; ch=${run#*:}
+        stop_server; start_server "$SERVER"
+        idle_run "$n" "$ch" 30 "hold$n$ch"
+        put "hold.$run" "$M_EST"; put "hold_dtls.$run" "$M_DTLS"; put "hold_dropped.$run" "$M_DROP"
+        put "hold_ramp.$run" "$M_RAMP"; put "hold_pss.$run" "$M_PSS"; put "hold_total.$run" "$M_TOTAL"
+    done
+}
+
+# load_run CHANNEL(dtls|cstp) MBIT -> figures
+load_run() {
+    local ch=$1 mbit=$2 flag=() j c0 c1 tx rx
+    [[ $ch == dtls ]] && flag=(--dtls)
+    j=$WORK/load.$SERVER.$ch.$mbit.json
+    c0=$(server_cpu)
+    loadgen throughput $(T_ARGS cheapuser) --sessions "$LOAD_SESSIONS" --seconds "$LOAD_SECONDS" \
+        --rate-mbit "$mbit" --sink "$SINK" "${flag[@]}" > "$j" 2> "$j.err" ||
+        log "  load run reported failures: $(jget "$j" errors)"
+    c1=$(server_cpu)
+    tx=$(jget "$j" tx_bytes); rx=$(jget "$j" rx_bytes)
+    put "load_tx.$ch.$mbit" "$(jget "$j" tx_gbit_s)"
+    put "load_rx.$ch.$mbit" "$(jget "$j" rx_gbit_s)"
+    put "load_cpu_gb.$ch.$mbit" "$(calc %.2f "($c1 - $c0) / (($tx + $rx) / 1e9 + 1e-12)")"
+}
+part_load() {
+    local ch
+    for ch in dtls cstp; do
+        load_run $ch "$LOAD_MBIT"
+        load_run $ch 0
+    done
+}
+
+# openconnect over DTLS; ping the server's tunnel address idle, then while
+# the paced loadgen runs through other sessions.
+rtt() { # ping output -> "p50 p99"
+    awk '/time=/ {sub(/.*time=/, ""); print $1 + 0}' |
+        sort -g | awk '{v[NR] = $1} END {if (!NR) {print "- -"; exit} printf "%.3f %.3f\n", v[int((NR + 1) / 2)], v[int(NR * 0.99 + 0.999)]}'
+}
+part_ping() {
+    local tun net o lg
+    ip netns exec "$NS_C" openconnect --user cheapuser --passwd-on-stdin --servercert "$PIN" \
+        --script "$WORK/vpnc-script" --interface cmpt0 "https://$SRV_IP:$(port_of "$SERVER")/" \
+        <<< "$PASSWORD" > "$WORK/oc.$SERVER.log" 2>&1 &
+    CLIENT_PID=$!
+    wait_for 30 "openconnect" grep -q 'DTLS connected' "$WORK/oc.$SERVER.log" || { tail "$WORK/oc.$SERVER.log" >&2; return 1; }
+    [[ $SERVER == ocserv ]] && net=10.160. || net=10.128.
+    tun=$(ip -n "$NS_S" -o -4 addr show | awk '{sub(/\/.*/, "", $4); print $4}' | grep -F "$net" | head -n 1)
+    sleep 1
+    o=$(ip netns exec "$NS_C" ping -c 100 -i 0.01 -W 2 "$tun" 2>/dev/null | rtt)
+    put rtt_idle_p50 "${o% *}"; put rtt_idle_p99 "${o#* }"
+    loadgen throughput $(T_ARGS cheapuser) --sessions "$LOAD_SESSIONS" --seconds 8 --rate-mbit "$LOAD_MBIT" \
+        --sink "$SINK" --dtls > "$WORK/ping-load.$SERVER.json" 2>/dev/null &
+    lg=$!
+    sleep 3
+    o=$(ip netns exec "$NS_C" ping -c 200 -i 0.02 -W 2 "$tun" 2>/dev/null | rtt)
+    put rtt_load_p50 "${o% *}"; put rtt_load_p99 "${o#* }"
+    wait $lg
+    kill -INT "$CLIENT_PID" 2>/dev/null; wait "$CLIENT_PID" 2>/dev/null; CLIENT_PID=""
+}
+
+# ------------------------------------------------------------ run
+ip netns exec "$NS_S" "$LOADGEN" sink --listen "$SINK" > "$WORK/sink.log" 2>&1 &
+SINK_PID=$!
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+for s in ocserv ocserv-uring; do
+    log "== $s"
+    start_server "$s"
+    has_part login && part_login
+    has_part load && part_load
+    has_part ping && part_ping
+    has_part memory && part_memory
+    [[ $s == ocserv-uring ]] && has_part hold && part_hold
+    stop_server
+done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+kill "$SINK_PID" 2>/dev/null; SINK_PID=""
+
+if has_part iperf; then
+    log "== iperf3 single flow (perf/compare-throughput.sh, RUNS=$IPERF_RUNS)"
+    RUNS=$IPERF_RUNS TSV_OUT=$WORK/iperf.tsv OUT=$OUT OCSERV_URING=$URING "$REPO/perf/compare-throughput.sh" \
+        > "$WORK/iperf.log" 2>&1 || log "compare-throughput.sh failed: $(tail -n 3 "$WORK/iperf.log")"
+    med() { awk -F'\t' -v c="$1" -v d="$2" '$1 == c && $3 == d {print $4 / 1e9}' "$WORK/iperf.tsv" 2>/dev/null |
+        sort -g | awk '{v[NR] = $1} END {if (NR) printf "%.3f", v[int((NR + 1) / 2)]; else print "-"}'; }
+    for d in up down; do
+        R[iperf_dtls_$d.ocserv]=$(med ocserv-dtls $d); R[iperf_dtls_$d.ocserv-uring]=$(med ocserv-uring-dtls $d)
+        R[iperf_cstp_$d.ocserv]=$(med ocserv-cstp $d); R[iperf_cstp_$d.ocserv-uring]=$(med ocserv-uring $d)
+    done
+fi
+
+# ------------------------------------------------------------ report
+row() { # label key unit-note [target]
+    local o=${R[$2.ocserv]:--} u=${R[$2.ocserv-uring]:--}
+    printf '| %s | %s | %s | %s | %s |\n' "$1" "$o" "$u" "$(ratio "$u" "$o")" "${3:-}"
+}
+BEGIN_MARK='<!-- perf/compare-ocserv.sh: begin (generated: a new run replaces everything up to the end marker) -->'
+END_MARK='<!-- perf/compare-ocserv.sh: end -->'
+{
+    echo "$BEGIN_MARK"
+    cat <<EOF
+## ocserv-uring vs ocserv 1.1.6, side by side (perf/compare-ocserv.sh)
+
+Both servers in the same server namespace, one after the other, with the same
+certificate, password file and \`mtu = 1400\`, driven by \`ocu-loadgen\`
+(perf/loadgen) from a client namespace with eight source addresses. Server
+CPU is the CPU time of the server's cgroup (ocserv: main, sec-mod and every
+per-session worker, also those that already exited); memory is PSS (and RSS)
+summed over the server's processes. Ratio = ocserv-uring ÷ ocserv: below 1
+is better for CPU, memory and latency, above 1 for rates. The load generator
+and the servers share the $(nproc) CPUs, so rates are what this machine gives
+both together.
+
+| Figure | ocserv 1.1.6 | ocserv-uring | ratio | target (issue 4) |
+| --- | ---: | ---: | ---: | --- |
+EOF
+    if has_part login; then
+        row "Logins/s, \`\$5\$\` hash, $LOGIN_CONCURRENCY connectors" login_rate.hashuser
+        row "Server CPU ms per login, \`\$5\$\` hash" login_cpu_ms.hashuser
+        row "Logins/s, hash cost out (DES crypt)" login_rate.cheapuser "≥ 10×"
+        row "Server CPU ms per login, hash cost out" login_cpu_ms.cheapuser "≤ 0.10"
+        row "Login latency p50 / p99 ms, \`\$5\$\`" login_p50.hashuser
+        row "  p99" login_p99.hashuser
+        row "Logins that succeeded, \`\$5\$\` / DES" login_ok.hashuser
+        row "  DES" login_ok.cheapuser
+    fi
+    if has_part memory; then
+        for run in $MEM_RUNS; do
+            row "PSS KiB per idle ${run#*:} session, ${run%:*} sessions" "mem_pss.$run" "≤ 49 (50 KB)"
+            row "  RSS KiB per session" "mem_rss.$run"
+            row "  sessions established" "mem_est.$run"
+            row "  ramp seconds" "mem_ramp.$run"
+        done
+    fi
+    if has_part hold; then
+        for run in $HOLD_RUNS; do
+            row "Most idle ${run#*:} sessions held, ${run%:*} asked (ocserv-uring only)" "hold.$run" "100 000"
+            row "  DTLS up / dropped while held" "hold_dtls.$run"
+            row "  dropped while held" "hold_dropped.$run"
+            row "  PSS KiB per session" "hold_pss.$run"
+            row "  server PSS MiB in total" "hold_total.$run"
+            row "  ramp seconds" "hold_ramp.$run"
+        done
+    fi
+    if has_part load; then
+        for ch in dtls cstp; do
+            CH=${ch^^}
+            row "$CH, $LOAD_SESSIONS sessions × $LOAD_MBIT Mbit/s offered: Gbit/s up (sent)" "load_tx.$ch.$LOAD_MBIT"
+            row "  Gbit/s down (echoed back)" "load_rx.$ch.$LOAD_MBIT"
+            row "  server CPU s per GB (up + down)" "load_cpu_gb.$ch.$LOAD_MBIT" "≤ 0.33"
+            row "$CH, $LOAD_SESSIONS sessions unpaced: Gbit/s up" "load_tx.$ch.0"
+            row "  Gbit/s down (echo: sink-bound, see below)" "load_rx.$ch.0"
+            row "  server CPU s per GB" "load_cpu_gb.$ch.0" "≤ 0.33"
+        done
+    fi
+    if has_part iperf; then
+        row "iperf3 single flow via openconnect, DTLS, Gbit/s up" iperf_dtls_up "≥ 1"
+        row "  down" iperf_dtls_down "≥ 1"
+        row "iperf3 single flow, CSTP only, up" iperf_cstp_up "≥ 1"
+        row "  down" iperf_cstp_down "≥ 1"
+    fi
+    if has_part ping; then
+        row "Ping RTT ms via openconnect (DTLS), idle, p50" rtt_idle_p50
+        row "  p99" rtt_idle_p99
+        row "Ping RTT ms under the paced DTLS load, p50" rtt_load_p50
+        row "  p99" rtt_load_p99
+    fi
+    cat <<EOF
+
+How the figures are made:
+
+- Logins: \`ocu-loadgen login --concurrency $LOGIN_CONCURRENCY --count $LOGINS\`
+  (TLS 1.3 handshake, XML login, cookie; no CONNECT) after 40 warm-up logins.
+  "Hash cost out" logs in a user whose ocpasswd entry is a traditional DES
+  crypt(3) hash, which both servers accept and which costs microseconds: it
+  stands in for certificate logins until those exist (issue 5).
+- Memory: \`ocu-loadgen idle [--dtls] --sessions N --ramp-concurrency 64\`
+  (split over several generator processes when one would run out of
+  descriptors), PSS of all server processes 5 s after the last session came
+  up, minus PSS before the ramp, divided by the sessions established.
+- Most sessions held: the same, on ocserv-uring only, with as many sessions
+  as asked; the open-file limit of this machine ($NOFILE per process, and no
+  CAP_SYS_RESOURCE to raise it) caps one process at about that many TCP
+  sessions, half as many with DTLS (one connected UDP socket per client).
+- Load: \`ocu-loadgen throughput --sessions $LOAD_SESSIONS --seconds $LOAD_SECONDS\`
+  with 1200-byte UDP payloads to an echo sink in the server namespace, paced
+  at $LOAD_MBIT Mbit/s per session and unpaced; CPU per GB divides the
+  server's CPU seconds by the bytes that crossed it both ways. Unpaced,
+  "down" is what the one-thread echo sink managed to send back: the faster
+  the upload, the more the sink drops, so that row measures the sink.
+- Ping: openconnect (DTLS) to each server, \`ping -i 0.01\` ×100 to the
+  server's tunnel address idle, and \`ping -i 0.02\` ×200 while the paced
+  DTLS load runs through other sessions.
+- iperf3: perf/compare-throughput.sh (its own section below has the details),
+  median of $IPERF_RUNS round(s).
+
+Reproduce: \`sudo PARTS="$PARTS" LOGINS=$LOGINS MEM_RUNS="$MEM_RUNS" HOLD_RUNS="$HOLD_RUNS" perf/compare-ocserv.sh\`
+
+Machine: $(date -u +%Y-%m-%d), $(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo),
+$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r);
+ocserv $(dpkg-query -W -f '${Version}' ocserv 2>/dev/null), openconnect $(dpkg-query -W -f '${Version}' openconnect 2>/dev/null),
+ocserv-uring $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo "+changes");
+open-file limit $NOFILE per process; load average $LOAD_START before, $LOAD_END after.
+EOF
+    echo "$END_MARK"
+} > "$WORK/section.md"
+
+if [[ -f $OUT ]] && grep -qF "$BEGIN_MARK" "$OUT"; then
+    awk -v b="$BEGIN_MARK" -v e="$END_MARK" -v f="$WORK/section.md" '
+        $0 == b {while ((getline l < f) > 0) print l; skip = 1; next}
+        $0 == e {skip = 0; next}
+        !skip' "$OUT" > "$OUT.tmp"
+else
+    # first run: right after the title, before every other section
+    awk -v f="$WORK/section.md" '
+        !done && /^<!-- |^## / {while ((getline l < f) > 0) print l; print ""; done = 1}
+        {print}
+        END {if (!done) {print ""; while ((getline l < f) > 0) print l}}' "$OUT" > "$OUT.tmp"
+fi
+mv "$OUT.tmp" "$OUT"
+FAILED=0
+cat "$WORK/section.md" >&2
