@@ -13,6 +13,7 @@
 #
 # Knobs (environment, all optional):
 #   PARTS="login memory hold load ping iperf"   which measurements
+#   SERVERS="ocserv ocserv-uring"               which servers (both for ratios)
 #   LOGINS=2000 LOGIN_CONCURRENCY=32            login part
 #   MEM_RUNS="1000:dtls 10000:cstp"             idle sessions per memory run (N:channel);
 #                                               DTLS costs a second descriptor per session
@@ -25,6 +26,7 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PARTS=${PARTS:-"login memory hold load ping iperf"}
+SERVERS=${SERVERS:-"ocserv ocserv-uring"}
 LOGINS=${LOGINS:-2000}
 LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-32}
 MEM_RUNS=${MEM_RUNS:-"1000:dtls 10000:cstp"}
@@ -204,11 +206,10 @@ start_server() { # ocserv | ocserv-uring
 # Every server process in the namespace: ocserv's main, sec-mod and
 # per-session workers; ocserv-uring's one process.
 server_pids() {
-    local p c
-    for p in $(ip netns pids "$NS_S"); do
-        c=$(cat "/proc/$p/comm" 2>/dev/null) || continue
-        [[ $c == ocserv* ]] && echo "$p"
-    done
+    local files=() p
+    for p in $(ip netns pids "$NS_S"); do files+=("/proc/$p/comm"); done
+    ((${#files[@]})) || return 0
+    awk 'FNR == 1 && /^ocserv/ {split(FILENAME, a, "/"); print a[3]}' "${files[@]}" 2>/dev/null
 }
 stop_server() {
     [[ -n $SERVER_PID ]] || return 0
@@ -234,13 +235,11 @@ server_cpu() {
 }
 # Our own reaped children: the load generator's CPU seconds.
 client_cpu() { awk -v k="$CLK" '{sub(/^.*\) /, ""); printf "%.2f", ($14 + $15) / k}' "/proc/$$/stat"; }
-server_mem() { # -> "PSS_KiB RSS_KiB processes"
-    local p pss=0 rss=0 n=0 a b
-    for p in $(server_pids); do
-        read -r a b < <(awk '/^Pss:/ {p = $2} /^Rss:/ {r = $2} END {print p + 0, r + 0}' "/proc/$p/smaps_rollup" 2>/dev/null)
-        pss=$((pss + ${a:-0})); rss=$((rss + ${b:-0})); n=$((n + 1))
-    done
-    echo "$pss $rss $n"
+server_mem() { # -> "PSS_KiB RSS_KiB processes", one pass even over 10K workers
+    local files=() p
+    for p in $(server_pids); do files+=("/proc/$p/smaps_rollup"); done
+    ((${#files[@]})) || { echo "0 0 0"; return; }
+    awk '/^Pss:/ {p += $2} /^Rss:/ {r += $2} FNR == 1 {n++} END {print p + 0, r + 0, n + 0}' "${files[@]}" 2>/dev/null
 }
 calc() { awk "BEGIN {printf \"$1\", $2}"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b + 0 == 0 || a == "-" || b == "-") print "-"; else printf "%.2f", a / b}'; }
@@ -289,7 +288,7 @@ idle_run() {
         local k
         for ((k = 0; k < procs; k++)); do
             kill -0 "${pids[$k]}" 2>/dev/null || continue
-            tail -n 1 "$j.$k.err" | awk -v n=$(((n + k) / procs)) '{for (i = 1; i < NF; i++) {if ($i == "ok") o = $(i + 1); if ($i == "failed") f = $(i + 1)}}
+            tail -n 1 "$j.$k.err" 2>/dev/null | awk -v n=$(((n + k) / procs)) '{for (i = 1; i < NF; i++) {if ($i == "ok") o = $(i + 1); if ($i == "failed") f = $(i + 1)}}
                 END {exit !(o + f >= n)}' || return 1
         done
     }
@@ -313,7 +312,7 @@ part_memory() {
     for run in $MEM_RUNS; do
         n=${run%:*}; ch=${run#*:}
         stop_server; start_server "$SERVER"
-        idle_run "$n" "$ch" 20 "mem$n$ch"
+        idle_run "$n" "$ch" $((20 + n / 200)) "mem$n$ch"
         put "mem_pss.$run" "$M_PSS"; put "mem_rss.$run" "$M_RSS"; put "mem_est.$run" "$M_EST/$n"
         put "mem_ramp.$run" "$M_RAMP"
     done
@@ -324,7 +323,7 @@ part_hold() {
     for run in $HOLD_RUNS; do
         n=${run%:*}; ch=${run#*:}
         stop_server; start_server "$SERVER"
-        idle_run "$n" "$ch" 30 "hold$n$ch"
+        idle_run "$n" "$ch" $((20 + n / 200)) "hold$n$ch"
         put "hold.$run" "$M_EST"; put "hold_dtls.$run" "$M_DTLS"; put "hold_dropped.$run" "$M_DROP"
         put "hold_ramp.$run" "$M_RAMP"; put "hold_pss.$run" "$M_PSS"; put "hold_total.$run" "$M_TOTAL"
     done
@@ -385,7 +384,7 @@ part_ping() {
 ip netns exec "$NS_S" "$LOADGEN" sink --listen "$SINK" > "$WORK/sink.log" 2>&1 &
 SINK_PID=$!
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-for s in ocserv ocserv-uring; do
+for s in $SERVERS; do
     log "== $s"
     start_server "$s"
     has_part login && part_login

@@ -13,6 +13,7 @@ use shards::{AppId, Cookie};
 
 use super::core::Shard;
 use super::dtls::DtlsKey;
+use super::stream::SharedStream;
 use super::tunnel::Tunnel;
 use crate::proto::connect::{self as negotiate, DtlsChoice, DtlsMode};
 use super::{Handoff, ShardMsg};
@@ -146,7 +147,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             }
         };
         match req.head.method {
-            Method::Connect => return connect(shard, conn, req.head).await,
+            // Its own task: the tunnel outlives the login's larger state.
+            Method::Connect => {
+                glommio::spawn_local(connect(shard, conn, req.head)).detach();
+                return;
+            }
             Method::Post | Method::Get => {
                 let parsed = if req.head.method == Method::Post {
                     auth::parse_request(&req.body)
@@ -291,16 +296,8 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let mtu = negotiate::data_mtu(base_mtu, conn.peer.is_ipv6(), dtls.map(|(d, _)| d.mode.overhead()));
     let reply = connect_reply(&shard, lease, base_mtu, mtu, dtls);
 
-    let writer_fd = match crate::sys::dup(conn.stream.as_raw_fd()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!("tunnel dup: {e}");
-            return;
-        }
-    };
-    // SAFETY: a fresh dup owned by this stream alone.
-    let writer = unsafe { TcpStream::from_raw_fd(writer_fd.into_raw_fd()) };
     let Conn { stream, tls, peer, plain, .. } = conn;
+    let stream = Rc::new(SharedStream::new(stream));
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.base_mtu = base_mtu;
     if let Some((_, id)) = dtls {
@@ -312,9 +309,13 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     shard.attach(&cookie, &tunnel);
     let dtls_mode = dtls.map_or("off", |(d, _)| d.value);
     tracing::info!(user = %tunnel.user, lease = %lease, %peer, shard = %shard.id, mtu, dtls = dtls_mode, "tunnel up");
-    glommio::spawn_local(tunnel.clone().write_loop(writer)).detach();
-    let reason = tunnel.clone().read_loop(shard.clone(), stream, plain).await;
-    shard.tunnel_ended(&tunnel, reason);
+    glommio::spawn_local(tunnel.clone().write_loop(stream.clone())).detach();
+    // The reader is a task of its own, so the CONNECT's state is freed now.
+    let reader = async move {
+        let reason = tunnel.clone().read_loop(shard.clone(), stream, plain).await;
+        shard.tunnel_ended(&tunnel, reason);
+    };
+    glommio::spawn_local(reader).detach();
 }
 
 /// The `200 CONNECTED` head of protocol notes §3.2, in exact header case.

@@ -43,6 +43,8 @@ pub(crate) struct Shard {
     dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
     peers: RefCell<Vec<Option<Rc<ConnectedSender<ShardMsg>>>>>,
     next_tunnel_id: Cell<u64>,
+    /// Every tunnel's TLS reads land here first (see `stream`).
+    pub(crate) tls_rbuf: RefCell<Vec<u8>>,
 }
 
 /// Reads kept posted on the TUN queue, and slots for packets out.
@@ -102,6 +104,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         dtls_tunnels: RefCell::new(HashMap::new()),
         peers: RefCell::new(Vec::new()),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
+        tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
     });
 
     // Receivers first: a sender's connect waits for its receiver's.
@@ -140,7 +143,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
             match listener.accept().await {
                 Ok(stream) => {
                     let s = acceptor.clone();
-                    spawn_local(async move { super::conn::serve(s, stream).await }).detach();
+                    spawn_local(super::conn::serve(s, stream)).detach();
                 }
                 Err(e) => {
                     tracing::warn!(shard = %acceptor.id, "accept: {e}");

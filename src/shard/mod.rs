@@ -6,6 +6,7 @@ mod conn;
 mod core;
 mod dtls;
 mod notify;
+mod stream;
 mod tun;
 mod tunnel;
 mod udp;

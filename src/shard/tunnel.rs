@@ -6,19 +6,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use shards::{AppId, Cookie};
 
 use super::core::Shard;
 use super::dtls::{DtlsChannel, DtlsKey, CSTP_FALLBACK_AFTER};
 use super::notify::Notify;
+use super::stream::SharedStream;
 use crate::proto::cstp::{self, FrameType};
 use crate::proto::ip;
 use crate::tls::TlsSession;
 
 /// A full TLS record (16 KiB payload + header and AEAD overhead).
-const TLS_READ_BUF: usize = 16 * 1024 + 512;
+pub(crate) const TLS_READ_BUF: usize = 16 * 1024 + 512;
 /// Ciphertext allowed to wait for a slow client before packets are dropped.
 const MAX_QUEUED: usize = 512 * 1024;
 /// Silence after which the server itself sends DPD-REQ, then drops (×3).
@@ -235,7 +234,7 @@ impl Tunnel {
     }
 
     /// Drains queued TLS output to the socket until the tunnel ends.
-    pub(crate) async fn write_loop(self: Rc<Self>, mut stream: TcpStream) {
+    pub(crate) async fn write_loop(self: Rc<Self>, stream: Rc<SharedStream>) {
         // Grows with the bursts it carries; idle tunnels keep it small.
         let mut out = Vec::new();
         loop {
@@ -254,29 +253,28 @@ impl Tunnel {
             }
             if self.ended.get().is_some() {
                 // Wakes the reader with EOF; it reports the end to the shard.
-                let _ = stream.shutdown(std::net::Shutdown::Both).await;
+                stream.shutdown();
                 return;
             }
         }
     }
 
     /// Reads frames until the client or the server ends the tunnel.
-    pub(crate) async fn read_loop(self: Rc<Self>, shard: Rc<Shard>, mut stream: TcpStream, leftover: Vec<u8>) -> EndReason {
-        // One TLS record at most per read is plenty (memory per session).
-        let mut rbuf = vec![0u8; TLS_READ_BUF];
+    pub(crate) async fn read_loop(self: Rc<Self>, shard: Rc<Shard>, stream: Rc<SharedStream>, leftover: Vec<u8>) -> EndReason {
         let mut plain = leftover;
         loop {
             if let Err(reason) = self.process_frames(&mut plain, &shard) {
                 self.end(reason);
                 return reason;
             }
-            let n = match stream.read(&mut rbuf).await {
+            let n = match stream.read_into(&shard.tls_rbuf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             self.last_rx.set(Instant::now());
             self.dpd_sent.set(false);
-            let fed = self.tls.borrow_mut().feed(&rbuf[..n], &mut plain);
+            // Still this task's turn: nobody else has touched the buffer.
+            let fed = self.tls.borrow_mut().feed(&shard.tls_rbuf.borrow()[..n], &mut plain);
             self.wake.notify();
             match fed {
                 Ok(f) if f.peer_closed => break,
