@@ -20,6 +20,8 @@
 #   HOLD_RUNS="100000:cstp 100000:dtls"         ocserv-uring's most-sessions runs (default:
 #                                               that, or what the open-file limit allows)
 #   LOAD_SESSIONS=4 LOAD_MBIT=100 LOAD_SECONDS=10   loadgen throughput (paced per session, then unpaced)
+#   LOAD_THREADS=2                              load generator runtimes (one per CPU: the kernel
+#                                               hands a connection to the shard of the CPU it came in on)
 #   IPERF_RUNS=1                                rounds of compare-throughput.sh
 #   OUT=perf/RESULTS.md  KEEP_WORK=1
 set -uo pipefail
@@ -33,6 +35,7 @@ MEM_RUNS=${MEM_RUNS:-"1000:dtls 10000:cstp"}
 LOAD_SESSIONS=${LOAD_SESSIONS:-4}
 LOAD_MBIT=${LOAD_MBIT:-100}
 LOAD_SECONDS=${LOAD_SECONDS:-10}
+LOAD_THREADS=${LOAD_THREADS:-2}
 IPERF_RUNS=${IPERF_RUNS:-1}
 OUT=${OUT:-$REPO/perf/RESULTS.md}
 KEEP_WORK=${KEEP_WORK:-0}
@@ -310,25 +313,17 @@ idle_run() {
     log "  $SERVER idle $tag: $n $ch sessions asked, established $M_EST, dtls $M_DTLS, dropped $M_DROP, ramp ${M_RAMP}s, PSS ${M_TOTAL} MiB in $M_PROCS processes, $M_PSS KiB/session ${M_ERR:+errors: $M_ERR}"
 }
 
-part_memory() {
-    local run n ch
-    for run in $MEM_RUNS; do
+# idle_runs PREFIX RUNS...: one fresh server and one idle_run per N:channel.
+idle_runs() {
+    local prefix=$1 run n ch
+    shift
+    for run in "$@"; do
         n=${run%:*}; ch=${run#*:}
         stop_server; start_server "$SERVER"
-        idle_run "$n" "$ch" $((20 + n / 200)) "mem$n$ch"
-        put "mem_pss.$run" "$M_PSS"; put "mem_rss.$run" "$M_RSS"; put "mem_est.$run" "$M_EST/$n"
-        put "mem_ramp.$run" "$M_RAMP"
-    done
-}
-
-part_hold() {
-    local run n ch
-    for run in $HOLD_RUNS; do
-        n=${run%:*}; ch=${run#*:}
-        stop_server; start_server "$SERVER"
-        idle_run "$n" "$ch" $((20 + n / 200)) "hold$n$ch"
-        put "hold.$run" "$M_EST"; put "hold_dtls.$run" "$M_DTLS"; put "hold_dropped.$run" "$M_DROP"
-        put "hold_ramp.$run" "$M_RAMP"; put "hold_pss.$run" "$M_PSS"; put "hold_total.$run" "$M_TOTAL"
+        idle_run "$n" "$ch" $((20 + n / 200)) "$prefix$n$ch"
+        put "${prefix}_est.$run" "$M_EST/$n"; put "${prefix}_dtls.$run" "$M_DTLS"; put "${prefix}_dropped.$run" "$M_DROP"
+        put "${prefix}_ramp.$run" "$M_RAMP"; put "${prefix}_pss.$run" "$M_PSS"; put "${prefix}_rss.$run" "$M_RSS"
+        put "${prefix}_total.$run" "$M_TOTAL"
     done
 }
 
@@ -339,7 +334,7 @@ load_run() {
     j=$WORK/load.$SERVER.$ch.$mbit.json
     c0=$(server_cpu)
     loadgen throughput $(T_ARGS cheapuser) --sessions "$LOAD_SESSIONS" --seconds "$LOAD_SECONDS" \
-        --rate-mbit "$mbit" --sink "$SINK" "${flag[@]}" > "$j" 2> "$j.err" ||
+        --rate-mbit "$mbit" --sink "$SINK" --threads "$LOAD_THREADS" "${flag[@]}" > "$j" 2> "$j.err" ||
         log "  load run reported failures: $(jget "$j" errors)"
     c1=$(server_cpu)
     tx=$(jget "$j" tx_bytes); rx=$(jget "$j" rx_bytes)
@@ -374,7 +369,7 @@ part_ping() {
     o=$(ip netns exec "$NS_C" ping -c 100 -i 0.01 -W 2 "$tun" 2>/dev/null | rtt)
     put rtt_idle_p50 "${o% *}"; put rtt_idle_p99 "${o#* }"
     loadgen throughput $(T_ARGS cheapuser) --sessions "$LOAD_SESSIONS" --seconds 8 --rate-mbit "$LOAD_MBIT" \
-        --sink "$SINK" --dtls > "$WORK/ping-load.$SERVER.json" 2>/dev/null &
+        --sink "$SINK" --threads "$LOAD_THREADS" --dtls > "$WORK/ping-load.$SERVER.json" 2>/dev/null &
     lg=$!
     sleep 3
     o=$(ip netns exec "$NS_C" ping -c 200 -i 0.02 -W 2 "$tun" 2>/dev/null | rtt)
@@ -401,8 +396,8 @@ done
 for s in $SERVERS; do
     log "== $s: sessions held"
     SERVER=$s
-    has_part memory && part_memory
-    [[ $s == ocserv-uring ]] && has_part hold && part_hold
+    has_part memory && idle_runs mem $MEM_RUNS
+    [[ $s == ocserv-uring ]] && has_part hold && idle_runs hold $HOLD_RUNS
     stop_server
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -465,8 +460,8 @@ EOF
     fi
     if has_part hold; then
         for run in $HOLD_RUNS; do
-            row "Most idle ${run#*:} sessions held, ${run%:*} asked (ocserv-uring only)" "hold.$run" "100 000"
-            row "  DTLS up / dropped while held" "hold_dtls.$run"
+            row "Most idle ${run#*:} sessions held (ocserv-uring only): established/asked" "hold_est.$run" "100 000"
+            row "  DTLS up" "hold_dtls.$run"
             row "  dropped while held" "hold_dropped.$run"
             row "  PSS KiB per session" "hold_pss.$run"
             row "  server PSS MiB in total" "hold_total.$run"
@@ -513,7 +508,7 @@ How the figures are made:
   as asked; the open-file limit of this machine ($NOFILE per process, and no
   CAP_SYS_RESOURCE to raise it) caps one process at about that many TCP
   sessions, half as many with DTLS (one connected UDP socket per client).
-- Load: \`ocu-loadgen throughput --sessions $LOAD_SESSIONS --seconds $LOAD_SECONDS\`
+- Load: \`ocu-loadgen throughput --sessions $LOAD_SESSIONS --seconds $LOAD_SECONDS --threads $LOAD_THREADS\`
   with 1200-byte UDP payloads to an echo sink in the server namespace, paced
   at $LOAD_MBIT Mbit/s per session and unpaced; CPU per GB divides the
   server's CPU seconds by the bytes that crossed it both ways. Unpaced,

@@ -95,22 +95,11 @@ fn run(path: Option<PathBuf>) -> Result<(), String> {
     ocserv_uring::shard::run(config).map_err(|e| e.to_string())
 }
 
-/// Each session holds a TCP and (with DTLS) a UDP descriptor: lift the soft
-/// open-file limit to the hard one, as a service manager's LimitNOFILE would.
+/// Each session holds a TCP and (with DTLS) a UDP descriptor.
 fn raise_nofile() {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
-    let ok = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0
-            && (r.rlim_cur >= r.rlim_max || {
-                r.rlim_cur = r.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0
-            })
-    };
-    if ok {
-        tracing::info!(open_files = r.rlim_cur, "open-file limit (about two per session)");
-    } else {
-        tracing::warn!("could not raise the open-file limit: {}", std::io::Error::last_os_error());
+    match ocserv_uring::sys::raise_nofile() {
+        Ok(n) => tracing::info!(open_files = n, "open-file limit (one per session, two with DTLS)"),
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
     }
 }
 

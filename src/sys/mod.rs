@@ -23,6 +23,25 @@ pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
 
 /// Lowers the calling thread's priority (nice 10) so login work on the
 /// blocking pool yields the CPU to the packet path.
+/// Lifts the soft open-file limit to the hard one (what a service
+/// manager's LimitNOFILE does) and returns the limit now in force.
+pub fn raise_nofile() -> io::Result<u64> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(r.rlim_cur)
+}
+
 pub fn lower_thread_priority() {
     thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
     if DONE.with(|d| d.replace(true)) {

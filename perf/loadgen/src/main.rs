@@ -169,21 +169,6 @@ fn make_ctx(t: &Target) -> Result<Arc<Ctx>, String> {
     }))
 }
 
-/// Many sessions need many descriptors.
-fn raise_nofile() {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
-}
-
 /// Runs `f(thread_index)` on `n` monoio runtimes and collects the results.
 pub(crate) fn run_threads<T, F, Fut>(n: usize, f: F) -> Vec<T>
 where
@@ -215,7 +200,8 @@ where
 
 fn main() {
     let cli = Cli::parse();
-    raise_nofile();
+    // Many sessions need many descriptors.
+    let _ = ocserv_uring::sys::raise_nofile();
     let res = match cli.mode {
         Mode::Login {
             t,
