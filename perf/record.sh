@@ -12,6 +12,8 @@
 #                  password hash left out of the picture)
 #   idle           SESSIONS idle DTLS tunnels (DPD, timers, housekeeping)
 # Knobs: SESSIONS=4 MBIT=0 DURATION=10 FREQ=499 OUT=perf/profiles
+#        THREADS=2 (load generator runtimes: one per CPU spreads the sessions
+#        over the shards, since a connection goes to the shard of its CPU)
 #
 # Output: $OUT/ocserv-uring-LOAD.svg (open in a browser: click to zoom) and
 # $OUT/ocserv-uring-LOAD.txt (perf report, self time by symbol, >= 0.3 %). Needs perf
@@ -25,6 +27,7 @@ SESSIONS=${SESSIONS:-4}
 MBIT=${MBIT:-0}
 DURATION=${DURATION:-10}
 FREQ=${FREQ:-499}
+THREADS=${THREADS:-2}
 OUT=${OUT:-$REPO/perf/profiles}
 URING=${OCSERV_URING:-$REPO/target/release/ocserv-uring}
 LOADGEN=${OCU_LOADGEN:-$REPO/target/release/ocu-loadgen}
@@ -104,7 +107,7 @@ done
 ip netns exec $NS_S "$LOADGEN" sink --listen 10.81.0.1:9000 > "$WORK/sink.log" 2>&1 &
 SINK_PID=$!
 
-T=(--server https://10.81.0.1:4443/ --user rec --password recpass --servercert "$PIN")
+T=(--server https://10.81.0.1:4443/ --user rec --password recpass --servercert "$PIN" --threads "$THREADS")
 run_for=$((DURATION + 4))
 case $LOAD in
     dtls | cstp)
