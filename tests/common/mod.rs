@@ -43,7 +43,7 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
 
 const CLIENT_SCRIPT: &str = r#"#!/bin/sh
 # Test vpnc-script: configures only the tunnel device, records the environment.
-env | sort > "$OCU_ENV_DIR/env-$reason.tmp" && mv "$OCU_ENV_DIR/env-$reason.tmp" "$OCU_ENV_DIR/env-$reason"
+# The record comes last: tests take it as "the tunnel is ready to use".
 case "$reason" in
   connect)
     ip link set dev "$TUNDEV" up mtu "$INTERNAL_IP4_MTU"
@@ -51,6 +51,7 @@ case "$reason" in
     ip route replace "$INTERNAL_IP4_NETADDR/$INTERNAL_IP4_NETMASKLEN" dev "$TUNDEV"
     ;;
 esac
+env | sort > "$OCU_ENV_DIR/env-$reason.tmp" && mv "$OCU_ENV_DIR/env-$reason.tmp" "$OCU_ENV_DIR/env-$reason"
 exit 0
 "#;
 
