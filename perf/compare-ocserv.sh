@@ -27,6 +27,7 @@
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$REPO/perf/lib.sh"
 PARTS=${PARTS:-"login memory hold load ping iperf"}
 SERVERS=${SERVERS:-"ocserv ocserv-uring"}
 LOGINS=${LOGINS:-2000}
@@ -121,11 +122,7 @@ ip netns exec "$NS_C" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
 ip netns exec "$NS_C" ping -c1 -W3 $SRV_IP >/dev/null || die "veth does not work"
 
 # ------------------------------------------------------------ shared files
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/key.pem" \
-    -out "$WORK/cert.pem" -subj "/CN=$SRV_IP" -days 7 2>/dev/null
-chmod 644 "$WORK/key.pem"
-PIN=pin-sha256:$(openssl x509 -in "$WORK/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
-    openssl dgst -sha256 -binary | base64)
+make_cert "$WORK" "$SRV_IP" || die "openssl could not make a certificate"
 PASSWORD=$(openssl rand -hex 8)
 # hashuser: ocpasswd's SHA-256 crypt ($5$, 5000 rounds, what both servers'
 # users have). cheapuser: traditional DES crypt(3), microseconds: the login

@@ -25,6 +25,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$REPO/perf/lib.sh"
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
 CONFIGS=${CONFIGS:-"ocserv-cstp ocserv-uring ocserv-dtls ocserv-uring-dtls"}
@@ -204,10 +205,7 @@ ip netns exec "$NS_C" ping -c 1 -W 3 "$SRV_IP" >/dev/null || die "veth link $CLI
 
 # ---------------------------------------------------------------- shared files
 log "certificate, user, client script in $WORK"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj "/CN=$SRV_IP" -days 7 2>/dev/null
-PIN=pin-sha256:$(openssl x509 -in "$WORK/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
-    openssl dgst -sha256 -binary | base64)
+make_cert "$WORK" "$SRV_IP" || die "openssl could not make a certificate"
 PASSWORD=$(openssl rand -hex 12)
 printf '%s\n' "$PASSWORD" > "$WORK/password"
 chmod 600 "$WORK/password"

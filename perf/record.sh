@@ -22,6 +22,7 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$REPO/perf/lib.sh"
 LOAD=${1:-dtls}
 SESSIONS=${SESSIONS:-4}
 MBIT=${MBIT:-0}
@@ -73,10 +74,7 @@ ip -n $NS_C addr add 10.81.0.2/24 dev recc$$
 for ns in $NS_S $NS_C; do ip -n $ns link set lo up; done
 ip -n $NS_S link set recs$$ up; ip -n $NS_C link set recc$$ up
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/key.pem" \
-    -out "$WORK/cert.pem" -subj /CN=10.81.0.1 -days 2 2>/dev/null
-PIN=pin-sha256:$(openssl x509 -in "$WORK/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
-    openssl dgst -sha256 -binary | base64)
+make_cert "$WORK" 10.81.0.1 || die "openssl could not make a certificate"
 echo "rec:*:$(perl -e 'print crypt("recpass", "rc")')" > "$WORK/ocpasswd"
 cat > "$WORK/uring.toml" <<EOF
 [server]
