@@ -138,26 +138,8 @@ ip route replace "$INTERNAL_IP4_NETADDR/$INTERNAL_IP4_NETMASKLEN" dev "$TUNDEV"
 EOF
 chmod 755 "$WORK/vpnc-script"
 
-cat > "$WORK/uring.toml" <<EOF
-[server]
-listen = "$SRV_IP"
-tcp_port = 4443
-udp_port = 4443
-workers = 0
-[tls]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-generate_self_signed = false
-[auth]
-passwd_file = "$WORK/ocpasswd"
-[network]
-device = "cmpu$$"
-ipv4_network = "10.128.0.0/14"
-mtu = 1400
-[session]
-dpd = 90
-max_clients = 0
-EOF
+uring_config "$WORK/uring.toml" "$SRV_IP" 4443 4443 "cmpu$$" 10.128.0.0/14
+printf '[session]\ndpd = 90\nmax_clients = 0\n' >> "$WORK/uring.toml"
 cat > "$WORK/ocserv.conf" <<EOF
 auth = "plain[passwd=$WORK/ocpasswd]"
 listen-host = $SRV_IP

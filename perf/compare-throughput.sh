@@ -228,28 +228,10 @@ EOF
 chmod 755 "$WORK/vpnc-script"
 
 write_uring_config() { # $1 = configuration, $2 = UDP port (0: no DTLS)
-    cat > "$WORK/$1.toml" <<EOF
-[server]
-listen = "$SRV_IP"
-tcp_port = $URING_PORT
-udp_port = $2
-workers = 0
-
-[tls]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-generate_self_signed = false
-
-[auth]
-passwd_file = "$WORK/ocpasswd"
-
-[network]
-device = "ocuperf-tun"
-ipv4_network = "$URING_NET"
+    uring_config "$WORK/$1.toml" "$SRV_IP" "$URING_PORT" "$2" ocuperf-tun "$URING_NET" "$BASE_MTU"
+    cat >> "$WORK/$1.toml" <<EOF
 dns = ["${URING_NET%.0/*}.1"]
 routes = []
-mtu = $BASE_MTU
-
 [session]
 dpd = 90
 EOF

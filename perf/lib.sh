@@ -10,3 +10,30 @@ make_cert() {
     PIN=pin-sha256:$(openssl x509 -in "$1/cert.pem" -pubkey -noout | openssl pkey -pubin -outform der |
         openssl dgst -sha256 -binary | base64)
 }
+
+# uring_config FILE LISTEN TCP_PORT UDP_PORT DEVICE NETWORK [MTU]: an ocserv-uring
+# configuration with the settings every comparison shares (one shard per
+# CPU, the certificate and ocpasswd next to FILE, mtu 1400 unless given).
+# It ends inside [network], so a caller may append more [network] keys,
+# then its own [session].
+uring_config() {
+    local dir
+    dir=$(dirname "$1")
+    cat > "$1" <<CONF
+[server]
+listen = "$2"
+tcp_port = $3
+udp_port = $4
+workers = 0
+[tls]
+cert_file = "$dir/cert.pem"
+key_file = "$dir/key.pem"
+generate_self_signed = false
+[auth]
+passwd_file = "$dir/ocpasswd"
+[network]
+device = "$5"
+ipv4_network = "$6"
+mtu = ${7:-1400}
+CONF
+}

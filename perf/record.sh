@@ -76,25 +76,8 @@ ip -n $NS_S link set recs$$ up; ip -n $NS_C link set recc$$ up
 
 make_cert "$WORK" 10.81.0.1 || die "openssl could not make a certificate"
 echo "rec:*:$(perl -e 'print crypt("recpass", "rc")')" > "$WORK/ocpasswd"
-cat > "$WORK/uring.toml" <<EOF
-[server]
-listen = "10.81.0.1"
-tcp_port = 4443
-udp_port = 4443
-workers = 0
-[tls]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-generate_self_signed = false
-[auth]
-passwd_file = "$WORK/ocpasswd"
-[network]
-device = "rectun$$"
-ipv4_network = "10.132.0.0/16"
-mtu = 1400
-[session]
-max_clients = 0
-EOF
+uring_config "$WORK/uring.toml" 10.81.0.1 4443 4443 "rectun$$" 10.132.0.0/16
+printf '[session]\nmax_clients = 0\n' >> "$WORK/uring.toml"
 ip netns exec $NS_S "$URING" --config "$WORK/uring.toml" > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do
