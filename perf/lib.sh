@@ -15,7 +15,8 @@ make_cert() {
 # configuration with the settings every comparison shares (one shard per
 # CPU, the certificate and ocpasswd next to FILE, mtu 1400 unless given).
 # It ends inside [network], so a caller may append more [network] keys,
-# then its own [session].
+# then its own [session]. TUN_OFFLOAD=false in the environment turns the
+# TUN offloads off (to measure what they bring).
 uring_config() {
     local dir
     dir=$(dirname "$1")
@@ -35,5 +36,6 @@ passwd_file = "$dir/ocpasswd"
 device = "$5"
 ipv4_network = "$6"
 mtu = ${7:-1400}
+tun_offload = ${TUN_OFFLOAD:-true}
 CONF
 }

@@ -73,6 +73,9 @@ pub struct Network {
     pub dns: Vec<String>,
     pub routes: Vec<String>,
     pub mtu: u16,
+    /// TUN offloads (IFF_VNET_HDR, TSO/USO): 64 KB reads cut into packets
+    /// in the shard. Off only to rule them out when chasing a problem.
+    pub tun_offload: bool,
 }
 
 impl Default for Network {
@@ -83,6 +86,7 @@ impl Default for Network {
             dns: vec!["192.168.100.1".into()],
             routes: vec![],
             mtu: 1400,
+            tun_offload: true,
         }
     }
 }
@@ -243,7 +247,7 @@ impl Config {
         let r = &self.raw;
         let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nmtu = {mtu}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -260,6 +264,7 @@ impl Config {
             dns = list(&r.network.dns),
             routes = list(&self.routes.iter().map(ToString::to_string).collect::<Vec<_>>()),
             mtu = r.network.mtu,
+            offload = r.network.tun_offload,
             dpd = r.session.dpd,
             ka = r.session.keepalive,
             ct = r.session.cookie_timeout,

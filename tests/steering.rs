@@ -15,7 +15,7 @@ fn packets_for_shard_n_addresses_arrive_on_queue_n() {
         // SAFETY: unshare of the network namespace affects only this thread.
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare: {}", std::io::Error::last_os_error());
         for queues in [2usize, 3] {
-            let dev = tun::TunDevice::open(&format!("steer{queues}"), queues).unwrap();
+            let dev = tun::TunDevice::open(&format!("steer{queues}"), queues, false).unwrap();
             dev.configure(Ipv4Addr::new(10, 123, queues as u8, 1), 24, 1400).unwrap();
             let _prog = bpf::attach_steering(&dev.queues[0], queues as u32).unwrap();
 

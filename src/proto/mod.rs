@@ -10,3 +10,4 @@ pub mod dtls;
 pub mod fuzzing;
 pub mod http;
 pub mod ip;
+pub mod offload;

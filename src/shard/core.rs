@@ -17,6 +17,7 @@ use shards::{AppId, Cookie, SessionStore, ShardId};
 use super::tunnel::{EndReason, Tunnel};
 use super::{Links, ShardMsg, Shared};
 use crate::pool::ShardPool;
+use crate::proto::offload;
 use crate::sys;
 use crate::sys::uring::{RxRing, TxRing};
 
@@ -85,7 +86,9 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
     };
     // Room for a packet of the TUN MTU plus any channel's framing.
     let slot = (usize::from(cfg.raw.network.mtu) + 128).max(2048);
-    let rings = RxRing::new(tun_fd, TUN_READS, slot).and_then(|rx| Ok((rx, TxRing::new(TX_SLOTS, slot)?)));
+    // With offloads one read may be a 64 KB super-packet.
+    let read_slot = if shared.vnet_hdr { offload::VNET_HDR_LEN + offload::MAX_SUPER_PACKET } else { slot };
+    let rings = RxRing::new(tun_fd, TUN_READS, read_slot).and_then(|rx| Ok((rx, TxRing::new(TX_SLOTS, slot)?)));
     let (rx, tx) = rings.map_err(|e| {
         shared.shutdown.store(true, Ordering::Release);
         format!("io_uring for the TUN queue: {e}")

@@ -2,7 +2,9 @@
 //! shard, read through the shard's own io_uring (see `sys::uring`).
 //!
 //! The ring signals an eventfd; glommio's io_uring read of that eventfd
-//! is what wakes this task, once per batch of completions.
+//! is what wakes this task, once per batch of completions. With offloads
+//! a read may be a 64 KB super-packet: it is cut into packets here, after
+//! one session lookup for all of them.
 
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
@@ -12,6 +14,7 @@ use glommio::io::BufferedFile;
 
 use super::core::Shard;
 use crate::proto::ip;
+use crate::proto::offload::{self, VnetHdr};
 use crate::sys;
 
 /// Pause before re-posting reads that failed, so a broken queue cannot spin.
@@ -29,6 +32,8 @@ pub(crate) async fn read_loop(shard: Rc<Shard>) {
     // SAFETY: `owned` is a fresh dup that the BufferedFile takes over.
     let wakeups = unsafe { BufferedFile::from_raw_fd(owned.into_raw_fd()) };
     let mut logged_errors = 0;
+    let mut cut = Segmenter { scratch: vec![0; offload::MAX_SUPER_PACKET], errors: 0, super_reads: 0, segments: 0 };
+    let vnet_hdr = shard.shared.vnet_hdr;
     loop {
         // Reading resets the counter; completions after this bump it again.
         if let Err(e) = wakeups.read_at(0, 8).await {
@@ -46,7 +51,14 @@ pub(crate) async fn read_loop(shard: Rc<Shard>) {
             glommio::timer::sleep(READ_ERROR_BACKOFF).await;
         }
         // Packets for DTLS clients are queued on `tx`, sent below.
-        if let Err(e) = shard.rx.borrow_mut().for_each_packet(|pkt| dispatch(&shard, pkt)) {
+        let each = |read: &mut [u8]| {
+            if vnet_hdr {
+                cut.dispatch(&shard, read);
+            } else {
+                dispatch(&shard, read);
+            }
+        };
+        if let Err(e) = shard.rx.borrow_mut().for_each_packet(each) {
             tracing::warn!(shard = %shard.id, "TUN read submit: {e}");
         }
         if let Err(e) = shard.tx.borrow_mut().submit() {
@@ -61,5 +73,42 @@ fn dispatch(shard: &Shard, pkt: &[u8]) {
     let tunnel = shard.tunnels.borrow().get(&dst).cloned();
     if let Some(t) = tunnel {
         t.send_packet(shard, pkt);
+    }
+}
+
+/// Cuts offloaded reads into packets; one per read loop, reused.
+struct Segmenter {
+    scratch: Vec<u8>,
+    errors: u64,
+    /// Reads that carried more than one packet, and the packets they held.
+    super_reads: u64,
+    segments: u64,
+}
+
+impl Segmenter {
+    fn dispatch(&mut self, shard: &Shard, read: &mut [u8]) {
+        let Some((hdr, pkt)) = VnetHdr::split(read) else { return };
+        let Some(dst) = ip::ipv4_destination(pkt) else { return };
+        let Some(t) = shard.tunnels.borrow().get(&dst).cloned() else { return };
+        let mut n = 0u64;
+        let cut = offload::for_each_segment(&hdr, pkt, &mut self.scratch, |seg| {
+            n += 1;
+            t.send_packet(shard, seg);
+        });
+        if n > 1 {
+            self.super_reads += 1;
+            self.segments += n;
+            if self.super_reads.is_power_of_two() {
+                tracing::debug!(shard = %shard.id, reads = self.super_reads, packets = self.segments, "TUN super-packets cut");
+            }
+        }
+        if let Err(e) = cut {
+            t.count_dropped();
+            self.errors += 1;
+            // The kernel made it: a bug here or there, never the client's doing.
+            if self.errors <= 10 {
+                tracing::warn!(shard = %shard.id, ?hdr, "TUN read dropped: {e}");
+            }
+        }
     }
 }

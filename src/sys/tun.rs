@@ -10,6 +10,14 @@ const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const IFF_TUN_EXCL: libc::c_short = 0x8000u16 as libc::c_short;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
+const TUN_F_USO4: libc::c_uint = 0x20;
+const TUN_F_USO6: libc::c_uint = 0x40;
 
 /// `struct ifreq` with the union members we use.
 #[repr(C)]
@@ -43,16 +51,27 @@ impl IfReq {
 pub struct TunDevice {
     pub name: String,
     pub queues: Vec<OwnedFd>,
+    /// Every read and write starts with a `virtio_net_hdr` (proto::offload).
+    pub vnet_hdr: bool,
+}
+
+/// Which offloads the kernel accepted (see [`TunDevice::enable_offloads`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offloads {
+    /// Checksums, TCP and UDP segmentation (kernel 6.2 and later).
+    TsoUso,
+    /// Checksums and TCP segmentation.
+    Tso,
 }
 
 impl TunDevice {
     /// Creates device `name` with `queues` queues (IFF_TUN | IFF_NO_PI |
-    /// IFF_MULTI_QUEUE). Queue fds are blocking: io_uring then waits for a
+    /// IFF_MULTI_QUEUE, plus IFF_VNET_HDR if asked). Queue fds are blocking: io_uring then waits for a
     /// packet by polling, where a non-blocking fd makes reads fail with
     /// EAGAIN. The first queue is
     /// opened with IFF_TUN_EXCL: an existing device of that name (another
     /// server's) is an error, never silently shared.
-    pub fn open(name: &str, queues: usize) -> io::Result<Self> {
+    pub fn open(name: &str, queues: usize, vnet_hdr: bool) -> io::Result<Self> {
         let mut fds = Vec::with_capacity(queues);
         for i in 0..queues {
             // SAFETY: a plain open(2) of a constant NUL-terminated path.
@@ -63,14 +82,39 @@ impl TunDevice {
             // SAFETY: fd was just returned by open and is owned by nobody else.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let mut req = IfReq::new(name)?;
-            req.data.flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | if i == 0 { IFF_TUN_EXCL } else { 0 };
+            let vnet = if vnet_hdr { IFF_VNET_HDR } else { 0 };
+            req.data.flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | vnet | if i == 0 { IFF_TUN_EXCL } else { 0 };
             // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `req` is.
             if unsafe { libc::ioctl(owned.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
                 return Err(annotate(io::Error::last_os_error(), &format!("TUNSETIFF {name} (does another server own it?)")));
             }
             fds.push(owned);
         }
-        Ok(Self { name: name.to_owned(), queues: fds })
+        let dev = Self { name: name.to_owned(), queues: fds, vnet_hdr };
+        if vnet_hdr {
+            let size = crate::proto::offload::VNET_HDR_LEN as libc::c_int;
+            for q in &dev.queues {
+                // SAFETY: TUNSETVNETHDRSZ reads one int.
+                if unsafe { libc::ioctl(q.as_raw_fd(), TUNSETVNETHDRSZ, &size) } < 0 {
+                    return Err(annotate(io::Error::last_os_error(), "TUNSETVNETHDRSZ"));
+                }
+            }
+        }
+        Ok(dev)
+    }
+
+    /// Lets the kernel hand us unfinished checksums and 64 KB TCP (and,
+    /// where supported, UDP) super-packets. Needs `vnet_hdr`.
+    pub fn enable_offloads(&self) -> io::Result<Offloads> {
+        let fd = self.queues.first().ok_or_else(|| io::Error::other("no queue"))?.as_raw_fd();
+        let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+        for (flags, which) in [(tso | TUN_F_USO4 | TUN_F_USO6, Offloads::TsoUso), (tso, Offloads::Tso)] {
+            // SAFETY: TUNSETOFFLOAD takes its flags by value.
+            if unsafe { libc::ioctl(fd, TUNSETOFFLOAD, flags as libc::c_ulong) } == 0 {
+                return Ok(which);
+            }
+        }
+        Err(annotate(io::Error::last_os_error(), "TUNSETOFFLOAD"))
     }
 
     /// Sets the address, prefix and MTU and brings the device up; the kernel

@@ -212,11 +212,11 @@ impl RxRing {
     }
 
     /// Passes each packet read to `f`, then posts every read again.
-    pub fn for_each_packet(&mut self, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    pub fn for_each_packet(&mut self, mut f: impl FnMut(&mut [u8])) -> io::Result<()> {
         let ready = std::mem::take(&mut self.ready);
         for &(slot, len) in &ready {
             if len > 0 {
-                f(&self.slots.slot(slot)[..len as usize]);
+                f(&mut self.slots.slot(slot)[..len as usize]);
             }
         }
         let mut result = Ok(());
