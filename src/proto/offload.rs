@@ -225,6 +225,169 @@ fn segment(hdr: &VnetHdr, gso: u8, pkt: &[u8], scratch: &mut [u8], mut f: impl F
     Ok(())
 }
 
+/// Most packets merged into one TUN write.
+pub const MAX_GRO_SEGMENTS: usize = 64;
+
+/// Packets from clients grown into one super-packet for one TUN write
+/// (the receive-side twin of [`for_each_segment`]): consecutive TCP
+/// segments of one flow, or same-sized UDP datagrams of one flow, as the
+/// kernel's own GRO would merge them. The first packet keeps its headers;
+/// the others contribute their payload only.
+#[derive(Clone, Copy, Debug)]
+pub struct Gro {
+    tcp: bool,
+    v4: bool,
+    l4: usize,
+    /// Header length: where the payload starts in every packet.
+    payload: usize,
+    mss: usize,
+    next_seq: u32,
+    /// IP length of the super-packet so far.
+    len: usize,
+    count: usize,
+    /// Nothing more may follow (a short or PSH segment came last).
+    closed: bool,
+    psh: bool,
+}
+
+/// Where a packet's headers end, if it is a plain TCP or UDP packet that
+/// GRO may merge (no IP options, extension headers or fragments).
+fn flow(pkt: &[u8]) -> Option<(bool, bool, usize, usize)> {
+    let (v4, l4, proto) = match pkt.first()? >> 4 {
+        4 if pkt.len() >= 20 => {
+            let whole = usize::from(u16::from_be_bytes([pkt[2], pkt[3]])) == pkt.len();
+            let fragment = u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0;
+            if pkt[0] != 0x45 || !whole || fragment {
+                return None;
+            }
+            (true, 20, pkt[9])
+        }
+        6 if pkt.len() >= 40 => {
+            if usize::from(u16::from_be_bytes([pkt[4], pkt[5]])) + 40 != pkt.len() {
+                return None;
+            }
+            (false, 40, pkt[6])
+        }
+        _ => return None,
+    };
+    let (tcp, payload) = match proto {
+        PROTO_TCP => (true, l4 + usize::from(*pkt.get(l4 + 12)? >> 4) * 4),
+        PROTO_UDP => {
+            let udp_len = usize::from(u16::from_be_bytes([*pkt.get(l4 + 4)?, *pkt.get(l4 + 5)?]));
+            if udp_len != pkt.len() - l4 {
+                return None;
+            }
+            (false, l4 + 8)
+        }
+        _ => return None,
+    };
+    if (tcp && payload < l4 + 20) || payload >= pkt.len() {
+        return None;
+    }
+    Some((tcp, v4, l4, payload))
+}
+
+const TCP_ACK: u8 = 0x10;
+const TCP_PSH: u8 = 0x08;
+
+impl Gro {
+    /// Starts a super-packet with `pkt` if one could grow from it (TCP
+    /// segments carrying data with only ACK set; UDP if `udp`).
+    pub fn start(pkt: &[u8], udp: bool) -> Option<Self> {
+        let (tcp, v4, l4, payload) = flow(pkt)?;
+        if (tcp && pkt[l4 + 13] != TCP_ACK) || (!tcp && !udp) {
+            return None;
+        }
+        let mss = pkt.len() - payload;
+        let seq = if tcp { u32::from_be_bytes([pkt[l4 + 4], pkt[l4 + 5], pkt[l4 + 6], pkt[l4 + 7]]) } else { 0 };
+        Some(Self { tcp, v4, l4, payload, mss, next_seq: seq.wrapping_add(mss as u32), len: pkt.len(), count: 1, closed: false, psh: false })
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// If `pkt` continues the super-packet that `first` started, counts
+    /// it in and returns where its payload starts.
+    pub fn extend(&mut self, first: &[u8], pkt: &[u8]) -> Option<usize> {
+        if self.closed || self.count >= MAX_GRO_SEGMENTS || pkt.len() <= self.payload {
+            return None;
+        }
+        let data = pkt.len() - self.payload;
+        if data > self.mss || self.len + data > MAX_SUPER_PACKET || flow(pkt)? != (self.tcp, self.v4, self.l4, self.payload) {
+            return None;
+        }
+        // Same IP header but for length, ID and checksum.
+        let same_ip = if self.v4 {
+            first[..2] == pkt[..2] && first[6..10] == pkt[6..10] && first[12..20] == pkt[12..20]
+        } else {
+            first[..4] == pkt[..4] && first[6..40] == pkt[6..40]
+        };
+        let l4 = self.l4;
+        if !same_ip || first[l4..l4 + 4] != pkt[l4..l4 + 4] {
+            return None;
+        }
+        if self.tcp {
+            let flags = pkt[l4 + 13];
+            let seq = u32::from_be_bytes([pkt[l4 + 4], pkt[l4 + 5], pkt[l4 + 6], pkt[l4 + 7]]);
+            let same = first[l4 + 8..l4 + 13] == pkt[l4 + 8..l4 + 13] // ack, header length
+                && first[l4 + 14..l4 + 16] == pkt[l4 + 14..l4 + 16] // window
+                && first[l4 + 20..self.payload] == pkt[l4 + 20..self.payload]; // options
+            if !same || seq != self.next_seq || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) {
+                return None;
+            }
+            self.next_seq = seq.wrapping_add(data as u32);
+            self.psh = flags & TCP_PSH != 0;
+            self.closed = self.psh;
+        }
+        self.len += data;
+        self.count += 1;
+        self.closed |= data < self.mss;
+        Some(self.payload)
+    }
+
+    /// Writes the virtio_net_hdr and turns the first packet's headers into
+    /// the super-packet's; a lone packet gets an all-zero header and stays
+    /// as it was.
+    pub fn finish(&self, hdr: &mut [u8; VNET_HDR_LEN], first: &mut [u8]) {
+        if self.count < 2 {
+            hdr.fill(0);
+            return;
+        }
+        let l4 = self.l4;
+        let l4_len = self.len - l4;
+        if self.v4 {
+            first[2..4].copy_from_slice(&(self.len as u16).to_be_bytes());
+            first[10..12].fill(0);
+            let c = !fold(sum(&first[..20], 0));
+            first[10..12].copy_from_slice(&c.to_be_bytes());
+        } else {
+            first[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        }
+        let (proto, csum_offset, gso_type): (u8, usize, u8) = if self.tcp {
+            if self.psh {
+                first[l4 + 13] |= TCP_PSH;
+            }
+            (PROTO_TCP, 16, if self.v4 { GSO_TCPV4 } else { GSO_TCPV6 })
+        } else {
+            first[l4 + 4..l4 + 6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            (PROTO_UDP, 6, GSO_UDP_L4)
+        };
+        // The kernel finishes the checksum from the pseudo-header sum.
+        let partial = fold(pseudo_header_sum(first, self.v4, proto, l4_len));
+        first[l4 + csum_offset..l4 + csum_offset + 2].copy_from_slice(&partial.to_be_bytes());
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type,
+            hdr_len: self.payload as u16,
+            gso_size: self.mss as u16,
+            csum_start: l4 as u16,
+            csum_offset: csum_offset as u16,
+        };
+        h.encode(hdr);
+    }
+}
+
 fn pseudo_header_sum(pkt: &[u8], v4: bool, proto: u8, l4_len: usize) -> u64 {
     let addrs = if v4 { &pkt[12..20] } else { &pkt[8..40] };
     sum(addrs, u64::from(proto) + l4_len as u64)
@@ -354,6 +517,97 @@ mod tests {
         let segs = collect(&hdr, &mut pkt).unwrap();
         assert_eq!(segs.len(), 1);
         assert!(verifies(&segs[0][20..], pseudo_header_sum(&segs[0], true, PROTO_TCP, l4_len)));
+    }
+
+    /// Merges `segs` as the TX ring does: returns the TUN write (header,
+    /// first packet, payloads of the rest) and how many were merged.
+    fn merge(segs: &[Vec<u8>], udp: bool) -> (Vec<u8>, usize) {
+        let mut gro = Gro::start(&segs[0], udp).expect("starts");
+        let mut first = segs[0].clone();
+        let mut tail = Vec::new();
+        for s in &segs[1..] {
+            match gro.extend(&first, s) {
+                Some(at) => tail.extend_from_slice(&s[at..]),
+                None => break,
+            }
+        }
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        gro.finish(&mut hdr, &mut first);
+        let mut write = hdr.to_vec();
+        write.extend_from_slice(&first);
+        write.extend_from_slice(&tail);
+        (write, gro.count())
+    }
+
+    /// What the kernel does with a GRO write: cut it again.
+    fn recut(write: &mut [u8]) -> Vec<Vec<u8>> {
+        let (hdr, pkt) = VnetHdr::split(write).unwrap();
+        let mut scratch = vec![0u8; 2048];
+        let mut out = Vec::new();
+        for_each_segment(&hdr, pkt, &mut scratch, |s| out.push(s.to_vec())).unwrap();
+        out
+    }
+
+    #[test]
+    fn gro_merges_what_segmentation_cut_and_cuts_back_the_same() {
+        let mut pkt = ipv4_tcp(5000, TCP_ACK | TCP_PSH);
+        let segs = collect(&gso(GSO_TCPV4, 1360, 20, 16), &mut pkt).unwrap();
+        let (mut write, n) = merge(&segs, false);
+        assert_eq!(n, 4);
+        assert_eq!(write.len(), VNET_HDR_LEN + 40 + 5000);
+        let (hdr, _) = VnetHdr::split(&mut write).unwrap();
+        assert_eq!((hdr.gso_type, hdr.gso_size, hdr.hdr_len, hdr.csum_start), (GSO_TCPV4, 1360, 40, 20));
+        assert_eq!(recut(&mut write), segs);
+
+        let mut pkt = ipv4_tcp(2000, TCP_ACK);
+        pkt[9] = PROTO_UDP;
+        pkt[24..26].copy_from_slice(&2008u16.to_be_bytes());
+        let mut udp = pkt[..28].to_vec();
+        udp.extend_from_slice(&pkt[40..]);
+        let n = udp.len() as u16;
+        udp[2..4].copy_from_slice(&n.to_be_bytes());
+        let segs = collect(&gso(GSO_UDP_L4, 700, 20, 6), &mut udp).unwrap();
+        assert!(Gro::start(&segs[0], false).is_none(), "UDP only when asked");
+        let (mut write, n) = merge(&segs, true);
+        assert_eq!(n, 3);
+        assert_eq!(recut(&mut write), segs);
+    }
+
+    #[test]
+    fn gro_keeps_apart_what_the_kernel_would() {
+        let mut pkt = ipv4_tcp(4000, TCP_ACK);
+        let segs = collect(&gso(GSO_TCPV4, 1000, 20, 16), &mut pkt).unwrap();
+        let first = &segs[0];
+        let refused = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut g = Gro::start(first, true).unwrap();
+            let mut next = segs[1].clone();
+            edit(&mut next);
+            g.extend(first, &next).is_none()
+        };
+        assert!(!refused(&|_| {}));
+        assert!(refused(&|p| p[27] ^= 1), "sequence gap");
+        assert!(refused(&|p| p[19] ^= 1), "other destination");
+        assert!(refused(&|p| p[23] ^= 1), "other port");
+        assert!(refused(&|p| p[31] ^= 1), "other ack");
+        assert!(refused(&|p| p[34] ^= 1), "other window");
+        assert!(refused(&|p| p[33] |= 0x02), "SYN");
+        assert!(refused(&|p| p[8] ^= 1), "other TTL");
+        assert!(refused(&|p| p.push(0)), "length mismatch");
+        // A short segment ends the super-packet; PSH too.
+        let mut g = Gro::start(first, true).unwrap();
+        let mut short = segs[1].clone();
+        short.truncate(short.len() - 10);
+        let n = short.len() as u16;
+        short[2..4].copy_from_slice(&n.to_be_bytes());
+        assert!(g.extend(first, &short).is_some());
+        assert!(g.extend(first, &segs[2]).is_none());
+        // A lone packet goes out untouched behind a zero header.
+        let g = Gro::start(first, true).unwrap();
+        let (mut hdr, mut same) = ([1u8; VNET_HDR_LEN], first.clone());
+        g.finish(&mut hdr, &mut same);
+        assert_eq!((hdr, &same), ([0; VNET_HDR_LEN], first));
+        assert!(Gro::start(&segs[0][..30], true).is_none());
+        assert!(Gro::start(&[0x45; 60], true).is_none());
     }
 
     #[test]

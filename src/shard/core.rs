@@ -89,10 +89,11 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
     // With offloads one read may be a 64 KB super-packet.
     let read_slot = if shared.vnet_hdr { offload::VNET_HDR_LEN + offload::MAX_SUPER_PACKET } else { slot };
     let rings = RxRing::new(tun_fd, TUN_READS, read_slot).and_then(|rx| Ok((rx, TxRing::new(TX_SLOTS, slot)?)));
-    let (rx, tx) = rings.map_err(|e| {
+    let (rx, mut tx) = rings.map_err(|e| {
         shared.shutdown.store(true, Ordering::Release);
         format!("io_uring for the TUN queue: {e}")
     })?;
+    tx.set_tun_gro(shared.offloads.map(|o| o == sys::tun::Offloads::TsoUso));
     let pool = ShardPool::new(cfg.ipv4_network, cfg.server_address(), id.index(), shared.shards);
     tracing::debug!(shard = %id, leases = pool.size(), "shard started");
     let shard = Rc::new(Shard {

@@ -35,6 +35,8 @@ pub struct Shared {
     pub started: std::sync::atomic::AtomicUsize,
     /// TUN reads and writes carry a virtio_net_hdr (proto::offload).
     pub vnet_hdr: bool,
+    /// What the TUN device took: writes may then merge packets likewise.
+    pub offloads: Option<sys::tun::Offloads>,
 }
 
 /// A CONNECT whose cookie names another shard, moved to that shard with
@@ -100,13 +102,21 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let device = config.raw.network.device.clone();
     let tun_err = |err| RunError::Tun { device: device.clone(), err };
     let tun = sys::tun::TunDevice::open(&device, n, config.raw.network.tun_offload).map_err(tun_err)?;
-    if tun.vnet_hdr {
+    let offloads = if tun.vnet_hdr {
         match tun.enable_offloads() {
-            Ok(which) => tracing::info!(device = %device, ?which, "TUN offloads on"),
+            Ok(which) => {
+                tracing::info!(device = %device, ?which, "TUN offloads on");
+                Some(which)
+            }
             // Still correct: every read is then a single packet.
-            Err(e) => tracing::warn!(device = %device, "TUN offloads refused: {e}"),
+            Err(e) => {
+                tracing::warn!(device = %device, "TUN offloads refused: {e}");
+                None
+            }
         }
-    }
+    } else {
+        None
+    };
     tun.configure(config.server_address(), config.ipv4_network.prefix_len(), config.raw.network.mtu).map_err(tun_err)?;
     let _steering = sys::bpf::attach_steering(&tun.queues[0], n as u32).map_err(tun_err)?;
     tracing::info!(device = %device, address = %config.server_address(), network = %config.ipv4_network, queues = n, "TUN device up");
@@ -120,6 +130,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         shards: n,
         started: std::sync::atomic::AtomicUsize::new(0),
         vnet_hdr: tun.vnet_hdr,
+        offloads,
     });
     spawn_signal_waiter(shared.clone());
 

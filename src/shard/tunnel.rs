@@ -14,7 +14,6 @@ use super::notify::Notify;
 use super::stream::SharedStream;
 use crate::proto::cstp::{self, FrameType};
 use crate::proto::ip;
-use crate::proto::offload;
 use crate::tls::TlsSession;
 
 /// A full TLS record (16 KiB payload + header and AEAD overhead).
@@ -357,14 +356,7 @@ impl Tunnel {
         }
         // Submitted once per batch of frames, in process_frames.
         let queued = if shard.shared.vnet_hdr {
-            // A plain packet: an all-zero virtio_net_hdr in front.
-            shard.tx.borrow_mut().queue_with(shard.tun_fd, |buf| {
-                let end = offload::VNET_HDR_LEN + pkt.len();
-                let dst = buf.get_mut(..end)?;
-                dst[..offload::VNET_HDR_LEN].fill(0);
-                dst[offload::VNET_HDR_LEN..].copy_from_slice(pkt);
-                Some(0..end)
-            })
+            shard.tx.borrow_mut().queue_tun(shard.tun_fd, pkt)
         } else {
             shard.tx.borrow_mut().queue_write(shard.tun_fd, pkt)
         };

@@ -5,6 +5,11 @@
 //! `sendmsg` with `UDP_SEGMENT` (UDP GSO): the kernel runs its UDP send
 //! path once per batch instead of once per packet. A shorter record may
 //! end a batch (the kernel allows a short last segment).
+//!
+//! Likewise, packets for a TUN queue with a virtio_net_hdr that continue
+//! one TCP (or UDP) flow are merged into one super-packet (proto::offload
+//! `Gro`) and written with one `writev`: the kernel's receive path then
+//! runs once per batch too.
 
 use std::io;
 use std::ops::Range;
@@ -13,6 +18,7 @@ use std::os::fd::RawFd;
 use io_uring::{opcode, types};
 
 use super::uring::{RingStats, Slots};
+use crate::proto::offload::{Gro, MAX_GRO_SEGMENTS, VNET_HDR_LEN};
 
 /// UDP_SEGMENT (linux/udp.h): the cmsg that asks for GSO.
 const UDP_SEGMENT: libc::c_int = 103;
@@ -22,9 +28,11 @@ const MAX_SEGMENTS: usize = 64;
 const MAX_GSO_BYTES: usize = 65_000;
 /// user_data of a GSO send: this bit plus the op index (slots use the low bits).
 const GSO_TAG: u64 = 1 << 40;
+/// user_data of a merged TUN write: this bit plus the op index.
+const GRO_TAG: u64 = 1 << 41;
 
-/// One GSO send in flight: what its msghdr points at stays here, at a
-/// fixed address, until its completion.
+/// One GSO send or merged TUN write in flight: what its msghdr or iovecs
+/// point at stays here, at a fixed address, until its completion.
 struct GsoOp {
     msg: libc::msghdr,
     iov: [libc::iovec; MAX_SEGMENTS],
@@ -45,6 +53,15 @@ struct Open {
     count: usize,
 }
 
+/// The TUN super-packet being gathered: `parts[0]` is the header and the
+/// first packet, the others are payloads of the packets merged into it.
+struct TunBatch {
+    fd: RawFd,
+    gro: Gro,
+    parts: [(u32, u32, u32); MAX_GRO_SEGMENTS],
+    count: usize,
+}
+
 pub struct TxRing {
     slots: Slots,
     free: Vec<u32>,
@@ -53,7 +70,13 @@ pub struct TxRing {
     open: Open,
     /// Off after the kernel refused a GSO send (no UDP GSO on the path).
     gso: bool,
+    tun: Option<TunBatch>,
+    /// Whether TUN writes merge TCP segments, and UDP datagrams too
+    /// (`Some(true)`); see `set_tun_gro`.
+    gro: Option<bool>,
 }
+
+const _: () = assert!(MAX_GRO_SEGMENTS <= MAX_SEGMENTS);
 
 impl TxRing {
     pub fn new(count: usize, slot_size: usize) -> io::Result<Self> {
@@ -73,7 +96,15 @@ impl TxRing {
             free_ops: (0..nops).rev().collect(),
             open: Open { fd: -1, segment: 0, bytes: 0, closed: false, slots: [(0, 0, 0); MAX_SEGMENTS], count: 0 },
             gso: true,
+            tun: None,
+            gro: None,
         })
+    }
+
+    /// Lets `queue_tun` merge TCP segments (the TUN device took TSO), and
+    /// UDP datagrams if `udp` (it took USO too); `None` turns merging off.
+    pub fn set_tun_gro(&mut self, gro: Option<bool>) {
+        self.gro = gro;
     }
 
     pub fn stats(&self) -> RingStats {
@@ -88,17 +119,23 @@ impl TxRing {
         for cqe in self.slots.ring.completion() {
             self.slots.in_flight -= 1;
             let data = cqe.user_data();
-            if data & GSO_TAG != 0 {
-                let i = (data & !GSO_TAG) as usize;
+            if data & (GSO_TAG | GRO_TAG) != 0 {
+                let i = (data & !(GSO_TAG | GRO_TAG)) as usize;
                 let op = &self.ops[i];
                 self.free.extend_from_slice(&op.slots[..op.count]);
                 self.free_ops.push(i);
+                let refused = matches!(-cqe.result(), libc::EIO | libc::EINVAL | libc::EOPNOTSUPP);
                 if cqe.result() < 0 {
                     self.slots.stats.errors += 1;
-                    if self.gso && matches!(-cqe.result(), libc::EIO | libc::EINVAL | libc::EOPNOTSUPP) {
-                        self.gso = false;
-                        tracing::warn!("UDP GSO refused ({}); sending one datagram per record", io::Error::from_raw_os_error(-cqe.result()));
-                    }
+                    self.slots.stats.last_errno = -cqe.result();
+                }
+                let err = || io::Error::from_raw_os_error(-cqe.result());
+                if refused && data & GSO_TAG != 0 && self.gso {
+                    self.gso = false;
+                    tracing::warn!("UDP GSO refused ({}); sending one datagram per record", err());
+                } else if refused && data & GRO_TAG != 0 && self.gro.is_some() {
+                    self.gro = None;
+                    tracing::warn!("merged TUN write refused ({}); writing one packet at a time", err());
                 }
             } else {
                 if cqe.result() < 0 {
@@ -112,6 +149,7 @@ impl TxRing {
     fn take_slot(&mut self) -> Option<u32> {
         if self.free.is_empty() {
             self.flush_open();
+            self.flush_tun();
             let _ = self.slots.submit();
             self.reap();
         }
@@ -149,6 +187,9 @@ impl TxRing {
         // Keep a socket's datagrams in the order they were queued.
         if self.open.count > 0 && self.open.fd == fd {
             self.flush_open();
+        }
+        if self.tun.as_ref().is_some_and(|b| b.fd == fd) {
+            self.flush_tun();
         }
         let Some(slot) = self.take_slot() else { return false };
         let Some(range) = self.build(slot, build) else { return false };
@@ -235,10 +276,79 @@ impl TxRing {
         }
     }
 
+    /// Queues `pkt` for a TUN queue whose reads and writes carry a
+    /// virtio_net_hdr; it may be merged with the packets queued before it.
+    pub fn queue_tun(&mut self, fd: RawFd, pkt: &[u8]) -> bool {
+        let Some(slot) = self.take_slot() else { return false };
+        let total = VNET_HDR_LEN + pkt.len();
+        let Some(buf) = self.slots.slot(slot).get_mut(..total) else {
+            self.free.push(slot);
+            return false;
+        };
+        buf[..VNET_HDR_LEN].fill(0);
+        buf[VNET_HDR_LEN..].copy_from_slice(pkt);
+        if let Some(b) = self.tun.as_mut().filter(|b| b.fd == fd) {
+            let (first_slot, _, first_len) = b.parts[0];
+            let first = &self.slots.slot(first_slot)[VNET_HDR_LEN..first_len as usize];
+            if let Some(at) = b.gro.extend(first, pkt) {
+                b.parts[b.count] = (slot, (VNET_HDR_LEN + at) as u32, (pkt.len() - at) as u32);
+                b.count += 1;
+                return true;
+            }
+        }
+        self.flush_tun();
+        if let Some(gro) = self.gro.and_then(|udp| Gro::start(pkt, udp)) {
+            let mut parts = [(0, 0, 0); MAX_GRO_SEGMENTS];
+            parts[0] = (slot, 0, total as u32);
+            self.tun = Some(TunBatch { fd, gro, parts, count: 1 });
+            return true;
+        }
+        self.push_write(fd, slot, 0..total)
+    }
+
+    /// Writes the gathered TUN batch: one packet as it is, several as one
+    /// super-packet through `writev`.
+    fn flush_tun(&mut self) {
+        let Some(b) = self.tun.take() else { return };
+        let free_op = if b.count > 1 { self.free_ops.pop() } else { None };
+        let Some(i) = free_op else {
+            // One packet, or no op free: each packet as it came (their
+            // slots still hold them whole, behind a zero header).
+            for &(slot, start, len) in &b.parts[..b.count] {
+                self.push_write(b.fd, slot, 0..(start + len) as usize);
+            }
+            return;
+        };
+        let (first_slot, _, first_len) = b.parts[0];
+        let (hdr, first) = self.slots.slot(first_slot)[..first_len as usize].split_at_mut(VNET_HDR_LEN);
+        if let Ok(hdr) = <&mut [u8; VNET_HDR_LEN]>::try_from(hdr) {
+            b.gro.finish(hdr, first);
+        }
+        for (k, &(slot, start, len)) in b.parts[..b.count].iter().enumerate() {
+            let base = self.slots.slot(slot).as_mut_ptr();
+            let op = &mut self.ops[i];
+            // SAFETY: `start + len` is inside the slot (checked when queued).
+            op.iov[k] = libc::iovec { iov_base: unsafe { base.add(start as usize) }.cast(), iov_len: len as usize };
+            op.slots[k] = slot;
+        }
+        let op = &mut self.ops[i];
+        op.count = b.count;
+        let sqe = opcode::Writev::new(types::Fd(b.fd), op.iov.as_ptr(), b.count as u32).build().user_data(GRO_TAG | i as u64);
+        self.slots.stats.gro_writes += 1;
+        self.slots.stats.gro_packets += b.count as u64;
+        if self.slots.push(&sqe).is_err() {
+            let op = &self.ops[i];
+            self.free.extend_from_slice(&op.slots[..op.count]);
+            self.free_ops.push(i);
+            self.slots.stats.errors += 1;
+        }
+    }
+
     /// Hands everything queued to the kernel with one syscall and collects
     /// the slots of writes already done.
     pub fn submit(&mut self) -> io::Result<()> {
         self.flush_open();
+        self.flush_tun();
         let r = self.slots.submit();
         self.reap();
         r
@@ -270,6 +380,7 @@ fn fill_msghdr(iov: &mut [libc::iovec], control: &mut [u64; 4], segment: u16) ->
 impl Drop for TxRing {
     fn drop(&mut self) {
         self.flush_open();
+        self.flush_tun();
         let _ = self.slots.submit();
         let _ = self.slots.quiesce(None);
         self.slots.leak_if_busy("TX ring");

@@ -31,6 +31,9 @@ pub struct RingStats {
     /// GSO sends and the datagrams they carried (TX ring only).
     pub gso_sends: u64,
     pub gso_datagrams: u64,
+    /// Merged TUN writes and the packets they carried (TX ring only).
+    pub gro_writes: u64,
+    pub gro_packets: u64,
     /// errno of the last failed operation.
     pub last_errno: i32,
 }
