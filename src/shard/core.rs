@@ -46,6 +46,7 @@ pub(crate) struct Shard {
     next_tunnel_id: Cell<u64>,
     /// Every tunnel's TLS reads land here first (see `stream`).
     pub(crate) tls_rbuf: RefCell<Vec<u8>>,
+    pub(crate) segmenter: RefCell<super::tun::Segmenter>,
 }
 
 /// Reads kept posted on the TUN queue, and slots for packets out.
@@ -109,6 +110,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         peers: RefCell::new(Vec::new()),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
         tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
+        segmenter: RefCell::new(super::tun::Segmenter::new()),
     });
 
     // Receivers first: a sender's connect waits for its receiver's.

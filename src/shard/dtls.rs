@@ -310,6 +310,7 @@ async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &DtlsChannel) {
                 if let Err(e) = shard.tx.borrow_mut().submit() {
                     tracing::warn!("TX submit: {e}");
                 }
+                super::tun::poll_now(shard);
                 glommio::yield_if_needed().await;
             }
             // ICMP port unreachable and the like: the client went away.

@@ -2,7 +2,10 @@
 //! shard, read through the shard's own io_uring (see `sys::uring`).
 //!
 //! The ring signals an eventfd; glommio's io_uring read of that eventfd
-//! is what wakes this task, once per batch of completions. With offloads
+//! is what wakes this task, once per batch of completions. The tasks that
+//! write client packets to the TUN also look at the ring right after their
+//! submit (`poll_now`): a reply the kernel made at once (ping, a local
+//! service) then leaves without waiting for that wake-up. With offloads
 //! a read may be a 64 KB super-packet: it is cut into packets here, after
 //! one session lookup for all of them.
 
@@ -32,8 +35,6 @@ pub(crate) async fn read_loop(shard: Rc<Shard>) {
     // SAFETY: `owned` is a fresh dup that the BufferedFile takes over.
     let wakeups = unsafe { BufferedFile::from_raw_fd(owned.into_raw_fd()) };
     let mut logged_errors = 0;
-    let mut cut = Segmenter { scratch: vec![0; offload::MAX_SUPER_PACKET], errors: 0, super_reads: 0, segments: 0 };
-    let vnet_hdr = shard.shared.vnet_hdr;
     loop {
         // Reading resets the counter; completions after this bump it again.
         if let Err(e) = wakeups.read_at(0, 8).await {
@@ -41,7 +42,7 @@ pub(crate) async fn read_loop(shard: Rc<Shard>) {
             glommio::timer::sleep(READ_ERROR_BACKOFF).await;
             continue;
         }
-        let failed = shard.rx.borrow_mut().reap();
+        let failed = drain(&shard);
         if failed > 0 {
             let errors = shard.rx.borrow().stats().errors;
             if logged_errors < 10 {
@@ -50,21 +51,38 @@ pub(crate) async fn read_loop(shard: Rc<Shard>) {
             }
             glommio::timer::sleep(READ_ERROR_BACKOFF).await;
         }
-        // Packets for DTLS clients are queued on `tx`, sent below.
-        let each = |read: &mut [u8]| {
-            if vnet_hdr {
-                cut.dispatch(&shard, read);
-            } else {
-                dispatch(&shard, read);
-            }
-        };
-        if let Err(e) = shard.rx.borrow_mut().for_each_packet(each) {
-            tracing::warn!(shard = %shard.id, "TUN read submit: {e}");
-        }
-        if let Err(e) = shard.tx.borrow_mut().submit() {
-            tracing::warn!(shard = %shard.id, "TX submit: {e}");
-        }
         glommio::yield_if_needed().await;
+    }
+}
+
+/// Handles every read the ring has completed and sends what they carried;
+/// returns how many reads failed (they are posted again at once).
+fn drain(shard: &Shard) -> usize {
+    let failed = shard.rx.borrow_mut().reap();
+    let vnet_hdr = shard.shared.vnet_hdr;
+    let mut cut = shard.segmenter.borrow_mut();
+    // Packets for DTLS clients are queued on `tx`, sent below.
+    let each = |read: &mut [u8]| {
+        if vnet_hdr {
+            cut.dispatch(shard, read);
+        } else {
+            dispatch(shard, read);
+        }
+    };
+    if let Err(e) = shard.rx.borrow_mut().for_each_packet(each) {
+        tracing::warn!(shard = %shard.id, "TUN read submit: {e}");
+    }
+    if let Err(e) = shard.tx.borrow_mut().submit() {
+        tracing::warn!(shard = %shard.id, "TX submit: {e}");
+    }
+    failed
+}
+
+/// Called right after packets were written to the TUN: sends replies the
+/// kernel already produced (no syscall when there are none).
+pub(crate) fn poll_now(shard: &Shard) {
+    if shard.rx.borrow_mut().has_completions() {
+        drain(shard);
     }
 }
 
@@ -76,8 +94,8 @@ fn dispatch(shard: &Shard, pkt: &[u8]) {
     }
 }
 
-/// Cuts offloaded reads into packets; one per read loop, reused.
-struct Segmenter {
+/// Cuts offloaded reads into packets; one per shard, reused.
+pub(crate) struct Segmenter {
     scratch: Vec<u8>,
     errors: u64,
     /// Reads that carried more than one packet, and the packets they held.
@@ -86,6 +104,10 @@ struct Segmenter {
 }
 
 impl Segmenter {
+    pub(crate) fn new() -> Self {
+        Self { scratch: vec![0; offload::MAX_SUPER_PACKET], errors: 0, super_reads: 0, segments: 0 }
+    }
+
     fn dispatch(&mut self, shard: &Shard, read: &mut [u8]) {
         let Some((hdr, pkt)) = VnetHdr::split(read) else { return };
         let Some(dst) = ip::ipv4_destination(pkt) else { return };

@@ -329,6 +329,7 @@ impl Tunnel {
         if let Err(e) = shard.tx.borrow_mut().submit() {
             tracing::warn!("TUN submit: {e}");
         }
+        super::tun::poll_now(shard);
         result
     }
 

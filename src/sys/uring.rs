@@ -192,6 +192,11 @@ impl RxRing {
         self.slots.stats
     }
 
+    /// Whether reads have completed since the last `reap` (no syscall).
+    pub fn has_completions(&mut self) -> bool {
+        !self.slots.ring.completion().is_empty()
+    }
+
     /// Collects completed reads. Returns how many failed: the caller backs
     /// off before they are posted again, so a broken queue cannot spin.
     pub fn reap(&mut self) -> usize {
