@@ -19,6 +19,7 @@ use super::{Links, ShardMsg, Shared};
 use crate::pool::ShardPool;
 use crate::proto::offload;
 use crate::sys;
+use crate::sys::recv_batch::RecvBatch;
 use crate::sys::uring::{RxRing, TxRing};
 
 /// A logged-in user's session; lives until logout or cookie expiry.
@@ -47,6 +48,8 @@ pub(crate) struct Shard {
     /// Every tunnel's TLS reads land here first (see `stream`).
     pub(crate) tls_rbuf: RefCell<Vec<u8>>,
     pub(crate) segmenter: RefCell<super::tun::Segmenter>,
+    /// The rest of a DTLS channel's burst lands here (see `dtls::run`).
+    pub(crate) udp_batch: RefCell<RecvBatch>,
 }
 
 /// Reads kept posted on the TUN queue, and slots for packets out.
@@ -111,6 +114,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
         tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
         segmenter: RefCell::new(super::tun::Segmenter::new()),
+        udp_batch: RefCell::new(RecvBatch::new(super::dtls::RECV_BATCH - 1, usize::from(cfg.raw.network.mtu) + super::dtls::RECV_SLACK)),
     });
 
     // Receivers first: a sender's connect waits for its receiver's.

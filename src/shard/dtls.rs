@@ -33,10 +33,10 @@ pub(crate) enum DtlsKey {
 }
 
 /// Datagrams handled per wake-up before yielding to other tasks.
-const RECV_BATCH: usize = 32;
+pub(crate) const RECV_BATCH: usize = 32;
 /// Room beyond the link MTU in a channel's receive buffer: the client
 /// never sends a datagram above its link MTU (X-CSTP-Base-MTU).
-const RECV_SLACK: usize = 512;
+pub(crate) const RECV_SLACK: usize = 512;
 /// A client that sends DATA over CSTP this long after its last UDP packet
 /// has given up on DTLS (§5.5): send over CSTP too.
 pub(crate) const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
@@ -297,16 +297,19 @@ async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &DtlsChannel) {
             Some(Ok((n, from))) => {
                 let now = Instant::now();
                 ch.on_datagram_from(shard, tunnel, now, &mut buf[..n], from);
-                // The rest of a burst, then one submit for all its packets.
-                for _ in 1..RECV_BATCH {
-                    match sys::net::try_recv_from(ch.sock.as_raw_fd(), &mut buf) {
-                        Ok(Some((n, from))) => ch.on_datagram_from(shard, tunnel, now, &mut buf[..n], from),
-                        Ok(None) | Err(_) => break,
+                // The rest of a burst (one recvmmsg), then one submit for all
+                // its packets.
+                let mut batch = shard.udp_batch.borrow_mut();
+                let n = batch.recv(ch.sock.as_raw_fd()).unwrap_or(0);
+                for i in 0..n {
+                    if let Some((data, from)) = batch.get(i) {
+                        ch.on_datagram_from(shard, tunnel, now, data, from);
                     }
                     if ch.closed.get() {
                         break;
                     }
                 }
+                drop(batch);
                 if let Err(e) = shard.tx.borrow_mut().submit() {
                     tracing::warn!("TX submit: {e}");
                 }

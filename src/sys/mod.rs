@@ -3,6 +3,7 @@
 
 pub mod bpf;
 pub mod net;
+pub mod recv_batch;
 pub mod tun;
 mod txring;
 pub mod uring;

@@ -66,22 +66,3 @@ pub fn reuseport_listeners_only(fd: RawFd, listeners: u32) -> io::Result<()> {
 
 /// SKF_AD_OFF + SKF_AD_CPU (linux/filter.h): the ancillary "current CPU" load.
 const SKF_AD_CPU: u32 = (-0x1000i32 + 36) as u32;
-
-/// One datagram and its sender if one is queued (never waits): the batch
-/// drain after a wake-up, so that a burst costs one submit of the TX ring.
-pub fn try_recv_from(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddr)>> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: recvfrom into a live buffer and a sockaddr_storage we own.
-    let n = unsafe {
-        libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, (&raw mut addr).cast(), &mut len)
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
-    }
-    // SAFETY: the kernel wrote a socket address of `len` bytes into `addr`.
-    let from = unsafe { socket2::SockAddr::new(addr, len) }.as_socket();
-    Ok(from.map(|a| (n as usize, a)))
-}
