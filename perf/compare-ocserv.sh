@@ -19,7 +19,8 @@
 #                                               DTLS costs a second descriptor per session
 #   HOLD_RUNS="100000:cstp 100000:dtls"         ocserv-uring's most-sessions runs (default:
 #                                               that, or what the open-file limit allows)
-#   LOAD_SESSIONS=4 LOAD_MBIT=100 LOAD_SECONDS=10   loadgen throughput (paced per session, then unpaced)
+#   LOAD_SESSIONS=4 LOAD_MBIT=100 LOAD_SECONDS=10   loadgen throughput (echo paced per session, then
+#                                               unpaced upload only and download only)
 #   LOAD_THREADS=2                              load generator runtimes (one per CPU: the kernel
 #                                               hands a connection to the shard of the CPU it came in on)
 #   IPERF_RUNS=1                                rounds of compare-throughput.sh
@@ -306,26 +307,28 @@ idle_runs() {
     done
 }
 
-# load_run CHANNEL(dtls|cstp) MBIT -> figures
+# load_run CHANNEL(dtls|cstp) MBIT PATTERN(echo|up|down) -> figures
 load_run() {
-    local ch=$1 mbit=$2 flag=() j c0 c1 tx rx
+    local ch=$1 mbit=$2 pat=$3 flag=() j c0 c1 tx rx key
     [[ $ch == dtls ]] && flag=(--dtls)
-    j=$WORK/load.$SERVER.$ch.$mbit.json
+    key=$ch.$mbit.$pat
+    j=$WORK/load.$SERVER.$key.json
     c0=$(server_cpu)
     loadgen throughput $(T_ARGS cheapuser) --sessions "$LOAD_SESSIONS" --seconds "$LOAD_SECONDS" \
-        --rate-mbit "$mbit" --sink "$SINK" --threads "$LOAD_THREADS" "${flag[@]}" > "$j" 2> "$j.err" ||
+        --rate-mbit "$mbit" --pattern "$pat" --sink "$SINK" --threads "$LOAD_THREADS" "${flag[@]}" > "$j" 2> "$j.err" ||
         log "  load run reported failures: $(jget "$j" errors)"
     c1=$(server_cpu)
     tx=$(jget "$j" tx_bytes); rx=$(jget "$j" rx_bytes)
-    put "load_tx.$ch.$mbit" "$(jget "$j" tx_gbit_s)"
-    put "load_rx.$ch.$mbit" "$(jget "$j" rx_gbit_s)"
-    put "load_cpu_gb.$ch.$mbit" "$(calc %.2f "($c1 - $c0) / (($tx + $rx) / 1e9 + 1e-12)")"
+    put "load_tx.$key" "$(jget "$j" tx_gbit_s)"
+    put "load_rx.$key" "$(jget "$j" rx_gbit_s)"
+    put "load_cpu_gb.$key" "$(calc %.2f "($c1 - $c0) / (($tx + $rx) / 1e9 + 1e-12)")"
 }
 part_load() {
     local ch
     for ch in dtls cstp; do
-        load_run $ch "$LOAD_MBIT"
-        load_run $ch 0
+        load_run $ch "$LOAD_MBIT" echo
+        load_run $ch 0 up
+        load_run $ch 0 down
     done
 }
 
@@ -450,12 +453,13 @@ EOF
     if has_part load; then
         for ch in dtls cstp; do
             CH=${ch^^}
-            row "$CH, $LOAD_SESSIONS sessions × $LOAD_MBIT Mbit/s offered: Gbit/s up (sent)" "load_tx.$ch.$LOAD_MBIT"
-            row "  Gbit/s down (echoed back)" "load_rx.$ch.$LOAD_MBIT"
-            row "  server CPU s per GB (up + down)" "load_cpu_gb.$ch.$LOAD_MBIT" "≤ 0.33"
-            row "$CH, $LOAD_SESSIONS sessions unpaced: Gbit/s up" "load_tx.$ch.0"
-            row "  Gbit/s down (echo: sink-bound, see below)" "load_rx.$ch.0"
-            row "  server CPU s per GB" "load_cpu_gb.$ch.0" "≤ 0.33"
+            row "$CH, $LOAD_SESSIONS sessions × $LOAD_MBIT Mbit/s echoed: Gbit/s up (sent)" "load_tx.$ch.$LOAD_MBIT.echo"
+            row "  Gbit/s down (echoed back)" "load_rx.$ch.$LOAD_MBIT.echo"
+            row "  server CPU s per GB (up + down)" "load_cpu_gb.$ch.$LOAD_MBIT.echo" "≤ 0.33"
+            row "$CH, $LOAD_SESSIONS sessions unpaced upload: Gbit/s" "load_tx.$ch.0.up"
+            row "  server CPU s per GB" "load_cpu_gb.$ch.0.up" "≤ 0.33"
+            row "$CH, $LOAD_SESSIONS sessions unpaced download: Gbit/s" "load_rx.$ch.0.down"
+            row "  server CPU s per GB" "load_cpu_gb.$ch.0.down" "≤ 0.33"
         done
     fi
     if has_part iperf; then
@@ -487,12 +491,13 @@ How the figures are made:
   as asked; the open-file limit of this machine ($NOFILE per process, and no
   CAP_SYS_RESOURCE to raise it) caps one process at about that many TCP
   sessions, half as many with DTLS (one connected UDP socket per client).
-- Load: \`ocu-loadgen throughput --sessions $LOAD_SESSIONS --seconds $LOAD_SECONDS --threads $LOAD_THREADS\`
-  with 1200-byte UDP payloads to an echo sink in the server namespace, paced
-  at $LOAD_MBIT Mbit/s per session and unpaced; CPU per GB divides the
-  server's CPU seconds by the bytes that crossed it both ways. Unpaced,
-  "down" is what the one-thread echo sink managed to send back: the faster
-  the upload, the more the sink drops, so that row measures the sink.
+- Load: \`ocu-loadgen throughput --sessions $LOAD_SESSIONS --seconds $LOAD_SECONDS --threads $LOAD_THREADS --pattern P\`
+  with 1200-byte UDP payloads between the sessions and \`ocu-loadgen sink\`
+  in the server namespace: \`echo\` paced at $LOAD_MBIT Mbit/s per session
+  (the sink sends each packet back), then unpaced \`up\` (the sink drops
+  them) and unpaced \`down\` (the sink sends to each session that asks, as
+  fast as its one thread can). CPU per GB divides the server's CPU seconds
+  by the bytes that crossed it, both ways.
 - Ping: openconnect (DTLS) to each server, \`ping -i 0.01\` ×100 to the
   server's tunnel address idle, and \`ping -i 0.02\` ×200 while the paced
   DTLS load runs through other sessions.

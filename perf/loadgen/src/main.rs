@@ -1,6 +1,6 @@
 //! ocu-loadgen: simulated OpenConnect clients for ocserv-uring and ocserv.
 //! Modes: `login` (logins/s and latency), `idle` (hold N tunnels),
-//! `throughput` (UDP-in-IP through M tunnels), `sink` (UDP echo).
+//! `throughput` (UDP-in-IP through M tunnels), `sink` (echo, drop or source).
 
 mod dtls;
 mod login;
@@ -77,8 +77,13 @@ enum Mode {
         /// Pace each session to this many Mbit/s (0: unpaced).
         #[arg(long, default_value_t = 0)]
         rate_mbit: u64,
+        /// echo: to the sink and back; up: to the sink only; down: from
+        /// the sink only (it sends at --rate-mbit per session).
+        #[arg(long, value_enum, default_value_t = tunnel::Pattern::Echo)]
+        pattern: tunnel::Pattern,
     },
-    /// UDP echo listener, to run next to the server as a throughput sink.
+    /// UDP sink next to the server: echoes packets, drops those marked
+    /// for upload only, and sends to sessions that ask for a download.
     Sink {
         #[arg(long)]
         listen: SocketAddr,
@@ -233,12 +238,14 @@ fn main() {
             size,
             sink,
             rate_mbit,
+            pattern,
         } => match sink {
             SocketAddr::V4(sink) => make_ctx(&t).map(|ctx| {
                 let load = tunnel::Load {
                     sink,
                     size,
                     rate_bps: rate_mbit * 1_000_000,
+                    pattern,
                 };
                 modes::throughput_mode(ctx, &t, sessions, Duration::from_secs(seconds), dtls, load)
             }),

@@ -235,14 +235,88 @@ pub(crate) fn throughput_mode(
     finish(&mut s, &ctx, t.json) && Counters::get(&c.ok) == sessions as u64
 }
 
-/// UDP echo: sends every datagram back to where it came from.
+/// The sink: echoes data packets, drops those marked DISCARD, and sends
+/// to each session that asked (packet::SOURCE_REQUEST) for as long as its
+/// lease runs. One thread, one socket; waits in poll() when idle.
 pub(crate) fn sink(listen: SocketAddr) -> io::Result<()> {
+    use crate::packet::{parse_source_request, DISCARD, LEASE_MS, SOURCE_STOP};
+    use std::collections::HashMap;
+    use std::os::fd::AsRawFd;
+
+    /// One session asking for a download.
+    struct Flow {
+        size: usize,
+        rate_bps: u64,
+        lease_until: Instant,
+        next_due: Instant,
+        seq: u64,
+    }
+    /// Packets per flow per turn when unpaced (or catching up).
+    const BURST: u64 = 32;
+
     let sock = std::net::UdpSocket::bind(listen)?;
     let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(4 << 20);
-    eprintln!("ocu-loadgen sink: echoing on {listen}");
+    let _ = socket2::SockRef::from(&sock).set_send_buffer_size(4 << 20);
+    sock.set_nonblocking(true)?;
+    eprintln!("ocu-loadgen sink: echo, drop and source on {listen}");
     let mut buf = vec![0u8; 65536];
+    let mut out = vec![0u8; 65536];
+    let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
     loop {
-        let (n, from) = sock.recv_from(&mut buf)?;
-        let _ = sock.send_to(&buf[..n], from);
+        loop {
+            let (n, from) = match sock.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            };
+            let data = &buf[..n];
+            let now = Instant::now();
+            if let Some((mbit, size)) = parse_source_request(data) {
+                let f = flows.entry(from).or_insert(Flow {
+                    size: usize::from(size).min(out.len()),
+                    rate_bps: u64::from(mbit) * 1_000_000,
+                    lease_until: now,
+                    next_due: now,
+                    seq: 0,
+                });
+                f.lease_until = now + Duration::from_millis(LEASE_MS);
+            } else if data.starts_with(SOURCE_STOP) {
+                flows.remove(&from);
+            } else if data.get(8) != Some(&DISCARD) {
+                let _ = sock.send_to(data, from);
+            }
+        }
+        let now = Instant::now();
+        flows.retain(|_, f| f.lease_until > now);
+        let mut next_wake = now + Duration::from_millis(LEASE_MS);
+        for (to, f) in flows.iter_mut() {
+            if f.rate_bps > 0 && f.next_due > now {
+                next_wake = next_wake.min(f.next_due);
+                continue;
+            }
+            for _ in 0..BURST {
+                out[..8].copy_from_slice(&f.seq.to_be_bytes());
+                f.seq += 1;
+                // A full TUN queue drops; the socket itself rarely pushes back.
+                if sock.send_to(&out[..f.size], to).is_err() {
+                    break;
+                }
+            }
+            if f.rate_bps > 0 {
+                let burst_bits = BURST * (f.size as u64 + 28) * 8;
+                f.next_due = f.next_due.max(now - Duration::from_millis(10))
+                    + Duration::from_secs_f64(burst_bits as f64 / f.rate_bps as f64);
+                next_wake = next_wake.min(f.next_due);
+            } else {
+                next_wake = now;
+            }
+        }
+        let wait = next_wake.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let ms = wait.as_millis().clamp(1, 1000) as libc::c_int;
+            // SAFETY: poll on one pollfd we own.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+        }
     }
 }

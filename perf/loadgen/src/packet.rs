@@ -24,20 +24,71 @@ fn fold(mut acc: u32) -> u16 {
     !(acc as u16)
 }
 
+/// Byte 8 of a data payload (after the sequence number): what the sink
+/// does with the packet.
+pub(crate) const ECHO: u8 = 0;
+pub(crate) const DISCARD: u8 = 1;
+/// Control payloads to the sink: "send me SIZE-byte payloads at RATE
+/// Mbit/s (0: as fast as you can) for the next LEASE_MS", and "stop".
+pub(crate) const SOURCE_REQUEST: &[u8; 8] = b"OCU-SRC\0";
+pub(crate) const SOURCE_STOP: &[u8; 8] = b"OCU-STOP";
+/// How long one source request keeps the sink sending.
+pub(crate) const LEASE_MS: u64 = 300;
+
+/// A source request payload: magic, Mbit/s (u32), payload size (u16).
+pub(crate) fn source_request(rate_mbit: u32, size: u16) -> [u8; 14] {
+    let mut p = [0u8; 14];
+    p[..8].copy_from_slice(SOURCE_REQUEST);
+    p[8..12].copy_from_slice(&rate_mbit.to_be_bytes());
+    p[12..14].copy_from_slice(&size.to_be_bytes());
+    p
+}
+
+/// The rate and size a source request asks for.
+pub(crate) fn parse_source_request(p: &[u8]) -> Option<(u32, u16)> {
+    if p.len() < 14 || &p[..8] != SOURCE_REQUEST {
+        return None;
+    }
+    Some((
+        u32::from_be_bytes(p[8..12].try_into().ok()?),
+        u16::from_be_bytes(p[12..14].try_into().ok()?),
+    ))
+}
+
 /// Writes an IPv4/UDP packet with `payload_len` bytes of payload (starting
-/// with `seq`) into `out`, replacing its contents.
+/// with `seq`, then `mode` if there is room) into `out`, replacing its
+/// contents.
 pub(crate) fn build_udp(
     out: &mut Vec<u8>,
     src: SocketAddrV4,
     dst: SocketAddrV4,
     payload_len: usize,
     seq: u64,
+    mode: u8,
 ) {
+    let mut head = [0u8; 9];
+    head[..8].copy_from_slice(&seq.to_be_bytes());
+    head[8] = mode;
+    let n = payload_len.min(head.len());
+    build_udp_with(out, src, dst, payload_len, seq as u16, &head[..n]);
+}
+
+/// Writes an IPv4/UDP packet whose payload starts with `head` (zeros
+/// after it, `payload_len` bytes in all) into `out`.
+pub(crate) fn build_udp_with(
+    out: &mut Vec<u8>,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload_len: usize,
+    ip_id: u16,
+    head: &[u8],
+) {
+    let payload_len = payload_len.max(head.len());
     let total = IP_HDR + UDP_HDR + payload_len;
     out.clear();
     out.resize(total, 0);
     let t = (total as u16).to_be_bytes();
-    let id = (seq as u16).to_be_bytes();
+    let id = ip_id.to_be_bytes();
     out[..IP_HDR].copy_from_slice(&[
         0x45, 0, t[0], t[1], id[0], id[1], 0x40, 0, 64, 17, 0, 0, // DF, TTL 64, UDP
         0, 0, 0, 0, 0, 0, 0, 0,
@@ -51,9 +102,7 @@ pub(crate) fn build_udp(
     u[..2].copy_from_slice(&src.port().to_be_bytes());
     u[2..4].copy_from_slice(&dst.port().to_be_bytes());
     u[4..6].copy_from_slice(&ul);
-    let seqb = seq.to_be_bytes();
-    let n = payload_len.min(8);
-    u[UDP_HDR..UDP_HDR + n].copy_from_slice(&seqb[..n]);
+    u[UDP_HDR..UDP_HDR + head.len()].copy_from_slice(head);
     // Pseudo header: addresses, protocol, UDP length.
     let mut acc = sum16(0, &src.ip().octets());
     acc = sum16(acc, &dst.ip().octets());
@@ -83,7 +132,7 @@ mod tests {
         let src = SocketAddrV4::new(Ipv4Addr::new(192, 168, 100, 10), 40000);
         let dst = SocketAddrV4::new(Ipv4Addr::new(10, 91, 1, 1), 9000);
         for len in [0, 1, 7, 8, 9, 1200] {
-            build_udp(&mut p, src, dst, len, 0x0102_0304_0506_0708);
+            build_udp(&mut p, src, dst, len, 0x0102_0304_0506_0708, DISCARD);
             assert_eq!(p.len(), 28 + len);
             assert!(ipv4_ok(&p));
             // UDP checksum over pseudo header + segment folds to zero.
@@ -91,6 +140,14 @@ mod tests {
             acc += 17 + (8 + len) as u32;
             assert_eq!(fold(sum16(acc, &p[20..])), 0, "len {len}");
         }
+    }
+
+    #[test]
+    fn source_requests_round_trip() {
+        let r = source_request(250, 1200);
+        assert_eq!(parse_source_request(&r), Some((250, 1200)));
+        assert_eq!(parse_source_request(&r[..13]), None);
+        assert_eq!(parse_source_request(SOURCE_STOP), None);
     }
 
     #[test]

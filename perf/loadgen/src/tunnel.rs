@@ -276,14 +276,26 @@ pub(crate) async fn hold(
     }
 }
 
-/// Floods `sink` with UDP packets of `size` bytes until `until`, over DTLS
-/// when it is up, else over CSTP.
+/// Which way the packets of a throughput run go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Pattern {
+    /// To the sink, which sends each back: both directions at once.
+    Echo,
+    /// To the sink, which drops them: upload only.
+    Up,
+    /// From the sink (asked for over the tunnel): download only.
+    Down,
+}
+
+/// Moves UDP packets of `size` bytes between each session and `sink`
+/// until `until`, over DTLS when it is up, else over CSTP.
 #[derive(Clone, Copy)]
 pub(crate) struct Load {
     pub(crate) sink: SocketAddrV4,
     pub(crate) size: usize,
     /// Per-session pacing in bits/s; 0 = as fast as the tunnel takes them.
     pub(crate) rate_bps: u64,
+    pub(crate) pattern: Pattern,
 }
 
 pub(crate) async fn flood(
@@ -304,6 +316,10 @@ pub(crate) async fn flood(
         )
         .max(8);
     let src = SocketAddrV4::new(p.addr, sport);
+    if load.pattern == Pattern::Down {
+        return request_source(link, src, load, size, until).await;
+    }
+    let mode = if load.pattern == Pattern::Echo { crate::packet::ECHO } else { crate::packet::DISCARD };
     let mut pkt = Vec::with_capacity(2048);
     let mut frame_buf = Vec::with_capacity(2048);
     let mut seq = 0u64;
@@ -315,7 +331,7 @@ pub(crate) async fn flood(
         let dtls = link.shared.dtls.borrow().clone().filter(|d| d.is_up());
         // A batch of packets, then one write (CSTP) or one send each (DTLS).
         for _ in 0..32 {
-            crate::packet::build_udp(&mut pkt, src, sink, size, seq);
+            crate::packet::build_udp(&mut pkt, src, sink, size, seq, mode);
             seq += 1;
             match &dtls {
                 Some(d) => d.send_data(&pkt).await?,
@@ -348,6 +364,51 @@ pub(crate) async fn flood(
         link.flush().await?;
     }
     Ok(())
+}
+
+/// Keeps the sink sending to this session until `until`: a request every
+/// third of a lease (a lost one costs nothing), then a stop.
+async fn request_source(link: &mut Link, src: SocketAddrV4, load: &Load, size: usize, until: Instant) -> io::Result<()> {
+    use crate::packet::{build_udp_with, source_request, LEASE_MS, SOURCE_STOP};
+    let rate_mbit = u32::try_from(load.rate_bps / 1_000_000).unwrap_or(u32::MAX);
+    let request = source_request(rate_mbit, size as u16);
+    let mut pkt = Vec::with_capacity(64);
+    let mut last_keepalive = Instant::now();
+    let mut id = 0u16;
+    loop {
+        if let Some(why) = link.shared.ended.borrow().clone() {
+            return Err(io_err(why));
+        }
+        let done = Instant::now() >= until;
+        let payload: &[u8] = if done { SOURCE_STOP } else { &request };
+        build_udp_with(&mut pkt, src, load.sink, payload.len(), id, payload);
+        id = id.wrapping_add(1);
+        send_packet(link, &pkt).await?;
+        if last_keepalive.elapsed() > Duration::from_secs(5) {
+            link.queue(&frame(FrameType::Keepalive, &[]))?;
+            last_keepalive = Instant::now();
+        }
+        link.flush().await?;
+        if done {
+            return Ok(());
+        }
+        let next = Instant::now() + Duration::from_millis(LEASE_MS / 3);
+        monoio::time::sleep(next.min(until).saturating_duration_since(Instant::now())).await;
+    }
+}
+
+/// One packet over DTLS when it is up, else queued on CSTP.
+async fn send_packet(link: &mut Link, pkt: &[u8]) -> io::Result<()> {
+    let dtls = link.shared.dtls.borrow().clone().filter(|d| d.is_up());
+    match dtls {
+        Some(d) => d.send_data(pkt).await,
+        None => {
+            let mut f = frame(FrameType::Data, &[])[..cstp::HEADER_LEN].to_vec();
+            f[4..6].copy_from_slice(&(pkt.len() as u16).to_be_bytes());
+            f.extend_from_slice(pkt);
+            link.queue(&f)
+        }
+    }
 }
 
 /// The server's UDP address for DTLS.

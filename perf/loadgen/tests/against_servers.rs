@@ -239,6 +239,22 @@ fn drive(net: &mut Net, port: u16, pin: &str, idle: usize) {
             field(&j, "tx_bytes") > 1e6 && field(&j, "rx_bytes") > 1e6,
             "less than 1 MB each way {dtls}: {j}"
         );
+        // One way at a time: the sink drops uploads and sources downloads.
+        let up = net.loadgen(&format!(
+            "throughput {t} --sessions 2 --seconds 2 --rate-mbit 40 --pattern up --sink {sub}.1:9000 {dtls}"
+        ));
+        // (A server's own packets, e.g. ocserv's IPv6 solicitations, may come back.)
+        assert!(
+            field(&up, "tx_bytes") > 1e6 && field(&up, "rx_bytes") < 1e4,
+            "upload only {dtls}: {up}"
+        );
+        let down = net.loadgen(&format!(
+            "throughput {t} --sessions 2 --seconds 2 --rate-mbit 40 --pattern down --sink {sub}.1:9000 {dtls}"
+        ));
+        assert!(
+            field(&down, "rx_bytes") > 1e6 && field(&down, "tx_bytes") < 1e5,
+            "download only {dtls}: {down}"
+        );
     }
 }
 
