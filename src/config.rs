@@ -123,6 +123,20 @@ impl Default for Dtls {
     }
 }
 
+/// Per-user and per-group files in ocserv's format (src/usercfg.rs).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Users {
+    /// Directory with one file per user name.
+    pub config_per_user: Option<PathBuf>,
+    /// Directory with one file per group name.
+    pub config_per_group: Option<PathBuf>,
+    /// Used for users without a file of their own.
+    pub default_user_config: Option<PathBuf>,
+    /// Used for groups without a file of their own.
+    pub default_group_config: Option<PathBuf>,
+}
+
 /// The file as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -133,6 +147,7 @@ pub struct RawConfig {
     pub network: Network,
     pub session: Session,
     pub dtls: Dtls,
+    pub users: Users,
 }
 
 /// The checked configuration the server runs with.
@@ -164,6 +179,22 @@ impl Config {
         for p in [&mut raw.tls.cert_file, &mut raw.tls.key_file, &mut raw.auth.passwd_file] {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        let u = &mut raw.users;
+        for p in [&mut u.config_per_user, &mut u.config_per_group, &mut u.default_user_config, &mut u.default_group_config] {
+            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
+        }
+        for (key, dir) in [("users.config_per_user", &u.config_per_user), ("users.config_per_group", &u.config_per_group)] {
+            if let Some(d) = dir.as_ref().filter(|d| !d.is_dir()) {
+                return Err(bad(key, format!("{} is not a directory", d.display())));
+            }
+        }
+        for (key, f) in [("users.default_user_config", &u.default_user_config), ("users.default_group_config", &u.default_group_config)] {
+            if let Some(f) = f {
+                crate::usercfg::read_file(f).map_err(|reason| bad(key, reason))?;
             }
         }
 
@@ -247,7 +278,7 @@ impl Config {
         let r = &self.raw;
         let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[users]\n{users}",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -272,6 +303,21 @@ impl Config {
             mc = r.session.max_clients,
             psk = r.dtls.psk_negotiate,
             legacy = r.dtls.legacy,
+            users = {
+                let u = &r.users;
+                let keys = [
+                    ("config_per_user", &u.config_per_user),
+                    ("config_per_group", &u.config_per_group),
+                    ("default_user_config", &u.default_user_config),
+                    ("default_group_config", &u.default_group_config),
+                ];
+                keys.iter()
+                    .map(|(k, v)| match v {
+                        Some(p) => format!("{k} = {:?}\n", p.display().to_string()),
+                        None => format!("# {k} (not set)\n"),
+                    })
+                    .collect::<String>()
+            },
         )
     }
 }

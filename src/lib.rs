@@ -8,5 +8,7 @@ pub mod passwd;
 pub mod pool;
 pub mod proto;
 pub mod tls;
+pub mod units;
+pub mod usercfg;
 pub mod shard;
 pub mod sys;

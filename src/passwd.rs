@@ -59,17 +59,19 @@ const DUMMY_HASH: &str = "$5$zQVE8aHzJ4qFbC1A$Xyq8Wn0pQm3BRR5m1zZ5l2cI8Wq1b7fN9e
 
 /// Reads the file and checks `user`/`password`. Blocking: run it off the
 /// executor. A missing file is an empty one (the dev config starts with none).
-pub fn check(path: &Path, user: &str, password: &str) -> std::io::Result<bool> {
+/// The user's groups if `password` is right (empty: no group), `None`
+/// if it is wrong or there is no such user.
+pub fn check(path: &Path, user: &str, password: &str) -> std::io::Result<Option<Vec<String>>> {
     let contents = match std::fs::read_to_string(path) {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e),
     };
     Ok(match find_user(&contents, user) {
-        Some(e) => e.verify(password),
+        Some(e) => e.verify(password).then_some(e.groups),
         None => {
             let _ = pwhash::unix::verify(password, DUMMY_HASH);
-            false
+            None
         }
     })
 }
@@ -213,11 +215,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ocu-passwd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("ocpasswd");
-        assert!(!check(&p, "alice", "test123").unwrap());
-        std::fs::write(&p, format!("alice:*:{SHA256}\n")).unwrap();
-        assert!(check(&p, "alice", "test123").unwrap());
-        assert!(!check(&p, "alice", "nope").unwrap());
-        assert!(!check(&p, "bob", "test123").unwrap());
+        assert_eq!(check(&p, "alice", "test123").unwrap(), None);
+        std::fs::write(&p, format!("alice:*:{SHA256}\nbob:staff,dev:{SHA256}\n")).unwrap();
+        assert_eq!(check(&p, "alice", "test123").unwrap(), Some(vec![]));
+        assert_eq!(check(&p, "bob", "test123").unwrap(), Some(vec!["staff".to_string(), "dev".to_string()]));
+        assert_eq!(check(&p, "alice", "nope").unwrap(), None);
+        assert_eq!(check(&p, "carol", "test123").unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

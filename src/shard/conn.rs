@@ -20,6 +20,7 @@ use super::{Handoff, ShardMsg};
 use crate::proto::auth::{self, AuthExchange, Step, Verdict};
 use crate::proto::http::{self, HttpError, Method, RequestHead, Response};
 use crate::tls::{TlsError, TlsSession};
+use crate::usercfg::UserConfig;
 
 struct Request {
     head: RequestHead,
@@ -169,32 +170,52 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 let reply = match login.handle(areq) {
                     Step::Form(doc) => xml_reply(&doc),
                     Step::Verify { username, password } => {
-                        let path = shard.shared.config.raw.auth.passwd_file.clone();
+                        let shared = shard.shared.clone();
                         let user = username.clone();
+                        // The password, then the user's and group's files: all
+                        // file reads and the hash, off the executor.
                         let checked = glommio::executor()
                             .spawn_blocking(move || {
                                 crate::sys::lower_thread_priority();
-                                crate::passwd::check(&path, &user, &password)
+                                let cfg = &shared.config.raw;
+                                let groups = crate::passwd::check(&cfg.auth.passwd_file, &user, &password)?;
+                                Ok::<_, std::io::Error>(groups.map(|g| {
+                                    let group = g.into_iter().next();
+                                    let policy = crate::usercfg::load(&cfg.users, &user, group.as_deref());
+                                    (group, policy)
+                                }))
                             })
                             .await;
-                        let ok = checked.unwrap_or_else(|e| {
+                        let checked = checked.unwrap_or_else(|e| {
                             tracing::error!("password file: {e}");
-                            false
+                            None
                         });
+                        let ok = checked.is_some();
                         match login.verified(ok) {
-                            Verdict::Success { username } => match shard.create_session(username) {
-                                Ok(cookie) => Response::new(200, "OK")
-                                    .header("Connection", "Keep-Alive")
-                                    .header("Content-Type", "text/xml")
-                                    .header("X-Transcend-Version", 1)
-                                    .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"))
-                                    .body(&auth::success_document()),
-                                Err(why) => {
-                                    tracing::warn!(%peer, "login refused: {why}");
-                                    conn.refuse(401, why).await;
-                                    return;
+                            Verdict::Success { username } => {
+                                let Some((group, policy)) = checked else { return };
+                                let policy = match policy {
+                                    Ok(p) => p,
+                                    Err(why) => {
+                                        tracing::warn!(%peer, user = %username, "login refused: user configuration: {why}");
+                                        conn.refuse(401, "User configuration error").await;
+                                        return;
+                                    }
+                                };
+                                match shard.create_session(username, group, policy) {
+                                    Ok(cookie) => Response::new(200, "OK")
+                                        .header("Connection", "Keep-Alive")
+                                        .header("Content-Type", "text/xml")
+                                        .header("X-Transcend-Version", 1)
+                                        .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"))
+                                        .body(&auth::success_document()),
+                                    Err(why) => {
+                                        tracing::warn!(%peer, "login refused: {why}");
+                                        conn.refuse(401, why).await;
+                                        return;
+                                    }
                                 }
-                            },
+                            }
                             Verdict::Retry(doc) => {
                                 tracing::warn!(%peer, user = %username, tries = login.failures(), "wrong password");
                                 xml_reply(&doc)
@@ -262,13 +283,13 @@ fn header_num(head: &RequestHead, name: &str) -> Option<u16> {
 }
 
 async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: Cookie) {
-    let Some((user, lease)) = shard.session_lease(&cookie) else {
+    let Some((user, lease, policy)) = shard.session_lease(&cookie) else {
         tracing::info!(peer = %conn.peer, "CONNECT with an unknown or expired cookie");
         conn.refuse(401, "Cookie is not acceptable").await;
         return;
     };
     let cfg = &shard.shared.config;
-    let mtu_cap = cfg.raw.network.mtu;
+    let mtu_cap = policy.mtu.map_or(cfg.raw.network.mtu, |m| m.min(cfg.raw.network.mtu));
     // The link MTU: ours, or the client's estimate of its path if smaller.
     let base_mtu = header_num(&head, "X-CSTP-Base-MTU").map_or(mtu_cap, |b| b.clamp(negotiate::MIN_MTU, mtu_cap));
     let dtls = if cfg.dtls_enabled() {
@@ -294,12 +315,13 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     });
     let dtls = dtls.zip(app_id);
     let mtu = negotiate::data_mtu(base_mtu, conn.peer.is_ipv6(), dtls.map(|(d, _)| d.mode.overhead()));
-    let reply = connect_reply(&shard, lease, base_mtu, mtu, dtls);
+    let reply = connect_reply(&shard, &policy, lease, base_mtu, mtu, dtls);
 
     let Conn { stream, tls, peer, plain, .. } = conn;
     let stream = Rc::new(SharedStream::new(stream));
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.base_mtu = base_mtu;
+    tunnel.dpd = Duration::from_secs(policy.dpd.unwrap_or(cfg.raw.session.dpd));
     if let Some((_, id)) = dtls {
         tunnel.dtls_key = dtls_key;
         tunnel.app_id = Some(id);
@@ -319,20 +341,54 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
 }
 
 /// The `200 CONNECTED` head of protocol notes §3.2, in exact header case.
-fn connect_reply(shard: &Shard, lease: std::net::Ipv4Addr, base_mtu: u16, mtu: u16, dtls: Option<(DtlsChoice, AppId)>) -> Vec<u8> {
+/// Routes and DNS servers from the user's files replace the global ones.
+fn connect_reply(
+    shard: &Shard,
+    policy: &UserConfig,
+    lease: std::net::Ipv4Addr,
+    base_mtu: u16,
+    mtu: u16,
+    dtls: Option<(DtlsChoice, AppId)>,
+) -> Vec<u8> {
     let cfg = &shard.shared.config;
     let s = &cfg.raw.session;
+    let dpd = policy.dpd.unwrap_or(s.dpd);
+    let keepalive = policy.keepalive.unwrap_or(s.keepalive);
     let mut r = Response::new(200, "CONNECTED")
         .header("X-CSTP-Version", 1)
         .header("X-CSTP-Server-Name", concat!("ocserv-uring ", env!("CARGO_PKG_VERSION")))
-        .header("X-CSTP-DPD", s.dpd)
+        .header("X-CSTP-DPD", dpd)
         .header("X-CSTP-Address", lease)
         .header("X-CSTP-Netmask", cfg.ipv4_network.netmask());
-    for d in &cfg.dns {
-        r = r.header("X-CSTP-DNS", d);
+    if policy.dns.is_empty() {
+        for d in &cfg.dns {
+            r = r.header("X-CSTP-DNS", d);
+        }
+    } else {
+        for d in &policy.dns {
+            r = r.header("X-CSTP-DNS", d);
+        }
     }
-    for route in &cfg.routes {
-        r = r.header("X-CSTP-Split-Include", format!("{}/{}", route.network(), route.netmask()));
+    // IPv6 networks wait for the session's IPv6 address (as in ocserv).
+    let v4 = |nets: &[ipnet::IpNet]| -> Vec<ipnet::Ipv4Net> {
+        nets.iter().filter_map(|n| if let ipnet::IpNet::V4(n) = n { Some(*n) } else { None }).collect()
+    };
+    let routes = if policy.routes.is_empty() { cfg.routes.clone() } else { v4(&policy.routes) };
+    // `route = default` (0.0.0.0/0) is the full tunnel: no split.
+    let full_tunnel = routes.is_empty() || routes.iter().any(|n| n.prefix_len() == 0);
+    if !full_tunnel {
+        for route in &routes {
+            r = r.header("X-CSTP-Split-Include", format!("{}/{}", route.network(), route.netmask()));
+        }
+    }
+    for route in v4(&policy.no_routes) {
+        r = r.header("X-CSTP-Split-Exclude", format!("{}/{}", route.network(), route.netmask()));
+    }
+    for domain in &policy.split_dns {
+        r = r.header("X-CSTP-Split-DNS", domain);
+    }
+    if let Some(d) = &policy.default_domain {
+        r = r.header("X-CSTP-Default-Domain", d);
     }
     if let Some((choice, id)) = dtls {
         // §3.2: the App-ID (PSK) or Session-ID (legacy) is what the client
@@ -343,12 +399,12 @@ fn connect_reply(shard: &Shard, lease: std::net::Ipv4Addr, base_mtu: u16, mtu: u
         };
         r = r
             .header("X-DTLS-Port", cfg.raw.server.udp_port)
-            .header("X-DTLS-DPD", s.dpd)
-            .header("X-DTLS-Keepalive", s.keepalive)
+            .header("X-DTLS-DPD", dpd)
+            .header("X-DTLS-Keepalive", keepalive)
             .header(choice.header, choice.value);
     }
-    r.header("X-CSTP-Tunnel-All-DNS", cfg.routes.is_empty())
-        .header("X-CSTP-Keepalive", s.keepalive)
+    r.header("X-CSTP-Tunnel-All-DNS", full_tunnel)
+        .header("X-CSTP-Keepalive", keepalive)
         .header("X-CSTP-Idle-Timeout", "none")
         .header("X-CSTP-Session-Timeout", "none")
         .header("X-CSTP-Disconnected-Timeout", "none")

@@ -17,6 +17,7 @@ use shards::{AppId, Cookie, SessionStore, ShardId};
 use super::tunnel::{EndReason, Tunnel};
 use super::{Links, ShardMsg, Shared};
 use crate::pool::ShardPool;
+use crate::usercfg::UserConfig;
 use crate::proto::offload;
 use crate::sys;
 use crate::sys::recv_batch::RecvBatch;
@@ -25,7 +26,11 @@ use crate::sys::uring::{RxRing, TxRing};
 /// A logged-in user's session; lives until logout or cookie expiry.
 pub(crate) struct Session {
     pub(crate) user: String,
+    /// The group the login chose (the password file's first, for now).
+    pub(crate) group: Option<String>,
     pub(crate) lease: Ipv4Addr,
+    /// The user's and group's files, read at login.
+    pub(crate) policy: Rc<UserConfig>,
     pub(crate) tunnel: Option<Rc<Tunnel>>,
 }
 
@@ -196,7 +201,7 @@ impl Shard {
     }
 
     /// A successful login: lease an address and issue a cookie.
-    pub(crate) fn create_session(&self, user: String) -> Result<Cookie, &'static str> {
+    pub(crate) fn create_session(&self, user: String, group: Option<String>, policy: UserConfig) -> Result<Cookie, &'static str> {
         if !self.shared.clients.try_acquire() {
             return Err("the server has reached max_clients");
         }
@@ -211,10 +216,10 @@ impl Shard {
             return Err("no randomness for a cookie");
         }
         let cookie = Cookie::new(self.id, random);
-        tracing::info!(shard = %self.id, user = %user, lease = %lease, "login: session created");
+        tracing::info!(shard = %self.id, user = %user, group = group.as_deref().unwrap_or("-"), lease = %lease, "login: session created");
         let mut sessions = self.sessions.borrow_mut();
         // 128 random bits: a collision is not a case to handle.
-        let _ = sessions.insert(cookie, Session { user, lease, tunnel: None });
+        let _ = sessions.insert(cookie, Session { user, group, lease, policy: Rc::new(policy), tunnel: None });
         // Until the CONNECT arrives the cookie ages like a disconnected one.
         sessions.detach(&cookie, Instant::now() + self.shared.config.cookie_timeout());
         Ok(cookie)
@@ -236,8 +241,8 @@ impl Shard {
         }
     }
 
-    pub(crate) fn session_lease(&self, cookie: &Cookie) -> Option<(String, Ipv4Addr)> {
-        self.sessions.borrow().get(cookie).map(|s| (s.user.clone(), s.lease))
+    pub(crate) fn session_lease(&self, cookie: &Cookie) -> Option<(String, Ipv4Addr, Rc<UserConfig>)> {
+        self.sessions.borrow().get(cookie).map(|s| (s.user.clone(), s.lease, s.policy.clone()))
     }
 
     /// Called once when a tunnel's reader stops.
@@ -282,12 +287,11 @@ impl Shard {
         for s in expired {
             self.pool.borrow_mut().release(s.lease);
             self.shared.clients.release();
-            tracing::info!(user = %s.user, lease = %s.lease, "cookie expired, address released");
+            tracing::info!(user = %s.user, group = s.group.as_deref().unwrap_or("-"), lease = %s.lease, "cookie expired, address released");
         }
-        let dpd = self.shared.config.dpd();
         let tunnels: Vec<_> = self.tunnels.borrow().values().cloned().collect();
         for t in tunnels {
-            t.check_dpd(now, dpd);
+            t.check_dpd(now);
         }
     }
 

@@ -79,6 +79,8 @@ pub(crate) struct Tunnel {
     pub(crate) app_id: Option<AppId>,
     /// Link MTU (X-CSTP-Base-MTU): the DTLS handshake's datagram limit.
     pub(crate) base_mtu: u16,
+    /// Dead-peer detection interval told to the client (X-CSTP-DPD).
+    pub(crate) dpd: Duration,
     dtls: RefCell<Option<Rc<DtlsChannel>>>,
     tls: RefCell<TlsSession>,
     wake: Notify,
@@ -102,6 +104,7 @@ impl Tunnel {
             dtls_key: None,
             app_id: None,
             base_mtu: 1400,
+            dpd: Duration::from_secs(90),
             dtls: RefCell::new(None),
             tls: RefCell::new(tls),
             wake: Notify::default(),
@@ -216,7 +219,8 @@ impl Tunnel {
         self.wake.notify();
     }
 
-    pub(crate) fn check_dpd(&self, now: Instant, dpd: Duration) {
+    pub(crate) fn check_dpd(&self, now: Instant) {
+        let dpd = self.dpd;
         let dtls = self.dtls();
         if let Some(ch) = dtls.as_ref().filter(|c| now.saturating_duration_since(c.last_rx()) >= dpd * DPD_DROP_FACTOR) {
             tracing::info!(user = %self.user, peer = %ch.peer, "DTLS silent past the DPD limit: falling back to CSTP");

@@ -147,6 +147,8 @@ pub struct ServerOpts {
     pub auth_timeout: u64,
     pub extra_users: Vec<(String, String)>,
     pub dtls: Dtls,
+    /// TOML appended to the generated configuration (whole sections).
+    pub extra_config: String,
 }
 
 /// Which DTLS the server offers.
@@ -161,7 +163,15 @@ pub enum Dtls {
 
 impl Default for ServerOpts {
     fn default() -> Self {
-        Self { workers: 2, network: "192.168.100.0/24", dpd: 90, auth_timeout: 10, extra_users: Vec::new(), dtls: Dtls::Off }
+        Self {
+            workers: 2,
+            network: "192.168.100.0/24",
+            dpd: 90,
+            auth_timeout: 10,
+            extra_users: Vec::new(),
+            dtls: Dtls::Off,
+            extra_config: String::new(),
+        }
     }
 }
 
@@ -193,13 +203,14 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
              [auth]\npasswd_file = \"ocpasswd\"\n\
              [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n\
              [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = {at}\n\
-             [dtls]\npsk_negotiate = {psk}\n",
+             [dtls]\npsk_negotiate = {psk}\n{extra}",
             udp = if opts.dtls == Dtls::Off { 0 } else { 443 },
             psk = opts.dtls == Dtls::Psk,
             w = opts.workers,
             net = opts.network,
             dpd = opts.dpd,
-            at = opts.auth_timeout
+            at = opts.auth_timeout,
+            extra = opts.extra_config
         ),
     )
     .unwrap();
@@ -218,8 +229,18 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
 }
 
 pub fn add_user(passwd: &Path, user: &str, password: &str) {
+    add_user_in(passwd, user, password, "");
+}
+
+/// `add_user` with groups (comma-separated; empty for none).
+pub fn add_user_in(passwd: &Path, user: &str, password: &str, groups: &str) {
+    let mut args = vec!["passwd", "-c", passwd.to_str().unwrap()];
+    if !groups.is_empty() {
+        args.extend(["-g", groups]);
+    }
+    args.push(user);
     let mut child = Command::new(BIN)
-        .args(["passwd", "-c", passwd.to_str().unwrap(), user])
+        .args(&args)
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();

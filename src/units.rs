@@ -1,0 +1,70 @@
+//! Human-readable sizes in configuration files: `1048576`, `"200K"`,
+//! `"1.5M"`, `"3G"` (1024-based, as ocserv's users write them).
+
+/// Parses a byte count: digits with an optional fraction and an optional
+/// K, M, G or T suffix (case-insensitive, an optional trailing `B` or
+/// `iB`). The result is rounded down to whole bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let upper = t.to_ascii_uppercase();
+    let body = upper.strip_suffix("IB").or_else(|| upper.strip_suffix('B')).unwrap_or(&upper);
+    let (number, shift) = match body.chars().last() {
+        Some('K') => (&body[..body.len() - 1], 10),
+        Some('M') => (&body[..body.len() - 1], 20),
+        Some('G') => (&body[..body.len() - 1], 30),
+        Some('T') => (&body[..body.len() - 1], 40),
+        _ => (body, 0),
+    };
+    let number = number.trim();
+    let bad = || format!("expected a size like 1048576, \"200K\", \"1.5M\" or \"3G\", got {text:?}");
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') || number.matches('.').count() > 1 {
+        return Err(bad());
+    }
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && frac.is_empty() {
+        return Err(bad());
+    }
+    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    let mut bytes = whole.checked_shl(shift).filter(|b| b >> shift == whole).ok_or_else(bad)?;
+    if !frac.is_empty() {
+        // Exact for the few digits people write: frac / 10^len * 2^shift.
+        let digits = frac.len().min(9);
+        let f: u64 = frac[..digits].parse().map_err(|_| bad())?;
+        let add = (u128::from(f) << shift) / 10u128.pow(digits as u32);
+        bytes = bytes.checked_add(u64::try_from(add).map_err(|_| bad())?).ok_or_else(bad)?;
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_suffixed_sizes() {
+        for (text, want) in [
+            ("0", 0),
+            ("1048576", 1_048_576),
+            ("200K", 204_800),
+            ("200k", 204_800),
+            ("1.5M", 1_572_864),
+            ("3G", 3 << 30),
+            ("2T", 2 << 40),
+            (" 100KB ", 102_400),
+            ("1MiB", 1 << 20),
+            ("0.5K", 512),
+            (".5K", 512),
+            ("1.", 1),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        for text in ["", "K", "-1", "1.2.3M", "1X", "abc", "1 000", "99999999999999999999", "16777216T", "."] {
+            assert!(parse_size(text).is_err(), "{text:?} accepted");
+        }
+        assert!(parse_size("1X").unwrap_err().contains("\"1X\""));
+    }
+}

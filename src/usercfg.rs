@@ -1,0 +1,358 @@
+//! Per-user and per-group configuration files in ocserv's own format
+//! (`config-per-user` / `config-per-group`), so existing files work:
+//! `key = value` lines, `#` comments, a key repeated for each list item.
+//!
+//! Parsing is pure; `load` reads the files and runs off the executors. A
+//! file with an unknown key or a bad value is an error that refuses that
+//! user's session, never the server.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use crate::units::parse_size;
+
+/// Everything a per-user or per-group file may set. `None` and empty
+/// lists mean "not set here".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserConfig {
+    pub routes: Vec<IpNet>,
+    pub no_routes: Vec<IpNet>,
+    pub iroutes: Vec<IpNet>,
+    pub dns: Vec<IpAddr>,
+    pub split_dns: Vec<String>,
+    pub default_domain: Option<String>,
+    pub explicit_ipv4: Option<Ipv4Addr>,
+    pub explicit_ipv6: Option<Ipv6Addr>,
+    pub restrict_user_to_routes: Option<bool>,
+    pub max_same_clients: Option<u32>,
+    /// Bytes per second.
+    pub rx_data_per_sec: Option<u64>,
+    pub tx_data_per_sec: Option<u64>,
+    /// Seconds.
+    pub idle_timeout: Option<u64>,
+    pub mobile_idle_timeout: Option<u64>,
+    pub session_timeout: Option<u64>,
+    pub dpd: Option<u64>,
+    pub keepalive: Option<u64>,
+    pub mtu: Option<u16>,
+}
+
+/// Where and why a file was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserConfigError {
+    pub line: usize,
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for UserConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}: {}", self.line, self.key, self.reason)
+    }
+}
+
+impl std::error::Error for UserConfigError {}
+
+/// The longest timeout accepted anywhere (a week, as for the main config).
+const MAX_SECONDS: u64 = 7 * 24 * 3600;
+
+impl UserConfig {
+    pub fn parse(text: &str) -> Result<Self, UserConfigError> {
+        let mut c = Self::default();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |key: &str, reason: String| UserConfigError { line: i + 1, key: key.to_owned(), reason };
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(err(line, "expected key = value".into()));
+            };
+            let (key, value) = (key.trim(), unquote(value.trim()));
+            c.set(key, value).map_err(|reason| err(key, reason))?;
+        }
+        Ok(c)
+    }
+
+    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        match key {
+            "route" => self.routes.push(route(v)?),
+            "no-route" => self.no_routes.push(route(v)?),
+            "iroute" => self.iroutes.push(route(v)?),
+            "dns" | "ipv4-dns" | "ipv6-dns" => self.dns.push(v.parse().map_err(|_| format!("expected an IP address, got {v:?}"))?),
+            "split-dns" => self.split_dns.push(domain(v)?),
+            "default-domain" => {
+                // A space-separated search list.
+                let list: Result<Vec<String>, String> = v.split_whitespace().map(domain).collect();
+                self.default_domain = Some(list?.join(" ")).filter(|d| !d.is_empty());
+                if self.default_domain.is_none() {
+                    return Err("expected one or more domain names".into());
+                }
+            }
+            "explicit-ipv4" => self.explicit_ipv4 = Some(v.parse().map_err(|_| format!("expected an IPv4 address, got {v:?}"))?),
+            "explicit-ipv6" => {
+                // ocserv accepts an address with a prefix; the address is what counts.
+                let addr = v.split_once('/').map_or(v, |(a, _)| a);
+                self.explicit_ipv6 = Some(addr.parse().map_err(|_| format!("expected an IPv6 address, got {v:?}"))?);
+            }
+            "restrict-user-to-routes" => self.restrict_user_to_routes = Some(boolean(v)?),
+            "max-same-clients" => self.max_same_clients = Some(v.parse().map_err(|_| format!("expected a count, got {v:?}"))?),
+            "rx-data-per-sec" => self.rx_data_per_sec = Some(parse_size(v)?),
+            "tx-data-per-sec" => self.tx_data_per_sec = Some(parse_size(v)?),
+            "idle-timeout" => self.idle_timeout = Some(seconds(v, 0)?),
+            "mobile-idle-timeout" => self.mobile_idle_timeout = Some(seconds(v, 0)?),
+            "session-timeout" => self.session_timeout = Some(seconds(v, 0)?),
+            "dpd" => self.dpd = Some(seconds(v, 1)?),
+            "keepalive" => self.keepalive = Some(seconds(v, 1)?),
+            "mtu" => {
+                let m: u16 = v.parse().map_err(|_| format!("expected 576-9000, got {v:?}"))?;
+                if !(576..=9000).contains(&m) {
+                    return Err(format!("expected 576-9000, got {m}"));
+                }
+                self.mtu = Some(m);
+            }
+            _ => return Err("unknown key".into()),
+        }
+        Ok(())
+    }
+
+    /// Applies `later` on top (a user's file over its group's): lists add
+    /// up (without repeats), values set there win.
+    pub fn merge(&mut self, later: &Self) {
+        fn add<T: PartialEq + Clone>(to: &mut Vec<T>, from: &[T]) {
+            for x in from {
+                if !to.contains(x) {
+                    to.push(x.clone());
+                }
+            }
+        }
+        fn over<T: Clone>(to: &mut Option<T>, from: &Option<T>) {
+            if from.is_some() {
+                to.clone_from(from);
+            }
+        }
+        add(&mut self.routes, &later.routes);
+        add(&mut self.no_routes, &later.no_routes);
+        add(&mut self.iroutes, &later.iroutes);
+        add(&mut self.dns, &later.dns);
+        add(&mut self.split_dns, &later.split_dns);
+        over(&mut self.default_domain, &later.default_domain);
+        over(&mut self.explicit_ipv4, &later.explicit_ipv4);
+        over(&mut self.explicit_ipv6, &later.explicit_ipv6);
+        over(&mut self.restrict_user_to_routes, &later.restrict_user_to_routes);
+        over(&mut self.max_same_clients, &later.max_same_clients);
+        over(&mut self.rx_data_per_sec, &later.rx_data_per_sec);
+        over(&mut self.tx_data_per_sec, &later.tx_data_per_sec);
+        over(&mut self.idle_timeout, &later.idle_timeout);
+        over(&mut self.mobile_idle_timeout, &later.mobile_idle_timeout);
+        over(&mut self.session_timeout, &later.session_timeout);
+        over(&mut self.dpd, &later.dpd);
+        over(&mut self.keepalive, &later.keepalive);
+        over(&mut self.mtu, &later.mtu);
+    }
+
+    /// The first key set here that this server does not enforce yet: a
+    /// session must not start without a limit or filter its operator
+    /// asked for.
+    pub fn not_yet_supported(&self) -> Option<&'static str> {
+        let set = [
+            ("iroute", !self.iroutes.is_empty()),
+            // The address would have to belong to the session's shard.
+            ("explicit-ipv4", self.explicit_ipv4.is_some()),
+            ("explicit-ipv6", self.explicit_ipv6.is_some()),
+            ("restrict-user-to-routes", self.restrict_user_to_routes == Some(true)),
+            ("max-same-clients", self.max_same_clients.is_some_and(|n| n > 0)),
+            ("rx-data-per-sec", self.rx_data_per_sec.is_some_and(|n| n > 0)),
+            ("tx-data-per-sec", self.tx_data_per_sec.is_some_and(|n| n > 0)),
+            ("idle-timeout", self.idle_timeout.is_some_and(|n| n > 0)),
+            ("mobile-idle-timeout", self.mobile_idle_timeout.is_some_and(|n| n > 0)),
+            ("session-timeout", self.session_timeout.is_some_and(|n| n > 0)),
+        ];
+        set.into_iter().find(|&(_, on)| on).map(|(k, _)| k)
+    }
+}
+
+/// Reads and parses one file; the error names the file.
+pub fn read_file(path: &Path) -> Result<UserConfig, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    UserConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The configuration that applies to `user` in `group`: the group's file
+/// (or the default group file), then the user's own (or the default user
+/// file) on top. Blocking file reads: run off the executors. The error
+/// says which file and why; the session must then be refused.
+pub fn load(users: &crate::config::Users, user: &str, group: Option<&str>) -> Result<UserConfig, String> {
+    let mut c = UserConfig::default();
+    let pick = |dir: &Option<PathBuf>, name: Option<&str>, default: &Option<PathBuf>| {
+        let own = dir.as_deref().zip(name).and_then(|(d, n)| file_for(d, n)).filter(|p| p.exists());
+        own.or_else(|| default.clone())
+    };
+    let files = [
+        pick(&users.config_per_group, group, &users.default_group_config),
+        pick(&users.config_per_user, Some(user), &users.default_user_config),
+    ];
+    for path in files.iter().flatten() {
+        c.merge(&read_file(path)?);
+    }
+    if let Some(key) = c.not_yet_supported() {
+        return Err(format!("`{key}` is set, and this server does not enforce it yet"));
+    }
+    Ok(c)
+}
+
+/// The file for `name` in `dir`, or `None` for a name that is not a plain
+/// file name (`..`, a slash, a leading dot, a NUL): names come from
+/// password files and certificates, never from a path.
+pub fn file_for(dir: &Path, name: &str) -> Option<PathBuf> {
+    let plain = !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0']);
+    plain.then(|| dir.join(name))
+}
+
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(v)
+}
+
+/// `10.0.0.0/8`, `10.0.0.0/255.0.0.0`, `fd00::/48`, a bare address (one
+/// host) or `default` (everything).
+fn route(v: &str) -> Result<IpNet, String> {
+    let bad = || format!("expected a network like 10.0.0.0/8, 10.0.0.0/255.0.0.0 or fd00::/48, got {v:?}");
+    if v.eq_ignore_ascii_case("default") {
+        return Ok(IpNet::V4(ipnet::Ipv4Net::default()));
+    }
+    let net = match v.split_once('/') {
+        None => IpNet::from(v.parse::<IpAddr>().map_err(|_| bad())?),
+        Some((addr, mask)) if mask.contains('.') => {
+            let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+            let mask: Ipv4Addr = mask.parse().map_err(|_| bad())?;
+            let prefix = ipnet::ipv4_mask_to_prefix(mask).map_err(|_| format!("{mask} is not a contiguous netmask"))?;
+            IpNet::V4(ipnet::Ipv4Net::new(addr, prefix).map_err(|_| bad())?)
+        }
+        Some(_) => v.parse::<IpNet>().map_err(|_| bad())?,
+    };
+    Ok(net.trunc())
+}
+
+fn domain(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    if ok {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err(format!("expected a domain name like example.com, got {v:?}"))
+    }
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" => Ok(true),
+        "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("expected true or false, got {v:?}")),
+    }
+}
+
+fn seconds(v: &str, min: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(s) if (min..=MAX_SECONDS).contains(&s) => Ok(s),
+        _ => Err(format!("expected {min}-{MAX_SECONDS} seconds, got {v:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OCSERV_STYLE: &str = "\
+# routes for alice
+route = 10.10.0.0/16
+route = 192.168.5.0/255.255.255.0
+route = fd00:1::/48
+no-route = 10.10.99.0/24
+dns = 10.10.0.53
+split-dns = corp.example.com
+split-dns = lab.example.com
+default-domain = Corp.Example.com example.net
+explicit-ipv4 = 192.168.100.77
+  mtu = 1300
+dpd = 60
+keepalive = 300
+rx-data-per-sec = 1.5M
+tx-data-per-sec = 200000
+restrict-user-to-routes = false
+max-same-clients = 0
+session-timeout = \"0\"
+";
+
+    #[test]
+    fn reads_an_ocserv_style_file() {
+        let c = UserConfig::parse(OCSERV_STYLE).unwrap();
+        let nets: Vec<String> = c.routes.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.10.0.0/16", "192.168.5.0/24", "fd00:1::/48"]);
+        assert_eq!(c.no_routes[0].to_string(), "10.10.99.0/24");
+        assert_eq!(c.dns, ["10.10.0.53".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.split_dns, ["corp.example.com", "lab.example.com"]);
+        assert_eq!(c.default_domain.as_deref(), Some("corp.example.com example.net"));
+        assert_eq!(c.explicit_ipv4, Some(Ipv4Addr::new(192, 168, 100, 77)));
+        assert_eq!((c.mtu, c.dpd, c.keepalive), (Some(1300), Some(60), Some(300)));
+        assert_eq!((c.rx_data_per_sec, c.tx_data_per_sec), (Some(1_572_864), Some(200_000)));
+        assert_eq!(c.session_timeout, Some(0));
+        assert_eq!(c.not_yet_supported(), Some("explicit-ipv4"));
+        let mut c = c;
+        c.explicit_ipv4 = None;
+        assert_eq!(c.not_yet_supported(), Some("rx-data-per-sec"));
+        (c.rx_data_per_sec, c.tx_data_per_sec) = (None, Some(0));
+        // Zero limits and `false` ask for nothing this server lacks.
+        assert_eq!(c.not_yet_supported(), None);
+    }
+
+    #[test]
+    fn bad_lines_name_line_key_and_reason() {
+        for (text, line, key) in [
+            ("route = 10.0.0.0/33", 1, "route"),
+            ("\n\nroute = 10.0.0.0/255.0.255.0", 3, "route"),
+            ("dns = dns.example.com", 1, "dns"),
+            ("mtu = 100", 1, "mtu"),
+            ("rx-data-per-sec = fast", 1, "rx-data-per-sec"),
+            ("frobnicate = 1", 1, "frobnicate"),
+            ("split-dns = bad..name", 1, "split-dns"),
+            ("dpd = 0", 1, "dpd"),
+            ("restrict-user-to-routes = maybe", 1, "restrict-user-to-routes"),
+            ("just some words", 1, "just some words"),
+        ] {
+            let e = UserConfig::parse(text).unwrap_err();
+            assert_eq!((e.line, e.key.as_str()), (line, key), "{text}: {e}");
+            assert!(!e.reason.is_empty());
+        }
+    }
+
+    #[test]
+    fn user_file_adds_to_and_overrides_its_group() {
+        let mut group = UserConfig::parse("route = 10.1.0.0/16\ndns = 10.1.0.53\nmtu = 1400\nsplit-dns = a.example").unwrap();
+        let user = UserConfig::parse("route = 10.2.0.0/16\nroute = 10.1.0.0/16\nmtu = 1280").unwrap();
+        group.merge(&user);
+        assert_eq!(group.routes.len(), 2);
+        assert_eq!(group.mtu, Some(1280));
+        assert_eq!(group.split_dns, ["a.example"]);
+        assert_eq!(group.dns.len(), 1);
+    }
+
+    #[test]
+    fn limits_not_enforced_yet_are_named() {
+        let c = UserConfig::parse("max-same-clients = 2\nsession-timeout = 3600").unwrap();
+        assert_eq!(c.not_yet_supported(), Some("max-same-clients"));
+        let c = UserConfig::parse("restrict-user-to-routes = true").unwrap();
+        assert_eq!(c.not_yet_supported(), Some("restrict-user-to-routes"));
+    }
+
+    #[test]
+    fn only_plain_names_map_to_files() {
+        let dir = Path::new("/etc/ocserv-uring/users");
+        assert_eq!(file_for(dir, "alice"), Some(dir.join("alice")));
+        for name in ["", "..", ".hidden", "../etc/passwd", "a/b", "a\\b", "a\0b"] {
+            assert_eq!(file_for(dir, name), None, "{name:?}");
+        }
+    }
+}
