@@ -298,18 +298,27 @@ async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &DtlsChannel) {
                 let now = Instant::now();
                 ch.on_datagram_from(shard, tunnel, now, &mut buf[..n], from);
                 // The rest of a burst (one recvmmsg), then one submit for all
-                // its packets.
-                let mut batch = shard.udp_batch.borrow_mut();
-                let n = batch.recv(ch.sock.as_raw_fd()).unwrap_or(0);
-                for i in 0..n {
-                    if let Some((data, from)) = batch.get(i) {
-                        ch.on_datagram_from(shard, tunnel, now, data, from);
-                    }
-                    if ch.closed.get() {
-                        break;
+                // its packets. Strays are routed after the batch buffer is
+                // let go: routing may start a channel, and glommio runs a new
+                // task at once, whose own burst needs that buffer.
+                let mut strays = Vec::new();
+                {
+                    let mut batch = shard.udp_batch.borrow_mut();
+                    let n = batch.recv(ch.sock.as_raw_fd()).unwrap_or(0);
+                    for i in 0..n {
+                        match batch.get(i) {
+                            Some((data, from)) if from == ch.peer => ch.on_datagram(shard, tunnel, now, data),
+                            Some((data, from)) => strays.push((data.to_vec(), from)),
+                            None => {}
+                        }
+                        if ch.closed.get() {
+                            break;
+                        }
                     }
                 }
-                drop(batch);
+                for (mut data, from) in strays {
+                    ch.on_datagram_from(shard, tunnel, now, &mut data, from);
+                }
                 if let Err(e) = shard.tx.borrow_mut().submit() {
                     tracing::warn!("TX submit: {e}");
                 }
