@@ -264,6 +264,16 @@ idle_run() {
     # descriptors per session in the load generator: TCP, plus UDP for DTLS
     [[ $ch == dtls ]] && { flag=(--dtls); per=$(((NOFILE - 500) / 2)); } || per=$((NOFILE - 500))
     procs=$(((n + per - 1) / per))
+    # The previous run's connections linger in TIME_WAIT on the server side,
+    # and new connects walk the same source ports: let them expire first, so
+    # a run never measures the kernel's handling of reused 4-tuples.
+    local tw i
+    for ((i = 0; i < 90; i++)); do
+        tw=$(ip netns exec "$NS_S" ss -Htan state time-wait | wc -l)
+        ((tw < 100)) && break
+        ((i == 0)) && log "  waiting for $tw server-side TIME_WAIT sockets to expire"
+        sleep 1
+    done
     base=$(server_mem)
     for ((k = 0; k < procs; k++)); do
         loadgen idle $(T_ARGS cheapuser) --sessions $(((n + k) / procs)) --hold "$hold" "${flag[@]}" \
