@@ -519,7 +519,7 @@ Reproduce: \`sudo PARTS="$PARTS" LOGINS=$LOGINS MEM_RUNS="$MEM_RUNS" HOLD_RUNS="
 Machine: $(date -u +%Y-%m-%d), $(nproc) × $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo),
 $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r);
 ocserv $(dpkg-query -W -f '${Version}' ocserv 2>/dev/null), openconnect $(dpkg-query -W -f '${Version}' openconnect 2>/dev/null),
-ocserv-uring $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo "+changes");
+ocserv-uring $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$(git -C "$REPO" diff --quiet HEAD -- src shards perf/loadgen Cargo.toml Cargo.lock 2>/dev/null || echo "+changes");
 open-file limit $NOFILE per process; load average $LOAD_START before, $LOAD_END after.
 EOF
     echo "$END_MARK"
