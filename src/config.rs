@@ -9,6 +9,9 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
+use crate::proto::auth::GroupOption;
+use crate::units::SizeValue;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {err}")]
@@ -57,11 +60,60 @@ impl Default for Tls {
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     pub passwd_file: PathBuf,
+    /// Groups offered at login: `name` or `name[Label]`.
+    pub select_group: Vec<String>,
+    /// Offer every group named in the password file instead.
+    pub auto_select_group: bool,
+    /// `password`, `certificate`, `certificate+password` (both) or
+    /// `certificate|password` (either).
+    pub method: String,
+    /// CA certificates (PEM) that client certificates must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// The subject attribute that names the user: CN, UID, ... or an OID.
+    pub cert_user_oid: String,
+    /// The subject attribute that names the group (certificate logins).
+    pub cert_group_oid: Option<String>,
 }
 
 impl Default for Auth {
     fn default() -> Self {
-        Self { passwd_file: "/etc/ocserv-uring/ocpasswd".into() }
+        Self {
+            passwd_file: "/etc/ocserv-uring/ocpasswd".into(),
+            select_group: Vec::new(),
+            auto_select_group: false,
+            method: "password".into(),
+            ca_file: None,
+            cert_user_oid: "CN".into(),
+            cert_group_oid: None,
+        }
+    }
+}
+
+/// How users prove who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    Password,
+    Certificate,
+    /// A certificate and the password of the user it names.
+    CertificateAndPassword,
+    /// A certificate if the client has one, else a password.
+    CertificateOrPassword,
+}
+
+impl AuthMethod {
+    fn parse(text: &str) -> Option<Self> {
+        let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        Some(match t.as_str() {
+            "password" => Self::Password,
+            "certificate" => Self::Certificate,
+            "certificate+password" | "password+certificate" => Self::CertificateAndPassword,
+            "certificate|password" | "password|certificate" => Self::CertificateOrPassword,
+            _ => return None,
+        })
+    }
+
+    pub fn uses_certificates(self) -> bool {
+        self != Self::Password
     }
 }
 
@@ -72,6 +124,8 @@ pub struct Network {
     pub ipv4_network: String,
     pub dns: Vec<String>,
     pub routes: Vec<String>,
+    /// Drop client packets to destinations outside the client's routes.
+    pub restrict_user_to_routes: bool,
     pub mtu: u16,
     /// TUN offloads (IFF_VNET_HDR, TSO/USO): 64 KB reads cut into packets
     /// in the shard. Off only to rule them out when chasing a problem.
@@ -85,6 +139,7 @@ impl Default for Network {
             ipv4_network: "192.168.100.0/24".into(),
             dns: vec!["192.168.100.1".into()],
             routes: vec![],
+            restrict_user_to_routes: false,
             mtu: 1400,
             tun_offload: true,
         }
@@ -99,11 +154,67 @@ pub struct Session {
     pub cookie_timeout: u64,
     pub auth_timeout: u64,
     pub max_clients: usize,
+    /// Sessions one user may hold at once; 0 = no limit.
+    pub max_same_clients: u32,
+    /// Seconds without data from the client before it is disconnected; 0 = never.
+    pub idle_timeout: u64,
+    /// The same for mobile clients; 0 = use `idle_timeout`.
+    pub mobile_idle_timeout: u64,
+    /// Seconds from login to the end of the session, reconnects included; 0 = none.
+    pub session_timeout: u64,
+    /// Keep the cookie valid after a client logout (for `cookie_timeout`).
+    pub persistent_cookies: bool,
+    /// Bytes per second per session from / to the client; 0 = no limit.
+    pub rx_data_per_sec: SizeValue,
+    pub tx_data_per_sec: SizeValue,
 }
 
 impl Default for Session {
     fn default() -> Self {
-        Self { dpd: 90, keepalive: 32400, cookie_timeout: 300, auth_timeout: 40, max_clients: 0 }
+        Self {
+            dpd: 90,
+            keepalive: 32400,
+            cookie_timeout: 300,
+            auth_timeout: 40,
+            max_clients: 0,
+            max_same_clients: 0,
+            idle_timeout: 0,
+            mobile_idle_timeout: 0,
+            session_timeout: 0,
+            persistent_cookies: false,
+            rx_data_per_sec: SizeValue::default(),
+            tx_data_per_sec: SizeValue::default(),
+        }
+    }
+}
+
+/// Brute-force protection (src/bans.rs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// Score at which an address is banned; 0 = no bans.
+    pub max_ban_score: u32,
+    /// Seconds a banned address is refused.
+    pub ban_time: u64,
+    /// Seconds without new points after which a score starts again.
+    pub ban_reset_time: u64,
+    pub ban_points_wrong_password: u32,
+    /// A malformed HTTP request, login body or cookie.
+    pub ban_points_bad_request: u32,
+    /// Every TCP connection.
+    pub ban_points_connection: u32,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Self {
+            max_ban_score: 80,
+            ban_time: 300,
+            ban_reset_time: 1200,
+            ban_points_wrong_password: 10,
+            ban_points_bad_request: 10,
+            ban_points_connection: 0,
+        }
     }
 }
 
@@ -148,6 +259,7 @@ pub struct RawConfig {
     pub session: Session,
     pub dtls: Dtls,
     pub users: Users,
+    pub security: Security,
 }
 
 /// The checked configuration the server runs with.
@@ -160,6 +272,15 @@ pub struct Config {
     pub dns: Vec<IpAddr>,
     pub routes: Vec<Ipv4Net>,
     pub workers: usize,
+    /// `auth.select_group`, checked.
+    pub select_groups: std::sync::Arc<[GroupOption]>,
+    pub auth_method: AuthMethod,
+    /// `auth.cert_user_oid` / `cert_group_oid` as DER OIDs.
+    pub cert_user_oid: Vec<u8>,
+    pub cert_group_oid: Option<Vec<u8>>,
+    /// `session.rx_data_per_sec` / `tx_data_per_sec` in bytes.
+    pub rx_per_sec: u64,
+    pub tx_per_sec: u64,
 }
 
 impl Config {
@@ -180,6 +301,9 @@ impl Config {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(p) = raw.auth.ca_file.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
         }
         let u = &mut raw.users;
         for p in [&mut u.config_per_user, &mut u.config_per_group, &mut u.default_user_config, &mut u.default_group_config] {
@@ -243,12 +367,57 @@ impl Config {
             ("session.keepalive", s.keepalive, 1),
             ("session.cookie_timeout", s.cookie_timeout, 0),
             ("session.auth_timeout", s.auth_timeout, 1),
+            ("session.idle_timeout", s.idle_timeout, 0),
+            ("session.mobile_idle_timeout", s.mobile_idle_timeout, 0),
+            ("session.session_timeout", s.session_timeout, 0),
+            ("security.ban_time", raw.security.ban_time, 0),
+            ("security.ban_reset_time", raw.security.ban_reset_time, 0),
         ] {
             if v < min || v > 7 * 24 * 3600 {
                 return Err(bad(key, format!("expected {min}-604800 seconds, got {v}")));
             }
         }
-        Ok(Self { file: file.to_owned(), raw, listen, ipv4_network, dns, routes, workers })
+        let rx_per_sec = s.rx_data_per_sec.bytes().map_err(|e| bad("session.rx_data_per_sec", e))?;
+        let tx_per_sec = s.tx_data_per_sec.bytes().map_err(|e| bad("session.tx_data_per_sec", e))?;
+        let mut select_groups = Vec::new();
+        for g in &raw.auth.select_group {
+            select_groups.push(GroupOption::parse(g).map_err(|e| bad("auth.select_group", e))?);
+        }
+        if !select_groups.is_empty() && raw.auth.auto_select_group {
+            return Err(bad("auth.auto_select_group", "expected either select_group or auto_select_group, not both".into()));
+        }
+        let select_groups = select_groups.into();
+        let a = &raw.auth;
+        let auth_method = AuthMethod::parse(&a.method).ok_or_else(|| {
+            bad("auth.method", format!("expected password, certificate, certificate+password or certificate|password, got {:?}", a.method))
+        })?;
+        match &a.ca_file {
+            None if auth_method.uses_certificates() => {
+                return Err(bad("auth.ca_file", format!("expected a CA file: auth.method {:?} checks client certificates against one", a.method)));
+            }
+            Some(ca) => drop(crate::tls::load_ca(ca).map_err(|e| bad("auth.ca_file", e.to_string()))?),
+            None => {}
+        }
+        let cert_user_oid = crate::proto::x509name::oid_from_text(&a.cert_user_oid).map_err(|e| bad("auth.cert_user_oid", e))?;
+        let cert_group_oid = match &a.cert_group_oid {
+            Some(o) => Some(crate::proto::x509name::oid_from_text(o).map_err(|e| bad("auth.cert_group_oid", e))?),
+            None => None,
+        };
+        Ok(Self {
+            file: file.to_owned(),
+            raw,
+            listen,
+            ipv4_network,
+            dns,
+            routes,
+            workers,
+            select_groups,
+            auth_method,
+            cert_user_oid,
+            cert_group_oid,
+            rx_per_sec,
+            tx_per_sec,
+        })
     }
 
     /// The server's own address on the TUN device: the first host address.
@@ -269,6 +438,15 @@ impl Config {
         Duration::from_secs(self.raw.session.cookie_timeout)
     }
 
+    pub fn ban_policy(&self) -> crate::bans::BanPolicy {
+        let s = &self.raw.security;
+        crate::bans::BanPolicy {
+            max_score: s.max_ban_score,
+            ban_time: Duration::from_secs(s.ban_time),
+            reset_time: Duration::from_secs(s.ban_reset_time),
+        }
+    }
+
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_secs(self.raw.session.auth_timeout)
     }
@@ -278,7 +456,7 @@ impl Config {
         let r = &self.raw;
         let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[users]\n{users}",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -289,6 +467,12 @@ impl Config {
             key = r.tls.key_file.display().to_string(),
             gen = r.tls.generate_self_signed,
             pw = r.auth.passwd_file.display().to_string(),
+            sg = list(&r.auth.select_group),
+            asg = r.auth.auto_select_group,
+            am = r.auth.method,
+            ca = r.auth.ca_file.as_ref().map_or("# ca_file (not set)\n".to_owned(), |p| format!("ca_file = {:?}\n", p.display().to_string())),
+            cuo = r.auth.cert_user_oid,
+            cgo = r.auth.cert_group_oid.as_ref().map_or("# cert_group_oid (not set)\n".to_owned(), |o| format!("cert_group_oid = {o:?}\n")),
             dev = r.network.device,
             net = self.ipv4_network,
             srv = self.server_address(),
@@ -301,6 +485,22 @@ impl Config {
             ct = r.session.cookie_timeout,
             at = r.session.auth_timeout,
             mc = r.session.max_clients,
+            msc = r.session.max_same_clients,
+            it = r.session.idle_timeout,
+            mit = r.session.mobile_idle_timeout,
+            st = r.session.session_timeout,
+            pc = r.session.persistent_cookies,
+            rx = self.rx_per_sec,
+            rxh = crate::units::format_size(self.rx_per_sec),
+            tx = self.tx_per_sec,
+            txh = crate::units::format_size(self.tx_per_sec),
+            restrict = r.network.restrict_user_to_routes,
+            mbs = r.security.max_ban_score,
+            bt = r.security.ban_time,
+            brt = r.security.ban_reset_time,
+            bpw = r.security.ban_points_wrong_password,
+            bpb = r.security.ban_points_bad_request,
+            bpc = r.security.ban_points_connection,
             psk = r.dtls.psk_negotiate,
             legacy = r.dtls.legacy,
             users = {
@@ -349,6 +549,13 @@ mod tests {
     }
 
     #[test]
+    fn sizes_take_numbers_or_human_text() {
+        let c = parse("[session]\nrx_data_per_sec = \"1.5M\"\ntx_data_per_sec = 200000").unwrap();
+        assert_eq!((c.rx_per_sec, c.tx_per_sec), (1_572_864, 200_000));
+        assert!(c.effective_toml().contains("rx_data_per_sec = 1572864   # 1.5M/s"));
+    }
+
+    #[test]
     fn relative_paths_follow_the_config_file() {
         let c = parse("[auth]\npasswd_file = \"ocpasswd\"").unwrap();
         assert_eq!(c.raw.auth.passwd_file, Path::new("/etc/x/ocpasswd"));
@@ -376,6 +583,14 @@ mod tests {
             ("[network]\nmtu = 100", "network.mtu"),
             ("[session]\ndpd = 0", "session.dpd"),
             ("[session]\ndpd = -1", "dpd"),
+            ("[session]\nrx_data_per_sec = \"1.5Q\"", "session.rx_data_per_sec"),
+            ("[auth]\nselect_group = [\"a b\"]", "auth.select_group"),
+            ("[auth]\nmethod = \"kerberos\"", "auth.method"),
+            ("[auth]\nmethod = \"certificate\"", "auth.ca_file"),
+            ("[auth]\nca_file = \"/nonexistent/ca.pem\"", "auth.ca_file"),
+            ("[auth]\ncert_user_oid = \"1.x\"", "auth.cert_user_oid"),
+            ("[session]\ntx_data_per_sec = \"-3\"", "session.tx_data_per_sec"),
+            ("[session]\nsession_timeout = 99999999", "session.session_timeout"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");

@@ -3,10 +3,12 @@
 //! `proto/` holds the sans-IO protocol cores, `sys/` every `unsafe` syscall,
 //! `shard/` the glommio glue that moves bytes between them.
 
+pub mod bans;
 pub mod config;
 pub mod passwd;
 pub mod pool;
 pub mod proto;
+pub mod ratelimit;
 pub mod tls;
 pub mod units;
 pub mod usercfg;

@@ -76,6 +76,25 @@ pub fn check(path: &Path, user: &str, password: &str) -> std::io::Result<Option<
     })
 }
 
+/// Every group named in the password file, in first-seen order (for
+/// `auto_select_group`). A missing file has none.
+pub fn all_groups(path: &Path) -> std::io::Result<Vec<String>> {
+    let contents = match std::fs::read_to_string(path) {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let mut groups: Vec<String> = Vec::new();
+    for e in contents.lines().filter_map(parse_line) {
+        for g in e.groups {
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+    }
+    Ok(groups)
+}
+
 const SALT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// SHA-256-crypt with a 16-character salt, what ocpasswd writes.
@@ -221,6 +240,8 @@ mod tests {
         assert_eq!(check(&p, "bob", "test123").unwrap(), Some(vec!["staff".to_string(), "dev".to_string()]));
         assert_eq!(check(&p, "alice", "nope").unwrap(), None);
         assert_eq!(check(&p, "carol", "test123").unwrap(), None);
+        std::fs::write(&p, format!("alice:*:{SHA256}\nbob:staff,dev:{SHA256}\ncarol:dev,ops:{SHA256}\n")).unwrap();
+        assert_eq!(all_groups(&p).unwrap(), ["staff", "dev", "ops"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
@@ -87,14 +88,42 @@ impl Identity {
         Ok(format!("pin-sha256:{}", base64(digest.as_ref())))
     }
 
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    /// The server's TLS configuration. With `client_ca`, clients are asked
+    /// for a certificate, and one that does not chain to that CA fails the
+    /// handshake; clients without one still get in, and the login decides
+    /// whether it needed one.
+    pub fn server_config(&self, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
-        Ok(Arc::new(config))
+        let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let roots = Arc::new(load_ca(ca)?);
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| file_err(ca, format!("unusable CA: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        Ok(Arc::new(builder.with_single_cert(self.chain.clone(), self.key.clone_key())?))
     }
+}
+
+/// The CA certificates in a PEM file.
+pub fn load_ca(path: &Path) -> Result<RootCertStore, TlsSetupError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(path, format!("cannot read: {e} (expected a PEM file of CA certificates)")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, format!("bad PEM certificate: {e} (expected CA certificates)")))?;
+    let mut roots = RootCertStore::empty();
+    for c in certs {
+        roots.add(c).map_err(|e| file_err(path, format!("unusable CA certificate: {e} (expected X.509 CA certificates)")))?;
+    }
+    if roots.is_empty() {
+        return Err(file_err(path, "no certificate found (expected a PEM file of CA certificates)"));
+    }
+    Ok(roots)
 }
 
 fn base64(data: &[u8]) -> String {
@@ -202,6 +231,11 @@ impl TlsSession {
         self.conn.send_close_notify();
     }
 
+    /// The client's certificate (DER), verified against the CA, if it sent one.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref())
+    }
+
     /// The DTLS PSK of protocol notes §5.1, from this connection.
     pub fn export_dtls_psk(&self) -> Result<[u8; 32], TlsError> {
         Ok(self.conn.export_keying_material([0u8; 32], b"EXPORTER-openconnect-psk", None)?)
@@ -229,7 +263,7 @@ mod tests {
         assert!(!ensure_self_signed(&cert, &key).unwrap());
         let id = Identity::load(&cert, &key).unwrap();
         assert!(id.pin_sha256().unwrap().starts_with("pin-sha256:"));
-        let mut server = TlsSession::new(id.server_config().unwrap()).unwrap();
+        let mut server = TlsSession::new(id.server_config(None).unwrap()).unwrap();
         let mut client = test_client(&id);
 
         // Handshake by shuttling bytes.

@@ -36,9 +36,62 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// A size as a config file writes it: a plain number of bytes or a string
+/// such as `"1.5M"`. Checked by [`SizeValue::bytes`] so the error can name
+/// the key.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Default for SizeValue {
+    fn default() -> Self {
+        Self::Bytes(0)
+    }
+}
+
+impl SizeValue {
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            Self::Bytes(n) => Ok(*n),
+            Self::Text(t) => parse_size(t),
+        }
+    }
+}
+
+/// A byte count the way people read it: `1.5M`, `200K`, `512`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 4] = [(40, "T"), (30, "G"), (20, "M"), (10, "K")];
+    for (shift, unit) in UNITS {
+        if bytes >= 1u64 << shift {
+            let v = bytes as f64 / (1u64 << shift) as f64;
+            let text = format!("{v:.1}");
+            return format!("{}{unit}", text.strip_suffix(".0").unwrap_or(&text));
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_reads_back() {
+        for (bytes, text) in [(0, "0"), (512, "512"), (204_800, "200K"), (1_572_864, "1.5M"), (3 << 30, "3G")] {
+            assert_eq!(format_size(bytes), text);
+            assert_eq!(parse_size(text).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn config_values_take_numbers_or_text() {
+        assert_eq!(SizeValue::Bytes(100).bytes(), Ok(100));
+        assert_eq!(SizeValue::Text("100K".into()).bytes(), Ok(102_400));
+        assert!(SizeValue::Text("lots".into()).bytes().is_err());
+    }
 
     #[test]
     fn plain_and_suffixed_sizes() {

@@ -162,13 +162,6 @@ impl UserConfig {
             // The address would have to belong to the session's shard.
             ("explicit-ipv4", self.explicit_ipv4.is_some()),
             ("explicit-ipv6", self.explicit_ipv6.is_some()),
-            ("restrict-user-to-routes", self.restrict_user_to_routes == Some(true)),
-            ("max-same-clients", self.max_same_clients.is_some_and(|n| n > 0)),
-            ("rx-data-per-sec", self.rx_data_per_sec.is_some_and(|n| n > 0)),
-            ("tx-data-per-sec", self.tx_data_per_sec.is_some_and(|n| n > 0)),
-            ("idle-timeout", self.idle_timeout.is_some_and(|n| n > 0)),
-            ("mobile-idle-timeout", self.mobile_idle_timeout.is_some_and(|n| n > 0)),
-            ("session-timeout", self.session_timeout.is_some_and(|n| n > 0)),
         ];
         set.into_iter().find(|&(_, on)| on).map(|(k, _)| k)
     }
@@ -302,9 +295,6 @@ session-timeout = \"0\"
         assert_eq!(c.not_yet_supported(), Some("explicit-ipv4"));
         let mut c = c;
         c.explicit_ipv4 = None;
-        assert_eq!(c.not_yet_supported(), Some("rx-data-per-sec"));
-        (c.rx_data_per_sec, c.tx_data_per_sec) = (None, Some(0));
-        // Zero limits and `false` ask for nothing this server lacks.
         assert_eq!(c.not_yet_supported(), None);
     }
 
@@ -340,11 +330,13 @@ session-timeout = \"0\"
     }
 
     #[test]
-    fn limits_not_enforced_yet_are_named() {
-        let c = UserConfig::parse("max-same-clients = 2\nsession-timeout = 3600").unwrap();
-        assert_eq!(c.not_yet_supported(), Some("max-same-clients"));
-        let c = UserConfig::parse("restrict-user-to-routes = true").unwrap();
-        assert_eq!(c.not_yet_supported(), Some("restrict-user-to-routes"));
+    fn keys_not_enforced_yet_are_named() {
+        let c = UserConfig::parse("max-same-clients = 2\nsession-timeout = 3600\nrestrict-user-to-routes = true").unwrap();
+        assert_eq!(c.not_yet_supported(), None);
+        let c = UserConfig::parse("iroute = 10.9.0.0/16").unwrap();
+        assert_eq!(c.not_yet_supported(), Some("iroute"));
+        let c = UserConfig::parse("explicit-ipv6 = fd00::5").unwrap();
+        assert_eq!(c.not_yet_supported(), Some("explicit-ipv6"));
     }
 
     #[test]

@@ -93,3 +93,111 @@ fn per_user_and_group_files_reach_the_client_and_a_broken_one_refuses_only_its_u
     assert_eq!(ping_rtts(&net, &s, &addr, 2, "0.2").len(), 2, "server → alice");
     assert!(alive(server.pid));
 }
+
+/// Per-user `restrict-user-to-routes`: packets to anything outside the
+/// user's routes are dropped in the server and counted; another user
+/// without the restriction reaches the same address.
+#[test]
+fn restrict_user_to_routes_drops_traffic_to_other_destinations() {
+    let _g = serial();
+    let mut net = Net::new("restr", 2);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(dir.join("users/alice"), "route = 10.200.0.0/16\nrestrict-user-to-routes = true\n").unwrap();
+    let s = net.server_ns.clone();
+    must(&format!("ip -n {s} addr add 10.200.0.1/32 dev lo && ip -n {s} addr add 10.201.0.1/32 dev lo"));
+    let server = start_server(&mut net, ServerOpts { extra_config: "[users]\nconfig_per_user = \"users\"\n".into(), ..Default::default() });
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+    bob.wait_connected();
+    // Both clients route both networks into the tunnel; only the server decides.
+    for c in [&alice, &bob] {
+        must(&format!("ip -n {} route add 10.200.0.0/16 dev {} && ip -n {} route add 10.201.0.0/16 dev {}", c.ns, c.ifname, c.ns, c.ifname));
+    }
+    let (c1, c2) = (net.client_ns[0].clone(), net.client_ns[1].clone());
+    assert_eq!(ping_rtts(&net, &c1, "10.200.0.1", 3, "0.2").len(), 3, "alice → her route");
+    assert_eq!(ping_rtts(&net, &c1, &server.tunnel_ip, 2, "0.2").len(), 2, "alice → the server's address");
+    assert_eq!(ping_rtts(&net, &c1, "10.201.0.1", 3, "0.2").len(), 0, "alice → outside her routes");
+    assert_eq!(ping_rtts(&net, &c2, "10.201.0.1", 3, "0.2").len(), 3, "bob is not restricted");
+    alice.signal("INT");
+    alice.wait_exit(Duration::from_secs(10));
+    server.wait_log("session ended", Duration::from_secs(5));
+    let log = server.log_text();
+    let up = log.lines().find(|l| l.contains("tunnel up") && l.contains("alice")).unwrap();
+    assert!(up.contains("restricted=true"), "{up}");
+    let end = log.lines().find(|l| l.contains("session ended") && l.contains("alice")).unwrap();
+    assert!(end.contains("restricted=3"), "three pings dropped and counted: {end}");
+}
+
+/// `rx-data-per-sec` / `tx-data-per-sec` of 100K: iperf3 through the tunnel
+/// runs near that rate both ways, while an unlimited user runs far faster.
+#[test]
+fn rate_limit_caps_iperf3_near_the_configured_rate() {
+    let _g = serial();
+    let mut net = Net::new("rate", 2);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(dir.join("users/alice"), "rx-data-per-sec = 100K\ntx-data-per-sec = 100K\n").unwrap();
+    let server = start_server(&mut net, ServerOpts { extra_config: "[users]\nconfig_per_user = \"users\"\n".into(), ..Default::default() });
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+    bob.wait_connected();
+    let (s, c1, c2) = (net.server_ns.clone(), net.client_ns[0].clone(), net.client_ns[1].clone());
+    // 3 s at 100 KiB/s, plus one burst and iperf3's control traffic.
+    let cap = 3 * 100 * 1024;
+    for reverse in [false, true] {
+        let got = iperf_bytes(&net, &c1, &s, &server.tunnel_ip, reverse);
+        assert!(got <= cap * 3 / 2, "alice moved {got} bytes in 3 s (reverse {reverse}), limit ~{cap}");
+        assert!(got >= cap / 5, "alice moved only {got} bytes in 3 s (reverse {reverse})");
+    }
+    let free = iperf_bytes(&net, &c2, &s, &server.tunnel_ip, false);
+    assert!(free > 10 * cap, "bob, unlimited, moved only {free} bytes");
+    let up = server.log_text();
+    let up = up.lines().find(|l| l.contains("tunnel up") && l.contains("alice")).unwrap();
+    assert!(up.contains("rx_rate=102400") && up.contains("tx_rate=102400"), "{up}");
+}
+
+/// `select_group`: the login form lists the groups; a user in several
+/// picks one with `--authgroup`, its file applies to that login only, and
+/// a group the user is not in is refused.
+#[test]
+fn a_user_in_several_groups_picks_one_for_that_login_only() {
+    let _g = serial();
+    let mut net = Net::new("grp", 3);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("groups")).unwrap();
+    fs::write(dir.join("groups/staff"), "split-dns = staff.example\n").unwrap();
+    fs::write(dir.join("groups/lab"), "split-dns = lab.example\n").unwrap();
+    add_user_in(&dir.join("ocpasswd"), "carol", "sea-salt", "staff,lab");
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            auth_keys: "select_group = [\"staff[Staff]\", \"lab[Laboratory]\"]\n".into(),
+            extra_config: "[users]\nconfig_per_group = \"groups\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let split_dns = |c: &Client| Client::var(&c.env("connect").unwrap(), "CISCO_SPLIT_DNS");
+    let lab = start_client_with(&mut net, &server, 1, "carol", &["sea-salt"], "--authgroup lab");
+    lab.wait_connected();
+    assert_eq!(split_dns(&lab).as_deref(), Some("lab.example"));
+    // The same user's next login picks by label; the first keeps its group.
+    let staff = start_client_with(&mut net, &server, 2, "carol", &["sea-salt"], "--authgroup Staff");
+    staff.wait_connected();
+    assert_eq!(split_dns(&staff).as_deref(), Some("staff.example"));
+    let log = server.log_text();
+    let groups: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("session created") && l.contains("carol"))
+        .filter_map(|l| l.split("group=").nth(1)?.split_whitespace().next())
+        .collect();
+    assert_eq!(groups, ["lab", "staff"], "{log}");
+    // alice is in neither group.
+    let alice = start_client_with(&mut net, &server, 3, "alice", &["test123"], "--authgroup lab");
+    alice.wait_exit(Duration::from_secs(20));
+    assert!(alice.env("connect").is_none());
+    server.wait_log("not a member of the selected group", Duration::from_secs(5));
+    assert!(alive(lab.pid) && alive(staff.pid));
+}

@@ -2,18 +2,20 @@
 //!
 //! Each shard owns a [`SessionStore`]; a [`Cookie`] names the session's home
 //! shard so any shard can route a reconnect without asking the others.
-//! Cross-thread pieces ([`limit::GlobalLimit`]) are generic over their atomic
+//! Cross-thread pieces ([`limit::GlobalLimit`], [`peruser::PerUser`]) are generic over their atomic or lock
 //! so the loom models in `loom-tests/` check the same code that runs.
 #![forbid(unsafe_code)]
 
 pub mod appid;
 pub mod cookie;
 pub mod limit;
+pub mod peruser;
 pub mod store;
 
 pub use appid::AppId;
 pub use cookie::{Cookie, CookieError};
 pub use limit::{Counter, GlobalLimit};
+pub use peruser::PerUser;
 pub use store::SessionStore;
 
 /// Index of a shard: the executor, its TUN queue and its slice of the pool.

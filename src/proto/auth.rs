@@ -172,12 +172,47 @@ pub enum Field {
     Password,
 }
 
-/// An `auth-request` document asking for one field.
-pub fn form_document(field: Field, message: &str) -> Vec<u8> {
-    let input = match field {
-        Field::Username => r#"<input type="text" name="username" label="Username:" />"#,
-        Field::Password => r#"<input type="password" name="password" label="Password:" />"#,
+/// One entry of the login's group list: the name the client sends back
+/// and the label it shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupOption {
+    pub name: String,
+    pub label: String,
+}
+
+impl GroupOption {
+    /// `name` or `name[Label]`, as ocserv's `select-group` writes it.
+    pub fn parse(entry: &str) -> Result<Self, String> {
+        let entry = entry.trim();
+        let (name, label) = match entry.split_once('[') {
+            Some((n, rest)) => {
+                let label = rest.strip_suffix(']').ok_or_else(|| format!("{entry:?}: expected name[Label]"))?;
+                (n.trim(), label.trim())
+            }
+            None => (entry, entry),
+        };
+        let plain = !name.is_empty() && !name.contains(|c: char| c == ',' || c == ':' || c.is_whitespace() || c.is_control());
+        if !plain || label.is_empty() {
+            return Err(format!("{entry:?}: expected a group name without spaces, ',' or ':'"));
+        }
+        Ok(Self { name: name.to_owned(), label: label.to_owned() })
+    }
+}
+
+/// An `auth-request` document asking for one field, and offering `groups`
+/// (`<select name="group_list">`) when there are any.
+pub fn form_document(field: Field, message: &str, groups: &[GroupOption]) -> Vec<u8> {
+    let mut input = match field {
+        Field::Username => r#"<input type="text" name="username" label="Username:" />"#.to_owned(),
+        Field::Password => r#"<input type="password" name="password" label="Password:" />"#.to_owned(),
     };
+    if !groups.is_empty() {
+        input.push_str("\n<select name=\"group_list\" label=\"Group:\">");
+        for g in groups {
+            input.push_str(&format!("\n<option value=\"{}\">{}</option>", xml_escape(&g.name), xml_escape(&g.label)));
+        }
+        input.push_str("\n</select>");
+    }
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"auth-request\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"main\">\n<message>{}</message>\n<form method=\"post\" action=\"{FORM_ACTION}\">\n{input}\n</form></auth>\n</config-auth>\n",
         xml_escape(message)
@@ -198,6 +233,13 @@ const LOGIN_FAILED: &str = "Login failed.\nPlease enter your password.";
 #[derive(Debug, Default)]
 pub struct AuthExchange {
     username: Option<String>,
+    /// The group the client picked, for this login only.
+    group: Option<String>,
+    /// Offered in the username form.
+    groups: std::sync::Arc<[GroupOption]>,
+    /// The username came from a client certificate; the client cannot
+    /// change it.
+    fixed_username: bool,
     failures: u8,
 }
 
@@ -207,8 +249,9 @@ pub enum Step {
     /// Answer 200 with this `auth-request` document.
     Form(Vec<u8>),
     /// Check these credentials (off the executor), then call
-    /// [`AuthExchange::verified`].
-    Verify { username: String, password: String },
+    /// [`AuthExchange::verified`]. `group` is the client's pick, if any;
+    /// the user must be a member.
+    Verify { username: String, password: String, group: Option<String> },
 }
 
 /// After a credential check.
@@ -227,18 +270,43 @@ impl AuthExchange {
         Self::default()
     }
 
+    /// An exchange whose username form offers `groups`.
+    pub fn with_groups(groups: std::sync::Arc<[GroupOption]>) -> Self {
+        Self { groups, ..Self::default() }
+    }
+
+    /// An exchange for the user a certificate named: it asks only for the
+    /// password (the group list, if any, comes with it).
+    pub fn for_user(username: String, groups: std::sync::Arc<[GroupOption]>) -> Self {
+        Self { username: Some(username), groups, fixed_username: true, ..Self::default() }
+    }
+
+    /// Replaces the groups offered (a list read from the password file).
+    pub fn set_groups(&mut self, groups: std::sync::Arc<[GroupOption]>) {
+        self.groups = groups;
+    }
+
+    /// Whether the next form is the username form.
+    pub fn wants_username(&self) -> bool {
+        self.username.is_none()
+    }
+
     pub fn failures(&self) -> u8 {
         self.failures
     }
 
     pub fn handle(&mut self, req: AuthRequest) -> Step {
-        if let Some(u) = req.username.filter(|u| !u.is_empty()) {
+        if let Some(u) = req.username.filter(|u| !u.is_empty() && !self.fixed_username) {
             self.username = Some(u);
         }
+        if let Some(g) = req.group.filter(|g| !g.is_empty()) {
+            self.group = Some(g);
+        }
         match (&self.username, req.password) {
-            (Some(u), Some(p)) => Step::Verify { username: u.clone(), password: p },
-            (Some(_), None) => Step::Form(form_document(Field::Password, ASK_PASSWORD)),
-            (None, _) => Step::Form(form_document(Field::Username, ASK_USERNAME)),
+            (Some(u), Some(p)) => Step::Verify { username: u.clone(), password: p, group: self.group.clone() },
+            (Some(_), None) if self.fixed_username => Step::Form(form_document(Field::Password, ASK_PASSWORD, &self.groups)),
+            (Some(_), None) => Step::Form(form_document(Field::Password, ASK_PASSWORD, &[])),
+            (None, _) => Step::Form(form_document(Field::Username, ASK_USERNAME, &self.groups)),
         }
     }
 
@@ -252,7 +320,7 @@ impl AuthExchange {
         if self.failures >= MAX_PASSWORD_TRIES {
             Verdict::Failed
         } else {
-            Verdict::Retry(form_document(Field::Password, LOGIN_FAILED))
+            Verdict::Retry(form_document(Field::Password, LOGIN_FAILED, &[]))
         }
     }
 }
@@ -309,7 +377,7 @@ mod tests {
         let Step::Form(f) = ex.handle(parse_request(USER.as_bytes()).unwrap()) else { panic!() };
         assert!(String::from_utf8(f).unwrap().contains(r#"type="password""#));
         let step = ex.handle(parse_request(PASS.as_bytes()).unwrap());
-        assert_eq!(step, Step::Verify { username: "alice".into(), password: "test123".into() });
+        assert_eq!(step, Step::Verify { username: "alice".into(), password: "test123".into(), group: None });
         assert_eq!(ex.verified(true), Verdict::Success { username: "alice".into() });
     }
 
@@ -334,9 +402,36 @@ mod tests {
     }
 
     #[test]
+    fn group_list_is_offered_with_the_username_and_the_pick_kept() {
+        let groups: std::sync::Arc<[GroupOption]> =
+            vec![GroupOption::parse("staff[Staff & friends]").unwrap(), GroupOption::parse("lab").unwrap()].into();
+        let mut ex = AuthExchange::with_groups(groups);
+        let Step::Form(f) = ex.handle(parse_request(INIT.as_bytes()).unwrap()) else { panic!() };
+        let f = String::from_utf8(f).unwrap();
+        assert!(f.contains(r#"<select name="group_list" label="Group:">"#), "{f}");
+        assert!(f.contains(r#"<option value="staff">Staff &amp; friends</option>"#), "{f}");
+        assert!(f.contains(r#"<option value="lab">lab</option>"#), "{f}");
+        let with_group = USER.replace("</auth>", "</auth><group-select>lab</group-select>");
+        let Step::Form(f) = ex.handle(parse_request(with_group.as_bytes()).unwrap()) else { panic!() };
+        assert!(!String::from_utf8(f).unwrap().contains("group_list"), "only the username form lists groups");
+        let step = ex.handle(parse_request(PASS.as_bytes()).unwrap());
+        assert_eq!(step, Step::Verify { username: "alice".into(), password: "test123".into(), group: Some("lab".into()) });
+    }
+
+    #[test]
+    fn group_entries_parse_like_ocserv_select_group() {
+        assert_eq!(GroupOption::parse("eng").unwrap(), GroupOption { name: "eng".into(), label: "eng".into() });
+        assert_eq!(GroupOption::parse("eng[Engineering]").unwrap().label, "Engineering");
+        for bad in ["", "a b", "a,b", "x[", "x[]", "a:b"] {
+            assert!(GroupOption::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn documents_escape_text() {
-        let d = String::from_utf8(form_document(Field::Password, "a<b")).unwrap();
+        let d = String::from_utf8(form_document(Field::Password, "a<b", &[])).unwrap();
         assert!(d.contains("<message>a&lt;b</message>"));
+        assert!(!d.contains("group_list"));
         assert!(String::from_utf8(success_document()).unwrap().contains(r#"<auth id="success">"#));
     }
 }

@@ -123,9 +123,47 @@ pub fn data_mtu(base: u16, ipv6_transport: bool, dtls_overhead: Option<u16>) -> 
 /// IPv4's minimum; a tunnel never gets less.
 pub const MIN_MTU: u16 = 576;
 
+/// A phone or tablet, by the identifiers openconnect sends with a mobile
+/// `--os` and AnyConnect mobile sends always, or by its User-Agent.
+pub fn is_mobile(head: &RequestHead) -> bool {
+    const MOBILE: [&str; 4] = ["android", "apple-ios", "iphone", "ipad"];
+    let named = |v: &str| MOBILE.iter().any(|m| v.trim().eq_ignore_ascii_case(m));
+    if head.header("X-AnyConnect-Identifier-Platform").is_some_and(named) {
+        return true;
+    }
+    if head.header("X-AnyConnect-Identifier-DeviceType").is_some_and(|v| !v.trim().is_empty()) {
+        return true;
+    }
+    // Whole words only: "AnyConnect Android 4.10", not "Cisco".
+    head.header("User-Agent").is_some_and(|ua| {
+        ua.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| named(w) || w.eq_ignore_ascii_case("ios"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn auth_head(extra: &str) -> RequestHead {
+        let text = format!("POST / HTTP/1.1\r\nHost: vpn\r\n{extra}\r\n");
+        crate::proto::http::parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn mobile_clients_by_identifier_or_user_agent() {
+        for (h, mobile) in [
+            ("User-Agent: Open AnyConnect VPN Agent v9.01\r\n", false),
+            ("User-Agent: Cisco AnyConnect VPN Agent for Windows 4.10\r\n", false),
+            ("User-Agent: AnyConnect Android 4.10.05\r\n", true),
+            ("User-Agent: AnyConnect iPhone 4.9\r\n", true),
+            ("X-AnyConnect-Identifier-Platform: android\r\n", true),
+            ("X-AnyConnect-Identifier-Platform: apple-ios\r\n", true),
+            ("X-AnyConnect-Identifier-Platform: linux-64\r\n", false),
+            ("X-AnyConnect-Identifier-DeviceType: Pixel 8\r\n", true),
+        ] {
+            assert_eq!(is_mobile(&auth_head(h)), mobile, "{h}");
+        }
+    }
     use crate::proto::http::parse_head;
 
     fn head(extra: &str) -> RequestHead {

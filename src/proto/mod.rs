@@ -11,3 +11,4 @@ pub mod fuzzing;
 pub mod http;
 pub mod ip;
 pub mod offload;
+pub mod x509name;

@@ -1,34 +1,33 @@
-//! A client connection before its tunnel: TLS handshake, the XML login,
-//! and the CONNECT that turns it into a tunnel (on its home shard).
+//! A client connection's HTTP plumbing, and the CONNECT that turns it into
+//! a tunnel on its session's home shard (the login is in `login`).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use shards::{AppId, Cookie};
 
-use super::core::Shard;
+use super::core::{SessionView, Shard};
+use super::limits::{self, Limits};
 use super::dtls::DtlsKey;
 use super::stream::SharedStream;
 use super::tunnel::Tunnel;
 use crate::proto::connect::{self as negotiate, DtlsChoice, DtlsMode};
 use super::{Handoff, ShardMsg};
-use crate::proto::auth::{self, AuthExchange, Step, Verdict};
-use crate::proto::http::{self, HttpError, Method, RequestHead, Response};
+use crate::proto::http::{self, HttpError, RequestHead, Response};
 use crate::tls::{TlsError, TlsSession};
 use crate::usercfg::UserConfig;
 
-struct Request {
-    head: RequestHead,
-    body: Vec<u8>,
+pub(super) struct Request {
+    pub(super) head: RequestHead,
+    pub(super) body: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub(super) enum ReadError {
     #[error(transparent)]
     Http(#[from] HttpError),
     #[error(transparent)]
@@ -37,17 +36,17 @@ enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-struct Conn {
-    stream: TcpStream,
-    tls: TlsSession,
-    peer: SocketAddr,
-    plain: Vec<u8>,
-    rbuf: Vec<u8>,
-    out: Vec<u8>,
+pub(super) struct Conn {
+    pub(super) stream: TcpStream,
+    pub(super) tls: TlsSession,
+    pub(super) peer: SocketAddr,
+    pub(super) plain: Vec<u8>,
+    pub(super) rbuf: Vec<u8>,
+    pub(super) out: Vec<u8>,
 }
 
 impl Conn {
-    async fn read_request(&mut self) -> Result<Option<Request>, ReadError> {
+    pub(super) async fn read_request(&mut self) -> Result<Option<Request>, ReadError> {
         loop {
             if let Some((head, used)) = http::parse_head(&self.plain)? {
                 let total = used + head.content_length;
@@ -86,12 +85,12 @@ impl Conn {
         Ok(())
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> bool {
+    pub(super) async fn send(&mut self, bytes: &[u8]) -> bool {
         self.tls.write_plain(bytes).is_ok() && self.flush().await.is_ok()
     }
 
     /// Sends a final error and closes TLS.
-    async fn refuse(mut self, code: u16, reason: &str) {
+    pub(super) async fn refuse(mut self, code: u16, reason: &str) {
         let _ = self.tls.write_plain(&http::error_response(code, reason));
         self.tls.send_close_notify();
         let _ = self.flush().await;
@@ -99,152 +98,13 @@ impl Conn {
     }
 }
 
-fn xml_reply(doc: &[u8]) -> Vec<u8> {
-    Response::new(200, "OK")
-        .header("Content-Type", "text/xml")
-        .header("X-Transcend-Version", 1)
-        .body(doc)
-}
-
-async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(f.await) }, async {
-        glommio::timer::sleep(d).await;
-        None
-    })
-    .await
-}
-
-/// Serves one accepted TCP connection.
-pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let _ = stream.set_nodelay(true);
-    let tls = match TlsSession::new(shard.shared.tls.clone()) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!("TLS session: {e}");
-            return;
-        }
-    };
-    let mut conn = Conn { stream, tls, peer, plain: Vec::new(), rbuf: vec![0; 16 * 1024], out: Vec::new() };
-    let mut login = AuthExchange::new();
-    let timeout = shard.shared.config.auth_timeout();
-    loop {
-        let req = match with_timeout(timeout, conn.read_request()).await {
-            None => {
-                tracing::debug!(%peer, "auth_timeout: dropping idle or slow client");
-                return;
-            }
-            Some(Ok(Some(r))) => r,
-            Some(Ok(None)) => return,
-            Some(Err(ReadError::Http(e))) => {
-                tracing::info!(%peer, "bad request: {e}");
-                let (code, reason) = e.status();
-                conn.refuse(code, reason).await;
-                return;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(%peer, "connection: {e}");
-                return;
-            }
-        };
-        match req.head.method {
-            // Its own task: the tunnel outlives the login's larger state.
-            Method::Connect => {
-                glommio::spawn_local(connect(shard, conn, req.head)).detach();
-                return;
-            }
-            Method::Post | Method::Get => {
-                let parsed = if req.head.method == Method::Post {
-                    auth::parse_request(&req.body)
-                } else {
-                    Ok(auth::AuthRequest::default())
-                };
-                let areq = match parsed {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::info!(%peer, "bad auth body: {e}");
-                        conn.refuse(400, "Bad Request").await;
-                        return;
-                    }
-                };
-                let reply = match login.handle(areq) {
-                    Step::Form(doc) => xml_reply(&doc),
-                    Step::Verify { username, password } => {
-                        let shared = shard.shared.clone();
-                        let user = username.clone();
-                        // The password, then the user's and group's files: all
-                        // file reads and the hash, off the executor.
-                        let checked = glommio::executor()
-                            .spawn_blocking(move || {
-                                crate::sys::lower_thread_priority();
-                                let cfg = &shared.config.raw;
-                                let groups = crate::passwd::check(&cfg.auth.passwd_file, &user, &password)?;
-                                Ok::<_, std::io::Error>(groups.map(|g| {
-                                    let group = g.into_iter().next();
-                                    let policy = crate::usercfg::load(&cfg.users, &user, group.as_deref());
-                                    (group, policy)
-                                }))
-                            })
-                            .await;
-                        let checked = checked.unwrap_or_else(|e| {
-                            tracing::error!("password file: {e}");
-                            None
-                        });
-                        let ok = checked.is_some();
-                        match login.verified(ok) {
-                            Verdict::Success { username } => {
-                                let Some((group, policy)) = checked else { return };
-                                let policy = match policy {
-                                    Ok(p) => p,
-                                    Err(why) => {
-                                        tracing::warn!(%peer, user = %username, "login refused: user configuration: {why}");
-                                        conn.refuse(401, "User configuration error").await;
-                                        return;
-                                    }
-                                };
-                                match shard.create_session(username, group, policy) {
-                                    Ok(cookie) => Response::new(200, "OK")
-                                        .header("Connection", "Keep-Alive")
-                                        .header("Content-Type", "text/xml")
-                                        .header("X-Transcend-Version", 1)
-                                        .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"))
-                                        .body(&auth::success_document()),
-                                    Err(why) => {
-                                        tracing::warn!(%peer, "login refused: {why}");
-                                        conn.refuse(401, why).await;
-                                        return;
-                                    }
-                                }
-                            }
-                            Verdict::Retry(doc) => {
-                                tracing::warn!(%peer, user = %username, tries = login.failures(), "wrong password");
-                                xml_reply(&doc)
-                            }
-                            Verdict::Failed => {
-                                tracing::warn!(%peer, user = %username, "login failed: too many wrong passwords");
-                                conn.refuse(401, "Authentication failed").await;
-                                return;
-                            }
-                        }
-                    }
-                };
-                if !conn.send(&reply).await {
-                    return;
-                }
-            }
-            Method::Other => {
-                conn.refuse(405, "Method Not Allowed").await;
-                return;
-            }
-        }
-    }
-}
-
 /// `CONNECT /CSCOSSLC/tunnel`: run it here or move it to the home shard.
-async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
+pub(super) async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
     let cookie = head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok());
     let Some(cookie) = cookie.filter(|c| c.home_shard().index() < shard.shared.shards) else {
         tracing::info!(peer = %conn.peer, "CONNECT without a valid cookie");
+        let points = shard.shared.config.raw.security.ban_points_bad_request;
+        super::login::penalize(&shard, conn.peer, points, "a CONNECT without a valid cookie");
         conn.refuse(401, "Cookie is not acceptable").await;
         return;
     };
@@ -283,12 +143,15 @@ fn header_num(head: &RequestHead, name: &str) -> Option<u16> {
 }
 
 async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: Cookie) {
-    let Some((user, lease, policy)) = shard.session_lease(&cookie) else {
+    let Some(view) = shard.session_view(&cookie) else {
         tracing::info!(peer = %conn.peer, "CONNECT with an unknown or expired cookie");
         conn.refuse(401, "Cookie is not acceptable").await;
         return;
     };
+    let SessionView { user, lease, policy, ends_at, mobile } = view;
     let cfg = &shard.shared.config;
+    let now = Instant::now();
+    let limits = Limits::for_session(cfg, &policy, ends_at, mobile || negotiate::is_mobile(&head), now);
     let mtu_cap = policy.mtu.map_or(cfg.raw.network.mtu, |m| m.min(cfg.raw.network.mtu));
     // The link MTU: ours, or the client's estimate of its path if smaller.
     let base_mtu = header_num(&head, "X-CSTP-Base-MTU").map_or(mtu_cap, |b| b.clamp(negotiate::MIN_MTU, mtu_cap));
@@ -315,13 +178,16 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     });
     let dtls = dtls.zip(app_id);
     let mtu = negotiate::data_mtu(base_mtu, conn.peer.is_ipv6(), dtls.map(|(d, _)| d.mode.overhead()));
-    let reply = connect_reply(&shard, &policy, lease, base_mtu, mtu, dtls);
+    let reply = connect_reply(&shard, &policy, &limits, lease, base_mtu, mtu, dtls);
 
     let Conn { stream, tls, peer, plain, .. } = conn;
     let stream = Rc::new(SharedStream::new(stream));
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.base_mtu = base_mtu;
     tunnel.dpd = Duration::from_secs(policy.dpd.unwrap_or(cfg.raw.session.dpd));
+    let (rx_rate, tx_rate) = limits.rates();
+    let (idle, restricted) = (limits.idle, limits.allowed.is_some());
+    tunnel.limits = limits;
     if let Some((_, id)) = dtls {
         tunnel.dtls_key = dtls_key;
         tunnel.app_id = Some(id);
@@ -330,7 +196,11 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     tunnel.queue_plain(&reply);
     shard.attach(&cookie, &tunnel);
     let dtls_mode = dtls.map_or("off", |(d, _)| d.value);
-    tracing::info!(user = %tunnel.user, lease = %lease, %peer, shard = %shard.id, mtu, dtls = dtls_mode, "tunnel up");
+    tracing::info!(
+        user = %tunnel.user, lease = %lease, %peer, shard = %shard.id, mtu, dtls = dtls_mode,
+        idle_s = idle.map_or(0, |d| d.as_secs()), session_left_s = ends_at.map_or(0, |e| e.saturating_duration_since(now).as_secs()),
+        restricted, rx_rate, tx_rate, "tunnel up"
+    );
     glommio::spawn_local(tunnel.clone().write_loop(stream.clone())).detach();
     // The reader is a task of its own, so the CONNECT's state is freed now.
     let reader = async move {
@@ -345,6 +215,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
 fn connect_reply(
     shard: &Shard,
     policy: &UserConfig,
+    limits: &Limits,
     lease: std::net::Ipv4Addr,
     base_mtu: u16,
     mtu: u16,
@@ -369,19 +240,15 @@ fn connect_reply(
             r = r.header("X-CSTP-DNS", d);
         }
     }
-    // IPv6 networks wait for the session's IPv6 address (as in ocserv).
-    let v4 = |nets: &[ipnet::IpNet]| -> Vec<ipnet::Ipv4Net> {
-        nets.iter().filter_map(|n| if let ipnet::IpNet::V4(n) = n { Some(*n) } else { None }).collect()
-    };
-    let routes = if policy.routes.is_empty() { cfg.routes.clone() } else { v4(&policy.routes) };
+    let routes = limits::routes_v4(cfg, policy);
     // `route = default` (0.0.0.0/0) is the full tunnel: no split.
-    let full_tunnel = routes.is_empty() || routes.iter().any(|n| n.prefix_len() == 0);
+    let full_tunnel = limits::is_full_tunnel(&routes);
     if !full_tunnel {
         for route in &routes {
             r = r.header("X-CSTP-Split-Include", format!("{}/{}", route.network(), route.netmask()));
         }
     }
-    for route in v4(&policy.no_routes) {
+    for route in limits::v4(&policy.no_routes) {
         r = r.header("X-CSTP-Split-Exclude", format!("{}/{}", route.network(), route.netmask()));
     }
     for domain in &policy.split_dns {
@@ -403,10 +270,17 @@ fn connect_reply(
             .header("X-DTLS-Keepalive", keepalive)
             .header(choice.header, choice.value);
     }
+    let secs = |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), |d| d.as_secs().to_string());
+    let total = policy.session_timeout.unwrap_or(s.session_timeout);
+    let left = limits.ends_at.map(|e| e.saturating_duration_since(Instant::now()));
+    r = r
+        .header("X-CSTP-Idle-Timeout", secs(limits.idle))
+        .header("X-CSTP-Session-Timeout", secs((total > 0).then(|| Duration::from_secs(total))));
+    if left.is_some() {
+        r = r.header("X-CSTP-Session-Timeout-Remaining", secs(left));
+    }
     r.header("X-CSTP-Tunnel-All-DNS", full_tunnel)
         .header("X-CSTP-Keepalive", keepalive)
-        .header("X-CSTP-Idle-Timeout", "none")
-        .header("X-CSTP-Session-Timeout", "none")
         .header("X-CSTP-Disconnected-Timeout", "none")
         .header("X-CSTP-Keep", "true")
         .header("X-CSTP-TCP-Keepalive", "true")

@@ -32,6 +32,29 @@ pub(crate) struct Session {
     /// The user's and group's files, read at login.
     pub(crate) policy: Rc<UserConfig>,
     pub(crate) tunnel: Option<Rc<Tunnel>>,
+    /// Login time: reconnects never move it.
+    pub(crate) started: Instant,
+    /// `session_timeout` after `started`.
+    pub(crate) ends_at: Option<Instant>,
+    /// The login came from a phone or tablet (`mobile_idle_timeout`).
+    pub(crate) mobile: bool,
+}
+
+/// What a CONNECT needs to know about its session.
+pub(crate) struct SessionView {
+    pub(crate) user: String,
+    pub(crate) lease: Ipv4Addr,
+    pub(crate) policy: Rc<UserConfig>,
+    pub(crate) ends_at: Option<Instant>,
+    pub(crate) mobile: bool,
+}
+
+/// Who logs in, as the login found them.
+pub(crate) struct Login {
+    pub(crate) user: String,
+    pub(crate) group: Option<String>,
+    pub(crate) policy: UserConfig,
+    pub(crate) mobile: bool,
 }
 
 pub(crate) struct Shard {
@@ -158,7 +181,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
             match listener.accept().await {
                 Ok(stream) => {
                     let s = acceptor.clone();
-                    spawn_local(super::conn::serve(s, stream)).detach();
+                    spawn_local(super::login::serve(s, stream)).detach();
                 }
                 Err(e) => {
                     tracing::warn!(shard = %acceptor.id, "accept: {e}");
@@ -200,29 +223,65 @@ impl Shard {
         self.peers.borrow().get(home.index()).and_then(Option::clone)
     }
 
-    /// A successful login: lease an address and issue a cookie.
-    pub(crate) fn create_session(&self, user: String, group: Option<String>, policy: UserConfig) -> Result<Cookie, &'static str> {
+    /// A successful login: count it against the limits, lease an address
+    /// and issue a cookie. The error is the reason told to the client.
+    pub(crate) fn create_session(&self, login: Login) -> Result<Cookie, &'static str> {
+        let cfg = &self.shared.config;
+        let Login { user, group, policy, mobile } = login;
+        let max_same = policy.max_same_clients.unwrap_or(cfg.raw.session.max_same_clients);
+        if let Err(have) = self.shared.per_user.try_acquire(&user, max_same) {
+            tracing::info!(user = %user, sessions = have, max_same_clients = max_same, "login refused: max_same_clients");
+            return Err("Too many sessions for this user (max_same_clients)");
+        }
+        let undo = |lease: Option<Ipv4Addr>, clients: bool| {
+            if let Some(l) = lease {
+                self.pool.borrow_mut().release(l);
+            }
+            if clients {
+                self.shared.clients.release();
+            }
+            self.shared.per_user.release(&user);
+        };
         if !self.shared.clients.try_acquire() {
-            return Err("the server has reached max_clients");
+            undo(None, false);
+            return Err("The server has reached max_clients");
         }
         let Some(lease) = self.pool.borrow_mut().lease(None) else {
-            self.shared.clients.release();
-            return Err("no free tunnel address");
+            undo(None, true);
+            return Err("No free tunnel address");
         };
         let mut random = [0u8; shards::cookie::COOKIE_RANDOM_LEN];
         if aws_lc_rs::rand::fill(&mut random).is_err() {
-            self.pool.borrow_mut().release(lease);
-            self.shared.clients.release();
-            return Err("no randomness for a cookie");
+            undo(Some(lease), true);
+            return Err("No randomness for a cookie");
         }
         let cookie = Cookie::new(self.id, random);
-        tracing::info!(shard = %self.id, user = %user, group = group.as_deref().unwrap_or("-"), lease = %lease, "login: session created");
+        let now = Instant::now();
+        let timeout = policy.session_timeout.unwrap_or(cfg.raw.session.session_timeout);
+        let ends_at = (timeout > 0).then(|| now + Duration::from_secs(timeout));
+        tracing::info!(shard = %self.id, user = %user, group = %group.as_deref().unwrap_or("-"), lease = %lease, mobile, "login: session created");
+        let session = Session { user, group, lease, policy: Rc::new(policy), tunnel: None, started: now, ends_at, mobile };
+        let expires = self.detach_deadline(&session, now);
         let mut sessions = self.sessions.borrow_mut();
         // 128 random bits: a collision is not a case to handle.
-        let _ = sessions.insert(cookie, Session { user, group, lease, policy: Rc::new(policy), tunnel: None });
+        let _ = sessions.insert(cookie, session);
         // Until the CONNECT arrives the cookie ages like a disconnected one.
-        sessions.detach(&cookie, Instant::now() + self.shared.config.cookie_timeout());
+        sessions.detach(&cookie, expires);
         Ok(cookie)
+    }
+
+    /// When a detached session's cookie dies: `cookie_timeout` from now,
+    /// but never past the session's own end.
+    fn detach_deadline(&self, s: &Session, now: Instant) -> Instant {
+        let d = now + self.shared.config.cookie_timeout();
+        s.ends_at.map_or(d, |end| end.min(d))
+    }
+
+    /// Gives back everything a session held.
+    fn release(&self, s: &Session) {
+        self.pool.borrow_mut().release(s.lease);
+        self.shared.clients.release();
+        self.shared.per_user.release(&s.user);
     }
 
     /// Binds a CONNECT to its session; the older tunnel of the same cookie,
@@ -241,8 +300,14 @@ impl Shard {
         }
     }
 
-    pub(crate) fn session_lease(&self, cookie: &Cookie) -> Option<(String, Ipv4Addr, Rc<UserConfig>)> {
-        self.sessions.borrow().get(cookie).map(|s| (s.user.clone(), s.lease, s.policy.clone()))
+    pub(crate) fn session_view(&self, cookie: &Cookie) -> Option<SessionView> {
+        self.sessions.borrow().get(cookie).map(|s| SessionView {
+            user: s.user.clone(),
+            lease: s.lease,
+            policy: s.policy.clone(),
+            ends_at: s.ends_at,
+            mobile: s.mobile,
+        })
     }
 
     /// Called once when a tunnel's reader stops.
@@ -266,18 +331,24 @@ impl Shard {
             tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, "tunnel closed (superseded)");
             return;
         }
-        if reason.ends_session() {
-            if let Some(s) = sessions.remove(&tunnel.cookie) {
-                self.pool.borrow_mut().release(s.lease);
-                self.shared.clients.release();
-            }
-            tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, "session ended, address released");
+        // persistent_cookies: a logout leaves the cookie usable.
+        let keep = reason == EndReason::ClientDisconnect && self.shared.config.raw.session.persistent_cookies;
+        let now = Instant::now();
+        if reason.ends_session() && !keep {
+            let age = sessions.remove(&tunnel.cookie).map_or(0, |s| {
+                self.release(&s);
+                now.duration_since(s.started).as_secs()
+            });
+            tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, age_s = age, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, restricted = stats.restricted, rate_limited = stats.rate_limited, "session ended, address released");
         } else {
-            if let Some(s) = sessions.get_mut(&tunnel.cookie) {
+            let expires = sessions.get_mut(&tunnel.cookie).map(|s| {
                 s.tunnel = None;
+                self.detach_deadline(s, now)
+            });
+            if let Some(at) = expires {
+                sessions.detach(&tunnel.cookie, at);
             }
-            sessions.detach(&tunnel.cookie, Instant::now() + self.shared.config.cookie_timeout());
-            tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, "tunnel closed; cookie kept for reconnect");
+            tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, restricted = stats.restricted, rate_limited = stats.rate_limited, "tunnel closed; cookie kept for reconnect");
         }
     }
 
@@ -285,13 +356,13 @@ impl Shard {
         let mut expired = Vec::new();
         self.sessions.borrow_mut().sweep_expired(now, |_, s| expired.push(s));
         for s in expired {
-            self.pool.borrow_mut().release(s.lease);
-            self.shared.clients.release();
-            tracing::info!(user = %s.user, group = s.group.as_deref().unwrap_or("-"), lease = %s.lease, "cookie expired, address released");
+            self.release(&s);
+            let why = if s.ends_at.is_some_and(|end| end <= now) { "session_timeout reached" } else { "cookie expired" };
+            tracing::info!(user = %s.user, group = %s.group.as_deref().unwrap_or("-"), lease = %s.lease, age_s = now.duration_since(s.started).as_secs(), "{why}, address released");
         }
         let tunnels: Vec<_> = self.tunnels.borrow().values().cloned().collect();
         for t in tunnels {
-            t.check_dpd(now);
+            t.check_timers(now);
         }
     }
 

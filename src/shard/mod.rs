@@ -5,6 +5,8 @@
 mod conn;
 mod core;
 mod dtls;
+mod limits;
+mod login;
 mod notify;
 mod stream;
 mod tun;
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use rustls::ServerConfig;
-use shards::{GlobalLimit, ShardId};
+use shards::{GlobalLimit, PerUser, ShardId};
 
 use crate::config::Config;
 use crate::sys;
@@ -29,6 +31,9 @@ pub struct Shared {
     pub config: Config,
     pub tls: Arc<ServerConfig>,
     pub clients: GlobalLimit,
+    /// Sessions per user, for `max_same_clients`.
+    pub per_user: PerUser,
+    pub bans: crate::bans::Bans,
     pub shutdown: AtomicBool,
     pub shards: usize,
     /// Shards listening and linked; "ready" is logged when all are.
@@ -95,7 +100,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let identity = crate::tls::Identity::load(&tls_cfg.cert_file, &tls_cfg.key_file)?;
     let pin = identity.pin_sha256()?;
-    let tls = identity.server_config()?;
+    let tls = identity.server_config(config.raw.auth.ca_file.as_deref())?;
     tracing::info!("server certificate {pin} (for openconnect --servercert)");
 
     let n = config.workers;
@@ -124,6 +129,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
     block_shutdown_signals();
     let shared = Arc::new(Shared {
         clients: GlobalLimit::new(config.raw.session.max_clients),
+        per_user: PerUser::new(),
+        bans: crate::bans::Bans::new(config.ban_policy()),
         config,
         tls,
         shutdown: AtomicBool::new(false),

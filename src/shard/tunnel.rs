@@ -10,6 +10,7 @@ use shards::{AppId, Cookie};
 
 use super::core::Shard;
 use super::dtls::{DtlsChannel, DtlsKey, CSTP_FALLBACK_AFTER};
+use super::limits::Limits;
 use super::notify::Notify;
 use super::stream::SharedStream;
 use crate::proto::cstp::{self, FrameType};
@@ -35,13 +36,23 @@ pub(crate) enum EndReason {
     ProtocolError,
     /// A reconnect with the same cookie took over.
     Superseded,
+    /// No data from the client for `idle_timeout` (or the mobile one).
+    IdleTimeout,
+    /// `session_timeout` after login.
+    SessionTimeout,
     ServerShutdown,
 }
 
 impl EndReason {
     /// Whether the session (cookie and address) ends with the tunnel.
     pub(crate) fn ends_session(self) -> bool {
-        matches!(self, Self::ClientDisconnect | Self::ServerShutdown)
+        matches!(self, Self::ClientDisconnect | Self::IdleTimeout | Self::SessionTimeout | Self::ServerShutdown)
+    }
+
+    /// Whether the client is told to quit (CSTP TERMINATE) rather than
+    /// left to reconnect.
+    fn terminates_client(self) -> bool {
+        matches!(self, Self::IdleTimeout | Self::SessionTimeout | Self::ServerShutdown)
     }
 }
 
@@ -53,6 +64,8 @@ impl std::fmt::Display for EndReason {
             Self::DpdTimeout => "DPD timeout",
             Self::ProtocolError => "CSTP protocol error",
             Self::Superseded => "superseded by reconnect",
+            Self::IdleTimeout => "idle timeout",
+            Self::SessionTimeout => "session timeout",
             Self::ServerShutdown => "server shutdown",
         })
     }
@@ -65,6 +78,10 @@ pub(crate) struct Stats {
     pub(crate) tx_bytes: u64,
     pub(crate) tx_packets: u64,
     pub(crate) dropped: u64,
+    /// Packets to destinations outside a restricted client's routes.
+    pub(crate) restricted: u64,
+    /// Packets over the session's rate limit, both directions.
+    pub(crate) rate_limited: u64,
 }
 
 pub(crate) struct Tunnel {
@@ -81,6 +98,10 @@ pub(crate) struct Tunnel {
     pub(crate) base_mtu: u16,
     /// Dead-peer detection interval told to the client (X-CSTP-DPD).
     pub(crate) dpd: Duration,
+    pub(crate) limits: Limits,
+    /// Client data packets counted at the last idle check, and when that
+    /// count last moved: idleness without a clock read per packet.
+    activity: Cell<(u64, Instant)>,
     dtls: RefCell<Option<Rc<DtlsChannel>>>,
     tls: RefCell<TlsSession>,
     wake: Notify,
@@ -105,6 +126,8 @@ impl Tunnel {
             app_id: None,
             base_mtu: 1400,
             dpd: Duration::from_secs(90),
+            limits: Limits::none(),
+            activity: Cell::new((0, Instant::now())),
             dtls: RefCell::new(None),
             tls: RefCell::new(tls),
             wake: Notify::default(),
@@ -184,6 +207,10 @@ impl Tunnel {
     /// A packet from the TUN for this client: over DTLS while it is up,
     /// else over CSTP.
     pub(crate) fn send_packet(&self, shard: &Shard, pkt: &[u8]) {
+        if !self.limits.admit_tx(pkt.len()) {
+            self.bump(|s| s.rate_limited += 1);
+            return;
+        }
         let dtls = self.dtls.borrow().as_ref().filter(|c| c.is_active()).cloned();
         if let Some(ch) = dtls {
             if ch.send(shard, FrameType::Data, pkt) {
@@ -210,7 +237,7 @@ impl Tunnel {
         if self.ended.get().is_some() {
             return;
         }
-        if reason == EndReason::ServerShutdown {
+        if reason.terminates_client() {
             self.send_frame(FrameType::Terminate, b"");
         }
         self.ended.set(Some(reason));
@@ -219,7 +246,28 @@ impl Tunnel {
         self.wake.notify();
     }
 
-    pub(crate) fn check_dpd(&self, now: Instant) {
+    /// The once-a-second check: session and idle timeouts, then DPD.
+    pub(crate) fn check_timers(&self, now: Instant) {
+        if self.limits.ends_at.is_some_and(|end| now >= end) {
+            tracing::info!(user = %self.user, lease = %self.lease, "session_timeout reached");
+            self.end(EndReason::SessionTimeout);
+            return;
+        }
+        if let Some(idle) = self.limits.idle {
+            let rx = self.stats.get().rx_packets;
+            let (seen, since) = self.activity.get();
+            if rx != seen {
+                self.activity.set((rx, now));
+            } else if now.saturating_duration_since(since) >= idle {
+                tracing::info!(user = %self.user, lease = %self.lease, idle_s = idle.as_secs(), "no data from the client: idle timeout");
+                self.end(EndReason::IdleTimeout);
+                return;
+            }
+        }
+        self.check_dpd(now);
+    }
+
+    fn check_dpd(&self, now: Instant) {
         let dpd = self.dpd;
         let dtls = self.dtls();
         if let Some(ch) = dtls.as_ref().filter(|c| now.saturating_duration_since(c.last_rx()) >= dpd * DPD_DROP_FACTOR) {
@@ -354,9 +402,18 @@ impl Tunnel {
     /// One IP packet from the client (either channel) into the TUN queue.
     pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard) {
         // Source check: a client may only send from its own lease.
-        let ok = matches!(ip::addresses(pkt), Some((IpAddr::V4(src), _)) if src == self.lease);
-        if !ok {
+        let Some((_, dst)) = ip::addresses(pkt).filter(|(src, _)| *src == IpAddr::V4(self.lease)) else {
             self.bump(|s| s.dropped += 1);
+            return;
+        };
+        if let Some(allowed) = &self.limits.allowed {
+            if !matches!(dst, IpAddr::V4(d) if allowed.contains(d)) {
+                self.bump(|s| s.restricted += 1);
+                return;
+            }
+        }
+        if !self.limits.admit_rx(pkt.len()) {
+            self.bump(|s| s.rate_limited += 1);
             return;
         }
         // Submitted once per batch of frames, in process_frames.

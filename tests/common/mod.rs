@@ -149,6 +149,10 @@ pub struct ServerOpts {
     pub dtls: Dtls,
     /// TOML appended to the generated configuration (whole sections).
     pub extra_config: String,
+    /// Keys added to the generated [session] section.
+    pub session_keys: String,
+    /// Keys added to the generated [auth] section.
+    pub auth_keys: String,
 }
 
 /// Which DTLS the server offers.
@@ -171,6 +175,8 @@ impl Default for ServerOpts {
             extra_users: Vec::new(),
             dtls: Dtls::Off,
             extra_config: String::new(),
+            session_keys: String::new(),
+            auth_keys: String::new(),
         }
     }
 }
@@ -200,9 +206,9 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
         format!(
             "[server]\nlisten = \"0.0.0.0\"\ntcp_port = 443\nudp_port = {udp}\nworkers = {w}\n\
              [tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\ngenerate_self_signed = true\n\
-             [auth]\npasswd_file = \"ocpasswd\"\n\
+             [auth]\npasswd_file = \"ocpasswd\"\n{auth}\
              [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n\
-             [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = {at}\n\
+             [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = {at}\n{session}\
              [dtls]\npsk_negotiate = {psk}\n{extra}",
             udp = if opts.dtls == Dtls::Off { 0 } else { 443 },
             psk = opts.dtls == Dtls::Psk,
@@ -210,6 +216,8 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
             net = opts.network,
             dpd = opts.dpd,
             at = opts.auth_timeout,
+            session = opts.session_keys,
+            auth = opts.auth_keys,
             extra = opts.extra_config
         ),
     )
@@ -294,6 +302,45 @@ pub fn start_client_with(net: &mut Net, server: &Server, idx: usize, user: &str,
         script = net.dir.join("client-script.sh").display(),
         ip = net.server_ip(idx),
         pw = pwfile.display()
+    );
+    let pid = net.spawn_in(&ns, &cmd, &log);
+    Client { pid, ns, env_dir, log, ifname }
+}
+
+/// `openconnect --authenticate`: logs in without a tunnel and returns the
+/// cookie, as GUIs do before starting the tunnel in another process.
+pub fn authenticate(net: &Net, server: &Server, idx: usize, user: &str, password: &str) -> String {
+    let ns = &net.client_ns[idx - 1];
+    let o = net.exec(
+        ns,
+        &format!(
+            "sh -c 'echo {password} | timeout 20 openconnect --authenticate --user {user} --passwd-on-stdin --servercert {pin} https://{ip}/'",
+            pin = server.pin,
+            ip = net.server_ip(idx)
+        ),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let cookie = out.lines().find_map(|l| l.strip_prefix("COOKIE=")).map(|c| c.trim_matches('\'').to_owned());
+    cookie.unwrap_or_else(|| panic!("no cookie from --authenticate:\n{out}\n{}", String::from_utf8_lossy(&o.stderr)))
+}
+
+/// Starts openconnect with a cookie from [`authenticate`] (`--cookie-on-stdin`).
+pub fn start_cookie_client(net: &mut Net, server: &Server, idx: usize, cookie: &str) -> Client {
+    let ns = net.client_ns[idx - 1].clone();
+    let env_dir = net.dir.join(format!("env{idx}"));
+    let _ = fs::remove_dir_all(&env_dir);
+    fs::create_dir_all(&env_dir).unwrap();
+    let log = net.dir.join(format!("client{idx}.log"));
+    let cookie_file = net.dir.join(format!("cookie{idx}"));
+    fs::write(&cookie_file, format!("{cookie}\n")).unwrap();
+    let ifname = format!("oc{idx}");
+    let cmd = format!(
+        "env OCU_ENV_DIR={env} openconnect --cookie-on-stdin --servercert {pin} --script {script} --interface {ifname} --reconnect-timeout 60 https://{ip}/ < {cf}",
+        env = env_dir.display(),
+        pin = server.pin,
+        script = net.dir.join("client-script.sh").display(),
+        ip = net.server_ip(idx),
+        cf = cookie_file.display()
     );
     let pid = net.spawn_in(&ns, &cmd, &log);
     Client { pid, ns, env_dir, log, ifname }

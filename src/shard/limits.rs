@@ -1,0 +1,158 @@
+//! What a session's policy asks of its tunnel: timeouts, the destinations
+//! it may reach (`restrict-user-to-routes`) and its rate limits. Built once
+//! per CONNECT from the main configuration and the user's files; the data
+//! path only reads it, and a session without limits pays one branch each.
+
+use std::cell::RefCell;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::config::Config;
+use crate::ratelimit::TokenBucket;
+use crate::usercfg::UserConfig;
+
+/// The IPv4 routes a session gets: its files' routes if they name any,
+/// else the server's. Empty or containing 0.0.0.0/0 means full tunnel.
+pub(crate) fn routes_v4(cfg: &Config, policy: &UserConfig) -> Vec<Ipv4Net> {
+    if policy.routes.is_empty() {
+        cfg.routes.clone()
+    } else {
+        v4(&policy.routes)
+    }
+}
+
+/// IPv6 networks wait for the session's IPv6 address (as in ocserv).
+pub(crate) fn v4(nets: &[IpNet]) -> Vec<Ipv4Net> {
+    nets.iter().filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None }).collect()
+}
+
+pub(crate) fn is_full_tunnel(routes: &[Ipv4Net]) -> bool {
+    routes.is_empty() || routes.iter().any(|n| n.prefix_len() == 0)
+}
+
+/// Where a restricted client may send: its routes minus its excluded
+/// routes, and always the server's address and DNS servers.
+pub(crate) struct Allowed {
+    routes: Box<[Ipv4Net]>,
+    excluded: Box<[Ipv4Net]>,
+    always: Box<[Ipv4Addr]>,
+}
+
+impl Allowed {
+    pub(crate) fn contains(&self, dst: Ipv4Addr) -> bool {
+        self.always.contains(&dst)
+            || (self.routes.iter().any(|n| n.contains(&dst)) && !self.excluded.iter().any(|n| n.contains(&dst)))
+    }
+}
+
+pub(crate) struct Limits {
+    /// No data from the client for this long ends the session.
+    pub(crate) idle: Option<Duration>,
+    /// `session_timeout`, counted from login.
+    pub(crate) ends_at: Option<Instant>,
+    /// `restrict-user-to-routes`: `None` lets everything through.
+    pub(crate) allowed: Option<Allowed>,
+    rx: Option<RefCell<TokenBucket>>,
+    tx: Option<RefCell<TokenBucket>>,
+}
+
+impl Limits {
+    pub(crate) fn none() -> Self {
+        Self { idle: None, ends_at: None, allowed: None, rx: None, tx: None }
+    }
+
+    /// The limits of one session; `mobile` picks `mobile_idle_timeout`.
+    pub(crate) fn for_session(cfg: &Config, policy: &UserConfig, ends_at: Option<Instant>, mobile: bool, now: Instant) -> Self {
+        let s = &cfg.raw.session;
+        let idle = policy.idle_timeout.unwrap_or(s.idle_timeout);
+        let mobile_idle = policy.mobile_idle_timeout.unwrap_or(s.mobile_idle_timeout);
+        let idle = if mobile && mobile_idle > 0 { mobile_idle } else { idle };
+        let restrict = policy.restrict_user_to_routes.unwrap_or(cfg.raw.network.restrict_user_to_routes);
+        let routes = routes_v4(cfg, policy);
+        let allowed = (restrict && !is_full_tunnel(&routes)).then(|| {
+            let dns = if policy.dns.is_empty() { &cfg.dns } else { &policy.dns };
+            let mut always: Vec<Ipv4Addr> =
+                dns.iter().filter_map(|d| if let std::net::IpAddr::V4(a) = d { Some(*a) } else { None }).collect();
+            always.push(cfg.server_address());
+            Allowed { routes: routes.into(), excluded: v4(&policy.no_routes).into(), always: always.into() }
+        });
+        let bucket = |rate: u64| (rate > 0).then(|| RefCell::new(TokenBucket::new(rate, now)));
+        Self {
+            idle: (idle > 0).then(|| Duration::from_secs(idle)),
+            ends_at,
+            allowed,
+            rx: bucket(policy.rx_data_per_sec.unwrap_or(cfg.rx_per_sec)),
+            tx: bucket(policy.tx_data_per_sec.unwrap_or(cfg.tx_per_sec)),
+        }
+    }
+
+    /// A packet of `len` bytes from the client may pass the rate limit.
+    #[inline]
+    pub(crate) fn admit_rx(&self, len: usize) -> bool {
+        self.rx.as_ref().is_none_or(|b| b.borrow_mut().take(len, Instant::now()))
+    }
+
+    /// A packet of `len` bytes to the client may pass the rate limit.
+    #[inline]
+    pub(crate) fn admit_tx(&self, len: usize) -> bool {
+        self.tx.as_ref().is_none_or(|b| b.borrow_mut().take(len, Instant::now()))
+    }
+
+    /// The configured rates, for the log line that starts the tunnel.
+    pub(crate) fn rates(&self) -> (u64, u64) {
+        let rate = |b: &Option<RefCell<TokenBucket>>| b.as_ref().map_or(0, |b| b.borrow().rate());
+        (rate(&self.rx), rate(&self.tx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(extra: &str) -> Config {
+        Config::parse(Path::new("/etc/x/t.toml"), extra).unwrap()
+    }
+
+    #[test]
+    fn restriction_allows_routes_dns_and_server_only() {
+        let c = cfg("[network]\ndns = [\"192.168.100.53\"]\n");
+        let p = UserConfig::parse("route = 10.1.0.0/16\nno-route = 10.1.9.0/24\nrestrict-user-to-routes = true\n").unwrap();
+        let l = Limits::for_session(&c, &p, None, false, Instant::now());
+        let a = l.allowed.as_ref().unwrap();
+        for (dst, ok) in [("10.1.2.3", true), ("10.1.9.1", false), ("10.2.0.1", false), ("192.168.100.1", true), ("192.168.100.53", true)] {
+            assert_eq!(a.contains(dst.parse().unwrap()), ok, "{dst}");
+        }
+    }
+
+    #[test]
+    fn full_tunnel_or_unset_restricts_nothing() {
+        let c = cfg("");
+        let p = UserConfig::parse("route = default\nrestrict-user-to-routes = true\n").unwrap();
+        assert!(Limits::for_session(&c, &p, None, false, Instant::now()).allowed.is_none());
+        let p = UserConfig::parse("route = 10.0.0.0/8\n").unwrap();
+        assert!(Limits::for_session(&c, &p, None, false, Instant::now()).allowed.is_none());
+    }
+
+    #[test]
+    fn mobile_clients_get_the_mobile_idle_timeout() {
+        let c = cfg("[session]\nidle_timeout = 600\nmobile_idle_timeout = 1800\n");
+        let p = UserConfig::default();
+        let now = Instant::now();
+        assert_eq!(Limits::for_session(&c, &p, None, false, now).idle, Some(Duration::from_secs(600)));
+        assert_eq!(Limits::for_session(&c, &p, None, true, now).idle, Some(Duration::from_secs(1800)));
+        let p = UserConfig::parse("idle-timeout = 0\n").unwrap();
+        assert_eq!(Limits::for_session(&c, &p, None, false, now).idle, None);
+    }
+
+    #[test]
+    fn user_rates_override_the_server_default() {
+        let c = cfg("[session]\nrx_data_per_sec = \"1M\"\n");
+        let p = UserConfig::parse("tx-data-per-sec = 100K\n").unwrap();
+        let l = Limits::for_session(&c, &p, None, false, Instant::now());
+        assert_eq!(l.rates(), (1 << 20, 100 << 10));
+        assert!(l.admit_rx(1400) && l.admit_tx(1400));
+    }
+}

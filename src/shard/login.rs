@@ -1,0 +1,307 @@
+//! A client connection from accept to its cookie: bans, the TLS handshake,
+//! the XML login by password, certificate or both, group choice, the
+//! user's files, and the session. A CONNECT goes on to `conn`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpStream;
+
+use super::conn::{Conn, ReadError};
+use super::core::{Login, Shard};
+use crate::config::AuthMethod;
+use crate::proto::auth::{self, AuthExchange, AuthRequest, GroupOption, Step, Verdict};
+use crate::proto::connect as negotiate;
+use crate::proto::http::{Method, Response};
+use crate::tls::TlsSession;
+
+fn xml_reply(doc: &[u8]) -> Vec<u8> {
+    Response::new(200, "OK")
+        .header("Content-Type", "text/xml")
+        .header("X-Transcend-Version", 1)
+        .body(doc)
+}
+
+async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(d).await;
+        None
+    })
+    .await
+}
+
+/// Adds ban points to a client address; logs the ban it may start.
+pub(super) fn penalize(shard: &Shard, peer: SocketAddr, points: u32, what: &str) {
+    if let Some(ban) = shard.shared.bans.add(peer.ip(), points, Instant::now()) {
+        tracing::warn!(%peer, ban_s = ban.as_secs(), "address banned: ban score reached after {what}");
+    }
+}
+
+/// Who the client's certificate says it is.
+enum CertUser {
+    /// No certificate (or certificates are not checked).
+    Absent,
+    /// Verified against the CA, but without the configured user attribute.
+    Unnamed,
+    Named { user: String, group: Option<String> },
+}
+
+fn cert_user(shard: &Shard, tls: &TlsSession) -> CertUser {
+    let cfg = &shard.shared.config;
+    let Some(der) = tls.peer_certificate().filter(|_| cfg.auth_method.uses_certificates()) else {
+        return CertUser::Absent;
+    };
+    match crate::proto::x509name::subject_attribute(der, &cfg.cert_user_oid) {
+        Some(user) if !user.is_empty() => {
+            let group = cfg.cert_group_oid.as_ref().and_then(|o| crate::proto::x509name::subject_attribute(der, o));
+            CertUser::Named { user, group }
+        }
+        _ => CertUser::Unnamed,
+    }
+}
+
+/// What the next login step is, given the method and the certificate.
+enum Route<'a> {
+    /// The certificate alone logs the user in.
+    Certificate { user: &'a str, group: Option<&'a str> },
+    /// The XML password exchange (its username fixed by a certificate
+    /// when both are required).
+    Password,
+    Refuse(&'static str),
+}
+
+fn route(method: AuthMethod, cert: &CertUser) -> Route<'_> {
+    use AuthMethod as M;
+    match (method, cert) {
+        (M::Password, _) => Route::Password,
+        (M::Certificate | M::CertificateOrPassword, CertUser::Named { user, group }) => {
+            Route::Certificate { user, group: group.as_deref() }
+        }
+        (M::CertificateOrPassword, CertUser::Absent) | (M::CertificateAndPassword, CertUser::Named { .. }) => Route::Password,
+        (_, CertUser::Unnamed) => Route::Refuse("Certificate has no user name"),
+        (M::Certificate | M::CertificateAndPassword, CertUser::Absent) => Route::Refuse("Certificate required"),
+    }
+}
+
+/// Why a login did not produce a session.
+enum LoginError {
+    WrongPassword,
+    /// Refused for good with this reason (logged already).
+    Refused(&'static str),
+}
+
+/// Serves one accepted TCP connection.
+pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let bans = &shard.shared.bans;
+    let points = &shard.shared.config.raw.security;
+    if bans.enabled() {
+        if bans.is_banned(peer.ip(), Instant::now()) {
+            tracing::debug!(%peer, "connection from a banned address closed");
+            return;
+        }
+        penalize(&shard, peer, points.ban_points_connection, "a connection");
+    }
+    let _ = stream.set_nodelay(true);
+    let tls = match TlsSession::new(shard.shared.tls.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("TLS session: {e}");
+            return;
+        }
+    };
+    let mut conn = Conn { stream, tls, peer, plain: Vec::new(), rbuf: vec![0; 16 * 1024], out: Vec::new() };
+    // Both known once the first request arrives (the handshake is done).
+    let mut cert: Option<CertUser> = None;
+    let mut exchange: Option<AuthExchange> = None;
+    let mut mobile = false;
+    let timeout = shard.shared.config.auth_timeout();
+    loop {
+        let req = match with_timeout(timeout, conn.read_request()).await {
+            None => {
+                tracing::debug!(%peer, "auth_timeout: dropping idle or slow client");
+                return;
+            }
+            Some(Ok(Some(r))) => r,
+            Some(Ok(None)) => return,
+            Some(Err(ReadError::Http(e))) => {
+                tracing::info!(%peer, "bad request: {e}");
+                penalize(&shard, peer, points.ban_points_bad_request, "a bad request");
+                let (code, reason) = e.status();
+                conn.refuse(code, reason).await;
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(%peer, "connection: {e}");
+                return;
+            }
+        };
+        let areq = match req.head.method {
+            // Its own task: the tunnel outlives the login's larger state.
+            Method::Connect => {
+                glommio::spawn_local(super::conn::connect(shard, conn, req.head)).detach();
+                return;
+            }
+            Method::Other => {
+                conn.refuse(405, "Method Not Allowed").await;
+                return;
+            }
+            Method::Post => match auth::parse_request(&req.body) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::info!(%peer, "bad auth body: {e}");
+                    penalize(&shard, peer, points.ban_points_bad_request, "a bad login body");
+                    conn.refuse(400, "Bad Request").await;
+                    return;
+                }
+            },
+            Method::Get => AuthRequest::default(),
+        };
+        mobile |= negotiate::is_mobile(&req.head);
+        let cert = cert.get_or_insert_with(|| cert_user(&shard, &conn.tls));
+        let reply = match route(shard.shared.config.auth_method, cert) {
+            Route::Refuse(why) => {
+                tracing::warn!(%peer, "login refused: {why}");
+                conn.refuse(401, why).await;
+                return;
+            }
+            Route::Certificate { user, group } => {
+                let wanted = areq.group.filter(|g| !g.is_empty());
+                let groups = group.map(str::to_owned).into_iter().collect();
+                match finish(&shard, peer, user.to_owned(), None, groups, wanted, mobile).await {
+                    Ok(reply) => reply,
+                    Err(LoginError::Refused(why)) => return conn.refuse(401, why).await,
+                    Err(LoginError::WrongPassword) => return conn.refuse(401, "Authentication failed").await,
+                }
+            }
+            Route::Password => {
+                if exchange.is_none() {
+                    let groups = if shard.shared.config.raw.auth.auto_select_group {
+                        password_file_groups(&shard).await
+                    } else {
+                        shard.shared.config.select_groups.clone()
+                    };
+                    exchange = Some(match cert {
+                        CertUser::Named { user, .. } => AuthExchange::for_user(user.clone(), groups),
+                        _ => AuthExchange::with_groups(groups),
+                    });
+                }
+                let Some(login) = exchange.as_mut() else { return };
+                match login.handle(areq) {
+                    Step::Form(doc) => xml_reply(&doc),
+                    Step::Verify { username, password, group } => {
+                        match finish(&shard, peer, username.clone(), Some(password), Vec::new(), group, mobile).await {
+                            Ok(reply) => {
+                                login.verified(true);
+                                reply
+                            }
+                            Err(LoginError::Refused(why)) => return conn.refuse(401, why).await,
+                            Err(LoginError::WrongPassword) => {
+                                penalize(&shard, peer, points.ban_points_wrong_password, "a wrong password");
+                                let banned = bans.is_banned(peer.ip(), Instant::now());
+                                match login.verified(false) {
+                                    Verdict::Retry(doc) if !banned => {
+                                        tracing::warn!(%peer, user = %username, tries = login.failures(), "wrong password");
+                                        xml_reply(&doc)
+                                    }
+                                    Verdict::Retry(_) => {
+                                        tracing::warn!(%peer, user = %username, "wrong password from an address now banned: closing");
+                                        return conn.refuse(401, "Authentication failed").await;
+                                    }
+                                    Verdict::Failed | Verdict::Success { .. } => {
+                                        tracing::warn!(%peer, user = %username, "login failed: too many wrong passwords");
+                                        return conn.refuse(401, "Authentication failed").await;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if !conn.send(&reply).await {
+            return;
+        }
+    }
+}
+
+/// The end of a login: the password if there is one, the group, the
+/// user's files (all off the executor), then the session and its cookie.
+async fn finish(
+    shard: &Shard,
+    peer: SocketAddr,
+    user: String,
+    password: Option<String>,
+    cert_groups: Vec<String>,
+    wanted: Option<String>,
+    mobile: bool,
+) -> Result<Vec<u8>, LoginError> {
+    let shared = shard.shared.clone();
+    let name = user.clone();
+    let checked = glommio::executor()
+        .spawn_blocking(move || {
+            crate::sys::lower_thread_priority();
+            let cfg = &shared.config.raw;
+            let groups = match password {
+                Some(pw) => crate::passwd::check(&cfg.auth.passwd_file, &name, &pw)?,
+                None => Some(cert_groups),
+            };
+            Ok::<_, std::io::Error>(groups.map(|g| {
+                let group = pick_group(g, wanted)?;
+                crate::usercfg::load(&cfg.users, &name, group.as_deref())
+                    .map(|policy| (group, policy))
+                    .map_err(|why| ("User configuration error", format!("user configuration: {why}")))
+            }))
+        })
+        .await;
+    let checked = checked.unwrap_or_else(|e| {
+        tracing::error!("password file: {e}");
+        None
+    });
+    let (group, policy) = match checked {
+        None => return Err(LoginError::WrongPassword),
+        Some(Err((tell, why))) => {
+            tracing::warn!(%peer, user = %user, "login refused: {why}");
+            return Err(LoginError::Refused(tell));
+        }
+        Some(Ok(p)) => p,
+    };
+    match shard.create_session(Login { user, group, policy, mobile }) {
+        Ok(cookie) => Ok(Response::new(200, "OK")
+            .header("Connection", "Keep-Alive")
+            .header("Content-Type", "text/xml")
+            .header("X-Transcend-Version", 1)
+            .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"))
+            .body(&auth::success_document())),
+        Err(why) => {
+            tracing::warn!(%peer, "login refused: {why}");
+            Err(LoginError::Refused(why))
+        }
+    }
+}
+
+/// The group a login runs in: the client's pick if the user is a member,
+/// else the user's first group. The error is (what the client is told,
+/// what the log says).
+fn pick_group(groups: Vec<String>, wanted: Option<String>) -> Result<Option<String>, (&'static str, String)> {
+    match wanted {
+        Some(w) if groups.contains(&w) => Ok(Some(w)),
+        Some(w) => Err(("Not a member of the selected group", format!("not a member of the selected group {w:?}"))),
+        None => Ok(groups.into_iter().next()),
+    }
+}
+
+/// `auto_select_group`: every group in the password file, read off the
+/// executor for each login that asks for a username.
+async fn password_file_groups(shard: &Shard) -> Arc<[GroupOption]> {
+    let path = shard.shared.config.raw.auth.passwd_file.clone();
+    let read = glommio::executor().spawn_blocking(move || crate::passwd::all_groups(&path)).await;
+    let names = read.unwrap_or_else(|e| {
+        tracing::error!("password file: {e}");
+        Vec::new()
+    });
+    names.iter().filter_map(|n| GroupOption::parse(n).ok()).collect()
+}
