@@ -2,11 +2,11 @@
 //! the file, the key and what was expected (config/ocserv-uring.toml documents
 //! each key).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
 use crate::proto::auth::GroupOption;
@@ -122,6 +122,9 @@ impl AuthMethod {
 pub struct Network {
     pub device: String,
     pub ipv4_network: String,
+    /// IPv6 pool; empty = no IPv6. A client's IPv6 address ends in the 32
+    /// bits of its IPv4 one, so the prefix is /96 or shorter.
+    pub ipv6_network: String,
     pub dns: Vec<String>,
     pub routes: Vec<String>,
     /// Drop client packets to destinations outside the client's routes.
@@ -137,6 +140,7 @@ impl Default for Network {
         Self {
             device: "vpns".into(),
             ipv4_network: "192.168.100.0/24".into(),
+            ipv6_network: String::new(),
             dns: vec!["192.168.100.1".into()],
             routes: vec![],
             restrict_user_to_routes: false,
@@ -269,8 +273,10 @@ pub struct Config {
     pub raw: RawConfig,
     pub listen: IpAddr,
     pub ipv4_network: Ipv4Net,
+    pub ipv6_network: Option<Ipv6Net>,
     pub dns: Vec<IpAddr>,
     pub routes: Vec<Ipv4Net>,
+    pub routes6: Vec<Ipv6Net>,
     pub workers: usize,
     /// `auth.select_group`, checked.
     pub select_groups: std::sync::Arc<[GroupOption]>,
@@ -348,12 +354,30 @@ impl Config {
         for d in &raw.network.dns {
             dns.push(d.parse().map_err(|_| bad("network.dns", format!("expected IP addresses, got {d:?}")))?);
         }
-        let mut routes = Vec::new();
+        let ipv6_network = match raw.network.ipv6_network.trim() {
+            "" => None,
+            text => {
+                let net: Ipv6Net = text
+                    .parse()
+                    .map_err(|_| bad("network.ipv6_network", format!("expected an IPv6 CIDR like fd00:100::/64, got {text:?}")))?;
+                if net.prefix_len() > 96 {
+                    return Err(bad("network.ipv6_network", format!("prefix /{} is too long: expected /96 or shorter", net.prefix_len())));
+                }
+                if net.network() != net.addr() {
+                    return Err(bad("network.ipv6_network", format!("{net} has host bits set; expected {}", net.trunc())));
+                }
+                Some(net)
+            }
+        };
+        let (mut routes, mut routes6) = (Vec::new(), Vec::new());
         for r in &raw.network.routes {
-            let net: Ipv4Net = r
+            let net: IpNet = r
                 .parse()
-                .map_err(|_| bad("network.routes", format!("expected IPv4 CIDRs like 10.0.0.0/8, got {r:?}")))?;
-            routes.push(net.trunc());
+                .map_err(|_| bad("network.routes", format!("expected CIDRs like 10.0.0.0/8 or fd00:1::/48, got {r:?}")))?;
+            match net.trunc() {
+                IpNet::V4(n) => routes.push(n),
+                IpNet::V6(n) => routes6.push(n),
+            }
         }
         if !(576..=9000).contains(&raw.network.mtu) {
             return Err(bad("network.mtu", format!("expected 576-9000, got {}", raw.network.mtu)));
@@ -408,8 +432,10 @@ impl Config {
             raw,
             listen,
             ipv4_network,
+            ipv6_network,
             dns,
             routes,
+            routes6,
             workers,
             select_groups,
             auth_method,
@@ -423,6 +449,13 @@ impl Config {
     /// The server's own address on the TUN device: the first host address.
     pub fn server_address(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.ipv4_network.network()) + 1)
+    }
+
+    /// A lease's IPv6 address: the IPv6 network with the IPv4 address in
+    /// its low 32 bits, so the TUN steering (low 32 bits of the destination
+    /// modulo the shards) sends both to the same shard.
+    pub fn ipv6_for(&self, lease: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.ipv6_network.map(|n| Ipv6Addr::from(u128::from(n.network()) | u128::from(u32::from(lease))))
     }
 
     /// Whether DTLS is offered at all.
@@ -456,7 +489,7 @@ impl Config {
         let r = &self.raw;
         let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -476,8 +509,10 @@ impl Config {
             dev = r.network.device,
             net = self.ipv4_network,
             srv = self.server_address(),
+            net6 = self.ipv6_network.map_or(String::new(), |n| n.to_string()),
+            srv6 = self.ipv6_for(self.server_address()).map_or(String::new(), |a| format!("   # server address {a}")),
             dns = list(&r.network.dns),
-            routes = list(&self.routes.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            routes = list(&self.routes.iter().map(ToString::to_string).chain(self.routes6.iter().map(ToString::to_string)).collect::<Vec<_>>()),
             mtu = r.network.mtu,
             offload = r.network.tun_offload,
             dpd = r.session.dpd,
@@ -549,6 +584,14 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_addresses_end_in_the_ipv4_lease() {
+        let c = parse("[network]\nipv6_network = \"fd00:100::/64\"\nroutes = [\"10.0.0.0/8\", \"fd00:1::/48\"]").unwrap();
+        assert_eq!(c.ipv6_for(c.server_address()), Some("fd00:100::c0a8:6401".parse().unwrap()));
+        assert_eq!((c.routes.len(), c.routes6.len()), (1, 1));
+        assert_eq!(parse("").unwrap().ipv6_for(Ipv4Addr::LOCALHOST), None);
+    }
+
+    #[test]
     fn sizes_take_numbers_or_human_text() {
         let c = parse("[session]\nrx_data_per_sec = \"1.5M\"\ntx_data_per_sec = 200000").unwrap();
         assert_eq!((c.rx_per_sec, c.tx_per_sec), (1_572_864, 200_000));
@@ -580,6 +623,9 @@ mod tests {
             ("[network]\nipv4_network = \"10.0.0.5/24\"", "network.ipv4_network"),
             ("[network]\ndns = [\"x\"]", "network.dns"),
             ("[network]\nroutes = [\"10.0.0.0\"]", "network.routes"),
+            ("[network]\nipv6_network = \"fd00::/112\"", "network.ipv6_network"),
+            ("[network]\nipv6_network = \"fd00::1/64\"", "network.ipv6_network"),
+            ("[network]\nipv6_network = \"10.0.0.0/8\"", "network.ipv6_network"),
             ("[network]\nmtu = 100", "network.mtu"),
             ("[session]\ndpd = 0", "session.dpd"),
             ("[session]\ndpd = -1", "dpd"),

@@ -123,6 +123,18 @@ pub fn data_mtu(base: u16, ipv6_transport: bool, dtls_overhead: Option<u16>) -> 
 /// IPv4's minimum; a tunnel never gets less.
 pub const MIN_MTU: u16 = 576;
 
+/// Whether the client takes an IPv6 address in the full form
+/// (`X-CSTP-Address-IP6`, protocol notes §8): openconnect asks unless
+/// started with `--disable-ipv6`.
+pub fn wants_ipv6(head: &RequestHead) -> bool {
+    let types = head.header("X-CSTP-Address-Type").unwrap_or("IPv4");
+    let full = head.header("X-CSTP-Full-IPv6-Capability").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    full && types.split(',').any(|t| t.trim().eq_ignore_ascii_case("IPv6"))
+}
+
+/// IPv6 needs this much MTU (RFC 8200); below it the client gets none.
+pub const IPV6_MIN_MTU: u16 = 1280;
+
 /// A phone or tablet, by the identifiers openconnect sends with a mobile
 /// `--os` and AnyConnect mobile sends always, or by its User-Agent.
 pub fn is_mobile(head: &RequestHead) -> bool {
@@ -147,6 +159,15 @@ mod tests {
     fn auth_head(extra: &str) -> RequestHead {
         let text = format!("POST / HTTP/1.1\r\nHost: vpn\r\n{extra}\r\n");
         crate::proto::http::parse_head(text.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn ipv6_only_for_full_capability_clients() {
+        let oc = "X-CSTP-Address-Type: IPv6,IPv4\r\nX-CSTP-Full-IPv6-Capability: true\r\n";
+        assert!(wants_ipv6(&auth_head(oc)));
+        assert!(!wants_ipv6(&auth_head("X-CSTP-Address-Type: IPv4\r\nX-CSTP-Full-IPv6-Capability: true\r\n")));
+        assert!(!wants_ipv6(&auth_head("X-CSTP-Address-Type: IPv6,IPv4\r\n")), "legacy form is not offered");
+        assert!(!wants_ipv6(&auth_head("")));
     }
 
     #[test]

@@ -20,10 +20,18 @@ pub fn addresses(pkt: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
-/// IPv4 destination, the key the TUN dispatch looks sessions up by.
-pub fn ipv4_destination(pkt: &[u8]) -> Option<Ipv4Addr> {
-    match addresses(pkt)? {
-        (_, IpAddr::V4(d)) => Some(d),
+/// The lease a packet from the TUN is for: its IPv4 destination, or the
+/// low 32 bits of an IPv6 destination inside `v6_network` (see
+/// `Config::ipv6_for`).
+pub fn lease_of_destination(pkt: &[u8], v6_network: Option<ipnet::Ipv6Net>) -> Option<Ipv4Addr> {
+    match pkt.first()? >> 4 {
+        4 if pkt.len() >= 20 => Some(Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19])),
+        6 if pkt.len() >= 40 => {
+            let net = v6_network?;
+            let dst: [u8; 16] = pkt[24..40].try_into().ok()?;
+            let dst = Ipv6Addr::from(dst);
+            net.contains(&dst).then(|| Ipv4Addr::new(pkt[36], pkt[37], pkt[38], pkt[39]))
+        }
         _ => None,
     }
 }
@@ -33,19 +41,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn leases_by_v4_or_the_low_bits_of_v6_in_the_pool() {
+        let net: ipnet::Ipv6Net = "fd00:100::/64".parse().unwrap();
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        v6[24..40].copy_from_slice(&"fd00:100::c0a8:6405".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(lease_of_destination(&v6, Some(net)), Some(Ipv4Addr::new(192, 168, 100, 5)));
+        assert_eq!(lease_of_destination(&v6, None), None);
+        v6[24..40].copy_from_slice(&"ff02::2".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(lease_of_destination(&v6, Some(net)), None, "link-local multicast is nobody's");
+        let mut v4 = [0u8; 20];
+        v4[0] = 0x45;
+        v4[16..20].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(lease_of_destination(&v4, Some(net)), Some(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(lease_of_destination(&v4[..19], None), None);
+    }
+
+    #[test]
     fn reads_v4_and_v6_and_rejects_short() {
         let mut v4 = [0u8; 20];
         v4[0] = 0x45;
         v4[12..16].copy_from_slice(&[10, 0, 0, 2]);
         v4[16..20].copy_from_slice(&[192, 168, 100, 7]);
-        assert_eq!(ipv4_destination(&v4), Some(Ipv4Addr::new(192, 168, 100, 7)));
+        assert_eq!(lease_of_destination(&v4, None), Some(Ipv4Addr::new(192, 168, 100, 7)));
         assert_eq!(addresses(&v4[..19]), None);
         let mut v6 = [0u8; 40];
         v6[0] = 0x60;
         v6[39] = 1;
         let (_, d) = addresses(&v6).unwrap();
         assert_eq!(d, IpAddr::V6(Ipv6Addr::LOCALHOST));
-        assert_eq!(ipv4_destination(&v6), None);
+        assert_eq!(lease_of_destination(&v6, None), None);
         assert_eq!(addresses(&[]), None);
         assert_eq!(addresses(&[0x15; 40]), None);
     }

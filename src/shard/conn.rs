@@ -178,11 +178,13 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     });
     let dtls = dtls.zip(app_id);
     let mtu = negotiate::data_mtu(base_mtu, conn.peer.is_ipv6(), dtls.map(|(d, _)| d.mode.overhead()));
-    let reply = connect_reply(&shard, &policy, &limits, lease, base_mtu, mtu, dtls);
+    let lease6 = cfg.ipv6_for(lease).filter(|_| negotiate::wants_ipv6(&head) && mtu >= negotiate::IPV6_MIN_MTU);
+    let reply = connect_reply(&shard, &policy, &limits, (lease, lease6), base_mtu, mtu, dtls);
 
     let Conn { stream, tls, peer, plain, .. } = conn;
     let stream = Rc::new(SharedStream::new(stream));
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
+    tunnel.lease6 = lease6;
     tunnel.base_mtu = base_mtu;
     tunnel.dpd = Duration::from_secs(policy.dpd.unwrap_or(cfg.raw.session.dpd));
     let (rx_rate, tx_rate) = limits.rates();
@@ -197,7 +199,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     shard.attach(&cookie, &tunnel);
     let dtls_mode = dtls.map_or("off", |(d, _)| d.value);
     tracing::info!(
-        user = %tunnel.user, lease = %lease, %peer, shard = %shard.id, mtu, dtls = dtls_mode,
+        user = %tunnel.user, lease = %lease, lease6 = %lease6.map_or("-".to_owned(), |a| a.to_string()), %peer, shard = %shard.id, mtu, dtls = dtls_mode,
         idle_s = idle.map_or(0, |d| d.as_secs()), session_left_s = ends_at.map_or(0, |e| e.saturating_duration_since(now).as_secs()),
         restricted, rx_rate, tx_rate, "tunnel up"
     );
@@ -216,7 +218,7 @@ fn connect_reply(
     shard: &Shard,
     policy: &UserConfig,
     limits: &Limits,
-    lease: std::net::Ipv4Addr,
+    (lease, lease6): (std::net::Ipv4Addr, Option<std::net::Ipv6Addr>),
     base_mtu: u16,
     mtu: u16,
     dtls: Option<(DtlsChoice, AppId)>,
@@ -231,14 +233,14 @@ fn connect_reply(
         .header("X-CSTP-DPD", dpd)
         .header("X-CSTP-Address", lease)
         .header("X-CSTP-Netmask", cfg.ipv4_network.netmask());
-    if policy.dns.is_empty() {
-        for d in &cfg.dns {
-            r = r.header("X-CSTP-DNS", d);
-        }
-    } else {
-        for d in &policy.dns {
-            r = r.header("X-CSTP-DNS", d);
-        }
+    if let Some(a6) = lease6 {
+        let prefix = cfg.ipv6_network.map_or(128, |n| n.prefix_len());
+        r = r.header("X-CSTP-Address-IP6", format!("{a6}/{prefix}"));
+    }
+    // IPv6 servers only for sessions with IPv6 (openconnect takes both here).
+    let dns = if policy.dns.is_empty() { &cfg.dns } else { &policy.dns };
+    for d in dns.iter().filter(|d| d.is_ipv4() || lease6.is_some()) {
+        r = r.header("X-CSTP-DNS", d);
     }
     let routes = limits::routes_v4(cfg, policy);
     // `route = default` (0.0.0.0/0) is the full tunnel: no split.
@@ -250,6 +252,17 @@ fn connect_reply(
     }
     for route in limits::v4(&policy.no_routes) {
         r = r.header("X-CSTP-Split-Exclude", format!("{}/{}", route.network(), route.netmask()));
+    }
+    if lease6.is_some() {
+        let routes6 = limits::routes_v6(cfg, policy);
+        if !limits::is_full_tunnel_v6(&routes6) {
+            for route in &routes6 {
+                r = r.header("X-CSTP-Split-Include-IP6", route);
+            }
+        }
+        for route in limits::v6(&policy.no_routes) {
+            r = r.header("X-CSTP-Split-Exclude-IP6", route);
+        }
     }
     for domain in &policy.split_dns {
         r = r.header("X-CSTP-Split-DNS", domain);

@@ -4,10 +4,10 @@
 //! path only reads it, and a session without limits pays one branch each.
 
 use std::cell::RefCell;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::config::Config;
 use crate::ratelimit::TokenBucket;
@@ -23,26 +23,50 @@ pub(crate) fn routes_v4(cfg: &Config, policy: &UserConfig) -> Vec<Ipv4Net> {
     }
 }
 
-/// IPv6 networks wait for the session's IPv6 address (as in ocserv).
+/// The IPv6 routes, by the same rule (each family on its own: a session
+/// whose routes are all IPv4 gets a full IPv6 tunnel, as with ocserv).
+pub(crate) fn routes_v6(cfg: &Config, policy: &UserConfig) -> Vec<Ipv6Net> {
+    if policy.routes.is_empty() {
+        cfg.routes6.clone()
+    } else {
+        v6(&policy.routes)
+    }
+}
+
 pub(crate) fn v4(nets: &[IpNet]) -> Vec<Ipv4Net> {
     nets.iter().filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None }).collect()
+}
+
+pub(crate) fn v6(nets: &[IpNet]) -> Vec<Ipv6Net> {
+    nets.iter().filter_map(|n| if let IpNet::V6(n) = n { Some(*n) } else { None }).collect()
 }
 
 pub(crate) fn is_full_tunnel(routes: &[Ipv4Net]) -> bool {
     routes.is_empty() || routes.iter().any(|n| n.prefix_len() == 0)
 }
 
+pub(crate) fn is_full_tunnel_v6(routes: &[Ipv6Net]) -> bool {
+    routes.is_empty() || routes.iter().any(|n| n.prefix_len() == 0)
+}
+
 /// Where a restricted client may send: its routes minus its excluded
-/// routes, and always the server's address and DNS servers.
+/// routes, and always the server's addresses and DNS servers. A family
+/// in full tunnel is not restricted.
 pub(crate) struct Allowed {
-    routes: Box<[Ipv4Net]>,
-    excluded: Box<[Ipv4Net]>,
-    always: Box<[Ipv4Addr]>,
+    routes: Box<[IpNet]>,
+    excluded: Box<[IpNet]>,
+    always: Box<[IpAddr]>,
+    open_v4: bool,
+    open_v6: bool,
 }
 
 impl Allowed {
-    pub(crate) fn contains(&self, dst: Ipv4Addr) -> bool {
-        self.always.contains(&dst)
+    pub(crate) fn contains(&self, dst: IpAddr) -> bool {
+        let open = match dst {
+            IpAddr::V4(_) => self.open_v4,
+            IpAddr::V6(_) => self.open_v6,
+        };
+        open || self.always.contains(&dst)
             || (self.routes.iter().any(|n| n.contains(&dst)) && !self.excluded.iter().any(|n| n.contains(&dst)))
     }
 }
@@ -70,13 +94,15 @@ impl Limits {
         let mobile_idle = policy.mobile_idle_timeout.unwrap_or(s.mobile_idle_timeout);
         let idle = if mobile && mobile_idle > 0 { mobile_idle } else { idle };
         let restrict = policy.restrict_user_to_routes.unwrap_or(cfg.raw.network.restrict_user_to_routes);
-        let routes = routes_v4(cfg, policy);
-        let allowed = (restrict && !is_full_tunnel(&routes)).then(|| {
+        let (routes, routes6) = (routes_v4(cfg, policy), routes_v6(cfg, policy));
+        let (open_v4, open_v6) = (is_full_tunnel(&routes), is_full_tunnel_v6(&routes6));
+        let allowed = (restrict && !(open_v4 && open_v6)).then(|| {
             let dns = if policy.dns.is_empty() { &cfg.dns } else { &policy.dns };
-            let mut always: Vec<Ipv4Addr> =
-                dns.iter().filter_map(|d| if let std::net::IpAddr::V4(a) = d { Some(*a) } else { None }).collect();
-            always.push(cfg.server_address());
-            Allowed { routes: routes.into(), excluded: v4(&policy.no_routes).into(), always: always.into() }
+            let mut always = dns.clone();
+            always.push(IpAddr::V4(cfg.server_address()));
+            always.extend(cfg.ipv6_for(cfg.server_address()).map(IpAddr::V6));
+            let routes: Vec<IpNet> = routes.into_iter().map(IpNet::V4).chain(routes6.into_iter().map(IpNet::V6)).collect();
+            Allowed { routes: routes.into(), excluded: policy.no_routes.clone().into(), always: always.into(), open_v4, open_v6 }
         });
         let bucket = |rate: u64| (rate > 0).then(|| RefCell::new(TokenBucket::new(rate, now)));
         Self {
@@ -123,6 +149,19 @@ mod tests {
         let l = Limits::for_session(&c, &p, None, false, Instant::now());
         let a = l.allowed.as_ref().unwrap();
         for (dst, ok) in [("10.1.2.3", true), ("10.1.9.1", false), ("10.2.0.1", false), ("192.168.100.1", true), ("192.168.100.53", true)] {
+            assert_eq!(a.contains(dst.parse().unwrap()), ok, "{dst}");
+        }
+        // No IPv6 routes: IPv6 is a full tunnel, not restricted.
+        assert!(a.contains("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn restriction_covers_ipv6_routes_and_server_address() {
+        let c = cfg("[network]\nipv6_network = \"fd00:100::/64\"\n");
+        let p = UserConfig::parse("route = 10.1.0.0/16\nroute = fd00:1::/48\nrestrict-user-to-routes = true\n").unwrap();
+        let l = Limits::for_session(&c, &p, None, false, Instant::now());
+        let a = l.allowed.as_ref().unwrap();
+        for (dst, ok) in [("fd00:1::5", true), ("fd00:2::5", false), ("fd00:100::c0a8:6401", true), ("10.1.0.1", true)] {
             assert_eq!(a.contains(dst.parse().unwrap()), ok, "{dst}");
         }
     }

@@ -123,6 +123,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         None
     };
     tun.configure(config.server_address(), config.ipv4_network.prefix_len(), config.raw.network.mtu).map_err(tun_err)?;
+    if let (Some(net), Some(addr)) = (config.ipv6_network, config.ipv6_for(config.server_address())) {
+        tun.configure_v6(addr, net.prefix_len()).map_err(tun_err)?;
+        tracing::info!(device = %device, address = %addr, network = %net, "TUN device has IPv6");
+    }
     let _steering = sys::bpf::attach_steering(&tun.queues[0], n as u32).map_err(tun_err)?;
     tracing::info!(device = %device, address = %config.server_address(), network = %config.ipv4_network, queues = n, "TUN device up");
 

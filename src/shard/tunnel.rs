@@ -2,7 +2,7 @@
 //! task) and packets from the TUN queue to the client (writer task).
 
 use std::cell::{Cell, RefCell};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,9 @@ pub(crate) struct Tunnel {
     pub(crate) cookie: Cookie,
     pub(crate) user: String,
     pub(crate) lease: Ipv4Addr,
+    /// The IPv6 address, when the server has an IPv6 pool and the client
+    /// asked for one.
+    pub(crate) lease6: Option<Ipv6Addr>,
     pub(crate) peer: SocketAddr,
     /// The DTLS handshake's key, when the CONNECT negotiated DTLS.
     pub(crate) dtls_key: Option<DtlsKey>,
@@ -121,6 +124,7 @@ impl Tunnel {
             cookie,
             user,
             lease,
+            lease6: None,
             peer,
             dtls_key: None,
             app_id: None,
@@ -402,12 +406,16 @@ impl Tunnel {
     /// One IP packet from the client (either channel) into the TUN queue.
     pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard) {
         // Source check: a client may only send from its own lease.
-        let Some((_, dst)) = ip::addresses(pkt).filter(|(src, _)| *src == IpAddr::V4(self.lease)) else {
+        let own = |src: &IpAddr| match src {
+            IpAddr::V4(a) => *a == self.lease,
+            IpAddr::V6(a) => Some(*a) == self.lease6,
+        };
+        let Some((_, dst)) = ip::addresses(pkt).filter(|(src, _)| own(src)) else {
             self.bump(|s| s.dropped += 1);
             return;
         };
         if let Some(allowed) = &self.limits.allowed {
-            if !matches!(dst, IpAddr::V4(d) if allowed.contains(d)) {
+            if !allowed.contains(dst) {
                 self.bump(|s| s.restricted += 1);
                 return;
             }

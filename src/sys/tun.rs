@@ -1,7 +1,7 @@
 //! A multi-queue TUN device opened with raw ioctls (linux/if_tun.h).
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 // linux/if_tun.h
@@ -147,6 +147,36 @@ impl TunDevice {
         // SAFETY: SIOCSIFFLAGS reads ifr_flags of a struct ifreq.
         if unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &mut req) } < 0 {
             return Err(annotate(io::Error::last_os_error(), "SIOCSIFFLAGS"));
+        }
+        Ok(())
+    }
+
+    /// Adds the server's IPv6 address (and so the route to the pool).
+    pub fn configure_v6(&self, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
+        /// `struct in6_ifreq` (linux/ipv6.h).
+        #[repr(C)]
+        struct In6IfReq {
+            addr: libc::in6_addr,
+            prefixlen: u32,
+            ifindex: libc::c_int,
+        }
+        let name = std::ffi::CString::new(self.name.as_str()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(annotate(io::Error::last_os_error(), &format!("index of {}", self.name)));
+        }
+        // SAFETY: socket(2) with constant arguments.
+        let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(annotate(io::Error::last_os_error(), "IPv6 socket (is IPv6 disabled?)"));
+        }
+        // SAFETY: raw is a fresh socket fd owned by nobody else.
+        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut req = In6IfReq { addr: libc::in6_addr { s6_addr: addr.octets() }, prefixlen: u32::from(prefix), ifindex: ifindex as libc::c_int };
+        // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads a struct in6_ifreq.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &mut req) } < 0 {
+            return Err(annotate(io::Error::last_os_error(), &format!("setting {addr}/{prefix} on {}", self.name)));
         }
         Ok(())
     }

@@ -49,6 +49,12 @@ case "$reason" in
     ip link set dev "$TUNDEV" up mtu "$INTERNAL_IP4_MTU"
     ip addr add "$INTERNAL_IP4_ADDRESS/32" dev "$TUNDEV"
     ip route replace "$INTERNAL_IP4_NETADDR/$INTERNAL_IP4_NETMASKLEN" dev "$TUNDEV"
+    # addr/len: the address and, with it, the route to the server's pool.
+    if [ -n "$INTERNAL_IP6_NETMASK" ]; then
+      ip -6 addr add "$INTERNAL_IP6_NETMASK" dev "$TUNDEV" nodad
+    elif [ -n "$INTERNAL_IP6_ADDRESS" ]; then
+      ip -6 addr add "$INTERNAL_IP6_ADDRESS/128" dev "$TUNDEV" nodad
+    fi
     ;;
 esac
 env | sort > "$OCU_ENV_DIR/env-$reason.tmp" && mv "$OCU_ENV_DIR/env-$reason.tmp" "$OCU_ENV_DIR/env-$reason"
@@ -153,6 +159,8 @@ pub struct ServerOpts {
     pub session_keys: String,
     /// Keys added to the generated [auth] section.
     pub auth_keys: String,
+    /// Keys added to the generated [network] section.
+    pub network_keys: String,
 }
 
 /// Which DTLS the server offers.
@@ -177,6 +185,7 @@ impl Default for ServerOpts {
             extra_config: String::new(),
             session_keys: String::new(),
             auth_keys: String::new(),
+            network_keys: String::new(),
         }
     }
 }
@@ -207,7 +216,7 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
             "[server]\nlisten = \"0.0.0.0\"\ntcp_port = 443\nudp_port = {udp}\nworkers = {w}\n\
              [tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\ngenerate_self_signed = true\n\
              [auth]\npasswd_file = \"ocpasswd\"\n{auth}\
-             [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n\
+             [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n{network}\
              [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = {at}\n{session}\
              [dtls]\npsk_negotiate = {psk}\n{extra}",
             udp = if opts.dtls == Dtls::Off { 0 } else { 443 },
@@ -218,6 +227,7 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
             at = opts.auth_timeout,
             session = opts.session_keys,
             auth = opts.auth_keys,
+            network = opts.network_keys,
             extra = opts.extra_config
         ),
     )

@@ -1,0 +1,74 @@
+//! IPv6 through the tunnel with the real openconnect client: the address
+//! from `ipv6_network` (X-CSTP-Address-IP6), IPv6 routes and DNS in the
+//! client's environment, ping both ways and iperf3 both ways, over DTLS
+//! and over CSTP, next to IPv4 in the same session.
+
+mod common;
+
+use common::*;
+
+/// The server's IPv6 tunnel address for the harness's IPv4 pool.
+const SERVER6: &str = "fd00:100::c0a8:6401";
+
+fn v6_server(net: &mut Net, dtls: Dtls) -> Server {
+    start_server(
+        net,
+        ServerOpts {
+            dtls,
+            network_keys: "ipv6_network = \"fd00:100::/64\"\ndns = [\"192.168.100.1\", \"fd00:100::53\"]\nroutes = [\"192.168.100.0/24\", \"fd00:100::/64\", \"fd00:200::/48\"]\n".into(),
+            ..Default::default()
+        },
+    )
+}
+
+fn ping6(net: &Net, ns: &str, dst: &str) -> usize {
+    let o = net.exec(ns, &format!("ping -6 -n -c 3 -i 0.2 -W 2 {dst}"));
+    String::from_utf8_lossy(&o.stdout).matches("time=").count()
+}
+
+fn check_v6_session(dtls: Dtls, tag: &str) {
+    let _g = serial();
+    let mut net = Net::new(tag, 1);
+    let server = v6_server(&mut net, dtls);
+    let client = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    let addr4 = client.wait_connected();
+    let env = client.env("connect").unwrap();
+    let var = |k: &str| Client::var(&env, k).unwrap_or_else(|| panic!("{k} missing:\n{env}"));
+    // The IPv6 address ends in the IPv4 lease's 32 bits.
+    let a4: std::net::Ipv4Addr = addr4.parse().unwrap();
+    let o = a4.octets();
+    let addr6 = format!("fd00:100::{:x}:{:x}", u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([o[2], o[3]]));
+    assert_eq!(var("INTERNAL_IP6_ADDRESS"), addr6);
+    assert!(var("INTERNAL_IP4_DNS").contains("192.168.100.1"));
+    assert!(env.contains("fd00:100::53"), "IPv6 DNS missing:\n{env}");
+    let n: usize = var("CISCO_IPV6_SPLIT_INC").parse().unwrap();
+    let mut inc: Vec<String> = (0..n)
+        .map(|i| format!("{}/{}", var(&format!("CISCO_IPV6_SPLIT_INC_{i}_ADDR")), var(&format!("CISCO_IPV6_SPLIT_INC_{i}_MASKLEN"))))
+        .collect();
+    inc.sort();
+    assert_eq!(inc, ["fd00:100::/64", "fd00:200::/48"]);
+
+    let (s, c) = (net.server_ns.clone(), net.client_ns[0].clone());
+    if dtls != Dtls::Off {
+        server.wait_log("DTLS connected", std::time::Duration::from_secs(20));
+    }
+    assert_eq!(ping6(&net, &c, SERVER6), 3, "client → server over IPv6");
+    assert_eq!(ping6(&net, &s, &addr6), 3, "server → client over IPv6");
+    assert_eq!(ping_rtts(&net, &c, &server.tunnel_ip, 2, "0.2").len(), 2, "IPv4 still works");
+    for reverse in [false, true] {
+        let bytes = iperf_bytes(&net, &c, &s, SERVER6, reverse);
+        eprintln!("iperf3 over IPv6, reverse {reverse}: {bytes} bytes in 3 s");
+        assert!(bytes > 1_000_000, "iperf3 over IPv6 (reverse {reverse}) moved only {bytes} bytes");
+    }
+    assert!(alive(server.pid));
+}
+
+#[test]
+fn ipv6_over_cstp() {
+    check_v6_session(Dtls::Off, "v6cstp");
+}
+
+#[test]
+fn ipv6_over_dtls() {
+    check_v6_session(Dtls::Psk, "v6dtls");
+}
