@@ -43,6 +43,12 @@ impl ShardPool {
         self.free.pop_first().map(Ipv4Addr::from)
     }
 
+    /// Takes exactly `addr` (an `explicit-ipv4`); false if it is in use or
+    /// not this shard's.
+    pub fn take(&mut self, addr: Ipv4Addr) -> bool {
+        self.free.remove(&u32::from(addr))
+    }
+
     pub fn release(&mut self, addr: Ipv4Addr) {
         self.free.insert(u32::from(addr));
     }
@@ -85,6 +91,18 @@ mod tests {
         assert_eq!(p.lease(None), None);
         p.release(a);
         assert_eq!(p.lease(Some(a)), Some(a));
+    }
+
+    #[test]
+    fn explicit_address_only_when_free_and_owned() {
+        let server = Ipv4Addr::new(192, 168, 100, 1);
+        let mut p = ShardPool::new(net(), server, 1, 2);
+        let odd = Ipv4Addr::new(192, 168, 100, 77);
+        assert!(p.take(odd));
+        assert!(!p.take(odd), "in use");
+        assert!(!p.take(Ipv4Addr::new(192, 168, 100, 78)), "shard 0's address");
+        p.release(odd);
+        assert!(p.take(odd));
     }
 
     #[test]

@@ -159,8 +159,7 @@ impl UserConfig {
     pub fn not_yet_supported(&self) -> Option<&'static str> {
         let set = [
             ("iroute", !self.iroutes.is_empty()),
-            // The address would have to belong to the session's shard.
-            ("explicit-ipv4", self.explicit_ipv4.is_some()),
+            // IPv6 addresses are derived from the IPv4 lease.
             ("explicit-ipv6", self.explicit_ipv6.is_some()),
         ];
         set.into_iter().find(|&(_, on)| on).map(|(k, _)| k)
@@ -292,9 +291,6 @@ session-timeout = \"0\"
         assert_eq!((c.mtu, c.dpd, c.keepalive), (Some(1300), Some(60), Some(300)));
         assert_eq!((c.rx_data_per_sec, c.tx_data_per_sec), (Some(1_572_864), Some(200_000)));
         assert_eq!(c.session_timeout, Some(0));
-        assert_eq!(c.not_yet_supported(), Some("explicit-ipv4"));
-        let mut c = c;
-        c.explicit_ipv4 = None;
         assert_eq!(c.not_yet_supported(), None);
     }
 

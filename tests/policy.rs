@@ -201,3 +201,43 @@ fn a_user_in_several_groups_picks_one_for_that_login_only() {
     server.wait_log("not a member of the selected group", Duration::from_secs(5));
     assert!(alive(lab.pid) && alive(staff.pid));
 }
+
+/// `explicit-ipv4`: the user always gets that address. Its session lives
+/// on the shard that owns the address, so a login that lands on the other
+/// shard moves there; a second device cannot take the address in use.
+#[test]
+fn explicit_ipv4_gives_the_same_address_from_either_shard() {
+    let _g = serial();
+    let mut net = Net::new("expl", 2);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    // .77 belongs to shard 1 of 2, .80 to shard 0.
+    fs::write(dir.join("users/alice"), "explicit-ipv4 = 192.168.100.77\n").unwrap();
+    fs::write(dir.join("users/bob"), "explicit-ipv4 = 192.168.100.80\n").unwrap();
+    let server = start_server(&mut net, ServerOpts { extra_config: "[users]\nconfig_per_user = \"users\"\n".into(), ..Default::default() });
+    let s = net.server_ns.clone();
+    // Logins land on either shard; repeat until one had to move.
+    let mut ended = 0;
+    for round in 1..=12 {
+        for (user, pw, want) in [("alice", "test123", "192.168.100.77"), ("bob", "wonderland", "192.168.100.80")] {
+            let c = start_client(&mut net, &server, 1, user, &[pw]);
+            assert_eq!(c.wait_connected(), want, "round {round}");
+            assert_eq!(ping_rtts(&net, &s, want, 2, "0.2").len(), 2, "server → {user} at {want}");
+            c.signal("INT");
+            c.wait_exit(Duration::from_secs(10));
+            ended += 1;
+            wait_for(Duration::from_secs(5), "session end", || (server.count_log("session ended") == ended).then_some(()));
+        }
+        if server.count_log("login moved here for its explicit-ipv4 address") > 0 {
+            break;
+        }
+    }
+    assert!(server.count_log("login moved here for its explicit-ipv4 address") > 0, "no login landed on the other shard");
+    // The address is alice's; a second device of hers cannot have it too.
+    let first = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    first.wait_connected();
+    let second = start_client(&mut net, &server, 2, "alice", &["test123"]);
+    second.wait_exit(Duration::from_secs(20));
+    assert!(second.env("connect").is_none());
+    server.wait_log("explicit-ipv4 address is in use", Duration::from_secs(5));
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use shards::{AppId, Cookie};
+use shards::{AppId, Cookie, ShardId};
 
 use super::core::{SessionView, Shard};
 use super::limits::{self, Limits};
@@ -16,7 +16,7 @@ use super::dtls::DtlsKey;
 use super::stream::SharedStream;
 use super::tunnel::Tunnel;
 use crate::proto::connect::{self as negotiate, DtlsChoice, DtlsMode};
-use super::{Handoff, ShardMsg};
+use super::{Handoff, Moved, ShardMsg};
 use crate::proto::http::{self, HttpError, RequestHead, Response};
 use crate::tls::{TlsError, TlsSession};
 use crate::usercfg::UserConfig;
@@ -112,30 +112,46 @@ pub(super) async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
     if home == shard.id {
         return start_tunnel(shard, conn, head, cookie).await;
     }
-    let fd = match crate::sys::dup(conn.stream.as_raw_fd()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!("handoff dup: {e}");
-            return;
+    tracing::debug!(peer = %conn.peer, from = %shard.id, to = %home, "moving CONNECT to its home shard");
+    conn.move_to(&shard, home, Moved::Connect(head)).await;
+}
+
+impl Conn {
+    /// Hands this connection to shard `home`, which does `what` with it.
+    pub(super) async fn move_to(self, shard: &Shard, home: ShardId, what: Moved) {
+        let fd = match crate::sys::dup(self.stream.as_raw_fd()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!("handoff dup: {e}");
+                return;
+            }
+        };
+        let Self { stream, tls, peer, plain, .. } = self;
+        drop(stream);
+        let handoff = Handoff { fd, tls, leftover: plain, peer, what };
+        let Some(tx) = shard.peer(home) else { return };
+        if tx.send(ShardMsg::Moved(Box::new(handoff))).await.is_err() {
+            tracing::warn!(%peer, "shard {home} refused the handoff");
         }
-    };
-    let Conn { stream, tls, peer, plain, .. } = conn;
-    drop(stream);
-    tracing::debug!(%peer, from = %shard.id, to = %home, "moving CONNECT to its home shard");
-    let handoff = Handoff { fd, tls, head, leftover: plain, peer };
-    let Some(tx) = shard.peer(home) else { return };
-    if tx.send(ShardMsg::Connect(Box::new(handoff))).await.is_err() {
-        tracing::warn!(%peer, "home shard {home} refused the handoff");
     }
 }
 
-/// A CONNECT moved here from another shard.
+/// A connection moved here from another shard.
 pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
     // SAFETY: the fd was dup'ed for this handoff and is owned by it alone.
     let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
-    let Some(cookie) = h.head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok()) else { return };
-    let conn = Conn { stream, tls: h.tls, peer: h.peer, plain: h.leftover, rbuf: Vec::new(), out: Vec::new() };
-    start_tunnel(shard, conn, h.head, cookie).await;
+    // A tunnel reads through the shard's buffer; only a login needs its own.
+    let mut conn = Conn { stream, tls: h.tls, peer: h.peer, plain: h.leftover, rbuf: Vec::new(), out: Vec::new() };
+    match h.what {
+        Moved::Connect(head) => {
+            let Some(cookie) = head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok()) else { return };
+            start_tunnel(shard, conn, head, cookie).await;
+        }
+        Moved::Login(login) => {
+            conn.rbuf = vec![0; super::login::LOGIN_READ_BUF];
+            super::login::adopt_login(shard, conn, *login).await;
+        }
+    }
 }
 
 fn header_num(head: &RequestHead, name: &str) -> Option<u16> {

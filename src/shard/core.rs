@@ -152,7 +152,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
             let rx = rx.connect().await;
             while let Some(msg) = rx.recv().await {
                 match msg {
-                    ShardMsg::Connect(h) => {
+                    ShardMsg::Moved(h) => {
                         let s = shard.clone();
                         spawn_local(async move { super::conn::adopt(s, *h).await }).detach();
                     }
@@ -246,9 +246,14 @@ impl Shard {
             undo(None, false);
             return Err("The server has reached max_clients");
         }
-        let Some(lease) = self.pool.borrow_mut().lease(None) else {
+        let lease = match policy.explicit_ipv4 {
+            // The login moved here if the address is another shard's.
+            Some(a) => self.pool.borrow_mut().take(a).then_some(a),
+            None => self.pool.borrow_mut().lease(None),
+        };
+        let Some(lease) = lease else {
             undo(None, true);
-            return Err("No free tunnel address");
+            return Err(if policy.explicit_ipv4.is_some() { "The user's explicit-ipv4 address is in use" } else { "No free tunnel address" });
         };
         let mut random = [0u8; shards::cookie::COOKIE_RANDOM_LEN];
         if aws_lc_rs::rand::fill(&mut random).is_err() {

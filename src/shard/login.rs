@@ -12,6 +12,8 @@ use glommio::net::TcpStream;
 
 use super::conn::{Conn, ReadError};
 use super::core::{Login, Shard};
+use super::Moved;
+use shards::{Cookie, ShardId};
 use crate::config::AuthMethod;
 use crate::proto::auth::{self, AuthExchange, AuthRequest, GroupOption, Step, Verdict};
 use crate::proto::connect as negotiate;
@@ -86,6 +88,13 @@ fn route(method: AuthMethod, cert: &CertUser) -> Route<'_> {
     }
 }
 
+/// A login that succeeded: the reply with its cookie, or the shard the
+/// session must live on (its `explicit-ipv4` address belongs there).
+enum Done {
+    Reply(Vec<u8>),
+    Move(ShardId, Box<Login>),
+}
+
 /// Why a login did not produce a session.
 enum LoginError {
     WrongPassword,
@@ -113,7 +122,38 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             return;
         }
     };
-    let mut conn = Conn { stream, tls, peer, plain: Vec::new(), rbuf: vec![0; 16 * 1024], out: Vec::new() };
+    let conn = Conn { stream, tls, peer, plain: Vec::new(), rbuf: vec![0; LOGIN_READ_BUF], out: Vec::new() };
+    requests(shard, conn).await;
+}
+
+/// Socket reads during the login.
+pub(super) const LOGIN_READ_BUF: usize = 16 * 1024;
+
+/// A login moved here because its session's address belongs to this
+/// shard: create the session, answer, and serve the connection on.
+pub(super) async fn adopt_login(shard: Rc<Shard>, mut conn: Conn, login: Login) {
+    let peer = conn.peer;
+    tracing::debug!(%peer, shard = %shard.id, user = %login.user, "login moved here for its explicit-ipv4 address");
+    match shard.create_session(login) {
+        Ok(cookie) => {
+            if !conn.send(&success_reply(cookie)).await {
+                return;
+            }
+        }
+        Err(why) => {
+            tracing::warn!(%peer, "login refused: {why}");
+            return conn.refuse(401, why).await;
+        }
+    }
+    requests(shard, conn).await;
+}
+
+/// The login's requests on one connection, until a CONNECT, an error or
+/// the end.
+async fn requests(shard: Rc<Shard>, mut conn: Conn) {
+    let peer = conn.peer;
+    let bans = &shard.shared.bans;
+    let points = &shard.shared.config.raw.security;
     // Both known once the first request arrives (the handshake is done).
     let mut cert: Option<CertUser> = None;
     let mut exchange: Option<AuthExchange> = None;
@@ -172,7 +212,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 let wanted = areq.group.filter(|g| !g.is_empty());
                 let groups = group.map(str::to_owned).into_iter().collect();
                 match finish(&shard, peer, user.to_owned(), None, groups, wanted, mobile).await {
-                    Ok(reply) => reply,
+                    Ok(Done::Reply(reply)) => reply,
+                    Ok(Done::Move(home, login)) => return conn.move_to(&shard, home, Moved::Login(login)).await,
                     Err(LoginError::Refused(why)) => return conn.refuse(401, why).await,
                     Err(LoginError::WrongPassword) => return conn.refuse(401, "Authentication failed").await,
                 }
@@ -194,9 +235,12 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                     Step::Form(doc) => xml_reply(&doc),
                     Step::Verify { username, password, group } => {
                         match finish(&shard, peer, username.clone(), Some(password), Vec::new(), group, mobile).await {
-                            Ok(reply) => {
+                            Ok(done) => {
                                 login.verified(true);
-                                reply
+                                match done {
+                                    Done::Reply(reply) => reply,
+                                    Done::Move(home, l) => return conn.move_to(&shard, home, Moved::Login(l)).await,
+                                }
                             }
                             Err(LoginError::Refused(why)) => return conn.refuse(401, why).await,
                             Err(LoginError::WrongPassword) => {
@@ -229,7 +273,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 }
 
 /// The end of a login: the password if there is one, the group, the
-/// user's files (all off the executor), then the session and its cookie.
+/// user's files (all off the executor), then the session and its cookie,
+/// here or on the shard that owns the user's `explicit-ipv4` address.
 async fn finish(
     shard: &Shard,
     peer: SocketAddr,
@@ -238,7 +283,7 @@ async fn finish(
     cert_groups: Vec<String>,
     wanted: Option<String>,
     mobile: bool,
-) -> Result<Vec<u8>, LoginError> {
+) -> Result<Done, LoginError> {
     let shared = shard.shared.clone();
     let name = user.clone();
     let checked = glommio::executor()
@@ -269,18 +314,34 @@ async fn finish(
         }
         Some(Ok(p)) => p,
     };
+    if let Some(addr) = policy.explicit_ipv4 {
+        let cfg = &shard.shared.config;
+        let net = cfg.ipv4_network;
+        if !net.contains(&addr) || addr == net.network() || addr == net.broadcast() || addr == cfg.server_address() {
+            tracing::warn!(%peer, user = %user, "login refused: explicit-ipv4 {addr} is not a client address of ipv4_network {net}");
+            return Err(LoginError::Refused("User configuration error"));
+        }
+        let home = ShardId(crate::pool::owner_shard(addr, shard.shared.shards) as u16);
+        if home != shard.id {
+            return Ok(Done::Move(home, Box::new(Login { user, group, policy, mobile })));
+        }
+    }
     match shard.create_session(Login { user, group, policy, mobile }) {
-        Ok(cookie) => Ok(Response::new(200, "OK")
-            .header("Connection", "Keep-Alive")
-            .header("Content-Type", "text/xml")
-            .header("X-Transcend-Version", 1)
-            .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"))
-            .body(&auth::success_document())),
+        Ok(cookie) => Ok(Done::Reply(success_reply(cookie))),
         Err(why) => {
             tracing::warn!(%peer, "login refused: {why}");
             Err(LoginError::Refused(why))
         }
     }
+}
+
+fn success_reply(cookie: Cookie) -> Vec<u8> {
+    Response::new(200, "OK")
+        .header("Connection", "Keep-Alive")
+        .header("Content-Type", "text/xml")
+        .header("X-Transcend-Version", 1)
+        .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"))
+        .body(&auth::success_document())
 }
 
 /// The group a login runs in: the client's pick if the user is a member,

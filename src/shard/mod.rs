@@ -44,20 +44,29 @@ pub struct Shared {
     pub offloads: Option<sys::tun::Offloads>,
 }
 
-/// A CONNECT whose cookie names another shard, moved to that shard with
-/// its socket and TLS state (design.md "Migration").
+/// A client connection moved to the shard that must serve it, with its
+/// socket and TLS state (design.md "Migration").
 pub(crate) struct Handoff {
     fd: OwnedFd,
     tls: TlsSession,
-    head: crate::proto::http::RequestHead,
-    /// Plaintext that followed the request head.
+    /// Plaintext that followed the last request.
     leftover: Vec<u8>,
     peer: std::net::SocketAddr,
+    what: Moved,
+}
+
+/// Why a connection moved.
+pub(crate) enum Moved {
+    /// A CONNECT whose cookie names another shard.
+    Connect(crate::proto::http::RequestHead),
+    /// A login whose session must live on the shard owning its
+    /// `explicit-ipv4` address: the session is created there.
+    Login(Box<core::Login>),
 }
 
 /// What shards send each other: never packets, only migrations.
 pub(crate) enum ShardMsg {
-    Connect(Box<Handoff>),
+    Moved(Box<Handoff>),
     /// A ClientHello that landed on another shard's UDP socket.
     DtlsHello { app_id: shards::AppId, from: std::net::SocketAddr, datagram: Vec<u8> },
 }
