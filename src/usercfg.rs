@@ -158,7 +158,7 @@ impl UserConfig {
     /// asked for.
     pub fn not_yet_supported(&self) -> Option<&'static str> {
         let set = [
-            ("iroute", !self.iroutes.is_empty()),
+            ("iroute (IPv6)", self.iroutes.iter().any(|n| matches!(n, IpNet::V6(_)))),
             // IPv6 addresses are derived from the IPv4 lease.
             ("explicit-ipv6", self.explicit_ipv6.is_some()),
         ];
@@ -330,7 +330,9 @@ session-timeout = \"0\"
         let c = UserConfig::parse("max-same-clients = 2\nsession-timeout = 3600\nrestrict-user-to-routes = true").unwrap();
         assert_eq!(c.not_yet_supported(), None);
         let c = UserConfig::parse("iroute = 10.9.0.0/16").unwrap();
-        assert_eq!(c.not_yet_supported(), Some("iroute"));
+        assert_eq!(c.not_yet_supported(), None);
+        let c = UserConfig::parse("iroute = fd00:9::/48").unwrap();
+        assert_eq!(c.not_yet_supported(), Some("iroute (IPv6)"));
         let c = UserConfig::parse("explicit-ipv6 = fd00::5").unwrap();
         assert_eq!(c.not_yet_supported(), Some("explicit-ipv6"));
     }

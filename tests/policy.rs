@@ -241,3 +241,42 @@ fn explicit_ipv4_gives_the_same_address_from_either_shard() {
     assert!(second.env("connect").is_none());
     server.wait_log("explicit-ipv4 address is in use", Duration::from_secs(5));
 }
+
+/// `iroute`: a network behind a client. The server routes it into the
+/// tunnel while the session lives, the steering program sends it to the
+/// session's shard (here not the one its addresses would pick), and no
+/// second session may claim it.
+#[test]
+fn iroute_reaches_the_network_behind_a_client_while_its_session_lives() {
+    let _g = serial();
+    let mut net = Net::new("irt", 2);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    // alice's session lives on shard 0 (.80 is even); 10.250.0.1 is odd,
+    // so only the iroute map sends its packets to shard 0.
+    fs::write(dir.join("users/alice"), "explicit-ipv4 = 192.168.100.80\niroute = 10.250.0.0/24\n").unwrap();
+    fs::write(dir.join("users/bob"), "iroute = 10.250.0.0/255.255.255.0\n").unwrap();
+    let server = start_server(&mut net, ServerOpts { extra_config: "[users]\nconfig_per_user = \"users\"\n".into(), ..Default::default() });
+    let (s, c1) = (net.server_ns.clone(), net.client_ns[0].clone());
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    assert_eq!(alice.wait_connected(), "192.168.100.80");
+    must(&format!("ip -n {c1} addr add 10.250.0.1/32 dev lo"));
+    let route = must(&format!("ip -n {s} route show 10.250.0.0/24"));
+    assert!(route.contains("dev vpns"), "no kernel route for the iroute: {route:?}");
+    assert_eq!(ping_rtts(&net, &s, "10.250.0.1", 3, "0.2").len(), 3, "server → the network behind alice");
+
+    // bob wants the same network: refused while alice has it.
+    let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+    bob.wait_exit(Duration::from_secs(20));
+    assert!(bob.env("connect").is_none());
+    server.wait_log("iroute in use by another session", Duration::from_secs(5));
+
+    // alice logs out: the route goes with her session.
+    alice.signal("INT");
+    alice.wait_exit(Duration::from_secs(10));
+    server.wait_log("session ended", Duration::from_secs(5));
+    let route = must(&format!("ip -n {s} route show 10.250.0.0/24"));
+    assert!(route.trim().is_empty(), "route left behind: {route:?}");
+    let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+    bob.wait_connected();
+}

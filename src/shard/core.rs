@@ -3,6 +3,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -16,6 +18,7 @@ use shards::{AppId, Cookie, SessionStore, ShardId};
 
 use super::tunnel::{EndReason, Tunnel};
 use super::{Links, ShardMsg, Shared};
+use super::limits;
 use crate::pool::ShardPool;
 use crate::usercfg::UserConfig;
 use crate::proto::offload;
@@ -69,6 +72,9 @@ pub(crate) struct Shard {
     sessions: RefCell<SessionStore<Session>>,
     /// Lease → live tunnel: the TUN dispatch table.
     pub(crate) tunnels: RefCell<HashMap<Ipv4Addr, Rc<Tunnel>>>,
+    /// Networks behind this shard's clients (iroute) and their leases;
+    /// looked at only when a destination is no lease.
+    iroutes: RefCell<Vec<(Ipv4Net, Ipv4Addr)>>,
     /// App-ID / Session-ID → live tunnel: where a ClientHello goes.
     dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
     peers: RefCell<Vec<Option<Rc<ConnectedSender<ShardMsg>>>>>,
@@ -137,6 +143,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         pool: RefCell::new(pool),
         sessions: RefCell::new(SessionStore::new()),
         tunnels: RefCell::new(HashMap::new()),
+        iroutes: RefCell::new(Vec::new()),
         dtls_tunnels: RefCell::new(HashMap::new()),
         peers: RefCell::new(Vec::new()),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
@@ -255,8 +262,14 @@ impl Shard {
             undo(None, true);
             return Err(if policy.explicit_ipv4.is_some() { "The user's explicit-ipv4 address is in use" } else { "No free tunnel address" });
         };
+        let iroutes = limits::v4(&policy.iroutes);
+        if let Err(why) = self.add_iroutes(&user, lease, &iroutes) {
+            undo(Some(lease), true);
+            return Err(why);
+        }
         let mut random = [0u8; shards::cookie::COOKIE_RANDOM_LEN];
         if aws_lc_rs::rand::fill(&mut random).is_err() {
+            self.remove_iroutes(&iroutes);
             undo(Some(lease), true);
             return Err("No randomness for a cookie");
         }
@@ -282,8 +295,76 @@ impl Shard {
         s.ends_at.map_or(d, |end| end.min(d))
     }
 
+    /// Routes the user's networks (iroute) into the TUN and steers them to
+    /// this shard; refused if another session has one of them.
+    fn add_iroutes(&self, user: &str, lease: Ipv4Addr, nets: &[Ipv4Net]) -> Result<(), &'static str> {
+        let pool = self.shared.config.ipv4_network;
+        for (i, net) in nets.iter().enumerate() {
+            let undo = |n: usize| self.remove_iroutes(&nets[..n]);
+            if net.contains(&pool.network()) || pool.contains(&net.network()) {
+                tracing::warn!(user, %net, %pool, "login refused: iroute overlaps ipv4_network");
+                undo(i);
+                return Err("User configuration error");
+            }
+            let claimed = {
+                let mut all = self.shared.iroutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match all.entry(*net) {
+                    std::collections::hash_map::Entry::Occupied(_) => false,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(user.to_owned());
+                        true
+                    }
+                }
+            };
+            if !claimed {
+                tracing::warn!(user, %net, "login refused: iroute in use by another session");
+                undo(i);
+                return Err("An iroute of this user is in use by another session");
+            }
+            let routed = sys::tun::set_route(&self.shared.config.raw.network.device, *net, true)
+                .and_then(|()| self.shared.steering.route(*net, u32::from(self.id.0)));
+            self.iroutes.borrow_mut().push((*net, lease));
+            if let Err(e) = routed {
+                tracing::error!(user, %net, "login refused: {e}");
+                undo(i + 1);
+                return Err("The user's iroute cannot be routed");
+            }
+            tracing::info!(user, %net, %lease, shard = %self.id, "iroute added");
+        }
+        Ok(())
+    }
+
+    /// Undoes `add_iroutes` (errors only logged: the route may be gone).
+    fn remove_iroutes(&self, nets: &[Ipv4Net]) {
+        for net in nets {
+            let mine = self.iroutes.borrow().iter().any(|(n, _)| n == net);
+            if !mine {
+                continue;
+            }
+            self.iroutes.borrow_mut().retain(|(n, _)| n != net);
+            let _ = self.shared.steering.unroute(*net);
+            if let Err(e) = sys::tun::set_route(&self.shared.config.raw.network.device, *net, false) {
+                tracing::debug!(%net, "{e}");
+            }
+            self.shared.iroutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(net);
+        }
+    }
+
+    /// The tunnel a packet from the TUN goes to: its lease's, or the one
+    /// whose client routes the destination (iroute, longest prefix).
+    pub(crate) fn tunnel_for(&self, dst: Ipv4Addr) -> Option<Rc<Tunnel>> {
+        let tunnels = self.tunnels.borrow();
+        if let Some(t) = tunnels.get(&dst) {
+            return Some(t.clone());
+        }
+        let iroutes = self.iroutes.borrow();
+        let lease = iroutes.iter().filter(|(n, _)| n.contains(&dst)).max_by_key(|(n, _)| n.prefix_len())?.1;
+        tunnels.get(&lease).cloned()
+    }
+
     /// Gives back everything a session held.
     fn release(&self, s: &Session) {
+        self.remove_iroutes(&limits::v4(&s.policy.iroutes));
         self.pool.borrow_mut().release(s.lease);
         self.shared.clients.release();
         self.shared.per_user.release(&s.user);

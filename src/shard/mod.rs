@@ -34,6 +34,11 @@ pub struct Shared {
     /// Sessions per user, for `max_same_clients`.
     pub per_user: PerUser,
     pub bans: crate::bans::Bans,
+    /// The TUN steering program; its map sends iroutes to their shard.
+    pub steering: sys::bpf::Steering,
+    /// Every iroute in use and the user it belongs to, so two sessions
+    /// never claim one network (taken at login and session end only).
+    pub iroutes: std::sync::Mutex<std::collections::HashMap<ipnet::Ipv4Net, String>>,
     pub shutdown: AtomicBool,
     pub shards: usize,
     /// Shards listening and linked; "ready" is logged when all are.
@@ -136,7 +141,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         tun.configure_v6(addr, net.prefix_len()).map_err(tun_err)?;
         tracing::info!(device = %device, address = %addr, network = %net, "TUN device has IPv6");
     }
-    let _steering = sys::bpf::attach_steering(&tun.queues[0], n as u32).map_err(tun_err)?;
+    let steering = sys::bpf::attach_steering(&tun.queues[0], n as u32).map_err(tun_err)?;
     tracing::info!(device = %device, address = %config.server_address(), network = %config.ipv4_network, queues = n, "TUN device up");
 
     block_shutdown_signals();
@@ -144,6 +149,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         clients: GlobalLimit::new(config.raw.session.max_clients),
         per_user: PerUser::new(),
         bans: crate::bans::Bans::new(config.ban_policy()),
+        steering,
+        iroutes: std::sync::Mutex::new(std::collections::HashMap::new()),
         config,
         tls,
         shutdown: AtomicBool::new(false),

@@ -92,6 +92,8 @@ pub(crate) struct Tunnel {
     /// The IPv6 address, when the server has an IPv6 pool and the client
     /// asked for one.
     pub(crate) lease6: Option<Ipv6Addr>,
+    /// Networks behind the client (iroute): packets from them are its own.
+    pub(crate) iroutes: Box<[ipnet::Ipv4Net]>,
     pub(crate) peer: SocketAddr,
     /// The DTLS handshake's key, when the CONNECT negotiated DTLS.
     pub(crate) dtls_key: Option<DtlsKey>,
@@ -125,6 +127,7 @@ impl Tunnel {
             user,
             lease,
             lease6: None,
+            iroutes: Box::new([]),
             peer,
             dtls_key: None,
             app_id: None,
@@ -407,7 +410,7 @@ impl Tunnel {
     pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard) {
         // Source check: a client may only send from its own lease.
         let own = |src: &IpAddr| match src {
-            IpAddr::V4(a) => *a == self.lease,
+            IpAddr::V4(a) => *a == self.lease || self.iroutes.iter().any(|n| n.contains(a)),
             IpAddr::V6(a) => Some(*a) == self.lease6,
         };
         let Some((_, dst)) = ip::addresses(pkt).filter(|(src, _)| own(src)) else {

@@ -1,38 +1,105 @@
 //! The TUN steering program: picks the queue from the packet's destination
 //! so a packet for a lease is read by the shard that owns it (`pool.rs`).
 //!
-//! IPv4: `queue = daddr % queues`; IPv6: the last 32 bits of daddr, same rule.
-//! `BPF_LD|BPF_ABS` loads are big-endian, i.e. the address as a number.
+//! IPv4: `queue = daddr % queues`, unless the destination is in a network
+//! routed behind a client (`iroute`): an LPM-trie map, filled as sessions
+//! come and go, then names the queue of that client's shard. IPv6: the
+//! last 32 bits of daddr, same rule. `BPF_LD|BPF_ABS` loads are
+//! big-endian, i.e. the address as a number.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use ipnet::Ipv4Net;
+
 // linux/if_tun.h
 const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 // linux/bpf.h
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+const BPF_F_NO_PREALLOC: u32 = 1;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// Networks behind clients, across all sessions.
+const MAX_IROUTES: u32 = 65536;
 
 /// One eBPF instruction, encoded as the kernel's `struct bpf_insn`.
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     (code as u64) | ((dst as u64) << 8) | ((src as u64) << 12) | (((off as u16) as u64) << 16) | (((imm as u32) as u64) << 32)
 }
 
-/// The program for `queues` queues.
-pub fn steering_program(queues: u32) -> [u64; 10] {
+/// The program for `queues` queues, looking iroutes up in map `map_fd`.
+pub fn steering_program(queues: u32, map_fd: i32) -> [u64; 24] {
     let n = queues.max(1) as i32;
     [
         insn(0xbf, 6, 1, 0, 0),  // r6 = r1 (skb, required by LD_ABS)
         insn(0x30, 0, 0, 0, 0),  // r0 = *(u8 *)(skb + 0)
         insn(0x77, 0, 0, 0, 4),  // r0 >>= 4 (IP version)
-        insn(0x15, 0, 0, 3, 6),  // if r0 == 6 goto v6
+        insn(0x15, 0, 0, 17, 6), // if r0 == 6 goto v6
         insn(0x20, 0, 0, 0, 16), // r0 = be32 at 16 (IPv4 daddr)
+        insn(0xbf, 8, 0, 0, 0),  // r8 = r0 (kept across the call)
+        insn(0xbf, 7, 0, 0, 0),  // r7 = r0
+        insn(0xdc, 7, 0, 0, 32), // r7 = htobe32(r7): the key's address bytes
+        insn(0x63, 10, 7, -4, 0), // *(u32 *)(fp - 4) = r7
+        insn(0x62, 10, 0, -8, 32), // *(u32 *)(fp - 8) = 32 (prefix length)
+        insn(0xbf, 2, 10, 0, 0), // r2 = fp
+        insn(0x07, 2, 0, 0, -8), // r2 -= 8: the LPM key
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = map (two slots)
+        0,
+        insn(0x85, 0, 0, 0, 1),  // call bpf_map_lookup_elem
+        insn(0x15, 0, 0, 2, 0),  // if r0 == 0 goto modulo
+        insn(0x61, 0, 0, 0, 0),  // r0 = *(u32 *)r0: the client's shard
+        insn(0x95, 0, 0, 0, 0),  // exit
+        insn(0xbf, 0, 8, 0, 0),  // modulo: r0 = r8
         insn(0x97, 0, 0, 0, n),  // r0 %= n
         insn(0x95, 0, 0, 0, 0),  // exit
         insn(0x20, 0, 0, 0, 36), // v6: r0 = be32 at 36 (daddr low 32 bits)
         insn(0x97, 0, 0, 0, n),  // r0 %= n
         insn(0x95, 0, 0, 0, 0),  // exit
     ]
+}
+
+/// `union bpf_attr` for BPF_MAP_CREATE.
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    _rest: [u32; 27],
+}
+
+/// `union bpf_attr` for BPF_MAP_*_ELEM.
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// `struct bpf_lpm_trie_key` for IPv4.
+#[repr(C)]
+struct LpmKey {
+    prefix_len: u32,
+    addr: [u8; 4],
+}
+
+fn bpf(cmd: libc::c_long, attr: *const libc::c_void, size: usize) -> io::Result<libc::c_long> {
+    // SAFETY: every caller passes a live bpf_attr of `size` bytes.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// `union bpf_attr` for BPF_PROG_LOAD, up to the fields we set.
@@ -51,11 +118,29 @@ struct ProgLoadAttr {
     _rest: [u64; 12],
 }
 
+/// The attached program and its iroute map.
+pub struct Steering {
+    _prog: OwnedFd,
+    iroutes: OwnedFd,
+}
+
 /// Loads the steering program and attaches it to the device (through any
-/// of its queues). The device keeps a reference; the returned fd may drop.
-pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<OwnedFd> {
-    let prog = steering_program(queues);
-    let mut log = vec![0u8; 4096];
+/// of its queues).
+pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> {
+    let map_attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_LPM_TRIE,
+        key_size: std::mem::size_of::<LpmKey>() as u32,
+        value_size: 4,
+        max_entries: MAX_IROUTES,
+        map_flags: BPF_F_NO_PREALLOC,
+        ..Default::default()
+    };
+    let map = bpf(BPF_MAP_CREATE, (&raw const map_attr).cast(), std::mem::size_of::<MapCreateAttr>())
+        .map_err(|e| io::Error::new(e.kind(), format!("creating the iroute map: {e}")))?;
+    // SAFETY: the kernel returned a new fd that nobody else owns.
+    let iroutes = unsafe { OwnedFd::from_raw_fd(map as i32) };
+    let prog = steering_program(queues, iroutes.as_raw_fd());
+    let mut log = vec![0u8; 16384];
     let attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
         insn_cnt: prog.len() as u32,
@@ -66,14 +151,11 @@ pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<OwnedFd> {
         log_buf: log.as_mut_ptr() as u64,
         ..Default::default()
     };
-    // SAFETY: attr points to valid program, license and log buffers that
-    // outlive the call; the size passed is the struct's size.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr, std::mem::size_of::<ProgLoadAttr>()) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
+    // attr points to the program, license and log, which outlive the call.
+    let fd = bpf(BPF_PROG_LOAD, (&raw const attr).cast(), std::mem::size_of::<ProgLoadAttr>()).map_err(|e| {
         let msg = String::from_utf8_lossy(&log).trim_end_matches('\0').trim().to_owned();
-        return Err(io::Error::new(e.kind(), format!("loading the TUN steering program: {e} {msg}")));
-    }
+        io::Error::new(e.kind(), format!("loading the TUN steering program: {e} {msg}"))
+    })?;
     // SAFETY: the kernel returned a new fd that nobody else owns.
     let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let raw: libc::c_int = prog_fd.as_raw_fd();
@@ -82,7 +164,36 @@ pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<OwnedFd> {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("TUNSETSTEERINGEBPF: {e}")));
     }
-    Ok(prog_fd)
+    Ok(Steering { _prog: prog_fd, iroutes })
+}
+
+impl Steering {
+    fn key(net: Ipv4Net) -> LpmKey {
+        LpmKey { prefix_len: u32::from(net.prefix_len()), addr: net.network().octets() }
+    }
+
+    /// Packets for `net` go to queue `shard` from now on.
+    pub fn route(&self, net: Ipv4Net, shard: u32) -> io::Result<()> {
+        let key = Self::key(net);
+        let attr = MapElemAttr {
+            map_fd: self.iroutes.as_raw_fd() as u32,
+            key: (&raw const key) as u64,
+            value: (&raw const shard) as u64,
+            ..Default::default()
+        };
+        bpf(BPF_MAP_UPDATE_ELEM, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>())
+            .map(drop)
+            .map_err(|e| io::Error::new(e.kind(), format!("steering {net} to queue {shard}: {e}")))
+    }
+
+    /// `net` follows the default rule again.
+    pub fn unroute(&self, net: Ipv4Net) -> io::Result<()> {
+        let key = Self::key(net);
+        let attr = MapElemAttr { map_fd: self.iroutes.as_raw_fd() as u32, key: (&raw const key) as u64, ..Default::default() };
+        bpf(BPF_MAP_DELETE_ELEM, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>())
+            .map(drop)
+            .map_err(|e| io::Error::new(e.kind(), format!("unsteering {net}: {e}")))
+    }
 }
 
 #[cfg(test)]
@@ -95,8 +206,12 @@ mod tests {
         assert_eq!(insn(0xbf, 6, 1, 0, 0), 0x16bf);
         // exit.
         assert_eq!(insn(0x95, 0, 0, 0, 0), 0x95);
-        let p = steering_program(3);
-        assert_eq!(p[5] >> 32, 3);
-        assert_eq!((p[3] >> 16) & 0xffff, 3, "jump skips the v4 block");
+        let p = steering_program(3, 7);
+        assert_eq!(p[19] >> 32, 3, "modulo by the queue count");
+        assert_eq!(p[3] & 0xff, 0x15);
+        assert_eq!(3 + 1 + ((p[3] >> 16) & 0xffff) as usize, 21, "the jump lands on the v6 block");
+        assert_eq!(p[21] >> 32, 36);
+        assert_eq!((p[12] >> 32, (p[12] >> 12) & 0xf), (7, 1), "map fd in a pseudo ld_imm64");
+        assert_eq!(p[13], 0);
     }
 }

@@ -197,6 +197,43 @@ impl TunDevice {
     }
 }
 
+/// Adds (`add`) or removes the kernel route `net dev device` (an iroute:
+/// a network behind a client, reached through the tunnel).
+pub fn set_route(device: &str, net: ipnet::Ipv4Net, add: bool) -> io::Result<()> {
+    let sin = |a: Ipv4Addr| {
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from(a).to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in fits in (and is laid out as) a sockaddr.
+        unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sa) }
+    };
+    let name = std::ffi::CString::new(device).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: an all-zero rtentry is valid (null device, zero addresses).
+    let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+    rt.rt_dst = sin(net.network());
+    rt.rt_genmask = sin(net.netmask());
+    rt.rt_flags = libc::RTF_UP;
+    rt.rt_dev = name.as_ptr().cast_mut();
+    // SAFETY: socket(2) with constant arguments.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh socket fd owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let op = if add { libc::SIOCADDRT } else { libc::SIOCDELRT };
+    // SAFETY: SIOCADDRT/SIOCDELRT read a struct rtentry; rt_dev points to
+    // `name`, alive until after the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), op, &mut rt) } < 0 {
+        let what = if add { "adding" } else { "removing" };
+        return Err(annotate(io::Error::last_os_error(), &format!("{what} route {net} dev {device}")));
+    }
+    Ok(())
+}
+
 fn annotate(e: io::Error, what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
