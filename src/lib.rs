@@ -5,6 +5,8 @@
 
 pub mod bans;
 pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod passwd;
 pub mod pool;
 pub mod proto;

@@ -48,7 +48,34 @@ enum Command {
     },
     /// Validate a configuration and print the effective settings.
     CheckConfig,
+    /// Control a running server through its control socket.
+    #[command(after_help = CTL_HELP)]
+    Ctl {
+        /// The control socket; by default the one in --config, else
+        /// /run/ocserv-uring/ctl.socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the server's answer as JSON (occtl -j field names).
+        #[arg(long, short = 'j')]
+        json: bool,
+        /// The command, e.g. `show users`.
+        #[arg(required = true, trailing_var_arg = true)]
+        words: Vec<String>,
+    },
 }
+
+const CTL_HELP: &str = "Commands:
+  show status              server state, session counts and bytes
+  show users               connected sessions, one per line
+  show sessions            every session, also those waiting for a reconnect
+  show user NAME           every session of a user, in full
+  show id ID               one session, in full
+  show ip bans             addresses refused now
+  show ip ban points       every address with ban points
+  disconnect user NAME     end a user's sessions (their cookies stop working)
+  disconnect id ID         end one session
+  unban ip ADDR            lift a ban
+  stop now                 end every session and stop the server";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -63,6 +90,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(cli.config),
         Some(Command::CheckConfig) => load(cli.config).map(|c| print!("{}", c.effective_toml())),
+        Some(Command::Ctl { socket, json, words }) => ctl_command(cli.config, socket, json, &words),
         Some(Command::Passwd { file, groups, lock, unlock, delete, user }) => {
             passwd_command(&file, &user, groups, lock, unlock, delete)
         }
@@ -101,6 +129,25 @@ fn raise_nofile() {
         Ok(n) => tracing::info!(open_files = n, "open-file limit (one per session, two with DTLS)"),
         Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
     }
+}
+
+fn ctl_command(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool, words: &[String]) -> Result<(), String> {
+    let socket = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => Config::load(&c).map_err(|e| e.to_string())?.raw.control.socket,
+        (None, None) => ocserv_uring::config::DEFAULT_CONTROL_SOCKET.into(),
+    };
+    if socket.as_os_str().is_empty() {
+        return Err("the control socket is off in this configuration ([control] socket = \"\")".into());
+    }
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let result = ocserv_uring::ctl::request(&socket, &words.join(" "))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", ocserv_uring::ctl::render(&words, &result));
+    }
+    Ok(())
 }
 
 fn passwd_command(

@@ -201,6 +201,8 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let stream = Rc::new(SharedStream::new(stream));
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.lease6 = lease6;
+    tunnel.mtu = mtu;
+    tunnel.hostname = head.header("X-CSTP-Hostname").unwrap_or_default().chars().filter(|c| !c.is_control()).take(64).collect();
     tunnel.iroutes = limits::v4(&policy.iroutes).into();
     tunnel.base_mtu = base_mtu;
     tunnel.dpd = Duration::from_secs(policy.dpd.unwrap_or(cfg.raw.session.dpd));

@@ -9,14 +9,15 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 use glommio::spawn_local;
 use shards::{AppId, Cookie, SessionStore, ShardId};
 
-use super::tunnel::{EndReason, Tunnel};
+use super::admin::{self, AdminCmd, AdminReply, SessionInfo, Target, Totals};
+use super::tunnel::{EndReason, Stats, Tunnel};
 use super::{Links, ShardMsg, Shared};
 use super::limits;
 use crate::pool::ShardPool;
@@ -41,6 +42,12 @@ pub(crate) struct Session {
     pub(crate) ends_at: Option<Instant>,
     /// The login came from a phone or tablet (`mobile_idle_timeout`).
     pub(crate) mobile: bool,
+    /// Stable across reconnects; `ctl show id` / `disconnect id`.
+    pub(crate) id: u64,
+    pub(crate) started_wall: SystemTime,
+    pub(crate) user_agent: String,
+    /// Traffic of the tunnels that came and went before the current one.
+    pub(crate) past: Stats,
 }
 
 /// What a CONNECT needs to know about its session.
@@ -58,6 +65,7 @@ pub(crate) struct Login {
     pub(crate) group: Option<String>,
     pub(crate) policy: UserConfig,
     pub(crate) mobile: bool,
+    pub(crate) user_agent: String,
 }
 
 pub(crate) struct Shard {
@@ -202,6 +210,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
     let mut last_sweep = Instant::now();
     while !shared.shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(TICK).await;
+        shard.answer_admin();
         let now = Instant::now();
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
             last_sweep = now;
@@ -234,7 +243,7 @@ impl Shard {
     /// and issue a cookie. The error is the reason told to the client.
     pub(crate) fn create_session(&self, login: Login) -> Result<Cookie, &'static str> {
         let cfg = &self.shared.config;
-        let Login { user, group, policy, mobile } = login;
+        let Login { user, group, policy, mobile, user_agent } = login;
         let max_same = policy.max_same_clients.unwrap_or(cfg.raw.session.max_same_clients);
         if let Err(have) = self.shared.per_user.try_acquire(&user, max_same) {
             tracing::info!(user = %user, sessions = have, max_same_clients = max_same, "login refused: max_same_clients");
@@ -278,7 +287,21 @@ impl Shard {
         let timeout = policy.session_timeout.unwrap_or(cfg.raw.session.session_timeout);
         let ends_at = (timeout > 0).then(|| now + Duration::from_secs(timeout));
         tracing::info!(shard = %self.id, user = %user, group = %group.as_deref().unwrap_or("-"), lease = %lease, mobile, "login: session created");
-        let session = Session { user, group, lease, policy: Rc::new(policy), tunnel: None, started: now, ends_at, mobile };
+        let id = self.next_tunnel_id();
+        let session = Session {
+            user,
+            group,
+            lease,
+            policy: Rc::new(policy),
+            tunnel: None,
+            started: now,
+            ends_at,
+            mobile,
+            id,
+            started_wall: SystemTime::now(),
+            user_agent,
+            past: Stats::default(),
+        };
         let expires = self.detach_deadline(&session, now);
         let mut sessions = self.sessions.borrow_mut();
         // 128 random bits: a collision is not a case to handle.
@@ -376,6 +399,7 @@ impl Shard {
         let mut sessions = self.sessions.borrow_mut();
         let Some(session) = sessions.get_mut(cookie) else { return };
         if let Some(old) = session.tunnel.replace(tunnel.clone()) {
+            session.past.add(&old.stats());
             tracing::info!(user = %session.user, lease = %session.lease, "reconnect supersedes the previous tunnel");
             old.end(EndReason::Superseded);
         }
@@ -429,12 +453,142 @@ impl Shard {
         } else {
             let expires = sessions.get_mut(&tunnel.cookie).map(|s| {
                 s.tunnel = None;
+                s.past.add(&stats);
                 self.detach_deadline(s, now)
             });
             if let Some(at) = expires {
                 sessions.detach(&tunnel.cookie, at);
             }
             tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, restricted = stats.restricted, rate_limited = stats.rate_limited, "tunnel closed; cookie kept for reconnect");
+        }
+    }
+
+    /// Answers the admin jobs waiting in this shard's inbox.
+    fn answer_admin(&self) {
+        let jobs = {
+            let mut inbox = self.shared.admin[self.id.index()].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if inbox.is_empty() {
+                return;
+            }
+            std::mem::take(&mut *inbox)
+        };
+        for job in jobs {
+            let _ = job.reply.send(self.admin(&job.cmd));
+        }
+    }
+
+    fn admin(&self, cmd: &AdminCmd) -> AdminReply {
+        let matching = |t: &Target| -> Vec<Cookie> {
+            let sessions = self.sessions.borrow();
+            sessions
+                .iter()
+                .filter(|(_, s)| match t {
+                    Target::All => true,
+                    Target::User(u) => s.user == *u,
+                    Target::Id(id) => s.id == *id,
+                })
+                .map(|(c, _)| *c)
+                .collect()
+        };
+        match cmd {
+            AdminCmd::Sessions(t) => {
+                let cookies = matching(t);
+                let sessions = self.sessions.borrow();
+                AdminReply::Sessions(cookies.iter().filter_map(|c| sessions.get(c)).map(|s| self.info(s)).collect())
+            }
+            AdminCmd::Disconnect(t) => {
+                let cookies = matching(t);
+                for c in &cookies {
+                    self.disconnect(c);
+                }
+                AdminReply::Disconnected(cookies.len())
+            }
+            AdminCmd::Totals => {
+                let sessions = self.sessions.borrow();
+                let mut t = Totals { sessions: sessions.len(), ..Totals::default() };
+                for (_, s) in sessions.iter() {
+                    let mut st = s.past;
+                    if let Some(tun) = &s.tunnel {
+                        st.add(&tun.stats());
+                        t.connected += 1;
+                    }
+                    t.raw_rx += st.rx_bytes;
+                    t.raw_tx += st.tx_bytes;
+                }
+                AdminReply::Totals(t)
+            }
+        }
+    }
+
+    /// An admin disconnect: the client is told to quit and the cookie dies.
+    fn disconnect(&self, cookie: &Cookie) {
+        let tunnel = self.sessions.borrow().get(cookie).and_then(|s| s.tunnel.clone());
+        if let Some(t) = tunnel {
+            // The tunnel's end removes the session (tunnel_ended).
+            t.end(EndReason::AdminDisconnect);
+            return;
+        }
+        let removed = self.sessions.borrow_mut().remove(cookie);
+        if let Some(s) = removed {
+            self.release(&s);
+            tracing::info!(user = %s.user, lease = %s.lease, "admin disconnect: session ended, address released");
+        }
+    }
+
+    fn info(&self, s: &Session) -> SessionInfo {
+        let cfg = &self.shared.config;
+        let now = Instant::now();
+        let t = s.tunnel.as_ref();
+        let mut st = s.past;
+        if let Some(t) = t {
+            st.add(&t.stats());
+        }
+        let strings = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<String>>();
+        let routes4 = limits::routes_v4(cfg, &s.policy);
+        let mut routes = if limits::is_full_tunnel(&routes4) { vec!["default".to_owned()] } else { strings(&mut routes4.iter().map(ToString::to_string)) };
+        if t.is_some_and(|t| t.lease6.is_some()) {
+            routes.extend(limits::routes_v6(cfg, &s.policy).iter().map(ToString::to_string));
+        }
+        let dns = if s.policy.dns.is_empty() { &cfg.dns } else { &s.policy.dns };
+        let sess = &cfg.raw.session;
+        SessionInfo {
+            id: s.id,
+            user: s.user.clone(),
+            group: s.group.clone().unwrap_or_else(|| "(none)".into()),
+            state: if t.is_some() { "connected" } else { "disconnected" },
+            device: cfg.raw.network.device.clone(),
+            mtu: t.map_or_else(String::new, |t| t.mtu.to_string()),
+            remote_ip: t.map_or_else(String::new, |t| t.peer.ip().to_string()),
+            ipv4: s.lease.to_string(),
+            ptp_ipv4: cfg.server_address().to_string(),
+            ipv6: t.and_then(|t| t.lease6).map(|a| a.to_string()),
+            ptp_ipv6: t.and_then(|t| t.lease6).and(cfg.ipv6_for(cfg.server_address())).map(|a| a.to_string()),
+            user_agent: s.user_agent.clone(),
+            hostname: t.map_or_else(String::new, |t| t.hostname.clone()),
+            rx: st.rx_bytes.to_string(),
+            tx: st.tx_bytes.to_string(),
+            rx_human: crate::units::format_size(st.rx_bytes),
+            tx_human: crate::units::format_size(st.tx_bytes),
+            raw_rx: st.rx_bytes,
+            raw_tx: st.tx_bytes,
+            rx_packets: st.rx_packets,
+            tx_packets: st.tx_packets,
+            dpd: s.policy.dpd.unwrap_or(sess.dpd).to_string(),
+            keepalive: s.policy.keepalive.unwrap_or(sess.keepalive).to_string(),
+            connected_at: admin::format_time(s.started_wall),
+            connected_for: admin::format_duration(now.duration_since(s.started)),
+            raw_connected_at: s.started_wall.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            idle_seconds: t.map_or(0, |t| t.idle_for(now).as_secs()),
+            channel: if t.and_then(|t| t.dtls()).is_some_and(|c| c.is_active()) { "DTLS" } else { "CSTP" },
+            shard: self.id.0,
+            dns: dns.iter().map(ToString::to_string).collect(),
+            split_dns: s.policy.split_dns.clone(),
+            routes,
+            no_routes: s.policy.no_routes.iter().map(ToString::to_string).collect(),
+            iroutes: s.policy.iroutes.iter().map(ToString::to_string).collect(),
+            restricted: if t.is_some_and(|t| t.limits.allowed.is_some()) { "True" } else { "False" }.to_owned(),
+            restricted_packets: st.restricted,
+            rate_limited_packets: st.rate_limited,
         }
     }
 

@@ -158,6 +158,7 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
     let mut cert: Option<CertUser> = None;
     let mut exchange: Option<AuthExchange> = None;
     let mut mobile = false;
+    let mut user_agent = String::new();
     let timeout = shard.shared.config.auth_timeout();
     loop {
         let req = match with_timeout(timeout, conn.read_request()).await {
@@ -201,6 +202,9 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
             Method::Get => AuthRequest::default(),
         };
         mobile |= negotiate::is_mobile(&req.head);
+        if let Some(ua) = req.head.header("User-Agent") {
+            user_agent = ua.chars().filter(|c| !c.is_control()).take(128).collect();
+        }
         let cert = cert.get_or_insert_with(|| cert_user(&shard, &conn.tls));
         let reply = match route(shard.shared.config.auth_method, cert) {
             Route::Refuse(why) => {
@@ -211,7 +215,7 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
             Route::Certificate { user, group } => {
                 let wanted = areq.group.filter(|g| !g.is_empty());
                 let groups = group.map(str::to_owned).into_iter().collect();
-                match finish(&shard, peer, user.to_owned(), None, groups, wanted, mobile).await {
+                match finish(&shard, peer, user.to_owned(), None, groups, wanted, (mobile, &user_agent)).await {
                     Ok(Done::Reply(reply)) => reply,
                     Ok(Done::Move(home, login)) => return conn.move_to(&shard, home, Moved::Login(login)).await,
                     Err(LoginError::Refused(why)) => return conn.refuse(401, why).await,
@@ -234,7 +238,7 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                 match login.handle(areq) {
                     Step::Form(doc) => xml_reply(&doc),
                     Step::Verify { username, password, group } => {
-                        match finish(&shard, peer, username.clone(), Some(password), Vec::new(), group, mobile).await {
+                        match finish(&shard, peer, username.clone(), Some(password), Vec::new(), group, (mobile, &user_agent)).await {
                             Ok(done) => {
                                 login.verified(true);
                                 match done {
@@ -282,8 +286,9 @@ async fn finish(
     password: Option<String>,
     cert_groups: Vec<String>,
     wanted: Option<String>,
-    mobile: bool,
+    (mobile, user_agent): (bool, &str),
 ) -> Result<Done, LoginError> {
+    let user_agent = user_agent.to_owned();
     let shared = shard.shared.clone();
     let name = user.clone();
     let checked = glommio::executor()
@@ -323,10 +328,10 @@ async fn finish(
         }
         let home = ShardId(crate::pool::owner_shard(addr, shard.shared.shards) as u16);
         if home != shard.id {
-            return Ok(Done::Move(home, Box::new(Login { user, group, policy, mobile })));
+            return Ok(Done::Move(home, Box::new(Login { user, group, policy, mobile, user_agent })));
         }
     }
-    match shard.create_session(Login { user, group, policy, mobile }) {
+    match shard.create_session(Login { user, group, policy, mobile, user_agent }) {
         Ok(cookie) => Ok(Done::Reply(success_reply(cookie))),
         Err(why) => {
             tracing::warn!(%peer, "login refused: {why}");

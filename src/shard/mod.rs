@@ -2,6 +2,7 @@
 //! TUN queue, its sessions and its slice of the address pool. glommio types
 //! appear only under this directory.
 
+pub mod admin;
 mod conn;
 mod core;
 mod dtls;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub bans: crate::bans::Bans,
     /// The TUN steering program; its map sends iroutes to their shard.
     pub steering: sys::bpf::Steering,
+    /// One admin inbox per shard (see `admin`).
+    pub(crate) admin: Vec<admin::Inbox>,
     /// Every iroute in use and the user it belongs to, so two sessions
     /// never claim one network (taken at login and session end only).
     pub iroutes: std::sync::Mutex<std::collections::HashMap<ipnet::Ipv4Net, String>>,
@@ -102,6 +105,8 @@ pub enum RunError {
     Tls(#[from] crate::tls::TlsSetupError),
     #[error("TUN device {device}: {err}")]
     Tun { device: String, err: std::io::Error },
+    #[error("control socket {path}: {err}")]
+    Control { path: std::path::PathBuf, err: std::io::Error },
     #[error("starting shard {shard}: {err}")]
     Shard { shard: usize, err: String },
 }
@@ -116,6 +121,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let pin = identity.pin_sha256()?;
     let tls = identity.server_config(config.raw.auth.ca_file.as_deref())?;
     tracing::info!("server certificate {pin} (for openconnect --servercert)");
+
+    // Bound before the TUN device exists: a second server on this socket
+    // is refused before it can disturb the first one's device.
+    let ctl_path = config.raw.control.socket.clone();
+    let control = if ctl_path.as_os_str().is_empty() {
+        None
+    } else {
+        Some(crate::control::bind(&ctl_path).map_err(|err| RunError::Control { path: ctl_path.clone(), err })?)
+    };
 
     let n = config.workers;
     let device = config.raw.network.device.clone();
@@ -150,6 +164,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         per_user: PerUser::new(),
         bans: crate::bans::Bans::new(config.ban_policy()),
         steering,
+        admin: (0..n).map(|_| std::sync::Mutex::new(Vec::new())).collect(),
         iroutes: std::sync::Mutex::new(std::collections::HashMap::new()),
         config,
         tls,
@@ -178,6 +193,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     if shared.started.load(Ordering::Acquire) == n {
+        if let Some(listener) = control {
+            crate::control::spawn(listener, shared.clone()).map_err(|err| RunError::Control { path: ctl_path.clone(), err })?;
+            tracing::info!(socket = %ctl_path.display(), "control socket ready");
+        }
         tracing::info!(shards = n, "ocserv-uring ready");
     }
     let mut first_err = None;
@@ -193,6 +212,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         }
     }
     drop(tun); // the device goes away with its last queue
+    if !ctl_path.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(&ctl_path);
+    }
     tracing::info!("stopped");
     first_err.map_or(Ok(()), Err)
 }

@@ -38,6 +38,8 @@ pub(crate) enum EndReason {
     Superseded,
     /// No data from the client for `idle_timeout` (or the mobile one).
     IdleTimeout,
+    /// `ctl disconnect`: the session ends, its cookie with it.
+    AdminDisconnect,
     /// `session_timeout` after login.
     SessionTimeout,
     ServerShutdown,
@@ -46,13 +48,13 @@ pub(crate) enum EndReason {
 impl EndReason {
     /// Whether the session (cookie and address) ends with the tunnel.
     pub(crate) fn ends_session(self) -> bool {
-        matches!(self, Self::ClientDisconnect | Self::IdleTimeout | Self::SessionTimeout | Self::ServerShutdown)
+        matches!(self, Self::ClientDisconnect | Self::IdleTimeout | Self::SessionTimeout | Self::AdminDisconnect | Self::ServerShutdown)
     }
 
     /// Whether the client is told to quit (CSTP TERMINATE) rather than
     /// left to reconnect.
     fn terminates_client(self) -> bool {
-        matches!(self, Self::IdleTimeout | Self::SessionTimeout | Self::ServerShutdown)
+        matches!(self, Self::IdleTimeout | Self::SessionTimeout | Self::AdminDisconnect | Self::ServerShutdown)
     }
 }
 
@@ -65,6 +67,7 @@ impl std::fmt::Display for EndReason {
             Self::ProtocolError => "CSTP protocol error",
             Self::Superseded => "superseded by reconnect",
             Self::IdleTimeout => "idle timeout",
+            Self::AdminDisconnect => "admin disconnect",
             Self::SessionTimeout => "session timeout",
             Self::ServerShutdown => "server shutdown",
         })
@@ -82,6 +85,18 @@ pub(crate) struct Stats {
     pub(crate) restricted: u64,
     /// Packets over the session's rate limit, both directions.
     pub(crate) rate_limited: u64,
+}
+
+impl Stats {
+    pub(crate) fn add(&mut self, o: &Self) {
+        self.rx_bytes += o.rx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.dropped += o.dropped;
+        self.restricted += o.restricted;
+        self.rate_limited += o.rate_limited;
+    }
 }
 
 pub(crate) struct Tunnel {
@@ -103,6 +118,10 @@ pub(crate) struct Tunnel {
     pub(crate) base_mtu: u16,
     /// Dead-peer detection interval told to the client (X-CSTP-DPD).
     pub(crate) dpd: Duration,
+    /// The data MTU told to the client (X-CSTP-MTU).
+    pub(crate) mtu: u16,
+    /// The client's X-CSTP-Hostname.
+    pub(crate) hostname: String,
     pub(crate) limits: Limits,
     /// Client data packets counted at the last idle check, and when that
     /// count last moved: idleness without a clock read per packet.
@@ -134,6 +153,8 @@ impl Tunnel {
             base_mtu: 1400,
             dpd: Duration::from_secs(90),
             limits: Limits::none(),
+            mtu: 0,
+            hostname: String::new(),
             activity: Cell::new((0, Instant::now())),
             dtls: RefCell::new(None),
             tls: RefCell::new(tls),
@@ -260,18 +281,21 @@ impl Tunnel {
             self.end(EndReason::SessionTimeout);
             return;
         }
-        if let Some(idle) = self.limits.idle {
-            let rx = self.stats.get().rx_packets;
-            let (seen, since) = self.activity.get();
-            if rx != seen {
-                self.activity.set((rx, now));
-            } else if now.saturating_duration_since(since) >= idle {
-                tracing::info!(user = %self.user, lease = %self.lease, idle_s = idle.as_secs(), "no data from the client: idle timeout");
-                self.end(EndReason::IdleTimeout);
-                return;
-            }
+        let rx = self.stats.get().rx_packets;
+        let (seen, since) = self.activity.get();
+        if rx != seen {
+            self.activity.set((rx, now));
+        } else if let Some(idle) = self.limits.idle.filter(|idle| now.saturating_duration_since(since) >= *idle) {
+            tracing::info!(user = %self.user, lease = %self.lease, idle_s = idle.as_secs(), "no data from the client: idle timeout");
+            self.end(EndReason::IdleTimeout);
+            return;
         }
         self.check_dpd(now);
+    }
+
+    /// Time since the client last sent data, to the housekeeping's second.
+    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.activity.get().1)
     }
 
     fn check_dpd(&self, now: Instant) {

@@ -195,6 +195,8 @@ pub struct Server {
     pub log: PathBuf,
     pub pin: String,
     pub tunnel_ip: String,
+    /// The server's control socket.
+    pub ctl: PathBuf,
 }
 
 pub const USERS: [(&str, &str); 2] = [("alice", "test123"), ("bob", "wonderland")];
@@ -218,7 +220,7 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
              [auth]\npasswd_file = \"ocpasswd\"\n{auth}\
              [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n{network}\
              [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = {at}\n{session}\
-             [dtls]\npsk_negotiate = {psk}\n{extra}",
+             [dtls]\npsk_negotiate = {psk}\n[control]\nsocket = \"ctl.socket\"\n{extra}",
             udp = if opts.dtls == Dtls::Off { 0 } else { 443 },
             psk = opts.dtls == Dtls::Psk,
             w = opts.workers,
@@ -243,7 +245,7 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
     let pin = text.split_whitespace().find(|w| w.starts_with("pin-sha256:")).expect("pin in log").to_owned();
     let net4: ipnet::Ipv4Net = opts.network.parse().unwrap();
     let tunnel_ip = std::net::Ipv4Addr::from(u32::from(net4.network()) + 1).to_string();
-    Server { pid, log, pin, tunnel_ip }
+    Server { pid, log, pin, tunnel_ip, ctl: dir.join("ctl.socket") }
 }
 
 pub fn add_user(passwd: &Path, user: &str, password: &str) {
@@ -273,6 +275,19 @@ impl Server {
 
     pub fn wait_log(&self, needle: &str, limit: Duration) {
         wait_for(limit, &format!("server log line {needle:?}"), || self.log_text().contains(needle).then_some(()));
+    }
+
+    /// Runs `ocserv-uring ctl` against this server.
+    pub fn ctl(&self, args: &str) -> std::process::Output {
+        sh(&format!("{BIN} ctl --socket {} {args}", self.ctl.display()))
+    }
+
+    /// `ctl --json ARGS`, parsed; panics with the output if it fails.
+    pub fn ctl_json(&self, args: &str) -> serde_json::Value {
+        let o = self.ctl(&format!("--json {args}"));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "ctl {args}: {out}{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args} printed invalid JSON ({e}):\n{out}"))
     }
 
     pub fn count_log(&self, needle: &str) -> usize {

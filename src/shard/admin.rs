@@ -1,0 +1,197 @@
+//! Admin commands fanned out to the shards: the global views of sessions
+//! (all of a user's, totals) and disconnects. The control socket's thread
+//! puts a job in every shard's inbox; each shard answers from its own
+//! sessions at its next tick, and the thread merges the answers. Nothing
+//! here touches the packet path.
+
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::Shared;
+
+/// Which sessions a command is about.
+#[derive(Clone, Debug)]
+pub enum Target {
+    All,
+    User(String),
+    Id(u64),
+}
+
+#[derive(Clone, Debug)]
+pub enum AdminCmd {
+    Sessions(Target),
+    Disconnect(Target),
+    Totals,
+}
+
+/// A session as `ctl show users --json` prints it: field names follow
+/// occtl's `-j` output where they overlap, so existing scripts work; byte
+/// counts also come as numbers (`raw_rx`, `raw_tx`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionInfo {
+    #[serde(rename = "ID")]
+    pub id: u64,
+    #[serde(rename = "Username")]
+    pub user: String,
+    #[serde(rename = "Groupname")]
+    pub group: String,
+    /// `connected`, or `disconnected` while the cookie waits for a reconnect.
+    #[serde(rename = "State")]
+    pub state: &'static str,
+    #[serde(rename = "Device")]
+    pub device: String,
+    #[serde(rename = "MTU")]
+    pub mtu: String,
+    #[serde(rename = "Remote IP")]
+    pub remote_ip: String,
+    #[serde(rename = "IPv4")]
+    pub ipv4: String,
+    #[serde(rename = "P-t-P IPv4")]
+    pub ptp_ipv4: String,
+    #[serde(rename = "IPv6", skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
+    #[serde(rename = "P-t-P IPv6", skip_serializing_if = "Option::is_none")]
+    pub ptp_ipv6: Option<String>,
+    #[serde(rename = "User-Agent")]
+    pub user_agent: String,
+    #[serde(rename = "Hostname")]
+    pub hostname: String,
+    #[serde(rename = "RX")]
+    pub rx: String,
+    #[serde(rename = "TX")]
+    pub tx: String,
+    #[serde(rename = "_RX")]
+    pub rx_human: String,
+    #[serde(rename = "_TX")]
+    pub tx_human: String,
+    pub raw_rx: u64,
+    pub raw_tx: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    #[serde(rename = "DPD")]
+    pub dpd: String,
+    #[serde(rename = "KeepAlive")]
+    pub keepalive: String,
+    #[serde(rename = "Connected at")]
+    pub connected_at: String,
+    #[serde(rename = "_Connected at")]
+    pub connected_for: String,
+    pub raw_connected_at: u64,
+    /// Seconds since the last data packet from the client.
+    pub idle_seconds: u64,
+    /// `DTLS` or `CSTP`: where packets to the client go now.
+    #[serde(rename = "Channel")]
+    pub channel: &'static str,
+    #[serde(rename = "Shard")]
+    pub shard: u16,
+    #[serde(rename = "DNS")]
+    pub dns: Vec<String>,
+    #[serde(rename = "Split-DNS-Domains")]
+    pub split_dns: Vec<String>,
+    #[serde(rename = "Routes")]
+    pub routes: Vec<String>,
+    #[serde(rename = "No-routes")]
+    pub no_routes: Vec<String>,
+    #[serde(rename = "iRoutes")]
+    pub iroutes: Vec<String>,
+    #[serde(rename = "Restricted to routes")]
+    pub restricted: String,
+    /// Packets dropped by restrict-user-to-routes and by the rate limits.
+    pub restricted_packets: u64,
+    pub rate_limited_packets: u64,
+}
+
+/// One shard's share of `show status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub sessions: usize,
+    pub connected: usize,
+    pub raw_rx: u64,
+    pub raw_tx: u64,
+}
+
+#[derive(Debug)]
+pub enum AdminReply {
+    Sessions(Vec<SessionInfo>),
+    Disconnected(usize),
+    Totals(Totals),
+}
+
+pub(crate) struct AdminJob {
+    pub(crate) cmd: AdminCmd,
+    pub(crate) reply: mpsc::Sender<AdminReply>,
+}
+
+/// One inbox per shard, emptied at every tick.
+pub(crate) type Inbox = Mutex<Vec<AdminJob>>;
+
+/// How long a command waits for every shard's answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// Sends `cmd` to every shard and collects their answers (from a thread
+/// outside the executors). Shards that do not answer in time are left out.
+pub fn ask_all(shared: &Shared, cmd: &AdminCmd) -> Vec<AdminReply> {
+    let (tx, rx) = mpsc::channel();
+    for inbox in &shared.admin {
+        let job = AdminJob { cmd: cmd.clone(), reply: tx.clone() };
+        inbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(job);
+    }
+    drop(tx);
+    let deadline = Instant::now() + ANSWER_WITHIN;
+    let mut replies = Vec::with_capacity(shared.admin.len());
+    while replies.len() < shared.admin.len() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(r) => replies.push(r),
+            Err(_) => break,
+        }
+    }
+    replies
+}
+
+/// `2026-12-04 20:31` (UTC) for a wall-clock time, as occtl prints it.
+pub fn format_time(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+}
+
+/// `3d 04h`, `1h:02m`, `42s`: a duration the way people read it.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m:{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h:{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_like_occtl() {
+        assert_eq!(format_time(SystemTime::UNIX_EPOCH), "1970-01-01 00:00");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_761_175_942);
+        assert_eq!(format_time(t), "2025-10-22 23:32");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(format_time(leap), "2000-02-29 00:00");
+        assert_eq!(format_duration(Duration::from_secs(3)), "3s");
+        assert_eq!(format_duration(Duration::from_secs(3720)), "1h:02m");
+        assert_eq!(format_duration(Duration::from_secs(90_000)), "1d 01h");
+    }
+}
