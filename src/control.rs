@@ -60,7 +60,8 @@ pub fn spawn(listener: UnixListener, shared: Arc<Shared>) -> std::io::Result<()>
 
 /// The commands `ctl` knows, for its help and for errors.
 pub const COMMANDS: &str = "show status | show users | show sessions | show user NAME | show id ID | show ip bans | \
-                            show ip ban points | disconnect user NAME | disconnect id ID | unban ip ADDR | stop now";
+                            show ip ban points | disconnect user NAME | disconnect id ID | reconnect user NAME | reconnect group NAME | \
+                            unban ip ADDR | stop now";
 
 fn sessions(shared: &Shared, t: Target, connected_only: bool) -> Value {
     let mut all: Vec<admin::SessionInfo> = admin::ask_all(shared, &AdminCmd::Sessions(t))
@@ -82,6 +83,34 @@ fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
         return Err(format!("no session of {what}"));
     }
     Ok(json!({ "disconnected": n }))
+}
+
+/// Re-reads the files of every (user, group) the target's sessions run
+/// as, then has their shards apply them and close the connections. A file
+/// that no longer parses refuses the whole command: no session changes.
+fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
+    let mut pairs: Vec<(String, Option<String>)> = admin::ask_all(shared, &AdminCmd::Sessions(t.clone()))
+        .into_iter()
+        .filter_map(|r| if let AdminReply::Sessions(v) = r { Some(v) } else { None })
+        .flatten()
+        .map(|s| (s.user, s.group_name))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    if pairs.is_empty() {
+        return Err(format!("no session of {what}"));
+    }
+    let mut policies = Vec::with_capacity(pairs.len());
+    for (user, group) in pairs {
+        let c = crate::usercfg::load(&shared.config.raw.users, &user, group.as_deref())
+            .map_err(|e| format!("user {user}: {e}; no session was changed"))?;
+        policies.push(((user, group), c));
+    }
+    let n: usize = admin::ask_all(shared, &AdminCmd::Reconnect(t, Arc::new(policies)))
+        .into_iter()
+        .map(|r| if let AdminReply::Reconnected(n) = r { n } else { 0 })
+        .sum();
+    Ok(json!({ "reconnected": n }))
 }
 
 fn bans(shared: &Shared, banned_only: bool) -> Value {
@@ -139,6 +168,8 @@ fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Va
         ["show", "ip", "ban", "points"] => bans(shared, false),
         ["disconnect", "user", name] => disconnect(shared, Target::User((*name).to_owned()), &format!("user {name}"))?,
         ["disconnect", "id", n] => disconnect(shared, Target::Id(id(n)?), &format!("ID {n}"))?,
+        ["reconnect", "user", name] => reconnect(shared, Target::User((*name).to_owned()), &format!("user {name}"))?,
+        ["reconnect", "group", name] => reconnect(shared, Target::Group((*name).to_owned()), &format!("group {name}"))?,
         ["unban", "ip", addr] => {
             let ip: IpAddr = addr.parse().map_err(|_| format!("expected an IP address, got {addr:?}"))?;
             json!({ "unbanned": shared.bans.unban(ip) })

@@ -4,10 +4,286 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::cfgedit::{Changes, Store};
+use crate::config::Config;
+
+/// `ocserv-uring ctl ...`
+#[derive(Args)]
+#[command(after_help = HELP)]
+pub struct CtlArgs {
+    /// The control socket; by default the one in --config, else
+    /// /run/ocserv-uring/ctl.socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Print JSON (occtl -j field names) instead of tables.
+    #[arg(long, short = 'j')]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+const HELP: &str = "Commands sent to the server:
+  show status              server state, session counts and bytes
+  show users               connected sessions, one per line
+  show sessions            every session, also those waiting for a reconnect
+  show user NAME           every session of a user, in full
+  show id ID               one session, in full
+  show ip bans             addresses refused now
+  show ip ban points       every address with ban points
+  disconnect user NAME     end a user's sessions (their cookies stop working)
+  disconnect id ID         end one session
+  reconnect user NAME      re-read the user's files; their clients reconnect with them
+  reconnect group NAME     the same for every session in a group
+  unban ip ADDR            lift a ban
+  stop now                 end every session and stop the server
+
+Files edited here (need --config, or /etc/ocserv-uring/ocserv-uring.toml):
+  user-config set|show|list|delete    [users] config_per_user
+  group-config set|show|list|delete   [users] config_per_group";
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Per-user files (`[users] config_per_user`), in ocserv's format.
+    UserConfig {
+        #[command(subcommand)]
+        action: FileAction,
+    },
+    /// Per-group files (`[users] config_per_group`), in ocserv's format.
+    GroupConfig {
+        #[command(subcommand)]
+        action: FileAction,
+    },
+    #[command(external_subcommand)]
+    Server(Vec<String>),
+}
+
+#[derive(Subcommand)]
+enum FileAction {
+    /// Set keys in NAME's file (other keys stay); applies at the next login,
+    /// or now with --reconnect.
+    Set(Box<SetArgs>),
+    /// Print NAME's file.
+    Show {
+        /// The user or group.
+        name: String,
+    },
+    /// List the names that have a file.
+    List,
+    /// Remove NAME's file (a backup is kept).
+    Delete {
+        /// The user or group.
+        name: String,
+        /// Make NAME's clients reconnect now with what applies instead.
+        #[arg(long)]
+        reconnect: bool,
+    },
+}
+
+#[derive(Args)]
+struct SetArgs {
+    /// The user or group.
+    name: String,
+    /// A network sent through the tunnel (repeat for more; replaces the file's routes).
+    #[arg(long, value_name = "CIDR")]
+    route: Vec<String>,
+    /// A network kept out of the tunnel.
+    #[arg(long, value_name = "CIDR")]
+    no_route: Vec<String>,
+    /// A network behind this client.
+    #[arg(long, value_name = "CIDR")]
+    iroute: Vec<String>,
+    /// A DNS server for the client.
+    #[arg(long, value_name = "IP")]
+    dns: Vec<String>,
+    /// A domain resolved through the tunnel's DNS only.
+    #[arg(long, value_name = "DOMAIN")]
+    split_dns: Vec<String>,
+    /// The client's DNS search domain(s), space-separated.
+    #[arg(long, value_name = "DOMAIN")]
+    default_domain: Option<String>,
+    /// Drop packets to destinations outside the routes.
+    #[arg(long)]
+    restrict_to_routes: bool,
+    /// Sessions this user may hold at once (0 = no limit).
+    #[arg(long, value_name = "N")]
+    max_same_clients: Option<String>,
+    /// A fixed tunnel address for this user.
+    #[arg(long, value_name = "IP")]
+    explicit_ipv4: Option<String>,
+    /// A fixed IPv6 tunnel address (refused: not supported by this server yet).
+    #[arg(long, value_name = "IP")]
+    explicit_ipv6: Option<String>,
+    /// Bytes per second from the client, e.g. 1.5M.
+    #[arg(long, value_name = "SIZE")]
+    rx_per_sec: Option<String>,
+    /// Bytes per second to the client.
+    #[arg(long, value_name = "SIZE")]
+    tx_per_sec: Option<String>,
+    /// Seconds without data before the session ends (0 = never).
+    #[arg(long, value_name = "S")]
+    idle_timeout: Option<String>,
+    /// The same for mobile clients.
+    #[arg(long, value_name = "S")]
+    mobile_idle_timeout: Option<String>,
+    /// Seconds from login to the session's end (0 = never).
+    #[arg(long, value_name = "S")]
+    session_timeout: Option<String>,
+    /// Any key of the file format, e.g. --set mtu=1300 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Remove a key from the file (repeatable).
+    #[arg(long, value_name = "KEY")]
+    unset: Vec<String>,
+    /// Start from an empty file instead of editing the current one.
+    #[arg(long)]
+    replace: bool,
+    /// Make NAME's clients reconnect now with the new file.
+    #[arg(long)]
+    reconnect: bool,
+}
+
+impl SetArgs {
+    fn changes(&self) -> Result<Changes, String> {
+        let mut set: Vec<(String, Vec<String>)> = Vec::new();
+        let mut add = |key: &str, v: String| match set.iter_mut().find(|(k, _)| k == key) {
+            Some((_, vals)) => vals.push(v),
+            None => set.push((key.to_owned(), vec![v])),
+        };
+        let lists = [("route", &self.route), ("no-route", &self.no_route), ("iroute", &self.iroute), ("dns", &self.dns), ("split-dns", &self.split_dns)];
+        for (key, vals) in lists {
+            vals.iter().for_each(|v| add(key, v.clone()));
+        }
+        let single = [
+            ("default-domain", &self.default_domain),
+            ("max-same-clients", &self.max_same_clients),
+            ("explicit-ipv4", &self.explicit_ipv4),
+            ("explicit-ipv6", &self.explicit_ipv6),
+            ("rx-data-per-sec", &self.rx_per_sec),
+            ("tx-data-per-sec", &self.tx_per_sec),
+            ("idle-timeout", &self.idle_timeout),
+            ("mobile-idle-timeout", &self.mobile_idle_timeout),
+            ("session-timeout", &self.session_timeout),
+        ];
+        for (key, v) in single {
+            if let Some(v) = v {
+                add(key, v.clone());
+            }
+        }
+        if self.restrict_to_routes {
+            add("restrict-user-to-routes", "true".into());
+        }
+        for kv in &self.set {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+            add(k.trim(), v.trim().to_owned());
+        }
+        for (k, vals) in &set {
+            if vals.iter().any(|v| v.contains(['\n', '\r'])) {
+                return Err(format!("{k}: a value cannot span lines"));
+            }
+        }
+        Ok(Changes { set, unset: self.unset.clone(), replace: self.replace })
+    }
+}
+
+/// Runs `ctl`.
+pub fn main(config: Option<PathBuf>, args: CtlArgs) -> Result<(), String> {
+    let out = match args.command {
+        CtlCommand::Server(words) => {
+            let socket = socket(args.socket, config.as_deref())?;
+            // `--json` is accepted after the command words too.
+            let json = args.json || words.iter().any(|w| w == "--json" || w == "-j");
+            let words: Vec<&str> = words.iter().map(String::as_str).filter(|w| *w != "--json" && *w != "-j").collect();
+            let result = request(&socket, &words.join(" "))?;
+            if json { pretty(&result) } else { render(&words, &result) }
+        }
+        CtlCommand::UserConfig { action } => files(config, args.socket, args.json, "user", action)?,
+        CtlCommand::GroupConfig { action } => files(config, args.socket, args.json, "group", action)?,
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).map_or_else(|e| format!("{{\"error\": \"{e}\"}}\n"), |s| s + "\n")
+}
+
+fn socket(given: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf, String> {
+    let s = match (given, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => Config::load(c).map_err(|e| e.to_string())?.raw.control.socket,
+        (None, None) => crate::config::DEFAULT_CONTROL_SOCKET.into(),
+    };
+    if s.as_os_str().is_empty() {
+        return Err("the control socket is off in this configuration ([control] socket = \"\")".into());
+    }
+    Ok(s)
+}
+
+/// The default configuration `ctl` reads when `--config` is not given.
+const DEFAULT_CONFIG: &str = "/etc/ocserv-uring/ocserv-uring.toml";
+
+fn files(config: Option<PathBuf>, socket_arg: Option<PathBuf>, json: bool, kind: &'static str, action: FileAction) -> Result<String, String> {
+    let path = config.unwrap_or_else(|| DEFAULT_CONFIG.into());
+    let cfg = Config::load(&path).map_err(|e| e.to_string())?;
+    let (dir, key) = match kind {
+        "user" => (cfg.raw.users.config_per_user.clone(), "config_per_user"),
+        _ => (cfg.raw.users.config_per_group.clone(), "config_per_group"),
+    };
+    let dir = dir.ok_or_else(|| format!("{}: [users] {key} is not set, so there are no {kind} files to edit", path.display()))?;
+    let store = Store { dir, kind };
+    let reconnect = |name: &str| -> Result<Value, String> {
+        let socket = socket(socket_arg.clone(), Some(&path))?;
+        match request(&socket, &format!("reconnect {kind} {name}")) {
+            Ok(v) => Ok(v["reconnected"].clone()),
+            Err(e) if e.starts_with("no session of") => Ok(json!(0)),
+            Err(e) => Err(format!("the file was written, but the reconnect failed: {e}")),
+        }
+    };
+    let (value, text) = match action {
+        FileAction::Set(a) => {
+            let w = store.set(&a.name, &a.changes()?)?;
+            let n = if a.reconnect { Some(reconnect(&a.name)?) } else { None };
+            written(&w, n)
+        }
+        FileAction::Delete { name, reconnect: now } => {
+            let w = store.delete(&name)?;
+            let n = if now { Some(reconnect(&name)?) } else { None };
+            written(&w, n)
+        }
+        FileAction::Show { name } => {
+            let file = crate::usercfg::file_for(&store.dir, &name).unwrap_or_default();
+            match store.show(&name)? {
+                Some(t) => (json!({ "name": name, "file": file, "text": t }), t),
+                None => (json!({ "name": name, "file": Value::Null }), format!("{kind} {name} has no file of its own\n")),
+            }
+        }
+        FileAction::List => {
+            let names = store.list()?;
+            let text = names.iter().map(|n| format!("{n}\n")).collect();
+            (json!(names), text)
+        }
+    };
+    Ok(if json { pretty(&value) } else { text })
+}
+
+fn written(w: &crate::cfgedit::Written, reconnected: Option<Value>) -> (Value, String) {
+    let mut text = format!("wrote {}", w.path.display());
+    if let Some(b) = &w.backup {
+        text += &format!(" (previous version in {})", b.display());
+    }
+    match &reconnected {
+        Some(n) if n != &json!(0) => text += &format!("; {n} session(s) reconnecting with it"),
+        Some(_) => text += "; no session to reconnect, it applies at the next login",
+        None => text += "; it applies at the next login",
+    }
+    (json!({ "file": w.path, "backup": w.backup, "reconnected": reconnected }), text + "\n")
+}
 
 /// Sends `line` and returns the server's `result`, or its error.
 pub fn request(socket: &Path, line: &str) -> Result<Value, String> {

@@ -4,6 +4,7 @@
 //! `shard/` the glommio glue that moves bytes between them.
 
 pub mod bans;
+pub mod cfgedit;
 pub mod config;
 pub mod control;
 pub mod ctl;

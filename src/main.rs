@@ -48,34 +48,9 @@ enum Command {
     },
     /// Validate a configuration and print the effective settings.
     CheckConfig,
-    /// Control a running server through its control socket.
-    #[command(after_help = CTL_HELP)]
-    Ctl {
-        /// The control socket; by default the one in --config, else
-        /// /run/ocserv-uring/ctl.socket.
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        /// Print the server's answer as JSON (occtl -j field names).
-        #[arg(long, short = 'j')]
-        json: bool,
-        /// The command, e.g. `show users`.
-        #[arg(required = true, trailing_var_arg = true)]
-        words: Vec<String>,
-    },
+    /// Control a running server, and edit per-user and per-group files.
+    Ctl(Box<ocserv_uring::ctl::CtlArgs>),
 }
-
-const CTL_HELP: &str = "Commands:
-  show status              server state, session counts and bytes
-  show users               connected sessions, one per line
-  show sessions            every session, also those waiting for a reconnect
-  show user NAME           every session of a user, in full
-  show id ID               one session, in full
-  show ip bans             addresses refused now
-  show ip ban points       every address with ban points
-  disconnect user NAME     end a user's sessions (their cookies stop working)
-  disconnect id ID         end one session
-  unban ip ADDR            lift a ban
-  stop now                 end every session and stop the server";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -90,7 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(cli.config),
         Some(Command::CheckConfig) => load(cli.config).map(|c| print!("{}", c.effective_toml())),
-        Some(Command::Ctl { socket, json, words }) => ctl_command(cli.config, socket, json, &words),
+        Some(Command::Ctl(args)) => ocserv_uring::ctl::main(cli.config, *args),
         Some(Command::Passwd { file, groups, lock, unlock, delete, user }) => {
             passwd_command(&file, &user, groups, lock, unlock, delete)
         }
@@ -131,25 +106,6 @@ fn raise_nofile() {
     }
 }
 
-fn ctl_command(config: Option<PathBuf>, socket: Option<PathBuf>, json: bool, words: &[String]) -> Result<(), String> {
-    let socket = match (socket, config) {
-        (Some(s), _) => s,
-        (None, Some(c)) => Config::load(&c).map_err(|e| e.to_string())?.raw.control.socket,
-        (None, None) => ocserv_uring::config::DEFAULT_CONTROL_SOCKET.into(),
-    };
-    if socket.as_os_str().is_empty() {
-        return Err("the control socket is off in this configuration ([control] socket = \"\")".into());
-    }
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let result = ocserv_uring::ctl::request(&socket, &words.join(" "))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?);
-    } else {
-        print!("{}", ocserv_uring::ctl::render(&words, &result));
-    }
-    Ok(())
-}
-
 fn passwd_command(
     file: &PathBuf,
     user: &str,
@@ -177,7 +133,7 @@ fn passwd_command(
         Err(e) => return Err(format!("{}: {e}", file.display())),
     };
     let updated = passwd::apply(&contents, user, &change).map_err(|e| format!("{}: {e}", file.display()))?;
-    write_atomically(file, updated.as_bytes()).map_err(|e| format!("{}: {e}", file.display()))
+    ocserv_uring::cfgedit::write_atomically(file, updated.as_bytes(), 0o600).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// Reads the password from stdin if it is not a terminal, else prompts twice.
@@ -212,15 +168,4 @@ fn prompt_hidden(prompt: &str) -> Result<String, String> {
     eprintln!();
     read.map_err(|e| format!("reading the password: {e}"))?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
-}
-
-fn write_atomically(path: &PathBuf, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("ocpasswd"), std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -74,6 +74,22 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// UTC `(year, month, day, hour, minute, second)` of seconds since 1970
+/// (Howard Hinnant's days-to-civil algorithm).
+pub fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month as u32, day as u32, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

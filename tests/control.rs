@@ -101,3 +101,64 @@ fn ctl_shows_and_lifts_bans() {
     let ok = start_client(&mut net, &server, 1, "alice", &["test123"]);
     ok.wait_connected();
 }
+
+/// `ctl user-config set` edits alice's file (the old one backed up), a new
+/// login gets the new routes, `--reconnect` brings them to a connected
+/// client at once, and a bad value leaves the file as it was.
+#[test]
+fn user_config_set_reaches_the_next_login_and_reconnect_applies_it_now() {
+    let _g = serial();
+    let mut net = Net::new("ucfg", 1);
+    let dir = net.dir.clone();
+    std::fs::create_dir_all(dir.join("users")).unwrap();
+    std::fs::write(dir.join("users/alice"), "# managed by ctl\nroute = 10.10.0.0/16\n").unwrap();
+    let server = start_server(&mut net, ServerOpts { extra_config: "[users]\nconfig_per_user = \"users\"\n".into(), ..Default::default() });
+    let cfg = dir.join("server.toml");
+    let ctl = |args: &str| {
+        let o = sh(&format!("{BIN} ctl --config {} {args}", cfg.display()));
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (ok, out) = ctl("user-config set alice --route 10.20.0.0/16 --dns 10.20.0.53 --split-dns corp.example");
+    assert!(ok && out.contains("previous version in"), "{out}");
+    let backups: Vec<_> = std::fs::read_dir(dir.join("users/.backup")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(std::fs::read_to_string(&backups[0]).unwrap(), "# managed by ctl\nroute = 10.10.0.0/16\n");
+    let (ok, out) = ctl("user-config show alice");
+    assert!(ok && out == "# managed by ctl\nroute = 10.20.0.0/16\ndns = 10.20.0.53\nsplit-dns = corp.example\n", "{out}");
+    let (ok, out) = ctl("--json user-config list");
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), serde_json::json!(["alice"]));
+
+    let alice = start_client_with(&mut net, &server, 1, "alice", &["test123"], "-v");
+    alice.wait_connected();
+    let env = alice.env("connect").unwrap();
+    assert_eq!(Client::var(&env, "CISCO_SPLIT_INC_0_ADDR").as_deref(), Some("10.20.0.0"), "{env}");
+    assert_eq!(Client::var(&env, "INTERNAL_IP4_DNS").as_deref(), Some("10.20.0.53"));
+    assert_eq!(Client::var(&env, "CISCO_SPLIT_DNS").as_deref(), Some("corp.example"));
+
+    // A bad value: refused with the key named, the file untouched.
+    let (ok, out) = ctl("user-config set alice --route 10.30.0.0/33");
+    assert!(!ok && out.contains("route") && out.contains("nothing written"), "{out}");
+    assert!(std::fs::read_to_string(dir.join("users/alice")).unwrap().contains("10.20.0.0/16"));
+
+    // --reconnect: the connected client reconnects with its cookie, keeps
+    // its session and address, and its CONNECT answer carries the new
+    // routes (openconnect -v logs the headers; its script environment on
+    // "reconnect" is the one built at the first connect, so the log is
+    // where the client shows what it got).
+    let addr = alice.wait_connected();
+    let (ok, out) = ctl("user-config set alice --route 10.30.0.0/16 --reconnect");
+    assert!(ok && out.contains("1 session(s) reconnecting"), "{out}");
+    let env = wait_for(Duration::from_secs(30), "openconnect's reconnect script run", || alice.env("reconnect"));
+    assert_eq!(Client::var(&env, "INTERNAL_IP4_ADDRESS"), Some(addr));
+    assert!(alice.log_text().contains("X-CSTP-Split-Include: 10.30.0.0/255.255.0.0"), "{}", alice.log_text());
+    let me = server.ctl_json("show user alice");
+    assert_eq!(me[0]["Routes"], serde_json::json!(["10.30.0.0/16"]), "{me:#}");
+    assert_eq!(ping_rtts(&net, &net.client_ns[0], &server.tunnel_ip, 3, "0.2").len(), 3, "the tunnel works after the reconnect");
+    assert_eq!(server.ctl_json("show users").as_array().unwrap().len(), 1, "one session, not two");
+
+    let (ok, out) = ctl("user-config delete alice");
+    assert!(ok, "{out}");
+    assert!(!dir.join("users/alice").exists());
+    assert_eq!(std::fs::read_dir(dir.join("users/.backup")).unwrap().count(), 3);
+}

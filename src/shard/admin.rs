@@ -17,13 +17,21 @@ use super::Shared;
 pub enum Target {
     All,
     User(String),
+    Group(String),
     Id(u64),
 }
+
+/// A user's configuration as read now, for each (user, group) it applies
+/// to; read by the control thread, off the executors.
+pub type Policies = std::sync::Arc<Vec<((String, Option<String>), crate::usercfg::UserConfig)>>;
 
 #[derive(Clone, Debug)]
 pub enum AdminCmd {
     Sessions(Target),
     Disconnect(Target),
+    /// New configuration for the matching sessions, then their connections
+    /// close so the clients reconnect with it.
+    Reconnect(Target, Policies),
     Totals,
 }
 
@@ -38,6 +46,9 @@ pub struct SessionInfo {
     pub user: String,
     #[serde(rename = "Groupname")]
     pub group: String,
+    /// The group as the server knows it (`None`: the user has none).
+    #[serde(skip)]
+    pub group_name: Option<String>,
     /// `connected`, or `disconnected` while the cookie waits for a reconnect.
     #[serde(rename = "State")]
     pub state: &'static str,
@@ -117,6 +128,7 @@ pub struct Totals {
 pub enum AdminReply {
     Sessions(Vec<SessionInfo>),
     Disconnected(usize),
+    Reconnected(usize),
     Totals(Totals),
 }
 
@@ -154,18 +166,8 @@ pub fn ask_all(shared: &Shared, cmd: &AdminCmd) -> Vec<AdminReply> {
 /// `2026-12-04 20:31` (UTC) for a wall-clock time, as occtl prints it.
 pub fn format_time(t: SystemTime) -> String {
     let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    let (year, month, day, hour, minute, _) = crate::units::civil(secs);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}")
 }
 
 /// `3d 04h`, `1h:02m`, `42s`: a duration the way people read it.

@@ -485,6 +485,7 @@ impl Shard {
                 .filter(|(_, s)| match t {
                     Target::All => true,
                     Target::User(u) => s.user == *u,
+                    Target::Group(g) => s.group.as_ref() == Some(g),
                     Target::Id(id) => s.id == *id,
                 })
                 .map(|(c, _)| *c)
@@ -502,6 +503,11 @@ impl Shard {
                     self.disconnect(c);
                 }
                 AdminReply::Disconnected(cookies.len())
+            }
+            AdminCmd::Reconnect(t, policies) => {
+                let cookies = matching(t);
+                let n = cookies.iter().filter(|c| self.reconnect(c, policies)).count();
+                AdminReply::Reconnected(n)
             }
             AdminCmd::Totals => {
                 let sessions = self.sessions.borrow();
@@ -535,6 +541,30 @@ impl Shard {
         }
     }
 
+    /// Gives a session its user's new configuration and closes its
+    /// connection; the client comes back with its cookie and the CONNECT
+    /// answer carries the new routes, DNS and limits. What was fixed at
+    /// login (address, iroutes, the login's clock and client count) stays
+    /// until the next login.
+    fn reconnect(&self, cookie: &Cookie, policies: &admin::Policies) -> bool {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(s) = sessions.get_mut(cookie) else { return false };
+        let Some((_, new)) = policies.iter().find(|((u, g), _)| *u == s.user && *g == s.group) else { return false };
+        let mut new = new.clone();
+        new.explicit_ipv4 = s.policy.explicit_ipv4;
+        new.explicit_ipv6 = s.policy.explicit_ipv6;
+        new.iroutes.clone_from(&s.policy.iroutes);
+        new.max_same_clients = s.policy.max_same_clients;
+        new.session_timeout = s.policy.session_timeout;
+        s.policy = Rc::new(new);
+        let tunnel = s.tunnel.clone();
+        drop(sessions);
+        if let Some(t) = tunnel {
+            t.end(EndReason::AdminReconnect);
+        }
+        true
+    }
+
     fn info(&self, s: &Session) -> SessionInfo {
         let cfg = &self.shared.config;
         let now = Instant::now();
@@ -555,6 +585,7 @@ impl Shard {
             id: s.id,
             user: s.user.clone(),
             group: s.group.clone().unwrap_or_else(|| "(none)".into()),
+            group_name: s.group.clone(),
             state: if t.is_some() { "connected" } else { "disconnected" },
             device: cfg.raw.network.device.clone(),
             mtu: t.map_or_else(String::new, |t| t.mtu.to_string()),

@@ -42,6 +42,9 @@ pub(crate) enum EndReason {
     AdminDisconnect,
     /// `session_timeout` after login.
     SessionTimeout,
+    /// `ctl reconnect`: the connection closes, the session stays, and the
+    /// client's reconnect picks up the user's new configuration.
+    AdminReconnect,
     ServerShutdown,
 }
 
@@ -68,6 +71,7 @@ impl std::fmt::Display for EndReason {
             Self::Superseded => "superseded by reconnect",
             Self::IdleTimeout => "idle timeout",
             Self::AdminDisconnect => "admin disconnect",
+            Self::AdminReconnect => "admin reconnect (new configuration)",
             Self::SessionTimeout => "session timeout",
             Self::ServerShutdown => "server shutdown",
         })
