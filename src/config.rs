@@ -266,6 +266,14 @@ impl Default for Control {
     }
 }
 
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Monitoring {
+    /// `address:port` serving `GET /metrics`; empty (the default) is off.
+    pub metrics_listen: String,
+}
+
 /// Where `ctl` looks when neither `--socket` nor `--config` is given.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ocserv-uring/ctl.socket";
 
@@ -282,6 +290,7 @@ pub struct RawConfig {
     pub users: Users,
     pub security: Security,
     pub control: Control,
+    pub monitoring: Monitoring,
 }
 
 /// The checked configuration the server runs with.
@@ -305,6 +314,8 @@ pub struct Config {
     /// `session.rx_data_per_sec` / `tx_data_per_sec` in bytes.
     pub rx_per_sec: u64,
     pub tx_per_sec: u64,
+    /// `monitoring.metrics_listen`, parsed.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -448,6 +459,12 @@ impl Config {
             Some(o) => Some(crate::proto::x509name::oid_from_text(o).map_err(|e| bad("auth.cert_group_oid", e))?),
             None => None,
         };
+        let m = raw.monitoring.metrics_listen.trim();
+        let metrics_listen = if m.is_empty() {
+            None
+        } else {
+            Some(m.parse().map_err(|_| bad("monitoring.metrics_listen", format!("expected address:port such as \"127.0.0.1:9617\" or \"[::1]:9617\", got {m:?}")))?)
+        };
         Ok(Self {
             file: file.to_owned(),
             raw,
@@ -464,6 +481,7 @@ impl Config {
             cert_group_oid,
             rx_per_sec,
             tx_per_sec,
+            metrics_listen,
         })
     }
 
@@ -510,7 +528,7 @@ impl Config {
         let r = &self.raw;
         let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -558,6 +576,8 @@ impl Config {
             bpb = r.security.ban_points_bad_request,
             bpc = r.security.ban_points_connection,
             ctl = r.control.socket.display().to_string(),
+            ml = self.metrics_listen.map_or(String::new(), |a| a.to_string()),
+            ml_off = if self.metrics_listen.is_none() { "   # off" } else { "" },
             ctl_off = if r.control.socket.as_os_str().is_empty() { "   # off" } else { "" },
             psk = r.dtls.psk_negotiate,
             legacy = r.dtls.legacy,
@@ -619,6 +639,14 @@ mod tests {
         let c = parse("[session]\nrx_data_per_sec = \"1.5M\"\ntx_data_per_sec = 200000").unwrap();
         assert_eq!((c.rx_per_sec, c.tx_per_sec), (1_572_864, 200_000));
         assert!(c.effective_toml().contains("rx_data_per_sec = 1572864   # 1.5M/s"));
+    }
+
+    #[test]
+    fn metrics_listen_is_checked() {
+        assert_eq!(parse("[monitoring]\nmetrics_listen = \"127.0.0.1:9617\"").unwrap().metrics_listen, Some("127.0.0.1:9617".parse().unwrap()));
+        assert_eq!(parse("").unwrap().metrics_listen, None);
+        let e = parse("[monitoring]\nmetrics_listen = \"localhost\"").unwrap_err().to_string();
+        assert!(e.contains("monitoring.metrics_listen"), "{e}");
     }
 
     #[test]

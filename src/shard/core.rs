@@ -92,6 +92,8 @@ pub(crate) struct Shard {
     pub(crate) segmenter: RefCell<super::tun::Segmenter>,
     /// The rest of a DTLS channel's burst lands here (see `dtls::run`).
     pub(crate) udp_batch: RefCell<RecvBatch>,
+    /// Packets and bytes by channel, published to the metrics each tick.
+    pub(crate) traffic: crate::metrics::Traffic,
 }
 
 /// Reads kept posted on the TUN queue, and slots for packets out.
@@ -158,6 +160,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
         segmenter: RefCell::new(super::tun::Segmenter::new()),
         udp_batch: RefCell::new(RecvBatch::new(super::dtls::RECV_BATCH - 1, usize::from(cfg.raw.network.mtu) + super::dtls::RECV_SLACK)),
+        traffic: crate::metrics::Traffic::default(),
     });
 
     // Receivers first: a sender's connect waits for its receiver's.
@@ -215,6 +218,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
             last_sweep = now;
             shard.housekeeping(now);
+            shard.publish_metrics();
         }
     }
     shard.shutdown().await;
@@ -225,6 +229,19 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
 }
 
 impl Shard {
+    pub(crate) fn metrics(&self) -> &crate::metrics::ShardMetrics {
+        &self.shared.metrics.shards[self.id.index()]
+    }
+
+    fn publish_metrics(&self) {
+        let m = self.metrics();
+        self.traffic.publish(m, glommio::executor().executor_stats().executor_runtime());
+        let sessions = self.sessions.borrow();
+        let connected = sessions.iter().filter(|(_, s)| s.tunnel.is_some()).count();
+        m.connected.set(connected as i64);
+        m.waiting.set((sessions.len() - connected) as i64);
+    }
+
     pub(crate) fn next_tunnel_id(&self) -> u64 {
         let id = self.next_tunnel_id.get() + 1;
         self.next_tunnel_id.set(id);
@@ -633,7 +650,7 @@ impl Shard {
         }
         let tunnels: Vec<_> = self.tunnels.borrow().values().cloned().collect();
         for t in tunnels {
-            t.check_timers(now);
+            t.check_timers(self, now);
         }
     }
 

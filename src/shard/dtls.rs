@@ -158,6 +158,7 @@ impl DtlsChannel {
             match event {
                 DtlsEvent::Connected { suite } => {
                     self.connected.set(true);
+                    shard.metrics().dtls_handshakes.inc();
                     tracing::info!(user = %tunnel.user, lease = %tunnel.lease, peer = %self.peer, suite = suite.name(), "DTLS connected");
                 }
                 DtlsEvent::Closed { reason } => {
@@ -173,7 +174,7 @@ impl DtlsChannel {
         match FrameType::from_byte(ty) {
             FrameType::Data => {
                 self.rx_bytes.set(self.rx_bytes.get() + payload.len() as u64);
-                tunnel.packet_from_client(payload, shard);
+                tunnel.packet_from_client(payload, shard, crate::metrics::Channel::Dtls);
             }
             // Echo the whole record: the client's MTU probe needs its size back (§5.4).
             FrameType::DpdReq => {

@@ -39,6 +39,7 @@ async fn with_timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
 pub(super) fn penalize(shard: &Shard, peer: SocketAddr, points: u32, what: &str) {
     if let Some(ban) = shard.shared.bans.add(peer.ip(), points, Instant::now()) {
         tracing::warn!(%peer, ban_s = ban.as_secs(), "address banned: ban score reached after {what}");
+        shard.shared.metrics.bans.inc();
     }
 }
 
@@ -136,12 +137,14 @@ pub(super) async fn adopt_login(shard: Rc<Shard>, mut conn: Conn, login: Login) 
     tracing::debug!(%peer, shard = %shard.id, user = %login.user, "login moved here for its explicit-ipv4 address");
     match shard.create_session(login) {
         Ok(cookie) => {
+            shard.metrics().logins.inc();
             if !conn.send(&success_reply(cookie)).await {
                 return;
             }
         }
         Err(why) => {
             tracing::warn!(%peer, "login refused: {why}");
+            shard.metrics().login_failures.inc();
             return conn.refuse(401, why).await;
         }
     }
@@ -209,6 +212,7 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
         let reply = match route(shard.shared.config.auth_method, cert) {
             Route::Refuse(why) => {
                 tracing::warn!(%peer, "login refused: {why}");
+                shard.metrics().login_failures.inc();
                 conn.refuse(401, why).await;
                 return;
             }
@@ -253,14 +257,17 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                                 match login.verified(false) {
                                     Verdict::Retry(doc) if !banned => {
                                         tracing::warn!(%peer, user = %username, tries = login.failures(), "wrong password");
+                                        shard.metrics().login_failures.inc();
                                         xml_reply(&doc)
                                     }
                                     Verdict::Retry(_) => {
                                         tracing::warn!(%peer, user = %username, "wrong password from an address now banned: closing");
+                                        shard.metrics().login_failures.inc();
                                         return conn.refuse(401, "Authentication failed").await;
                                     }
                                     Verdict::Failed | Verdict::Success { .. } => {
                                         tracing::warn!(%peer, user = %username, "login failed: too many wrong passwords");
+                                        shard.metrics().login_failures.inc();
                                         return conn.refuse(401, "Authentication failed").await;
                                     }
                                 }
@@ -315,6 +322,7 @@ async fn finish(
         None => return Err(LoginError::WrongPassword),
         Some(Err((tell, why))) => {
             tracing::warn!(%peer, user = %user, "login refused: {why}");
+            shard.metrics().login_failures.inc();
             return Err(LoginError::Refused(tell));
         }
         Some(Ok(p)) => p,
@@ -324,6 +332,7 @@ async fn finish(
         let net = cfg.ipv4_network;
         if !net.contains(&addr) || addr == net.network() || addr == net.broadcast() || addr == cfg.server_address() {
             tracing::warn!(%peer, user = %user, "login refused: explicit-ipv4 {addr} is not a client address of ipv4_network {net}");
+            shard.metrics().login_failures.inc();
             return Err(LoginError::Refused("User configuration error"));
         }
         let home = ShardId(crate::pool::owner_shard(addr, shard.shared.shards) as u16);
@@ -332,9 +341,13 @@ async fn finish(
         }
     }
     match shard.create_session(Login { user, group, policy, mobile, user_agent }) {
-        Ok(cookie) => Ok(Done::Reply(success_reply(cookie))),
+        Ok(cookie) => {
+            shard.metrics().logins.inc();
+            Ok(Done::Reply(success_reply(cookie)))
+        }
         Err(why) => {
             tracing::warn!(%peer, "login refused: {why}");
+            shard.metrics().login_failures.inc();
             Err(LoginError::Refused(why))
         }
     }

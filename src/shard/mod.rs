@@ -37,6 +37,7 @@ pub struct Shared {
     pub bans: crate::bans::Bans,
     /// The TUN steering program; its map sends iroutes to their shard.
     pub steering: sys::bpf::Steering,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// One admin inbox per shard (see `admin`).
     pub(crate) admin: Vec<admin::Inbox>,
     /// Every iroute in use and the user it belongs to, so two sessions
@@ -107,6 +108,8 @@ pub enum RunError {
     Tun { device: String, err: std::io::Error },
     #[error("control socket {path}: {err}")]
     Control { path: std::path::PathBuf, err: std::io::Error },
+    #[error("metrics endpoint {addr}: {err}")]
+    Metrics { addr: std::net::SocketAddr, err: std::io::Error },
     #[error("starting shard {shard}: {err}")]
     Shard { shard: usize, err: String },
 }
@@ -129,6 +132,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         None
     } else {
         Some(crate::control::bind(&ctl_path).map_err(|err| RunError::Control { path: ctl_path.clone(), err })?)
+    };
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some((addr, crate::metrics::bind(addr).map_err(|err| RunError::Metrics { addr, err })?)),
+        None => None,
     };
 
     let n = config.workers;
@@ -165,6 +172,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         bans: crate::bans::Bans::new(config.ban_policy()),
         steering,
         admin: (0..n).map(|_| std::sync::Mutex::new(Vec::new())).collect(),
+        metrics: Arc::new(crate::metrics::Metrics::new(n)),
         iroutes: std::sync::Mutex::new(std::collections::HashMap::new()),
         config,
         tls,
@@ -196,6 +204,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
         if let Some(listener) = control {
             crate::control::spawn(listener, shared.clone()).map_err(|err| RunError::Control { path: ctl_path.clone(), err })?;
             tracing::info!(socket = %ctl_path.display(), "control socket ready");
+        }
+        if let Some((addr, listener)) = metrics_listener {
+            let s = shared.clone();
+            let banned_now = move |m: &crate::metrics::Metrics| {
+                let now = std::time::Instant::now();
+                m.banned_now.set(s.bans.list(now).iter().filter(|b| b.banned_for.is_some()).count() as i64);
+            };
+            crate::metrics::spawn(listener, shared.metrics.clone(), banned_now).map_err(|err| RunError::Metrics { addr, err })?;
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
         }
         tracing::info!(shards = n, "ocserv-uring ready");
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use shards::{AppId, Cookie};
 
+use crate::metrics::Channel;
 use super::core::Shard;
 use super::dtls::{DtlsChannel, DtlsKey, CSTP_FALLBACK_AFTER};
 use super::limits::Limits;
@@ -246,6 +247,7 @@ impl Tunnel {
         let dtls = self.dtls.borrow().as_ref().filter(|c| c.is_active()).cloned();
         if let Some(ch) = dtls {
             if ch.send(shard, FrameType::Data, pkt) {
+                shard.traffic.tx(Channel::Dtls, pkt.len());
                 self.bump(|s| {
                     s.tx_bytes += pkt.len() as u64;
                     s.tx_packets += 1;
@@ -254,6 +256,7 @@ impl Tunnel {
             }
         }
         if self.send_frame(FrameType::Data, pkt) {
+            shard.traffic.tx(Channel::Cstp, pkt.len());
             self.bump(|s| {
                 s.tx_bytes += pkt.len() as u64;
                 s.tx_packets += 1;
@@ -279,7 +282,7 @@ impl Tunnel {
     }
 
     /// The once-a-second check: session and idle timeouts, then DPD.
-    pub(crate) fn check_timers(&self, now: Instant) {
+    pub(crate) fn check_timers(&self, shard: &Shard, now: Instant) {
         if self.limits.ends_at.is_some_and(|end| now >= end) {
             tracing::info!(user = %self.user, lease = %self.lease, "session_timeout reached");
             self.end(EndReason::SessionTimeout);
@@ -294,7 +297,7 @@ impl Tunnel {
             self.end(EndReason::IdleTimeout);
             return;
         }
-        self.check_dpd(now);
+        self.check_dpd(shard, now);
     }
 
     /// Time since the client last sent data, to the housekeeping's second.
@@ -302,11 +305,12 @@ impl Tunnel {
         now.saturating_duration_since(self.activity.get().1)
     }
 
-    fn check_dpd(&self, now: Instant) {
+    fn check_dpd(&self, shard: &Shard, now: Instant) {
         let dpd = self.dpd;
         let dtls = self.dtls();
         if let Some(ch) = dtls.as_ref().filter(|c| now.saturating_duration_since(c.last_rx()) >= dpd * DPD_DROP_FACTOR) {
             tracing::info!(user = %self.user, peer = %ch.peer, "DTLS silent past the DPD limit: falling back to CSTP");
+            shard.metrics().dtls_fallbacks.inc();
             self.set_dtls(None);
         }
         // Either channel hearing from the client keeps the tunnel alive.
@@ -394,8 +398,8 @@ impl Tunnel {
             };
             match frame.ty {
                 FrameType::Data => {
-                self.cstp_data_seen();
-                self.packet_from_client(frame.payload, shard);
+                self.cstp_data_seen(shard);
+                self.packet_from_client(frame.payload, shard, Channel::Cstp);
             }
                 FrameType::DpdReq => {
                     self.send_frame(FrameType::DpdResp, frame.payload);
@@ -422,7 +426,7 @@ impl Tunnel {
 
     /// DATA on CSTP long after the last UDP packet: the client has given
     /// up on DTLS, so stop sending there (§5.5).
-    fn cstp_data_seen(&self) {
+    fn cstp_data_seen(&self, shard: &Shard) {
         let stale = self
             .dtls
             .borrow()
@@ -430,12 +434,13 @@ impl Tunnel {
             .is_some_and(|c| c.is_active() && self.last_rx.get().saturating_duration_since(c.last_rx()) > CSTP_FALLBACK_AFTER);
         if stale {
             tracing::info!(user = %self.user, "DATA over CSTP while DTLS is silent: falling back to CSTP");
+            shard.metrics().dtls_fallbacks.inc();
             self.set_dtls(None);
         }
     }
 
     /// One IP packet from the client (either channel) into the TUN queue.
-    pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard) {
+    pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard, ch: Channel) {
         // Source check: a client may only send from its own lease.
         let own = |src: &IpAddr| match src {
             IpAddr::V4(a) => *a == self.lease || self.iroutes.iter().any(|n| n.contains(a)),
@@ -462,6 +467,7 @@ impl Tunnel {
             shard.tx.borrow_mut().queue_write(shard.tun_fd, pkt)
         };
         if queued {
+            shard.traffic.rx(ch, pkt.len());
             self.bump(|s| {
                 s.rx_bytes += pkt.len() as u64;
                 s.rx_packets += 1;
