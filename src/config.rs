@@ -29,11 +29,13 @@ pub struct Server {
     pub tcp_port: u16,
     pub udp_port: u16,
     pub workers: usize,
+    /// `text` (one line per event) or `json` (one object per line).
+    pub log_format: String,
 }
 
 impl Default for Server {
     fn default() -> Self {
-        Self { listen: "0.0.0.0".into(), tcp_port: 443, udp_port: 443, workers: 0 }
+        Self { listen: "0.0.0.0".into(), tcp_port: 443, udp_port: 443, workers: 0, log_format: "text".into() }
     }
 }
 
@@ -266,6 +268,25 @@ impl Default for Control {
     }
 }
 
+/// Operator scripts run with ocserv's environment variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scripts {
+    /// Runs before a session's first CONNECT is answered; failing refuses it.
+    pub connect_script: Option<PathBuf>,
+    /// Runs when a session that connected ends.
+    pub disconnect_script: Option<PathBuf>,
+    /// Seconds a script may run before it is killed (and, for the
+    /// connect script, the session refused).
+    pub script_timeout: u64,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self { connect_script: None, disconnect_script: None, script_timeout: 10 }
+    }
+}
+
 /// The Prometheus endpoint.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -291,6 +312,7 @@ pub struct RawConfig {
     pub security: Security,
     pub control: Control,
     pub monitoring: Monitoring,
+    pub scripts: Scripts,
 }
 
 /// The checked configuration the server runs with.
@@ -459,6 +481,21 @@ impl Config {
             Some(o) => Some(crate::proto::x509name::oid_from_text(o).map_err(|e| bad("auth.cert_group_oid", e))?),
             None => None,
         };
+        if !matches!(raw.server.log_format.as_str(), "text" | "json") {
+            return Err(bad("server.log_format", format!("expected \"text\" or \"json\", got {:?}", raw.server.log_format)));
+        }
+        let sc = &mut raw.scripts;
+        for (key, p) in [("scripts.connect_script", &mut sc.connect_script), ("scripts.disconnect_script", &mut sc.disconnect_script)] {
+            if let Some(p) = p.as_mut() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+                check_script(p).map_err(|reason| bad(key, reason))?;
+            }
+        }
+        if !(1..=300).contains(&sc.script_timeout) {
+            return Err(bad("scripts.script_timeout", format!("expected 1-300 seconds, got {}", sc.script_timeout)));
+        }
         let m = raw.monitoring.metrics_listen.trim();
         let metrics_listen = if m.is_empty() {
             None
@@ -528,13 +565,14 @@ impl Config {
         let r = &self.raw;
         let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
             udp = r.server.udp_port,
             workers = self.workers,
             wcfg = r.server.workers,
+            lf = r.server.log_format,
             cert = r.tls.cert_file.display().to_string(),
             key = r.tls.key_file.display().to_string(),
             gen = r.tls.generate_self_signed,
@@ -576,6 +614,11 @@ impl Config {
             bpb = r.security.ban_points_bad_request,
             bpc = r.security.ban_points_connection,
             ctl = r.control.socket.display().to_string(),
+            scripts = [("connect_script", &r.scripts.connect_script), ("disconnect_script", &r.scripts.disconnect_script)]
+                .iter()
+                .map(|(k, v)| v.as_ref().map_or(format!("# {k} (not set)\n"), |p| format!("{k} = {:?}\n", p.display().to_string())))
+                .collect::<String>(),
+            sto = r.scripts.script_timeout,
             ml = self.metrics_listen.map_or(String::new(), |a| a.to_string()),
             ml_off = if self.metrics_listen.is_none() { "   # off" } else { "" },
             ctl_off = if r.control.socket.as_os_str().is_empty() { "   # off" } else { "" },
@@ -598,6 +641,16 @@ impl Config {
             },
         )
     }
+}
+
+/// A configured script must be an executable file.
+fn check_script(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(format!("{} is not an executable file", path.display()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -54,20 +54,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Colours only for a person at a terminal, never into journald or files.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_max_level(cli.log_level)
-        .with_target(false)
-        .init();
     let result = match cli.command {
-        None => run(cli.config),
-        Some(Command::CheckConfig) => load(cli.config).map(|c| print!("{}", c.effective_toml())),
-        Some(Command::Ctl(args)) => ocserv_uring::ctl::main(cli.config, *args),
-        Some(Command::Passwd { file, groups, lock, unlock, delete, user }) => {
-            passwd_command(&file, &user, groups, lock, unlock, delete)
+        None => load(cli.config).and_then(|c| {
+            init_logging(cli.log_level, c.raw.server.log_format == "json");
+            run(c)
+        }),
+        Some(command) => {
+            init_logging(cli.log_level, false);
+            match command {
+                Command::CheckConfig => load(cli.config).map(|c| print!("{}", c.effective_toml())),
+                Command::Ctl(args) => ocserv_uring::ctl::main(cli.config, *args),
+                Command::Passwd { file, groups, lock, unlock, delete, user } => passwd_command(&file, &user, groups, lock, unlock, delete),
+            }
         }
     };
     match result {
@@ -79,13 +77,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr: lines for people (colour only at a terminal, never into
+/// journald or files), or one JSON object per event for log pipelines.
+fn init_logging(level: tracing::Level, json: bool) {
+    let ansi = std::io::stderr().is_terminal();
+    let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level);
+    if json {
+        fmt.json().with_current_span(false).init();
+    } else {
+        fmt.with_ansi(ansi).with_target(false).init();
+    }
+}
+
 fn load(path: Option<PathBuf>) -> Result<Config, String> {
     let path = path.ok_or("no configuration given: use --config FILE (config/dev.toml runs out of the box)")?;
     Config::load(&path).map_err(|e| e.to_string())
 }
 
-fn run(path: Option<PathBuf>) -> Result<(), String> {
-    let config = load(path)?;
+fn run(config: Config) -> Result<(), String> {
     let passwd_file = config.raw.auth.passwd_file.clone();
     if !passwd_file.exists() {
         tracing::warn!(

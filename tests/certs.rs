@@ -84,7 +84,7 @@ fn certificate_login_names_the_user_and_another_ca_is_refused() {
     server.wait_log("invalid peer certificate", Duration::from_secs(5));
     // No certificate at all: refused at login.
     refused(&start_client(&mut net, &server, 3, "bob", &["wonderland"]));
-    server.wait_log("login refused: Certificate required", Duration::from_secs(5));
+    server.wait_log("reason=\"Certificate required", Duration::from_secs(5));
     assert_eq!(server.count_log("session created"), 1);
     assert!(alive(c.pid));
 }
@@ -104,7 +104,7 @@ fn certificate_and_password_together_or_either_one() {
     refused(&start_client_with(&mut net, &server, 2, "bob", &["wonderland", "wonderland", "wonderland"], &alice));
     // A password without a certificate is not enough.
     refused(&start_client(&mut net, &server, 3, "alice", &["test123"]));
-    server.wait_log("login refused: Certificate required", Duration::from_secs(5));
+    server.wait_log("reason=\"Certificate required", Duration::from_secs(5));
     assert_eq!(server.count_log("session created"), 1);
     drop(ok);
     drop(server);

@@ -85,7 +85,7 @@ fn per_user_and_group_files_reach_the_client_and_a_broken_one_refuses_only_its_u
     mallory.wait_exit(Duration::from_secs(20));
     assert!(mallory.env("connect").is_none());
     let log = server.log_text();
-    let line = log.lines().find(|l| l.contains("login refused: user configuration")).unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    let line = log.lines().find(|l| l.contains("reason=\"user configuration")).unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
     assert!(line.contains("mallory") && line.contains("frobnicate") && line.contains("line 2"), "{line}");
 
     // Everyone else is still served.

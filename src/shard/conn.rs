@@ -159,6 +159,16 @@ fn header_num(head: &RequestHead, name: &str) -> Option<u16> {
 }
 
 async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: Cookie) {
+    let hostname: String = head.header("X-CSTP-Hostname").unwrap_or_default().chars().filter(|c| !c.is_control()).take(64).collect();
+    if let Some(job) = shard.connect_job(&cookie, conn.peer, &hostname) {
+        // Awaited off the executor: a slow script delays this client only.
+        if let Err(e) = super::events::run_connect(job).await {
+            tracing::warn!(peer = %conn.peer, "connect_script {e}: session refused");
+            shard.drop_session(&cookie, &format!("connect_script {e}"));
+            conn.refuse(401, "Refused by the server's connect script").await;
+            return;
+        }
+    }
     let Some(view) = shard.session_view(&cookie) else {
         tracing::info!(peer = %conn.peer, "CONNECT with an unknown or expired cookie");
         conn.refuse(401, "Cookie is not acceptable").await;
@@ -202,7 +212,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.lease6 = lease6;
     tunnel.mtu = mtu;
-    tunnel.hostname = head.header("X-CSTP-Hostname").unwrap_or_default().chars().filter(|c| !c.is_control()).take(64).collect();
+    tunnel.hostname = hostname;
     tunnel.iroutes = limits::v4(&policy.iroutes).into();
     tunnel.base_mtu = base_mtu;
     tunnel.dpd = Duration::from_secs(policy.dpd.unwrap_or(cfg.raw.session.dpd));

@@ -48,6 +48,11 @@ pub(crate) struct Session {
     pub(crate) user_agent: String,
     /// Traffic of the tunnels that came and went before the current one.
     pub(crate) past: Stats,
+    /// The client's address at its latest CONNECT; `None` until the first,
+    /// so also "a tunnel came up" (the connect script ran).
+    pub(crate) last_peer: Option<std::net::SocketAddr>,
+    /// `X-CSTP-Hostname` of the latest CONNECT.
+    pub(crate) hostname: String,
 }
 
 /// What a CONNECT needs to know about its session.
@@ -258,7 +263,7 @@ impl Shard {
 
     /// A successful login: count it against the limits, lease an address
     /// and issue a cookie. The error is the reason told to the client.
-    pub(crate) fn create_session(&self, login: Login) -> Result<Cookie, &'static str> {
+    pub(crate) fn create_session(&self, login: Login, peer: std::net::SocketAddr) -> Result<Cookie, &'static str> {
         let cfg = &self.shared.config;
         let Login { user, group, policy, mobile, user_agent } = login;
         let max_same = policy.max_same_clients.unwrap_or(cfg.raw.session.max_same_clients);
@@ -303,7 +308,6 @@ impl Shard {
         let now = Instant::now();
         let timeout = policy.session_timeout.unwrap_or(cfg.raw.session.session_timeout);
         let ends_at = (timeout > 0).then(|| now + Duration::from_secs(timeout));
-        tracing::info!(shard = %self.id, user = %user, group = %group.as_deref().unwrap_or("-"), lease = %lease, mobile, "login: session created");
         let id = self.next_tunnel_id();
         let session = Session {
             user,
@@ -318,7 +322,10 @@ impl Shard {
             started_wall: SystemTime::now(),
             user_agent,
             past: Stats::default(),
+            last_peer: None,
+            hostname: String::new(),
         };
+        super::events::login(self, peer, &session);
         let expires = self.detach_deadline(&session, now);
         let mut sessions = self.sessions.borrow_mut();
         // 128 random bits: a collision is not a case to handle.
@@ -402,6 +409,30 @@ impl Shard {
         tunnels.get(&lease).cloned()
     }
 
+    /// The connect script's job, if one is set and this is the session's
+    /// first CONNECT.
+    pub(crate) fn connect_job(&self, cookie: &Cookie, peer: std::net::SocketAddr, hostname: &str) -> Option<super::events::ScriptJob> {
+        let mut sessions = self.sessions.borrow_mut();
+        let s = sessions.get_mut(cookie).filter(|s| s.last_peer.is_none())?;
+        hostname.clone_into(&mut s.hostname);
+        super::events::connect_job(self, s, peer)
+    }
+
+    /// Ends a session that has no tunnel (a connect script refused it).
+    pub(crate) fn drop_session(&self, cookie: &Cookie, reason: &str) {
+        let removed = self.sessions.borrow_mut().remove(cookie);
+        if let Some(s) = removed {
+            self.end_session(&s, &s.past, reason);
+        }
+    }
+
+    /// A session is over: give back what it held, log it, run the
+    /// disconnect script.
+    fn end_session(&self, s: &Session, stats: &Stats, reason: &str) {
+        self.release(s);
+        super::events::disconnect(self, s, stats, reason);
+    }
+
     /// Gives back everything a session held.
     fn release(&self, s: &Session) {
         self.remove_iroutes(&limits::v4(&s.policy.iroutes));
@@ -415,6 +446,9 @@ impl Shard {
     pub(crate) fn attach(&self, cookie: &Cookie, tunnel: &Rc<Tunnel>) {
         let mut sessions = self.sessions.borrow_mut();
         let Some(session) = sessions.get_mut(cookie) else { return };
+        let first = session.last_peer.replace(tunnel.peer).is_none();
+        session.hostname.clone_from(&tunnel.hostname);
+        super::events::connect(session, tunnel.peer, tunnel.lease6, first);
         if let Some(old) = session.tunnel.replace(tunnel.clone()) {
             session.past.add(&old.stats());
             tracing::info!(user = %session.user, lease = %session.lease, "reconnect supersedes the previous tunnel");
@@ -463,7 +497,9 @@ impl Shard {
         let now = Instant::now();
         if reason.ends_session() && !keep {
             let age = sessions.remove(&tunnel.cookie).map_or(0, |s| {
-                self.release(&s);
+                let mut all = s.past;
+                all.add(&stats);
+                self.end_session(&s, &all, &reason.to_string());
                 now.duration_since(s.started).as_secs()
             });
             tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, age_s = age, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, restricted = stats.restricted, rate_limited = stats.rate_limited, "session ended, address released");
@@ -553,7 +589,7 @@ impl Shard {
         }
         let removed = self.sessions.borrow_mut().remove(cookie);
         if let Some(s) = removed {
-            self.release(&s);
+            self.end_session(&s, &s.past, "admin disconnect");
             tracing::info!(user = %s.user, lease = %s.lease, "admin disconnect: session ended, address released");
         }
     }
@@ -644,8 +680,8 @@ impl Shard {
         let mut expired = Vec::new();
         self.sessions.borrow_mut().sweep_expired(now, |_, s| expired.push(s));
         for s in expired {
-            self.release(&s);
             let why = if s.ends_at.is_some_and(|end| end <= now) { "session_timeout reached" } else { "cookie expired" };
+            self.end_session(&s, &s.past, why);
             tracing::info!(user = %s.user, group = %s.group.as_deref().unwrap_or("-"), lease = %s.lease, age_s = now.duration_since(s.started).as_secs(), "{why}, address released");
         }
         let tunnels: Vec<_> = self.tunnels.borrow().values().cloned().collect();

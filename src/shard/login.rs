@@ -14,6 +14,8 @@ use super::conn::{Conn, ReadError};
 use super::core::{Login, Shard};
 use super::Moved;
 use shards::{Cookie, ShardId};
+
+use super::events::refused;
 use crate::config::AuthMethod;
 use crate::proto::auth::{self, AuthExchange, AuthRequest, GroupOption, Step, Verdict};
 use crate::proto::connect as negotiate;
@@ -135,16 +137,15 @@ pub(super) const LOGIN_READ_BUF: usize = 16 * 1024;
 pub(super) async fn adopt_login(shard: Rc<Shard>, mut conn: Conn, login: Login) {
     let peer = conn.peer;
     tracing::debug!(%peer, shard = %shard.id, user = %login.user, "login moved here for its explicit-ipv4 address");
-    match shard.create_session(login) {
+    let user = login.user.clone();
+    match shard.create_session(login, peer) {
         Ok(cookie) => {
-            shard.metrics().logins.inc();
             if !conn.send(&success_reply(cookie)).await {
                 return;
             }
         }
         Err(why) => {
-            tracing::warn!(%peer, "login refused: {why}");
-            shard.metrics().login_failures.inc();
+            refused(&shard, peer, Some(&user), why);
             return conn.refuse(401, why).await;
         }
     }
@@ -211,8 +212,7 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
         let cert = cert.get_or_insert_with(|| cert_user(&shard, &conn.tls));
         let reply = match route(shard.shared.config.auth_method, cert) {
             Route::Refuse(why) => {
-                tracing::warn!(%peer, "login refused: {why}");
-                shard.metrics().login_failures.inc();
+                refused(&shard, peer, None, why);
                 conn.refuse(401, why).await;
                 return;
             }
@@ -256,18 +256,15 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                                 let banned = bans.is_banned(peer.ip(), Instant::now());
                                 match login.verified(false) {
                                     Verdict::Retry(doc) if !banned => {
-                                        tracing::warn!(%peer, user = %username, tries = login.failures(), "wrong password");
-                                        shard.metrics().login_failures.inc();
+                                        refused(&shard, peer, Some(&username), "wrong password");
                                         xml_reply(&doc)
                                     }
                                     Verdict::Retry(_) => {
-                                        tracing::warn!(%peer, user = %username, "wrong password from an address now banned: closing");
-                                        shard.metrics().login_failures.inc();
+                                        refused(&shard, peer, Some(&username), "wrong password from an address now banned");
                                         return conn.refuse(401, "Authentication failed").await;
                                     }
                                     Verdict::Failed | Verdict::Success { .. } => {
-                                        tracing::warn!(%peer, user = %username, "login failed: too many wrong passwords");
-                                        shard.metrics().login_failures.inc();
+                                        refused(&shard, peer, Some(&username), "too many wrong passwords");
                                         return conn.refuse(401, "Authentication failed").await;
                                     }
                                 }
@@ -321,8 +318,7 @@ async fn finish(
     let (group, policy) = match checked {
         None => return Err(LoginError::WrongPassword),
         Some(Err((tell, why))) => {
-            tracing::warn!(%peer, user = %user, "login refused: {why}");
-            shard.metrics().login_failures.inc();
+            refused(shard, peer, Some(&user), &why);
             return Err(LoginError::Refused(tell));
         }
         Some(Ok(p)) => p,
@@ -331,8 +327,7 @@ async fn finish(
         let cfg = &shard.shared.config;
         let net = cfg.ipv4_network;
         if !net.contains(&addr) || addr == net.network() || addr == net.broadcast() || addr == cfg.server_address() {
-            tracing::warn!(%peer, user = %user, "login refused: explicit-ipv4 {addr} is not a client address of ipv4_network {net}");
-            shard.metrics().login_failures.inc();
+            refused(shard, peer, Some(&user), &format!("explicit-ipv4 {addr} is not a client address of ipv4_network {net}"));
             return Err(LoginError::Refused("User configuration error"));
         }
         let home = ShardId(crate::pool::owner_shard(addr, shard.shared.shards) as u16);
@@ -340,14 +335,11 @@ async fn finish(
             return Ok(Done::Move(home, Box::new(Login { user, group, policy, mobile, user_agent })));
         }
     }
-    match shard.create_session(Login { user, group, policy, mobile, user_agent }) {
-        Ok(cookie) => {
-            shard.metrics().logins.inc();
-            Ok(Done::Reply(success_reply(cookie)))
-        }
+    let name = user.clone();
+    match shard.create_session(Login { user, group, policy, mobile, user_agent }, peer) {
+        Ok(cookie) => Ok(Done::Reply(success_reply(cookie))),
         Err(why) => {
-            tracing::warn!(%peer, "login refused: {why}");
-            shard.metrics().login_failures.inc();
+            refused(shard, peer, Some(&name), why);
             Err(LoginError::Refused(why))
         }
     }

@@ -6,6 +6,7 @@ pub mod admin;
 mod conn;
 mod core;
 mod dtls;
+mod events;
 mod limits;
 mod login;
 mod notify;

@@ -155,6 +155,8 @@ pub struct ServerOpts {
     pub dtls: Dtls,
     /// TOML appended to the generated configuration (whole sections).
     pub extra_config: String,
+    /// Keys added to the generated [server] section.
+    pub server_keys: String,
     /// Keys added to the generated [session] section.
     pub session_keys: String,
     /// Keys added to the generated [auth] section.
@@ -183,6 +185,7 @@ impl Default for ServerOpts {
             extra_users: Vec::new(),
             dtls: Dtls::Off,
             extra_config: String::new(),
+            server_keys: String::new(),
             session_keys: String::new(),
             auth_keys: String::new(),
             network_keys: String::new(),
@@ -215,7 +218,7 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
     fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"0.0.0.0\"\ntcp_port = 443\nudp_port = {udp}\nworkers = {w}\n\
+            "[server]\nlisten = \"0.0.0.0\"\ntcp_port = 443\nudp_port = {udp}\nworkers = {w}\n{server}\
              [tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\ngenerate_self_signed = true\n\
              [auth]\npasswd_file = \"ocpasswd\"\n{auth}\
              [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n{network}\
@@ -228,6 +231,7 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
             dpd = opts.dpd,
             at = opts.auth_timeout,
             session = opts.session_keys,
+            server = opts.server_keys,
             auth = opts.auth_keys,
             network = opts.network_keys,
             extra = opts.extra_config
