@@ -40,7 +40,8 @@ pub struct BanInfo {
 }
 
 pub struct Bans {
-    policy: BanPolicy,
+    /// Replaced by a reload; read once per scored event.
+    policy: Mutex<BanPolicy>,
     table: Mutex<HashMap<IpAddr, Entry>>,
 }
 
@@ -60,11 +61,20 @@ const PRUNE_AT: usize = 4096;
 
 impl Bans {
     pub fn new(policy: BanPolicy) -> Self {
-        Self { policy, table: Mutex::new(HashMap::new()) }
+        Self { policy: Mutex::new(policy), table: Mutex::new(HashMap::new()) }
     }
 
     pub fn enabled(&self) -> bool {
-        self.policy.max_score > 0
+        self.policy().max_score > 0
+    }
+
+    fn policy(&self) -> BanPolicy {
+        *self.policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A reload's new policy; scores and bans in force stay.
+    pub fn set_policy(&self, p: BanPolicy) {
+        *self.policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = p;
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<IpAddr, Entry>) -> R) -> R {
@@ -87,7 +97,7 @@ impl Bans {
         if !self.enabled() || points == 0 {
             return None;
         }
-        let p = self.policy;
+        let p = self.policy();
         self.with(|t| {
             if t.len() >= PRUNE_AT {
                 t.retain(|_, e| e.banned_until.is_some_and(|u| now < u) || now.saturating_duration_since(e.last_points) < p.reset_time);

@@ -61,7 +61,7 @@ pub fn spawn(listener: UnixListener, shared: Arc<Shared>) -> std::io::Result<()>
 /// The commands `ctl` knows, for its help and for errors.
 pub const COMMANDS: &str = "show status | show users | show sessions | show user NAME | show id ID | show ip bans | \
                             show ip ban points | disconnect user NAME | disconnect id ID | reconnect user NAME | reconnect group NAME | \
-                            unban ip ADDR | stop now";
+                            unban ip ADDR | reload | stop";
 
 fn sessions(shared: &Shared, t: Target, connected_only: bool) -> Value {
     let mut all: Vec<admin::SessionInfo> = admin::ask_all(shared, &AdminCmd::Sessions(t))
@@ -102,7 +102,7 @@ fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
     }
     let mut policies = Vec::with_capacity(pairs.len());
     for (user, group) in pairs {
-        let c = crate::usercfg::load(&shared.config.raw.users, &user, group.as_deref())
+        let c = crate::usercfg::load(&shared.config.get().raw.users, &user, group.as_deref())
             .map_err(|e| format!("user {user}: {e}; no session was changed"))?;
         policies.push(((user, group), c));
     }
@@ -174,7 +174,14 @@ fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Va
             let ip: IpAddr = addr.parse().map_err(|_| format!("expected an IP address, got {addr:?}"))?;
             json!({ "unbanned": shared.bans.unban(ip) })
         }
-        ["stop", "now"] => {
+        ["reload"] => match crate::shard::reload::reload(shared) {
+            Ok(r) => json!({ "reloaded": true, "certificate": r.pin, "warnings": r.warnings }),
+            Err(e) => {
+                tracing::error!("reload failed, the running configuration stays: {e}");
+                return Err(format!("reload failed, the running configuration stays: {e}"));
+            }
+        },
+        ["stop"] | ["stop", "now"] => {
             tracing::info!("stop requested on the control socket");
             shared.shutdown.store(true, Ordering::Release);
             json!({ "stopping": true })

@@ -41,7 +41,8 @@ const HELP: &str = "Commands sent to the server:
   reconnect user NAME      re-read the user's files; their clients reconnect with them
   reconnect group NAME     the same for every session in a group
   unban ip ADDR            lift a ban
-  stop now                 end every session and stop the server
+  reload                   re-read configuration, certificate, password and user files
+  stop                     end every session and stop the server (also: stop now)
 
 Files edited here (need --config, or /etc/ocserv-uring/ocserv-uring.toml):
   user-config set|show|list|delete    [users] config_per_user

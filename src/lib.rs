@@ -8,6 +8,7 @@ pub mod cfgedit;
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod live;
 pub mod metrics;
 pub mod passwd;
 pub mod pool;

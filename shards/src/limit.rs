@@ -38,9 +38,15 @@ impl<C: Counter> GlobalLimit<C> {
 
     /// Takes one slot; false if the limit is reached.
     pub fn try_acquire(&self) -> bool {
+        self.try_acquire_up_to(self.max)
+    }
+
+    /// Takes one slot under `max` (0: no limit), for a limit that a reload
+    /// may change; slots taken stay taken.
+    pub fn try_acquire_up_to(&self, max: usize) -> bool {
         let mut cur = self.count.load();
         loop {
-            if self.max != 0 && cur >= self.max {
+            if max != 0 && cur >= max {
                 return false;
             }
             match self.count.compare_exchange(cur, cur + 1) {

@@ -103,7 +103,7 @@ pub(super) async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
     let cookie = head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok());
     let Some(cookie) = cookie.filter(|c| c.home_shard().index() < shard.shared.shards) else {
         tracing::info!(peer = %conn.peer, "CONNECT without a valid cookie");
-        let points = shard.shared.config.raw.security.ban_points_bad_request;
+        let points = shard.shared.config.get().raw.security.ban_points_bad_request;
         super::login::penalize(&shard, conn.peer, points, "a CONNECT without a valid cookie");
         conn.refuse(401, "Cookie is not acceptable").await;
         return;
@@ -175,7 +175,8 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         return;
     };
     let SessionView { user, lease, policy, ends_at, mobile } = view;
-    let cfg = &shard.shared.config;
+    let cfg = shard.shared.config.get();
+    let cfg = &*cfg;
     let now = Instant::now();
     let limits = Limits::for_session(cfg, &policy, ends_at, mobile || negotiate::is_mobile(&head), now);
     let mtu_cap = policy.mtu.map_or(cfg.raw.network.mtu, |m| m.min(cfg.raw.network.mtu));
@@ -252,7 +253,8 @@ fn connect_reply(
     mtu: u16,
     dtls: Option<(DtlsChoice, AppId)>,
 ) -> Vec<u8> {
-    let cfg = &shard.shared.config;
+    let cfg = shard.shared.config.get();
+    let cfg = &*cfg;
     let s = &cfg.raw.session;
     let dpd = policy.dpd.unwrap_or(s.dpd);
     let keepalive = policy.keepalive.unwrap_or(s.keepalive);

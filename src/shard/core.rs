@@ -99,6 +99,9 @@ pub(crate) struct Shard {
     pub(crate) udp_batch: RefCell<RecvBatch>,
     /// Packets and bytes by channel, published to the metrics each tick.
     pub(crate) traffic: crate::metrics::Traffic,
+    /// `ipv6_network`, fixed for the process: the TUN dispatch reads it
+    /// per packet.
+    pub(crate) ipv6_network: Option<ipnet::Ipv6Net>,
 }
 
 /// Reads kept posted on the TUN queue, and slots for packets out.
@@ -111,7 +114,8 @@ const TICK: Duration = Duration::from_millis(100);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, links: Links) -> Result<(), String> {
-    let cfg = &shared.config;
+    let cfg = shared.config.get();
+    let cfg = &*cfg;
     let addr = std::net::SocketAddr::new(cfg.listen, cfg.raw.server.tcp_port);
     let listener = match sys::net::tcp_listener(addr, LISTEN_BACKLOG) {
         // SAFETY: a fresh listening socket that nobody else owns.
@@ -166,6 +170,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         segmenter: RefCell::new(super::tun::Segmenter::new()),
         udp_batch: RefCell::new(RecvBatch::new(super::dtls::RECV_BATCH - 1, usize::from(cfg.raw.network.mtu) + super::dtls::RECV_SLACK)),
         traffic: crate::metrics::Traffic::default(),
+        ipv6_network: cfg.ipv6_network,
     });
 
     // Receivers first: a sender's connect waits for its receiver's.
@@ -264,7 +269,8 @@ impl Shard {
     /// A successful login: count it against the limits, lease an address
     /// and issue a cookie. The error is the reason told to the client.
     pub(crate) fn create_session(&self, login: Login, peer: std::net::SocketAddr) -> Result<Cookie, &'static str> {
-        let cfg = &self.shared.config;
+        let cfg = self.shared.config.get();
+        let cfg = &*cfg;
         let Login { user, group, policy, mobile, user_agent } = login;
         let max_same = policy.max_same_clients.unwrap_or(cfg.raw.session.max_same_clients);
         if let Err(have) = self.shared.per_user.try_acquire(&user, max_same) {
@@ -280,7 +286,7 @@ impl Shard {
             }
             self.shared.per_user.release(&user);
         };
-        if !self.shared.clients.try_acquire() {
+        if !self.shared.clients.try_acquire_up_to(cfg.raw.session.max_clients) {
             undo(None, false);
             return Err("The server has reached max_clients");
         }
@@ -338,14 +344,14 @@ impl Shard {
     /// When a detached session's cookie dies: `cookie_timeout` from now,
     /// but never past the session's own end.
     fn detach_deadline(&self, s: &Session, now: Instant) -> Instant {
-        let d = now + self.shared.config.cookie_timeout();
+        let d = now + self.shared.config.get().cookie_timeout();
         s.ends_at.map_or(d, |end| end.min(d))
     }
 
     /// Routes the user's networks (iroute) into the TUN and steers them to
     /// this shard; refused if another session has one of them.
     fn add_iroutes(&self, user: &str, lease: Ipv4Addr, nets: &[Ipv4Net]) -> Result<(), &'static str> {
-        let pool = self.shared.config.ipv4_network;
+        let pool = self.shared.config.get().ipv4_network;
         for (i, net) in nets.iter().enumerate() {
             let undo = |n: usize| self.remove_iroutes(&nets[..n]);
             if net.contains(&pool.network()) || pool.contains(&net.network()) {
@@ -368,7 +374,7 @@ impl Shard {
                 undo(i);
                 return Err("An iroute of this user is in use by another session");
             }
-            let routed = sys::tun::set_route(&self.shared.config.raw.network.device, *net, true)
+            let routed = sys::tun::set_route(&self.shared.config.get().raw.network.device, *net, true)
                 .and_then(|()| self.shared.steering.route(*net, u32::from(self.id.0)));
             self.iroutes.borrow_mut().push((*net, lease));
             if let Err(e) = routed {
@@ -390,7 +396,7 @@ impl Shard {
             }
             self.iroutes.borrow_mut().retain(|(n, _)| n != net);
             let _ = self.shared.steering.unroute(*net);
-            if let Err(e) = sys::tun::set_route(&self.shared.config.raw.network.device, *net, false) {
+            if let Err(e) = sys::tun::set_route(&self.shared.config.get().raw.network.device, *net, false) {
                 tracing::debug!(%net, "{e}");
             }
             self.shared.iroutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(net);
@@ -493,7 +499,7 @@ impl Shard {
             return;
         }
         // persistent_cookies: a logout leaves the cookie usable.
-        let keep = reason == EndReason::ClientDisconnect && self.shared.config.raw.session.persistent_cookies;
+        let keep = reason == EndReason::ClientDisconnect && self.shared.config.get().raw.session.persistent_cookies;
         let now = Instant::now();
         if reason.ends_session() && !keep {
             let age = sessions.remove(&tunnel.cookie).map_or(0, |s| {
@@ -619,7 +625,8 @@ impl Shard {
     }
 
     fn info(&self, s: &Session) -> SessionInfo {
-        let cfg = &self.shared.config;
+        let cfg = self.shared.config.get();
+        let cfg = &*cfg;
         let now = Instant::now();
         let t = s.tunnel.as_ref();
         let mut st = s.past;

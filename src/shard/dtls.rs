@@ -232,7 +232,8 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
         let _ = shard.tx.borrow_mut().submit();
         return;
     }
-    let cfg = &shard.shared.config;
+    let cfg = shard.shared.config.get();
+    let cfg = &*cfg;
     let local = SocketAddr::new(cfg.listen, cfg.raw.server.udp_port);
     let fd = match sys::net::udp_socket(local, Some(from)) {
         Ok(fd) => fd,

@@ -46,7 +46,9 @@ pub(crate) fn disconnect(shard: &Shard, s: &Session, stats: &Stats, reason: &str
         ipv4 = %s.lease, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, duration_s = duration.as_secs(), reason,
         "disconnect"
     );
-    let scripts = &shard.shared.config.raw.scripts;
+    let cfg = shard.shared.config.get();
+    let cfg = &*cfg;
+    let scripts = &cfg.raw.scripts;
     // Only sessions whose connect ran (a tunnel came up) get a disconnect.
     if let (Some(script), Some(peer)) = (scripts.disconnect_script.clone(), s.last_peer) {
         let env = environment(shard, s, peer, "disconnect", Some((stats, duration)));
@@ -73,7 +75,9 @@ pub(crate) struct ScriptJob {
 
 /// The connect script's job for `s`, if one is configured.
 pub(crate) fn connect_job(shard: &Shard, s: &Session, peer: SocketAddr) -> Option<ScriptJob> {
-    let scripts = &shard.shared.config.raw.scripts;
+    let cfg = shard.shared.config.get();
+    let cfg = &*cfg;
+    let scripts = &cfg.raw.scripts;
     let script = scripts.connect_script.clone()?;
     Some(ScriptJob { script, env: environment(shard, s, peer, "connect", None), limit: Duration::from_secs(scripts.script_timeout) })
 }
@@ -85,7 +89,8 @@ pub(crate) async fn run_connect(job: ScriptJob) -> Result<(), String> {
 
 /// ocserv's variables, so existing scripts work.
 fn environment(shard: &Shard, s: &Session, peer: SocketAddr, reason: &str, end: Option<(&Stats, Duration)>) -> Vec<(&'static str, String)> {
-    let cfg = &shard.shared.config;
+    let cfg = shard.shared.config.get();
+    let cfg = &*cfg;
     let join = |v: Vec<String>| v.join(" ");
     let routes = super::limits::routes_v4(cfg, &s.policy).iter().map(ToString::to_string).collect();
     let dns = if s.policy.dns.is_empty() { &cfg.dns } else { &s.policy.dns };

@@ -55,7 +55,8 @@ enum CertUser {
 }
 
 fn cert_user(shard: &Shard, tls: &TlsSession) -> CertUser {
-    let cfg = &shard.shared.config;
+    let cfg = shard.shared.config.get();
+    let cfg = &*cfg;
     let Some(der) = tls.peer_certificate().filter(|_| cfg.auth_method.uses_certificates()) else {
         return CertUser::Absent;
     };
@@ -109,7 +110,9 @@ enum LoginError {
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let Ok(peer) = stream.peer_addr() else { return };
     let bans = &shard.shared.bans;
-    let points = &shard.shared.config.raw.security;
+    let cfg = shard.shared.config.get();
+    let cfg = &*cfg;
+    let points = &cfg.raw.security;
     if bans.enabled() {
         if bans.is_banned(peer.ip(), Instant::now()) {
             tracing::debug!(%peer, "connection from a banned address closed");
@@ -118,7 +121,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         penalize(&shard, peer, points.ban_points_connection, "a connection");
     }
     let _ = stream.set_nodelay(true);
-    let tls = match TlsSession::new(shard.shared.tls.clone()) {
+    let tls = match TlsSession::new(shard.shared.tls.get()) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!("TLS session: {e}");
@@ -157,13 +160,15 @@ pub(super) async fn adopt_login(shard: Rc<Shard>, mut conn: Conn, login: Login) 
 async fn requests(shard: Rc<Shard>, mut conn: Conn) {
     let peer = conn.peer;
     let bans = &shard.shared.bans;
-    let points = &shard.shared.config.raw.security;
+    let cfg = shard.shared.config.get();
+    let cfg = &*cfg;
+    let points = &cfg.raw.security;
     // Both known once the first request arrives (the handshake is done).
     let mut cert: Option<CertUser> = None;
     let mut exchange: Option<AuthExchange> = None;
     let mut mobile = false;
     let mut user_agent = String::new();
-    let timeout = shard.shared.config.auth_timeout();
+    let timeout = shard.shared.config.get().auth_timeout();
     loop {
         let req = match with_timeout(timeout, conn.read_request()).await {
             None => {
@@ -210,7 +215,7 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
             user_agent = ua.chars().filter(|c| !c.is_control()).take(128).collect();
         }
         let cert = cert.get_or_insert_with(|| cert_user(&shard, &conn.tls));
-        let reply = match route(shard.shared.config.auth_method, cert) {
+        let reply = match route(shard.shared.config.get().auth_method, cert) {
             Route::Refuse(why) => {
                 refused(&shard, peer, None, why);
                 conn.refuse(401, why).await;
@@ -228,10 +233,10 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
             }
             Route::Password => {
                 if exchange.is_none() {
-                    let groups = if shard.shared.config.raw.auth.auto_select_group {
+                    let groups = if shard.shared.config.get().raw.auth.auto_select_group {
                         password_file_groups(&shard).await
                     } else {
-                        shard.shared.config.select_groups.clone()
+                        shard.shared.config.get().select_groups.clone()
                     };
                     exchange = Some(match cert {
                         CertUser::Named { user, .. } => AuthExchange::for_user(user.clone(), groups),
@@ -298,7 +303,9 @@ async fn finish(
     let checked = glommio::executor()
         .spawn_blocking(move || {
             crate::sys::lower_thread_priority();
-            let cfg = &shared.config.raw;
+            let cfg = shared.config.get();
+            let cfg = &*cfg;
+            let cfg = &cfg.raw;
             let groups = match password {
                 Some(pw) => crate::passwd::check(&cfg.auth.passwd_file, &name, &pw)?,
                 None => Some(cert_groups),
@@ -324,7 +331,8 @@ async fn finish(
         Some(Ok(p)) => p,
     };
     if let Some(addr) = policy.explicit_ipv4 {
-        let cfg = &shard.shared.config;
+        let cfg = shard.shared.config.get();
+        let cfg = &*cfg;
         let net = cfg.ipv4_network;
         if !net.contains(&addr) || addr == net.network() || addr == net.broadcast() || addr == cfg.server_address() {
             refused(shard, peer, Some(&user), &format!("explicit-ipv4 {addr} is not a client address of ipv4_network {net}"));
@@ -368,7 +376,7 @@ fn pick_group(groups: Vec<String>, wanted: Option<String>) -> Result<Option<Stri
 /// `auto_select_group`: every group in the password file, read off the
 /// executor for each login that asks for a username.
 async fn password_file_groups(shard: &Shard) -> Arc<[GroupOption]> {
-    let path = shard.shared.config.raw.auth.passwd_file.clone();
+    let path = shard.shared.config.get().raw.auth.passwd_file.clone();
     let read = glommio::executor().spawn_blocking(move || crate::passwd::all_groups(&path)).await;
     let names = read.unwrap_or_else(|e| {
         tracing::error!("password file: {e}");

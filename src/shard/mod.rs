@@ -10,6 +10,7 @@ mod events;
 mod limits;
 mod login;
 mod notify;
+pub mod reload;
 mod stream;
 mod tun;
 mod tunnel;
@@ -30,8 +31,10 @@ use crate::tls::TlsSession;
 
 /// Read-only state and cross-shard atomics, shared by all shards.
 pub struct Shared {
-    pub config: Config,
-    pub tls: Arc<ServerConfig>,
+    /// Replaced by a reload (`reload`); keys that need a restart keep
+    /// their start values.
+    pub config: crate::live::Live<Config>,
+    pub tls: crate::live::Live<ServerConfig>,
     pub clients: GlobalLimit,
     /// Sessions per user, for `max_same_clients`.
     pub per_user: PerUser,
@@ -175,8 +178,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         admin: (0..n).map(|_| std::sync::Mutex::new(Vec::new())).collect(),
         metrics: Arc::new(crate::metrics::Metrics::new(n)),
         iroutes: std::sync::Mutex::new(std::collections::HashMap::new()),
-        config,
-        tls,
+        config: crate::live::Live::new(Arc::new(config)),
+        tls: crate::live::Live::new(tls),
         shutdown: AtomicBool::new(false),
         shards: n,
         started: std::sync::atomic::AtomicUsize::new(0),
@@ -237,15 +240,25 @@ pub fn run(config: Config) -> Result<(), RunError> {
     first_err.map_or(Ok(()), Err)
 }
 
-/// Blocks SIGTERM/SIGINT in this thread and every thread it spawns, so only
-/// the waiter thread receives them.
-fn block_shutdown_signals() {
-    // SAFETY: sigset manipulation on a local set, then pthread_sigmask on it.
+/// SIGTERM, SIGINT (stop) and SIGHUP (reload).
+fn handled_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, zero-initialised set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        set
+    }
+}
+
+/// Blocks the handled signals in this thread and every thread it spawns,
+/// so only the waiter thread receives them.
+fn block_shutdown_signals() {
+    let set = handled_signals();
+    // SAFETY: pthread_sigmask with a valid set and no old-set output.
+    unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
@@ -253,19 +266,20 @@ fn block_shutdown_signals() {
 fn spawn_signal_waiter(shared: Arc<Shared>) {
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || {
-            // SAFETY: as in block_shutdown_signals; sigwait fills `sig`.
-            let sig = unsafe {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGTERM);
-                libc::sigaddset(&mut set, libc::SIGINT);
-                let mut sig = 0;
-                libc::sigwait(&set, &mut sig);
-                sig
-            };
+        .spawn(move || loop {
+            let set = handled_signals();
+            let mut sig = 0;
+            // SAFETY: sigwait on a valid set, filling `sig`.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            if sig == libc::SIGHUP {
+                if let Err(e) = reload::reload(&shared) {
+                    tracing::error!("reload failed, the running configuration stays: {e}");
+                }
+                continue;
+            }
             tracing::info!(signal = sig, "shutting down: ending every session");
             shared.shutdown.store(true, Ordering::Release);
+            break;
         })
         .expect("spawning the signal thread");
 }
