@@ -117,7 +117,8 @@ struct SetArgs {
     /// A fixed tunnel address for this user.
     #[arg(long, value_name = "IP")]
     explicit_ipv4: Option<String>,
-    /// A fixed IPv6 tunnel address (refused: not supported by this server yet).
+    /// A fixed IPv6 tunnel address: ipv6_network with the IPv4 lease in its
+    /// low 32 bits, so it fixes the IPv4 address too.
     #[arg(long, value_name = "IP")]
     explicit_ipv6: Option<String>,
     /// Bytes per second from the client, e.g. 1.5M.

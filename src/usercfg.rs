@@ -157,11 +157,7 @@ impl UserConfig {
     /// session must not start without a limit or filter its operator
     /// asked for.
     pub fn not_yet_supported(&self) -> Option<&'static str> {
-        let set = [
-            ("iroute (IPv6)", self.iroutes.iter().any(|n| matches!(n, IpNet::V6(_)))),
-            // IPv6 addresses are derived from the IPv4 lease.
-            ("explicit-ipv6", self.explicit_ipv6.is_some()),
-        ];
+        let set = [("iroute (IPv6)", self.iroutes.iter().any(|n| matches!(n, IpNet::V6(_))))];
         set.into_iter().find(|&(_, on)| on).map(|(k, _)| k)
     }
 }
@@ -333,8 +329,9 @@ session-timeout = \"0\"
         assert_eq!(c.not_yet_supported(), None);
         let c = UserConfig::parse("iroute = fd00:9::/48").unwrap();
         assert_eq!(c.not_yet_supported(), Some("iroute (IPv6)"));
+        // explicit-ipv6 fixes the IPv4 lease too (shard::login).
         let c = UserConfig::parse("explicit-ipv6 = fd00::5").unwrap();
-        assert_eq!(c.not_yet_supported(), Some("explicit-ipv6"));
+        assert_eq!(c.not_yet_supported(), None);
     }
 
     #[test]

@@ -72,3 +72,33 @@ fn ipv6_over_cstp() {
 fn ipv6_over_dtls() {
     check_v6_session(Dtls::Psk, "v6dtls");
 }
+
+/// `explicit-ipv6` in a per-user file fixes the IPv6 address and with it
+/// the IPv4 lease (its low 32 bits); one of another form is refused with
+/// the reason logged.
+#[test]
+fn explicit_ipv6_fixes_both_addresses_and_a_foreign_form_is_refused() {
+    let _g = serial();
+    let mut net = Net::new("x6", 2);
+    let dir = net.dir.clone();
+    std::fs::create_dir_all(dir.join("users")).unwrap();
+    std::fs::write(dir.join("users/alice"), "explicit-ipv6 = fd00:100::c0a8:6442\n").unwrap();
+    std::fs::write(dir.join("users/bob"), "explicit-ipv6 = fd00:100::1:c0a8:6443\n").unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            network_keys: "ipv6_network = \"fd00:100::/64\"\n".into(),
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    assert_eq!(alice.wait_connected(), "192.168.100.66");
+    let env = alice.env("connect").unwrap();
+    assert_eq!(Client::var(&env, "INTERNAL_IP6_ADDRESS").as_deref(), Some("fd00:100::c0a8:6442"), "{env}");
+    assert_eq!(ping6(&net, &net.client_ns[0], SERVER6), 3);
+    let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+    bob.wait_exit(std::time::Duration::from_secs(20));
+    assert!(bob.env("connect").is_none());
+    server.wait_log("is not of the form this server gives", std::time::Duration::from_secs(5));
+}

@@ -16,7 +16,7 @@ pub use appid::AppId;
 pub use cookie::{Cookie, CookieError};
 pub use limit::{Counter, GlobalLimit};
 pub use peruser::PerUser;
-pub use store::SessionStore;
+pub use store::{SessionStore, UserSession};
 
 /// Index of a shard: the executor, its TUN queue and its slice of the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -2,10 +2,13 @@
 //!
 //! A session is either attached to a live tunnel or detached and waiting for a
 //! reconnect until its cookie expires. Expiry deadlines sit in a min-heap, so
-//! the sweep touches only what is due and the packet path never scans.
+//! the sweep touches only what is due and the packet path never scans. An
+//! index by user name makes a user's sessions (admin commands, per-user
+//! views) cost their number, not the shard's.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::Cookie;
@@ -18,18 +21,25 @@ struct Entry<S> {
     generation: u64,
 }
 
+/// What the store needs to know about a session: whose it is.
+pub trait UserSession {
+    fn user(&self) -> &str;
+}
+
+/// One shard's sessions (not `Send`: each shard owns its own).
 pub struct SessionStore<S> {
     sessions: HashMap<Cookie, Entry<S>>,
     deadlines: BinaryHeap<Reverse<(Instant, u64, Cookie)>>,
+    by_user: HashMap<Rc<str>, Vec<Cookie>>,
 }
 
 impl<S> Default for SessionStore<S> {
     fn default() -> Self {
-        Self { sessions: HashMap::new(), deadlines: BinaryHeap::new() }
+        Self { sessions: HashMap::new(), deadlines: BinaryHeap::new(), by_user: HashMap::new() }
     }
 }
 
-impl<S> SessionStore<S> {
+impl<S: UserSession> SessionStore<S> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -39,8 +49,49 @@ impl<S> SessionStore<S> {
         if self.sessions.contains_key(&cookie) {
             return Err(session);
         }
-        self.sessions.insert(cookie, Entry { session, expires_at: None, generation: 0 });
+        self.get_or_insert_with(cookie, || session);
         Ok(())
+    }
+
+    /// The session of `cookie`, created by `make` if there is none (the
+    /// same cookie twice yields one session).
+    pub fn get_or_insert_with(&mut self, cookie: Cookie, make: impl FnOnce() -> S) -> &mut S {
+        let Self { sessions, by_user, .. } = self;
+        let e = sessions.entry(cookie).or_insert_with(|| {
+            let session = make();
+            by_user.entry(Rc::from(session.user())).or_default().push(cookie);
+            Entry { session, expires_at: None, generation: 0 }
+        });
+        &mut e.session
+    }
+
+    /// The cookies of `user`'s sessions on this shard.
+    pub fn cookies_of(&self, user: &str) -> &[Cookie] {
+        self.by_user.get(user).map_or(&[], Vec::as_slice)
+    }
+
+    /// `user`'s sessions on this shard.
+    pub fn list_by_user<'a>(&'a self, user: &str) -> impl Iterator<Item = (&'a Cookie, &'a S)> + 'a {
+        self.cookies_of(user).iter().filter_map(|c| self.sessions.get(c).map(|e| (c, &e.session)))
+    }
+
+    pub fn count_by_user(&self, user: &str) -> usize {
+        self.cookies_of(user).len()
+    }
+
+    /// Removes and returns every session of `user` on this shard.
+    pub fn remove_by_user(&mut self, user: &str) -> Vec<(Cookie, S)> {
+        let cookies = self.by_user.remove(user).unwrap_or_default();
+        cookies.into_iter().filter_map(|c| self.sessions.remove(&c).map(|e| (c, e.session))).collect()
+    }
+
+    fn unindex(&mut self, cookie: &Cookie, user: &str) {
+        if let Some(list) = self.by_user.get_mut(user) {
+            list.retain(|c| c != cookie);
+            if list.is_empty() {
+                self.by_user.remove(user);
+            }
+        }
     }
 
     pub fn get(&self, cookie: &Cookie) -> Option<&S> {
@@ -52,7 +103,9 @@ impl<S> SessionStore<S> {
     }
 
     pub fn remove(&mut self, cookie: &Cookie) -> Option<S> {
-        self.sessions.remove(cookie).map(|e| e.session)
+        let e = self.sessions.remove(cookie)?;
+        self.unindex(cookie, e.session.user());
+        Some(e.session)
     }
 
     pub fn len(&self) -> usize {
@@ -67,6 +120,8 @@ impl<S> SessionStore<S> {
         self.sessions.iter().map(|(c, e)| (c, &e.session))
     }
 
+    /// A session's user must not change while it is stored: the index is
+    /// by user.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Cookie, &mut S)> {
         self.sessions.iter_mut().map(|(c, e)| (c, &mut e.session))
     }
@@ -105,8 +160,8 @@ impl<S> SessionStore<S> {
                 .get(&cookie)
                 .is_some_and(|e| e.generation == generation && e.expires_at.is_some());
             if due {
-                if let Some(e) = self.sessions.remove(&cookie) {
-                    on_expired(cookie, e.session);
+                if let Some(s) = self.remove(&cookie) {
+                    on_expired(cookie, s);
                 }
             }
         }
@@ -121,6 +176,54 @@ mod tests {
 
     fn cookie(n: u8) -> Cookie {
         Cookie::new(ShardId(0), [n; 16])
+    }
+
+    impl UserSession for &str {
+        fn user(&self) -> &str {
+            self
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct S(&'static str, u32);
+
+    impl UserSession for S {
+        fn user(&self) -> &str {
+            self.0
+        }
+    }
+
+    #[test]
+    fn sessions_by_user_follow_inserts_removals_and_expiry() {
+        let t0 = Instant::now();
+        let mut s = SessionStore::new();
+        s.insert(cookie(1), S("alice", 1)).unwrap();
+        s.insert(cookie(2), S("bob", 2)).unwrap();
+        s.insert(cookie(3), S("alice", 3)).unwrap();
+        assert_eq!(s.count_by_user("alice"), 2);
+        let mut ids: Vec<u32> = s.list_by_user("alice").map(|(_, v)| v.1).collect();
+        ids.sort();
+        assert_eq!(ids, [1, 3]);
+        s.remove(&cookie(1));
+        assert_eq!(s.count_by_user("alice"), 1);
+        s.detach(&cookie(3), t0);
+        s.sweep_expired(t0, |_, _| {});
+        assert_eq!(s.count_by_user("alice"), 0);
+        assert_eq!(s.cookies_of("alice"), &[] as &[Cookie]);
+        s.insert(cookie(4), S("bob", 4)).unwrap();
+        let gone = s.remove_by_user("bob");
+        assert_eq!(gone.len(), 2);
+        assert!(s.is_empty() && s.count_by_user("bob") == 0);
+        assert_eq!(s.count_by_user("nobody"), 0);
+    }
+
+    #[test]
+    fn get_or_insert_is_idempotent() {
+        let mut s = SessionStore::new();
+        s.get_or_insert_with(cookie(7), || S("carol", 1)).1 += 10;
+        let again = s.get_or_insert_with(cookie(7), || S("carol", 99));
+        assert_eq!(*again, S("carol", 11));
+        assert_eq!((s.len(), s.count_by_user("carol")), (1, 1));
     }
 
     #[test]
@@ -143,7 +246,7 @@ mod tests {
     fn reattach_cancels_expiry() {
         let t0 = Instant::now();
         let mut s = SessionStore::new();
-        s.insert(cookie(1), 1).unwrap();
+        s.insert(cookie(1), "dave").unwrap();
         s.detach(&cookie(1), t0 + Duration::from_secs(1));
         assert!(s.is_detached(&cookie(1)));
         s.attach(&cookie(1));

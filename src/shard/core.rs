@@ -55,6 +55,12 @@ pub(crate) struct Session {
     pub(crate) hostname: String,
 }
 
+impl shards::UserSession for Session {
+    fn user(&self) -> &str {
+        &self.user
+    }
+}
+
 /// What a CONNECT needs to know about its session.
 pub(crate) struct SessionView {
     pub(crate) user: String,
@@ -539,6 +545,9 @@ impl Shard {
     fn admin(&self, cmd: &AdminCmd) -> AdminReply {
         let matching = |t: &Target| -> Vec<Cookie> {
             let sessions = self.sessions.borrow();
+            if let Target::User(u) = t {
+                return sessions.cookies_of(u).to_vec();
+            }
             sessions
                 .iter()
                 .filter(|(_, s)| match t {

@@ -330,6 +330,16 @@ async fn finish(
         }
         Some(Ok(p)) => p,
     };
+    let mut policy = policy;
+    if let Some(v6) = policy.explicit_ipv6 {
+        match explicit_v4_of_v6(&shard.shared.config.get(), v6, policy.explicit_ipv4) {
+            Ok(v4) => policy.explicit_ipv4 = Some(v4),
+            Err(why) => {
+                refused(shard, peer, Some(&user), &why);
+                return Err(LoginError::Refused("User configuration error"));
+            }
+        }
+    }
     if let Some(addr) = policy.explicit_ipv4 {
         let cfg = shard.shared.config.get();
         let cfg = &*cfg;
@@ -350,6 +360,26 @@ async fn finish(
             refused(shard, peer, Some(&name), why);
             Err(LoginError::Refused(why))
         }
+    }
+}
+
+/// `explicit-ipv6`: a client's IPv6 address is the IPv6 network with its
+/// IPv4 lease in the low 32 bits, so a fixed IPv6 address fixes the IPv4
+/// lease too (and must agree with an `explicit-ipv4` beside it).
+fn explicit_v4_of_v6(cfg: &crate::config::Config, v6: std::net::Ipv6Addr, v4: Option<std::net::Ipv4Addr>) -> Result<std::net::Ipv4Addr, String> {
+    let Some(net) = cfg.ipv6_network else {
+        return Err(format!("explicit-ipv6 {v6} is set, and the server has no ipv6_network"));
+    };
+    let low = std::net::Ipv4Addr::from(u128::from(v6) as u32);
+    if cfg.ipv6_for(low) != Some(v6) {
+        let example = cfg.ipv6_for(v4.unwrap_or(low)).map_or(String::new(), |a| a.to_string());
+        return Err(format!(
+            "explicit-ipv6 {v6} is not of the form this server gives ({net} with the IPv4 address in the low 32 bits, e.g. {example})"
+        ));
+    }
+    match v4 {
+        Some(v4) if v4 != low => Err(format!("explicit-ipv6 {v6} names IPv4 {low}, and explicit-ipv4 is {v4}")),
+        _ => Ok(low),
     }
 }
 
