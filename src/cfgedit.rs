@@ -120,13 +120,9 @@ impl Store {
     }
 }
 
-/// The keys `set` may write: those the server reads.
+/// The keys `set` may write: those the server reads, as it reads them.
 pub fn check(text: &str) -> Result<UserConfig, String> {
-    let c = UserConfig::parse(text).map_err(|e| e.to_string())?;
-    if let Some(key) = c.not_yet_supported() {
-        return Err(format!("`{key}` is not enforced by this server yet, and a file with it refuses the login"));
-    }
-    Ok(c)
+    UserConfig::parse(text).map_err(|e| e.to_string())
 }
 
 /// Keeps comments and untouched keys in place, drops the lines of every

@@ -152,14 +152,6 @@ impl UserConfig {
         over(&mut self.keepalive, &later.keepalive);
         over(&mut self.mtu, &later.mtu);
     }
-
-    /// The first key set here that this server does not enforce yet: a
-    /// session must not start without a limit or filter its operator
-    /// asked for.
-    pub fn not_yet_supported(&self) -> Option<&'static str> {
-        let set = [("iroute (IPv6)", self.iroutes.iter().any(|n| matches!(n, IpNet::V6(_))))];
-        set.into_iter().find(|&(_, on)| on).map(|(k, _)| k)
-    }
 }
 
 /// Reads and parses one file; the error names the file.
@@ -184,9 +176,6 @@ pub fn load(users: &crate::config::Users, user: &str, group: Option<&str>) -> Re
     ];
     for path in files.iter().flatten() {
         c.merge(&read_file(path)?);
-    }
-    if let Some(key) = c.not_yet_supported() {
-        return Err(format!("`{key}` is set, and this server does not enforce it yet"));
     }
     Ok(c)
 }
@@ -287,7 +276,6 @@ session-timeout = \"0\"
         assert_eq!((c.mtu, c.dpd, c.keepalive), (Some(1300), Some(60), Some(300)));
         assert_eq!((c.rx_data_per_sec, c.tx_data_per_sec), (Some(1_572_864), Some(200_000)));
         assert_eq!(c.session_timeout, Some(0));
-        assert_eq!(c.not_yet_supported(), None);
     }
 
     #[test]
@@ -319,19 +307,6 @@ session-timeout = \"0\"
         assert_eq!(group.mtu, Some(1280));
         assert_eq!(group.split_dns, ["a.example"]);
         assert_eq!(group.dns.len(), 1);
-    }
-
-    #[test]
-    fn keys_not_enforced_yet_are_named() {
-        let c = UserConfig::parse("max-same-clients = 2\nsession-timeout = 3600\nrestrict-user-to-routes = true").unwrap();
-        assert_eq!(c.not_yet_supported(), None);
-        let c = UserConfig::parse("iroute = 10.9.0.0/16").unwrap();
-        assert_eq!(c.not_yet_supported(), None);
-        let c = UserConfig::parse("iroute = fd00:9::/48").unwrap();
-        assert_eq!(c.not_yet_supported(), Some("iroute (IPv6)"));
-        // explicit-ipv6 fixes the IPv4 lease too (shard::login).
-        let c = UserConfig::parse("explicit-ipv6 = fd00::5").unwrap();
-        assert_eq!(c.not_yet_supported(), None);
     }
 
     #[test]

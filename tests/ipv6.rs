@@ -102,3 +102,40 @@ fn explicit_ipv6_fixes_both_addresses_and_a_foreign_form_is_refused() {
     assert!(bob.env("connect").is_none());
     server.wait_log("is not of the form this server gives", std::time::Duration::from_secs(5));
 }
+
+/// An IPv6 `iroute`: routed into the TUN device and steered by the IPv6
+/// map of the steering program to the client's shard while its session
+/// lives; replies from that network pass the source check.
+#[test]
+fn ipv6_iroute_reaches_the_network_behind_a_client() {
+    let _g = serial();
+    let mut net = Net::new("irt6", 1);
+    let dir = net.dir.clone();
+    std::fs::create_dir_all(dir.join("users")).unwrap();
+    // alice on shard 0 (.80 is even); fd00:300::1 ends in an odd word, so
+    // only the IPv6 iroute map sends its packets to shard 0.
+    std::fs::write(dir.join("users/alice"), "explicit-ipv4 = 192.168.100.80\niroute = fd00:300::/64\niroute = 10.250.0.0/24\n").unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            network_keys: "ipv6_network = \"fd00:100::/64\"\n".into(),
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let (s, c1) = (net.server_ns.clone(), net.client_ns[0].clone());
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    assert_eq!(alice.wait_connected(), "192.168.100.80");
+    must(&format!("ip -n {c1} -6 addr add fd00:300::1/128 dev lo nodad"));
+    let route = must(&format!("ip -n {s} -6 route show fd00:300::/64"));
+    assert!(route.contains("dev vpns"), "no kernel route for the IPv6 iroute: {route:?}");
+    assert_eq!(ping6(&net, &s, "fd00:300::1"), 3, "server → the IPv6 network behind alice");
+    let me = server.ctl_json("show user alice");
+    assert_eq!(me[0]["iRoutes"], serde_json::json!(["fd00:300::/64", "10.250.0.0/24"]), "{me:#}");
+
+    alice.signal("INT");
+    alice.wait_exit(std::time::Duration::from_secs(10));
+    server.wait_log("session ended", std::time::Duration::from_secs(5));
+    let route = must(&format!("ip -n {s} -6 route show fd00:300::/64"));
+    assert!(route.trim().is_empty(), "route left behind: {route:?}");
+}

@@ -34,7 +34,7 @@ fn packets_for_shard_n_addresses_arrive_on_queue_n() {
             for (q, fd) in dev.queues.iter().enumerate() {
                 use std::os::fd::AsRawFd;
                 while let Some(n) = tun::read_packet(fd.as_raw_fd(), &mut buf).unwrap() {
-                    if let Some(dst) = ip::lease_of_destination(&buf[..n], None) {
+                    if let Some(std::net::IpAddr::V4(dst)) = ip::route_key(&buf[..n], None) {
                         seen.entry(dst).or_default().push(q);
                     }
                 }

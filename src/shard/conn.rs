@@ -214,7 +214,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     tunnel.lease6 = lease6;
     tunnel.mtu = mtu;
     tunnel.hostname = hostname;
-    tunnel.iroutes = limits::v4(&policy.iroutes).into();
+    tunnel.iroutes = policy.iroutes.clone().into();
     tunnel.base_mtu = base_mtu;
     tunnel.dpd = Duration::from_secs(policy.dpd.unwrap_or(cfg.raw.session.dpd));
     let (rx_rate, tx_rate) = limits.rates();

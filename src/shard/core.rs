@@ -2,9 +2,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -93,7 +93,7 @@ pub(crate) struct Shard {
     pub(crate) tunnels: RefCell<HashMap<Ipv4Addr, Rc<Tunnel>>>,
     /// Networks behind this shard's clients (iroute) and their leases;
     /// looked at only when a destination is no lease.
-    iroutes: RefCell<Vec<(Ipv4Net, Ipv4Addr)>>,
+    iroutes: RefCell<Vec<(IpNet, Ipv4Addr)>>,
     /// App-ID / Session-ID → live tunnel: where a ClientHello goes.
     dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
     peers: RefCell<Vec<Option<Rc<ConnectedSender<ShardMsg>>>>>,
@@ -305,7 +305,7 @@ impl Shard {
             undo(None, true);
             return Err(if policy.explicit_ipv4.is_some() { "The user's explicit-ipv4 address is in use" } else { "No free tunnel address" });
         };
-        let iroutes = limits::v4(&policy.iroutes);
+        let iroutes = policy.iroutes.clone();
         if let Err(why) = self.add_iroutes(&user, lease, &iroutes) {
             undo(Some(lease), true);
             return Err(why);
@@ -356,12 +356,13 @@ impl Shard {
 
     /// Routes the user's networks (iroute) into the TUN and steers them to
     /// this shard; refused if another session has one of them.
-    fn add_iroutes(&self, user: &str, lease: Ipv4Addr, nets: &[Ipv4Net]) -> Result<(), &'static str> {
-        let pool = self.shared.config.get().ipv4_network;
+    fn add_iroutes(&self, user: &str, lease: Ipv4Addr, nets: &[IpNet]) -> Result<(), &'static str> {
+        let cfg = self.shared.config.get();
+        let pools: Vec<IpNet> = [Some(IpNet::V4(cfg.ipv4_network)), cfg.ipv6_network.map(IpNet::V6)].into_iter().flatten().collect();
         for (i, net) in nets.iter().enumerate() {
             let undo = |n: usize| self.remove_iroutes(&nets[..n]);
-            if net.contains(&pool.network()) || pool.contains(&net.network()) {
-                tracing::warn!(user, %net, %pool, "login refused: iroute overlaps ipv4_network");
+            if let Some(pool) = pools.iter().find(|p| net.contains(&p.network()) || p.contains(&net.network())) {
+                tracing::warn!(user, %net, %pool, "login refused: iroute overlaps the address pool");
                 undo(i);
                 return Err("User configuration error");
             }
@@ -394,7 +395,7 @@ impl Shard {
     }
 
     /// Undoes `add_iroutes` (errors only logged: the route may be gone).
-    fn remove_iroutes(&self, nets: &[Ipv4Net]) {
+    fn remove_iroutes(&self, nets: &[IpNet]) {
         for net in nets {
             let mine = self.iroutes.borrow().iter().any(|(n, _)| n == net);
             if !mine {
@@ -411,9 +412,12 @@ impl Shard {
 
     /// The tunnel a packet from the TUN goes to: its lease's, or the one
     /// whose client routes the destination (iroute, longest prefix).
-    pub(crate) fn tunnel_for(&self, dst: Ipv4Addr) -> Option<Rc<Tunnel>> {
+    pub(crate) fn tunnel_for(&self, dst: IpAddr) -> Option<Rc<Tunnel>> {
         let tunnels = self.tunnels.borrow();
-        if let Some(t) = tunnels.get(&dst) {
+        if let Some(t) = match dst {
+            IpAddr::V4(a) => tunnels.get(&a),
+            IpAddr::V6(_) => None,
+        } {
             return Some(t.clone());
         }
         let iroutes = self.iroutes.borrow();
@@ -447,7 +451,7 @@ impl Shard {
 
     /// Gives back everything a session held.
     fn release(&self, s: &Session) {
-        self.remove_iroutes(&limits::v4(&s.policy.iroutes));
+        self.remove_iroutes(&s.policy.iroutes);
         self.pool.borrow_mut().release(s.lease);
         self.shared.clients.release();
         self.shared.per_user.release(&s.user);

@@ -46,7 +46,7 @@ pub struct Shared {
     pub(crate) admin: Vec<admin::Inbox>,
     /// Every iroute in use and the user it belongs to, so two sessions
     /// never claim one network (taken at login and session end only).
-    pub iroutes: std::sync::Mutex<std::collections::HashMap<ipnet::Ipv4Net, String>>,
+    pub iroutes: std::sync::Mutex<std::collections::HashMap<ipnet::IpNet, String>>,
     pub shutdown: AtomicBool,
     pub shards: usize,
     /// Shards listening and linked; "ready" is logged when all are.

@@ -120,11 +120,7 @@ fn check_user_files(users: &crate::config::Users, warnings: &mut Vec<String>) {
         .collect();
     files.extend([&users.default_user_config, &users.default_group_config].into_iter().flatten().cloned());
     for f in files {
-        let checked = crate::usercfg::read_file(&f).and_then(|c| match c.not_yet_supported() {
-            Some(key) => Err(format!("{}: `{key}` is not enforced by this server yet", f.display())),
-            None => Ok(()),
-        });
-        if let Err(e) = checked {
+        if let Err(e) = crate::usercfg::read_file(&f) {
             warnings.push(format!("{e}: that login will be refused"));
         }
     }

@@ -113,7 +113,7 @@ pub(crate) struct Tunnel {
     /// asked for one.
     pub(crate) lease6: Option<Ipv6Addr>,
     /// Networks behind the client (iroute): packets from them are its own.
-    pub(crate) iroutes: Box<[ipnet::Ipv4Net]>,
+    pub(crate) iroutes: Box<[ipnet::IpNet]>,
     pub(crate) peer: SocketAddr,
     /// The DTLS handshake's key, when the CONNECT negotiated DTLS.
     pub(crate) dtls_key: Option<DtlsKey>,
@@ -443,8 +443,8 @@ impl Tunnel {
     pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard, ch: Channel) {
         // Source check: a client may only send from its own lease.
         let own = |src: &IpAddr| match src {
-            IpAddr::V4(a) => *a == self.lease || self.iroutes.iter().any(|n| n.contains(a)),
-            IpAddr::V6(a) => Some(*a) == self.lease6,
+            IpAddr::V4(a) => *a == self.lease || self.iroutes.iter().any(|n| n.contains(src)),
+            IpAddr::V6(a) => Some(*a) == self.lease6 || self.iroutes.iter().any(|n| n.contains(src)),
         };
         let Some((_, dst)) = ip::addresses(pkt).filter(|(src, _)| own(src)) else {
             self.bump(|s| s.dropped += 1);

@@ -4,13 +4,14 @@
 //! IPv4: `queue = daddr % queues`, unless the destination is in a network
 //! routed behind a client (`iroute`): an LPM-trie map, filled as sessions
 //! come and go, then names the queue of that client's shard. IPv6: the
-//! last 32 bits of daddr, same rule. `BPF_LD|BPF_ABS` loads are
-//! big-endian, i.e. the address as a number.
+//! same with a second map, and the last 32 bits of daddr as the default
+//! (a lease's IPv6 address ends in its IPv4 one). `BPF_LD|BPF_ABS` loads
+//! are big-endian, i.e. the address as a number.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 // linux/if_tun.h
 const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
@@ -31,8 +32,9 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     (code as u64) | ((dst as u64) << 8) | ((src as u64) << 12) | (((off as u16) as u64) << 16) | (((imm as u32) as u64) << 32)
 }
 
-/// The program for `queues` queues, looking iroutes up in map `map_fd`.
-pub fn steering_program(queues: u32, map_fd: i32) -> [u64; 24] {
+/// The program for `queues` queues, looking iroutes up in `map_fd` (IPv4)
+/// and `map6_fd` (IPv6).
+pub fn steering_program(queues: u32, map_fd: i32, map6_fd: i32) -> [u64; 46] {
     let n = queues.max(1) as i32;
     [
         insn(0xbf, 6, 1, 0, 0),  // r6 = r1 (skb, required by LD_ABS)
@@ -56,9 +58,32 @@ pub fn steering_program(queues: u32, map_fd: i32) -> [u64; 24] {
         insn(0xbf, 0, 8, 0, 0),  // modulo: r0 = r8
         insn(0x97, 0, 0, 0, n),  // r0 %= n
         insn(0x95, 0, 0, 0, 0),  // exit
-        insn(0x20, 0, 0, 0, 36), // v6: r0 = be32 at 36 (daddr low 32 bits)
-        insn(0x97, 0, 0, 0, n),  // r0 %= n
-        insn(0x95, 0, 0, 0, 0),  // exit
+        // v6: the key {prefix 128, daddr} at fp - 20, word by word.
+        insn(0x20, 0, 0, 0, 24),  // r0 = be32 at 24
+        insn(0xdc, 0, 0, 0, 32),  // r0 = htobe32(r0)
+        insn(0x63, 10, 0, -16, 0), // *(u32 *)(fp - 16) = r0
+        insn(0x20, 0, 0, 0, 28),  // r0 = be32 at 28
+        insn(0xdc, 0, 0, 0, 32),
+        insn(0x63, 10, 0, -12, 0),
+        insn(0x20, 0, 0, 0, 32),  // r0 = be32 at 32
+        insn(0xdc, 0, 0, 0, 32),
+        insn(0x63, 10, 0, -8, 0),
+        insn(0x20, 0, 0, 0, 36),  // r0 = be32 at 36 (daddr low 32 bits)
+        insn(0xbf, 8, 0, 0, 0),   // r8 = r0 (kept across the call)
+        insn(0xdc, 0, 0, 0, 32),
+        insn(0x63, 10, 0, -4, 0),
+        insn(0x62, 10, 0, -20, 128), // *(u32 *)(fp - 20) = 128 (prefix length)
+        insn(0xbf, 2, 10, 0, 0),  // r2 = fp
+        insn(0x07, 2, 0, 0, -20), // r2 -= 20: the LPM key
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map6_fd), // r1 = map6 (two slots)
+        0,
+        insn(0x85, 0, 0, 0, 1),   // call bpf_map_lookup_elem
+        insn(0x15, 0, 0, 2, 0),   // if r0 == 0 goto modulo6
+        insn(0x61, 0, 0, 0, 0),   // r0 = *(u32 *)r0: the client's shard
+        insn(0x95, 0, 0, 0, 0),   // exit
+        insn(0xbf, 0, 8, 0, 0),   // modulo6: r0 = r8
+        insn(0x97, 0, 0, 0, n),   // r0 %= n
+        insn(0x95, 0, 0, 0, 0),   // exit
     ]
 }
 
@@ -85,11 +110,11 @@ struct MapElemAttr {
     flags: u64,
 }
 
-/// `struct bpf_lpm_trie_key` for IPv4.
+/// `struct bpf_lpm_trie_key` for IPv4 (N = 4) and IPv6 (N = 16).
 #[repr(C)]
-struct LpmKey {
+struct LpmKey<const N: usize> {
     prefix_len: u32,
-    addr: [u8; 4],
+    addr: [u8; N],
 }
 
 fn bpf(cmd: libc::c_long, attr: *const libc::c_void, size: usize) -> io::Result<libc::c_long> {
@@ -118,18 +143,18 @@ struct ProgLoadAttr {
     _rest: [u64; 12],
 }
 
-/// The attached program and its iroute map.
+/// The attached program and its iroute maps.
 pub struct Steering {
     _prog: OwnedFd,
     iroutes: OwnedFd,
+    iroutes6: OwnedFd,
 }
 
-/// Loads the steering program and attaches it to the device (through any
-/// of its queues).
-pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> {
+/// An LPM-trie map from networks with `N`-byte addresses to a queue.
+fn lpm_map<const N: usize>() -> io::Result<OwnedFd> {
     let map_attr = MapCreateAttr {
         map_type: BPF_MAP_TYPE_LPM_TRIE,
-        key_size: std::mem::size_of::<LpmKey>() as u32,
+        key_size: std::mem::size_of::<LpmKey<N>>() as u32,
         value_size: 4,
         max_entries: MAX_IROUTES,
         map_flags: BPF_F_NO_PREALLOC,
@@ -138,8 +163,15 @@ pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> 
     let map = bpf(BPF_MAP_CREATE, (&raw const map_attr).cast(), std::mem::size_of::<MapCreateAttr>())
         .map_err(|e| io::Error::new(e.kind(), format!("creating the iroute map: {e}")))?;
     // SAFETY: the kernel returned a new fd that nobody else owns.
-    let iroutes = unsafe { OwnedFd::from_raw_fd(map as i32) };
-    let prog = steering_program(queues, iroutes.as_raw_fd());
+    Ok(unsafe { OwnedFd::from_raw_fd(map as i32) })
+}
+
+/// Loads the steering program and attaches it to the device (through any
+/// of its queues).
+pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> {
+    let iroutes = lpm_map::<4>()?;
+    let iroutes6 = lpm_map::<16>()?;
+    let prog = steering_program(queues, iroutes.as_raw_fd(), iroutes6.as_raw_fd());
     let mut log = vec![0u8; 16384];
     let attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
@@ -164,35 +196,54 @@ pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> 
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("TUNSETSTEERINGEBPF: {e}")));
     }
-    Ok(Steering { _prog: prog_fd, iroutes })
+    Ok(Steering { _prog: prog_fd, iroutes, iroutes6 })
+}
+
+fn key4(net: Ipv4Net) -> LpmKey<4> {
+    LpmKey { prefix_len: u32::from(net.prefix_len()), addr: net.network().octets() }
+}
+
+fn key6(net: Ipv6Net) -> LpmKey<16> {
+    LpmKey { prefix_len: u32::from(net.prefix_len()), addr: net.network().octets() }
 }
 
 impl Steering {
-    fn key(net: Ipv4Net) -> LpmKey {
-        LpmKey { prefix_len: u32::from(net.prefix_len()), addr: net.network().octets() }
-    }
-
     /// Packets for `net` go to queue `shard` from now on.
-    pub fn route(&self, net: Ipv4Net, shard: u32) -> io::Result<()> {
-        let key = Self::key(net);
-        let attr = MapElemAttr {
-            map_fd: self.iroutes.as_raw_fd() as u32,
-            key: (&raw const key) as u64,
-            value: (&raw const shard) as u64,
-            ..Default::default()
+    pub fn route(&self, net: IpNet, shard: u32) -> io::Result<()> {
+        let update = |map: &OwnedFd, key: u64| {
+            let attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key, value: (&raw const shard) as u64, ..Default::default() };
+            bpf(BPF_MAP_UPDATE_ELEM, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>())
         };
-        bpf(BPF_MAP_UPDATE_ELEM, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>())
-            .map(drop)
-            .map_err(|e| io::Error::new(e.kind(), format!("steering {net} to queue {shard}: {e}")))
+        let done = match net {
+            IpNet::V4(n) => {
+                let k = key4(n);
+                update(&self.iroutes, (&raw const k) as u64)
+            }
+            IpNet::V6(n) => {
+                let k = key6(n);
+                update(&self.iroutes6, (&raw const k) as u64)
+            }
+        };
+        done.map(drop).map_err(|e| io::Error::new(e.kind(), format!("steering {net} to queue {shard}: {e}")))
     }
 
     /// `net` follows the default rule again.
-    pub fn unroute(&self, net: Ipv4Net) -> io::Result<()> {
-        let key = Self::key(net);
-        let attr = MapElemAttr { map_fd: self.iroutes.as_raw_fd() as u32, key: (&raw const key) as u64, ..Default::default() };
-        bpf(BPF_MAP_DELETE_ELEM, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>())
-            .map(drop)
-            .map_err(|e| io::Error::new(e.kind(), format!("unsteering {net}: {e}")))
+    pub fn unroute(&self, net: IpNet) -> io::Result<()> {
+        let delete = |map: &OwnedFd, key: u64| {
+            let attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key, ..Default::default() };
+            bpf(BPF_MAP_DELETE_ELEM, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>())
+        };
+        let done = match net {
+            IpNet::V4(n) => {
+                let k = key4(n);
+                delete(&self.iroutes, (&raw const k) as u64)
+            }
+            IpNet::V6(n) => {
+                let k = key6(n);
+                delete(&self.iroutes6, (&raw const k) as u64)
+            }
+        };
+        done.map(drop).map_err(|e| io::Error::new(e.kind(), format!("unsteering {net}: {e}")))
     }
 }
 
@@ -206,12 +257,16 @@ mod tests {
         assert_eq!(insn(0xbf, 6, 1, 0, 0), 0x16bf);
         // exit.
         assert_eq!(insn(0x95, 0, 0, 0, 0), 0x95);
-        let p = steering_program(3, 7);
+        let p = steering_program(3, 7, 9);
         assert_eq!(p[19] >> 32, 3, "modulo by the queue count");
         assert_eq!(p[3] & 0xff, 0x15);
         assert_eq!(3 + 1 + ((p[3] >> 16) & 0xffff) as usize, 21, "the jump lands on the v6 block");
-        assert_eq!(p[21] >> 32, 36);
+        assert_eq!(p[21] >> 32, 24, "v6 starts with daddr's first word");
         assert_eq!((p[12] >> 32, (p[12] >> 12) & 0xf), (7, 1), "map fd in a pseudo ld_imm64");
         assert_eq!(p[13], 0);
+        assert_eq!((p[37] >> 32, (p[37] >> 12) & 0xf), (9, 1), "the IPv6 map");
+        assert_eq!(40 + 1 + ((p[40] >> 16) & 0xffff) as usize, 43, "a miss falls back to the low bits");
+        assert_eq!(p[44] >> 32, 3);
+        assert_eq!(p[45], 0x95);
     }
 }

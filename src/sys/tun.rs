@@ -199,7 +199,66 @@ impl TunDevice {
 
 /// Adds (`add`) or removes the kernel route `net dev device` (an iroute:
 /// a network behind a client, reached through the tunnel).
-pub fn set_route(device: &str, net: ipnet::Ipv4Net, add: bool) -> io::Result<()> {
+pub fn set_route(device: &str, net: ipnet::IpNet, add: bool) -> io::Result<()> {
+    match net {
+        ipnet::IpNet::V4(n) => set_route4(device, n, add),
+        ipnet::IpNet::V6(n) => set_route6(device, n, add),
+    }
+}
+
+/// `struct in6_rtmsg` (linux/ipv6_route.h); libc's has private fields.
+#[repr(C)]
+struct In6Rtmsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+fn set_route6(device: &str, net: ipnet::Ipv6Net, add: bool) -> io::Result<()> {
+    let name = std::ffi::CString::new(device).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(annotate(io::Error::last_os_error(), &format!("index of {device}")));
+    }
+    let zero = libc::in6_addr { s6_addr: [0; 16] };
+    let mut rt = In6Rtmsg {
+        dst: libc::in6_addr { s6_addr: net.network().octets() },
+        src: zero,
+        gateway: zero,
+        kind: 0,
+        dst_len: u16::from(net.prefix_len()),
+        src_len: 0,
+        // 0: the kernel's default metric for user routes (1024).
+        metric: 0,
+        info: 0,
+        flags: libc::RTF_UP as u32,
+        ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: socket(2) with constant arguments.
+    let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(annotate(io::Error::last_os_error(), "IPv6 socket (is IPv6 disabled?)"));
+    }
+    // SAFETY: raw is a fresh socket fd owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let op = if add { libc::SIOCADDRT } else { libc::SIOCDELRT };
+    // SAFETY: SIOCADDRT/SIOCDELRT on an AF_INET6 socket read a struct in6_rtmsg.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), op, &mut rt) } < 0 {
+        let what = if add { "adding" } else { "removing" };
+        return Err(annotate(io::Error::last_os_error(), &format!("{what} route {net} dev {device}")));
+    }
+    Ok(())
+}
+
+fn set_route4(device: &str, net: ipnet::Ipv4Net, add: bool) -> io::Result<()> {
     let sin = |a: Ipv4Addr| {
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
