@@ -12,9 +12,15 @@
 #   sudo perf/compare-ocserv.sh
 #
 # Knobs (environment, all optional):
-#   PARTS="login memory hold load ping iperf"   which measurements
+#   PARTS="login certlogin memory hold load ping iperf"   which measurements
+#                                               (certlogin: both servers restarted with
+#                                               certificate-only login, no password hash)
 #   SERVERS="ocserv ocserv-uring"               which servers (both for ratios)
 #   LOGINS=2000 LOGIN_CONCURRENCY=32            login part
+#   LOGIN_THREADS=1                             load generator runtimes for logins (its client
+#                                               side of each handshake costs about as much
+#                                               CPU as ours, so more threads take CPU from
+#                                               the server under test)
 #   MEM_RUNS="1000:dtls 10000:cstp"             idle sessions per memory run (N:channel);
 #                                               DTLS costs a second descriptor per session
 #   HOLD_RUNS="100000:cstp 100000:dtls"         ocserv-uring's most-sessions runs (default:
@@ -29,10 +35,11 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$REPO/perf/lib.sh"
-PARTS=${PARTS:-"login memory hold load ping iperf"}
+PARTS=${PARTS:-"login certlogin memory hold load ping iperf"}
 SERVERS=${SERVERS:-"ocserv ocserv-uring"}
 LOGINS=${LOGINS:-2000}
 LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-32}
+LOGIN_THREADS=${LOGIN_THREADS:-1}
 MEM_RUNS=${MEM_RUNS:-"1000:dtls 10000:cstp"}
 LOAD_SESSIONS=${LOAD_SESSIONS:-4}
 LOAD_MBIT=${LOAD_MBIT:-100}
@@ -169,18 +176,34 @@ tls-priorities = "NORMAL:%SERVER_PRECEDENCE"
 auth-timeout = 240
 EOF
 
+# Certificate logins: a CA, a client certificate for "certuser" (the user
+# is its CN; X.509 v3, which webpki requires), and both servers with
+# certificate-only login.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/ca-key.pem" \
+    -out "$WORK/ca.pem" -subj "/CN=compare CA" -days 7 2>/dev/null || die "openssl: CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/client-key.pem" \
+    -out "$WORK/client.csr" -subj "/CN=certuser" 2>/dev/null &&
+    printf 'basicConstraints = CA:FALSE\nkeyUsage = digitalSignature\nextendedKeyUsage = clientAuth\n' > "$WORK/client.ext" &&
+    openssl x509 -req -in "$WORK/client.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca-key.pem" -CAcreateserial \
+        -extfile "$WORK/client.ext" -out "$WORK/client.pem" -days 7 2>/dev/null || die "openssl: client certificate"
+chmod 644 "$WORK/ca.pem"
+sed -e 's|^auth = .*|auth = "certificate"\nca-cert = '"$WORK"'/ca.pem\ncert-user-oid = 2.5.4.3|' \
+    "$WORK/ocserv.conf" > "$WORK/ocserv-cert.conf"
+sed -e 's|^\[auth\]$|[auth]\nmethod = "certificate"\nca_file = "'"$WORK"'/ca.pem"|' \
+    "$WORK/uring.toml" > "$WORK/uring-cert.toml"
+
 # ------------------------------------------------------------ servers
 port_of() { [[ $1 == ocserv ]] && echo 443 || echo 4443; }
 listening() { [[ -n $(ip netns exec "$NS_S" ss -Hltn "sport = :$(port_of "$SERVER")") ]]; }
-start_server() { # ocserv | ocserv-uring
+start_server() { # ocserv | ocserv-uring; CONF=-cert for certificate logins
     SERVER=$1
     # In the CPU cgroup first, so every process it forks is counted.
     if [[ $1 == ocserv ]]; then
         sh -c 'echo $$ > "$1"; shift; exec "$@"' - "$CG_PROCS" \
-            ip netns exec "$NS_S" "$OCSERV" -f -c "$WORK/ocserv.conf" >> "$WORK/ocserv.log" 2>&1 &
+            ip netns exec "$NS_S" "$OCSERV" -f -c "$WORK/ocserv${CONF:-}.conf" >> "$WORK/ocserv.log" 2>&1 &
     else
         sh -c 'echo $$ > "$1"; shift; exec "$@"' - "$CG_PROCS" \
-            ip netns exec "$NS_S" "$URING" --config "$WORK/uring.toml" >> "$WORK/ocserv-uring.log" 2>&1 &
+            ip netns exec "$NS_S" "$URING" --config "$WORK/uring${CONF:-}.toml" >> "$WORK/ocserv-uring.log" 2>&1 &
     fi
     SERVER_PID=$!
     wait_for 60 "$1 to listen" listening || { tail "$WORK/$1.log" >&2; die "$1 did not start"; }
@@ -238,21 +261,30 @@ put() { R[$1.$SERVER]=$2; log "  $SERVER $1 = $2"; }
 has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 # ------------------------------------------------------------ login
+# login_run USER [LOADGEN ARGS]: warm-up, then LOGINS logins; puts rate,
+# successes, server and client CPU per login and latency under USER.
+login_run() {
+    local user=$1 j c0 c1 l0 l1
+    shift
+    loadgen login $(T_ARGS $user) "$@" --concurrency 4 --count 40 > /dev/null 2>&1   # warm-up
+    c0=$(server_cpu); l0=$(client_cpu); j=$WORK/login.$SERVER.$user.json
+    loadgen login $(T_ARGS $user) "$@" --threads "$LOGIN_THREADS" --concurrency "$LOGIN_CONCURRENCY" --count "$LOGINS" > "$j" 2> "$j.err" ||
+        log "  login run reported failures: $(jget "$j" errors)"
+    c1=$(server_cpu); l1=$(client_cpu)
+    put "login_rate.$user" "$(jget "$j" logins_per_s)"
+    put "login_ok.$user" "$(jget "$j" ok)/$LOGINS"
+    put "login_cpu_ms.$user" "$(calc %.3f "($c1 - $c0) * 1000 / $LOGINS")"
+    put "login_client_cpu_ms.$user" "$(calc %.3f "($l1 - $l0) * 1000 / $LOGINS")"
+    put "login_p50.$user" "$(jget "$j" latency_p50_ms)"
+    put "login_p99.$user" "$(jget "$j" latency_p99_ms)"
+}
 part_login() {
-    local user j c0 c1 l0 l1
-    for user in hashuser cheapuser; do
-        loadgen login $(T_ARGS $user) --concurrency 4 --count 40 > /dev/null 2>&1   # warm-up
-        c0=$(server_cpu); l0=$(client_cpu); j=$WORK/login.$SERVER.$user.json
-        loadgen login $(T_ARGS $user) --concurrency "$LOGIN_CONCURRENCY" --count "$LOGINS" > "$j" 2> "$j.err" ||
-            log "  login run reported failures: $(jget "$j" errors)"
-        c1=$(server_cpu); l1=$(client_cpu)
-        put "login_rate.$user" "$(jget "$j" logins_per_s)"
-        put "login_ok.$user" "$(jget "$j" ok)/$LOGINS"
-        put "login_cpu_ms.$user" "$(calc %.3f "($c1 - $c0) * 1000 / $LOGINS")"
-        put "login_client_cpu_ms.$user" "$(calc %.3f "($l1 - $l0) * 1000 / $LOGINS")"
-        put "login_p50.$user" "$(jget "$j" latency_p50_ms)"
-        put "login_p99.$user" "$(jget "$j" latency_p99_ms)"
-    done
+    login_run hashuser
+    login_run cheapuser
+}
+# The server must run its certificate-only configuration (CONF=-cert).
+part_certlogin() {
+    login_run certuser --cert "$WORK/client.pem" --key "$WORK/client-key.pem"
 }
 
 # idle_run N CHANNEL(dtls|cstp) HOLD TAG: holds N idle sessions (from as many
@@ -384,6 +416,11 @@ for s in $SERVERS; do
     has_part load && part_load
     has_part ping && part_ping
     stop_server
+    if has_part certlogin; then
+        CONF=-cert start_server "$s"
+        part_certlogin
+        stop_server
+    fi
 done
 for s in $SERVERS; do
     log "== $s: sessions held"
@@ -442,6 +479,13 @@ EOF
         row "Logins that succeeded, \`\$5\$\` / DES" login_ok.hashuser
         row "  DES" login_ok.cheapuser
     fi
+    if has_part certlogin; then
+        row "Logins/s, client certificate, no password" login_rate.certuser "≥ 10×"
+        row "Server CPU ms per login, certificate" login_cpu_ms.certuser
+        row "Login latency p50 / p99 ms, certificate" login_p50.certuser
+        row "  p99" login_p99.certuser
+        row "Logins that succeeded, certificate" login_ok.certuser
+    fi
     if has_part memory; then
         for run in $MEM_RUNS; do
             row "PSS KiB per idle ${run#*:} session, ${run%:*} sessions" "mem_pss.$run" "≤ 49 (50 KB)"
@@ -491,8 +535,11 @@ How the figures are made:
 - Logins: \`ocu-loadgen login --concurrency $LOGIN_CONCURRENCY --count $LOGINS\`
   (TLS 1.3 handshake, XML login, cookie; no CONNECT) after 40 warm-up logins.
   "Hash cost out" logs in a user whose ocpasswd entry is a traditional DES
-  crypt(3) hash, which both servers accept and which costs microseconds: it
-  stands in for certificate logins until those exist (issue 5).
+  crypt(3) hash, which both servers accept and which costs microseconds.
+  Certificate logins restart both servers with certificate-only login
+  (ocserv \`auth = "certificate"\`, ocserv-uring \`[auth] method =
+  "certificate"\`, the user from the CN) and add \`--cert --key\` to the
+  load generator: no password hash at all, one client-certificate check.
 - Memory: \`ocu-loadgen idle [--dtls] --sessions N --ramp-concurrency 64\`
   (split over several generator processes when one would run out of
   descriptors), PSS of all server processes 5 s after the last session came

@@ -98,8 +98,15 @@ pub(crate) struct Target {
     server: String,
     #[arg(long)]
     user: String,
-    #[arg(long)]
+    /// Not needed for certificate-only logins.
+    #[arg(long, default_value = "")]
     password: String,
+    /// Client certificate (PEM) offered for certificate logins, with --key.
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
     /// pin-sha256:BASE64 of the server's public key.
     #[arg(long)]
     servercert: Option<String>,
@@ -160,7 +167,11 @@ fn make_ctx(t: &Target) -> Result<Arc<Ctx>, String> {
     } else {
         addr.to_string()
     };
-    let tls = tls::client_config(t.servercert.clone()).map_err(|e| format!("TLS setup: {e}"))?;
+    let cert = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some(tls::load_client_cert(c, k)?),
+        _ => None,
+    };
+    let tls = tls::client_config(t.servercert.clone(), cert).map_err(|e| format!("TLS setup: {e}"))?;
     Ok(Arc::new(Ctx {
         addr,
         creds: login::Creds {

@@ -4,13 +4,15 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 
 const READ_BUF: usize = 64 * 1024;
@@ -98,15 +100,30 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
-/// `pin` is `pin-sha256:...` or None with `insecure`.
-pub(crate) fn client_config(pin: Option<String>) -> Result<Arc<ClientConfig>, rustls::Error> {
+/// A client certificate chain and its key, for certificate logins.
+pub(crate) type ClientCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Reads a PEM certificate (chain) and key.
+pub(crate) fn load_client_cert(cert: &Path, key: &Path) -> Result<ClientCert, String> {
+    let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(cert).map_err(|e| format!("{}: {e}", cert.display()))?.collect();
+    let chain = chain.map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    Ok((chain, key))
+}
+
+/// `pin` is `pin-sha256:...` or None with `insecure`; `cert` is offered
+/// when the server asks for one.
+pub(crate) fn client_config(pin: Option<String>, cert: Option<ClientCert>) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let algs = provider.signature_verification_algorithms;
-    let cfg = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, algs }))
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(Arc::new(PinVerifier { pin, algs }));
+    let cfg = match cert {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(cfg))
 }
 

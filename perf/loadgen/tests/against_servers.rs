@@ -2,7 +2,8 @@
 //! network namespaces made here and deleted on drop (also on failure):
 //! login 40/40 with 8 connectors, idle DTLS sessions held 5 s (2000 against
 //! ocserv-uring, 20 against ocserv),
-//! and more than 1 MB each way through 2 sessions (CSTP and DTLS).
+//! and more than 1 MB each way through 2 sessions (CSTP and DTLS); against
+//! ocserv-uring also 20 certificate logins (user from the CN, no password).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -168,7 +169,7 @@ impl Drop for Net {
     }
 }
 
-/// Certificate, its pin, the password file.
+/// Certificate, its pin, the password file, a client certificate.
 fn setup_files(net: &Net, server: &Path) -> String {
     let d = net.dir.display();
     must(&format!(
@@ -181,6 +182,16 @@ fn setup_files(net: &Net, server: &Path) -> String {
     must(&format!(
         "echo {PASSWORD} | {} passwd -c {d}/ocpasswd lg >/dev/null",
         server.display()
+    ));
+    // A CA and a client certificate (X.509 v3) for certificate logins.
+    must(&format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {d}/ca-key.pem \
+         -out {d}/ca.pem -subj '/CN=loadgen CA' -days 2 2>/dev/null && \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {d}/client-key.pem \
+         -out {d}/client.csr -subj /CN=lgcert 2>/dev/null && \
+         printf 'basicConstraints = CA:FALSE\\nextendedKeyUsage = clientAuth\\n' > {d}/client.ext && \
+         openssl x509 -req -in {d}/client.csr -CA {d}/ca.pem -CAkey {d}/ca-key.pem -CAcreateserial \
+         -extfile {d}/client.ext -out {d}/client.pem -days 2 2>/dev/null"
     ));
     format!("pin-sha256:{}", pin.trim())
 }
@@ -270,8 +281,9 @@ fn loadgen_against_ocserv_uring() {
         format!(
             "[server]\nlisten = \"{sub}.1\"\ntcp_port = 4443\nudp_port = 4443\nworkers = 2\n\
              [tls]\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\ngenerate_self_signed = false\n\
-             [auth]\npasswd_file = \"{d}/ocpasswd\"\n\
-             [network]\ndevice = \"lgu{id}\"\nipv4_network = \"192.168.112.0/20\"\nmtu = 1400\n[session]\ndpd = 90\n",
+             [auth]\npasswd_file = \"{d}/ocpasswd\"\nmethod = \"certificate|password\"\nca_file = \"{d}/ca.pem\"\n\
+             [network]\ndevice = \"lgu{id}\"\nipv4_network = \"192.168.112.0/20\"\nmtu = 1400\n[session]\ndpd = 90\n\
+             [control]\nsocket = \"\"\n",
             id = net.id
         ),
     )
@@ -283,6 +295,14 @@ fn loadgen_against_ocserv_uring() {
     );
     net.wait_listen(4443, "uring.log");
     drive(&mut net, 4443, &pin, 2000);
+    // Certificate logins: the user is the certificate's CN, no password.
+    let j = net.loadgen(&format!(
+        "login --server https://{sub}.1:4443/ --user lgcert --servercert {pin} --cert {d}/client.pem --key {d}/client-key.pem \
+         --concurrency 4 --count 20"
+    ));
+    assert_eq!((field(&j, "ok"), field(&j, "failed")), (20.0, 0.0), "{j}");
+    let log = fs::read_to_string(net.dir.join("uring.log")).unwrap_or_default();
+    assert!(log.contains("user=lgcert"), "no certificate login in the server log:\n{log}");
 }
 
 #[test]
