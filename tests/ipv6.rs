@@ -21,6 +21,22 @@ fn v6_server(net: &mut Net, dtls: Dtls) -> Server {
     )
 }
 
+/// `v6_server`'s pool without its routes and DNS, with per-user files.
+fn v6_server_with_users(net: &mut Net, users: &[(&str, &str)]) -> Server {
+    std::fs::create_dir_all(net.dir.join("users")).unwrap();
+    for (user, text) in users {
+        std::fs::write(net.dir.join("users").join(user), text).unwrap();
+    }
+    start_server(
+        net,
+        ServerOpts {
+            network_keys: "ipv6_network = \"fd00:100::/64\"\n".into(),
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    )
+}
+
 fn ping6(net: &Net, ns: &str, dst: &str) -> usize {
     let o = net.exec(ns, &format!("ping -6 -n -c 3 -i 0.2 -W 2 {dst}"));
     String::from_utf8_lossy(&o.stdout).matches("time=").count()
@@ -80,17 +96,9 @@ fn ipv6_over_dtls() {
 fn explicit_ipv6_fixes_both_addresses_and_a_foreign_form_is_refused() {
     let _g = serial();
     let mut net = Net::new("x6", 2);
-    let dir = net.dir.clone();
-    std::fs::create_dir_all(dir.join("users")).unwrap();
-    std::fs::write(dir.join("users/alice"), "explicit-ipv6 = fd00:100::c0a8:6442\n").unwrap();
-    std::fs::write(dir.join("users/bob"), "explicit-ipv6 = fd00:100::1:c0a8:6443\n").unwrap();
-    let server = start_server(
+    let server = v6_server_with_users(
         &mut net,
-        ServerOpts {
-            network_keys: "ipv6_network = \"fd00:100::/64\"\n".into(),
-            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
-            ..Default::default()
-        },
+        &[("alice", "explicit-ipv6 = fd00:100::c0a8:6442\n"), ("bob", "explicit-ipv6 = fd00:100::1:c0a8:6443\n")],
     );
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     assert_eq!(alice.wait_connected(), "192.168.100.66");
@@ -110,19 +118,10 @@ fn explicit_ipv6_fixes_both_addresses_and_a_foreign_form_is_refused() {
 fn ipv6_iroute_reaches_the_network_behind_a_client() {
     let _g = serial();
     let mut net = Net::new("irt6", 1);
-    let dir = net.dir.clone();
-    std::fs::create_dir_all(dir.join("users")).unwrap();
     // alice on shard 0 (.80 is even); fd00:300::1 ends in an odd word, so
     // only the IPv6 iroute map sends its packets to shard 0.
-    std::fs::write(dir.join("users/alice"), "explicit-ipv4 = 192.168.100.80\niroute = fd00:300::/64\niroute = 10.250.0.0/24\n").unwrap();
-    let server = start_server(
-        &mut net,
-        ServerOpts {
-            network_keys: "ipv6_network = \"fd00:100::/64\"\n".into(),
-            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
-            ..Default::default()
-        },
-    );
+    let alice_file = "explicit-ipv4 = 192.168.100.80\niroute = fd00:300::/64\niroute = 10.250.0.0/24\n";
+    let server = v6_server_with_users(&mut net, &[("alice", alice_file)]);
     let (s, c1) = (net.server_ns.clone(), net.client_ns[0].clone());
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     assert_eq!(alice.wait_connected(), "192.168.100.80");

@@ -210,40 +210,32 @@ fn key6(net: Ipv6Net) -> LpmKey<16> {
 impl Steering {
     /// Packets for `net` go to queue `shard` from now on.
     pub fn route(&self, net: IpNet, shard: u32) -> io::Result<()> {
-        let update = |map: &OwnedFd, key: u64| {
-            let attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key, value: (&raw const shard) as u64, ..Default::default() };
-            bpf(BPF_MAP_UPDATE_ELEM, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>())
-        };
-        let done = match net {
-            IpNet::V4(n) => {
-                let k = key4(n);
-                update(&self.iroutes, (&raw const k) as u64)
-            }
-            IpNet::V6(n) => {
-                let k = key6(n);
-                update(&self.iroutes6, (&raw const k) as u64)
-            }
-        };
-        done.map(drop).map_err(|e| io::Error::new(e.kind(), format!("steering {net} to queue {shard}: {e}")))
+        self.elem(BPF_MAP_UPDATE_ELEM, net, (&raw const shard) as u64)
+            .map_err(|e| io::Error::new(e.kind(), format!("steering {net} to queue {shard}: {e}")))
     }
 
     /// `net` follows the default rule again.
     pub fn unroute(&self, net: IpNet) -> io::Result<()> {
-        let delete = |map: &OwnedFd, key: u64| {
-            let attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key, ..Default::default() };
-            bpf(BPF_MAP_DELETE_ELEM, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>())
+        self.elem(BPF_MAP_DELETE_ELEM, net, 0).map_err(|e| io::Error::new(e.kind(), format!("unsteering {net}: {e}")))
+    }
+
+    /// Runs `cmd` on `net`'s entry in the map of its family; `value`
+    /// points to the u32 queue for an update (it outlives the call).
+    fn elem(&self, cmd: libc::c_long, net: IpNet, value: u64) -> io::Result<()> {
+        let run = |map: &OwnedFd, key: u64| {
+            let attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key, value, ..Default::default() };
+            bpf(cmd, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>()).map(drop)
         };
-        let done = match net {
+        match net {
             IpNet::V4(n) => {
                 let k = key4(n);
-                delete(&self.iroutes, (&raw const k) as u64)
+                run(&self.iroutes, (&raw const k) as u64)
             }
             IpNet::V6(n) => {
                 let k = key6(n);
-                delete(&self.iroutes6, (&raw const k) as u64)
+                run(&self.iroutes6, (&raw const k) as u64)
             }
-        };
-        done.map(drop).map_err(|e| io::Error::new(e.kind(), format!("unsteering {net}: {e}")))
+        }
     }
 }
 

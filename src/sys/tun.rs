@@ -242,18 +242,25 @@ fn set_route6(device: &str, net: ipnet::Ipv6Net, add: bool) -> io::Result<()> {
         flags: libc::RTF_UP as u32,
         ifindex: ifindex as libc::c_int,
     };
-    // SAFETY: socket(2) with constant arguments.
-    let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    route_ioctl(libc::AF_INET6, add, &mut rt, &format!("route {net} dev {device}"))
+}
+
+/// SIOCADDRT/SIOCDELRT with `req` (struct rtentry for AF_INET, struct
+/// in6_rtmsg for AF_INET6) on a socket of `family`.
+fn route_ioctl<T>(family: libc::c_int, add: bool, req: &mut T, what: &str) -> io::Result<()> {
+    // SAFETY: socket(2) with constant flags.
+    let raw = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
-        return Err(annotate(io::Error::last_os_error(), "IPv6 socket (is IPv6 disabled?)"));
+        return Err(annotate(io::Error::last_os_error(), "socket for a route"));
     }
     // SAFETY: raw is a fresh socket fd owned by nobody else.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
     let op = if add { libc::SIOCADDRT } else { libc::SIOCDELRT };
-    // SAFETY: SIOCADDRT/SIOCDELRT on an AF_INET6 socket read a struct in6_rtmsg.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), op, &mut rt) } < 0 {
-        let what = if add { "adding" } else { "removing" };
-        return Err(annotate(io::Error::last_os_error(), &format!("{what} route {net} dev {device}")));
+    // SAFETY: the callers pass the struct the kernel reads for this family,
+    // with any pointers in it alive until after the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), op, std::ptr::from_mut(req)) } < 0 {
+        let verb = if add { "adding" } else { "removing" };
+        return Err(annotate(io::Error::last_os_error(), &format!("{verb} {what}")));
     }
     Ok(())
 }
@@ -276,21 +283,8 @@ fn set_route4(device: &str, net: ipnet::Ipv4Net, add: bool) -> io::Result<()> {
     rt.rt_genmask = sin(net.netmask());
     rt.rt_flags = libc::RTF_UP;
     rt.rt_dev = name.as_ptr().cast_mut();
-    // SAFETY: socket(2) with constant arguments.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: raw is a fresh socket fd owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    let op = if add { libc::SIOCADDRT } else { libc::SIOCDELRT };
-    // SAFETY: SIOCADDRT/SIOCDELRT read a struct rtentry; rt_dev points to
-    // `name`, alive until after the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), op, &mut rt) } < 0 {
-        let what = if add { "adding" } else { "removing" };
-        return Err(annotate(io::Error::last_os_error(), &format!("{what} route {net} dev {device}")));
-    }
-    Ok(())
+    // rt_dev points to `name`, alive until after the call.
+    route_ioctl(libc::AF_INET, add, &mut rt, &format!("route {net} dev {device}"))
 }
 
 fn annotate(e: io::Error, what: &str) -> io::Error {
