@@ -138,3 +138,43 @@ fn ipv6_iroute_reaches_the_network_behind_a_client() {
     let route = must(&format!("ip -n {s} -6 route show fd00:300::/64"));
     assert!(route.trim().is_empty(), "route left behind: {route:?}");
 }
+
+/// The legacy IPv6 form of Cisco clients without full IPv6 capability: a
+/// second `X-CSTP-Address` with the IPv6 address and `X-CSTP-Netmask`
+/// `net/len`, no IPv6 routes or DNS. No real Cisco client runs here, so
+/// the CONNECT is sent by `openssl s_client` with the cookie openconnect
+/// got, and the answer's head is read as it comes.
+#[test]
+fn cisco_clients_without_full_ipv6_capability_get_the_legacy_form() {
+    let _g = serial();
+    let mut net = Net::new("leg6", 1);
+    let server = v6_server(&mut net, Dtls::Off);
+    let cookie = authenticate(&net, &server, 1, "alice", "test123");
+    // openconnect prints the cookies it would send: `openconnect_strapkey=...; webvpn=...`.
+    let cookie = cookie.split("; ").find_map(|c| c.strip_prefix("webvpn=")).unwrap_or(&cookie).to_owned();
+    let req = net.dir.join("connect.txt");
+    std::fs::write(
+        &req,
+        format!(
+            "CONNECT /CSCOSSLC/tunnel HTTP/1.1\r\nHost: {ip}\r\nUser-Agent: Cisco AnyConnect VPN Agent for Windows 4.10.07073\r\n\
+             Cookie: webvpn={cookie}\r\nX-CSTP-Version: 1\r\nX-CSTP-Hostname: cisco\r\nX-CSTP-Base-MTU: 1500\r\n\
+             X-CSTP-Address-Type: IPv6,IPv4\r\n\r\n",
+            ip = net.server_ip(1)
+        ),
+    )
+    .unwrap();
+    let o = net.exec(
+        &net.client_ns[0],
+        &format!("sh -c 'timeout 3 openssl s_client -quiet -connect {}:443 < {} 2>/dev/null'", net.server_ip(1), req.display()),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let head = out.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 200 CONNECTED"), "{head}");
+    let values = |name: &str| -> Vec<&str> { head.lines().filter_map(|l| l.strip_prefix(&format!("{name}: "))).collect() };
+    let addrs = values("X-CSTP-Address");
+    assert_eq!(addrs.len(), 2, "IPv4 and the legacy IPv6 address: {head}");
+    assert!(addrs[1].starts_with("fd00:100::c0a8:64"), "{head}");
+    assert_eq!(values("X-CSTP-Netmask"), ["255.255.255.0", "fd00:100::/64"], "{head}");
+    assert!(values("X-CSTP-Address-IP6").is_empty() && values("X-CSTP-Split-Include-IP6").is_empty(), "{head}");
+    assert!(!values("X-CSTP-DNS").contains(&"fd00:100::53"), "no IPv6 DNS in the legacy form: {head}");
+}

@@ -123,13 +123,26 @@ pub fn data_mtu(base: u16, ipv6_transport: bool, dtls_overhead: Option<u16>) -> 
 /// IPv4's minimum; a tunnel never gets less.
 pub const MIN_MTU: u16 = 576;
 
-/// Whether the client takes an IPv6 address in the full form
-/// (`X-CSTP-Address-IP6`, protocol notes §8): openconnect asks unless
-/// started with `--disable-ipv6`.
-pub fn wants_ipv6(head: &RequestHead) -> bool {
+/// How a client takes an IPv6 address (protocol notes §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv6Form {
+    /// `X-CSTP-Address-IP6: addr/len`, IPv6 routes and DNS: openconnect
+    /// (unless `--disable-ipv6`) and current AnyConnect.
+    Full,
+    /// A second `X-CSTP-Address` with the IPv6 address and an
+    /// `X-CSTP-Netmask` of `net/len`, no IPv6 routes or DNS: Cisco clients
+    /// that ask for IPv6 without full capability.
+    Legacy,
+}
+
+/// Whether and how the client asks for an IPv6 address.
+pub fn ipv6_form(head: &RequestHead) -> Option<Ipv6Form> {
     let types = head.header("X-CSTP-Address-Type").unwrap_or("IPv4");
+    if !types.split(',').any(|t| t.trim().eq_ignore_ascii_case("IPv6")) {
+        return None;
+    }
     let full = head.header("X-CSTP-Full-IPv6-Capability").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    full && types.split(',').any(|t| t.trim().eq_ignore_ascii_case("IPv6"))
+    Some(if full { Ipv6Form::Full } else { Ipv6Form::Legacy })
 }
 
 /// IPv6 needs this much MTU (RFC 8200); below it the client gets none.
@@ -162,12 +175,12 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_only_for_full_capability_clients() {
+    fn ipv6_form_from_address_type_and_capability() {
         let oc = "X-CSTP-Address-Type: IPv6,IPv4\r\nX-CSTP-Full-IPv6-Capability: true\r\n";
-        assert!(wants_ipv6(&auth_head(oc)));
-        assert!(!wants_ipv6(&auth_head("X-CSTP-Address-Type: IPv4\r\nX-CSTP-Full-IPv6-Capability: true\r\n")));
-        assert!(!wants_ipv6(&auth_head("X-CSTP-Address-Type: IPv6,IPv4\r\n")), "legacy form is not offered");
-        assert!(!wants_ipv6(&auth_head("")));
+        assert_eq!(ipv6_form(&auth_head(oc)), Some(Ipv6Form::Full));
+        assert_eq!(ipv6_form(&auth_head("X-CSTP-Address-Type: IPv4\r\nX-CSTP-Full-IPv6-Capability: true\r\n")), None);
+        assert_eq!(ipv6_form(&auth_head("X-CSTP-Address-Type: IPv6,IPv4\r\n")), Some(Ipv6Form::Legacy), "Cisco without full capability");
+        assert_eq!(ipv6_form(&auth_head("")), None);
     }
 
     #[test]

@@ -205,8 +205,9 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     });
     let dtls = dtls.zip(app_id);
     let mtu = negotiate::data_mtu(base_mtu, conn.peer.is_ipv6(), dtls.map(|(d, _)| d.mode.overhead()));
-    let lease6 = cfg.ipv6_for(lease).filter(|_| negotiate::wants_ipv6(&head) && mtu >= negotiate::IPV6_MIN_MTU);
-    let reply = connect_reply(&shard, &policy, &limits, (lease, lease6), base_mtu, mtu, dtls);
+    let v6_form = negotiate::ipv6_form(&head).filter(|_| mtu >= negotiate::IPV6_MIN_MTU);
+    let lease6 = v6_form.and_then(|_| cfg.ipv6_for(lease));
+    let reply = connect_reply(&shard, &policy, &limits, (lease, lease6.zip(v6_form)), base_mtu, mtu, dtls);
 
     let Conn { stream, tls, peer, plain, .. } = conn;
     let stream = Rc::new(SharedStream::new(stream));
@@ -248,7 +249,7 @@ fn connect_reply(
     shard: &Shard,
     policy: &UserConfig,
     limits: &Limits,
-    (lease, lease6): (std::net::Ipv4Addr, Option<std::net::Ipv6Addr>),
+    (lease, v6): (std::net::Ipv4Addr, Option<(std::net::Ipv6Addr, negotiate::Ipv6Form)>),
     base_mtu: u16,
     mtu: u16,
     dtls: Option<(DtlsChoice, AppId)>,
@@ -264,10 +265,16 @@ fn connect_reply(
         .header("X-CSTP-DPD", dpd)
         .header("X-CSTP-Address", lease)
         .header("X-CSTP-Netmask", cfg.ipv4_network.netmask());
-    if let Some(a6) = lease6 {
-        let prefix = cfg.ipv6_network.map_or(128, |n| n.prefix_len());
-        r = r.header("X-CSTP-Address-IP6", format!("{a6}/{prefix}"));
-    }
+    let net6 = cfg.ipv6_network.map(|n| (n.network(), n.prefix_len()));
+    r = match (v6, net6) {
+        (Some((a6, negotiate::Ipv6Form::Full)), Some((_, len))) => r.header("X-CSTP-Address-IP6", format!("{a6}/{len}")),
+        (Some((a6, negotiate::Ipv6Form::Legacy)), Some((net, len))) => {
+            r.header("X-CSTP-Address", a6).header("X-CSTP-Netmask", format!("{net}/{len}"))
+        }
+        _ => r,
+    };
+    // IPv6 routes and DNS go to full-capability clients only (as ocserv).
+    let lease6 = v6.filter(|(_, form)| *form == negotiate::Ipv6Form::Full);
     // IPv6 servers only for sessions with IPv6 (openconnect takes both here).
     let dns = if policy.dns.is_empty() { &cfg.dns } else { &policy.dns };
     for d in dns.iter().filter(|d| d.is_ipv4() || lease6.is_some()) {
