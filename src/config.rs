@@ -71,6 +71,9 @@ pub struct Auth {
     pub method: String,
     /// CA certificates (PEM) that client certificates must chain to.
     pub ca_file: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) of that CA: a revoked client
+    /// certificate fails the handshake. Read again at every reload.
+    pub crl_file: Option<PathBuf>,
     /// The subject attribute that names the user: CN, UID, ... or an OID.
     pub cert_user_oid: String,
     /// The subject attribute that names the group (certificate logins).
@@ -85,6 +88,7 @@ impl Default for Auth {
             auto_select_group: false,
             method: "password".into(),
             ca_file: None,
+            crl_file: None,
             cert_user_oid: "CN".into(),
             cert_group_oid: None,
         }
@@ -362,8 +366,10 @@ impl Config {
         if !raw.control.socket.as_os_str().is_empty() && raw.control.socket.is_relative() {
             raw.control.socket = base.join(&raw.control.socket);
         }
-        if let Some(p) = raw.auth.ca_file.as_mut().filter(|p| p.is_relative()) {
-            *p = base.join(&*p);
+        for p in [&mut raw.auth.ca_file, &mut raw.auth.crl_file] {
+            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
+                *p = base.join(&*p);
+            }
         }
         let u = &mut raw.users;
         for p in [&mut u.config_per_user, &mut u.config_per_group, &mut u.default_user_config, &mut u.default_group_config] {
@@ -476,6 +482,12 @@ impl Config {
             Some(ca) => drop(crate::tls::load_ca(ca).map_err(|e| bad("auth.ca_file", e.to_string()))?),
             None => {}
         }
+        if let Some(crl) = &a.crl_file {
+            let Some(ca) = &a.ca_file else {
+                return Err(bad("auth.crl_file", "expected auth.ca_file beside it: a CRL revokes certificates of that CA".into()));
+            };
+            crate::tls::check_crls(ca, crl).map_err(|e| bad("auth.crl_file", e.to_string()))?;
+        }
         let cert_user_oid = crate::proto::x509name::oid_from_text(&a.cert_user_oid).map_err(|e| bad("auth.cert_user_oid", e))?;
         let cert_group_oid = match &a.cert_group_oid {
             Some(o) => Some(crate::proto::x509name::oid_from_text(o).map_err(|e| bad("auth.cert_group_oid", e))?),
@@ -580,7 +592,10 @@ impl Config {
             sg = list(&r.auth.select_group),
             asg = r.auth.auto_select_group,
             am = r.auth.method,
-            ca = r.auth.ca_file.as_ref().map_or("# ca_file (not set)\n".to_owned(), |p| format!("ca_file = {:?}\n", p.display().to_string())),
+            ca = [("ca_file", &r.auth.ca_file), ("crl_file", &r.auth.crl_file)]
+                .iter()
+                .map(|(k, v)| v.as_ref().map_or(format!("# {k} (not set)\n"), |p| format!("{k} = {:?}\n", p.display().to_string())))
+                .collect::<String>(),
             cuo = r.auth.cert_user_oid,
             cgo = r.auth.cert_group_oid.as_ref().map_or("# cert_group_oid (not set)\n".to_owned(), |o| format!("cert_group_oid = {o:?}\n")),
             dev = r.network.device,
@@ -738,6 +753,10 @@ mod tests {
             ("[auth]\nmethod = \"kerberos\"", "auth.method"),
             ("[auth]\nmethod = \"certificate\"", "auth.ca_file"),
             ("[auth]\nca_file = \"/nonexistent/ca.pem\"", "auth.ca_file"),
+            ("[auth]\ncrl_file = \"/nonexistent/crl.pem\"", "auth.crl_file"),
+            ("[scripts]\nscript_timeout = 0", "scripts.script_timeout"),
+            ("[scripts]\nconnect_script = \"/nonexistent/x.sh\"", "scripts.connect_script"),
+            ("[server]\nlog_format = \"xml\"", "server.log_format"),
             ("[auth]\ncert_user_oid = \"1.x\"", "auth.cert_user_oid"),
             ("[session]\ntx_data_per_sec = \"-3\"", "session.tx_data_per_sec"),
             ("[session]\nsession_timeout = 99999999", "session.session_timeout"),

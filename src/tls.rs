@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
 
@@ -92,22 +92,49 @@ impl Identity {
     /// for a certificate, and one that does not chain to that CA fails the
     /// handshake; clients without one still get in, and the login decides
     /// whether it needed one.
-    pub fn server_config(&self, client_ca: Option<&Path>) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    /// With `crl`, a client certificate the CA revoked fails too.
+    pub fn server_config(&self, client_ca: Option<&Path>, crl: Option<&Path>) -> Result<Arc<ServerConfig>, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
         let builder = match client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
                 let roots = Arc::new(load_ca(ca)?);
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| file_err(ca, format!("unusable CA: {e}")))?;
+                let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider).allow_unauthenticated();
+                if let Some(crl) = crl {
+                    // A CRL lists what is revoked: certificates of issuers
+                    // it does not cover stay good, as with ocserv's `crl`.
+                    verifier = verifier.with_crls(load_crls(crl)?).only_check_end_entity_revocation().allow_unknown_revocation_status();
+                }
+                let verifier = verifier.build().map_err(|e| file_err(ca, format!("unusable CA or CRL: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
         Ok(Arc::new(builder.with_single_cert(self.chain.clone(), self.key.clone_key())?))
     }
+}
+
+/// The certificate revocation lists in a PEM file.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| file_err(path, format!("cannot read: {e} (expected a PEM file of CRLs)")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, format!("bad PEM CRL: {e}")))?;
+    if crls.is_empty() {
+        return Err(file_err(path, "no CRL found (expected -----BEGIN X509 CRL-----)"));
+    }
+    Ok(crls)
+}
+
+/// Checks that `crl` parses and fits `ca` (at start, so a broken file is
+/// refused with its name rather than at the first login).
+pub fn check_crls(ca: &Path, crl: &Path) -> Result<(), TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    WebPkiClientVerifier::builder_with_provider(Arc::new(load_ca(ca)?), provider)
+        .with_crls(load_crls(crl)?)
+        .build()
+        .map(drop)
+        .map_err(|e| file_err(crl, format!("unusable CRL: {e} (expected v2 CRLs in PEM)")))
 }
 
 /// The CA certificates in a PEM file.
@@ -263,7 +290,7 @@ mod tests {
         assert!(!ensure_self_signed(&cert, &key).unwrap());
         let id = Identity::load(&cert, &key).unwrap();
         assert!(id.pin_sha256().unwrap().starts_with("pin-sha256:"));
-        let mut server = TlsSession::new(id.server_config(None).unwrap()).unwrap();
+        let mut server = TlsSession::new(id.server_config(None, None).unwrap()).unwrap();
         let mut client = test_client(&id);
 
         // Handshake by shuttling bytes.

@@ -43,6 +43,18 @@ impl Pki {
         format!("-c {d}/{name}.pem -k {d}/{name}.key", d = self.dir.display())
     }
 
+    /// Revokes `name.pem` (issued by "ca") and writes `crl.pem`, a v2 CRL.
+    fn revoke(&self, name: &str) -> String {
+        let d = self.dir.display();
+        std::fs::write(self.dir.join("ca.cnf"), "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n").unwrap();
+        must(&format!(
+            "cd {d} && touch index.txt && {{ [ -f crlnumber ] || echo 01 > crlnumber; }} \
+             && openssl ca -config ca.cnf -keyfile ca.key -cert ca.pem -revoke {name}.pem 2>&1 \
+             && openssl ca -config ca.cnf -keyfile ca.key -cert ca.pem -gencrl -out crl.pem.new 2>&1 && mv crl.pem.new crl.pem"
+        ));
+        self.dir.join("crl.pem").display().to_string()
+    }
+
     fn ca_file(&self) -> String {
         self.dir.join("ca.pem").display().to_string()
     }
@@ -117,4 +129,33 @@ fn certificate_and_password_together_or_either_one() {
     start_client_with(&mut net, &server, 1, "alice", &["unused"], &alice).wait_connected();
     start_client(&mut net, &server, 2, "bob", &["wonderland"]).wait_connected();
     assert_eq!(server.count_log("session created"), 2);
+}
+
+/// `crl_file`: a revoked certificate fails the handshake while others log
+/// in; a reload reads a new CRL, and a session already up stays up.
+#[test]
+fn revoked_certificates_are_refused_and_a_reload_reads_a_new_crl() {
+    let _g = serial();
+    let mut net = Net::new("crl", 3);
+    let pki = Pki::new(&net.dir);
+    let alice = pki.client("alice", "/CN=alice", "ca");
+    let carol = pki.client("carol", "/CN=carol", "ca");
+    let crl = pki.revoke("carol");
+    let server = start_server(
+        &mut net,
+        ServerOpts { auth_keys: format!("method = \"certificate\"\nca_file = \"{}\"\ncrl_file = \"{crl}\"\n", pki.ca_file()), ..Default::default() },
+    );
+    let a = start_client_with(&mut net, &server, 1, "alice", &["unused"], &alice);
+    a.wait_connected();
+    refused(&start_client_with(&mut net, &server, 2, "carol", &["unused"], &carol));
+    server.wait_log("invalid peer certificate", Duration::from_secs(5));
+    assert_eq!(server.count_log("session created"), 1);
+
+    // alice revoked too: the reload reads the new CRL; her session stays,
+    // a new login with her certificate fails.
+    pki.revoke("alice");
+    assert_eq!(server.ctl_json("reload")["reloaded"], true);
+    assert_eq!(ping_rtts(&net, &net.client_ns[0], &server.tunnel_ip, 3, "0.2").len(), 3, "alice's session after the reload");
+    refused(&start_client_with(&mut net, &server, 3, "alice", &["unused"], &alice));
+    assert_eq!(server.count_log("session created"), 1);
 }

@@ -126,7 +126,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let identity = crate::tls::Identity::load(&tls_cfg.cert_file, &tls_cfg.key_file)?;
     let pin = identity.pin_sha256()?;
-    let tls = identity.server_config(config.raw.auth.ca_file.as_deref())?;
+    let tls = identity.server_config(config.raw.auth.ca_file.as_deref(), config.raw.auth.crl_file.as_deref())?;
     tracing::info!("server certificate {pin} (for openconnect --servercert)");
 
     // Bound before the TUN device exists: a second server on this socket

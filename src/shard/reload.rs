@@ -37,7 +37,7 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, String> {
     let files = |e: crate::tls::TlsSetupError| format!("certificate {}, key {}: {e}", t.cert_file.display(), t.key_file.display());
     let identity = crate::tls::Identity::load(&t.cert_file, &t.key_file).map_err(files)?;
     let pin = identity.pin_sha256().map_err(files)?;
-    let tls = identity.server_config(new.raw.auth.ca_file.as_deref()).map_err(files)?;
+    let tls = identity.server_config(new.raw.auth.ca_file.as_deref(), new.raw.auth.crl_file.as_deref()).map_err(files)?;
     check_passwd(&new.raw.auth.passwd_file, &mut warnings);
     check_user_files(&new.raw.users, &mut warnings);
 
