@@ -661,9 +661,9 @@ impl Config {
 /// A configured script must be an executable file.
 fn check_script(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e} (expected an executable file)", path.display()))?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("{} is not an executable file", path.display()));
+        return Err(format!("{}: expected an executable file", path.display()));
     }
     Ok(())
 }
