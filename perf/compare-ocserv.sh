@@ -12,7 +12,7 @@
 #   sudo perf/compare-ocserv.sh
 #
 # Knobs (environment, all optional):
-#   PARTS="login certlogin memory hold load ping iperf"   which measurements
+#   PARTS="login certlogin memory hold load tcpload ping iperf"   which measurements
 #                                               (certlogin: both servers restarted with
 #                                               certificate-only login, no password hash)
 #   SERVERS="ocserv ocserv-uring"               which servers (both for ratios)
@@ -35,7 +35,7 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$REPO/perf/lib.sh"
-PARTS=${PARTS:-"login certlogin memory hold load ping iperf"}
+PARTS=${PARTS:-"login certlogin memory hold load tcpload ping iperf"}
 SERVERS=${SERVERS:-"ocserv ocserv-uring"}
 LOGINS=${LOGINS:-2000}
 LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-32}
@@ -125,6 +125,17 @@ for a in ${CLIENT_IPS//,/ }; do ip -n "$NS_C" addr add "$a/24" dev cmpc$$; done
 for ns in "$NS_S" "$NS_C"; do ip -n "$ns" link set lo up; done
 ip -n "$NS_S" link set cmps$$ up
 ip -n "$NS_C" link set cmpc$$ up
+# TCP-like load (part tcpload) goes to the sink's address and port, where
+# nothing listens: drop it rather than have the kernel answer each with a
+# reset (both servers alike).
+ip netns exec "$NS_S" nft -f - <<'NFT' || die "nft: drop rule for the TCP-like load"
+table inet ocucmp {
+    chain input {
+        type filter hook input priority 0;
+        tcp dport 9000 drop
+    }
+}
+NFT
 # 64K source ports per client address instead of 28K.
 ip netns exec "$NS_C" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
 ip netns exec "$NS_C" ping -c1 -W3 $SRV_IP >/dev/null || die "veth does not work"
@@ -357,7 +368,7 @@ load_run() {
     j=$WORK/load.$SERVER.$key.json
     c0=$(server_cpu)
     loadgen throughput $(T_ARGS cheapuser) --sessions "$LOAD_SESSIONS" --seconds "$LOAD_SECONDS" \
-        --rate-mbit "$mbit" --pattern "$pat" --sink "$SINK" --threads "$LOAD_THREADS" "${flag[@]}" > "$j" 2> "$j.err" ||
+        --rate-mbit "$mbit" --pattern "${pat/tcpup/tcp-up}" --sink "$SINK" --threads "$LOAD_THREADS" "${flag[@]}" > "$j" 2> "$j.err" ||
         log "  load run reported failures: $(jget "$j" errors)"
     c1=$(server_cpu)
     tx=$(jget "$j" tx_bytes); rx=$(jget "$j" rx_bytes)
@@ -372,6 +383,12 @@ part_load() {
         load_run $ch 0 up
         load_run $ch 0 down
     done
+}
+# TCP segments, one stream per session, unpaced upload: what the server's
+# GRO into the TUN merges.
+part_tcpload() {
+    local ch
+    for ch in dtls cstp; do load_run $ch 0 tcpup; done
 }
 
 # openconnect over DTLS; ping the server's tunnel address idle, then while
@@ -414,6 +431,7 @@ for s in $SERVERS; do
     start_server "$s"
     has_part login && part_login
     has_part load && part_load
+    has_part tcpload && part_tcpload
     has_part ping && part_ping
     stop_server
     if has_part certlogin; then
@@ -516,6 +534,12 @@ EOF
             row "  server CPU s per GB" "load_cpu_gb.$ch.0.down" "≤ 0.33"
         done
     fi
+    if has_part tcpload; then
+        for ch in dtls cstp; do
+            row "${ch^^}, $LOAD_SESSIONS TCP-like streams unpaced upload: Gbit/s" "load_tx.$ch.0.tcpup"
+            row "  server CPU s per GB" "load_cpu_gb.$ch.0.tcpup" "≤ 0.33"
+        done
+    fi
     if has_part iperf; then
         row "iperf3 single flow via openconnect, DTLS, Gbit/s up" iperf_dtls_up "≥ 1"
         row "  down" iperf_dtls_down "≥ 1"
@@ -555,6 +579,11 @@ How the figures are made:
   them) and unpaced \`down\` (the sink sends to each session that asks, as
   fast as its one thread can). CPU per GB divides the server's CPU seconds
   by the bytes that crossed it, both ways.
+- TCP-like load: the same with \`--pattern tcp-up\`: 1200-byte TCP segments,
+  one stream per session with advancing sequence numbers, to the sink's
+  address and port, where an nftables rule in the server namespace drops
+  them (no listener, no resets): the packets a server's GRO into the TUN
+  can merge.
 - Ping: openconnect (DTLS) to each server, \`ping -i 0.01\` ×100 to the
   server's tunnel address idle, and \`ping -i 0.02\` ×200 while the paced
   DTLS load runs through other sessions.

@@ -78,7 +78,8 @@ enum Mode {
         #[arg(long, default_value_t = 0)]
         rate_mbit: u64,
         /// echo: to the sink and back; up: to the sink only; down: from
-        /// the sink only (it sends at --rate-mbit per session).
+        /// the sink only (it sends at --rate-mbit per session); tcp-up:
+        /// TCP segments of one stream per session to the sink's address.
         #[arg(long, value_enum, default_value_t = tunnel::Pattern::Echo)]
         pattern: tunnel::Pattern,
     },

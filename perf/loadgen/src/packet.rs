@@ -115,6 +115,40 @@ pub(crate) fn build_udp_with(
     u[6..8].copy_from_slice(&c.to_be_bytes());
 }
 
+pub(crate) const TCP_HDR: usize = 20;
+
+/// Writes one segment of a TCP stream (ACK, sequence number `seq`,
+/// `payload_len` zero bytes) into `out`: what a bulk upload looks like to
+/// the server, so its GRO into the TUN merges them as it would real ones.
+pub(crate) fn build_tcp(out: &mut Vec<u8>, src: SocketAddrV4, dst: SocketAddrV4, payload_len: usize, seq: u32, ip_id: u16) {
+    let total = IP_HDR + TCP_HDR + payload_len;
+    out.clear();
+    out.resize(total, 0);
+    let t = (total as u16).to_be_bytes();
+    let id = ip_id.to_be_bytes();
+    out[..IP_HDR].copy_from_slice(&[
+        0x45, 0, t[0], t[1], id[0], id[1], 0x40, 0, 64, 6, 0, 0, // DF, TTL 64, TCP
+        0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    out[12..16].copy_from_slice(&src.ip().octets());
+    out[16..20].copy_from_slice(&dst.ip().octets());
+    let c = fold(sum16(0, &out[..IP_HDR])).to_be_bytes();
+    out[10..12].copy_from_slice(&c);
+    let tcp = &mut out[IP_HDR..];
+    tcp[..2].copy_from_slice(&src.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&1u32.to_be_bytes()); // ack
+    tcp[12] = 5 << 4; // data offset: 20 bytes, no options
+    tcp[13] = 0x10; // ACK: mid-stream (a PSH would end a GRO merge)
+    tcp[14..16].copy_from_slice(&0xffffu16.to_be_bytes()); // window
+    let mut acc = sum16(0, &src.ip().octets());
+    acc = sum16(acc, &dst.ip().octets());
+    acc += 6 + (TCP_HDR + payload_len) as u32;
+    acc = sum16(acc, tcp);
+    tcp[16..18].copy_from_slice(&fold(acc).to_be_bytes());
+}
+
 /// True if `pkt` is an IPv4 packet whose header checksum is right.
 #[cfg(test)]
 pub(crate) fn ipv4_ok(pkt: &[u8]) -> bool {
@@ -140,6 +174,20 @@ mod tests {
             acc += 17 + (8 + len) as u32;
             assert_eq!(fold(sum16(acc, &p[20..])), 0, "len {len}");
         }
+    }
+
+    #[test]
+    fn tcp_segments_verify_and_advance() {
+        let mut p = Vec::new();
+        let src = SocketAddrV4::new(Ipv4Addr::new(192, 168, 100, 10), 40000);
+        let dst = SocketAddrV4::new(Ipv4Addr::new(10, 91, 1, 1), 9000);
+        build_tcp(&mut p, src, dst, 1200, 7, 1);
+        assert_eq!(p.len(), 40 + 1200);
+        assert!(ipv4_ok(&p));
+        let mut acc = sum16(0, &p[12..20]);
+        acc += 6 + 20 + 1200;
+        assert_eq!(fold(sum16(acc, &p[20..])), 0);
+        assert_eq!(u32::from_be_bytes(p[24..28].try_into().unwrap()), 7);
     }
 
     #[test]

@@ -285,6 +285,10 @@ pub(crate) enum Pattern {
     Up,
     /// From the sink (asked for over the tunnel): download only.
     Down,
+    /// TCP segments, one stream per session, to the sink's address and
+    /// port: upload only (nothing answers them; drop them there, or its
+    /// kernel answers each with a reset).
+    TcpUp,
 }
 
 /// Moves UDP packets of `size` bytes between each session and `sink`
@@ -309,12 +313,8 @@ pub(crate) async fn flood(
     let (sink, size) = (load.sink, load.size);
     let t0 = Instant::now();
     let mut sent_bits = 0u64;
-    let size = size
-        .min(
-            p.mtu
-                .saturating_sub(crate::packet::IP_HDR + crate::packet::UDP_HDR),
-        )
-        .max(8);
+    let l4 = if load.pattern == Pattern::TcpUp { crate::packet::TCP_HDR } else { crate::packet::UDP_HDR };
+    let size = size.min(p.mtu.saturating_sub(crate::packet::IP_HDR + l4)).max(8);
     let src = SocketAddrV4::new(p.addr, sport);
     if load.pattern == Pattern::Down {
         return request_source(link, src, load, size, until).await;
@@ -331,7 +331,13 @@ pub(crate) async fn flood(
         let dtls = link.shared.dtls.borrow().clone().filter(|d| d.is_up());
         // A batch of packets, then one write (CSTP) or one send each (DTLS).
         for _ in 0..32 {
-            crate::packet::build_udp(&mut pkt, src, sink, size, seq, mode);
+            if load.pattern == Pattern::TcpUp {
+                // The stream's byte position, as TCP counts it.
+                let pos = (seq * size as u64) as u32;
+                crate::packet::build_tcp(&mut pkt, src, sink, size, pos, seq as u16);
+            } else {
+                crate::packet::build_udp(&mut pkt, src, sink, size, seq, mode);
+            }
             seq += 1;
             match &dtls {
                 Some(d) => d.send_data(&pkt).await?,

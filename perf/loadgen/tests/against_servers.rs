@@ -259,6 +259,12 @@ fn drive(net: &mut Net, port: u16, pin: &str, idle: usize) {
             field(&up, "tx_bytes") > 1e6 && field(&up, "rx_bytes") < 1e4,
             "upload only {dtls}: {up}"
         );
+        // TCP segments of one stream per session (the sink host answers
+        // them with resets; only the upload counts here).
+        let tcp = net.loadgen(&format!(
+            "throughput {t} --sessions 2 --seconds 2 --rate-mbit 40 --pattern tcp-up --sink {sub}.1:9000 {dtls}"
+        ));
+        assert!(field(&tcp, "tx_bytes") > 1e6, "TCP-like upload {dtls}: {tcp}");
         let down = net.loadgen(&format!(
             "throughput {t} --sessions 2 --seconds 2 --rate-mbit 40 --pattern down --sink {sub}.1:9000 {dtls}"
         ));
