@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::core::{Session, Shard};
@@ -52,16 +53,47 @@ pub(crate) fn disconnect(shard: &Shard, s: &Session, stats: &Stats, reason: &str
     // Only sessions whose connect ran (a tunnel came up) get a disconnect.
     if let (Some(script), Some(peer)) = (scripts.disconnect_script.clone(), s.last_peer) {
         let env = environment(shard, s, peer, "disconnect", Some((stats, duration)));
-        let limit = Duration::from_secs(scripts.script_timeout);
-        let user = s.user.clone();
-        // A thread of its own: nobody waits for it.
-        let spawned = std::thread::Builder::new().name("disconnect-script".into()).spawn(move || {
-            if let Err(e) = run(&script, &env, limit) {
-                tracing::warn!(user = %user, script = %script.display(), "disconnect_script: {e}");
+        let job = ScriptJob { script, env, limit: Duration::from_secs(scripts.script_timeout) };
+        disconnect_runner().queue(job, s.user.clone());
+    }
+}
+
+/// Threads that run disconnect scripts nobody waits for: a few, fed by a
+/// queue, so ending thousands of sessions at once (shutdown, a mass
+/// expiry) never starts thousands of threads.
+struct Runner {
+    tx: Mutex<mpsc::Sender<(ScriptJob, String)>>,
+}
+
+const DISCONNECT_RUNNERS: usize = 4;
+
+fn disconnect_runner() -> &'static Runner {
+    static RUNNER: OnceLock<Runner> = OnceLock::new();
+    RUNNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<(ScriptJob, String)>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..DISCONNECT_RUNNERS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("disconnect-script-{i}")).spawn(move || loop {
+                let next = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                let Ok((job, user)) = next else { return };
+                if let Err(e) = run(&job.script, &job.env, job.limit) {
+                    tracing::warn!(user = %user, script = %job.script.display(), "disconnect_script: {e}");
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!("disconnect_script runner not started: {e}");
             }
-        });
-        if let Err(e) = spawned {
-            tracing::warn!("disconnect_script not started: {e}");
+        }
+        Runner { tx: Mutex::new(tx) }
+    })
+}
+
+impl Runner {
+    fn queue(&self, job: ScriptJob, user: String) {
+        let sent = self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send((job, user));
+        if sent.is_err() {
+            tracing::warn!("disconnect_script: no runner thread");
         }
     }
 }

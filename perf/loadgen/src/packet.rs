@@ -84,19 +84,7 @@ pub(crate) fn build_udp_with(
     head: &[u8],
 ) {
     let payload_len = payload_len.max(head.len());
-    let total = IP_HDR + UDP_HDR + payload_len;
-    out.clear();
-    out.resize(total, 0);
-    let t = (total as u16).to_be_bytes();
-    let id = ip_id.to_be_bytes();
-    out[..IP_HDR].copy_from_slice(&[
-        0x45, 0, t[0], t[1], id[0], id[1], 0x40, 0, 64, 17, 0, 0, // DF, TTL 64, UDP
-        0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    out[12..16].copy_from_slice(&src.ip().octets());
-    out[16..20].copy_from_slice(&dst.ip().octets());
-    let c = fold(sum16(0, &out[..IP_HDR])).to_be_bytes();
-    out[10..12].copy_from_slice(&c);
+    ipv4_header(out, IP_HDR + UDP_HDR + payload_len, ip_id, 17, src, dst);
     let u = &mut out[IP_HDR..];
     let ul = ((UDP_HDR + payload_len) as u16).to_be_bytes();
     u[..2].copy_from_slice(&src.port().to_be_bytes());
@@ -117,23 +105,25 @@ pub(crate) fn build_udp_with(
 
 pub(crate) const TCP_HDR: usize = 20;
 
-/// Writes one segment of a TCP stream (ACK, sequence number `seq`,
-/// `payload_len` zero bytes) into `out`: what a bulk upload looks like to
-/// the server, so its GRO into the TUN merges them as it would real ones.
-pub(crate) fn build_tcp(out: &mut Vec<u8>, src: SocketAddrV4, dst: SocketAddrV4, payload_len: usize, seq: u32, ip_id: u16) {
-    let total = IP_HDR + TCP_HDR + payload_len;
+/// Makes `out` a zeroed packet of `total` bytes with an IPv4 header (DF,
+/// TTL 64, protocol `proto`) and its checksum.
+fn ipv4_header(out: &mut Vec<u8>, total: usize, ip_id: u16, proto: u8, src: SocketAddrV4, dst: SocketAddrV4) {
     out.clear();
     out.resize(total, 0);
     let t = (total as u16).to_be_bytes();
     let id = ip_id.to_be_bytes();
-    out[..IP_HDR].copy_from_slice(&[
-        0x45, 0, t[0], t[1], id[0], id[1], 0x40, 0, 64, 6, 0, 0, // DF, TTL 64, TCP
-        0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
+    out[..IP_HDR].copy_from_slice(&[0x45, 0, t[0], t[1], id[0], id[1], 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     out[12..16].copy_from_slice(&src.ip().octets());
     out[16..20].copy_from_slice(&dst.ip().octets());
     let c = fold(sum16(0, &out[..IP_HDR])).to_be_bytes();
     out[10..12].copy_from_slice(&c);
+}
+
+/// Writes one segment of a TCP stream (ACK, sequence number `seq`,
+/// `payload_len` zero bytes) into `out`: what a bulk upload looks like to
+/// the server, so its GRO into the TUN merges them as it would real ones.
+pub(crate) fn build_tcp(out: &mut Vec<u8>, src: SocketAddrV4, dst: SocketAddrV4, payload_len: usize, seq: u32, ip_id: u16) {
+    ipv4_header(out, IP_HDR + TCP_HDR + payload_len, ip_id, 6, src, dst);
     let tcp = &mut out[IP_HDR..];
     tcp[..2].copy_from_slice(&src.port().to_be_bytes());
     tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
