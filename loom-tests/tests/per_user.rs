@@ -1,21 +1,12 @@
 //! `max_same_clients` must hold exactly when one user logs in on two shards
 //! at once, and a logout racing a login must leave the count right.
 
-use std::collections::HashMap;
-
-use loom::sync::{Arc, Mutex};
+use loom::sync::Arc;
 use loom::thread;
-use shards::peruser::{PerUser, Table};
+use loom_tests::LoomLock;
+use shards::peruser::{Counts, PerUser};
 
-/// loom's mutex behind the trait the production count uses.
-#[derive(Default)]
-struct LoomTable(Mutex<HashMap<String, u32>>);
-
-impl Table for LoomTable {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, u32>) -> R) -> R {
-        f(&mut self.0.lock().unwrap())
-    }
-}
+type LoomTable = LoomLock<Counts>;
 
 /// Two shards log in the same user with `max_same_clients = 1`: one wins.
 #[test]

@@ -2,19 +2,24 @@
 //!
 //! Each shard owns a [`SessionStore`]; a [`Cookie`] names the session's home
 //! shard so any shard can route a reconnect without asking the others.
-//! Cross-thread pieces ([`limit::GlobalLimit`], [`peruser::PerUser`]) are generic over their atomic or lock
-//! so the loom models in `loom-tests/` check the same code that runs.
+//! What crosses shards goes through each shard's [`Mailbox`]. The
+//! cross-thread pieces ([`GlobalLimit`], [`PerUser`], [`Mailbox`]) are
+//! generic over their atomic or lock so the loom models in `loom-tests/`
+//! check the same code that runs.
 #![forbid(unsafe_code)]
 
 pub mod appid;
 pub mod cookie;
 pub mod limit;
+pub mod mailbox;
 pub mod peruser;
 pub mod store;
+pub mod sync;
 
 pub use appid::AppId;
 pub use cookie::{Cookie, CookieError};
 pub use limit::{Counter, GlobalLimit};
+pub use mailbox::Mailbox;
 pub use peruser::PerUser;
 pub use store::{SessionStore, UserSession};
 

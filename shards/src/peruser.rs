@@ -7,29 +7,19 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// The map a [`PerUser`] counts in, behind a lock; loom models plug in
-/// their own mutex.
-pub trait Table: Default {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, u32>) -> R) -> R;
-}
+use crate::sync::Lock;
 
-impl Table for Mutex<HashMap<String, u32>> {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, u32>) -> R) -> R {
-        // A panic elsewhere cannot leave the map half-updated: every
-        // change below is a single insert or remove.
-        let mut map = self.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut map)
-    }
-}
+/// Sessions by user name; users with none are absent.
+pub type Counts = HashMap<String, u32>;
 
 #[derive(Debug, Default)]
-pub struct PerUser<T: Table = Mutex<HashMap<String, u32>>> {
-    table: T,
+pub struct PerUser<L: Lock<Counts> = Mutex<Counts>> {
+    table: L,
 }
 
-impl<T: Table> PerUser<T> {
+impl<L: Lock<Counts>> PerUser<L> {
     pub fn new() -> Self {
-        Self { table: T::default() }
+        Self { table: L::default() }
     }
 
     /// Counts one more session of `user` unless it already has `max`

@@ -1,11 +1,10 @@
 //! Admin commands fanned out to the shards: the global views of sessions
 //! (all of a user's, totals) and disconnects. The control socket's thread
-//! puts a job in every shard's inbox; each shard answers from its own
-//! sessions at its next tick, and the thread merges the answers. Nothing
+//! posts a job to every shard's inbox; each shard answers from its own
+//! sessions when it wakes, and the thread merges the answers. Nothing
 //! here touches the packet path.
 
 use std::sync::mpsc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -137,9 +136,6 @@ pub(crate) struct AdminJob {
     pub(crate) reply: mpsc::Sender<AdminReply>,
 }
 
-/// One inbox per shard, emptied at every tick.
-pub(crate) type Inbox = Mutex<Vec<AdminJob>>;
-
 /// How long a command waits for every shard's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
@@ -147,14 +143,15 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 /// outside the executors). Shards that do not answer in time are left out.
 pub fn ask_all(shared: &Shared, cmd: &AdminCmd) -> Vec<AdminReply> {
     let (tx, rx) = mpsc::channel();
-    for inbox in &shared.admin {
+    for inbox in &shared.inboxes {
         let job = AdminJob { cmd: cmd.clone(), reply: tx.clone() };
-        inbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(job);
+        // A stopping shard drops the job and with it its reply sender.
+        let _ = inbox.post(super::ShardMsg::Admin(job));
     }
     drop(tx);
     let deadline = Instant::now() + ANSWER_WITHIN;
-    let mut replies = Vec::with_capacity(shared.admin.len());
-    while replies.len() < shared.admin.len() {
+    let mut replies = Vec::with_capacity(shared.inboxes.len());
+    while replies.len() < shared.inboxes.len() {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(r) => replies.push(r),
             Err(_) => break,

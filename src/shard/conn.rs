@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use shards::mailbox::Refused;
 use shards::{AppId, Cookie, ShardId};
 
 use super::core::{SessionView, Shard};
@@ -123,15 +124,21 @@ impl Conn {
             Ok(fd) => fd,
             Err(e) => {
                 tracing::warn!("handoff dup: {e}");
-                return;
+                return self.refuse(503, "Server busy, try again").await;
             }
         };
-        let Self { stream, tls, peer, plain, .. } = self;
-        drop(stream);
+        let Self { stream, tls, peer, plain, rbuf, out } = self;
         let handoff = Handoff { fd, tls, leftover: plain, peer, what };
-        let Some(tx) = shard.peer(home) else { return };
-        if tx.send(ShardMsg::Moved(Box::new(handoff))).await.is_err() {
-            tracing::warn!(%peer, "shard {home} refused the handoff");
+        let Some(inbox) = shard.shared.inboxes.get(home.index()) else { return };
+        match inbox.post(ShardMsg::Moved(Box::new(handoff))) {
+            // Our descriptor closes here; the home shard's copy lives on.
+            Ok(()) => drop(stream),
+            Err(Refused::Full(ShardMsg::Moved(h))) => {
+                tracing::warn!(%peer, "shard {home} has too many hand-offs waiting; client told to retry");
+                let conn = Self { stream, tls: h.tls, peer, plain: h.leftover, rbuf, out };
+                conn.refuse(503, "Server busy, try again").await;
+            }
+            Err(_) => tracing::info!(%peer, "shard {home} is stopping; connection closed"),
         }
     }
 }

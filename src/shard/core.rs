@@ -5,20 +5,19 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use glommio::channels::shared_channel::ConnectedSender;
 use glommio::net::TcpListener;
 use glommio::spawn_local;
 use shards::{AppId, Cookie, SessionStore, ShardId};
 
 use super::admin::{self, AdminCmd, AdminReply, SessionInfo, Target, Totals};
 use super::tunnel::{EndReason, Stats, Tunnel};
-use super::{Links, ShardMsg, Shared};
+use super::{ShardMsg, Shared};
 use super::limits;
 use crate::pool::ShardPool;
 use crate::usercfg::UserConfig;
@@ -96,7 +95,6 @@ pub(crate) struct Shard {
     iroutes: RefCell<Vec<(IpNet, Ipv4Addr)>>,
     /// App-ID / Session-ID → live tunnel: where a ClientHello goes.
     dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
-    peers: RefCell<Vec<Option<Rc<ConnectedSender<ShardMsg>>>>>,
     next_tunnel_id: Cell<u64>,
     /// Every tunnel's TLS reads land here first (see `stream`).
     pub(crate) tls_rbuf: RefCell<Vec<u8>>,
@@ -119,7 +117,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long shutdown waits for clients to be told and sockets flushed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, links: Links) -> Result<(), String> {
+pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, wake: OwnedFd) -> Result<(), String> {
+    let _closer = super::inbox::CloseOnExit::new(&shared, id);
     let cfg = shared.config.get();
     let cfg = &*cfg;
     let addr = std::net::SocketAddr::new(cfg.listen, cfg.raw.server.tcp_port);
@@ -170,7 +169,6 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         tunnels: RefCell::new(HashMap::new()),
         iroutes: RefCell::new(Vec::new()),
         dtls_tunnels: RefCell::new(HashMap::new()),
-        peers: RefCell::new(Vec::new()),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
         tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
         segmenter: RefCell::new(super::tun::Segmenter::new()),
@@ -179,31 +177,7 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
         ipv6_network: cfg.ipv6_network,
     });
 
-    // Receivers first: a sender's connect waits for its receiver's.
-    for rx in links.from {
-        let shard = shard.clone();
-        spawn_local(async move {
-            let rx = rx.connect().await;
-            while let Some(msg) = rx.recv().await {
-                match msg {
-                    ShardMsg::Moved(h) => {
-                        let s = shard.clone();
-                        spawn_local(async move { super::conn::adopt(s, *h).await }).detach();
-                    }
-                    ShardMsg::DtlsHello { app_id, from, datagram } => super::dtls::start(&shard, app_id, from, datagram),
-                }
-            }
-        })
-        .detach();
-    }
-    let mut peers = Vec::with_capacity(links.to.len());
-    for tx in links.to {
-        peers.push(match tx {
-            Some(tx) => Some(Rc::new(tx.connect().await)),
-            None => None,
-        });
-    }
-    *shard.peers.borrow_mut() = peers;
+    spawn_local(super::inbox::serve(shard.clone(), wake)).detach();
     shared.started.fetch_add(1, Ordering::AcqRel);
     spawn_local(super::tun::read_loop(shard.clone())).detach();
     if let Some(sock) = udp {
@@ -229,7 +203,6 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, l
     let mut last_sweep = Instant::now();
     while !shared.shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(TICK).await;
-        shard.answer_admin();
         let now = Instant::now();
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
             last_sweep = now;
@@ -266,10 +239,6 @@ impl Shard {
 
     pub(crate) fn dtls_tunnel(&self, app_id: &AppId) -> Option<Rc<Tunnel>> {
         self.dtls_tunnels.borrow().get(app_id).cloned()
-    }
-
-    pub(crate) fn peer(&self, home: ShardId) -> Option<Rc<ConnectedSender<ShardMsg>>> {
-        self.peers.borrow().get(home.index()).and_then(Option::clone)
     }
 
     /// A successful login: count it against the limits, lease an address
@@ -533,16 +502,16 @@ impl Shard {
     }
 
     /// Answers the admin jobs waiting in this shard's inbox.
-    fn answer_admin(&self) {
-        let jobs = {
-            let mut inbox = self.shared.admin[self.id.index()].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if inbox.is_empty() {
-                return;
+    /// A message from the inbox (see `inbox`).
+    pub(super) fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Moved(h) => {
+                spawn_local(super::conn::adopt(self.clone(), *h)).detach();
             }
-            std::mem::take(&mut *inbox)
-        };
-        for job in jobs {
-            let _ = job.reply.send(self.admin(&job.cmd));
+            ShardMsg::DtlsHello { app_id, from, datagram } => super::dtls::start(self, app_id, from, datagram),
+            ShardMsg::Admin(job) => {
+                let _ = job.reply.send(self.admin(&job.cmd));
+            }
         }
     }
 

@@ -7,6 +7,7 @@ mod conn;
 mod core;
 mod dtls;
 mod events;
+mod inbox;
 mod limits;
 mod login;
 mod notify;
@@ -20,7 +21,6 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use rustls::ServerConfig;
 use shards::{GlobalLimit, PerUser, ShardId};
@@ -42,8 +42,8 @@ pub struct Shared {
     /// The TUN steering program; its map sends iroutes to their shard.
     pub steering: sys::bpf::Steering,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// One admin inbox per shard (see `admin`).
-    pub(crate) admin: Vec<admin::Inbox>,
+    /// Each shard's inbox: hand-offs, ClientHellos, admin commands.
+    pub(crate) inboxes: Vec<inbox::Inbox>,
     /// Every iroute in use and the user it belongs to, so two sessions
     /// never claim one network (taken at login and session end only).
     pub iroutes: std::sync::Mutex<std::collections::HashMap<ipnet::IpNet, String>>,
@@ -77,31 +77,14 @@ pub(crate) enum Moved {
     Login(Box<core::Login>),
 }
 
-/// What shards send each other: never packets, only migrations.
+/// What reaches a shard's inbox: migrations and admin commands, never
+/// packets.
 pub(crate) enum ShardMsg {
     Moved(Box<Handoff>),
     /// A ClientHello that landed on another shard's UDP socket.
     DtlsHello { app_id: shards::AppId, from: std::net::SocketAddr, datagram: Vec<u8> },
-}
-
-/// Per-shard channel ends: `to[j]` sends to shard j, `from` receives.
-struct Links {
-    to: Vec<Option<SharedSender<ShardMsg>>>,
-    from: Vec<SharedReceiver<ShardMsg>>,
-}
-
-fn links(n: usize) -> Vec<Links> {
-    let mut all: Vec<Links> = (0..n).map(|_| Links { to: (0..n).map(|_| None).collect(), from: Vec::new() }).collect();
-    for from in 0..n {
-        for to in 0..n {
-            if from != to {
-                let (tx, rx) = shared_channel::new_bounded(64);
-                all[from].to[to] = Some(tx);
-                all[to].from.push(rx);
-            }
-        }
-    }
-    all
+    /// From the control thread (see `admin`).
+    Admin(admin::AdminJob),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,13 +152,20 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let steering = sys::bpf::attach_steering(&tun.queues[0], n as u32).map_err(tun_err)?;
     tracing::info!(device = %device, address = %config.server_address(), network = %config.ipv4_network, queues = n, "TUN device up");
 
+    let mut inboxes = Vec::with_capacity(n);
+    let mut wakes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (inbox, wake) = inbox::Inbox::new().map_err(|e| RunError::Shard { shard: inboxes.len(), err: format!("inbox: {e}") })?;
+        inboxes.push(inbox);
+        wakes.push(wake);
+    }
     block_shutdown_signals();
     let shared = Arc::new(Shared {
         clients: GlobalLimit::new(config.raw.session.max_clients),
         per_user: PerUser::new(),
         bans: crate::bans::Bans::new(config.ban_policy()),
         steering,
-        admin: (0..n).map(|_| std::sync::Mutex::new(Vec::new())).collect(),
+        inboxes,
         metrics: Arc::new(crate::metrics::Metrics::new(n)),
         iroutes: std::sync::Mutex::new(std::collections::HashMap::new()),
         config: crate::live::Live::new(Arc::new(config)),
@@ -190,14 +180,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let mut handles = Vec::with_capacity(n);
-    for (i, link) in links(n).into_iter().enumerate() {
+    for (i, wake) in wakes.into_iter().enumerate() {
         let shared = shared.clone();
         let tun_fd: RawFd = tun.queues[i].as_raw_fd();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(i % cpus))
             .name(&format!("shard-{i}"))
             // Password hashing and file reads run here, off the executor.
             .blocking_thread_pool_placement(PoolPlacement::Unbound(cpus.max(2)))
-            .spawn(move || async move { core::run_shard(ShardId(i as u16), shared, tun_fd, link).await })
+            .spawn(move || async move { core::run_shard(ShardId(i as u16), shared, tun_fd, wake).await })
             .map_err(|e| RunError::Shard { shard: i, err: e.to_string() })?;
         handles.push(handle);
     }

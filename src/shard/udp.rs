@@ -38,9 +38,10 @@ pub(crate) fn route_hello(shard: &Rc<Shard>, data: &[u8], from: SocketAddr) {
     let home = app_id.home_shard();
     if home == shard.id {
         super::dtls::start(shard, app_id, from, data.to_vec());
-    } else if let Some(peer) = shard.peer(home) {
-        // Never wait on a busy shard: the client retransmits its hello.
+    } else if let Some(inbox) = shard.shared.inboxes.get(home.index()) {
+        // Dropped if that shard is stopping or far behind: the client
+        // retransmits its hello.
         tracing::debug!(%from, from_shard = %shard.id, to = %home, "ClientHello forwarded to its home shard");
-        let _ = peer.try_send(ShardMsg::DtlsHello { app_id, from, datagram: data.to_vec() });
+        let _ = inbox.post(ShardMsg::DtlsHello { app_id, from, datagram: data.to_vec() });
     }
 }
