@@ -12,9 +12,12 @@
 #   sudo perf/compare-ocserv.sh
 #
 # Knobs (environment, all optional):
-#   PARTS="login certlogin memory hold load tcpload ping iperf"   which measurements
-#                                               (certlogin: both servers restarted with
-#                                               certificate-only login, no password hash)
+#   PARTS="login connect certlogin memory hold load tcpload ping iperf"   which measurements
+#                                               (connect: DES logins whose CONNECT comes on a
+#                                               new connection, as after a reconnect: on
+#                                               ocserv-uring about half are handed between
+#                                               shards; certlogin: both servers restarted
+#                                               with certificate-only login, no password hash)
 #   SERVERS="ocserv ocserv-uring"               which servers (both for ratios)
 #   LOGINS=2000 LOGIN_CONCURRENCY=32            login part
 #   LOGIN_THREADS=1                             load generator runtimes for logins (its client
@@ -35,7 +38,7 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$REPO/perf/lib.sh"
-PARTS=${PARTS:-"login certlogin memory hold load tcpload ping iperf"}
+PARTS=${PARTS:-"login connect certlogin memory hold load tcpload ping iperf"}
 SERVERS=${SERVERS:-"ocserv ocserv-uring"}
 LOGINS=${LOGINS:-2000}
 LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-32}
@@ -273,25 +276,30 @@ has_part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 # ------------------------------------------------------------ login
 # login_run USER [LOADGEN ARGS]: warm-up, then LOGINS logins; puts rate,
-# successes, server and client CPU per login and latency under USER.
+# successes, server and client CPU per login and latency under USER (or
+# under $KEY when set).
 login_run() {
     local user=$1 j c0 c1 l0 l1
     shift
+    local key=${KEY:-$user}
     loadgen login $(T_ARGS $user) "$@" --concurrency 4 --count 40 > /dev/null 2>&1   # warm-up
-    c0=$(server_cpu); l0=$(client_cpu); j=$WORK/login.$SERVER.$user.json
+    c0=$(server_cpu); l0=$(client_cpu); j=$WORK/login.$SERVER.$key.json
     loadgen login $(T_ARGS $user) "$@" --threads "$LOGIN_THREADS" --concurrency "$LOGIN_CONCURRENCY" --count "$LOGINS" > "$j" 2> "$j.err" ||
         log "  login run reported failures: $(jget "$j" errors)"
     c1=$(server_cpu); l1=$(client_cpu)
-    put "login_rate.$user" "$(jget "$j" logins_per_s)"
-    put "login_ok.$user" "$(jget "$j" ok)/$LOGINS"
-    put "login_cpu_ms.$user" "$(calc %.3f "($c1 - $c0) * 1000 / $LOGINS")"
-    put "login_client_cpu_ms.$user" "$(calc %.3f "($l1 - $l0) * 1000 / $LOGINS")"
-    put "login_p50.$user" "$(jget "$j" latency_p50_ms)"
-    put "login_p99.$user" "$(jget "$j" latency_p99_ms)"
+    put "login_rate.$key" "$(jget "$j" logins_per_s)"
+    put "login_ok.$key" "$(jget "$j" ok)/$LOGINS"
+    put "login_cpu_ms.$key" "$(calc %.3f "($c1 - $c0) * 1000 / $LOGINS")"
+    put "login_client_cpu_ms.$key" "$(calc %.3f "($l1 - $l0) * 1000 / $LOGINS")"
+    put "login_p50.$key" "$(jget "$j" latency_p50_ms)"
+    put "login_p99.$key" "$(jget "$j" latency_p99_ms)"
 }
 part_login() {
     login_run hashuser
     login_run cheapuser
+}
+part_connect() {
+    KEY=connect login_run cheapuser --connect --fresh-connection
 }
 # The server must run its certificate-only configuration (CONF=-cert).
 part_certlogin() {
@@ -430,6 +438,7 @@ for s in $SERVERS; do
     log "== $s: timed parts"
     start_server "$s"
     has_part login && part_login
+    has_part connect && part_connect
     has_part load && part_load
     has_part tcpload && part_tcpload
     has_part ping && part_ping
@@ -496,6 +505,13 @@ EOF
         row "  p99" login_p99.hashuser
         row "Logins that succeeded, \`\$5\$\` / DES" login_ok.hashuser
         row "  DES" login_ok.cheapuser
+    fi
+    if has_part connect; then
+        row "Login + CONNECT on a new connection /s (DES)" login_rate.connect
+        row "Server CPU ms per login + CONNECT" login_cpu_ms.connect
+        row "Login + CONNECT latency p50 / p99 ms" login_p50.connect
+        row "  p99" login_p99.connect
+        row "Logins + CONNECTs that succeeded" login_ok.connect
     fi
     if has_part certlogin; then
         row "Logins/s, client certificate, no password" login_rate.certuser "≥ 10×"
@@ -564,6 +580,12 @@ How the figures are made:
   (ocserv \`auth = "certificate"\`, ocserv-uring \`[auth] method =
   "certificate"\`, the user from the CN) and add \`--cert --key\` to the
   load generator: no password hash at all, one client-certificate check.
+- Login + CONNECT on a new connection: the DES user, \`--connect
+  --fresh-connection\`: the cookie from the login is presented in a CONNECT
+  on a second TLS connection (what every reconnect, and a GUI that logs in
+  in another process, does), then a DISCONNECT. On ocserv-uring about half
+  of these CONNECTs reach the shard that does not own the session and are
+  handed to it; on ocserv each goes to sec-mod and main for its cookie.
 - Memory: \`ocu-loadgen idle [--dtls] --sessions N --ramp-concurrency 64\`
   (split over several generator processes when one would run out of
   descriptors), PSS of all server processes 5 s after the last session came

@@ -51,6 +51,8 @@ pub struct ShardMetrics {
     pub dtls_handshakes: Counter,
     /// DTLS given up for CSTP while the session lives.
     pub dtls_fallbacks: Counter,
+    /// Connections another shard handed here (their session lives here).
+    pub handoffs: Counter,
     pub connected: Gauge,
     /// Sessions whose client is away, waiting for a reconnect.
     pub waiting: Gauge,
@@ -76,6 +78,7 @@ impl Metrics {
         let failures = Family::<ShardLabel, Counter>::default();
         let handshakes = Family::<ShardLabel, Counter>::default();
         let fallbacks = Family::<ShardLabel, Counter>::default();
+        let handoffs = Family::<ShardLabel, Counter>::default();
         let sessions = Family::<StateLabel, Gauge>::default();
         let bytes = Family::<TrafficLabel, Counter>::default();
         let packets = Family::<TrafficLabel, Counter>::default();
@@ -87,6 +90,11 @@ impl Metrics {
         registry.register("login_failures", "Refused logins (wrong password, policy, limits)", failures.clone());
         registry.register("dtls_handshakes", "Completed DTLS handshakes", handshakes.clone());
         registry.register("dtls_fallbacks", "Times a session gave up DTLS for CSTP", fallbacks.clone());
+        registry.register(
+            "handoffs",
+            "Connections handed to this shard by another: CONNECTs whose cookie names it, logins whose address it owns",
+            handoffs.clone(),
+        );
         registry.register("bytes", "IP bytes through the tunnels, by direction and channel", bytes.clone());
         registry.register("packets", "IP packets through the tunnels, by direction and channel", packets.clone());
         registry.register("shard_busy_seconds", "Time each shard spent running tasks", busy.clone());
@@ -103,6 +111,7 @@ impl Metrics {
                     login_failures: failures.get_or_create_owned(&l),
                     dtls_handshakes: handshakes.get_or_create_owned(&l),
                     dtls_fallbacks: fallbacks.get_or_create_owned(&l),
+                    handoffs: handoffs.get_or_create_owned(&l),
                     connected: sessions.get_or_create_owned(&StateLabel { shard, state: "connected" }),
                     waiting: sessions.get_or_create_owned(&StateLabel { shard, state: "waiting" }),
                     bytes: traffic(&bytes),

@@ -55,6 +55,7 @@ fn metrics_endpoint_counts_logins_sessions_and_traffic_per_channel() {
     assert!(sample(&text, "ocserv_uring_shard_busy_seconds_total", &[]) > 0.0, "{text}");
     // Both shards have their series.
     assert!(text.contains("ocserv_uring_sessions{shard=\"1\",state=\"waiting\"}"), "{text}");
+    assert!(text.contains("ocserv_uring_handoffs_total{shard=\"1\"}"), "{text}");
     let o = net.exec(&s, "curl -s -o /dev/null -w %{http_code} --max-time 5 http://127.0.0.1:9617/");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "404");
 }

@@ -145,6 +145,7 @@ impl Conn {
 
 /// A connection moved here from another shard.
 pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
+    shard.metrics().handoffs.inc();
     // SAFETY: the fd was dup'ed for this handoff and is owned by it alone.
     let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
     // A tunnel reads through the shard's buffer; only a login needs its own.

@@ -41,6 +41,11 @@ enum Mode {
         /// Also CONNECT, wait for 200 CONNECTED, then DISCONNECT.
         #[arg(long)]
         connect: bool,
+        /// CONNECT on a new TLS connection, as a reconnect or a GUI that
+        /// authenticates in another process does; on a multi-shard server
+        /// about half of them reach the other shard and are handed off.
+        #[arg(long, requires = "connect")]
+        fresh_connection: bool,
     },
     /// Log in and CONNECT N sessions, keep them alive for --hold seconds.
     Idle {
@@ -225,7 +230,15 @@ fn main() {
             concurrency,
             count,
             connect,
-        } => make_ctx(&t).map(|ctx| modes::login_mode(ctx, &t, concurrency, count, connect)),
+            fresh_connection,
+        } => {
+            let connect = match (connect, fresh_connection) {
+                (false, _) => modes::Connect::No,
+                (true, false) => modes::Connect::Same,
+                (true, true) => modes::Connect::Fresh,
+            };
+            make_ctx(&t).map(|ctx| modes::login_mode(ctx, &t, concurrency, count, connect))
+        }
         Mode::Idle {
             t,
             sessions,

@@ -42,10 +42,23 @@ fn finish(s: &mut Summary, ctx: &Ctx, json: bool) -> bool {
 
 // ------------------------------------------------------------------ login
 
-async fn one_login(ctx: &Ctx, i: usize, connect: bool) -> io::Result<()> {
+/// Whether a login goes on to CONNECT, and on which connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Connect {
+    No,
+    Same,
+    Fresh,
+}
+
+async fn one_login(ctx: &Ctx, i: usize, connect: Connect) -> io::Result<()> {
     let mut c = TlsConn::connect(ctx.addr, ctx.source(i), ctx.tls.clone()).await?;
     let cookie = login::login(&mut c, &ctx.creds).await?;
-    if connect {
+    if connect == Connect::Fresh {
+        c.tls.send_close_notify();
+        c.flush().await?;
+        c = TlsConn::connect(ctx.addr, ctx.source(i), ctx.tls.clone()).await?;
+    }
+    if connect != Connect::No {
         login::connect(&mut c, &ctx.creds, &cookie, false).await?;
         let bye = tunnel::frame(
             ocserv_uring::proto::cstp::FrameType::Disconnect,
@@ -62,7 +75,7 @@ pub(crate) fn login_mode(
     t: &Target,
     concurrency: usize,
     count: u64,
-    connect: bool,
+    connect: Connect,
 ) -> bool {
     let next = Arc::new(AtomicU64::new(0));
     let threads = t.threads.max(1).min(concurrency.max(1));
@@ -112,7 +125,11 @@ pub(crate) fn login_mode(
     let mut s = Summary(Vec::new());
     header(
         &mut s,
-        if connect { "login+connect" } else { "login" },
+        match connect {
+            Connect::No => "login",
+            Connect::Same => "login+connect",
+            Connect::Fresh => "login+connect (fresh connection)",
+        },
         &ctx,
     );
     s.num("attempted", count);

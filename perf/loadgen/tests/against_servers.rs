@@ -1,6 +1,7 @@
 //! ocu-loadgen against the real servers, ocserv-uring and ocserv 1.1.6, in
 //! network namespaces made here and deleted on drop (also on failure):
-//! login 40/40 with 8 connectors, idle DTLS sessions held 5 s (2000 against
+//! login 40/40 with 8 connectors, 200 logins whose CONNECT comes on a new
+//! connection (handed between ocserv-uring's shards), idle DTLS sessions held 5 s (2000 against
 //! ocserv-uring, 20 against ocserv),
 //! and more than 1 MB each way through 2 sessions (CSTP and DTLS); against
 //! ocserv-uring also 20 certificate logins (user from the CN, no password).
@@ -227,6 +228,12 @@ fn drive(net: &mut Net, port: u16, pin: &str, idle: usize) {
 
     let j = net.loadgen(&format!("login {t} --concurrency 8 --count 40"));
     assert_eq!((field(&j, "ok"), field(&j, "failed")), (40.0, 0.0), "{j}");
+    // CONNECT on a new connection, as after a reconnect: on a two-shard
+    // server about half reach the other shard and are handed off at once.
+    let j = net.loadgen(&format!(
+        "login {t} --concurrency 16 --count 200 --connect --fresh-connection"
+    ));
+    assert_eq!((field(&j, "ok"), field(&j, "failed")), (200.0, 0.0), "{j}");
 
     let j = net.loadgen(&format!(
         "idle {t} --sessions {idle} --hold 5 --dtls --source-ips {sub}.2,{sub}.3"
@@ -289,7 +296,7 @@ fn loadgen_against_ocserv_uring() {
              [tls]\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\ngenerate_self_signed = false\n\
              [auth]\npasswd_file = \"{d}/ocpasswd\"\nmethod = \"certificate|password\"\nca_file = \"{d}/ca.pem\"\n\
              [network]\ndevice = \"lgu{id}\"\nipv4_network = \"192.168.112.0/20\"\nmtu = 1400\n[session]\ndpd = 90\n\
-             [control]\nsocket = \"\"\n",
+             [control]\nsocket = \"\"\n[monitoring]\nmetrics_listen = \"127.0.0.1:9617\"\n",
             id = net.id
         ),
     )
@@ -309,6 +316,17 @@ fn loadgen_against_ocserv_uring() {
     assert_eq!((field(&j, "ok"), field(&j, "failed")), (20.0, 0.0), "{j}");
     let log = fs::read_to_string(net.dir.join("uring.log")).unwrap_or_default();
     assert!(log.contains("user=lgcert"), "no certificate login in the server log:\n{log}");
+    let metrics = must(&format!(
+        "ip netns exec {} curl -sf --max-time 5 http://127.0.0.1:9617/metrics",
+        net.ns("s")
+    ));
+    let handed: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ocserv_uring_handoffs_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("connections handed between shards: {handed}");
+    assert!(handed > 0.0, "no CONNECT was handed to another shard:\n{metrics}");
 }
 
 #[test]
