@@ -50,6 +50,18 @@ fn hand_off(inbox: &Inbox, bell: &Doorbell, conn: Conn) -> Result<(), Refused<Co
     Ok(())
 }
 
+/// What the home shard does in `inbox::serve`, until `n` connections came.
+fn adopt(inbox: &Inbox, bell: &Doorbell, n: usize) -> Vec<Conn> {
+    let mut adopted = Vec::new();
+    let mut batch = VecDeque::new();
+    while adopted.len() < n {
+        bell.wait();
+        inbox.drain(&mut batch);
+        adopted.extend(batch.drain(..));
+    }
+    adopted
+}
+
 /// Two shards hand a connection each to a third that is asleep: it wakes
 /// and adopts both, each once. A lost wake-up would leave it asleep with
 /// a message waiting, which loom reports as a deadlock.
@@ -64,13 +76,7 @@ fn hand_offs_from_two_shards_are_adopted_once() {
                 thread::spawn(move || hand_off(&inbox, &bell, Conn(i)).is_ok())
             })
             .collect();
-        let mut adopted = Vec::new();
-        let mut batch = VecDeque::new();
-        while adopted.len() < 2 {
-            bell.wait();
-            inbox.drain(&mut batch);
-            adopted.extend(batch.drain(..));
-        }
+        let mut adopted = adopt(&inbox, &bell, 2);
         assert!(senders.into_iter().all(|h| h.join().unwrap()));
         adopted.sort();
         assert_eq!(adopted, [Conn(0), Conn(1)]);
@@ -91,13 +97,7 @@ fn a_burst_during_a_drain_is_not_stranded() {
                 hand_off(&i2, &b2, Conn(n)).unwrap();
             }
         });
-        let mut adopted = Vec::new();
-        let mut batch = VecDeque::new();
-        while adopted.len() < 3 {
-            bell.wait();
-            inbox.drain(&mut batch);
-            adopted.extend(batch.drain(..));
-        }
+        let adopted = adopt(&inbox, &bell, 3);
         sender.join().unwrap();
         // One shard's hand-offs are adopted in the order it sent them.
         assert_eq!(adopted, [Conn(0), Conn(1), Conn(2)]);
