@@ -1,7 +1,7 @@
 //! ocserv-uring: a thread-per-core OpenConnect VPN server.
 //!
-//! `proto/` holds the sans-IO protocol cores, `sys/` every `unsafe` syscall,
-//! `shard/` the glommio glue that moves bytes between them.
+//! `proto/` holds the sans-IO protocol cores, `sys/` the system calls behind
+//! safe wrappers, `shard/` the glommio glue that moves bytes between them.
 
 pub mod bans;
 pub mod cfgedit;
