@@ -46,14 +46,6 @@ pub enum Refused<T> {
     Full(T),
 }
 
-impl<T> Refused<T> {
-    pub fn into_inner(self) -> T {
-        match self {
-            Self::Closed(t) | Self::Full(t) => t,
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Mailbox<T, L: Lock<Queue<T>> = Mutex<Queue<T>>> {
     queue: L,
@@ -140,7 +132,6 @@ mod tests {
         assert_eq!(m.send("b"), Err(Refused::Full("b")));
         assert_eq!(m.close(), ["a"]);
         assert_eq!(m.send("c"), Err(Refused::Closed("c")));
-        assert_eq!(Refused::Closed("c").into_inner(), "c");
         assert!(m.is_empty());
     }
 

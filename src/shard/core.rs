@@ -501,7 +501,6 @@ impl Shard {
         }
     }
 
-    /// Answers the admin jobs waiting in this shard's inbox.
     /// A message from the inbox (see `inbox`).
     pub(super) fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {

@@ -38,13 +38,8 @@ impl Inbox {
         if self.mail.send(msg)? == Sent::Wake {
             // At most one wake-up is ever unread, so the write never
             // finds the socket full.
-            loop {
-                match (&self.wake).write(&[1]) {
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => tracing::warn!("waking a shard: {e}"),
-                    Ok(_) => {}
-                }
-                break;
+            if let Err(e) = (&self.wake).write_all(&[1]) {
+                tracing::warn!("waking a shard: {e}");
             }
         }
         Ok(())
