@@ -71,6 +71,9 @@ fn strays(with_program: bool) -> usize {
         // SAFETY: a fresh socket owned here alone.
         let own = unsafe { UdpSocket::from_raw_fd(fd) };
         client.send_to(b"mine", port).unwrap();
+        // udp_socket makes it non-blocking; the wait below needs blocking
+        // reads (loopback delivers from softirq, maybe a moment later).
+        own.set_nonblocking(false).unwrap();
         own.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 64];
         // Everything queued on the connected socket, up to and including
