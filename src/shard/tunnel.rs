@@ -356,7 +356,9 @@ impl Tunnel {
         loop {
             if let Err(reason) = self.process_frames(&mut plain, &shard) {
                 self.end(reason);
-                return reason;
+                // The first reason wins: a client answering our TERMINATE
+                // with DISCONNECT still ended by the server's timeout.
+                return self.ended.get().unwrap_or(reason);
             }
             let n = match stream.read_into(&shard.tls_rbuf).await {
                 Ok(0) | Err(_) => break,
