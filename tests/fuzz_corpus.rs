@@ -139,3 +139,8 @@ fn auth_xml_corpus() {
 fn dtls_server_corpus() {
     run("dtls_server", 0x94d0_49bb_1331_11eb, fuzzing::dtls_server);
 }
+
+#[test]
+fn gro_roundtrip_corpus() {
+    run("gro_roundtrip", 0xbf58_476d_1ce4_e5b9, fuzzing::gro_roundtrip);
+}

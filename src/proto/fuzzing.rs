@@ -5,6 +5,9 @@
 
 use super::{auth, cstp, http};
 
+mod gro;
+pub use gro::gro_roundtrip;
+
 /// Stream-decodes CSTP frames from the front of `data` and checks that every
 /// frame re-encodes to the bytes it came from.
 pub fn cstp_frame(data: &[u8]) {
