@@ -98,10 +98,11 @@ pub fn parse_master_secret(hex: &str) -> Option<[u8; 48]> {
     if hex.len() != 96 {
         return None;
     }
+    // Digits only: from_str_radix would also take a sign ("+1").
+    let digit = |c: u8| char::from(c).to_digit(16);
     let mut out = [0u8; 48];
-    for (i, o) in out.iter_mut().enumerate() {
-        let s = std::str::from_utf8(&hex[2 * i..2 * i + 2]).ok()?;
-        *o = u8::from_str_radix(s, 16).ok()?;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = (digit(pair[0])? << 4 | digit(pair[1])?) as u8;
     }
     Some(out)
 }
@@ -231,6 +232,10 @@ mod tests {
         assert_eq!(choose_dtls(&des, true, true), None);
         let short = head("X-DTLS-Master-Secret: 0011\r\nX-DTLS-CipherSuite: OC-DTLS1_2-AES128-GCM\r\n");
         assert_eq!(choose_dtls(&short, true, true), None);
+        // Hex digits only: a sign is not one (found by fuzzing).
+        assert_eq!(parse_master_secret(&SECRET.to_ascii_lowercase()).map(|s| s[5]), Some(0x55));
+        assert_eq!(parse_master_secret(&format!("{}+1", &SECRET[..94])), None);
+        assert_eq!(parse_master_secret(&format!("{}\u{e9}", &SECRET[..94])), None);
         // A token must match whole, not as a prefix.
         assert!(!has_token("PSK-NEGOTIATEX:AES", "PSK-NEGOTIATE"));
         assert_eq!(choose_dtls(&head(""), true, true), None);

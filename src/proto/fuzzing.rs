@@ -3,7 +3,7 @@
 //! replays the corpus too. Each one feeds arbitrary bytes to a parser and
 //! panics if an invariant breaks; parser errors are fine, panics are not.
 
-use super::{auth, cstp, http};
+use super::{auth, connect, cstp, http};
 
 mod gro;
 pub use gro::gro_roundtrip;
@@ -95,6 +95,7 @@ pub fn http_request(data: &[u8]) {
             }
             assert!(head.header("transfer-encoding").is_none());
             let _ = (head.cookie("webvpn"), head.cookie(""), head.header("x-cstp-mtu"));
+            connect_headers(&head);
             // The head ends at `used`: parsing exactly that much gives the same answer.
             let (again, used2) = http::parse_head(&data[..used]).expect("same head").expect("complete");
             assert_eq!((used2, again.method, &again.path), (used, head.method, &head.path));
@@ -109,6 +110,22 @@ pub fn http_request(data: &[u8]) {
             assert!(matches!(e.status().0, 400 | 413));
         }
     }
+}
+
+/// What a CONNECT's headers decide: DTLS mode, legacy master secret, IPv6
+/// form, mobile or not.
+fn connect_headers(head: &http::RequestHead) {
+    assert!(connect::choose_dtls(head, false, false).is_none());
+    if let Some(choice) = connect::choose_dtls(head, true, true) {
+        // PSK may be offered in either list; it is answered in X-DTLS-CipherSuite.
+        let offered = |h: &str| head.header(h).is_some_and(|list| connect::has_token(list, choice.value));
+        assert!(offered(choice.header) || offered("X-DTLS12-CipherSuite"));
+    }
+    if let Some(secret) = head.header("X-DTLS-Master-Secret").and_then(connect::parse_master_secret) {
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(head.header("X-DTLS-Master-Secret").is_some_and(|h| h.trim().eq_ignore_ascii_case(&hex)));
+    }
+    let _ = (connect::ipv6_form(head), connect::is_mobile(head));
 }
 
 /// Parses a login POST body, drives one exchange step with it, and checks
