@@ -92,7 +92,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError>
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| HttpError::Malformed("non-UTF-8 header"))?;
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: usize = value.trim().parse().map_err(|_| HttpError::Malformed("bad Content-Length"))?;
+            // 1*DIGIT (RFC 9110 8.6): parse() alone would also take "+5".
+            let digits = value.trim();
+            let n: usize = digits
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| digits.parse().ok())
+                .flatten()
+                .ok_or(HttpError::Malformed("bad Content-Length"))?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(HttpError::Malformed("conflicting Content-Length"));
             }
@@ -181,8 +188,10 @@ mod tests {
         let body = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
         assert_eq!(parse_head(body.as_bytes()).unwrap_err(), HttpError::BodyTooLarge(MAX_BODY + 1));
         assert!(matches!(parse_head(b"\x16\x03\x01garbage\r\n\r\n"), Err(HttpError::Malformed(_))));
-        let cl = b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n";
-        assert!(matches!(parse_head(cl), Err(HttpError::Malformed(_))));
+        for cl in ["x", "+5", "-0", ""] {
+            let req = format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
+            assert!(matches!(parse_head(req.as_bytes()), Err(HttpError::Malformed(_))), "{cl:?}");
+        }
         let te = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(parse_head(te), Err(HttpError::Malformed(_))));
         assert_eq!(HttpError::HeadTooLarge.status().0, 413);
