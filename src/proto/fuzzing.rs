@@ -177,7 +177,10 @@ pub fn dtls_server_script(data: &[u8]) -> usize {
     use std::collections::VecDeque;
     use std::time::{Duration, Instant};
 
-    use super::dtls::{CipherSuite, DtlsClient, DtlsConfig, DtlsServer, Received, MAX_PLAINTEXT, MIN_MTU};
+    use super::dtls::{
+        client_hello_session_id, is_client_hello, CipherSuite, DtlsClient, DtlsConfig, DtlsServer, Received, MAX_PLAINTEXT,
+        MIN_MTU,
+    };
 
     let mut input = data.iter().copied();
     let mut byte = move || input.next();
@@ -210,6 +213,10 @@ pub fn dtls_server_script(data: &[u8]) -> usize {
     let mut last: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 4096];
     let feed = |server: &mut DtlsServer, now: Instant, d: &[u8]| {
+        // The shard peeks at every datagram before any session exists.
+        if let Some(sid) = client_hello_session_id(d) {
+            assert!(is_client_hello(d) && sid.len() <= 32);
+        }
         let mut d = d.to_vec();
         let was_closed = server.is_closed();
         let (mut off, mut records) = (0, 0);
