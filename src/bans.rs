@@ -61,7 +61,10 @@ const PRUNE_AT: usize = 4096;
 
 impl Bans {
     pub fn new(policy: BanPolicy) -> Self {
-        Self { policy: Mutex::new(policy), table: Mutex::new(HashMap::new()) }
+        Self {
+            policy: Mutex::new(policy),
+            table: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -69,18 +72,27 @@ impl Bans {
     }
 
     fn policy(&self) -> BanPolicy {
-        *self.policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A reload's new policy; scores and bans in force stay.
     pub fn set_policy(&self, p: BanPolicy) {
-        *self.policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = p;
+        *self
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = p;
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<IpAddr, Entry>) -> R) -> R {
         // Every change is a whole-entry insert or remove: a poisoned lock
         // still holds a consistent table.
-        f(&mut self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&mut self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Whether connections from `addr` are refused now.
@@ -88,7 +100,11 @@ impl Bans {
         if !self.enabled() {
             return false;
         }
-        self.with(|t| t.get(&key(addr)).and_then(|e| e.banned_until).is_some_and(|until| now < until))
+        self.with(|t| {
+            t.get(&key(addr))
+                .and_then(|e| e.banned_until)
+                .is_some_and(|until| now < until)
+        })
     }
 
     /// Adds `points` to `addr`'s score. Returns the ban's length when this
@@ -100,12 +116,23 @@ impl Bans {
         let p = self.policy();
         self.with(|t| {
             if t.len() >= PRUNE_AT {
-                t.retain(|_, e| e.banned_until.is_some_and(|u| now < u) || now.saturating_duration_since(e.last_points) < p.reset_time);
+                t.retain(|_, e| {
+                    e.banned_until.is_some_and(|u| now < u)
+                        || now.saturating_duration_since(e.last_points) < p.reset_time
+                });
             }
-            let e = t.entry(key(addr)).or_insert(Entry { score: 0, last_points: now, banned_until: None });
+            let e = t.entry(key(addr)).or_insert(Entry {
+                score: 0,
+                last_points: now,
+                banned_until: None,
+            });
             let ban_over = e.banned_until.is_some_and(|u| now >= u);
             if ban_over || now.saturating_duration_since(e.last_points) >= p.reset_time {
-                *e = Entry { score: 0, last_points: now, banned_until: None };
+                *e = Entry {
+                    score: 0,
+                    last_points: now,
+                    banned_until: None,
+                };
             }
             e.score = e.score.saturating_add(points);
             e.last_points = now;
@@ -143,7 +170,11 @@ mod tests {
     use super::*;
 
     fn bans(max: u32) -> Bans {
-        Bans::new(BanPolicy { max_score: max, ban_time: Duration::from_secs(60), reset_time: Duration::from_secs(300) })
+        Bans::new(BanPolicy {
+            max_score: max,
+            ban_time: Duration::from_secs(60),
+            reset_time: Duration::from_secs(300),
+        })
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -11,32 +11,39 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ocserv-uring");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_ocserv-uring");
 
 /// End-to-end tests share two cores: run them one at a time.
-pub fn serial() -> MutexGuard<'static, ()> {
+pub(crate) fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub fn sh(cmd: &str) -> std::process::Output {
+pub(crate) fn sh(cmd: &str) -> std::process::Output {
     Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
 }
 
-pub fn must(cmd: &str) -> String {
+pub(crate) fn must(cmd: &str) -> String {
     let o = sh(cmd);
-    assert!(o.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Polls `f` every 100 ms until it returns Some or `limit` passes.
-pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -63,7 +70,7 @@ exit 0
 
 /// A server namespace and `clients` client namespaces, each on its own veth:
 /// client i reaches the server at 10.91.i.1.
-pub struct Net {
+pub(crate) struct Net {
     pub dir: PathBuf,
     pub server_ns: String,
     pub client_ns: Vec<String>,
@@ -73,14 +80,25 @@ pub struct Net {
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Net {
-    pub fn new(tag: &str, clients: usize) -> Self {
-        let id = format!("{}{}", std::process::id() % 10000, SEQ.fetch_add(1, Ordering::Relaxed));
+    pub(crate) fn new(tag: &str, clients: usize) -> Self {
+        let id = format!(
+            "{}{}",
+            std::process::id() % 10000,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let server_ns = format!("ocu-{tag}-{id}-s");
         let dir = std::env::temp_dir().join(format!("ocu-e2e-{tag}-{id}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("env")).unwrap();
-        let mut net = Self { dir, server_ns: server_ns.clone(), client_ns: Vec::new(), children: Vec::new() };
-        must(&format!("ip netns add {server_ns} && ip -n {server_ns} link set lo up"));
+        let mut net = Self {
+            dir,
+            server_ns: server_ns.clone(),
+            client_ns: Vec::new(),
+            children: Vec::new(),
+        };
+        must(&format!(
+            "ip netns add {server_ns} && ip -n {server_ns} link set lo up"
+        ));
         for i in 1..=clients {
             let ns = format!("ocu-{tag}-{id}-c{i}");
             must(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
@@ -98,12 +116,12 @@ impl Net {
         net
     }
 
-    pub fn server_ip(&self, client: usize) -> String {
+    pub(crate) fn server_ip(&self, client: usize) -> String {
         format!("10.91.{client}.1")
     }
 
     /// Runs a command in a namespace and returns its output.
-    pub fn exec(&self, ns: &str, cmd: &str) -> std::process::Output {
+    pub(crate) fn exec(&self, ns: &str, cmd: &str) -> std::process::Output {
         sh(&format!("ip netns exec {ns} {cmd}"))
     }
 
@@ -113,7 +131,7 @@ impl Net {
         pid
     }
 
-    pub fn spawn_in(&mut self, ns: &str, cmd: &str, log: &Path) -> u32 {
+    pub(crate) fn spawn_in(&mut self, ns: &str, cmd: &str, log: &Path) -> u32 {
         let out = fs::File::create(log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", ns, "sh", "-c", &format!("exec {cmd}")])
@@ -136,7 +154,9 @@ impl Drop for Net {
         all.push(self.server_ns.clone());
         for ns in all {
             // Anything still running in the namespace goes with it.
-            let _ = sh(&format!("ip netns pids {ns} | xargs -r kill -9; ip netns del {ns}"));
+            let _ = sh(&format!(
+                "ip netns pids {ns} | xargs -r kill -9; ip netns del {ns}"
+            ));
         }
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);
@@ -146,7 +166,7 @@ impl Drop for Net {
     }
 }
 
-pub struct ServerOpts {
+pub(crate) struct ServerOpts {
     pub workers: usize,
     pub network: &'static str,
     pub dpd: u64,
@@ -167,7 +187,7 @@ pub struct ServerOpts {
 
 /// Which DTLS the server offers.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Dtls {
+pub(crate) enum Dtls {
     Off,
     /// PSK-NEGOTIATE (and legacy): what openconnect picks by default.
     Psk,
@@ -193,7 +213,7 @@ impl Default for ServerOpts {
     }
 }
 
-pub struct Server {
+pub(crate) struct Server {
     pub pid: u32,
     pub log: PathBuf,
     pub pin: String,
@@ -202,9 +222,9 @@ pub struct Server {
     pub ctl: PathBuf,
 }
 
-pub const USERS: [(&str, &str); 2] = [("alice", "test123"), ("bob", "wonderland")];
+pub(crate) const USERS: [(&str, &str); 2] = [("alice", "test123"), ("bob", "wonderland")];
 
-pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
+pub(crate) fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
     let dir = net.dir.clone();
     let passwd = dir.join("ocpasswd");
     for (u, p) in USERS {
@@ -240,24 +260,41 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
     .unwrap();
     let log = dir.join("server.log");
     let ns = net.server_ns.clone();
-    let pid = net.spawn_in(&ns, &format!("{BIN} --config {} --log-level debug", cfg.display()), &log);
+    let pid = net.spawn_in(
+        &ns,
+        &format!("{BIN} --config {} --log-level debug", cfg.display()),
+        &log,
+    );
     let text = wait_for(Duration::from_secs(20), "server ready", || {
         let t = fs::read_to_string(&log).unwrap_or_default();
-        assert!(!t.contains("ocserv-uring: "), "server failed to start:\n{t}");
+        assert!(
+            !t.contains("ocserv-uring: "),
+            "server failed to start:\n{t}"
+        );
         t.contains("ocserv-uring ready").then_some(t)
     });
-    let pin = text.split_whitespace().find(|w| w.starts_with("pin-sha256:")).expect("pin in log").to_owned();
+    let pin = text
+        .split_whitespace()
+        .find(|w| w.starts_with("pin-sha256:"))
+        .expect("pin in log")
+        .to_owned();
     let net4: ipnet::Ipv4Net = opts.network.parse().unwrap();
     let tunnel_ip = std::net::Ipv4Addr::from(u32::from(net4.network()) + 1).to_string();
-    Server { pid, log, pin, tunnel_ip, ctl: dir.join("ctl.socket") }
+    Server {
+        pid,
+        log,
+        pin,
+        tunnel_ip,
+        ctl: dir.join("ctl.socket"),
+    }
 }
 
-pub fn add_user(passwd: &Path, user: &str, password: &str) {
+pub(crate) fn add_user(passwd: &Path, user: &str, password: &str) {
     add_user_in(passwd, user, password, "");
 }
 
 /// `add_user` with groups (comma-separated; empty for none).
-pub fn add_user_in(passwd: &Path, user: &str, password: &str, groups: &str) {
+pub(crate) fn add_user_in(passwd: &Path, user: &str, password: &str, groups: &str) {
     let mut args = vec!["passwd", "-c", passwd.to_str().unwrap()];
     if !groups.is_empty() {
         args.extend(["-g", groups]);
@@ -268,38 +305,50 @@ pub fn add_user_in(passwd: &Path, user: &str, password: &str, groups: &str) {
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
 }
 
 impl Server {
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn wait_log(&self, needle: &str, limit: Duration) {
-        wait_for(limit, &format!("server log line {needle:?}"), || self.log_text().contains(needle).then_some(()));
+    pub(crate) fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_for(limit, &format!("server log line {needle:?}"), || {
+            self.log_text().contains(needle).then_some(())
+        });
     }
 
     /// Runs `ocserv-uring ctl` against this server.
-    pub fn ctl(&self, args: &str) -> std::process::Output {
+    pub(crate) fn ctl(&self, args: &str) -> std::process::Output {
         sh(&format!("{BIN} ctl --socket {} {args}", self.ctl.display()))
     }
 
     /// `ctl --json ARGS`, parsed; panics with the output if it fails.
-    pub fn ctl_json(&self, args: &str) -> serde_json::Value {
+    pub(crate) fn ctl_json(&self, args: &str) -> serde_json::Value {
         let o = self.ctl(&format!("--json {args}"));
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "ctl {args}: {out}{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args} printed invalid JSON ({e}):\n{out}"))
+        assert!(
+            o.status.success(),
+            "ctl {args}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("ctl {args} printed invalid JSON ({e}):\n{out}"))
     }
 
-    pub fn count_log(&self, needle: &str) -> usize {
+    pub(crate) fn count_log(&self, needle: &str) -> usize {
         self.log_text().matches(needle).count()
     }
 }
 
-pub struct Client {
+pub(crate) struct Client {
     pub pid: u32,
     pub ns: String,
     pub env_dir: PathBuf,
@@ -310,19 +359,39 @@ pub struct Client {
 /// Starts openconnect in client namespace `idx` (1-based); `passwords` are
 /// fed on stdin, one per line (the first answers --passwd-on-stdin, later
 /// ones answer retry prompts).
-pub fn start_client(net: &mut Net, server: &Server, idx: usize, user: &str, passwords: &[&str]) -> Client {
+pub(crate) fn start_client(
+    net: &mut Net,
+    server: &Server,
+    idx: usize,
+    user: &str,
+    passwords: &[&str],
+) -> Client {
     start_client_with(net, server, idx, user, passwords, "")
 }
 
 /// `start_client` with extra openconnect options.
-pub fn start_client_with(net: &mut Net, server: &Server, idx: usize, user: &str, passwords: &[&str], extra: &str) -> Client {
+pub(crate) fn start_client_with(
+    net: &mut Net,
+    server: &Server,
+    idx: usize,
+    user: &str,
+    passwords: &[&str],
+    extra: &str,
+) -> Client {
     let ns = net.client_ns[idx - 1].clone();
     let env_dir = net.dir.join(format!("env{idx}"));
     let _ = fs::remove_dir_all(&env_dir);
     fs::create_dir_all(&env_dir).unwrap();
     let log = net.dir.join(format!("client{idx}.log"));
     let pwfile = net.dir.join(format!("pw{idx}"));
-    fs::write(&pwfile, passwords.iter().map(|p| format!("{p}\n")).collect::<String>()).unwrap();
+    fs::write(
+        &pwfile,
+        passwords
+            .iter()
+            .map(|p| format!("{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let ifname = format!("oc{idx}");
     let cmd = format!(
         "env OCU_ENV_DIR={env} openconnect {extra} --user {user} --passwd-on-stdin --servercert {pin} --script {script} --interface {ifname} --reconnect-timeout 60 https://{ip}/ < {pw}",
@@ -333,12 +402,24 @@ pub fn start_client_with(net: &mut Net, server: &Server, idx: usize, user: &str,
         pw = pwfile.display()
     );
     let pid = net.spawn_in(&ns, &cmd, &log);
-    Client { pid, ns, env_dir, log, ifname }
+    Client {
+        pid,
+        ns,
+        env_dir,
+        log,
+        ifname,
+    }
 }
 
 /// `openconnect --authenticate`: logs in without a tunnel and returns the
 /// cookie, as GUIs do before starting the tunnel in another process.
-pub fn authenticate(net: &Net, server: &Server, idx: usize, user: &str, password: &str) -> String {
+pub(crate) fn authenticate(
+    net: &Net,
+    server: &Server,
+    idx: usize,
+    user: &str,
+    password: &str,
+) -> String {
     let ns = &net.client_ns[idx - 1];
     let o = net.exec(
         ns,
@@ -349,12 +430,25 @@ pub fn authenticate(net: &Net, server: &Server, idx: usize, user: &str, password
         ),
     );
     let out = String::from_utf8_lossy(&o.stdout);
-    let cookie = out.lines().find_map(|l| l.strip_prefix("COOKIE=")).map(|c| c.trim_matches('\'').to_owned());
-    cookie.unwrap_or_else(|| panic!("no cookie from --authenticate:\n{out}\n{}", String::from_utf8_lossy(&o.stderr)))
+    let cookie = out
+        .lines()
+        .find_map(|l| l.strip_prefix("COOKIE="))
+        .map(|c| c.trim_matches('\'').to_owned());
+    cookie.unwrap_or_else(|| {
+        panic!(
+            "no cookie from --authenticate:\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
 }
 
 /// Starts openconnect with a cookie from [`authenticate`] (`--cookie-on-stdin`).
-pub fn start_cookie_client(net: &mut Net, server: &Server, idx: usize, cookie: &str) -> Client {
+pub(crate) fn start_cookie_client(
+    net: &mut Net,
+    server: &Server,
+    idx: usize,
+    cookie: &str,
+) -> Client {
     let ns = net.client_ns[idx - 1].clone();
     let env_dir = net.dir.join(format!("env{idx}"));
     let _ = fs::remove_dir_all(&env_dir);
@@ -372,20 +466,27 @@ pub fn start_cookie_client(net: &mut Net, server: &Server, idx: usize, cookie: &
         cf = cookie_file.display()
     );
     let pid = net.spawn_in(&ns, &cmd, &log);
-    Client { pid, ns, env_dir, log, ifname }
+    Client {
+        pid,
+        ns,
+        env_dir,
+        log,
+        ifname,
+    }
 }
 
 impl Client {
-    pub fn env(&self, reason: &str) -> Option<String> {
+    pub(crate) fn env(&self, reason: &str) -> Option<String> {
         fs::read_to_string(self.env_dir.join(format!("env-{reason}"))).ok()
     }
 
-    pub fn var(env: &str, key: &str) -> Option<String> {
-        env.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    pub(crate) fn var(env: &str, key: &str) -> Option<String> {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
     }
 
     /// Waits until the client's script configured the tunnel; returns its address.
-    pub fn wait_connected(&self) -> String {
+    pub(crate) fn wait_connected(&self) -> String {
         let env = wait_for(Duration::from_secs(30), "openconnect to connect", || {
             if !alive(self.pid) {
                 panic!("openconnect exited:\n{}", self.log_text());
@@ -395,29 +496,36 @@ impl Client {
         Self::var(&env, "INTERNAL_IP4_ADDRESS").expect("INTERNAL_IP4_ADDRESS")
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let _ = sh(&format!("kill -{sig} {}", self.pid));
     }
 
-    pub fn wait_exit(&self, limit: Duration) {
-        wait_for(limit, "openconnect to exit", || (!alive(self.pid)).then_some(()));
+    pub(crate) fn wait_exit(&self, limit: Duration) {
+        wait_for(limit, "openconnect to exit", || {
+            (!alive(self.pid)).then_some(())
+        });
     }
 }
 
 /// True while the process exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
 
 /// Round-trip times in ms of `count` pings from a namespace.
-pub fn ping_rtts(net: &Net, ns: &str, dst: &str, count: u32, interval: &str) -> Vec<f64> {
+pub(crate) fn ping_rtts(net: &Net, ns: &str, dst: &str, count: u32, interval: &str) -> Vec<f64> {
     let o = net.exec(ns, &format!("ping -n -c {count} -i {interval} -W 2 {dst}"));
     String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -427,15 +535,34 @@ pub fn ping_rtts(net: &Net, ns: &str, dst: &str, count: u32, interval: &str) -> 
 }
 
 /// Bytes iperf3 moved through the tunnel in 3 s (received side).
-pub fn iperf_bytes(net: &Net, client_ns: &str, server_ns: &str, server_ip: &str, reverse: bool) -> u64 {
+pub(crate) fn iperf_bytes(
+    net: &Net,
+    client_ns: &str,
+    server_ns: &str,
+    server_ip: &str,
+    reverse: bool,
+) -> u64 {
     let _ = net.exec(server_ns, &format!("iperf3 -s -1 -D -B {server_ip}"));
     std::thread::sleep(Duration::from_millis(500));
     let flag = if reverse { "-R" } else { "" };
-    let o = net.exec(client_ns, &format!("timeout 20 iperf3 -c {server_ip} -t 3 {flag} -J"));
+    let o = net.exec(
+        client_ns,
+        &format!("timeout 20 iperf3 -c {server_ip} -t 3 {flag} -J"),
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "iperf3 failed: {out}");
     // "sum_received": { ... "bytes": N, ...}
-    let after = out.split("\"sum_received\"").nth(1).expect("sum_received in iperf3 JSON");
-    let bytes = after.split("\"bytes\":").nth(1).unwrap().split(',').next().unwrap().trim();
+    let after = out
+        .split("\"sum_received\"")
+        .nth(1)
+        .expect("sum_received in iperf3 JSON");
+    let bytes = after
+        .split("\"bytes\":")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim();
     bytes.parse().unwrap()
 }
