@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod passwd;
 pub mod pool;

@@ -64,11 +64,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => load(cli.config).and_then(|c| {
-            init_logging(cli.log_level, c.raw.server.log_format == "json");
+            ocserv_uring::logging::init(cli.log_level, c.raw.server.log_format == "json");
             run(c)
         }),
         Some(command) => {
-            init_logging(cli.log_level, false);
+            ocserv_uring::logging::init(cli.log_level, false);
             match command {
                 Command::CheckConfig => load(cli.config).map(|c| print!("{}", c.effective_toml())),
                 Command::Ctl(args) => ocserv_uring::ctl::main(cli.config, *args),
@@ -89,20 +89,6 @@ fn main() -> ExitCode {
             eprintln!("ocserv-uring: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs to stderr: lines for people (colour only at a terminal, never into
-/// journald or files), or one JSON object per event for log pipelines.
-fn init_logging(level: tracing::Level, json: bool) {
-    let ansi = std::io::stderr().is_terminal();
-    let fmt = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level);
-    if json {
-        fmt.json().with_current_span(false).init();
-    } else {
-        fmt.with_ansi(ansi).with_target(false).init();
     }
 }
 
