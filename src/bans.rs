@@ -45,8 +45,8 @@ pub struct Bans {
     table: Mutex<HashMap<IpAddr, Entry>>,
 }
 
-/// The key an address is scored under.
-fn key(addr: IpAddr) -> IpAddr {
+/// The key an address is scored under (IPv6 per /64).
+pub fn key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -30,12 +30,14 @@ pub fn init(level: tracing::Level, json: bool) {
 /// The text formatter's fields: `message` first as it is, then `name=value`,
 /// each with control characters escaped.
 pub fn escaped_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
-    debug_fn(|w: &mut Writer<'_>, field: &tracing::field::Field, value: &dyn fmt::Debug| {
-        if field.name() != "message" {
-            write!(w, "{}=", field.name())?;
-        }
-        write_escaped(w, &format!("{value:?}"))
-    })
+    debug_fn(
+        |w: &mut Writer<'_>, field: &tracing::field::Field, value: &dyn fmt::Debug| {
+            if field.name() != "message" {
+                write!(w, "{}=", field.name())?;
+            }
+            write_escaped(w, &format!("{value:?}"))
+        },
+    )
     .delimited(" ")
 }
 
@@ -99,7 +101,10 @@ mod tests {
         assert!(log.contains("user=mallory\\n2026-12-07T00:00:00Z"), "{log}");
         assert!(log.contains("reason=\"bye\\r\\nforged\""), "{log}");
         assert!(log.contains("login refused x\\ny"), "{log}");
-        assert!(!log.lines().any(|l| l.starts_with("2026-12-07T00:00:00Z")), "{log}");
+        assert!(
+            !log.lines().any(|l| l.starts_with("2026-12-07T00:00:00Z")),
+            "{log}"
+        );
     }
 
     #[test]

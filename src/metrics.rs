@@ -29,6 +29,12 @@ struct TrafficLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    shard: u16,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     shard: u16,
     state: &'static str,
@@ -53,6 +59,14 @@ pub struct ShardMetrics {
     pub dtls_fallbacks: Counter,
     /// Connections another shard handed here (their session lives here).
     pub handoffs: Counter,
+    /// Connections closed at accept: the address is banned.
+    pub refused_banned: Counter,
+    /// Connections closed at accept: too many logins in progress.
+    pub refused_login_limit: Counter,
+    /// Connections that did not log in (or CONNECT) within auth_timeout.
+    pub auth_timeouts: Counter,
+    /// Tasks serving one connection that panicked (the connection closed).
+    pub panics: Counter,
     pub connected: Gauge,
     /// Sessions whose client is away, waiting for a reconnect.
     pub waiting: Gauge,
@@ -79,6 +93,9 @@ impl Metrics {
         let handshakes = Family::<ShardLabel, Counter>::default();
         let fallbacks = Family::<ShardLabel, Counter>::default();
         let handoffs = Family::<ShardLabel, Counter>::default();
+        let refused = Family::<ReasonLabel, Counter>::default();
+        let auth_timeouts = Family::<ShardLabel, Counter>::default();
+        let panics = Family::<ShardLabel, Counter>::default();
         let sessions = Family::<StateLabel, Gauge>::default();
         let bytes = Family::<TrafficLabel, Counter>::default();
         let packets = Family::<TrafficLabel, Counter>::default();
@@ -110,6 +127,21 @@ impl Metrics {
             "handoffs",
             "Connections handed to this shard by another: CONNECTs whose cookie names it, logins whose address it owns",
             handoffs.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept, by reason (banned address, too many logins in progress)",
+            refused.clone(),
+        );
+        registry.register(
+            "auth_timeouts",
+            "Connections closed because they did not log in or CONNECT within auth_timeout",
+            auth_timeouts.clone(),
+        );
+        registry.register(
+            "panics",
+            "Tasks serving one connection that panicked; the connection was closed, the shard went on",
+            panics.clone(),
         );
         registry.register(
             "bytes",
@@ -152,6 +184,16 @@ impl Metrics {
                     dtls_handshakes: handshakes.get_or_create_owned(&l),
                     dtls_fallbacks: fallbacks.get_or_create_owned(&l),
                     handoffs: handoffs.get_or_create_owned(&l),
+                    refused_banned: refused.get_or_create_owned(&ReasonLabel {
+                        shard,
+                        reason: "banned",
+                    }),
+                    refused_login_limit: refused.get_or_create_owned(&ReasonLabel {
+                        shard,
+                        reason: "login_limit",
+                    }),
+                    auth_timeouts: auth_timeouts.get_or_create_owned(&l),
+                    panics: panics.get_or_create_owned(&l),
                     connected: sessions.get_or_create_owned(&StateLabel {
                         shard,
                         state: "connected",

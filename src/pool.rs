@@ -1,17 +1,79 @@
-//! Tunnel addresses: each shard leases from its own slice of the network.
+//! Tunnel addresses: one pool for the whole server, kept as one slice per
+//! shard.
 //!
-//! Address `a` belongs to shard `u32(a) % shards`. The TUN steering program
+//! Address `a` belongs to shard `u32(a) % shards`: the TUN steering program
 //! (`sys::bpf`) computes exactly this from a packet's destination, so a
-//! packet for a lease is read on the queue of the shard that owns the lease.
+//! packet for a lease is read on the queue of the shard that owns it. A
+//! shard leases from its own slice first; when that is empty it borrows
+//! from another shard's (the caller then steers that one address to itself),
+//! so a login is refused for want of an address only when the whole pool is
+//! used, with any number of shards, even more shards than addresses.
+//!
+//! Each slice has its own lock, taken when a session gets its address (its
+//! first CONNECT) and when it gives it back, never per packet.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::{Mutex, PoisonError};
 
 use ipnet::Ipv4Net;
 
 /// The rule shared with the steering program.
 pub fn owner_shard(addr: Ipv4Addr, shards: usize) -> usize {
     (u32::from(addr) % shards as u32) as usize
+}
+
+/// Every shard's slice.
+#[derive(Debug)]
+pub struct Pool {
+    slices: Box<[Mutex<ShardPool>]>,
+}
+
+impl Pool {
+    /// The hosts of `network` minus the server's address, in `shards` slices.
+    pub fn new(network: Ipv4Net, server: Ipv4Addr, shards: usize) -> Self {
+        let slices = (0..shards.max(1))
+            .map(|s| Mutex::new(ShardPool::new(network, server, s, shards.max(1))))
+            .collect();
+        Self { slices }
+    }
+
+    fn slice(&self, i: usize) -> std::sync::MutexGuard<'_, ShardPool> {
+        // Every change is one insert or remove: a poisoned lock still holds
+        // a whole set.
+        self.slices[i % self.slices.len()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An address for a session of shard `home`: from its own slice, else
+    /// borrowed from the next shard that has one. `None`: the pool is used up.
+    pub fn lease(&self, home: usize) -> Option<Ipv4Addr> {
+        let n = self.slices.len();
+        (0..n).find_map(|k| self.slice(home + k).lease(None))
+    }
+
+    /// Takes exactly `addr` (an `explicit-ipv4`) from its owner's slice;
+    /// false if it is in use or not in the pool.
+    pub fn take(&self, addr: Ipv4Addr) -> bool {
+        self.slice(owner_shard(addr, self.slices.len())).take(addr)
+    }
+
+    /// Gives `addr` back to its owner's slice.
+    pub fn release(&self, addr: Ipv4Addr) {
+        self.slice(owner_shard(addr, self.slices.len()))
+            .release(addr);
+    }
+
+    /// Free addresses in the whole pool.
+    pub fn free(&self) -> usize {
+        (0..self.slices.len()).map(|i| self.slice(i).free()).sum()
+    }
+
+    /// Client addresses in the whole pool.
+    pub fn size(&self) -> usize {
+        (0..self.slices.len()).map(|i| self.slice(i).size()).sum()
+    }
 }
 
 /// One shard's slice: free addresses, lowest first.
@@ -119,5 +181,39 @@ mod tests {
         let want = Ipv4Addr::new(192, 168, 100, 77);
         assert_eq!(p.lease(Some(want)), Some(want));
         assert_ne!(p.lease(Some(want)), Some(want));
+    }
+
+    #[test]
+    fn a_shard_borrows_when_its_slice_is_empty() {
+        // A /29 leaves 5 client addresses; 4 shards own 2, 1, 1 and 1.
+        let net: Ipv4Net = "10.9.0.0/29".parse().unwrap();
+        let pool = Pool::new(net, Ipv4Addr::new(10, 9, 0, 1), 4);
+        assert_eq!(pool.size(), 5);
+        let mine: Vec<_> = (0..5)
+            .map(|_| pool.lease(1).expect("the pool is not used up"))
+            .collect();
+        assert_eq!(owner_shard(mine[0], 4), 1, "own slice first");
+        assert_eq!(pool.lease(1), None, "every address is leased");
+        assert_eq!(pool.free(), 0);
+        for a in &mine {
+            pool.release(*a);
+        }
+        assert_eq!(pool.free(), 5);
+        // A taken address is gone for the borrowing loop too.
+        assert!(pool.take(Ipv4Addr::new(10, 9, 0, 6)));
+        assert!(!pool.take(Ipv4Addr::new(10, 9, 0, 6)));
+        assert_eq!((0..4).filter_map(|_| pool.lease(0)).count(), 4);
+    }
+
+    #[test]
+    fn more_shards_than_addresses() {
+        let net: Ipv4Net = "10.9.0.0/30".parse().unwrap();
+        let pool = Pool::new(net, Ipv4Addr::new(10, 9, 0, 1), 64);
+        assert_eq!(pool.size(), 1);
+        let a = pool.lease(63).expect("the one address");
+        assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2));
+        assert_eq!(pool.lease(0), None);
+        pool.release(a);
+        assert_eq!(pool.lease(7), Some(a));
     }
 }

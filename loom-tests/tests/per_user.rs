@@ -48,7 +48,7 @@ fn logout_racing_a_login_keeps_the_count_exact() {
         logout.join().unwrap();
         let won = login.join().unwrap();
         assert_eq!(p.count("bob"), u32::from(won));
-        assert_eq!(p.users(), usize::from(won));
+        assert_eq!(p.keys(), usize::from(won));
     });
 }
 
@@ -62,6 +62,6 @@ fn users_are_counted_apart() {
         let pb = p.clone();
         let b = thread::spawn(move || pb.try_acquire("bob", 1).is_ok());
         assert!(a.join().unwrap() && b.join().unwrap());
-        assert_eq!(p.users(), 2);
+        assert_eq!(p.keys(), 2);
     });
 }

@@ -20,7 +20,7 @@ pub use appid::AppId;
 pub use cookie::{Cookie, CookieError};
 pub use limit::{Counter, GlobalLimit};
 pub use mailbox::Mailbox;
-pub use peruser::PerUser;
+pub use peruser::{PerKey, PerUser};
 pub use store::{SessionStore, UserSession};
 
 /// Index of a shard: the executor, its TUN queue and its slice of the pool.

@@ -1,10 +1,14 @@
-//! Sessions per user across all shards, for `max_same_clients`.
+//! Counts per key across all shards: sessions per user for
+//! `max_same_clients`, logins in progress per client address.
 //!
-//! Logins of one user may land on different shards at the same instant, so
-//! the check and the increment happen under one lock. That lock is taken at
-//! login and at session end only, never per packet.
+//! Logins of one user (or from one address) may land on different shards
+//! at the same instant, so the check and the increment happen under one
+//! lock. That lock is taken when a login or session starts and ends, never
+//! per packet.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 
 use crate::sync::Lock;
@@ -12,50 +16,68 @@ use crate::sync::Lock;
 /// Sessions by user name; users with none are absent.
 pub type Counts = HashMap<String, u32>;
 
+/// Counts by key; keys at zero are absent, so the map never grows with
+/// keys long gone.
 #[derive(Debug, Default)]
-pub struct PerUser<L: Lock<Counts> = Mutex<Counts>> {
+pub struct PerKey<K: Hash + Eq, L: Lock<HashMap<K, u32>> = Mutex<HashMap<K, u32>>> {
     table: L,
+    _key: std::marker::PhantomData<K>,
 }
 
-impl<L: Lock<Counts>> PerUser<L> {
+/// Sessions per user.
+pub type PerUser<L = Mutex<Counts>> = PerKey<String, L>;
+
+impl<K: Hash + Eq, L: Lock<HashMap<K, u32>>> PerKey<K, L> {
     pub fn new() -> Self {
         Self {
             table: L::default(),
+            _key: std::marker::PhantomData,
         }
     }
 
-    /// Counts one more session of `user` unless it already has `max`
-    /// (`max == 0`: no limit). Returns the sessions it had before, or
-    /// `Err(count)` when refused.
-    pub fn try_acquire(&self, user: &str, max: u32) -> Result<u32, u32> {
+    /// Counts one more for `key` unless it already has `max` (`max == 0`:
+    /// no limit). Returns the count it had before, or `Err(count)` when
+    /// refused.
+    pub fn try_acquire<Q>(&self, key: &Q, max: u32) -> Result<u32, u32>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.table.with(|map| {
-            let have = map.get(user).copied().unwrap_or(0);
+            let have = map.get(key).copied().unwrap_or(0);
             if max != 0 && have >= max {
                 return Err(have);
             }
-            map.insert(user.to_owned(), have + 1);
+            map.insert(key.to_owned(), have + 1);
             Ok(have)
         })
     }
 
-    /// One session of `user` ended. Users with no session leave the map,
-    /// so it never grows with users long gone.
-    pub fn release(&self, user: &str) {
-        self.table.with(|map| match map.get_mut(user) {
+    /// One count of `key` ended.
+    pub fn release<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.table.with(|map| match map.get_mut(key) {
             Some(n) if *n > 1 => *n -= 1,
             Some(_) => {
-                map.remove(user);
+                map.remove(key);
             }
-            None => debug_assert!(false, "PerUser released {user} more than acquired"),
+            None => debug_assert!(false, "PerKey released more than acquired"),
         });
     }
 
-    pub fn count(&self, user: &str) -> u32 {
-        self.table.with(|map| map.get(user).copied().unwrap_or(0))
+    pub fn count<Q>(&self, key: &Q) -> u32
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.table.with(|map| map.get(key).copied().unwrap_or(0))
     }
 
-    /// Users with at least one session.
-    pub fn users(&self) -> usize {
+    /// Keys with a count above zero.
+    pub fn keys(&self) -> usize {
         self.table.with(|map| map.len())
     }
 }
@@ -82,9 +104,9 @@ mod tests {
     fn users_leave_the_map_at_zero() {
         let p: PerUser = PerUser::new();
         p.try_acquire("carol", 1).unwrap();
-        assert_eq!(p.users(), 1);
+        assert_eq!(p.keys(), 1);
         p.release("carol");
-        assert_eq!((p.users(), p.count("carol")), (0, 0));
+        assert_eq!((p.keys(), p.count("carol")), (0, 0));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use glommio::net::TcpStream;
 use shards::mailbox::Refused;
 use shards::{AppId, Cookie, ShardId};
 
-use super::core::{SessionView, Shard};
+use super::core::{LeaseError, SessionView, Shard};
 use super::dtls::DtlsKey;
 use super::limits::{self, Limits};
 use super::stream::SharedStream;
@@ -90,14 +90,28 @@ impl Conn {
         self.tls.write_plain(bytes).is_ok() && self.flush().await.is_ok()
     }
 
-    /// Sends a final error and closes TLS.
+    /// Sends a final error and closes TLS, then the socket.
     pub(super) async fn refuse(mut self, code: u16, reason: &str) {
-        let _ = self.tls.write_plain(&http::error_response(code, reason));
-        self.tls.send_close_notify();
-        let _ = self.flush().await;
+        self.reject(code, reason).await;
         let _ = self.stream.close().await;
     }
+
+    /// Sends a final error and closes TLS; the socket closes when dropped.
+    /// The write is bounded: a client that does not read costs no more.
+    pub(super) async fn reject(&mut self, code: u16, reason: &str) {
+        let _ = self.tls.write_plain(&http::error_response(code, reason));
+        self.tls.send_close_notify();
+        let flush = self.flush();
+        let _ = futures_lite::future::or(async { flush.await.ok() }, async {
+            glommio::timer::sleep(REFUSE_WRITE_LIMIT).await;
+            None
+        })
+        .await;
+    }
 }
+
+/// How long a final error may take to reach a client.
+const REFUSE_WRITE_LIMIT: Duration = Duration::from_secs(5);
 
 /// `CONNECT /CSCOSSLC/tunnel`: run it here or move it to the home shard.
 pub(super) async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
@@ -216,6 +230,20 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         .filter(|c| !c.is_control())
         .take(64)
         .collect();
+    match shard.lease_for(&cookie) {
+        Ok(_) => {}
+        Err(LeaseError::NoSession) => {
+            tracing::info!(peer = %conn.peer, "CONNECT with an unknown or expired cookie");
+            conn.refuse(401, "Cookie is not acceptable").await;
+            return;
+        }
+        Err(LeaseError::Refused(why)) => {
+            // The session stays: a client that retries may find an address.
+            tracing::warn!(peer = %conn.peer, "CONNECT refused: {why}");
+            conn.refuse(503, why).await;
+            return;
+        }
+    }
     if let Some(job) = shard.connect_job(&cookie, conn.peer, &hostname) {
         // Awaited off the executor: a slow script delays this client only.
         if let Err(e) = super::events::run_connect(job).await {

@@ -19,7 +19,6 @@ use super::admin::{self, AdminCmd, AdminReply, SessionInfo, Target, Totals};
 use super::limits;
 use super::tunnel::{EndReason, Stats, Tunnel};
 use super::{ShardMsg, Shared};
-use crate::pool::ShardPool;
 use crate::proto::offload;
 use crate::sys;
 use crate::sys::recv_batch::RecvBatch;
@@ -31,7 +30,8 @@ pub(crate) struct Session {
     pub(crate) user: String,
     /// The group the login chose (the password file's first, for now).
     pub(crate) group: Option<String>,
-    pub(crate) lease: Ipv4Addr,
+    /// Leased at the first CONNECT; `None` until then.
+    pub(crate) lease: Option<Ipv4Addr>,
     /// The user's and group's files, read at login.
     pub(crate) policy: Rc<UserConfig>,
     pub(crate) tunnel: Option<Rc<Tunnel>>,
@@ -60,6 +60,27 @@ impl shards::UserSession for Session {
     }
 }
 
+/// An address in a log line, `-` when there is none.
+pub(crate) struct OrDash<T>(pub(crate) Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Why a CONNECT got no address.
+#[derive(Debug)]
+pub(crate) enum LeaseError {
+    /// The cookie names no live session.
+    NoSession,
+    /// The session stays; the client is told this.
+    Refused(&'static str),
+}
+
 /// What a CONNECT needs to know about its session.
 pub(crate) struct SessionView {
     pub(crate) user: String,
@@ -86,7 +107,6 @@ pub(crate) struct Shard {
     pub(crate) rx: RefCell<RxRing>,
     /// Every packet out of this shard (to the TUN queue or DTLS sockets).
     pub(crate) tx: RefCell<TxRing>,
-    pool: RefCell<ShardPool>,
     sessions: RefCell<SessionStore<Session>>,
     /// Lease → live tunnel: the TUN dispatch table.
     pub(crate) tunnels: RefCell<HashMap<Ipv4Addr, Rc<Tunnel>>>,
@@ -96,6 +116,8 @@ pub(crate) struct Shard {
     /// App-ID / Session-ID → live tunnel: where a ClientHello goes.
     dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
     next_tunnel_id: Cell<u64>,
+    /// Connections here that have not become tunnels yet (`LoginSlot`).
+    pub(crate) logins: Cell<usize>,
     /// Every tunnel's TLS reads land here first (see `stream`).
     pub(crate) tls_rbuf: RefCell<Vec<u8>>,
     pub(crate) segmenter: RefCell<super::tun::Segmenter>,
@@ -167,25 +189,19 @@ pub(crate) async fn run_shard(
         format!("io_uring for the TUN queue: {e}")
     })?;
     tx.set_tun_gro(shared.offloads.map(|o| o == sys::tun::Offloads::TsoUso));
-    let pool = ShardPool::new(
-        cfg.ipv4_network,
-        cfg.server_address(),
-        id.index(),
-        shared.shards,
-    );
-    tracing::debug!(shard = %id, leases = pool.size(), "shard started");
+    tracing::debug!(shard = %id, "shard started");
     let shard = Rc::new(Shard {
         id,
         shared: shared.clone(),
         tun_fd,
         rx: RefCell::new(rx),
         tx: RefCell::new(tx),
-        pool: RefCell::new(pool),
         sessions: RefCell::new(SessionStore::new()),
         tunnels: RefCell::new(HashMap::new()),
         iroutes: RefCell::new(Vec::new()),
         dtls_tunnels: RefCell::new(HashMap::new()),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
+        logins: Cell::new(0),
         tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
         segmenter: RefCell::new(super::tun::Segmenter::new()),
         udp_batch: RefCell::new(RecvBatch::new(
@@ -284,45 +300,18 @@ impl Shard {
             tracing::info!(user = %user, sessions = have, max_same_clients = max_same, "login refused: max_same_clients");
             return Err("Too many sessions for this user (max_same_clients)");
         }
-        let undo = |lease: Option<Ipv4Addr>, clients: bool| {
-            if let Some(l) = lease {
-                self.pool.borrow_mut().release(l);
-            }
-            if clients {
-                self.shared.clients.release();
-            }
-            self.shared.per_user.release(&user);
-        };
         if !self
             .shared
             .clients
             .try_acquire_up_to(cfg.raw.session.max_clients)
         {
-            undo(None, false);
+            self.shared.per_user.release(&user);
             return Err("The server has reached max_clients");
-        }
-        let lease = match policy.explicit_ipv4 {
-            // The login moved here if the address is another shard's.
-            Some(a) => self.pool.borrow_mut().take(a).then_some(a),
-            None => self.pool.borrow_mut().lease(None),
-        };
-        let Some(lease) = lease else {
-            undo(None, true);
-            return Err(if policy.explicit_ipv4.is_some() {
-                "The user's explicit-ipv4 address is in use"
-            } else {
-                "No free tunnel address"
-            });
-        };
-        let iroutes = policy.iroutes.clone();
-        if let Err(why) = self.add_iroutes(&user, lease, &iroutes) {
-            undo(Some(lease), true);
-            return Err(why);
         }
         let mut random = [0u8; shards::cookie::COOKIE_RANDOM_LEN];
         if aws_lc_rs::rand::fill(&mut random).is_err() {
-            self.remove_iroutes(&iroutes);
-            undo(Some(lease), true);
+            self.shared.clients.release();
+            self.shared.per_user.release(&user);
             return Err("No randomness for a cookie");
         }
         let cookie = Cookie::new(self.id, random);
@@ -335,7 +324,7 @@ impl Shard {
         let session = Session {
             user,
             group,
-            lease,
+            lease: None,
             policy: Rc::new(policy),
             tunnel: None,
             started: now,
@@ -491,10 +480,75 @@ impl Shard {
 
     /// Gives back everything a session held.
     fn release(&self, s: &Session) {
-        self.remove_iroutes(&s.policy.iroutes);
-        self.pool.borrow_mut().release(s.lease);
+        if let Some(lease) = s.lease {
+            self.remove_iroutes(&s.policy.iroutes);
+            self.unsteer(lease);
+            self.shared.pool.release(lease);
+        }
         self.shared.clients.release();
         self.shared.per_user.release(&s.user);
+    }
+
+    /// The session's address, leased at its first CONNECT (as ocserv does:
+    /// a cookie that never connects holds none), with its iroutes; later
+    /// CONNECTs keep it. The error is the reason told to the client.
+    pub(crate) fn lease_for(&self, cookie: &Cookie) -> Result<Ipv4Addr, LeaseError> {
+        let mut sessions = self.sessions.borrow_mut();
+        let s = sessions.get_mut(cookie).ok_or(LeaseError::NoSession)?;
+        if let Some(lease) = s.lease {
+            return Ok(lease);
+        }
+        let pool = &self.shared.pool;
+        let lease = match s.policy.explicit_ipv4 {
+            Some(a) => pool.take(a).then_some(a).ok_or(LeaseError::Refused(
+                "The user's explicit-ipv4 address is in use",
+            ))?,
+            None => pool
+                .lease(self.id.index())
+                .ok_or(LeaseError::Refused("No free tunnel address"))?,
+        };
+        if let Err(e) = self.steer(lease) {
+            tracing::warn!(user = %s.user, %lease, "steering a borrowed address: {e}");
+            pool.release(lease);
+            return Err(LeaseError::Refused("No free tunnel address"));
+        }
+        if let Err(why) = self.add_iroutes(&s.user, lease, &s.policy.iroutes) {
+            self.unsteer(lease);
+            pool.release(lease);
+            return Err(LeaseError::Refused(why));
+        }
+        s.lease = Some(lease);
+        Ok(lease)
+    }
+
+    /// An address of another shard's slice (borrowed): its packets, IPv4
+    /// and IPv6, are steered to this shard's TUN queue.
+    fn steer(&self, lease: Ipv4Addr) -> std::io::Result<()> {
+        if crate::pool::owner_shard(lease, self.shared.shards) == self.id.index() {
+            return Ok(());
+        }
+        let shard = u32::from(self.id.0);
+        let steering = &self.shared.steering;
+        steering.route(IpNet::V4(ipnet::Ipv4Net::from(lease)), shard)?;
+        if let Some(v6) = self.shared.config.get().ipv6_for(lease) {
+            if let Err(e) = steering.route(IpNet::V6(ipnet::Ipv6Net::from(v6)), shard) {
+                let _ = steering.unroute(IpNet::V4(ipnet::Ipv4Net::from(lease)));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes `steer` before the address goes back to its owner's slice.
+    fn unsteer(&self, lease: Ipv4Addr) {
+        if crate::pool::owner_shard(lease, self.shared.shards) == self.id.index() {
+            return;
+        }
+        let steering = &self.shared.steering;
+        let _ = steering.unroute(IpNet::V4(ipnet::Ipv4Net::from(lease)));
+        if let Some(v6) = self.shared.config.get().ipv6_for(lease) {
+            let _ = steering.unroute(IpNet::V6(ipnet::Ipv6Net::from(v6)));
+        }
     }
 
     /// Binds a CONNECT to its session; the older tunnel of the same cookie,
@@ -509,7 +563,7 @@ impl Shard {
         super::events::connect(session, tunnel.peer, tunnel.lease6, first);
         if let Some(old) = session.tunnel.replace(tunnel.clone()) {
             session.past.add(&old.stats());
-            tracing::info!(user = %session.user, lease = %session.lease, "reconnect supersedes the previous tunnel");
+            tracing::info!(user = %session.user, lease = %OrDash(session.lease), "reconnect supersedes the previous tunnel");
             old.end(EndReason::Superseded);
         }
         sessions.attach(cookie);
@@ -518,13 +572,17 @@ impl Shard {
             .insert(tunnel.lease, tunnel.clone());
         if let Some(id) = tunnel.app_id {
             self.dtls_tunnels.borrow_mut().insert(id, tunnel.clone());
+            self.shared.live_app_ids.insert(self.id, id);
         }
     }
 
+    /// The session of `cookie`, once it has its address (`lease_for`).
     pub(crate) fn session_view(&self, cookie: &Cookie) -> Option<SessionView> {
-        self.sessions.borrow().get(cookie).map(|s| SessionView {
+        let sessions = self.sessions.borrow();
+        let s = sessions.get(cookie)?;
+        Some(SessionView {
             user: s.user.clone(),
-            lease: s.lease,
+            lease: s.lease?,
             policy: s.policy.clone(),
             ends_at: s.ends_at,
             mobile: s.mobile,
@@ -541,6 +599,7 @@ impl Shard {
         }
         if let Some(id) = tunnel.app_id {
             self.dtls_tunnels.borrow_mut().remove(&id);
+            self.shared.live_app_ids.remove(self.id, &id);
         }
         let mut sessions = self.sessions.borrow_mut();
         let owns = sessions
@@ -673,7 +732,7 @@ impl Shard {
         let removed = self.sessions.borrow_mut().remove(cookie);
         if let Some(s) = removed {
             self.end_session(&s, &s.past, "admin disconnect");
-            tracing::info!(user = %s.user, lease = %s.lease, "admin disconnect: session ended, address released");
+            tracing::info!(user = %s.user, lease = %OrDash(s.lease), "admin disconnect: session ended, address released");
         }
     }
 
@@ -750,7 +809,7 @@ impl Shard {
             device: cfg.raw.network.device.clone(),
             mtu: t.map_or_else(String::new, |t| t.mtu.to_string()),
             remote_ip: t.map_or_else(String::new, |t| t.peer.ip().to_string()),
-            ipv4: s.lease.to_string(),
+            ipv4: s.lease.map_or_else(String::new, |a| a.to_string()),
             ptp_ipv4: cfg.server_address().to_string(),
             ipv6: t.and_then(|t| t.lease6).map(|a| a.to_string()),
             ptp_ipv6: t
@@ -810,7 +869,7 @@ impl Shard {
                 "cookie expired"
             };
             self.end_session(&s, &s.past, why);
-            tracing::info!(user = %s.user, group = %s.group.as_deref().unwrap_or("-"), lease = %s.lease, age_s = now.duration_since(s.started).as_secs(), "{why}, address released");
+            tracing::info!(user = %s.user, group = %s.group.as_deref().unwrap_or("-"), lease = %OrDash(s.lease), age_s = now.duration_since(s.started).as_secs(), "{why}, address released");
         }
         let tunnels: Vec<_> = self.tunnels.borrow().values().cloned().collect();
         for t in tunnels {

@@ -44,17 +44,28 @@ pub(crate) const RECV_SLACK: usize = 512;
 /// has given up on DTLS (§5.5): send over CSTP too.
 pub(crate) const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
 
+/// A channel from a new address replaces a pending one at most this often,
+/// so replayed hellos cannot keep a real client's handshake from finishing.
+const PENDING_REPLACE_AFTER: Duration = Duration::from_secs(1);
+
 pub(crate) struct DtlsChannel {
+    /// The handshake, then the session that carries packets.
     server: RefCell<DtlsServer>,
+    /// The client starting over on this address while `server` carries
+    /// packets: served beside it, it takes over once its Finished is
+    /// verified, so a forged hello never disturbs the working session.
+    restart: RefCell<Option<DtlsServer>>,
     key: DtlsKey,
     app_id: AppId,
     mtu: u16,
-    /// The random of the ClientHello being served: a hello with another
+    /// The random of the latest ClientHello served: a hello with another
     /// one on this socket is the client starting over (after DPD or a
     /// resume), not a retransmission.
     hello_random: Cell<[u8; 32]>,
     sock: UdpSocket,
     pub(crate) peer: SocketAddr,
+    created: Instant,
+    /// The last record that authenticated (data, DPD, keepalive).
     last_rx: Cell<Instant>,
     connected: Cell<bool>,
     closed: Cell<bool>,
@@ -78,6 +89,7 @@ impl DtlsChannel {
     pub(crate) fn close(&self) {
         if !self.closed.replace(true) {
             self.server.borrow_mut().close();
+            self.restart.borrow_mut().take();
             self.wake.notify();
         }
     }
@@ -101,19 +113,49 @@ impl DtlsChannel {
         sent
     }
 
-    /// Queues whatever the handshake wants sent (flights, alerts).
+    /// Queues whatever the handshakes want sent (flights, alerts).
     fn flush_handshake(&self, shard: &Shard, now: Instant) {
-        let mut server = self.server.borrow_mut();
         let fd = self.sock.as_raw_fd();
         let mut tx = shard.tx.borrow_mut();
+        let mut server = self.server.borrow_mut();
         while tx.queue_with(fd, |buf| server.poll_transmit(now, buf).map(|n| 0..n)) {}
+        if let Some(restart) = self.restart.borrow_mut().as_mut() {
+            while tx.queue_with(fd, |buf| restart.poll_transmit(now, buf).map(|n| 0..n)) {}
+        }
+    }
+
+    /// The next deadline of either handshake.
+    fn poll_timeout(&self) -> Option<Instant> {
+        let restart = self
+            .restart
+            .borrow()
+            .as_ref()
+            .and_then(DtlsServer::poll_timeout);
+        [self.server.borrow().poll_timeout(), restart]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn handle_timeout(&self, now: Instant) {
+        self.server.borrow_mut().handle_timeout(now);
+        let mut restart = self.restart.borrow_mut();
+        if let Some(r) = restart.as_mut() {
+            r.handle_timeout(now);
+            if r.is_closed() {
+                *restart = None;
+            }
+        }
+        if self.server.borrow().is_closed() {
+            self.closed.set(true);
+        }
     }
 
     /// A datagram from the channel's socket: another sender's can only be
     /// a stray that entered before connect() (a ClientHello of another
     /// client): it goes where the listener would have sent it.
     fn on_datagram_from(
-        &self,
+        self: &Rc<Self>,
         shard: &Rc<Shard>,
         tunnel: &Tunnel,
         now: Instant,
@@ -130,8 +172,7 @@ impl DtlsChannel {
 
     /// Handles one datagram from the client: handshake, or records each
     /// holding one OpenConnect packet. The caller submits the TX ring.
-    fn on_datagram(&self, shard: &Shard, tunnel: &Tunnel, now: Instant, data: &mut [u8]) {
-        self.last_rx.set(now);
+    fn on_datagram(self: &Rc<Self>, shard: &Shard, tunnel: &Tunnel, now: Instant, data: &mut [u8]) {
         if let Some(random) = hello_random(data) {
             let ours =
                 dtls::client_hello_session_id(data) == Some(self.app_id.as_bytes().as_slice());
@@ -142,12 +183,22 @@ impl DtlsChannel {
                 return;
             }
             if random != self.hello_random.replace(random) {
-                // A new handshake on the same address: serve it from scratch;
-                // packets use CSTP until it completes.
                 tracing::debug!(user = %tunnel.user, peer = %self.peer, "DTLS handshake restarted by the client");
-                *self.server.borrow_mut() = new_server(self.key, self.app_id, self.mtu, now);
-                self.connected.set(false);
+                let fresh = new_server(self.key, self.app_id, self.mtu, now);
+                if self.connected.get() {
+                    // Packets keep the working keys until this one is done.
+                    *self.restart.borrow_mut() = Some(fresh);
+                } else {
+                    *self.server.borrow_mut() = fresh;
+                }
             }
+        }
+        // Data records belong to the working session; anything else, while
+        // the client starts over, to the new handshake.
+        let is_data = data.first() == Some(&dtls::content::APPLICATION_DATA);
+        if !is_data && self.restart.borrow().is_some() {
+            self.on_restart_datagram(shard, tunnel, now, data);
+            return;
         }
         let mut off = 0;
         while off < data.len() {
@@ -159,6 +210,7 @@ impl DtlsChannel {
                 Ok(Received::Done) => break,
                 Ok(Received::AppData { data: record, next }) => {
                     off += next;
+                    self.last_rx.set(now);
                     self.on_record(shard, tunnel, record);
                 }
                 Err(e) => {
@@ -173,7 +225,9 @@ impl DtlsChannel {
             match event {
                 DtlsEvent::Connected { suite } => {
                     self.connected.set(true);
+                    self.last_rx.set(now);
                     shard.metrics().dtls_handshakes.inc();
+                    tunnel.dtls_connected(self);
                     tracing::info!(user = %tunnel.user, lease = %tunnel.lease, peer = %self.peer, suite = suite.name(), "DTLS connected");
                 }
                 DtlsEvent::Closed { reason } => {
@@ -181,6 +235,40 @@ impl DtlsChannel {
                     self.closed.set(true);
                 }
             }
+        }
+    }
+
+    /// A handshake datagram of the client starting over on this address.
+    /// It fails alone: the working session goes on.
+    fn on_restart_datagram(&self, shard: &Shard, tunnel: &Tunnel, now: Instant, data: &mut [u8]) {
+        let mut slot = self.restart.borrow_mut();
+        let Some(restart) = slot.as_mut() else { return };
+        // A handshake carries no application data: nothing to take out.
+        if let Err(e) = restart.handle_datagram(now, data) {
+            tracing::debug!(user = %tunnel.user, peer = %self.peer, "DTLS restart failed, the working session goes on: {e}");
+        }
+        let fd = self.sock.as_raw_fd();
+        {
+            let mut tx = shard.tx.borrow_mut();
+            while tx.queue_with(fd, |buf| restart.poll_transmit(now, buf).map(|n| 0..n)) {}
+        }
+        let mut done = None;
+        while let Some(event) = restart.poll_event() {
+            if let DtlsEvent::Connected { suite } = event {
+                done = Some(suite);
+            }
+        }
+        if restart.is_closed() && done.is_none() {
+            *slot = None;
+            return;
+        }
+        if let Some(suite) = done {
+            if let Some(new) = slot.take() {
+                *self.server.borrow_mut() = new;
+            }
+            self.last_rx.set(now);
+            shard.metrics().dtls_handshakes.inc();
+            tracing::info!(user = %tunnel.user, lease = %tunnel.lease, peer = %self.peer, suite = suite.name(), "DTLS reconnected on the same address");
         }
     }
 
@@ -246,19 +334,30 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
         return;
     };
     let Some(key) = tunnel.dtls_key else { return };
-    if let Some(old) = tunnel.dtls().filter(|c| c.peer == from && !c.closed.get()) {
+    let now = Instant::now();
+    let same_address = [tunnel.dtls(), tunnel.dtls_pending()]
+        .into_iter()
+        .flatten()
+        .find(|c| c.peer == from && !c.closed.get());
+    if let Some(ch) = same_address {
         // The channel for this address already has its socket: a hello that
         // raced our connect() (or came late from another shard) is handled
         // there, as a retransmission (same random) or a restart. A second
         // socket on the same 4-tuple would split the handshake between two
         // servers with different keys.
-        old.on_datagram(shard, &tunnel, Instant::now(), &mut hello);
+        ch.on_datagram(shard, &tunnel, now, &mut hello);
         let _ = shard.tx.borrow_mut().submit();
         return;
     }
+    if let Some(p) = tunnel.dtls_pending() {
+        if now.saturating_duration_since(p.created) < PENDING_REPLACE_AFTER {
+            tracing::debug!(user = %tunnel.user, %from, pending = %p.peer, "DTLS ClientHello from a third address while a handshake is young: ignored");
+            return;
+        }
+    }
     let cfg = shard.shared.config.get();
-    let cfg = &*cfg;
     let local = SocketAddr::new(cfg.listen, cfg.raw.server.udp_port);
+    drop(cfg);
     let fd = match sys::net::udp_socket(local, Some(from)) {
         Ok(fd) => fd,
         Err(e) => {
@@ -268,15 +367,16 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
     };
     // SAFETY: a fresh socket owned by nobody else.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
-    let now = Instant::now();
     let channel = Rc::new(DtlsChannel {
         server: RefCell::new(new_server(key, app_id, tunnel.base_mtu, now)),
+        restart: RefCell::new(None),
         key,
         app_id,
         mtu: tunnel.base_mtu,
         hello_random: Cell::new(hello_random(&hello).unwrap_or_default()),
         sock,
         peer: from,
+        created: now,
         last_rx: Cell::new(now),
         connected: Cell::new(false),
         closed: Cell::new(false),
@@ -285,7 +385,8 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
         tx_bytes: Cell::new(0),
     });
     tracing::debug!(user = %tunnel.user, %from, "DTLS ClientHello");
-    tunnel.set_dtls(Some(channel.clone()));
+    // It carries packets only once its handshake is done (dtls_connected).
+    tunnel.set_pending_dtls(channel.clone());
     let shard = shard.clone();
     glommio::spawn_local(async move {
         channel.on_datagram(&shard, &tunnel, now, &mut hello);
@@ -305,10 +406,10 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
 }
 
 /// Receives until the channel or its tunnel ends; drives handshake timers.
-async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &DtlsChannel) {
+async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &Rc<DtlsChannel>) {
     let mut buf = vec![0u8; usize::from(ch.mtu) + RECV_SLACK];
     while !ch.closed.get() {
-        let deadline = ch.server.borrow().poll_timeout();
+        let deadline = ch.poll_timeout();
         let recv = async { Some(ch.sock.recv_from(&mut buf).await) };
         let woken = async {
             match deadline {
@@ -364,11 +465,8 @@ async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &DtlsChannel) {
             }
             None => {
                 let now = Instant::now();
-                ch.server.borrow_mut().handle_timeout(now);
+                ch.handle_timeout(now);
                 ch.flush_handshake(shard, now);
-                if ch.server.borrow().is_closed() {
-                    ch.closed.set(true);
-                }
                 let _ = shard.tx.borrow_mut().submit();
             }
         }

@@ -25,7 +25,7 @@ pub(crate) fn login(shard: &Shard, peer: SocketAddr, s: &Session) {
     shard.metrics().logins.inc();
     tracing::info!(
         target: "audit", event = "login", %peer, user = %s.user, group = %s.group.as_deref().unwrap_or("-"), id = s.id,
-        ipv4 = %s.lease, shard = %shard.id, mobile = s.mobile, "login: session created"
+        shard = %shard.id, mobile = s.mobile, "login: session created"
     );
 }
 
@@ -38,7 +38,7 @@ pub(crate) fn connect(
 ) {
     let event = if first { "connect" } else { "reconnect" };
     tracing::info!(
-        target: "audit", event, %peer, user = %s.user, group = %s.group.as_deref().unwrap_or("-"), id = s.id, ipv4 = %s.lease,
+        target: "audit", event, %peer, user = %s.user, group = %s.group.as_deref().unwrap_or("-"), id = s.id, ipv4 = %super::core::OrDash(s.lease),
         ipv6 = %ipv6.map_or("-".into(), |a| a.to_string()), hostname = %s.hostname, "{event}"
     );
 }
@@ -49,7 +49,7 @@ pub(crate) fn disconnect(shard: &Shard, s: &Session, stats: &Stats, reason: &str
     let peer = s.last_peer.map_or("-".into(), |p| p.to_string());
     tracing::info!(
         target: "audit", event = "disconnect", %peer, user = %s.user, group = %s.group.as_deref().unwrap_or("-"), id = s.id,
-        ipv4 = %s.lease, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, duration_s = duration.as_secs(), reason,
+        ipv4 = %super::core::OrDash(s.lease), rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, duration_s = duration.as_secs(), reason,
         "disconnect"
     );
     let cfg = shard.shared.config.get();
@@ -167,7 +167,10 @@ fn environment(
         ("IP_REAL", peer.ip().to_string()),
         ("IP_REAL_PORT", peer.port().to_string()),
         ("IP_LOCAL", cfg.server_address().to_string()),
-        ("IP_REMOTE", s.lease.to_string()),
+        (
+            "IP_REMOTE",
+            s.lease.map_or_else(String::new, |a| a.to_string()),
+        ),
         ("USER_AGENT", s.user_agent.clone()),
         ("HOSTNAME", s.hostname.clone()),
         ("OCSERV_ROUTES", join(routes)),
@@ -184,8 +187,10 @@ fn environment(
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         ),
     ];
-    if let (Some(local), Some(remote)) = (cfg.ipv6_for(cfg.server_address()), cfg.ipv6_for(s.lease))
-    {
+    if let (Some(local), Some(remote)) = (
+        cfg.ipv6_for(cfg.server_address()),
+        s.lease.and_then(|l| cfg.ipv6_for(l)),
+    ) {
         env.push(("IPV6_LOCAL", local.to_string()));
         env.push(("IPV6_REMOTE", remote.to_string()));
         env.push((

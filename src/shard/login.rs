@@ -3,7 +3,7 @@
 //! user's files, and the session. A CONNECT goes on to `conn`.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,20 +124,75 @@ enum LoginError {
     Refused(&'static str),
 }
 
-/// Serves one accepted TCP connection.
+/// A connection counted as a login in progress, on its shard and for its
+/// client address, from accept until it becomes a tunnel or closes.
+pub(super) struct LoginSlot {
+    shard: Rc<Shard>,
+    addr: IpAddr,
+}
+
+impl LoginSlot {
+    /// Takes a slot; with `enforce`, refused (naming the limit) when the
+    /// shard or the address has its most logins in progress already.
+    pub(super) fn acquire(
+        shard: &Rc<Shard>,
+        peer: IpAddr,
+        enforce: bool,
+    ) -> Result<Self, &'static str> {
+        let cfg = shard.shared.config.get();
+        let sec = &cfg.raw.security;
+        let per_shard = sec.max_logins_per_shard as usize;
+        if enforce && per_shard != 0 && shard.logins.get() >= per_shard {
+            return Err("max_logins_per_shard");
+        }
+        let addr = crate::bans::key(peer);
+        let max = if enforce {
+            sec.max_logins_per_address
+        } else {
+            0
+        };
+        if shard.shared.logins_by_addr.try_acquire(&addr, max).is_err() {
+            return Err("max_logins_per_address");
+        }
+        shard.logins.set(shard.logins.get() + 1);
+        Ok(Self {
+            shard: shard.clone(),
+            addr,
+        })
+    }
+}
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        self.shard.logins.set(self.shard.logins.get() - 1);
+        self.shard.shared.logins_by_addr.release(&self.addr);
+    }
+}
+
+/// Serves one accepted TCP connection: a login, then the wait for its
+/// CONNECT, each with `auth_timeout` in total however the client trickles.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let Ok(peer) = stream.peer_addr() else { return };
     let bans = &shard.shared.bans;
     let cfg = shard.shared.config.get();
-    let cfg = &*cfg;
     let points = &cfg.raw.security;
     if bans.enabled() {
         if bans.is_banned(peer.ip(), Instant::now()) {
             tracing::debug!(%peer, "connection from a banned address closed");
+            shard.metrics().refused_banned.inc();
             return;
         }
         penalize(&shard, peer, points.ban_points_connection, "a connection");
     }
+    let _slot = match LoginSlot::acquire(&shard, peer.ip(), true) {
+        Ok(slot) => slot,
+        Err(limit) => {
+            tracing::debug!(%peer, shard = %shard.id, "connection closed at accept: {limit} reached");
+            shard.metrics().refused_login_limit.inc();
+            penalize(&shard, peer, points.ban_points_login_limit, limit);
+            return;
+        }
+    };
     let _ = stream.set_nodelay(true);
     let tls = match TlsSession::new(shard.shared.tls.get()) {
         Ok(t) => t,
@@ -154,21 +209,37 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         rbuf: vec![0; LOGIN_READ_BUF],
         out: Vec::new(),
     };
-    requests(shard, conn).await;
+    let limit = cfg.auth_timeout();
+    drop(cfg);
+    match with_timeout(limit, login(&shard, conn)).await {
+        Some(Some(conn)) => await_connect(&shard, conn, limit).await,
+        Some(None) => {}
+        None => {
+            shard.metrics().auth_timeouts.inc();
+            tracing::debug!(%peer, "auth_timeout: no login within {} s; closed", limit.as_secs());
+        }
+    }
 }
 
 /// Socket reads during the login.
 pub(super) const LOGIN_READ_BUF: usize = 16 * 1024;
 
 /// A login moved here because its session's address belongs to this
-/// shard: create the session, answer, and serve the connection on.
-pub(super) async fn adopt_login(shard: Rc<Shard>, mut conn: Conn, login: Login) {
+/// shard: create the session, answer, and wait for the CONNECT.
+pub(super) async fn adopt_login(shard: Rc<Shard>, conn: Conn, login: Login) {
     let peer = conn.peer;
     tracing::debug!(%peer, shard = %shard.id, user = %login.user, "login moved here for its explicit-ipv4 address");
+    // Admitted on the shard that accepted it: counted here, never refused.
+    let Ok(_slot) = LoginSlot::acquire(&shard, peer.ip(), false) else {
+        return;
+    };
+    let limit = shard.shared.config.get().auth_timeout();
     let user = login.user.clone();
+    let mut conn = conn;
     match shard.create_session(login, peer) {
         Ok(cookie) => {
-            if !conn.send(&success_reply(cookie)).await {
+            let sent = with_timeout(limit, conn.send(&success_reply(cookie))).await;
+            if sent != Some(true) {
                 return;
             }
         }
@@ -177,12 +248,78 @@ pub(super) async fn adopt_login(shard: Rc<Shard>, mut conn: Conn, login: Login) 
             return conn.refuse(401, why).await;
         }
     }
-    requests(shard, conn).await;
+    await_connect(&shard, conn, limit).await;
 }
 
-/// The login's requests on one connection, until a CONNECT, an error or
-/// the end.
-async fn requests(shard: Rc<Shard>, mut conn: Conn) {
+/// The next request, or `None` when the connection is done: closed, or
+/// answered 400/413 for a malformed request (which scores ban points).
+async fn next_request(shard: &Shard, conn: &mut Conn) -> Option<super::conn::Request> {
+    match conn.read_request().await {
+        Ok(Some(r)) => Some(r),
+        Ok(None) => None,
+        Err(ReadError::Http(e)) => {
+            let peer = conn.peer;
+            tracing::info!(%peer, "bad request: {e}");
+            let points = shard
+                .shared
+                .config
+                .get()
+                .raw
+                .security
+                .ban_points_bad_request;
+            penalize(shard, peer, points, "a bad request");
+            let (code, reason) = e.status();
+            conn.reject(code, reason).await;
+            None
+        }
+        Err(e) => {
+            tracing::debug!(peer = %conn.peer, "connection: {e}");
+            None
+        }
+    }
+}
+
+/// After the cookie, a connection carries that session's CONNECT and
+/// nothing else: a second login is refused (as ocserv does), other GETs
+/// are answered 404. Bounded by `limit` in total.
+async fn await_connect(shard: &Rc<Shard>, conn: Conn, limit: Duration) {
+    let peer = conn.peer;
+    let wait = async move {
+        let mut conn = conn;
+        loop {
+            let Some(req) = next_request(shard, &mut conn).await else {
+                return;
+            };
+            match req.head.method {
+                Method::Connect => {
+                    glommio::spawn_local(super::conn::connect(shard.clone(), conn, req.head))
+                        .detach();
+                    return;
+                }
+                Method::Get => {
+                    let not_found = Response::new(404, "Not Found").body(b"");
+                    if !conn.send(&not_found).await {
+                        return;
+                    }
+                }
+                Method::Post | Method::Other => {
+                    tracing::info!(%peer, "a second request after the cookie on one connection: closed");
+                    conn.refuse(401, "Authentication failed").await;
+                    return;
+                }
+            }
+        }
+    };
+    if with_timeout(limit, wait).await.is_none() {
+        shard.metrics().auth_timeouts.inc();
+        tracing::debug!(%peer, "auth_timeout: no CONNECT within {} s of the cookie; closed", limit.as_secs());
+    }
+}
+
+/// The login's requests on one connection, until a cookie (the connection
+/// is returned, to wait for its CONNECT), a CONNECT, an error or the end.
+async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
+    let shard = shard.clone();
     let peer = conn.peer;
     let bans = &shard.shared.bans;
     let cfg = shard.shared.config.get();
@@ -193,36 +330,17 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
     let mut exchange: Option<AuthExchange> = None;
     let mut mobile = false;
     let mut user_agent = String::new();
-    let timeout = shard.shared.config.get().auth_timeout();
     loop {
-        let req = match with_timeout(timeout, conn.read_request()).await {
-            None => {
-                tracing::debug!(%peer, "auth_timeout: dropping idle or slow client");
-                return;
-            }
-            Some(Ok(Some(r))) => r,
-            Some(Ok(None)) => return,
-            Some(Err(ReadError::Http(e))) => {
-                tracing::info!(%peer, "bad request: {e}");
-                penalize(&shard, peer, points.ban_points_bad_request, "a bad request");
-                let (code, reason) = e.status();
-                conn.refuse(code, reason).await;
-                return;
-            }
-            Some(Err(e)) => {
-                tracing::debug!(%peer, "connection: {e}");
-                return;
-            }
-        };
+        let req = next_request(&shard, &mut conn).await?;
         let areq = match req.head.method {
             // Its own task: the tunnel outlives the login's larger state.
             Method::Connect => {
                 glommio::spawn_local(super::conn::connect(shard, conn, req.head)).detach();
-                return;
+                return None;
             }
             Method::Other => {
                 conn.refuse(405, "Method Not Allowed").await;
-                return;
+                return None;
             }
             Method::Post => match auth::parse_request(&req.body) {
                 Ok(r) => r,
@@ -235,7 +353,7 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                         "a bad login body",
                     );
                     conn.refuse(400, "Bad Request").await;
-                    return;
+                    return None;
                 }
             },
             Method::Get => AuthRequest::default(),
@@ -245,11 +363,11 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
             user_agent = ua.chars().filter(|c| !c.is_control()).take(128).collect();
         }
         let cert = cert.get_or_insert_with(|| cert_user(&shard, &conn.tls));
-        let reply = match route(shard.shared.config.get().auth_method, cert) {
+        let (reply, logged_in) = match route(shard.shared.config.get().auth_method, cert) {
             Route::Refuse(why) => {
                 refused(&shard, peer, None, why);
                 conn.refuse(401, why).await;
-                return;
+                return None;
             }
             Route::Certificate { user, group } => {
                 let wanted = areq.group.filter(|g| !g.is_empty());
@@ -265,13 +383,18 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                 )
                 .await
                 {
-                    Ok(Done::Reply(reply)) => reply,
+                    Ok(Done::Reply(reply)) => (reply, true),
                     Ok(Done::Move(home, login)) => {
-                        return conn.move_to(&shard, home, Moved::Login(login)).await
+                        conn.move_to(&shard, home, Moved::Login(login)).await;
+                        return None;
                     }
-                    Err(LoginError::Refused(why)) => return conn.refuse(401, why).await,
+                    Err(LoginError::Refused(why)) => {
+                        conn.refuse(401, why).await;
+                        return None;
+                    }
                     Err(LoginError::WrongPassword) => {
-                        return conn.refuse(401, "Authentication failed").await
+                        conn.refuse(401, "Authentication failed").await;
+                        return None;
                     }
                 }
             }
@@ -289,11 +412,9 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                         _ => AuthExchange::with_groups(groups),
                     });
                 }
-                let Some(login) = exchange.as_mut() else {
-                    return;
-                };
+                let login = exchange.as_mut()?;
                 match login.handle(areq) {
-                    Step::Form(doc) => xml_reply(&doc),
+                    Step::Form(doc) => (xml_reply(&doc), false),
                     Step::Verify {
                         username,
                         password,
@@ -313,13 +434,17 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                             Ok(done) => {
                                 login.verified(true);
                                 match done {
-                                    Done::Reply(reply) => reply,
+                                    Done::Reply(reply) => (reply, true),
                                     Done::Move(home, l) => {
-                                        return conn.move_to(&shard, home, Moved::Login(l)).await
+                                        conn.move_to(&shard, home, Moved::Login(l)).await;
+                                        return None;
                                     }
                                 }
                             }
-                            Err(LoginError::Refused(why)) => return conn.refuse(401, why).await,
+                            Err(LoginError::Refused(why)) => {
+                                conn.refuse(401, why).await;
+                                return None;
+                            }
                             Err(LoginError::WrongPassword) => {
                                 penalize(
                                     &shard,
@@ -331,7 +456,7 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                                 match login.verified(false) {
                                     Verdict::Retry(doc) if !banned => {
                                         refused(&shard, peer, Some(&username), "wrong password");
-                                        xml_reply(&doc)
+                                        (xml_reply(&doc), false)
                                     }
                                     Verdict::Retry(_) => {
                                         refused(
@@ -340,7 +465,8 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                                             Some(&username),
                                             "wrong password from an address now banned",
                                         );
-                                        return conn.refuse(401, "Authentication failed").await;
+                                        conn.refuse(401, "Authentication failed").await;
+                                        return None;
                                     }
                                     Verdict::Failed | Verdict::Success { .. } => {
                                         refused(
@@ -349,7 +475,8 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                                             Some(&username),
                                             "too many wrong passwords",
                                         );
-                                        return conn.refuse(401, "Authentication failed").await;
+                                        conn.refuse(401, "Authentication failed").await;
+                                        return None;
                                     }
                                 }
                             }
@@ -359,7 +486,10 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
             }
         };
         if !conn.send(&reply).await {
-            return;
+            return None;
+        }
+        if logged_in {
+            return Some(conn);
         }
     }
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use rustls::ServerConfig;
-use shards::{GlobalLimit, PerUser, ShardId};
+use shards::{GlobalLimit, PerKey, PerUser, ShardId};
 
 use crate::config::Config;
 use crate::sys;
@@ -38,6 +38,14 @@ pub struct Shared {
     pub clients: GlobalLimit,
     /// Sessions per user, for `max_same_clients`.
     pub per_user: PerUser,
+    /// The App-IDs of each shard's live tunnels: a ClientHello that landed
+    /// elsewhere is forwarded only for one of these.
+    pub(crate) live_app_ids: LiveAppIds,
+    /// Tunnel addresses, one slice per shard (see `pool`).
+    pub pool: crate::pool::Pool,
+    /// Logins in progress per client address (`bans::key`), for
+    /// `max_logins_per_address`.
+    pub logins_by_addr: PerKey<std::net::IpAddr>,
     pub bans: crate::bans::Bans,
     /// The TUN steering program; its map sends iroutes to their shard.
     pub steering: sys::bpf::Steering,
@@ -55,6 +63,42 @@ pub struct Shared {
     pub vnet_hdr: bool,
     /// What the TUN device took: writes may then merge packets likewise.
     pub offloads: Option<sys::tun::Offloads>,
+}
+
+/// Each shard's live App-IDs, behind one lock per shard: written when a
+/// tunnel with DTLS starts and ends, read for a ClientHello that landed on
+/// another shard's socket; never per packet.
+pub(crate) struct LiveAppIds(Box<[std::sync::Mutex<std::collections::HashSet<shards::AppId>>]>);
+
+impl LiveAppIds {
+    fn new(shards: usize) -> Self {
+        Self((0..shards).map(|_| std::sync::Mutex::default()).collect())
+    }
+
+    fn with<R>(
+        &self,
+        shard: ShardId,
+        f: impl FnOnce(&mut std::collections::HashSet<shards::AppId>) -> R,
+    ) -> Option<R> {
+        let set = self.0.get(shard.index())?;
+        // One insert or remove per lock: a poisoned set is still whole.
+        Some(f(&mut set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)))
+    }
+
+    pub(crate) fn insert(&self, shard: ShardId, id: shards::AppId) {
+        self.with(shard, |s| s.insert(id));
+    }
+
+    pub(crate) fn remove(&self, shard: ShardId, id: &shards::AppId) {
+        self.with(shard, |s| s.remove(id));
+    }
+
+    /// Whether `shard` has a live tunnel with this App-ID.
+    pub(crate) fn is_live(&self, shard: ShardId, id: &shards::AppId) -> bool {
+        self.with(shard, |s| s.contains(id)).unwrap_or(false)
+    }
 }
 
 /// A client connection moved to the shard that must serve it, with its
@@ -201,6 +245,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let shared = Arc::new(Shared {
         clients: GlobalLimit::new(config.raw.session.max_clients),
         per_user: PerUser::new(),
+        logins_by_addr: PerKey::new(),
+        live_app_ids: LiveAppIds::new(n),
+        pool: crate::pool::Pool::new(config.ipv4_network, config.server_address(), n),
         bans: crate::bans::Bans::new(config.ban_policy()),
         steering,
         inboxes,

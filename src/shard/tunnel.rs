@@ -141,7 +141,12 @@ pub(crate) struct Tunnel {
     /// Client data packets counted at the last idle check, and when that
     /// count last moved: idleness without a clock read per packet.
     activity: Cell<(u64, Instant)>,
+    /// The DTLS channel packets use once its handshake is done.
     dtls: RefCell<Option<Rc<DtlsChannel>>>,
+    /// A channel from another address still in its handshake: it replaces
+    /// `dtls` only once its Finished is verified, so a replayed or forged
+    /// ClientHello never disturbs the working channel.
+    dtls_pending: RefCell<Option<Rc<DtlsChannel>>>,
     tls: RefCell<TlsSession>,
     wake: Notify,
     queued: Cell<usize>,
@@ -179,6 +184,7 @@ impl Tunnel {
             hostname: String::new(),
             activity: Cell::new((0, Instant::now())),
             dtls: RefCell::new(None),
+            dtls_pending: RefCell::new(None),
             tls: RefCell::new(tls),
             wake: Notify::default(),
             queued: Cell::new(0),
@@ -233,20 +239,48 @@ impl Tunnel {
         self.dtls.borrow().clone()
     }
 
-    /// Installs a new DTLS channel; the previous one (old address, or a
-    /// new handshake) is closed.
-    pub(crate) fn set_dtls(&self, channel: Option<Rc<DtlsChannel>>) {
-        let old = std::mem::replace(&mut *self.dtls.borrow_mut(), channel);
-        if let Some(old) = old {
+    pub(crate) fn dtls_pending(&self) -> Option<Rc<DtlsChannel>> {
+        self.dtls_pending.borrow().clone()
+    }
+
+    /// Ends the working DTLS channel (the client falls back to CSTP); with
+    /// the tunnel's end, the pending one too.
+    pub(crate) fn drop_dtls(&self) {
+        if let Some(old) = self.dtls.borrow_mut().take() {
             old.close();
         }
     }
 
-    /// A channel's task ended: forget it unless it was replaced already.
+    /// A new channel starts its handshake beside the working one; a pending
+    /// channel it replaces is closed.
+    pub(crate) fn set_pending_dtls(&self, channel: Rc<DtlsChannel>) {
+        if let Some(old) = self.dtls_pending.borrow_mut().replace(channel) {
+            old.close();
+        }
+    }
+
+    /// `channel` completed its handshake: packets use it from now on, and
+    /// the channel it replaces (an old address) is closed.
+    pub(crate) fn dtls_connected(&self, channel: &Rc<DtlsChannel>) {
+        {
+            let mut pending = self.dtls_pending.borrow_mut();
+            if pending.as_ref().is_some_and(|c| Rc::ptr_eq(c, channel)) {
+                *pending = None;
+            }
+        }
+        let old = self.dtls.borrow_mut().replace(channel.clone());
+        if let Some(old) = old.filter(|o| !Rc::ptr_eq(o, channel)) {
+            old.close();
+        }
+    }
+
+    /// A channel's task ended: forget it wherever it still is.
     pub(crate) fn dtls_ended(&self, channel: &Rc<DtlsChannel>) {
-        let mut current = self.dtls.borrow_mut();
-        if current.as_ref().is_some_and(|c| Rc::ptr_eq(c, channel)) {
-            *current = None;
+        for slot in [&self.dtls, &self.dtls_pending] {
+            let mut current = slot.borrow_mut();
+            if current.as_ref().is_some_and(|c| Rc::ptr_eq(c, channel)) {
+                *current = None;
+            }
         }
     }
 
@@ -298,7 +332,10 @@ impl Tunnel {
             self.send_frame(FrameType::Terminate, b"");
         }
         self.ended.set(Some(reason));
-        self.set_dtls(None);
+        self.drop_dtls();
+        if let Some(p) = self.dtls_pending.borrow_mut().take() {
+            p.close();
+        }
         self.tls.borrow_mut().send_close_notify();
         self.wake.notify();
     }
@@ -340,7 +377,7 @@ impl Tunnel {
         {
             tracing::info!(user = %self.user, peer = %ch.peer, "DTLS silent past the DPD limit: falling back to CSTP");
             shard.metrics().dtls_fallbacks.inc();
-            self.set_dtls(None);
+            self.drop_dtls();
         }
         // Either channel hearing from the client keeps the tunnel alive.
         let last = dtls.map_or(self.last_rx.get(), |c| c.last_rx().max(self.last_rx.get()));
@@ -475,7 +512,7 @@ impl Tunnel {
         if stale {
             tracing::info!(user = %self.user, "DATA over CSTP while DTLS is silent: falling back to CSTP");
             shard.metrics().dtls_fallbacks.inc();
-            self.set_dtls(None);
+            self.drop_dtls();
         }
     }
 

@@ -38,6 +38,9 @@ pub(crate) fn route_hello(shard: &Rc<Shard>, data: &[u8], from: SocketAddr) {
     let home = app_id.home_shard();
     if home == shard.id {
         super::dtls::start(shard, app_id, from, data.to_vec());
+    } else if !shard.shared.live_app_ids.is_live(home, &app_id) {
+        // Forged or stale: not worth a cross-shard message.
+        tracing::debug!(%from, to = %home, "ClientHello for an App-ID that shard has not issued or that ended: dropped");
     } else if let Some(inbox) = shard.shared.inboxes.get(home.index()) {
         // Dropped if that shard is stopping or far behind: the client
         // retransmits its hello.

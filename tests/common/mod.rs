@@ -3,6 +3,8 @@
 //! killed and every namespace deleted on drop, also when a test fails.
 #![allow(dead_code)]
 
+pub(crate) mod raw;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -235,10 +235,6 @@ impl Machine for State {
         }
         Ok(())
     }
-
-    fn expects_finished(&self) -> bool {
-        matches!(self, Self::ExpectFinished { .. })
-    }
 }
 
 impl DtlsClient {

@@ -174,6 +174,10 @@ pub struct DtlsCounters {
     pub unexpected: u64,
     /// Flights we sent again, on timeout or on a peer's retransmission.
     pub retransmits: u64,
+    /// Peer retransmissions not answered: too soon after the last answer.
+    pub resends_limited: u64,
+    /// Alerts in epoch 0 (before keys, so from anyone): ignored.
+    pub unauthenticated_alerts: u64,
 }
 
 /// Alert descriptions (RFC 5246 §7.2).
@@ -214,8 +218,6 @@ pub enum DtlsError {
     Resumption(&'static str),
     #[error("Finished verify_data does not match")]
     BadFinished,
-    #[error("the peer's Finished record failed authentication: the keys differ (wrong PSK or master secret)")]
-    BadRecordMac,
     #[error("handshake not finished")]
     NotConnected,
     #[error("channel closed")]
@@ -238,7 +240,6 @@ impl DtlsError {
             Self::NoCommonSuite | Self::Resumption(_) => alert::HANDSHAKE_FAILURE,
             Self::IllegalParameter(_) => alert::ILLEGAL_PARAMETER,
             Self::BadFinished => alert::DECRYPT_ERROR,
-            Self::BadRecordMac => alert::BAD_RECORD_MAC,
             _ => alert::INTERNAL_ERROR,
         }
     }

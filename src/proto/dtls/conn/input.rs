@@ -58,8 +58,7 @@ impl Conn {
             };
             let start = off + HEADER_LEN;
             off += hdr.total_len();
-            let Some(pt) = self.unprotect(&hdr, &mut data[start..off], m.expects_finished())?
-            else {
+            let Some(pt) = self.unprotect(&hdr, &mut data[start..off]) else {
                 continue;
             };
             let pt = start + pt.start..start + pt.end;
@@ -78,6 +77,9 @@ impl Conn {
                         self.counters.unexpected += 1;
                     }
                 }
+                // An epoch-0 alert is unauthenticated: anyone who knows the
+                // addresses could send it, so it ends nothing.
+                content::ALERT if hdr.epoch == 0 => self.counters.unauthenticated_alerts += 1,
                 content::ALERT if pt.len() == 2 => {
                     self.alert_record([data[pt.start], data[pt.start + 1]])
                 }
@@ -89,63 +91,58 @@ impl Conn {
     }
 
     /// Version, epoch and replay checks, then decryption in place. `None`
-    /// means dropped (and counted); the range is the plaintext in `body`.
-    fn unprotect(
-        &mut self,
-        hdr: &RecordHeader,
-        body: &mut [u8],
-        strict: bool,
-    ) -> Result<Option<Range<usize>>, DtlsError> {
+    /// means dropped (and counted): a record that fails is never fatal. The
+    /// range is the plaintext in `body`.
+    fn unprotect(&mut self, hdr: &RecordHeader, body: &mut [u8]) -> Option<Range<usize>> {
         match hdr.epoch {
             0 => {
                 if !self.accepts_epoch0_version(hdr.version) {
                     self.counters.bad_version += 1;
-                    return Ok(None);
+                    return None;
                 }
                 // After the peer's CCS only retransmitted handshake records may
                 // still come in epoch 0 (their detection triggers our resend).
                 if self.read_epoch != 0 && hdr.content_type != content::HANDSHAKE {
                     self.counters.wrong_epoch += 1;
-                    return Ok(None);
+                    return None;
                 }
                 // Epoch 0 is unauthenticated, so no replay window: the
                 // handshake layer deduplicates by message_seq.
-                Ok(Some(0..body.len()))
+                Some(0..body.len())
             }
             1 if self.read_epoch == 1 => {
                 if hdr.version != self.version {
                     self.counters.bad_version += 1;
-                    return Ok(None);
+                    return None;
                 }
                 match self.replay.check(hdr.seq) {
                     Ok(()) => {}
                     Err(Reject::Duplicate) => {
                         self.counters.replayed += 1;
-                        return Ok(None);
+                        return None;
                     }
                     Err(Reject::TooOld) => {
                         self.counters.too_old += 1;
-                        return Ok(None);
+                        return None;
                     }
                 }
-                let Some(key) = self.read_key.as_ref() else {
-                    return Ok(None);
-                };
+                let key = self.read_key.as_ref()?;
                 match record::open(key, hdr, body) {
                     Some(r) => {
                         self.replay.mark(hdr.seq);
-                        Ok(Some(r))
+                        Some(r)
                     }
-                    None if strict => Err(DtlsError::BadRecordMac),
+                    // Dropped, never fatal (RFC 6347 §4.1.2.7): anyone can
+                    // send a record, only the peer can send one that opens.
                     None => {
                         self.counters.auth_failed += 1;
-                        Ok(None)
+                        None
                     }
                 }
             }
             _ => {
                 self.counters.wrong_epoch += 1;
-                Ok(None)
+                None
             }
         }
     }
@@ -167,8 +164,8 @@ impl Conn {
             match self.hs_in.insert(&frag, allow_new) {
                 Insert::Stored => {}
                 Insert::Old { seq, is_last } => {
-                    if is_last && Some(seq) == self.peer_flight_end && self.flight.resend() {
-                        self.counters.retransmits += 1;
+                    if is_last && Some(seq) == self.peer_flight_end {
+                        self.resend_for_peer(now);
                     }
                 }
                 Insert::Dropped => self.counters.unexpected += 1,

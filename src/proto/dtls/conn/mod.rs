@@ -28,9 +28,6 @@ pub(crate) trait Machine {
     /// A ChangeCipherSpec arrived. It has no sequence number, so one that
     /// comes early (reordered, or its flight half lost) is dropped, not fatal.
     fn on_ccs(&mut self, c: &mut Conn) -> Result<(), DtlsError>;
-    /// In ExpectFinished a record that fails authentication means the keys
-    /// differ, and is fatal instead of noise.
-    fn expects_finished(&self) -> bool;
 }
 
 pub(crate) struct Conn {
@@ -56,6 +53,8 @@ pub(crate) struct Conn {
     alert: Option<[u8; 2]>,
     events: VecDeque<DtlsEvent>,
     pub(crate) counters: DtlsCounters,
+    /// When the peer's retransmission last made us send our flight again.
+    last_peer_resend: Option<Instant>,
     handshake_deadline: Option<Instant>,
     connected: bool,
     closed: bool,
@@ -84,6 +83,7 @@ impl Conn {
             alert: None,
             events: VecDeque::new(),
             counters: DtlsCounters::default(),
+            last_peer_resend: None,
             connected: false,
             closed: false,
         }
@@ -150,6 +150,24 @@ impl Conn {
     pub(crate) fn send_flight(&mut self, now: Instant, expect_reply: bool) {
         self.flight
             .send(now, expect_reply, self.cfg.retransmit_initial);
+    }
+
+    /// The peer sent its last flight again: it lost our answer, which goes
+    /// out again, at most once per quarter of the first retransmission
+    /// timeout however often the flight (or a replay of it) comes in.
+    pub(crate) fn resend_for_peer(&mut self, now: Instant) {
+        let gap = self.cfg.retransmit_initial / 4;
+        if self
+            .last_peer_resend
+            .is_some_and(|t| now.saturating_duration_since(t) < gap)
+        {
+            self.counters.resends_limited += 1;
+            return;
+        }
+        if self.flight.resend() {
+            self.last_peer_resend = Some(now);
+            self.counters.retransmits += 1;
+        }
     }
 
     /// Forgets our flight: the peer's final flight ended the handshake.

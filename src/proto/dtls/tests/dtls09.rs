@@ -207,11 +207,9 @@ fn refusals() {
         );
         p.drive();
         assert!(!p.server.is_connected() && !p.client.is_connected());
+        // Refused, or (another master secret) never authenticated.
         let e = p.server_err.clone().or(p.client_err.clone());
-        assert!(
-            matches!(e, Some(DtlsError::Resumption(_) | DtlsError::BadRecordMac)),
-            "{e:?}"
-        );
+        assert!(matches!(e, None | Some(DtlsError::Resumption(_))), "{e:?}");
     }
 }
 
