@@ -363,3 +363,62 @@ fn a_replayed_client_hello_from_another_address_leaves_dtls_working() {
         alice.log_text()
     );
 }
+
+#[test]
+fn a_panic_closes_one_connection_and_a_dead_shard_ends_the_process() {
+    let _g = serial();
+    let mut net = Net::new("panic", 1);
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            test_hooks: true,
+            ..ServerOpts::default()
+        },
+    );
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    let to = addr(&net, 1);
+    // A panic while serving one connection closes that connection only.
+    for _ in 0..3 {
+        let mut c = RawTls::connect(&alice.ns, to).unwrap();
+        c.send(b"GET /+ocu-test+/panic HTTP/1.1\r\nHost: vpn\r\n\r\n")
+            .unwrap();
+        assert!(
+            c.response().is_none(),
+            "the panicking connection was answered"
+        );
+    }
+    server.wait_log(
+        "that connection is closed, the shard goes on",
+        Duration::from_secs(5),
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("test hook: a panic while serving one connection"),
+        "{log}"
+    );
+    assert!(
+        log.contains("backtrace="),
+        "the panic was logged without its backtrace:\n{log}"
+    );
+    // Both shards go on: the tunnel passes traffic, new logins work.
+    assert_eq!(
+        ping_rtts(&net, &alice.ns, &server.tunnel_ip, 5, "0.1").len(),
+        5
+    );
+    for _ in 0..4 {
+        login_cookie(&alice.ns, to, "bob", "wonderland");
+    }
+    assert!(alive(server.pid));
+    // A panic in a shard's own loop ends the process at once, non-zero.
+    let mut c = RawTls::connect(&alice.ns, to).unwrap();
+    c.send(b"GET /+ocu-test+/panic-shard HTTP/1.1\r\nHost: vpn\r\n\r\n")
+        .unwrap();
+    let status = net
+        .wait_exit(server.pid, Duration::from_secs(5))
+        .expect("the server exited");
+    assert_eq!(status.code(), Some(70), "{status:?}\n{}", server.log_text());
+    assert!(server
+        .log_text()
+        .contains("exiting so the service manager restarts the server"));
+}

@@ -15,7 +15,7 @@ use super::core::{LeaseError, SessionView, Shard};
 use super::dtls::DtlsKey;
 use super::limits::{self, Limits};
 use super::stream::SharedStream;
-use super::tunnel::Tunnel;
+use super::tunnel::{EndReason, Tunnel};
 use super::{Handoff, Moved, ShardMsg};
 use crate::proto::connect::{self as negotiate, DtlsChoice, DtlsMode};
 use crate::proto::http::{self, HttpError, RequestHead, Response};
@@ -360,10 +360,27 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         idle_s = idle.map_or(0, |d| d.as_secs()), session_left_s = ends_at.map_or(0, |e| e.saturating_duration_since(now).as_secs()),
         restricted, rx_rate, tx_rate, "tunnel up"
     );
-    glommio::spawn_local(tunnel.clone().write_loop(stream.clone())).detach();
+    // Both halves are contained: a panic ends this tunnel (its client may
+    // come back with its cookie), never the shard.
+    let (writer, w, s) = (tunnel.clone(), stream.clone(), shard.clone());
+    glommio::spawn_local(async move {
+        let wrote =
+            super::guard::contain(&s, "tunnel writer", writer.clone().write_loop(w.clone()));
+        if wrote.await.is_err() {
+            writer.end(EndReason::InternalError);
+            w.shutdown();
+        }
+    })
+    .detach();
     // The reader is a task of its own, so the CONNECT's state is freed now.
     let reader = async move {
-        let reason = tunnel.clone().read_loop(shard.clone(), stream, plain).await;
+        let read = tunnel.clone().read_loop(shard.clone(), stream, plain);
+        let reason = super::guard::contain(&shard, "tunnel reader", read)
+            .await
+            .unwrap_or_else(|_| {
+                tunnel.end(EndReason::InternalError);
+                EndReason::InternalError
+            });
         shard.tunnel_ended(&tunnel, reason);
     };
     glommio::spawn_local(reader).detach();

@@ -116,6 +116,8 @@ pub(crate) struct Shard {
     /// App-ID / Session-ID → live tunnel: where a ClientHello goes.
     dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
     next_tunnel_id: Cell<u64>,
+    /// Test hooks only: the shard's own loop panics at its next tick.
+    pub(crate) panic_next_tick: Cell<bool>,
     /// Connections here that have not become tunnels yet (`LoginSlot`).
     pub(crate) logins: Cell<usize>,
     /// Every tunnel's TLS reads land here first (see `stream`).
@@ -202,6 +204,7 @@ pub(crate) async fn run_shard(
         dtls_tunnels: RefCell::new(HashMap::new()),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
         logins: Cell::new(0),
+        panic_next_tick: Cell::new(false),
         tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
         segmenter: RefCell::new(super::tun::Segmenter::new()),
         udp_batch: RefCell::new(RecvBatch::new(
@@ -224,7 +227,7 @@ pub(crate) async fn run_shard(
             match listener.accept().await {
                 Ok(stream) => {
                     let s = acceptor.clone();
-                    spawn_local(super::login::serve(s, stream)).detach();
+                    super::guard::spawn(&acceptor, "login", super::login::serve(s, stream));
                 }
                 Err(e) => {
                     tracing::warn!(shard = %acceptor.id, "accept: {e}");
@@ -238,6 +241,10 @@ pub(crate) async fn run_shard(
     let mut last_sweep = Instant::now();
     while !shared.shutdown.load(Ordering::Acquire) {
         glommio::timer::sleep(TICK).await;
+        assert!(
+            !shard.panic_next_tick.get(),
+            "test hook: a panic in the shard's own loop"
+        );
         let now = Instant::now();
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
             last_sweep = now;
@@ -640,13 +647,17 @@ impl Shard {
     pub(super) fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Moved(h) => {
-                spawn_local(super::conn::adopt(self.clone(), *h)).detach();
+                super::guard::spawn(self, "hand-off", super::conn::adopt(self.clone(), *h));
             }
             ShardMsg::DtlsHello {
                 app_id,
                 from,
                 datagram,
-            } => super::dtls::start(self, app_id, from, datagram),
+            } => {
+                let _ = super::guard::contain_now(self, "ClientHello", || {
+                    super::dtls::start(self, app_id, from, datagram)
+                });
+            }
             ShardMsg::Admin(job) => {
                 let _ = job.reply.send(self.admin(&job.cmd));
             }

@@ -389,10 +389,14 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
     tunnel.set_pending_dtls(channel.clone());
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        channel.on_datagram(&shard, &tunnel, now, &mut hello);
-        let _ = shard.tx.borrow_mut().submit();
-        drop(hello);
-        run(&shard, &tunnel, &channel).await;
+        let serve = async {
+            channel.on_datagram(&shard, &tunnel, now, &mut hello);
+            let _ = shard.tx.borrow_mut().submit();
+            drop(hello);
+            run(&shard, &tunnel, &channel).await;
+        };
+        // A panic ends this channel only; the tunnel goes on over CSTP.
+        let _ = super::guard::contain(&shard, "DTLS channel", serve).await;
         channel.close();
         channel.flush_handshake(&shard, Instant::now());
         let _ = shard.tx.borrow_mut().submit();

@@ -133,9 +133,9 @@ pub(crate) fn connect_job(shard: &Shard, s: &Session, peer: SocketAddr) -> Optio
 
 /// Runs the job on the blocking pool; an error refuses the session.
 pub(crate) async fn run_connect(job: ScriptJob) -> Result<(), String> {
-    glommio::executor()
-        .spawn_blocking(move || run(&job.script, &job.env, job.limit))
+    super::guard::blocking(move || run(&job.script, &job.env, job.limit))
         .await
+        .unwrap_or_else(|super::guard::Panicked| Err("panicked".into()))
 }
 
 /// ocserv's variables, so existing scripts work.

@@ -221,6 +221,16 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
 }
 
+/// `OCSERV_URING_TEST_HOOKS=1` only: a panic in this connection's task, or
+/// one in the shard's own loop at its next tick.
+fn test_hook(shard: &Shard, path: &str) {
+    match path {
+        "/+ocu-test+/panic" => panic!("test hook: a panic while serving one connection"),
+        "/+ocu-test+/panic-shard" => shard.panic_next_tick.set(true),
+        _ => {}
+    }
+}
+
 /// Socket reads during the login.
 pub(super) const LOGIN_READ_BUF: usize = 16 * 1024;
 
@@ -292,8 +302,11 @@ async fn await_connect(shard: &Rc<Shard>, conn: Conn, limit: Duration) {
             };
             match req.head.method {
                 Method::Connect => {
-                    glommio::spawn_local(super::conn::connect(shard.clone(), conn, req.head))
-                        .detach();
+                    super::guard::spawn(
+                        shard,
+                        "connect",
+                        super::conn::connect(shard.clone(), conn, req.head),
+                    );
                     return;
                 }
                 Method::Get => {
@@ -332,10 +345,14 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
     let mut user_agent = String::new();
     loop {
         let req = next_request(&shard, &mut conn).await?;
+        if shard.shared.test_hooks {
+            test_hook(&shard, &req.head.path);
+        }
         let areq = match req.head.method {
             // Its own task: the tunnel outlives the login's larger state.
             Method::Connect => {
-                glommio::spawn_local(super::conn::connect(shard, conn, req.head)).detach();
+                let connect = super::conn::connect(shard.clone(), conn, req.head);
+                super::guard::spawn(&shard, "connect", connect);
                 return None;
             }
             Method::Other => {
@@ -509,33 +526,39 @@ async fn finish(
     let user_agent = user_agent.to_owned();
     let shared = shard.shared.clone();
     let name = user.clone();
-    let checked = glommio::executor()
-        .spawn_blocking(move || {
-            crate::sys::lower_thread_priority();
-            let cfg = shared.config.get();
-            let cfg = &*cfg;
-            let cfg = &cfg.raw;
-            let groups = match password {
-                Some(pw) => crate::passwd::check(&cfg.auth.passwd_file, &name, &pw)?,
-                None => Some(cert_groups),
-            };
-            Ok::<_, std::io::Error>(groups.map(|g| {
-                let group = pick_group(g, wanted)?;
-                crate::usercfg::load(&cfg.users, &name, group.as_deref())
-                    .map(|policy| (group, policy))
-                    .map_err(|why| {
-                        (
-                            "User configuration error",
-                            format!("user configuration: {why}"),
-                        )
-                    })
-            }))
-        })
-        .await;
-    let checked = checked.unwrap_or_else(|e| {
-        tracing::error!("password file: {e}");
-        None
-    });
+    let checked = super::guard::blocking(move || {
+        crate::sys::lower_thread_priority();
+        let cfg = shared.config.get();
+        let cfg = &*cfg;
+        let cfg = &cfg.raw;
+        let groups = match password {
+            Some(pw) => crate::passwd::check(&cfg.auth.passwd_file, &name, &pw)?,
+            None => Some(cert_groups),
+        };
+        Ok::<_, std::io::Error>(groups.map(|g| {
+            let group = pick_group(g, wanted)?;
+            crate::usercfg::load(&cfg.users, &name, group.as_deref())
+                .map(|policy| (group, policy))
+                .map_err(|why| {
+                    (
+                        "User configuration error",
+                        format!("user configuration: {why}"),
+                    )
+                })
+        }))
+    })
+    .await;
+    let checked = match checked {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::error!("password file: {e}");
+            None
+        }
+        Err(super::guard::Panicked) => {
+            tracing::error!(user = %user, "checking the login panicked: refused");
+            None
+        }
+    };
     let (group, policy) = match checked {
         None => return Err(LoginError::WrongPassword),
         Some(Err((tell, why))) => {
@@ -664,13 +687,15 @@ fn pick_group(
 /// executor for each login that asks for a username.
 async fn password_file_groups(shard: &Shard) -> Arc<[GroupOption]> {
     let path = shard.shared.config.get().raw.auth.passwd_file.clone();
-    let read = glommio::executor()
-        .spawn_blocking(move || crate::passwd::all_groups(&path))
-        .await;
-    let names = read.unwrap_or_else(|e| {
-        tracing::error!("password file: {e}");
-        Vec::new()
-    });
+    let read = super::guard::blocking(move || crate::passwd::all_groups(&path)).await;
+    let names = match read {
+        Ok(Ok(names)) => names,
+        Ok(Err(e)) => {
+            tracing::error!("password file: {e}");
+            Vec::new()
+        }
+        Err(super::guard::Panicked) => Vec::new(),
+    };
     names
         .iter()
         .filter_map(|n| GroupOption::parse(n).ok())

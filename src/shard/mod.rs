@@ -7,6 +7,7 @@ mod conn;
 mod core;
 mod dtls;
 mod events;
+pub mod guard;
 mod inbox;
 mod limits;
 mod login;
@@ -63,6 +64,9 @@ pub struct Shared {
     pub vnet_hdr: bool,
     /// What the TUN device took: writes may then merge packets likewise.
     pub offloads: Option<sys::tun::Offloads>,
+    /// `OCSERV_URING_TEST_HOOKS=1`: requests that make the server panic on
+    /// purpose, for the tests of `guard` only.
+    pub(crate) test_hooks: bool,
 }
 
 /// Each shard's live App-IDs, behind one lock per shard: written when a
@@ -155,6 +159,9 @@ pub enum RunError {
     Shard { shard: usize, err: String },
 }
 
+/// Turns on requests that panic on purpose (the tests of `guard`).
+const TEST_HOOKS_ENV: &str = "OCSERV_URING_TEST_HOOKS";
+
 /// Runs the server until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), RunError> {
     let tls_cfg = &config.raw.tls;
@@ -241,6 +248,11 @@ pub fn run(config: Config) -> Result<(), RunError> {
         inboxes.push(inbox);
         wakes.push(wake);
     }
+    guard::install_panic_hook();
+    let test_hooks = std::env::var_os(TEST_HOOKS_ENV).is_some_and(|v| v == "1");
+    if test_hooks {
+        tracing::warn!("{TEST_HOOKS_ENV}=1: test hooks are on (requests can make the server panic); never in production");
+    }
     block_shutdown_signals();
     let shared = Arc::new(Shared {
         clients: GlobalLimit::new(config.raw.session.max_clients),
@@ -260,6 +272,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         started: std::sync::atomic::AtomicUsize::new(0),
         vnet_hdr: tun.vnet_hdr,
         offloads,
+        test_hooks,
     });
     spawn_signal_waiter(shared.clone());
 

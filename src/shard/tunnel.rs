@@ -47,6 +47,9 @@ pub(crate) enum EndReason {
     /// client's reconnect picks up the user's new configuration.
     AdminReconnect,
     ServerShutdown,
+    /// A task serving the tunnel panicked (see `guard`); the client may
+    /// come back with its cookie.
+    InternalError,
 }
 
 impl EndReason {
@@ -85,6 +88,7 @@ impl std::fmt::Display for EndReason {
             Self::AdminReconnect => "admin reconnect (new configuration)",
             Self::SessionTimeout => "session timeout",
             Self::ServerShutdown => "server shutdown",
+            Self::InternalError => "internal error",
         })
     }
 }

@@ -25,7 +25,9 @@ pub(crate) async fn listen_loop(shard: Rc<Shard>, sock: UdpSocket) {
                 continue;
             }
         };
-        route_hello(&shard, &buf[..n], from);
+        let _ = super::guard::contain_now(&shard, "ClientHello", || {
+            route_hello(&shard, &buf[..n], from)
+        });
     }
 }
 

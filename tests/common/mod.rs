@@ -133,6 +133,23 @@ impl Net {
         pid
     }
 
+    /// Waits up to `limit` for the tracked process `pid` to exit.
+    pub(crate) fn wait_exit(
+        &mut self,
+        pid: u32,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let child = self.children.iter_mut().find(|c| c.id() == pid)?;
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub(crate) fn spawn_in(&mut self, ns: &str, cmd: &str, log: &Path) -> u32 {
         let out = fs::File::create(log).unwrap();
         let child = Command::new("ip")
@@ -185,6 +202,8 @@ pub(crate) struct ServerOpts {
     pub auth_keys: String,
     /// Keys added to the generated [network] section.
     pub network_keys: String,
+    /// OCSERV_URING_TEST_HOOKS=1: requests that panic on purpose.
+    pub test_hooks: bool,
 }
 
 /// Which DTLS the server offers.
@@ -211,6 +230,7 @@ impl Default for ServerOpts {
             session_keys: String::new(),
             auth_keys: String::new(),
             network_keys: String::new(),
+            test_hooks: false,
         }
     }
 }
@@ -262,9 +282,14 @@ pub(crate) fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
     .unwrap();
     let log = dir.join("server.log");
     let ns = net.server_ns.clone();
+    let hooks = if opts.test_hooks {
+        "env OCSERV_URING_TEST_HOOKS=1 "
+    } else {
+        ""
+    };
     let pid = net.spawn_in(
         &ns,
-        &format!("{BIN} --config {} --log-level debug", cfg.display()),
+        &format!("{hooks}{BIN} --config {} --log-level debug", cfg.display()),
         &log,
     );
     let text = wait_for(Duration::from_secs(20), "server ready", || {
