@@ -145,7 +145,7 @@ fn status(shared: &Shared, (up, up_wall): (Instant, SystemTime)) -> Value {
         "uptime": uptime.as_secs(),
         "Active sessions": t.connected,
         "Total sessions": t.sessions,
-        "IPs in ban list": shared.bans.list(Instant::now()).iter().filter(|b| b.banned_for.is_some()).count(),
+        "IPs in ban list": shared.bans.banned_count(Instant::now()),
         "Shards": shared.shards,
         "RX": crate::units::format_size(t.raw_rx),
         "raw_rx": t.raw_rx,

@@ -203,7 +203,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             let s = shared.clone();
             let banned_now = move |m: &crate::metrics::Metrics| {
                 let now = std::time::Instant::now();
-                m.banned_now.set(s.bans.list(now).iter().filter(|b| b.banned_for.is_some()).count() as i64);
+                m.banned_now.set(s.bans.banned_count(now) as i64);
             };
             crate::metrics::spawn(listener, shared.metrics.clone(), banned_now).map_err(|err| RunError::Metrics { addr, err })?;
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
