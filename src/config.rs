@@ -245,7 +245,7 @@ impl Default for Dtls {
 }
 
 /// Per-user and per-group files in ocserv's format (src/usercfg.rs).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Users {
     /// Directory with one file per user name.
@@ -256,6 +256,20 @@ pub struct Users {
     pub default_user_config: Option<PathBuf>,
     /// Used for groups without a file of their own.
     pub default_group_config: Option<PathBuf>,
+    /// Backups `ctl user-config` / `group-config` keep per name; 0 = none.
+    pub keep_backups: u32,
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Self {
+            config_per_user: None,
+            config_per_group: None,
+            default_user_config: None,
+            default_group_config: None,
+            keep_backups: 20,
+        }
+    }
 }
 
 /// The control socket `ocserv-uring ctl` talks to.
@@ -647,12 +661,14 @@ impl Config {
                     ("default_user_config", &u.default_user_config),
                     ("default_group_config", &u.default_group_config),
                 ];
-                keys.iter()
+                let files = keys
+                    .iter()
                     .map(|(k, v)| match v {
                         Some(p) => format!("{k} = {:?}\n", p.display().to_string()),
                         None => format!("# {k} (not set)\n"),
                     })
-                    .collect::<String>()
+                    .collect::<String>();
+                format!("{files}keep_backups = {}\n", u.keep_backups)
             },
         )
     }
@@ -707,6 +723,21 @@ mod tests {
         let c = parse("[session]\nrx_data_per_sec = \"1.5M\"\ntx_data_per_sec = 200000").unwrap();
         assert_eq!((c.rx_per_sec, c.tx_per_sec), (1_572_864, 200_000));
         assert!(c.effective_toml().contains("rx_data_per_sec = 1572864   # 1.5M/s"));
+    }
+
+    #[test]
+    fn keep_backups_defaults_to_20_and_is_shown() {
+        let c = parse("").unwrap();
+        assert_eq!(c.raw.users.keep_backups, 20);
+        assert!(c.effective_toml().contains("\nkeep_backups = 20\n"));
+        let c = parse("[users]\nkeep_backups = 0").unwrap();
+        assert_eq!(c.raw.users.keep_backups, 0);
+        assert!(c.effective_toml().contains("\nkeep_backups = 0\n"));
+        let e = parse("[users]\nkeep_backups = -1").unwrap_err().to_string();
+        assert!(
+            e.contains("keep_backups") && e.contains("/etc/x/test.toml"),
+            "{e}"
+        );
     }
 
     #[test]

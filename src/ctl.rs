@@ -76,7 +76,7 @@ enum FileAction {
     },
     /// List the names that have a file.
     List,
-    /// Remove NAME's file (a backup is kept).
+    /// Remove NAME's file (a backup is kept unless [users] keep_backups = 0).
     Delete {
         /// The user or group.
         name: String,
@@ -238,7 +238,11 @@ fn files(config: Option<PathBuf>, socket_arg: Option<PathBuf>, json: bool, kind:
         _ => (cfg.raw.users.config_per_group.clone(), "config_per_group"),
     };
     let dir = dir.ok_or_else(|| format!("{}: [users] {key} is not set, so there are no {kind} files to edit", path.display()))?;
-    let store = Store { dir, kind };
+    let store = Store {
+        dir,
+        kind,
+        keep_backups: cfg.raw.users.keep_backups as usize,
+    };
     let reconnect = |name: &str| -> Result<Value, String> {
         let socket = socket(socket_arg.clone(), Some(&path))?;
         match request(&socket, &format!("reconnect {kind} {name}")) {
