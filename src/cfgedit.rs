@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::usercfg::{self, UserConfig};
 
@@ -127,12 +127,15 @@ impl Store {
     /// An exclusive lock on the directory, refused at once if held.
     fn lock(&self) -> Result<File, String> {
         let path = self.dir.join(".ocserv-uring.lock");
-        let f = OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(format!("another change to {} is in progress (lock {}); try again", self.dir.display(), path.display()));
+        match lock_file(&path, Duration::ZERO) {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(format!(
+                "another change to {} is in progress (lock {}); try again",
+                self.dir.display(),
+                path.display()
+            )),
+            Err(e) => Err(format!("{}: {e}", path.display())),
         }
-        Ok(f)
     }
 }
 
@@ -159,6 +162,33 @@ fn edit(old: &str, changes: &Changes) -> String {
         }
     }
     out
+}
+
+/// An exclusive `flock` on `path` (created mode 0600 if missing, never
+/// through a symlink), held until the file is dropped. Tries for `wait`,
+/// or once if it is zero; `None` if another process still holds it.
+pub fn lock_file(path: &Path, wait: Duration) -> std::io::Result<Option<File>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let until = Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(f));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            ErrorKind::WouldBlock if Instant::now() >= until => return Ok(None),
+            ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            ErrorKind::Interrupted => {}
+            _ => return Err(e),
+        }
+    }
 }
 
 /// Makes sure `dir` is a directory of our own for backups: created mode
