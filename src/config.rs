@@ -278,11 +278,17 @@ impl Default for Users {
 pub struct Control {
     /// Unix socket path; empty turns the socket off.
     pub socket: PathBuf,
+    /// A group whose members may use the socket too; empty = root (and
+    /// the server's own user) only.
+    pub group: String,
 }
 
 impl Default for Control {
     fn default() -> Self {
-        Self { socket: DEFAULT_CONTROL_SOCKET.into() }
+        Self {
+            socket: DEFAULT_CONTROL_SOCKET.into(),
+            group: String::new(),
+        }
     }
 }
 
@@ -356,6 +362,8 @@ pub struct Config {
     pub tx_per_sec: u64,
     /// `monitoring.metrics_listen`, parsed.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `control.group`'s id, looked up.
+    pub control_gid: Option<u32>,
 }
 
 impl Config {
@@ -528,6 +536,19 @@ impl Config {
         } else {
             Some(m.parse().map_err(|_| bad("monitoring.metrics_listen", format!("expected address:port such as \"127.0.0.1:9617\" or \"[::1]:9617\", got {m:?}")))?)
         };
+        let control_gid = match raw.control.group.trim() {
+            "" => None,
+            g => match crate::sys::creds::group_id(g) {
+                Ok(Some(gid)) => Some(gid),
+                Ok(None) => {
+                    return Err(bad(
+                        "control.group",
+                        format!("expected a group of this system, got {g:?}"),
+                    ))
+                }
+                Err(e) => return Err(bad("control.group", format!("looking up group {g:?}: {e}"))),
+            },
+        };
         Ok(Self {
             file: file.to_owned(),
             raw,
@@ -545,6 +566,7 @@ impl Config {
             rx_per_sec,
             tx_per_sec,
             metrics_listen,
+            control_gid,
         })
     }
 
@@ -591,7 +613,7 @@ impl Config {
         let r = &self.raw;
         let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -651,6 +673,8 @@ impl Config {
             ml = self.metrics_listen.map_or(String::new(), |a| a.to_string()),
             ml_off = if self.metrics_listen.is_none() { "   # off" } else { "" },
             ctl_off = if r.control.socket.as_os_str().is_empty() { "   # off" } else { "" },
+            cg = r.control.group,
+            cg_note = self.control_gid.map_or("   # root (and the server's user) only".into(), |g| format!("   # gid {g}")),
             psk = r.dtls.psk_negotiate,
             legacy = r.dtls.legacy,
             users = {
@@ -736,6 +760,29 @@ mod tests {
         let e = parse("[users]\nkeep_backups = -1").unwrap_err().to_string();
         assert!(
             e.contains("keep_backups") && e.contains("/etc/x/test.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn control_group_is_looked_up_at_start() {
+        let c = parse("").unwrap();
+        assert_eq!(c.control_gid, None);
+        assert!(c
+            .effective_toml()
+            .contains("\ngroup = \"\"   # root (and the server's user) only\n"));
+        let c = parse("[control]\ngroup = \"root\"").unwrap();
+        assert_eq!(c.control_gid, Some(0));
+        assert!(c
+            .effective_toml()
+            .contains("\ngroup = \"root\"   # gid 0\n"));
+        let e = parse("[control]\ngroup = \"no-such-group-ocu\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/x/test.toml")
+                && e.contains("control.group")
+                && e.contains("no-such-group-ocu"),
             "{e}"
         );
     }

@@ -118,7 +118,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let control = if ctl_path.as_os_str().is_empty() {
         None
     } else {
-        Some(crate::control::bind(&ctl_path).map_err(|err| RunError::Control { path: ctl_path.clone(), err })?)
+        Some(
+            crate::control::bind(&ctl_path, config.control_gid).map_err(|err| {
+                RunError::Control {
+                    path: ctl_path.clone(),
+                    err,
+                }
+            })?,
+        )
     };
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some((addr, crate::metrics::bind(addr).map_err(|err| RunError::Metrics { addr, err })?)),
@@ -196,7 +203,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     if shared.started.load(Ordering::Acquire) == n {
         if let Some(listener) = control {
-            crate::control::spawn(listener, shared.clone()).map_err(|err| RunError::Control { path: ctl_path.clone(), err })?;
+            let group = shared.config.get().control_gid;
+            crate::control::spawn(listener, shared.clone(), group).map_err(|err| {
+                RunError::Control {
+                    path: ctl_path.clone(),
+                    err,
+                }
+            })?;
             tracing::info!(socket = %ctl_path.display(), "control socket ready");
         }
         if let Some((addr, listener)) = metrics_listener {

@@ -1,7 +1,8 @@
-//! Every `unsafe` of the server: TUN ioctls, the bpf() syscall, io_uring
-//! and socket options.
+//! Every `unsafe` of the server: TUN ioctls, the bpf() syscall, io_uring,
+//! socket options, peer credentials and group look-ups, and signals.
 
 pub mod bpf;
+pub mod creds;
 pub mod net;
 pub mod recv_batch;
 pub mod tun;
