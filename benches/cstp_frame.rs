@@ -23,11 +23,20 @@ fn bench_single(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(n as u64));
     g.bench_function("encode", |b| {
         let mut out = vec![0u8; HEADER_LEN + PAYLOAD];
-        b.iter(|| encode(FrameType::Data, black_box(&payload), black_box(&mut out[..])).expect("encode"));
+        b.iter(|| {
+            encode(
+                FrameType::Data,
+                black_box(&payload),
+                black_box(&mut out[..]),
+            )
+            .expect("encode")
+        });
     });
     g.bench_function("decode", |b| {
         b.iter(|| {
-            let (f, used) = decode(black_box(&wire[..])).expect("decode").expect("complete");
+            let (f, used) = decode(black_box(&wire[..]))
+                .expect("decode")
+                .expect("complete");
             (f.payload.len(), used)
         });
     });

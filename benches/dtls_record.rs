@@ -11,7 +11,9 @@ use std::time::Instant;
 use aws_lc_rs::cipher::{DecryptingKey, EncryptingKey, UnboundCipherKey, AES_128, AES_256};
 use aws_lc_rs::{aead, hmac};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ocserv_uring::proto::dtls::{CipherSuite, DtlsClient, DtlsConfig, DtlsServer, Received, HEADROOM, TAILROOM};
+use ocserv_uring::proto::dtls::{
+    CipherSuite, DtlsClient, DtlsConfig, DtlsServer, Received, HEADROOM, TAILROOM,
+};
 
 const PAYLOAD: usize = 1400;
 
@@ -46,9 +48,15 @@ fn allocs() -> u64 {
 /// PSK suites, the legacy resumption for the CBC ones.
 fn connected(suite: CipherSuite) -> (DtlsClient, DtlsServer) {
     let now = Instant::now();
-    let cfg = DtlsConfig { suites: vec![suite], ..DtlsConfig::default() };
+    let cfg = DtlsConfig {
+        suites: vec![suite],
+        ..DtlsConfig::default()
+    };
     let (mut c, mut s) = if suite.is_psk() {
-        (DtlsClient::new_psk([7; 32], &[1; 32], &cfg, now).expect("client"), DtlsServer::new_psk([7; 32], &cfg, now))
+        (
+            DtlsClient::new_psk([7; 32], &[1; 32], &cfg, now).expect("client"),
+            DtlsServer::new_psk([7; 32], &cfg, now),
+        )
     } else {
         (
             DtlsClient::new_resume([1; 32], [7; 48], suite, &cfg, now),
@@ -99,7 +107,11 @@ fn bench_suites(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("dtls_1400/{}", suite.name()));
         g.throughput(Throughput::Bytes(PAYLOAD as u64));
         g.bench_function("seal", |b| {
-            b.iter(|| server.seal_in_place(black_box(&mut buf[..]), PAYLOAD).expect("seal"));
+            b.iter(|| {
+                server
+                    .seal_in_place(black_box(&mut buf[..]), PAYLOAD)
+                    .expect("seal")
+            });
         });
         g.bench_function("seal+open", |b| {
             b.iter(|| round(&mut client, &mut server, black_box(&mut buf[..]), now));
@@ -122,15 +134,21 @@ fn bench_raw_aead(g: &mut Group<'_>, suite: CipherSuite) {
         CipherSuite::PskAes256GcmSha384 => &aead::AES_256_GCM,
         _ => &aead::CHACHA20_POLY1305,
     };
-    let key = aead::LessSafeKey::new(aead::UnboundKey::new(alg, &[9u8; 32][..alg.key_len()]).expect("key"));
+    let key = aead::LessSafeKey::new(
+        aead::UnboundKey::new(alg, &[9u8; 32][..alg.key_len()]).expect("key"),
+    );
     let mut raw = vec![0x5au8; PAYLOAD + 16];
     g.bench_function("raw_aead_seal+open", |b| {
         b.iter(|| {
             let (pt, tag) = raw.split_at_mut(PAYLOAD);
             let nonce = || aead::Nonce::assume_unique_for_key([1; 12]);
-            let t = key.seal_in_place_separate_tag(nonce(), aead::Aad::from([0u8; 13]), pt).expect("seal");
+            let t = key
+                .seal_in_place_separate_tag(nonce(), aead::Aad::from([0u8; 13]), pt)
+                .expect("seal");
             tag.copy_from_slice(t.as_ref());
-            key.open_in_place(nonce(), aead::Aad::from([0u8; 13]), black_box(&mut raw[..])).expect("open").len()
+            key.open_in_place(nonce(), aead::Aad::from([0u8; 13]), black_box(&mut raw[..]))
+                .expect("open")
+                .len()
         });
     });
 }
@@ -138,9 +156,16 @@ fn bench_raw_aead(g: &mut Group<'_>, suite: CipherSuite) {
 /// Baseline: bare aws-lc-rs AES-CBC and HMAC-SHA1 over the same payload,
 /// each way once, without padding checks or the constant-time MAC read.
 fn bench_raw_cbc(g: &mut Group<'_>, suite: CipherSuite) {
-    let (alg, len) = if suite == CipherSuite::RsaAes128CbcSha { (&AES_128, 16) } else { (&AES_256, 32) };
+    let (alg, len) = if suite == CipherSuite::RsaAes128CbcSha {
+        (&AES_128, 16)
+    } else {
+        (&AES_256, 32)
+    };
     let unbound = || UnboundCipherKey::new(alg, &[9u8; 32][..len]).expect("key");
-    let (enc, dec) = (EncryptingKey::cbc(unbound()).expect("cbc"), DecryptingKey::cbc(unbound()).expect("cbc"));
+    let (enc, dec) = (
+        EncryptingKey::cbc(unbound()).expect("cbc"),
+        DecryptingKey::cbc(unbound()).expect("cbc"),
+    );
     let mac = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &[3; 20]);
     // Payload + MAC + padding: 1400 + 20 + 4 = 1424, whole blocks.
     let mut raw = vec![0x5au8; 1424];

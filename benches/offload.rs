@@ -14,7 +14,14 @@ const SEGMENTS: usize = 48;
 fn tso_read() -> Vec<u8> {
     let payload = MSS * SEGMENTS;
     let mut read = vec![0u8; VNET_HDR_LEN + 40 + payload];
-    let hdr = VnetHdr { flags: 1, gso_type: 1, hdr_len: 40, gso_size: MSS as u16, csum_start: 20, csum_offset: 16 };
+    let hdr = VnetHdr {
+        flags: 1,
+        gso_type: 1,
+        hdr_len: 40,
+        gso_size: MSS as u16,
+        csum_start: 20,
+        csum_offset: 16,
+    };
     hdr.encode((&mut read[..VNET_HDR_LEN]).try_into().expect("header"));
     let p = &mut read[VNET_HDR_LEN..];
     p[0] = 0x45;
@@ -41,7 +48,8 @@ fn bench_offload(c: &mut Criterion) {
         b.iter(|| {
             let (hdr, pkt) = VnetHdr::split(&mut work).expect("header");
             let mut n = 0;
-            for_each_segment(&hdr, pkt, &mut scratch, |s| n += black_box(s).len()).expect("segments");
+            for_each_segment(&hdr, pkt, &mut scratch, |s| n += black_box(s).len())
+                .expect("segments");
             n
         });
     });
@@ -68,7 +76,9 @@ fn bench_offload(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("checksum_1400");
     g.throughput(Throughput::Bytes(1400));
-    g.bench_function("sum", |b| b.iter(|| fold(sum(black_box(&segments[0][..1400]), 0))));
+    g.bench_function("sum", |b| {
+        b.iter(|| fold(sum(black_box(&segments[0][..1400]), 0)))
+    });
     g.finish();
 }
 

@@ -61,7 +61,8 @@ impl Store {
 
     /// Every name with a file, sorted.
     pub fn list(&self) -> Result<Vec<String>, String> {
-        let entries = fs::read_dir(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
@@ -78,13 +79,21 @@ impl Store {
         let path = self.path(name)?;
         let _lock = self.lock()?;
         let old = self.show(name)?;
-        let text = edit(if changes.replace { "" } else { old.as_deref().unwrap_or("") }, changes);
+        let text = edit(
+            if changes.replace {
+                ""
+            } else {
+                old.as_deref().unwrap_or("")
+            },
+            changes,
+        );
         check(&text).map_err(|e| format!("{} {name}: {e}; nothing written", self.kind))?;
         let backup = match old.as_deref() {
             Some(o) => self.backup(name, o)?,
             None => None,
         };
-        write_atomically(&path, text.as_bytes(), 0o644).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_atomically(&path, text.as_bytes(), 0o644)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Written { path, backup })
     }
 
@@ -92,7 +101,9 @@ impl Store {
     pub fn delete(&self, name: &str) -> Result<Written, String> {
         let path = self.path(name)?;
         let _lock = self.lock()?;
-        let old = self.show(name)?.ok_or_else(|| format!("{} {name} has no file in {}", self.kind, self.dir.display()))?;
+        let old = self
+            .show(name)?
+            .ok_or_else(|| format!("{} {name} has no file in {}", self.kind, self.dir.display()))?;
         let backup = self.backup(name, &old)?;
         fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         sync_dir(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
@@ -119,7 +130,8 @@ impl Store {
             path = dir.join(format!("{name}.{stamp}-{n}"));
             n += 1;
         }
-        write_atomically(&path, text.as_bytes(), 0o600).map_err(|e| format!("{}: {e}", path.display()))?;
+        write_atomically(&path, text.as_bytes(), 0o600)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         prune_backups(&dir, name, self.keep_backups)?;
         Ok(Some(path))
     }
@@ -147,7 +159,13 @@ pub fn check(text: &str) -> Result<UserConfig, String> {
 /// Keeps comments and untouched keys in place, drops the lines of every
 /// changed key and appends the new values in the order given.
 fn edit(old: &str, changes: &Changes) -> String {
-    let touched = |key: &str| changes.unset.iter().chain(changes.set.iter().map(|(k, _)| k)).any(|k| k == key);
+    let touched = |key: &str| {
+        changes
+            .unset
+            .iter()
+            .chain(changes.set.iter().map(|(k, _)| k))
+            .any(|k| k == key)
+    };
     let mut out: String = old
         .lines()
         .filter(|l| {
@@ -260,7 +278,10 @@ fn prune_backups(dir: &Path, name: &str, keep: usize) -> Result<(), String> {
 /// Writes `data` to `path` so readers see the old file or the new one,
 /// never a part: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let (tmp, f) = create_temporary(dir, name, mode)?;
@@ -309,7 +330,10 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 fn timestamp(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let (y, mo, day, h, mi, s) = crate::units::civil(d.as_secs());
-    format!("{y:04}{mo:02}{day:02}T{h:02}{mi:02}{s:02}.{:03}Z", d.subsec_millis())
+    format!(
+        "{y:04}{mo:02}{day:02}T{h:02}{mi:02}{s:02}.{:03}Z",
+        d.subsec_millis()
+    )
 }
 
 #[cfg(test)]
@@ -319,7 +343,10 @@ mod tests {
 
     fn changes(set: &[(&str, &[&str])], unset: &[&str]) -> Changes {
         Changes {
-            set: set.iter().map(|(k, v)| ((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect())).collect(),
+            set: set
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
+                .collect(),
             unset: unset.iter().map(|s| (*s).to_owned()).collect(),
             replace: false,
         }
@@ -329,7 +356,10 @@ mod tests {
     fn edit_replaces_changed_keys_and_keeps_the_rest() {
         let old = "# alice's file\nroute = 10.0.0.0/8\nroute = 10.1.0.0/16\ndns = 10.0.0.53\nmtu = 1300\n";
         let new = edit(old, &changes(&[("route", &["172.16.0.0/12"])], &["mtu"]));
-        assert_eq!(new, "# alice's file\ndns = 10.0.0.53\nroute = 172.16.0.0/12\n");
+        assert_eq!(
+            new,
+            "# alice's file\ndns = 10.0.0.53\nroute = 172.16.0.0/12\n"
+        );
         assert!(check(&new).is_ok());
     }
 
@@ -343,20 +373,35 @@ mod tests {
             kind: "user",
             keep_backups: 20,
         };
-        let w = store.set("alice", &changes(&[("route", &["10.0.0.0/8"])], &[])).unwrap();
+        let w = store
+            .set("alice", &changes(&[("route", &["10.0.0.0/8"])], &[]))
+            .unwrap();
         assert!(w.backup.is_none());
-        let w = store.set("alice", &changes(&[("dns", &["10.0.0.53"])], &[])).unwrap();
+        let w = store
+            .set("alice", &changes(&[("dns", &["10.0.0.53"])], &[]))
+            .unwrap();
         let backup = w.backup.expect("the first version kept");
         assert_eq!(fs::read_to_string(&backup).unwrap(), "route = 10.0.0.0/8\n");
-        assert_eq!(store.show("alice").unwrap().unwrap(), "route = 10.0.0.0/8\ndns = 10.0.0.53\n");
-        let e = store.set("alice", &changes(&[("route", &["10.0.0.0/33"])], &[])).unwrap_err();
+        assert_eq!(
+            store.show("alice").unwrap().unwrap(),
+            "route = 10.0.0.0/8\ndns = 10.0.0.53\n"
+        );
+        let e = store
+            .set("alice", &changes(&[("route", &["10.0.0.0/33"])], &[]))
+            .unwrap_err();
         assert!(e.contains("route") && e.contains("nothing written"), "{e}");
-        assert_eq!(store.show("alice").unwrap().unwrap(), "route = 10.0.0.0/8\ndns = 10.0.0.53\n");
+        assert_eq!(
+            store.show("alice").unwrap().unwrap(),
+            "route = 10.0.0.0/8\ndns = 10.0.0.53\n"
+        );
         assert!(store.set("../etc", &Changes::default()).is_err());
         assert_eq!(store.list().unwrap(), ["alice"]);
         // A second writer is refused while the lock is held.
         let held = store.lock().unwrap();
-        assert!(store.set("alice", &Changes::default()).unwrap_err().contains("in progress"));
+        assert!(store
+            .set("alice", &Changes::default())
+            .unwrap_err()
+            .contains("in progress"));
         drop(held);
         store.delete("alice").unwrap();
         assert!(store.list().unwrap().is_empty());

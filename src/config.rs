@@ -19,7 +19,11 @@ pub enum ConfigError {
     #[error("{file}: {msg}")]
     Parse { file: PathBuf, msg: String },
     #[error("{file}: key `{key}`: {reason}")]
-    Invalid { file: PathBuf, key: &'static str, reason: String },
+    Invalid {
+        file: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,7 +39,13 @@ pub struct Server {
 
 impl Default for Server {
     fn default() -> Self {
-        Self { listen: "0.0.0.0".into(), tcp_port: 443, udp_port: 443, workers: 0, log_format: "text".into() }
+        Self {
+            listen: "0.0.0.0".into(),
+            tcp_port: 443,
+            udp_port: 443,
+            workers: 0,
+            log_format: "text".into(),
+        }
     }
 }
 
@@ -240,7 +250,10 @@ pub struct Dtls {
 
 impl Default for Dtls {
     fn default() -> Self {
-        Self { psk_negotiate: true, legacy: true }
+        Self {
+            psk_negotiate: true,
+            legacy: true,
+        }
     }
 }
 
@@ -307,7 +320,11 @@ pub struct Scripts {
 
 impl Default for Scripts {
     fn default() -> Self {
-        Self { connect_script: None, disconnect_script: None, script_timeout: 10 }
+        Self {
+            connect_script: None,
+            disconnect_script: None,
+            script_timeout: 10,
+        }
     }
 }
 
@@ -368,19 +385,31 @@ pub struct Config {
 
 impl Config {
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|err| ConfigError::Read { file: file.to_owned(), err })?;
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError::Read {
+            file: file.to_owned(),
+            err,
+        })?;
         Self::parse(file, &text)
     }
 
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let mut raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { file: file.to_owned(), msg: e.to_string() })?;
-        let bad = |key: &'static str, reason: String| ConfigError::Invalid { file: file.to_owned(), key, reason };
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            msg: e.to_string(),
+        })?;
+        let bad = |key: &'static str, reason: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key,
+            reason,
+        };
 
         // Relative paths are relative to the config file, not the cwd.
         let base = file.parent().unwrap_or(Path::new("."));
-        for p in [&mut raw.tls.cert_file, &mut raw.tls.key_file, &mut raw.auth.passwd_file] {
+        for p in [
+            &mut raw.tls.cert_file,
+            &mut raw.tls.key_file,
+            &mut raw.auth.passwd_file,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -394,78 +423,143 @@ impl Config {
             }
         }
         let u = &mut raw.users;
-        for p in [&mut u.config_per_user, &mut u.config_per_group, &mut u.default_user_config, &mut u.default_group_config] {
+        for p in [
+            &mut u.config_per_user,
+            &mut u.config_per_group,
+            &mut u.default_user_config,
+            &mut u.default_group_config,
+        ] {
             if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
                 *p = base.join(&*p);
             }
         }
-        for (key, dir) in [("users.config_per_user", &u.config_per_user), ("users.config_per_group", &u.config_per_group)] {
+        for (key, dir) in [
+            ("users.config_per_user", &u.config_per_user),
+            ("users.config_per_group", &u.config_per_group),
+        ] {
             if let Some(d) = dir.as_ref().filter(|d| !d.is_dir()) {
                 return Err(bad(key, format!("{} is not a directory", d.display())));
             }
         }
-        for (key, f) in [("users.default_user_config", &u.default_user_config), ("users.default_group_config", &u.default_group_config)] {
+        for (key, f) in [
+            ("users.default_user_config", &u.default_user_config),
+            ("users.default_group_config", &u.default_group_config),
+        ] {
             if let Some(f) = f {
                 crate::usercfg::read_file(f).map_err(|reason| bad(key, reason))?;
             }
         }
 
-        let listen = raw
-            .server
-            .listen
-            .parse()
-            .map_err(|_| bad("server.listen", format!("expected an IP address, got {:?}", raw.server.listen)))?;
+        let listen = raw.server.listen.parse().map_err(|_| {
+            bad(
+                "server.listen",
+                format!("expected an IP address, got {:?}", raw.server.listen),
+            )
+        })?;
         if raw.server.tcp_port == 0 {
-            return Err(bad("server.tcp_port", "expected a port 1-65535, got 0".into()));
+            return Err(bad(
+                "server.tcp_port",
+                "expected a port 1-65535, got 0".into(),
+            ));
         }
         let workers = match raw.server.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n if n > 1024 => return Err(bad("server.workers", format!("expected 0-1024, got {n}"))),
+            n if n > 1024 => {
+                return Err(bad("server.workers", format!("expected 0-1024, got {n}")))
+            }
             n => n,
         };
         let ipv4_network: Ipv4Net = raw.network.ipv4_network.parse().map_err(|_| {
-            bad("network.ipv4_network", format!("expected an IPv4 CIDR like 192.168.100.0/24, got {:?}", raw.network.ipv4_network))
+            bad(
+                "network.ipv4_network",
+                format!(
+                    "expected an IPv4 CIDR like 192.168.100.0/24, got {:?}",
+                    raw.network.ipv4_network
+                ),
+            )
         })?;
         if ipv4_network.prefix_len() > 30 {
-            return Err(bad("network.ipv4_network", format!("prefix /{} leaves no client addresses; use /30 or shorter", ipv4_network.prefix_len())));
+            return Err(bad(
+                "network.ipv4_network",
+                format!(
+                    "prefix /{} leaves no client addresses; use /30 or shorter",
+                    ipv4_network.prefix_len()
+                ),
+            ));
         }
         if ipv4_network.network() != ipv4_network.addr() {
-            return Err(bad("network.ipv4_network", format!("{ipv4_network} has host bits set; expected {}", ipv4_network.trunc())));
+            return Err(bad(
+                "network.ipv4_network",
+                format!(
+                    "{ipv4_network} has host bits set; expected {}",
+                    ipv4_network.trunc()
+                ),
+            ));
         }
         let mut dns = Vec::new();
         for d in &raw.network.dns {
-            dns.push(d.parse().map_err(|_| bad("network.dns", format!("expected IP addresses, got {d:?}")))?);
+            dns.push(
+                d.parse()
+                    .map_err(|_| bad("network.dns", format!("expected IP addresses, got {d:?}")))?,
+            );
         }
         let ipv6_network = match raw.network.ipv6_network.trim() {
             "" => None,
             text => {
-                let net: Ipv6Net = text
-                    .parse()
-                    .map_err(|_| bad("network.ipv6_network", format!("expected an IPv6 CIDR like fd00:100::/64, got {text:?}")))?;
+                let net: Ipv6Net = text.parse().map_err(|_| {
+                    bad(
+                        "network.ipv6_network",
+                        format!("expected an IPv6 CIDR like fd00:100::/64, got {text:?}"),
+                    )
+                })?;
                 if net.prefix_len() > 96 {
-                    return Err(bad("network.ipv6_network", format!("prefix /{} is too long: expected /96 or shorter", net.prefix_len())));
+                    return Err(bad(
+                        "network.ipv6_network",
+                        format!(
+                            "prefix /{} is too long: expected /96 or shorter",
+                            net.prefix_len()
+                        ),
+                    ));
                 }
                 if net.network() != net.addr() {
-                    return Err(bad("network.ipv6_network", format!("{net} has host bits set; expected {}", net.trunc())));
+                    return Err(bad(
+                        "network.ipv6_network",
+                        format!("{net} has host bits set; expected {}", net.trunc()),
+                    ));
                 }
                 Some(net)
             }
         };
         let (mut routes, mut routes6) = (Vec::new(), Vec::new());
         for r in &raw.network.routes {
-            let net: IpNet = r
-                .parse()
-                .map_err(|_| bad("network.routes", format!("expected CIDRs like 10.0.0.0/8 or fd00:1::/48, got {r:?}")))?;
+            let net: IpNet = r.parse().map_err(|_| {
+                bad(
+                    "network.routes",
+                    format!("expected CIDRs like 10.0.0.0/8 or fd00:1::/48, got {r:?}"),
+                )
+            })?;
             match net.trunc() {
                 IpNet::V4(n) => routes.push(n),
                 IpNet::V6(n) => routes6.push(n),
             }
         }
         if !(576..=9000).contains(&raw.network.mtu) {
-            return Err(bad("network.mtu", format!("expected 576-9000, got {}", raw.network.mtu)));
+            return Err(bad(
+                "network.mtu",
+                format!("expected 576-9000, got {}", raw.network.mtu),
+            ));
         }
-        if raw.network.device.is_empty() || raw.network.device.len() > 15 || raw.network.device.contains(['/', ' ']) {
-            return Err(bad("network.device", format!("expected an interface name of 1-15 characters, got {:?}", raw.network.device)));
+        if raw.network.device.is_empty()
+            || raw.network.device.len() > 15
+            || raw.network.device.contains(['/', ' '])
+        {
+            return Err(bad(
+                "network.device",
+                format!(
+                    "expected an interface name of 1-15 characters, got {:?}",
+                    raw.network.device
+                ),
+            ));
         }
         let s = &raw.session;
         for (key, v, min) in [
@@ -483,14 +577,23 @@ impl Config {
                 return Err(bad(key, format!("expected {min}-604800 seconds, got {v}")));
             }
         }
-        let rx_per_sec = s.rx_data_per_sec.bytes().map_err(|e| bad("session.rx_data_per_sec", e))?;
-        let tx_per_sec = s.tx_data_per_sec.bytes().map_err(|e| bad("session.tx_data_per_sec", e))?;
+        let rx_per_sec = s
+            .rx_data_per_sec
+            .bytes()
+            .map_err(|e| bad("session.rx_data_per_sec", e))?;
+        let tx_per_sec = s
+            .tx_data_per_sec
+            .bytes()
+            .map_err(|e| bad("session.tx_data_per_sec", e))?;
         let mut select_groups = Vec::new();
         for g in &raw.auth.select_group {
             select_groups.push(GroupOption::parse(g).map_err(|e| bad("auth.select_group", e))?);
         }
         if !select_groups.is_empty() && raw.auth.auto_select_group {
-            return Err(bad("auth.auto_select_group", "expected either select_group or auto_select_group, not both".into()));
+            return Err(bad(
+                "auth.auto_select_group",
+                "expected either select_group or auto_select_group, not both".into(),
+            ));
         }
         let select_groups = select_groups.into();
         let a = &raw.auth;
@@ -501,25 +604,43 @@ impl Config {
             None if auth_method.uses_certificates() => {
                 return Err(bad("auth.ca_file", format!("expected a CA file: auth.method {:?} checks client certificates against one", a.method)));
             }
-            Some(ca) => drop(crate::tls::load_ca(ca).map_err(|e| bad("auth.ca_file", e.to_string()))?),
+            Some(ca) => {
+                drop(crate::tls::load_ca(ca).map_err(|e| bad("auth.ca_file", e.to_string()))?)
+            }
             None => {}
         }
         if let Some(crl) = &a.crl_file {
             let Some(ca) = &a.ca_file else {
-                return Err(bad("auth.crl_file", "expected auth.ca_file beside it: a CRL revokes certificates of that CA".into()));
+                return Err(bad(
+                    "auth.crl_file",
+                    "expected auth.ca_file beside it: a CRL revokes certificates of that CA".into(),
+                ));
             };
             crate::tls::check_crls(ca, crl).map_err(|e| bad("auth.crl_file", e.to_string()))?;
         }
-        let cert_user_oid = crate::proto::x509name::oid_from_text(&a.cert_user_oid).map_err(|e| bad("auth.cert_user_oid", e))?;
+        let cert_user_oid = crate::proto::x509name::oid_from_text(&a.cert_user_oid)
+            .map_err(|e| bad("auth.cert_user_oid", e))?;
         let cert_group_oid = match &a.cert_group_oid {
-            Some(o) => Some(crate::proto::x509name::oid_from_text(o).map_err(|e| bad("auth.cert_group_oid", e))?),
+            Some(o) => Some(
+                crate::proto::x509name::oid_from_text(o)
+                    .map_err(|e| bad("auth.cert_group_oid", e))?,
+            ),
             None => None,
         };
         if !matches!(raw.server.log_format.as_str(), "text" | "json") {
-            return Err(bad("server.log_format", format!("expected \"text\" or \"json\", got {:?}", raw.server.log_format)));
+            return Err(bad(
+                "server.log_format",
+                format!(
+                    "expected \"text\" or \"json\", got {:?}",
+                    raw.server.log_format
+                ),
+            ));
         }
         let sc = &mut raw.scripts;
-        for (key, p) in [("scripts.connect_script", &mut sc.connect_script), ("scripts.disconnect_script", &mut sc.disconnect_script)] {
+        for (key, p) in [
+            ("scripts.connect_script", &mut sc.connect_script),
+            ("scripts.disconnect_script", &mut sc.disconnect_script),
+        ] {
             if let Some(p) = p.as_mut() {
                 if p.is_relative() {
                     *p = base.join(&*p);
@@ -528,7 +649,10 @@ impl Config {
             }
         }
         if !(1..=300).contains(&sc.script_timeout) {
-            return Err(bad("scripts.script_timeout", format!("expected 1-300 seconds, got {}", sc.script_timeout)));
+            return Err(bad(
+                "scripts.script_timeout",
+                format!("expected 1-300 seconds, got {}", sc.script_timeout),
+            ));
         }
         let m = raw.monitoring.metrics_listen.trim();
         let metrics_listen = if m.is_empty() {
@@ -579,7 +703,8 @@ impl Config {
     /// its low 32 bits, so the TUN steering (low 32 bits of the destination
     /// modulo the shards) sends both to the same shard.
     pub fn ipv6_for(&self, lease: Ipv4Addr) -> Option<Ipv6Addr> {
-        self.ipv6_network.map(|n| Ipv6Addr::from(u128::from(n.network()) | u128::from(u32::from(lease))))
+        self.ipv6_network
+            .map(|n| Ipv6Addr::from(u128::from(n.network()) | u128::from(u32::from(lease))))
     }
 
     /// Whether DTLS is offered at all.
@@ -611,7 +736,15 @@ impl Config {
     /// The effective configuration as TOML (for `check-config`).
     pub fn effective_toml(&self) -> String {
         let r = &self.raw;
-        let list = |v: &[String]| format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
+        let list = |v: &[String]| {
+            format!(
+                "[{}]",
+                v.iter()
+                    .map(|s| format!("{s:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         format!(
             "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
@@ -701,7 +834,8 @@ impl Config {
 /// A configured script must be an executable file.
 fn check_script(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e} (expected an executable file)", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e} (expected an executable file)", path.display()))?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
         return Err(format!("{}: expected an executable file", path.display()));
     }
@@ -729,7 +863,11 @@ mod tests {
     #[test]
     fn shipped_configs_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for f in ["config/ocserv-uring.toml", "config/dev.toml", "packaging/ocserv-uring.toml"] {
+        for f in [
+            "config/ocserv-uring.toml",
+            "config/dev.toml",
+            "packaging/ocserv-uring.toml",
+        ] {
             Config::load(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
     }
@@ -737,7 +875,10 @@ mod tests {
     #[test]
     fn ipv6_addresses_end_in_the_ipv4_lease() {
         let c = parse("[network]\nipv6_network = \"fd00:100::/64\"\nroutes = [\"10.0.0.0/8\", \"fd00:1::/48\"]").unwrap();
-        assert_eq!(c.ipv6_for(c.server_address()), Some("fd00:100::c0a8:6401".parse().unwrap()));
+        assert_eq!(
+            c.ipv6_for(c.server_address()),
+            Some("fd00:100::c0a8:6401".parse().unwrap())
+        );
         assert_eq!((c.routes.len(), c.routes6.len()), (1, 1));
         assert_eq!(parse("").unwrap().ipv6_for(Ipv4Addr::LOCALHOST), None);
     }
@@ -746,7 +887,9 @@ mod tests {
     fn sizes_take_numbers_or_human_text() {
         let c = parse("[session]\nrx_data_per_sec = \"1.5M\"\ntx_data_per_sec = 200000").unwrap();
         assert_eq!((c.rx_per_sec, c.tx_per_sec), (1_572_864, 200_000));
-        assert!(c.effective_toml().contains("rx_data_per_sec = 1572864   # 1.5M/s"));
+        assert!(c
+            .effective_toml()
+            .contains("rx_data_per_sec = 1572864   # 1.5M/s"));
     }
 
     #[test]
@@ -789,9 +932,16 @@ mod tests {
 
     #[test]
     fn metrics_listen_is_checked() {
-        assert_eq!(parse("[monitoring]\nmetrics_listen = \"127.0.0.1:9617\"").unwrap().metrics_listen, Some("127.0.0.1:9617".parse().unwrap()));
+        assert_eq!(
+            parse("[monitoring]\nmetrics_listen = \"127.0.0.1:9617\"")
+                .unwrap()
+                .metrics_listen,
+            Some("127.0.0.1:9617".parse().unwrap())
+        );
         assert_eq!(parse("").unwrap().metrics_listen, None);
-        let e = parse("[monitoring]\nmetrics_listen = \"localhost\"").unwrap_err().to_string();
+        let e = parse("[monitoring]\nmetrics_listen = \"localhost\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("monitoring.metrics_listen"), "{e}");
     }
 
@@ -803,10 +953,15 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_and_key() {
-        let e = parse("[server]\nlisten = \"0.0.0.0\"\nlisten_port = 1\n").unwrap_err().to_string();
+        let e = parse("[server]\nlisten = \"0.0.0.0\"\nlisten_port = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/etc/x/test.toml"), "{e}");
         assert!(e.contains("listen_port"), "{e}");
-        assert!(e.contains("tcp_port"), "expected keys should be listed: {e}");
+        assert!(
+            e.contains("tcp_port"),
+            "expected keys should be listed: {e}"
+        );
         let e = parse("[nope]\n").unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
     }
@@ -816,32 +971,65 @@ mod tests {
         for (text, key) in [
             ("[server]\ntcp_port = \"x\"", "tcp_port"),
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
-            ("[network]\nipv4_network = \"10.0.0.0/33\"", "network.ipv4_network"),
-            ("[network]\nipv4_network = \"10.0.0.5/24\"", "network.ipv4_network"),
+            (
+                "[network]\nipv4_network = \"10.0.0.0/33\"",
+                "network.ipv4_network",
+            ),
+            (
+                "[network]\nipv4_network = \"10.0.0.5/24\"",
+                "network.ipv4_network",
+            ),
             ("[network]\ndns = [\"x\"]", "network.dns"),
             ("[network]\nroutes = [\"10.0.0.0\"]", "network.routes"),
-            ("[network]\nipv6_network = \"fd00::/112\"", "network.ipv6_network"),
-            ("[network]\nipv6_network = \"fd00::1/64\"", "network.ipv6_network"),
-            ("[network]\nipv6_network = \"10.0.0.0/8\"", "network.ipv6_network"),
+            (
+                "[network]\nipv6_network = \"fd00::/112\"",
+                "network.ipv6_network",
+            ),
+            (
+                "[network]\nipv6_network = \"fd00::1/64\"",
+                "network.ipv6_network",
+            ),
+            (
+                "[network]\nipv6_network = \"10.0.0.0/8\"",
+                "network.ipv6_network",
+            ),
             ("[network]\nmtu = 100", "network.mtu"),
             ("[session]\ndpd = 0", "session.dpd"),
             ("[session]\ndpd = -1", "dpd"),
-            ("[session]\nrx_data_per_sec = \"1.5Q\"", "session.rx_data_per_sec"),
+            (
+                "[session]\nrx_data_per_sec = \"1.5Q\"",
+                "session.rx_data_per_sec",
+            ),
             ("[auth]\nselect_group = [\"a b\"]", "auth.select_group"),
             ("[auth]\nmethod = \"kerberos\"", "auth.method"),
             ("[auth]\nmethod = \"certificate\"", "auth.ca_file"),
             ("[auth]\nca_file = \"/nonexistent/ca.pem\"", "auth.ca_file"),
-            ("[auth]\ncrl_file = \"/nonexistent/crl.pem\"", "auth.crl_file"),
+            (
+                "[auth]\ncrl_file = \"/nonexistent/crl.pem\"",
+                "auth.crl_file",
+            ),
             ("[scripts]\nscript_timeout = 0", "scripts.script_timeout"),
-            ("[scripts]\nconnect_script = \"/nonexistent/x.sh\"", "scripts.connect_script"),
+            (
+                "[scripts]\nconnect_script = \"/nonexistent/x.sh\"",
+                "scripts.connect_script",
+            ),
             ("[server]\nlog_format = \"xml\"", "server.log_format"),
             ("[auth]\ncert_user_oid = \"1.x\"", "auth.cert_user_oid"),
-            ("[session]\ntx_data_per_sec = \"-3\"", "session.tx_data_per_sec"),
-            ("[session]\nsession_timeout = 99999999", "session.session_timeout"),
+            (
+                "[session]\ntx_data_per_sec = \"-3\"",
+                "session.tx_data_per_sec",
+            ),
+            (
+                "[session]\nsession_timeout = 99999999",
+                "session.session_timeout",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} → {e}");
-            assert!(e.contains("expected") || e.contains("invalid"), "{text:?} → {e}");
+            assert!(
+                e.contains("expected") || e.contains("invalid"),
+                "{text:?} → {e}"
+            );
         }
     }
 }

@@ -134,29 +134,34 @@ pub fn spawn(
 ) -> std::io::Result<()> {
     let started = (Instant::now(), SystemTime::now());
     let server_uid = crate::sys::creds::effective_uid();
-    std::thread::Builder::new().name("control".into()).spawn(move || {
-        for conn in listener.incoming() {
-            if shared.shutdown.load(Ordering::Acquire) {
-                break;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if shared.shutdown.load(Ordering::Acquire) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+                if !peer_allowed(&conn, server_uid, group) {
+                    let _ = (&conn).write_all(b"error: not allowed\n");
+                    continue;
+                }
+                let mut line = String::new();
+                if BufReader::new((&conn).take(MAX_LINE))
+                    .read_line(&mut line)
+                    .is_err()
+                {
+                    continue;
+                }
+                let answer = match run(&shared, line.trim(), started) {
+                    Ok(v) => json!({ "ok": true, "result": v }),
+                    Err(e) => json!({ "ok": false, "error": e }),
+                };
+                let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
             }
-            let Ok(conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-            if !peer_allowed(&conn, server_uid, group) {
-                let _ = (&conn).write_all(b"error: not allowed\n");
-                continue;
-            }
-            let mut line = String::new();
-            if BufReader::new((&conn).take(MAX_LINE)).read_line(&mut line).is_err() {
-                continue;
-            }
-            let answer = match run(&shared, line.trim(), started) {
-                Ok(v) => json!({ "ok": true, "result": v }),
-                Err(e) => json!({ "ok": false, "error": e }),
-            };
-            let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -168,7 +173,13 @@ pub const COMMANDS: &str = "show status | show users | show sessions | show user
 fn sessions(shared: &Shared, t: Target, connected_only: bool) -> Value {
     let mut all: Vec<admin::SessionInfo> = admin::ask_all(shared, &AdminCmd::Sessions(t))
         .into_iter()
-        .filter_map(|r| if let AdminReply::Sessions(v) = r { Some(v) } else { None })
+        .filter_map(|r| {
+            if let AdminReply::Sessions(v) = r {
+                Some(v)
+            } else {
+                None
+            }
+        })
         .flatten()
         .filter(|s| !connected_only || s.state == "connected")
         .collect();
@@ -179,7 +190,13 @@ fn sessions(shared: &Shared, t: Target, connected_only: bool) -> Value {
 fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
     let n: usize = admin::ask_all(shared, &AdminCmd::Disconnect(t))
         .into_iter()
-        .map(|r| if let AdminReply::Disconnected(n) = r { n } else { 0 })
+        .map(|r| {
+            if let AdminReply::Disconnected(n) = r {
+                n
+            } else {
+                0
+            }
+        })
         .sum();
     if n == 0 {
         return Err(format!("no session of {what}"));
@@ -191,12 +208,19 @@ fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
 /// as, then has their shards apply them and close the connections. A file
 /// that no longer parses refuses the whole command: no session changes.
 fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
-    let mut pairs: Vec<(String, Option<String>)> = admin::ask_all(shared, &AdminCmd::Sessions(t.clone()))
-        .into_iter()
-        .filter_map(|r| if let AdminReply::Sessions(v) = r { Some(v) } else { None })
-        .flatten()
-        .map(|s| (s.user, s.group_name))
-        .collect();
+    let mut pairs: Vec<(String, Option<String>)> =
+        admin::ask_all(shared, &AdminCmd::Sessions(t.clone()))
+            .into_iter()
+            .filter_map(|r| {
+                if let AdminReply::Sessions(v) = r {
+                    Some(v)
+                } else {
+                    None
+                }
+            })
+            .flatten()
+            .map(|s| (s.user, s.group_name))
+            .collect();
     pairs.sort();
     pairs.dedup();
     if pairs.is_empty() {
@@ -210,7 +234,13 @@ fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
     }
     let n: usize = admin::ask_all(shared, &AdminCmd::Reconnect(t, Arc::new(policies)))
         .into_iter()
-        .map(|r| if let AdminReply::Reconnected(n) = r { n } else { 0 })
+        .map(|r| {
+            if let AdminReply::Reconnected(n) = r {
+                n
+            } else {
+                0
+            }
+        })
         .sum();
     Ok(json!({ "reconnected": n }))
 }
@@ -259,7 +289,10 @@ fn status(shared: &Shared, (up, up_wall): (Instant, SystemTime)) -> Value {
 /// Runs one command line.
 fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Value, String> {
     let words: Vec<&str> = line.split_whitespace().collect();
-    let id = |s: &str| s.parse::<u64>().map_err(|_| format!("expected a session ID (a number), got {s:?}"));
+    let id = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("expected a session ID (a number), got {s:?}"))
+    };
     Ok(match words.as_slice() {
         ["show", "status"] => status(shared, started),
         ["show", "users"] => sessions(shared, Target::All, true),
@@ -268,19 +301,35 @@ fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Va
         ["show", "id", n] => sessions(shared, Target::Id(id(n)?), false),
         ["show", "ip", "bans"] => bans(shared, true),
         ["show", "ip", "ban", "points"] => bans(shared, false),
-        ["disconnect", "user", name] => disconnect(shared, Target::User((*name).to_owned()), &format!("user {name}"))?,
+        ["disconnect", "user", name] => disconnect(
+            shared,
+            Target::User((*name).to_owned()),
+            &format!("user {name}"),
+        )?,
         ["disconnect", "id", n] => disconnect(shared, Target::Id(id(n)?), &format!("ID {n}"))?,
-        ["reconnect", "user", name] => reconnect(shared, Target::User((*name).to_owned()), &format!("user {name}"))?,
-        ["reconnect", "group", name] => reconnect(shared, Target::Group((*name).to_owned()), &format!("group {name}"))?,
+        ["reconnect", "user", name] => reconnect(
+            shared,
+            Target::User((*name).to_owned()),
+            &format!("user {name}"),
+        )?,
+        ["reconnect", "group", name] => reconnect(
+            shared,
+            Target::Group((*name).to_owned()),
+            &format!("group {name}"),
+        )?,
         ["unban", "ip", addr] => {
-            let ip: IpAddr = addr.parse().map_err(|_| format!("expected an IP address, got {addr:?}"))?;
+            let ip: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("expected an IP address, got {addr:?}"))?;
             json!({ "unbanned": shared.bans.unban(ip) })
         }
         ["reload"] => match crate::shard::reload::reload(shared) {
             Ok(r) => json!({ "reloaded": true, "certificate": r.pin, "warnings": r.warnings }),
             Err(e) => {
                 tracing::error!("reload failed, the running configuration stays: {e}");
-                return Err(format!("reload failed, the running configuration stays: {e}"));
+                return Err(format!(
+                    "reload failed, the running configuration stays: {e}"
+                ));
             }
         },
         ["stop"] | ["stop", "now"] => {

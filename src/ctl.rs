@@ -157,7 +157,13 @@ impl SetArgs {
             Some((_, vals)) => vals.push(v),
             None => set.push((key.to_owned(), vec![v])),
         };
-        let lists = [("route", &self.route), ("no-route", &self.no_route), ("iroute", &self.iroute), ("dns", &self.dns), ("split-dns", &self.split_dns)];
+        let lists = [
+            ("route", &self.route),
+            ("no-route", &self.no_route),
+            ("iroute", &self.iroute),
+            ("dns", &self.dns),
+            ("split-dns", &self.split_dns),
+        ];
         for (key, vals) in lists {
             vals.iter().for_each(|v| add(key, v.clone()));
         }
@@ -181,7 +187,9 @@ impl SetArgs {
             add("restrict-user-to-routes", "true".into());
         }
         for kv in &self.set {
-            let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
             add(k.trim(), v.trim().to_owned());
         }
         for (k, vals) in &set {
@@ -189,7 +197,11 @@ impl SetArgs {
                 return Err(format!("{k}: a value cannot span lines"));
             }
         }
-        Ok(Changes { set, unset: self.unset.clone(), replace: self.replace })
+        Ok(Changes {
+            set,
+            unset: self.unset.clone(),
+            replace: self.replace,
+        })
     }
 }
 
@@ -200,29 +212,48 @@ pub fn main(config: Option<PathBuf>, args: CtlArgs) -> Result<(), String> {
             let socket = socket(args.socket, config.as_deref())?;
             // `--json` is accepted after the command words too.
             let json = args.json || words.iter().any(|w| w == "--json" || w == "-j");
-            let words: Vec<&str> = words.iter().map(String::as_str).filter(|w| *w != "--json" && *w != "-j").collect();
+            let words: Vec<&str> = words
+                .iter()
+                .map(String::as_str)
+                .filter(|w| *w != "--json" && *w != "-j")
+                .collect();
             let result = request(&socket, &words.join(" "))?;
-            if json { pretty(&result) } else { render(&words, &result) }
+            if json {
+                pretty(&result)
+            } else {
+                render(&words, &result)
+            }
         }
         CtlCommand::UserConfig { action } => files(config, args.socket, args.json, "user", action)?,
-        CtlCommand::GroupConfig { action } => files(config, args.socket, args.json, "group", action)?,
+        CtlCommand::GroupConfig { action } => {
+            files(config, args.socket, args.json, "group", action)?
+        }
     };
     print!("{out}");
     Ok(())
 }
 
 fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).map_or_else(|e| format!("{{\"error\": \"{e}\"}}\n"), |s| s + "\n")
+    serde_json::to_string_pretty(v)
+        .map_or_else(|e| format!("{{\"error\": \"{e}\"}}\n"), |s| s + "\n")
 }
 
 fn socket(given: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf, String> {
     let s = match (given, config) {
         (Some(s), _) => s,
-        (None, Some(c)) => Config::load(c).map_err(|e| e.to_string())?.raw.control.socket,
+        (None, Some(c)) => {
+            Config::load(c)
+                .map_err(|e| e.to_string())?
+                .raw
+                .control
+                .socket
+        }
         (None, None) => crate::config::DEFAULT_CONTROL_SOCKET.into(),
     };
     if s.as_os_str().is_empty() {
-        return Err("the control socket is off in this configuration ([control] socket = \"\")".into());
+        return Err(
+            "the control socket is off in this configuration ([control] socket = \"\")".into(),
+        );
     }
     Ok(s)
 }
@@ -230,14 +261,25 @@ fn socket(given: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf, Stri
 /// The default configuration `ctl` reads when `--config` is not given.
 const DEFAULT_CONFIG: &str = "/etc/ocserv-uring/ocserv-uring.toml";
 
-fn files(config: Option<PathBuf>, socket_arg: Option<PathBuf>, json: bool, kind: &'static str, action: FileAction) -> Result<String, String> {
+fn files(
+    config: Option<PathBuf>,
+    socket_arg: Option<PathBuf>,
+    json: bool,
+    kind: &'static str,
+    action: FileAction,
+) -> Result<String, String> {
     let path = config.unwrap_or_else(|| DEFAULT_CONFIG.into());
     let cfg = Config::load(&path).map_err(|e| e.to_string())?;
     let (dir, key) = match kind {
         "user" => (cfg.raw.users.config_per_user.clone(), "config_per_user"),
         _ => (cfg.raw.users.config_per_group.clone(), "config_per_group"),
     };
-    let dir = dir.ok_or_else(|| format!("{}: [users] {key} is not set, so there are no {kind} files to edit", path.display()))?;
+    let dir = dir.ok_or_else(|| {
+        format!(
+            "{}: [users] {key} is not set, so there are no {kind} files to edit",
+            path.display()
+        )
+    })?;
     let store = Store {
         dir,
         kind,
@@ -248,16 +290,25 @@ fn files(config: Option<PathBuf>, socket_arg: Option<PathBuf>, json: bool, kind:
         match request(&socket, &format!("reconnect {kind} {name}")) {
             Ok(v) => Ok(v["reconnected"].clone()),
             Err(e) if e.starts_with("no session of") => Ok(json!(0)),
-            Err(e) => Err(format!("the file was written, but the reconnect failed: {e}")),
+            Err(e) => Err(format!(
+                "the file was written, but the reconnect failed: {e}"
+            )),
         }
     };
     let (value, text) = match action {
         FileAction::Set(a) => {
             let w = store.set(&a.name, &a.changes()?)?;
-            let n = if a.reconnect { Some(reconnect(&a.name)?) } else { None };
+            let n = if a.reconnect {
+                Some(reconnect(&a.name)?)
+            } else {
+                None
+            };
             written(&w, n)
         }
-        FileAction::Delete { name, reconnect: now } => {
+        FileAction::Delete {
+            name,
+            reconnect: now,
+        } => {
             let w = store.delete(&name)?;
             let n = if now { Some(reconnect(&name)?) } else { None };
             written(&w, n)
@@ -266,7 +317,10 @@ fn files(config: Option<PathBuf>, socket_arg: Option<PathBuf>, json: bool, kind:
             let file = crate::usercfg::file_for(&store.dir, &name).unwrap_or_default();
             match store.show(&name)? {
                 Some(t) => (json!({ "name": name, "file": file, "text": t }), t),
-                None => (json!({ "name": name, "file": Value::Null }), format!("{kind} {name} has no file of its own\n")),
+                None => (
+                    json!({ "name": name, "file": Value::Null }),
+                    format!("{kind} {name} has no file of its own\n"),
+                ),
             }
         }
         FileAction::List => {
@@ -288,16 +342,23 @@ fn written(w: &crate::cfgedit::Written, reconnected: Option<Value>) -> (Value, S
         Some(_) => text += "; no session to reconnect, it applies at the next login",
         None => text += "; it applies at the next login",
     }
-    (json!({ "file": w.path, "backup": w.backup, "reconnected": reconnected }), text + "\n")
+    (
+        json!({ "file": w.path, "backup": w.backup, "reconnected": reconnected }),
+        text + "\n",
+    )
 }
 
 /// Sends `line` and returns the server's `result`, or its error.
 pub fn request(socket: &Path, line: &str) -> Result<Value, String> {
     let mut conn = UnixStream::connect(socket).map_err(|e| {
-        format!("{}: {e} (is the server running, and is this its [control] socket?)", socket.display())
+        format!(
+            "{}: {e} (is the server running, and is this its [control] socket?)",
+            socket.display()
+        )
     })?;
     // Generous: a command waits up to 5 s for every shard.
-    conn.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(|e| e.to_string())?;
     let sent = conn.write_all(format!("{line}\n").as_bytes());
     // Read even if the write failed: a peer the server does not accept
     // gets one line and a close, maybe before its command is sent.
@@ -311,11 +372,15 @@ pub fn request(socket: &Path, line: &str) -> Result<Value, String> {
     }
     sent.map_err(|e| format!("{}: {e}", socket.display()))?;
     read.map_err(|e| format!("{}: {e}", socket.display()))?;
-    let v: Value = serde_json::from_str(&answer).map_err(|e| format!("unreadable answer from the server: {e}"))?;
+    let v: Value = serde_json::from_str(&answer)
+        .map_err(|e| format!("unreadable answer from the server: {e}"))?;
     if v["ok"] == Value::Bool(true) {
         Ok(v["result"].clone())
     } else {
-        Err(v["error"].as_str().unwrap_or("the server refused the command").to_owned())
+        Err(v["error"]
+            .as_str()
+            .unwrap_or("the server refused the command")
+            .to_owned())
     }
 }
 
@@ -325,7 +390,11 @@ pub fn render(words: &[&str], result: &Value) -> String {
         ["show", "users" | "sessions"] => sessions_table(result),
         ["show", "ip", ..] => table(
             result,
-            &[("IP", "IP"), ("Score", "score"), ("Banned for", "banned for (s)")],
+            &[
+                ("IP", "IP"),
+                ("Score", "score"),
+                ("Banned for", "banned for (s)"),
+            ],
         ),
         ["show", "user" | "id", ..] => {
             let all = result.as_array().map(Vec::as_slice).unwrap_or_default();
@@ -364,14 +433,29 @@ fn table(rows: &Value, columns: &[(&str, &str)]) -> String {
     if rows.is_empty() {
         return "(none)\n".into();
     }
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| columns.iter().map(|(k, _)| plain(&r[*k])).collect()).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|(k, _)| plain(&r[*k])).collect())
+        .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
-        .map(|(i, (_, h))| cells.iter().map(|c| c[i].len()).chain([h.len()]).max().unwrap_or(0))
+        .map(|(i, (_, h))| {
+            cells
+                .iter()
+                .map(|c| c[i].len())
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |vals: Vec<&str>| {
-        let mut s = vals.iter().zip(&widths).map(|(v, w)| format!("{v:<w$}")).collect::<Vec<_>>().join("  ");
+        let mut s = vals
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
         s.truncate(s.trim_end().len());
         s + "\n"
     };
@@ -385,7 +469,9 @@ fn table(rows: &Value, columns: &[(&str, &str)]) -> String {
 /// `Key: value` lines, lists joined by commas; `raw_*` and `_*` twins of
 /// fields already shown are left to `--json`.
 fn key_values(v: &Value) -> String {
-    let Some(map) = v.as_object() else { return format!("{}\n", plain(v)) };
+    let Some(map) = v.as_object() else {
+        return format!("{}\n", plain(v));
+    };
     let width = map.keys().map(String::len).max().unwrap_or(0);
     let mut out = String::new();
     for (k, val) in map {
@@ -424,7 +510,12 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 2, "{out}");
         assert!(lines[0].starts_with("id  user "), "{out}");
-        assert!(lines[1].contains("alice") && lines[1].contains("1.5M") && lines[1].contains("192.168.1.5"), "{out}");
+        assert!(
+            lines[1].contains("alice")
+                && lines[1].contains("1.5M")
+                && lines[1].contains("192.168.1.5"),
+            "{out}"
+        );
         assert_eq!(render(&["show", "users"], &json!([])), "(none)\n");
     }
 

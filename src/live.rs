@@ -13,7 +13,10 @@ impl<T> Live<T> {
 
     /// The current value; it stays valid for the holder after a reload.
     pub fn get(&self) -> Arc<T> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set(&self, v: Arc<T>) {

@@ -14,7 +14,11 @@ use ocserv_uring::passwd;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "ocserv-uring", version, about = "A thread-per-core OpenConnect VPN server")]
+#[command(
+    name = "ocserv-uring",
+    version,
+    about = "A thread-per-core OpenConnect VPN server"
+)]
 struct Cli {
     /// Configuration file (TOML).
     #[arg(long, global = true)]
@@ -31,7 +35,11 @@ enum Command {
     /// Add a user or change a password in an ocpasswd-format file.
     Passwd {
         /// The password file (ocpasswd format).
-        #[arg(short = 'c', long = "file", default_value = "/etc/ocserv-uring/ocpasswd")]
+        #[arg(
+            short = 'c',
+            long = "file",
+            default_value = "/etc/ocserv-uring/ocpasswd"
+        )]
         file: PathBuf,
         /// Groups, comma-separated.
         #[arg(short = 'g', long)]
@@ -65,7 +73,14 @@ fn main() -> ExitCode {
             match command {
                 Command::CheckConfig => load(cli.config).map(|c| print!("{}", c.effective_toml())),
                 Command::Ctl(args) => ocserv_uring::ctl::main(cli.config, *args),
-                Command::Passwd { file, groups, lock, unlock, delete, user } => passwd_command(&file, &user, groups, lock, unlock, delete),
+                Command::Passwd {
+                    file,
+                    groups,
+                    lock,
+                    unlock,
+                    delete,
+                    user,
+                } => passwd_command(&file, &user, groups, lock, unlock, delete),
             }
         }
     };
@@ -82,7 +97,9 @@ fn main() -> ExitCode {
 /// journald or files), or one JSON object per event for log pipelines.
 fn init_logging(level: tracing::Level, json: bool) {
     let ansi = std::io::stderr().is_terminal();
-    let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level);
+    let fmt = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level);
     if json {
         fmt.json().with_current_span(false).init();
     } else {
@@ -91,7 +108,8 @@ fn init_logging(level: tracing::Level, json: bool) {
 }
 
 fn load(path: Option<PathBuf>) -> Result<Config, String> {
-    let path = path.ok_or("no configuration given: use --config FILE (config/dev.toml runs out of the box)")?;
+    let path = path
+        .ok_or("no configuration given: use --config FILE (config/dev.toml runs out of the box)")?;
     Config::load(&path).map_err(|e| e.to_string())
 }
 
@@ -111,7 +129,10 @@ fn run(config: Config) -> Result<(), String> {
 /// Each session holds a TCP and (with DTLS) a UDP descriptor.
 fn raise_nofile() {
     match ocserv_uring::sys::raise_nofile() {
-        Ok(n) => tracing::info!(open_files = n, "open-file limit (one per session, two with DTLS)"),
+        Ok(n) => tracing::info!(
+            open_files = n,
+            "open-file limit (one per session, two with DTLS)"
+        ),
         Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
     }
 }
@@ -134,8 +155,16 @@ fn passwd_command(
         let password = read_password()?;
         let mut random = [0u8; 16];
         aws_lc_rs::rand::fill(&mut random).map_err(|_| "no randomness for the salt")?;
-        let groups = groups.map(|g| g.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
-        passwd::Change::SetPassword { hash: passwd::hash_password(&password, random), groups }
+        let groups = groups.map(|g| {
+            g.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        });
+        passwd::Change::SetPassword {
+            hash: passwd::hash_password(&password, random),
+            groups,
+        }
     };
     // Held from the read to the rename, so two runs at once cannot lose
     // one's change. Beside the file, not on it: the rename replaces the
@@ -146,8 +175,10 @@ fn passwd_command(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("{}: {e}", file.display())),
     };
-    let updated = passwd::apply(&contents, user, &change).map_err(|e| format!("{}: {e}", file.display()))?;
-    ocserv_uring::cfgedit::write_atomically(file, updated.as_bytes(), 0o600).map_err(|e| format!("{}: {e}", file.display()))
+    let updated =
+        passwd::apply(&contents, user, &change).map_err(|e| format!("{}: {e}", file.display()))?;
+    ocserv_uring::cfgedit::write_atomically(file, updated.as_bytes(), 0o600)
+        .map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// How long `passwd` waits for another run to finish.
@@ -182,9 +213,16 @@ fn read_password() -> Result<String, String> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         let mut line = String::new();
-        stdin.lock().read_line(&mut line).map_err(|e| format!("reading the password: {e}"))?;
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the password: {e}"))?;
         let pw = line.trim_end_matches(['\n', '\r']).to_owned();
-        return if pw.is_empty() { Err("empty password on stdin".into()) } else { Ok(pw) };
+        return if pw.is_empty() {
+            Err("empty password on stdin".into())
+        } else {
+            Ok(pw)
+        };
     }
     let first = prompt_hidden("Enter password: ")?;
     let second = prompt_hidden("Re-enter password: ")?;

@@ -86,26 +86,66 @@ impl Metrics {
         let busy = Family::<ShardLabel, Counter<f64, AtomicU64>>::default();
         let bans = Counter::default();
         let banned_now = Gauge::default();
-        registry.register("sessions", "Sessions, connected or waiting for their client to reconnect", sessions.clone());
+        registry.register(
+            "sessions",
+            "Sessions, connected or waiting for their client to reconnect",
+            sessions.clone(),
+        );
         registry.register("logins", "Successful logins", logins.clone());
-        registry.register("login_failures", "Refused logins (wrong password, policy, limits)", failures.clone());
-        registry.register("dtls_handshakes", "Completed DTLS handshakes", handshakes.clone());
-        registry.register("dtls_fallbacks", "Times a session gave up DTLS for CSTP", fallbacks.clone());
+        registry.register(
+            "login_failures",
+            "Refused logins (wrong password, policy, limits)",
+            failures.clone(),
+        );
+        registry.register(
+            "dtls_handshakes",
+            "Completed DTLS handshakes",
+            handshakes.clone(),
+        );
+        registry.register(
+            "dtls_fallbacks",
+            "Times a session gave up DTLS for CSTP",
+            fallbacks.clone(),
+        );
         registry.register(
             "handoffs",
             "Connections handed to this shard by another: CONNECTs whose cookie names it, logins whose address it owns",
             handoffs.clone(),
         );
-        registry.register("bytes", "IP bytes through the tunnels, by direction and channel", bytes.clone());
-        registry.register("packets", "IP packets through the tunnels, by direction and channel", packets.clone());
-        registry.register("shard_busy_seconds", "Time each shard spent running tasks", busy.clone());
+        registry.register(
+            "bytes",
+            "IP bytes through the tunnels, by direction and channel",
+            bytes.clone(),
+        );
+        registry.register(
+            "packets",
+            "IP packets through the tunnels, by direction and channel",
+            packets.clone(),
+        );
+        registry.register(
+            "shard_busy_seconds",
+            "Time each shard spent running tasks",
+            busy.clone(),
+        );
         registry.register("bans", "Client addresses banned since start", bans.clone());
-        registry.register("banned_addresses", "Client addresses banned now", banned_now.clone());
+        registry.register(
+            "banned_addresses",
+            "Client addresses banned now",
+            banned_now.clone(),
+        );
         let shards = (0..shards as u16)
             .map(|shard| {
                 let l = ShardLabel { shard };
                 let traffic = |f: &Family<TrafficLabel, Counter>| {
-                    DIRECTIONS.map(|direction| CHANNELS.map(|channel| f.get_or_create_owned(&TrafficLabel { shard, direction, channel })))
+                    DIRECTIONS.map(|direction| {
+                        CHANNELS.map(|channel| {
+                            f.get_or_create_owned(&TrafficLabel {
+                                shard,
+                                direction,
+                                channel,
+                            })
+                        })
+                    })
                 };
                 ShardMetrics {
                     logins: logins.get_or_create_owned(&l),
@@ -113,15 +153,26 @@ impl Metrics {
                     dtls_handshakes: handshakes.get_or_create_owned(&l),
                     dtls_fallbacks: fallbacks.get_or_create_owned(&l),
                     handoffs: handoffs.get_or_create_owned(&l),
-                    connected: sessions.get_or_create_owned(&StateLabel { shard, state: "connected" }),
-                    waiting: sessions.get_or_create_owned(&StateLabel { shard, state: "waiting" }),
+                    connected: sessions.get_or_create_owned(&StateLabel {
+                        shard,
+                        state: "connected",
+                    }),
+                    waiting: sessions.get_or_create_owned(&StateLabel {
+                        shard,
+                        state: "waiting",
+                    }),
                     bytes: traffic(&bytes),
                     packets: traffic(&packets),
                     busy: busy.get_or_create_owned(&l),
                 }
             })
             .collect();
-        Self { registry, shards, bans, banned_now }
+        Self {
+            registry,
+            shards,
+            bans,
+            banned_now,
+        }
     }
 
     /// The OpenMetrics text of every series.
@@ -152,7 +203,10 @@ impl Traffic {
     }
 
     fn add(&self, dir: usize, ch: Channel, len: usize) {
-        let (b, p) = (&self.bytes[dir][ch as usize], &self.packets[dir][ch as usize]);
+        let (b, p) = (
+            &self.bytes[dir][ch as usize],
+            &self.packets[dir][ch as usize],
+        );
         b.set(b.get() + len as u64);
         p.set(p.get() + 1);
     }
@@ -439,11 +493,32 @@ mod tests {
         t.publish(&m.shards[1], Duration::ZERO);
         m.shards[0].logins.inc();
         let text = m.encode();
-        assert!(text.contains("ocserv_uring_bytes_total{shard=\"1\",direction=\"rx\",channel=\"dtls\"} 150"), "{text}");
-        assert!(text.contains("ocserv_uring_packets_total{shard=\"1\",direction=\"rx\",channel=\"dtls\"} 2"), "{text}");
-        assert!(text.contains("ocserv_uring_bytes_total{shard=\"1\",direction=\"tx\",channel=\"cstp\"} 1000"), "{text}");
-        assert!(text.contains("ocserv_uring_logins_total{shard=\"0\"} 1"), "{text}");
-        assert!(text.contains("ocserv_uring_shard_busy_seconds_total{shard=\"1\"} 0.25"), "{text}");
+        assert!(
+            text.contains(
+                "ocserv_uring_bytes_total{shard=\"1\",direction=\"rx\",channel=\"dtls\"} 150"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ocserv_uring_packets_total{shard=\"1\",direction=\"rx\",channel=\"dtls\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ocserv_uring_bytes_total{shard=\"1\",direction=\"tx\",channel=\"cstp\"} 1000"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("ocserv_uring_logins_total{shard=\"0\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ocserv_uring_shard_busy_seconds_total{shard=\"1\"} 0.25"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

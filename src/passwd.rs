@@ -25,7 +25,11 @@ impl Entry {
     }
 
     fn to_line(&self) -> String {
-        let groups = if self.groups.is_empty() { "*".to_string() } else { self.groups.join(",") };
+        let groups = if self.groups.is_empty() {
+            "*".to_string()
+        } else {
+            self.groups.join(",")
+        };
         format!("{}:{}:{}", self.user, groups, self.hash)
     }
 }
@@ -47,11 +51,18 @@ pub fn parse_line(line: &str) -> Option<Entry> {
         .filter(|g| !g.is_empty() && *g != "*")
         .map(str::to_owned)
         .collect();
-    Some(Entry { user: user.to_owned(), groups, hash: hash.to_owned() })
+    Some(Entry {
+        user: user.to_owned(),
+        groups,
+        hash: hash.to_owned(),
+    })
 }
 
 pub fn find_user(contents: &str, user: &str) -> Option<Entry> {
-    contents.lines().filter_map(parse_line).find(|e| e.user == user)
+    contents
+        .lines()
+        .filter_map(parse_line)
+        .find(|e| e.user == user)
 }
 
 /// A burned hash for unknown users, so they cost as much as known ones.
@@ -101,7 +112,10 @@ const SALT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijk
 // pwhash deprecates `$5$` for new passwords; ocpasswd compatibility wants it.
 #[allow(deprecated)]
 pub fn hash_password(password: &str, random: [u8; 16]) -> String {
-    let salt: String = random.iter().map(|b| SALT_ALPHABET[usize::from(b & 63)] as char).collect();
+    let salt: String = random
+        .iter()
+        .map(|b| SALT_ALPHABET[usize::from(b & 63)] as char)
+        .collect();
     pwhash::sha256_crypt::hash_with(format!("$5${salt}").as_str(), password)
         .expect("a $5$ setup with a valid salt always hashes")
 }
@@ -109,7 +123,10 @@ pub fn hash_password(password: &str, random: [u8; 16]) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Set the password (and groups if given), adding the user if needed.
-    SetPassword { hash: String, groups: Option<Vec<String>> },
+    SetPassword {
+        hash: String,
+        groups: Option<Vec<String>>,
+    },
     Lock,
     Unlock,
     Delete,
@@ -130,8 +147,14 @@ pub fn apply(contents: &str, user: &str, change: &Change) -> Result<String, Chan
     if user.is_empty() || user.contains([':', '\n', '\r']) {
         return Err(ChangeError::BadUser(user.to_owned()));
     }
-    if let Change::SetPassword { groups: Some(gs), .. } = change {
-        if let Some(g) = gs.iter().find(|g| g.is_empty() || g.contains([':', ',', '\n', '\r'])) {
+    if let Change::SetPassword {
+        groups: Some(gs), ..
+    } = change
+    {
+        if let Some(g) = gs
+            .iter()
+            .find(|g| g.is_empty() || g.contains([':', ',', '\n', '\r']))
+        {
             return Err(ChangeError::BadGroup(g.clone()));
         }
     }
@@ -162,7 +185,11 @@ pub fn apply(contents: &str, user: &str, change: &Change) -> Result<String, Chan
     if !found {
         match change {
             Change::SetPassword { hash, groups } => {
-                let e = Entry { user: user.to_owned(), groups: groups.clone().unwrap_or_default(), hash: hash.clone() };
+                let e = Entry {
+                    user: user.to_owned(),
+                    groups: groups.clone().unwrap_or_default(),
+                    hash: hash.clone(),
+                };
                 out.push_str(&e.to_line());
                 out.push('\n');
             }
@@ -196,7 +223,10 @@ mod tests {
         assert_eq!(e.groups, ["tost", "group1", "group2"]);
         assert!(e.locked());
         assert!(!e.verify("anything"));
-        assert_eq!(parse_line("bob:*:$1$a$b").unwrap().groups, Vec::<String>::new());
+        assert_eq!(
+            parse_line("bob:*:$1$a$b").unwrap().groups,
+            Vec::<String>::new()
+        );
         assert_eq!(parse_line("abc"), None);
         assert_eq!(parse_line("no-colons-here"), None);
         assert_eq!(parse_line(":g:hash"), None);
@@ -214,10 +244,26 @@ mod tests {
     #[test]
     fn apply_adds_changes_locks_and_deletes() {
         let f = "keep:*:$1$a$b\n";
-        let f = apply(f, "alice", &Change::SetPassword { hash: "H1".into(), groups: None }).unwrap();
+        let f = apply(
+            f,
+            "alice",
+            &Change::SetPassword {
+                hash: "H1".into(),
+                groups: None,
+            },
+        )
+        .unwrap();
         assert_eq!(f, "keep:*:$1$a$b\nalice:*:H1\n");
         let groups = Some(vec!["g1".into(), "g2".into()]);
-        let f = apply(&f, "alice", &Change::SetPassword { hash: "H2".into(), groups }).unwrap();
+        let f = apply(
+            &f,
+            "alice",
+            &Change::SetPassword {
+                hash: "H2".into(),
+                groups,
+            },
+        )
+        .unwrap();
         assert_eq!(f, "keep:*:$1$a$b\nalice:g1,g2:H2\n");
         let f = apply(&f, "alice", &Change::Lock).unwrap();
         assert!(f.contains("alice:g1,g2:!H2\n"));
@@ -225,7 +271,10 @@ mod tests {
         assert!(f.contains("alice:g1,g2:H2\n"));
         let f = apply(&f, "alice", &Change::Delete).unwrap();
         assert_eq!(f, "keep:*:$1$a$b\n");
-        assert_eq!(apply(&f, "ghost", &Change::Lock), Err(ChangeError::NoSuchUser("ghost".into())));
+        assert_eq!(
+            apply(&f, "ghost", &Change::Lock),
+            Err(ChangeError::NoSuchUser("ghost".into()))
+        );
         assert!(apply(&f, "a:b", &Change::Lock).is_err());
     }
 
@@ -237,10 +286,17 @@ mod tests {
         assert_eq!(check(&p, "alice", "test123").unwrap(), None);
         std::fs::write(&p, format!("alice:*:{SHA256}\nbob:staff,dev:{SHA256}\n")).unwrap();
         assert_eq!(check(&p, "alice", "test123").unwrap(), Some(vec![]));
-        assert_eq!(check(&p, "bob", "test123").unwrap(), Some(vec!["staff".to_string(), "dev".to_string()]));
+        assert_eq!(
+            check(&p, "bob", "test123").unwrap(),
+            Some(vec!["staff".to_string(), "dev".to_string()])
+        );
         assert_eq!(check(&p, "alice", "nope").unwrap(), None);
         assert_eq!(check(&p, "carol", "test123").unwrap(), None);
-        std::fs::write(&p, format!("alice:*:{SHA256}\nbob:staff,dev:{SHA256}\ncarol:dev,ops:{SHA256}\n")).unwrap();
+        std::fs::write(
+            &p,
+            format!("alice:*:{SHA256}\nbob:staff,dev:{SHA256}\ncarol:dev,ops:{SHA256}\n"),
+        )
+        .unwrap();
         assert_eq!(all_groups(&p).unwrap(), ["staff", "dev", "ops"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -73,10 +73,15 @@ mod tests {
     #[test]
     fn slices_partition_the_hosts() {
         let server = Ipv4Addr::new(192, 168, 100, 1);
-        let pools: Vec<_> = (0..3).map(|s| ShardPool::new(net(), server, s, 3)).collect();
+        let pools: Vec<_> = (0..3)
+            .map(|s| ShardPool::new(net(), server, s, 3))
+            .collect();
         assert_eq!(pools.iter().map(ShardPool::size).sum::<usize>(), 253);
         for (s, p) in pools.iter().enumerate() {
-            assert!(p.free.iter().all(|a| owner_shard(Ipv4Addr::from(*a), 3) == s));
+            assert!(p
+                .free
+                .iter()
+                .all(|a| owner_shard(Ipv4Addr::from(*a), 3) == s));
             assert!(!p.free.contains(&u32::from(server)));
         }
     }
@@ -100,7 +105,10 @@ mod tests {
         let odd = Ipv4Addr::new(192, 168, 100, 77);
         assert!(p.take(odd));
         assert!(!p.take(odd), "in use");
-        assert!(!p.take(Ipv4Addr::new(192, 168, 100, 78)), "shard 0's address");
+        assert!(
+            !p.take(Ipv4Addr::new(192, 168, 100, 78)),
+            "shard 0's address"
+        );
         p.release(odd);
         assert!(p.take(odd));
     }

@@ -27,7 +27,12 @@ impl TokenBucket {
     /// A full bucket for `rate` bytes per second (> 0).
     pub fn new(rate: u64, now: Instant) -> Self {
         let burst = (rate / BURST_DIVISOR).max(MIN_BURST);
-        Self { rate, burst, tokens_nb: u128::from(burst) * 1_000_000_000, last: now }
+        Self {
+            rate,
+            burst,
+            tokens_nb: u128::from(burst) * 1_000_000_000,
+            last: now,
+        }
     }
 
     pub fn rate(&self) -> u64 {

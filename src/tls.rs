@@ -20,7 +20,10 @@ pub enum TlsSetupError {
 }
 
 fn file_err(path: &Path, reason: impl ToString) -> TlsSetupError {
-    TlsSetupError::File { path: path.display().to_string(), reason: reason.to_string() }
+    TlsSetupError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Writes a self-signed ECDSA P-256 certificate and key if neither exists.
@@ -54,7 +57,10 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsSetupError> {
 }
 
 fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// A loaded certificate chain and key, ready for rustls.
@@ -70,10 +76,17 @@ impl Identity {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| file_err(cert, format!("bad PEM certificate: {e}")))?;
         if chain.is_empty() {
-            return Err(file_err(cert, "no certificate found (expected a PEM chain)"));
+            return Err(file_err(
+                cert,
+                "no certificate found (expected a PEM chain)",
+            ));
         }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| file_err(key, format!("no usable private key (expected PEM ECDSA or RSA): {e}")))?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            file_err(
+                key,
+                format!("no usable private key (expected PEM ECDSA or RSA): {e}"),
+            )
+        })?;
         Ok(Self { chain, key })
     }
 
@@ -81,9 +94,9 @@ impl Identity {
     /// `openconnect --servercert` takes.
     pub fn pin_sha256(&self) -> Result<String, TlsSetupError> {
         let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&self.key)?;
-        let spki = signer
-            .public_key()
-            .ok_or_else(|| TlsSetupError::Rustls(rustls::Error::General("key type has no SPKI".into())))?;
+        let spki = signer.public_key().ok_or_else(|| {
+            TlsSetupError::Rustls(rustls::Error::General("key type has no SPKI".into()))
+        })?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, spki.as_ref());
         Ok(format!("pin-sha256:{}", base64(digest.as_ref())))
     }
@@ -93,35 +106,57 @@ impl Identity {
     /// handshake; clients without one still get in, and the login decides
     /// whether it needed one.
     /// With `crl`, a client certificate the CA revoked fails too.
-    pub fn server_config(&self, client_ca: Option<&Path>, crl: Option<&Path>) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    pub fn server_config(
+        &self,
+        client_ca: Option<&Path>,
+        crl: Option<&Path>,
+    ) -> Result<Arc<ServerConfig>, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
         let builder = match client_ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
                 let roots = Arc::new(load_ca(ca)?);
-                let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider).allow_unauthenticated();
+                let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                    .allow_unauthenticated();
                 if let Some(crl) = crl {
                     // A CRL lists what is revoked: certificates of issuers
                     // it does not cover stay good, as with ocserv's `crl`.
-                    verifier = verifier.with_crls(load_crls(crl)?).only_check_end_entity_revocation().allow_unknown_revocation_status();
+                    verifier = verifier
+                        .with_crls(load_crls(crl)?)
+                        .only_check_end_entity_revocation()
+                        .allow_unknown_revocation_status();
                 }
-                let verifier = verifier.build().map_err(|e| file_err(ca, format!("unusable CA or CRL: {e}")))?;
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| file_err(ca, format!("unusable CA or CRL: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        Ok(Arc::new(builder.with_single_cert(self.chain.clone(), self.key.clone_key())?))
+        Ok(Arc::new(builder.with_single_cert(
+            self.chain.clone(),
+            self.key.clone_key(),
+        )?))
     }
 }
 
 /// The certificate revocation lists in a PEM file.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
     let crls = CertificateRevocationListDer::pem_file_iter(path)
-        .map_err(|e| file_err(path, format!("cannot read: {e} (expected a PEM file of CRLs)")))?
+        .map_err(|e| {
+            file_err(
+                path,
+                format!("cannot read: {e} (expected a PEM file of CRLs)"),
+            )
+        })?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_err(path, format!("bad PEM CRL: {e}")))?;
     if crls.is_empty() {
-        return Err(file_err(path, "no CRL found (expected -----BEGIN X509 CRL-----)"));
+        return Err(file_err(
+            path,
+            "no CRL found (expected -----BEGIN X509 CRL-----)",
+        ));
     }
     Ok(crls)
 }
@@ -140,15 +175,33 @@ pub fn check_crls(ca: &Path, crl: &Path) -> Result<(), TlsSetupError> {
 /// The CA certificates in a PEM file.
 pub fn load_ca(path: &Path) -> Result<RootCertStore, TlsSetupError> {
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_err(path, format!("cannot read: {e} (expected a PEM file of CA certificates)")))?
+        .map_err(|e| {
+            file_err(
+                path,
+                format!("cannot read: {e} (expected a PEM file of CA certificates)"),
+            )
+        })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(path, format!("bad PEM certificate: {e} (expected CA certificates)")))?;
+        .map_err(|e| {
+            file_err(
+                path,
+                format!("bad PEM certificate: {e} (expected CA certificates)"),
+            )
+        })?;
     let mut roots = RootCertStore::empty();
     for c in certs {
-        roots.add(c).map_err(|e| file_err(path, format!("unusable CA certificate: {e} (expected X.509 CA certificates)")))?;
+        roots.add(c).map_err(|e| {
+            file_err(
+                path,
+                format!("unusable CA certificate: {e} (expected X.509 CA certificates)"),
+            )
+        })?;
     }
     if roots.is_empty() {
-        return Err(file_err(path, "no certificate found (expected a PEM file of CA certificates)"));
+        return Err(file_err(
+            path,
+            "no certificate found (expected a PEM file of CA certificates)",
+        ));
     }
     Ok(roots)
 }
@@ -157,7 +210,11 @@ fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -260,12 +317,17 @@ impl TlsSession {
 
     /// The client's certificate (DER), verified against the CA, if it sent one.
     pub fn peer_certificate(&self) -> Option<&[u8]> {
-        self.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref())
+        self.conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref())
     }
 
     /// The DTLS PSK of protocol notes §5.1, from this connection.
     pub fn export_dtls_psk(&self) -> Result<[u8; 32], TlsError> {
-        Ok(self.conn.export_keying_material([0u8; 32], b"EXPORTER-openconnect-psk", None)?)
+        Ok(self
+            .conn
+            .export_keying_material([0u8; 32], b"EXPORTER-openconnect-psk", None)?)
     }
 }
 
@@ -275,7 +337,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }
@@ -340,11 +410,13 @@ mod tests {
     fn test_client(id: &Identity) -> rustls::ClientConnection {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(id.chain[0].clone()).unwrap();
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap()
     }
 }

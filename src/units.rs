@@ -7,7 +7,10 @@
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let upper = t.to_ascii_uppercase();
-    let body = upper.strip_suffix("IB").or_else(|| upper.strip_suffix('B')).unwrap_or(&upper);
+    let body = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
     let (number, shift) = match body.chars().last() {
         Some('K') => (&body[..body.len() - 1], 10),
         Some('M') => (&body[..body.len() - 1], 20),
@@ -16,22 +19,35 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         _ => (body, 0),
     };
     let number = number.trim();
-    let bad = || format!("expected a size like 1048576, \"200K\", \"1.5M\" or \"3G\", got {text:?}");
-    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit() || c == '.') || number.matches('.').count() > 1 {
+    let bad =
+        || format!("expected a size like 1048576, \"200K\", \"1.5M\" or \"3G\", got {text:?}");
+    if number.is_empty()
+        || !number.chars().all(|c| c.is_ascii_digit() || c == '.')
+        || number.matches('.').count() > 1
+    {
         return Err(bad());
     }
     let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
     if whole.is_empty() && frac.is_empty() {
         return Err(bad());
     }
-    let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-    let mut bytes = whole.checked_shl(shift).filter(|b| b >> shift == whole).ok_or_else(bad)?;
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let mut bytes = whole
+        .checked_shl(shift)
+        .filter(|b| b >> shift == whole)
+        .ok_or_else(bad)?;
     if !frac.is_empty() {
         // Exact for the few digits people write: frac / 10^len * 2^shift.
         let digits = frac.len().min(9);
         let f: u64 = frac[..digits].parse().map_err(|_| bad())?;
         let add = (u128::from(f) << shift) / 10u128.pow(digits as u32);
-        bytes = bytes.checked_add(u64::try_from(add).map_err(|_| bad())?).ok_or_else(bad)?;
+        bytes = bytes
+            .checked_add(u64::try_from(add).map_err(|_| bad())?)
+            .ok_or_else(bad)?;
     }
     Ok(bytes)
 }
@@ -87,7 +103,14 @@ pub fn civil(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day as u32, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+    (
+        year,
+        month as u32,
+        day as u32,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
 }
 
 #[cfg(test)]
@@ -96,7 +119,13 @@ mod tests {
 
     #[test]
     fn format_reads_back() {
-        for (bytes, text) in [(0, "0"), (512, "512"), (204_800, "200K"), (1_572_864, "1.5M"), (3 << 30, "3G")] {
+        for (bytes, text) in [
+            (0, "0"),
+            (512, "512"),
+            (204_800, "200K"),
+            (1_572_864, "1.5M"),
+            (3 << 30, "3G"),
+        ] {
             assert_eq!(format_size(bytes), text);
             assert_eq!(parse_size(text).unwrap(), bytes);
         }
@@ -131,7 +160,18 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_refused() {
-        for text in ["", "K", "-1", "1.2.3M", "1X", "abc", "1 000", "99999999999999999999", "16777216T", "."] {
+        for text in [
+            "",
+            "K",
+            "-1",
+            "1.2.3M",
+            "1X",
+            "abc",
+            "1 000",
+            "99999999999999999999",
+            "16777216T",
+            ".",
+        ] {
             assert!(parse_size(text).is_err(), "{text:?} accepted");
         }
         assert!(parse_size("1X").unwrap_err().contains("\"1X\""));

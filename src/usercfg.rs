@@ -66,7 +66,11 @@ impl UserConfig {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let err = |key: &str, reason: String| UserConfigError { line: i + 1, key: key.to_owned(), reason };
+            let err = |key: &str, reason: String| UserConfigError {
+                line: i + 1,
+                key: key.to_owned(),
+                reason,
+            };
             let Some((key, value)) = line.split_once('=') else {
                 return Err(err(line, "expected key = value".into()));
             };
@@ -81,7 +85,10 @@ impl UserConfig {
             "route" => self.routes.push(route(v)?),
             "no-route" => self.no_routes.push(route(v)?),
             "iroute" => self.iroutes.push(route(v)?),
-            "dns" | "ipv4-dns" | "ipv6-dns" => self.dns.push(v.parse().map_err(|_| format!("expected an IP address, got {v:?}"))?),
+            "dns" | "ipv4-dns" | "ipv6-dns" => self.dns.push(
+                v.parse()
+                    .map_err(|_| format!("expected an IP address, got {v:?}"))?,
+            ),
             "split-dns" => self.split_dns.push(domain(v)?),
             "default-domain" => {
                 // A space-separated search list.
@@ -91,14 +98,27 @@ impl UserConfig {
                     return Err("expected one or more domain names".into());
                 }
             }
-            "explicit-ipv4" => self.explicit_ipv4 = Some(v.parse().map_err(|_| format!("expected an IPv4 address, got {v:?}"))?),
+            "explicit-ipv4" => {
+                self.explicit_ipv4 = Some(
+                    v.parse()
+                        .map_err(|_| format!("expected an IPv4 address, got {v:?}"))?,
+                )
+            }
             "explicit-ipv6" => {
                 // ocserv accepts an address with a prefix; the address is what counts.
                 let addr = v.split_once('/').map_or(v, |(a, _)| a);
-                self.explicit_ipv6 = Some(addr.parse().map_err(|_| format!("expected an IPv6 address, got {v:?}"))?);
+                self.explicit_ipv6 = Some(
+                    addr.parse()
+                        .map_err(|_| format!("expected an IPv6 address, got {v:?}"))?,
+                );
             }
             "restrict-user-to-routes" => self.restrict_user_to_routes = Some(boolean(v)?),
-            "max-same-clients" => self.max_same_clients = Some(v.parse().map_err(|_| format!("expected a count, got {v:?}"))?),
+            "max-same-clients" => {
+                self.max_same_clients = Some(
+                    v.parse()
+                        .map_err(|_| format!("expected a count, got {v:?}"))?,
+                )
+            }
             "rx-data-per-sec" => self.rx_data_per_sec = Some(parse_size(v)?),
             "tx-data-per-sec" => self.tx_data_per_sec = Some(parse_size(v)?),
             "idle-timeout" => self.idle_timeout = Some(seconds(v, 0)?),
@@ -107,7 +127,9 @@ impl UserConfig {
             "dpd" => self.dpd = Some(seconds(v, 1)?),
             "keepalive" => self.keepalive = Some(seconds(v, 1)?),
             "mtu" => {
-                let m: u16 = v.parse().map_err(|_| format!("expected 576-9000, got {v:?}"))?;
+                let m: u16 = v
+                    .parse()
+                    .map_err(|_| format!("expected 576-9000, got {v:?}"))?;
                 if !(576..=9000).contains(&m) {
                     return Err(format!("expected 576-9000, got {m}"));
                 }
@@ -141,7 +163,10 @@ impl UserConfig {
         over(&mut self.default_domain, &later.default_domain);
         over(&mut self.explicit_ipv4, &later.explicit_ipv4);
         over(&mut self.explicit_ipv6, &later.explicit_ipv6);
-        over(&mut self.restrict_user_to_routes, &later.restrict_user_to_routes);
+        over(
+            &mut self.restrict_user_to_routes,
+            &later.restrict_user_to_routes,
+        );
         over(&mut self.max_same_clients, &later.max_same_clients);
         over(&mut self.rx_data_per_sec, &later.rx_data_per_sec);
         over(&mut self.tx_data_per_sec, &later.tx_data_per_sec);
@@ -164,15 +189,27 @@ pub fn read_file(path: &Path) -> Result<UserConfig, String> {
 /// (or the default group file), then the user's own (or the default user
 /// file) on top. Blocking file reads: run off the executors. The error
 /// says which file and why; the session must then be refused.
-pub fn load(users: &crate::config::Users, user: &str, group: Option<&str>) -> Result<UserConfig, String> {
+pub fn load(
+    users: &crate::config::Users,
+    user: &str,
+    group: Option<&str>,
+) -> Result<UserConfig, String> {
     let mut c = UserConfig::default();
     let pick = |dir: &Option<PathBuf>, name: Option<&str>, default: &Option<PathBuf>| {
-        let own = dir.as_deref().zip(name).and_then(|(d, n)| file_for(d, n)).filter(|p| p.exists());
+        let own = dir
+            .as_deref()
+            .zip(name)
+            .and_then(|(d, n)| file_for(d, n))
+            .filter(|p| p.exists());
         own.or_else(|| default.clone())
     };
     let files = [
         pick(&users.config_per_group, group, &users.default_group_config),
-        pick(&users.config_per_user, Some(user), &users.default_user_config),
+        pick(
+            &users.config_per_user,
+            Some(user),
+            &users.default_user_config,
+        ),
     ];
     for path in files.iter().flatten() {
         c.merge(&read_file(path)?);
@@ -189,13 +226,17 @@ pub fn file_for(dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 fn unquote(v: &str) -> &str {
-    v.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(v)
+    v.strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(v)
 }
 
 /// `10.0.0.0/8`, `10.0.0.0/255.0.0.0`, `fd00::/48`, a bare address (one
 /// host) or `default` (everything).
 fn route(v: &str) -> Result<IpNet, String> {
-    let bad = || format!("expected a network like 10.0.0.0/8, 10.0.0.0/255.0.0.0 or fd00::/48, got {v:?}");
+    let bad = || {
+        format!("expected a network like 10.0.0.0/8, 10.0.0.0/255.0.0.0 or fd00::/48, got {v:?}")
+    };
     if v.eq_ignore_ascii_case("default") {
         return Ok(IpNet::V4(ipnet::Ipv4Net::default()));
     }
@@ -204,7 +245,8 @@ fn route(v: &str) -> Result<IpNet, String> {
         Some((addr, mask)) if mask.contains('.') => {
             let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
             let mask: Ipv4Addr = mask.parse().map_err(|_| bad())?;
-            let prefix = ipnet::ipv4_mask_to_prefix(mask).map_err(|_| format!("{mask} is not a contiguous netmask"))?;
+            let prefix = ipnet::ipv4_mask_to_prefix(mask)
+                .map_err(|_| format!("{mask} is not a contiguous netmask"))?;
             IpNet::V4(ipnet::Ipv4Net::new(addr, prefix).map_err(|_| bad())?)
         }
         Some(_) => v.parse::<IpNet>().map_err(|_| bad())?,
@@ -215,11 +257,18 @@ fn route(v: &str) -> Result<IpNet, String> {
 fn domain(v: &str) -> Result<String, String> {
     let ok = !v.is_empty()
         && v.len() <= 253
-        && v.split('.').all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        && v.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
     if ok {
         Ok(v.to_ascii_lowercase())
     } else {
-        Err(format!("expected a domain name like example.com, got {v:?}"))
+        Err(format!(
+            "expected a domain name like example.com, got {v:?}"
+        ))
     }
 }
 
@@ -271,10 +320,19 @@ session-timeout = \"0\"
         assert_eq!(c.no_routes[0].to_string(), "10.10.99.0/24");
         assert_eq!(c.dns, ["10.10.0.53".parse::<IpAddr>().unwrap()]);
         assert_eq!(c.split_dns, ["corp.example.com", "lab.example.com"]);
-        assert_eq!(c.default_domain.as_deref(), Some("corp.example.com example.net"));
+        assert_eq!(
+            c.default_domain.as_deref(),
+            Some("corp.example.com example.net")
+        );
         assert_eq!(c.explicit_ipv4, Some(Ipv4Addr::new(192, 168, 100, 77)));
-        assert_eq!((c.mtu, c.dpd, c.keepalive), (Some(1300), Some(60), Some(300)));
-        assert_eq!((c.rx_data_per_sec, c.tx_data_per_sec), (Some(1_572_864), Some(200_000)));
+        assert_eq!(
+            (c.mtu, c.dpd, c.keepalive),
+            (Some(1300), Some(60), Some(300))
+        );
+        assert_eq!(
+            (c.rx_data_per_sec, c.tx_data_per_sec),
+            (Some(1_572_864), Some(200_000))
+        );
         assert_eq!(c.session_timeout, Some(0));
     }
 
@@ -289,7 +347,11 @@ session-timeout = \"0\"
             ("frobnicate = 1", 1, "frobnicate"),
             ("split-dns = bad..name", 1, "split-dns"),
             ("dpd = 0", 1, "dpd"),
-            ("restrict-user-to-routes = maybe", 1, "restrict-user-to-routes"),
+            (
+                "restrict-user-to-routes = maybe",
+                1,
+                "restrict-user-to-routes",
+            ),
             ("just some words", 1, "just some words"),
         ] {
             let e = UserConfig::parse(text).unwrap_err();
@@ -300,8 +362,12 @@ session-timeout = \"0\"
 
     #[test]
     fn user_file_adds_to_and_overrides_its_group() {
-        let mut group = UserConfig::parse("route = 10.1.0.0/16\ndns = 10.1.0.53\nmtu = 1400\nsplit-dns = a.example").unwrap();
-        let user = UserConfig::parse("route = 10.2.0.0/16\nroute = 10.1.0.0/16\nmtu = 1280").unwrap();
+        let mut group = UserConfig::parse(
+            "route = 10.1.0.0/16\ndns = 10.1.0.53\nmtu = 1400\nsplit-dns = a.example",
+        )
+        .unwrap();
+        let user =
+            UserConfig::parse("route = 10.2.0.0/16\nroute = 10.1.0.0/16\nmtu = 1280").unwrap();
         group.merge(&user);
         assert_eq!(group.routes.len(), 2);
         assert_eq!(group.mtu, Some(1280));

@@ -19,7 +19,11 @@ impl Pki {
     fn new(dir: &Path) -> Self {
         let dir = dir.join("pki");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("client.ext"), "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n").unwrap();
+        std::fs::write(
+            dir.join("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
         let pki = Self { dir };
         pki.ca("ca");
         pki.ca("other-ca");
@@ -40,7 +44,10 @@ impl Pki {
              && openssl x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -out {name}.pem -days 2 -extfile client.ext 2>&1",
             d = self.dir.display()
         ));
-        format!("-c {d}/{name}.pem -k {d}/{name}.key", d = self.dir.display())
+        format!(
+            "-c {d}/{name}.pem -k {d}/{name}.key",
+            d = self.dir.display()
+        )
     }
 
     /// Revokes `name.pem` (issued by "ca") and writes `crl.pem`, a v2 CRL.
@@ -88,11 +95,24 @@ fn certificate_login_names_the_user_and_another_ca_is_refused() {
     let c = start_client_with(&mut net, &server, 1, "alice", &["unused"], &alice);
     c.wait_connected();
     let log = server.log_text();
-    let created = log.lines().find(|l| l.contains("session created")).unwrap_or_else(|| panic!("{log}"));
-    assert!(created.contains("user=alice") && created.contains("group=staff"), "{created}");
+    let created = log
+        .lines()
+        .find(|l| l.contains("session created"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        created.contains("user=alice") && created.contains("group=staff"),
+        "{created}"
+    );
 
     // The same name from another CA fails the TLS handshake.
-    refused(&start_client_with(&mut net, &server, 2, "alice", &["unused"], &mallory));
+    refused(&start_client_with(
+        &mut net,
+        &server,
+        2,
+        "alice",
+        &["unused"],
+        &mallory,
+    ));
     server.wait_log("invalid peer certificate", Duration::from_secs(5));
     // No certificate at all: refused at login.
     refused(&start_client(&mut net, &server, 3, "bob", &["wonderland"]));
@@ -113,7 +133,14 @@ fn certificate_and_password_together_or_either_one() {
     let ok = start_client_with(&mut net, &server, 1, "alice", &["test123"], &alice);
     ok.wait_connected();
     // Bob's password with alice's certificate is alice's wrong password.
-    refused(&start_client_with(&mut net, &server, 2, "bob", &["wonderland", "wonderland", "wonderland"], &alice));
+    refused(&start_client_with(
+        &mut net,
+        &server,
+        2,
+        "bob",
+        &["wonderland", "wonderland", "wonderland"],
+        &alice,
+    ));
     // A password without a certificate is not enough.
     refused(&start_client(&mut net, &server, 3, "alice", &["test123"]));
     server.wait_log("reason=\"Certificate required", Duration::from_secs(5));
@@ -143,11 +170,24 @@ fn revoked_certificates_are_refused_and_a_reload_reads_a_new_crl() {
     let crl = pki.revoke("carol");
     let server = start_server(
         &mut net,
-        ServerOpts { auth_keys: format!("method = \"certificate\"\nca_file = \"{}\"\ncrl_file = \"{crl}\"\n", pki.ca_file()), ..Default::default() },
+        ServerOpts {
+            auth_keys: format!(
+                "method = \"certificate\"\nca_file = \"{}\"\ncrl_file = \"{crl}\"\n",
+                pki.ca_file()
+            ),
+            ..Default::default()
+        },
     );
     let a = start_client_with(&mut net, &server, 1, "alice", &["unused"], &alice);
     a.wait_connected();
-    refused(&start_client_with(&mut net, &server, 2, "carol", &["unused"], &carol));
+    refused(&start_client_with(
+        &mut net,
+        &server,
+        2,
+        "carol",
+        &["unused"],
+        &carol,
+    ));
     server.wait_log("invalid peer certificate", Duration::from_secs(5));
     assert_eq!(server.count_log("session created"), 1);
 
@@ -155,7 +195,18 @@ fn revoked_certificates_are_refused_and_a_reload_reads_a_new_crl() {
     // a new login with her certificate fails.
     pki.revoke("alice");
     assert_eq!(server.ctl_json("reload")["reloaded"], true);
-    assert_eq!(ping_rtts(&net, &net.client_ns[0], &server.tunnel_ip, 3, "0.2").len(), 3, "alice's session after the reload");
-    refused(&start_client_with(&mut net, &server, 3, "alice", &["unused"], &alice));
+    assert_eq!(
+        ping_rtts(&net, &net.client_ns[0], &server.tunnel_ip, 3, "0.2").len(),
+        3,
+        "alice's session after the reload"
+    );
+    refused(&start_client_with(
+        &mut net,
+        &server,
+        3,
+        "alice",
+        &["unused"],
+        &alice,
+    ));
     assert_eq!(server.count_log("session created"), 1);
 }

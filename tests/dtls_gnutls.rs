@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ocserv_uring::proto::dtls::{
-    client_hello_session_id, CipherSuite, DtlsClient, DtlsConfig, DtlsError, DtlsEvent, DtlsServer, Received,
-    RecordHeader, DTLS0_9,
+    client_hello_session_id, CipherSuite, DtlsClient, DtlsConfig, DtlsError, DtlsEvent, DtlsServer,
+    Received, RecordHeader, DTLS0_9,
 };
 
 const PSK: [u8; 32] = *b"0123456789abcdef0123456789abcdef";
@@ -40,11 +40,19 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn require_gnutls_cli() {
-    assert!(have_gnutls_cli(), "gnutls-cli is missing: apt-get install gnutls-bin");
+    assert!(
+        have_gnutls_cli(),
+        "gnutls-cli is missing: apt-get install gnutls-bin"
+    );
 }
 
 fn have_gnutls_cli() -> bool {
-    Command::new("gnutls-cli").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    Command::new("gnutls-cli")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 struct Outcome {
@@ -61,7 +69,13 @@ struct Outcome {
 
 /// Runs one gnutls-cli against a PSK server. `drop_first_flight` discards
 /// our first ServerHello flight so GnuTLS must retransmit its ClientHello.
-fn run(priority: &str, key: [u8; 32], cfg: DtlsConfig, extra: &[&str], drop_first_flight: bool) -> Outcome {
+fn run(
+    priority: &str,
+    key: [u8; 32],
+    cfg: DtlsConfig,
+    extra: &[&str],
+    drop_first_flight: bool,
+) -> Outcome {
     let sock = bind();
     let port = sock.local_addr().expect("addr").port();
     let line = format!("hello over dtls {priority}");
@@ -73,12 +87,20 @@ fn run(priority: &str, key: [u8; 32], cfg: DtlsConfig, extra: &[&str], drop_firs
         .arg("127.0.0.1");
     let server = DtlsServer::new_psk(PSK, &cfg, Instant::now());
     // gnutls-cli sends each stdin line as one record and prints what it receives.
-    serve(sock, server, cmd, Some(&line), &format!("echo: {line}"), drop_first_flight)
+    serve(
+        sock,
+        server,
+        cmd,
+        Some(&line),
+        &format!("echo: {line}"),
+        drop_first_flight,
+    )
 }
 
 fn bind() -> UdpSocket {
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
     sock
 }
 
@@ -94,7 +116,12 @@ fn serve(
     want: &str,
     drop_first_flight: bool,
 ) -> Outcome {
-    let child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn client");
+    let child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn client");
     let mut child = ChildGuard(child);
     let mut stdin = child.0.stdin.take().expect("stdin");
     let stdout = child.0.stdout.take().expect("stdout");
@@ -130,7 +157,8 @@ fn serve(
                 outcome.datagrams_in += 1;
                 peer = Some(from);
                 if outcome.hello_session_id.is_none() {
-                    outcome.hello_session_id = client_hello_session_id(&buf[..n]).map(<[u8]>::to_vec);
+                    outcome.hello_session_id =
+                        client_hello_session_id(&buf[..n]).map(<[u8]>::to_vec);
                     outcome.hello_version = RecordHeader::parse(&buf[..n]).ok().map(|h| h.version);
                 }
                 let mut off = 0;
@@ -150,7 +178,11 @@ fn serve(
                     }
                 }
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("recv: {e}"),
         }
         let now = Instant::now();
@@ -206,11 +238,21 @@ fn serve(
     outcome
 }
 
-fn expect_echo(priority: &str, suite: CipherSuite, cfg: DtlsConfig, extra: &[&str], drop_first: bool) -> Outcome {
+fn expect_echo(
+    priority: &str,
+    suite: CipherSuite,
+    cfg: DtlsConfig,
+    extra: &[&str],
+    drop_first: bool,
+) -> Outcome {
     let o = run(priority, PSK, cfg, extra, drop_first);
     assert_eq!(o.server_error, None, "{priority}");
     assert_eq!(o.suite, Some(suite), "{priority}");
-    assert!(o.echoed, "{priority}: line not echoed back ({} datagrams in)", o.datagrams_in);
+    assert!(
+        o.echoed,
+        "{priority}: line not echoed back ({} datagrams in)",
+        o.datagrams_in
+    );
     o
 }
 
@@ -234,9 +276,21 @@ fn gnutls_psk_each_suite() {
 #[test]
 fn gnutls_with_and_without_extensions() {
     require_gnutls_cli();
-    expect_echo(BASE_PRIORITY, CipherSuite::PskAes256GcmSha384, DtlsConfig::default(), &[], false);
+    expect_echo(
+        BASE_PRIORITY,
+        CipherSuite::PskAes256GcmSha384,
+        DtlsConfig::default(),
+        &[],
+        false,
+    );
     let prio = format!("{BASE_PRIORITY}:%NO_EXTENSIONS");
-    expect_echo(&prio, CipherSuite::PskAes256GcmSha384, DtlsConfig::default(), &[], false);
+    expect_echo(
+        &prio,
+        CipherSuite::PskAes256GcmSha384,
+        DtlsConfig::default(),
+        &[],
+        false,
+    );
 }
 
 /// Our first flight is lost: GnuTLS retransmits its ClientHello and we
@@ -244,16 +298,36 @@ fn gnutls_with_and_without_extensions() {
 #[test]
 fn gnutls_retransmission() {
     require_gnutls_cli();
-    let o = expect_echo(BASE_PRIORITY, CipherSuite::PskAes256GcmSha384, DtlsConfig::default(), &[], true);
-    assert!(o.retransmits >= 1 && o.datagrams_in >= 4, "{} retransmits, {} in", o.retransmits, o.datagrams_in);
+    let o = expect_echo(
+        BASE_PRIORITY,
+        CipherSuite::PskAes256GcmSha384,
+        DtlsConfig::default(),
+        &[],
+        true,
+    );
+    assert!(
+        o.retransmits >= 1 && o.datagrams_in >= 4,
+        "{} retransmits, {} in",
+        o.retransmits,
+        o.datagrams_in
+    );
 }
 
 /// Small MTUs both ways: GnuTLS fragments its flights, we fragment ours.
 #[test]
 fn gnutls_fragmented_handshake() {
     require_gnutls_cli();
-    let cfg = DtlsConfig { mtu: 80, ..DtlsConfig::default() };
-    let o = expect_echo(BASE_PRIORITY, CipherSuite::PskAes256GcmSha384, cfg, &["--mtu=100"], false);
+    let cfg = DtlsConfig {
+        mtu: 80,
+        ..DtlsConfig::default()
+    };
+    let o = expect_echo(
+        BASE_PRIORITY,
+        CipherSuite::PskAes256GcmSha384,
+        cfg,
+        &["--mtu=100"],
+        false,
+    );
     // The 151-byte ClientHello alone needs two datagrams at MTU 100.
     assert!(o.datagrams_in >= 5, "{} datagrams in", o.datagrams_in);
 }
@@ -427,7 +501,14 @@ fn build_oc_client() -> Option<PathBuf> {
             let src = dir.join("occlient.c");
             let bin = dir.join("occlient");
             std::fs::write(&src, OC_CLIENT_C).ok()?;
-            let ok = Command::new("cc").arg("-o").arg(&bin).arg(&src).arg("-lgnutls").status().ok()?.success();
+            let ok = Command::new("cc")
+                .arg("-o")
+                .arg(&bin)
+                .arg(&src)
+                .arg("-lgnutls")
+                .status()
+                .ok()?
+                .success();
             if !ok {
                 eprintln!("cannot build the GnuTLS test client");
             }
@@ -442,9 +523,17 @@ fn openconnect_like_psk_with_app_id() {
     let app_id = [0xa5u8; 32];
     let sock = bind();
     let mut cmd = Command::new(bin);
-    cmd.arg(sock.local_addr().expect("addr").port().to_string()).args(["psk", &hex(&PSK), &hex(&app_id), "-"]);
+    cmd.arg(sock.local_addr().expect("addr").port().to_string())
+        .args(["psk", &hex(&PSK), &hex(&app_id), "-"]);
     let server = DtlsServer::new_psk(PSK, &DtlsConfig::default(), Instant::now());
-    let o = serve(sock, server, cmd, None, "echo: openconnect-like client", false);
+    let o = serve(
+        sock,
+        server,
+        cmd,
+        None,
+        "echo: openconnect-like client",
+        false,
+    );
     assert_eq!(o.server_error, None);
     assert_eq!(o.suite, Some(CipherSuite::PskAes256GcmSha384));
     assert_eq!(o.hello_session_id.as_deref(), Some(&app_id[..]));
@@ -454,13 +543,25 @@ fn openconnect_like_psk_with_app_id() {
 #[test]
 fn openconnect_like_legacy_resumption() {
     let bin = oc_client();
-    for (bits, suite) in [("128", CipherSuite::RsaAes128GcmSha256), ("256", CipherSuite::RsaAes256GcmSha384)] {
+    for (bits, suite) in [
+        ("128", CipherSuite::RsaAes128GcmSha256),
+        ("256", CipherSuite::RsaAes256GcmSha384),
+    ] {
         let (sid, master) = ([0x17u8; 32], [0x2cu8; 48]);
         let sock = bind();
         let mut cmd = Command::new(&bin);
-        cmd.arg(sock.local_addr().expect("addr").port().to_string()).args(["legacy", &hex(&master), &hex(&sid), bits]);
-        let server = DtlsServer::new_resume(sid, master, suite, &DtlsConfig::default(), Instant::now());
-        let o = serve(sock, server, cmd, None, "echo: openconnect-like client", false);
+        cmd.arg(sock.local_addr().expect("addr").port().to_string())
+            .args(["legacy", &hex(&master), &hex(&sid), bits]);
+        let server =
+            DtlsServer::new_resume(sid, master, suite, &DtlsConfig::default(), Instant::now());
+        let o = serve(
+            sock,
+            server,
+            cmd,
+            None,
+            "echo: openconnect-like client",
+            false,
+        );
         assert_eq!(o.server_error, None, "{suite}");
         assert_eq!(o.suite, Some(suite));
         assert_eq!(o.hello_session_id.as_deref(), Some(&sid[..]));
@@ -486,14 +587,20 @@ fn openconnect_like_dtls0_9_resumption() {
         let mut cmd = Command::new(&bin);
         let port = sock.local_addr().expect("addr").port().to_string();
         cmd.args([&port, "legacy09", &hex(&master), &hex(&sid), name]);
-        let server = DtlsServer::new_resume(sid, master, suite, &DtlsConfig::default(), Instant::now());
+        let server =
+            DtlsServer::new_resume(sid, master, suite, &DtlsConfig::default(), Instant::now());
         let o = serve(sock, server, cmd, None, "ALL-ECHOED", drop_first);
         assert_eq!(o.server_error, None, "{name}");
         assert_eq!(o.suite, Some(suite), "{name}");
         assert_eq!(o.hello_session_id.as_deref(), Some(&sid[..]), "{name}");
         assert_eq!(o.hello_version, Some(DTLS0_9), "{name}");
         assert!(o.echoed, "{name}: GnuTLS did not get every echo back");
-        assert_eq!(o.retransmits >= 1, drop_first, "{name}: {} retransmits", o.retransmits);
+        assert_eq!(
+            o.retransmits >= 1,
+            drop_first,
+            "{name}: {} retransmits",
+            o.retransmits
+        );
     }
 }
 
@@ -504,21 +611,36 @@ fn openconnect_like_dtls0_9_resumption() {
 #[test]
 fn our_dtls0_9_client_against_gnutls_server() {
     let bin = oc_client();
-    for (name, suite) in [("AES256-SHA", CipherSuite::RsaAes256CbcSha), ("AES128-SHA", CipherSuite::RsaAes128CbcSha)] {
+    for (name, suite) in [
+        ("AES256-SHA", CipherSuite::RsaAes256CbcSha),
+        ("AES128-SHA", CipherSuite::RsaAes128CbcSha),
+    ] {
         let (sid, master) = ([0x3au8; 32], [0x5bu8; 48]);
         let mut cmd = Command::new(&bin);
         cmd.args(["0", "server09", &hex(&master), &hex(&sid), name]);
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
         let mut child = ChildGuard(child);
         let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
-        let first = lines.next().expect("a line from the server").expect("utf-8");
-        let port: u16 = first.strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT n");
+        let first = lines
+            .next()
+            .expect("a line from the server")
+            .expect("utf-8");
+        let port: u16 = first
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .expect("PORT n");
         let (tx, rx) = mpsc::channel::<String>();
         std::thread::spawn(move || lines.map_while(Result::ok).try_for_each(|l| tx.send(l)));
 
         let sock = bind();
         sock.connect(("127.0.0.1", port)).expect("connect");
-        let mut client = DtlsClient::new_resume(sid, master, suite, &DtlsConfig::default(), Instant::now());
+        let mut client =
+            DtlsClient::new_resume(sid, master, suite, &DtlsConfig::default(), Instant::now());
         let payloads: Vec<Vec<u8>> = (1..=81)
             .map(|n| if n == 81 { 1200 } else { n })
             .map(|n| (0..n).map(|i| b'a' + (i % 26) as u8).collect())
@@ -551,12 +673,19 @@ fn our_dtls0_9_client_against_gnutls_server() {
                         off += next;
                     }
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => panic!("recv: {e}"),
             }
         }
         assert_eq!(client.suite(), Some(suite), "{name}");
-        let want: Vec<Vec<u8>> = payloads.iter().map(|p| [b"echo: ", &p[..]].concat()).collect();
+        let want: Vec<Vec<u8>> = payloads
+            .iter()
+            .map(|p| [b"echo: ", &p[..]].concat())
+            .collect();
         assert_eq!(echoed, want, "{name}: echoes (UDP loopback keeps order)");
         assert_eq!(client.counters().auth_failed, 0);
         client.close();
@@ -565,7 +694,11 @@ fn our_dtls0_9_client_against_gnutls_server() {
         }
         let said: Vec<String> = rx.iter().take(2).collect();
         eprintln!("server: {said:?}");
-        assert!(said[0].starts_with("CONNECTED (DTLS0.9)-(RSA)-(AES-") && said[0].ends_with("resumed=1"), "{said:?}");
+        assert!(
+            said[0].starts_with("CONNECTED (DTLS0.9)-(RSA)-(AES-")
+                && said[0].ends_with("resumed=1"),
+            "{said:?}"
+        );
         assert_eq!(said[1], "SERVED 81", "{name}");
     }
 }

@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ocserv_uring::proto::dtls::{CipherSuite, DtlsConfig, DtlsError, DtlsEvent, DtlsServer, Received};
+use ocserv_uring::proto::dtls::{
+    CipherSuite, DtlsConfig, DtlsError, DtlsEvent, DtlsServer, Received,
+};
 
 const PSK: [u8; 32] = [0x5a; 32];
 const RUN_LIMIT: Duration = Duration::from_secs(15);
@@ -37,11 +39,25 @@ struct Outcome {
 /// of its line, the handshake fails, or RUN_LIMIT passes.
 fn run(cipher: &str, client_key: [u8; 32]) -> Outcome {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let port = sock.local_addr().unwrap().port();
     let child = Command::new("openssl")
-        .args(["s_client", "-dtls1_2", "-quiet", "-psk_identity", "psk", "-cipher", cipher])
-        .args(["-psk", &hex(&client_key), "-connect", &format!("127.0.0.1:{port}")])
+        .args([
+            "s_client",
+            "-dtls1_2",
+            "-quiet",
+            "-psk_identity",
+            "psk",
+            "-cipher",
+            cipher,
+        ])
+        .args([
+            "-psk",
+            &hex(&client_key),
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -61,7 +77,11 @@ fn run(cipher: &str, client_key: [u8; 32]) -> Outcome {
 
     let line = format!("hello from openssl {cipher}");
     let mut server = DtlsServer::new_psk(PSK, &DtlsConfig::default(), Instant::now());
-    let mut out = Outcome { echoed: false, suite: None, server_error: None };
+    let mut out = Outcome {
+        echoed: false,
+        suite: None,
+        server_error: None,
+    };
     let (mut buf, mut tx_buf) = (vec![0u8; 65536], vec![0u8; 2048]);
     let mut peer: Option<SocketAddr> = None;
     let start = Instant::now();
@@ -116,7 +136,10 @@ fn openssl_psk_each_suite() {
     for (cipher, suite) in [
         ("PSK-AES256-GCM-SHA384", CipherSuite::PskAes256GcmSha384),
         ("PSK-AES128-GCM-SHA256", CipherSuite::PskAes128GcmSha256),
-        ("PSK-CHACHA20-POLY1305", CipherSuite::PskChacha20Poly1305Sha256),
+        (
+            "PSK-CHACHA20-POLY1305",
+            CipherSuite::PskChacha20Poly1305Sha256,
+        ),
     ] {
         let o = run(cipher, PSK);
         assert_eq!(o.server_error, None, "{cipher}");

@@ -29,14 +29,22 @@ impl Rng {
 }
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.is_file())
         .map(|p| {
             let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-            (p.file_name().expect("file name").to_string_lossy().into_owned(), data)
+            (
+                p.file_name()
+                    .expect("file name")
+                    .to_string_lossy()
+                    .into_owned(),
+                data,
+            )
         })
         .collect();
     // read_dir order is unspecified; sort so the mutation sequence is stable.
@@ -142,5 +150,9 @@ fn dtls_server_corpus() {
 
 #[test]
 fn gro_roundtrip_corpus() {
-    run("gro_roundtrip", 0xbf58_476d_1ce4_e5b9, fuzzing::gro_roundtrip);
+    run(
+        "gro_roundtrip",
+        0xbf58_476d_1ce4_e5b9,
+        fuzzing::gro_roundtrip,
+    );
 }

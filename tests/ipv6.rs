@@ -53,13 +53,23 @@ fn check_v6_session(dtls: Dtls, tag: &str) {
     // The IPv6 address ends in the IPv4 lease's 32 bits.
     let a4: std::net::Ipv4Addr = addr4.parse().unwrap();
     let o = a4.octets();
-    let addr6 = format!("fd00:100::{:x}:{:x}", u16::from_be_bytes([o[0], o[1]]), u16::from_be_bytes([o[2], o[3]]));
+    let addr6 = format!(
+        "fd00:100::{:x}:{:x}",
+        u16::from_be_bytes([o[0], o[1]]),
+        u16::from_be_bytes([o[2], o[3]])
+    );
     assert_eq!(var("INTERNAL_IP6_ADDRESS"), addr6);
     assert!(var("INTERNAL_IP4_DNS").contains("192.168.100.1"));
     assert!(env.contains("fd00:100::53"), "IPv6 DNS missing:\n{env}");
     let n: usize = var("CISCO_IPV6_SPLIT_INC").parse().unwrap();
     let mut inc: Vec<String> = (0..n)
-        .map(|i| format!("{}/{}", var(&format!("CISCO_IPV6_SPLIT_INC_{i}_ADDR")), var(&format!("CISCO_IPV6_SPLIT_INC_{i}_MASKLEN"))))
+        .map(|i| {
+            format!(
+                "{}/{}",
+                var(&format!("CISCO_IPV6_SPLIT_INC_{i}_ADDR")),
+                var(&format!("CISCO_IPV6_SPLIT_INC_{i}_MASKLEN"))
+            )
+        })
         .collect();
     inc.sort();
     assert_eq!(inc, ["fd00:100::/64", "fd00:200::/48"]);
@@ -70,11 +80,18 @@ fn check_v6_session(dtls: Dtls, tag: &str) {
     }
     assert_eq!(ping6(&net, &c, SERVER6), 3, "client → server over IPv6");
     assert_eq!(ping6(&net, &s, &addr6), 3, "server → client over IPv6");
-    assert_eq!(ping_rtts(&net, &c, &server.tunnel_ip, 2, "0.2").len(), 2, "IPv4 still works");
+    assert_eq!(
+        ping_rtts(&net, &c, &server.tunnel_ip, 2, "0.2").len(),
+        2,
+        "IPv4 still works"
+    );
     for reverse in [false, true] {
         let bytes = iperf_bytes(&net, &c, &s, SERVER6, reverse);
         eprintln!("iperf3 over IPv6, reverse {reverse}: {bytes} bytes in 3 s");
-        assert!(bytes > 1_000_000, "iperf3 over IPv6 (reverse {reverse}) moved only {bytes} bytes");
+        assert!(
+            bytes > 1_000_000,
+            "iperf3 over IPv6 (reverse {reverse}) moved only {bytes} bytes"
+        );
     }
     assert!(alive(server.pid));
 }
@@ -98,17 +115,27 @@ fn explicit_ipv6_fixes_both_addresses_and_a_foreign_form_is_refused() {
     let mut net = Net::new("x6", 2);
     let server = v6_server_with_users(
         &mut net,
-        &[("alice", "explicit-ipv6 = fd00:100::c0a8:6442\n"), ("bob", "explicit-ipv6 = fd00:100::1:c0a8:6443\n")],
+        &[
+            ("alice", "explicit-ipv6 = fd00:100::c0a8:6442\n"),
+            ("bob", "explicit-ipv6 = fd00:100::1:c0a8:6443\n"),
+        ],
     );
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     assert_eq!(alice.wait_connected(), "192.168.100.66");
     let env = alice.env("connect").unwrap();
-    assert_eq!(Client::var(&env, "INTERNAL_IP6_ADDRESS").as_deref(), Some("fd00:100::c0a8:6442"), "{env}");
+    assert_eq!(
+        Client::var(&env, "INTERNAL_IP6_ADDRESS").as_deref(),
+        Some("fd00:100::c0a8:6442"),
+        "{env}"
+    );
     assert_eq!(ping6(&net, &net.client_ns[0], SERVER6), 3);
     let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
     bob.wait_exit(std::time::Duration::from_secs(20));
     assert!(bob.env("connect").is_none());
-    server.wait_log("is not of the form this server gives", std::time::Duration::from_secs(5));
+    server.wait_log(
+        "is not of the form this server gives",
+        std::time::Duration::from_secs(5),
+    );
 }
 
 /// An IPv6 `iroute`: routed into the TUN device and steered by the IPv6
@@ -120,17 +147,31 @@ fn ipv6_iroute_reaches_the_network_behind_a_client() {
     let mut net = Net::new("irt6", 1);
     // alice on shard 0 (.80 is even); fd00:300::1 ends in an odd word, so
     // only the IPv6 iroute map sends its packets to shard 0.
-    let alice_file = "explicit-ipv4 = 192.168.100.80\niroute = fd00:300::/64\niroute = 10.250.0.0/24\n";
+    let alice_file =
+        "explicit-ipv4 = 192.168.100.80\niroute = fd00:300::/64\niroute = 10.250.0.0/24\n";
     let server = v6_server_with_users(&mut net, &[("alice", alice_file)]);
     let (s, c1) = (net.server_ns.clone(), net.client_ns[0].clone());
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     assert_eq!(alice.wait_connected(), "192.168.100.80");
-    must(&format!("ip -n {c1} -6 addr add fd00:300::1/128 dev lo nodad"));
+    must(&format!(
+        "ip -n {c1} -6 addr add fd00:300::1/128 dev lo nodad"
+    ));
     let route = must(&format!("ip -n {s} -6 route show fd00:300::/64"));
-    assert!(route.contains("dev vpns"), "no kernel route for the IPv6 iroute: {route:?}");
-    assert_eq!(ping6(&net, &s, "fd00:300::1"), 3, "server → the IPv6 network behind alice");
+    assert!(
+        route.contains("dev vpns"),
+        "no kernel route for the IPv6 iroute: {route:?}"
+    );
+    assert_eq!(
+        ping6(&net, &s, "fd00:300::1"),
+        3,
+        "server → the IPv6 network behind alice"
+    );
     let me = server.ctl_json("show user alice");
-    assert_eq!(me[0]["iRoutes"], serde_json::json!(["fd00:300::/64", "10.250.0.0/24"]), "{me:#}");
+    assert_eq!(
+        me[0]["iRoutes"],
+        serde_json::json!(["fd00:300::/64", "10.250.0.0/24"]),
+        "{me:#}"
+    );
 
     alice.signal("INT");
     alice.wait_exit(std::time::Duration::from_secs(10));
@@ -151,7 +192,11 @@ fn cisco_clients_without_full_ipv6_capability_get_the_legacy_form() {
     let server = v6_server(&mut net, Dtls::Off);
     let cookie = authenticate(&net, &server, 1, "alice", "test123");
     // openconnect prints the cookies it would send: `openconnect_strapkey=...; webvpn=...`.
-    let cookie = cookie.split("; ").find_map(|c| c.strip_prefix("webvpn=")).unwrap_or(&cookie).to_owned();
+    let cookie = cookie
+        .split("; ")
+        .find_map(|c| c.strip_prefix("webvpn="))
+        .unwrap_or(&cookie)
+        .to_owned();
     let req = net.dir.join("connect.txt");
     std::fs::write(
         &req,
@@ -165,16 +210,34 @@ fn cisco_clients_without_full_ipv6_capability_get_the_legacy_form() {
     .unwrap();
     let o = net.exec(
         &net.client_ns[0],
-        &format!("sh -c 'timeout 3 openssl s_client -quiet -connect {}:443 < {} 2>/dev/null'", net.server_ip(1), req.display()),
+        &format!(
+            "sh -c 'timeout 3 openssl s_client -quiet -connect {}:443 < {} 2>/dev/null'",
+            net.server_ip(1),
+            req.display()
+        ),
     );
     let out = String::from_utf8_lossy(&o.stdout);
     let head = out.split("\r\n\r\n").next().unwrap_or_default();
     assert!(head.starts_with("HTTP/1.1 200 CONNECTED"), "{head}");
-    let values = |name: &str| -> Vec<&str> { head.lines().filter_map(|l| l.strip_prefix(&format!("{name}: "))).collect() };
+    let values = |name: &str| -> Vec<&str> {
+        head.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .collect()
+    };
     let addrs = values("X-CSTP-Address");
     assert_eq!(addrs.len(), 2, "IPv4 and the legacy IPv6 address: {head}");
     assert!(addrs[1].starts_with("fd00:100::c0a8:64"), "{head}");
-    assert_eq!(values("X-CSTP-Netmask"), ["255.255.255.0", "fd00:100::/64"], "{head}");
-    assert!(values("X-CSTP-Address-IP6").is_empty() && values("X-CSTP-Split-Include-IP6").is_empty(), "{head}");
-    assert!(!values("X-CSTP-DNS").contains(&"fd00:100::53"), "no IPv6 DNS in the legacy form: {head}");
+    assert_eq!(
+        values("X-CSTP-Netmask"),
+        ["255.255.255.0", "fd00:100::/64"],
+        "{head}"
+    );
+    assert!(
+        values("X-CSTP-Address-IP6").is_empty() && values("X-CSTP-Split-Include-IP6").is_empty(),
+        "{head}"
+    );
+    assert!(
+        !values("X-CSTP-DNS").contains(&"fd00:100::53"),
+        "no IPv6 DNS in the legacy form: {head}"
+    );
 }

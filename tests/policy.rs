@@ -23,9 +23,17 @@ fn per_user_and_group_files_reach_the_client_and_a_broken_one_refuses_only_its_u
          dns = 10.50.0.53\nsplit-dns = corp.example\ndefault-domain = corp.example\nmtu = 1300\ndpd = 45\n",
     )
     .unwrap();
-    fs::write(dir.join("groups/staff"), "route = 10.60.0.0/16\nsplit-dns = staff.example\n").unwrap();
+    fs::write(
+        dir.join("groups/staff"),
+        "route = 10.60.0.0/16\nsplit-dns = staff.example\n",
+    )
+    .unwrap();
     fs::write(dir.join("default-user"), "split-dns = default.example\n").unwrap();
-    fs::write(dir.join("users/mallory"), "route = 10.70.0.0/16\nfrobnicate = yes\n").unwrap();
+    fs::write(
+        dir.join("users/mallory"),
+        "route = 10.70.0.0/16\nfrobnicate = yes\n",
+    )
+    .unwrap();
     let passwd = dir.join("ocpasswd");
     add_user_in(&passwd, "carol", "sea-salt", "staff,other");
     add_user(&passwd, "mallory", "hunter2");
@@ -48,7 +56,13 @@ fn per_user_and_group_files_reach_the_client_and_a_broken_one_refuses_only_its_u
     let nets = |kind: &str| {
         let n: usize = var(&format!("CISCO_SPLIT_{kind}")).parse().unwrap();
         let mut v: Vec<String> = (0..n)
-            .map(|i| format!("{}/{}", var(&format!("CISCO_SPLIT_{kind}_{i}_ADDR")), var(&format!("CISCO_SPLIT_{kind}_{i}_MASKLEN"))))
+            .map(|i| {
+                format!(
+                    "{}/{}",
+                    var(&format!("CISCO_SPLIT_{kind}_{i}_ADDR")),
+                    var(&format!("CISCO_SPLIT_{kind}_{i}_MASKLEN"))
+                )
+            })
             .collect();
         v.sort();
         v
@@ -59,24 +73,50 @@ fn per_user_and_group_files_reach_the_client_and_a_broken_one_refuses_only_its_u
     assert_eq!(var("CISCO_SPLIT_DNS"), "corp.example");
     assert_eq!(var("CISCO_DEF_DOMAIN"), "corp.example");
     let alice_mtu: u32 = var("INTERNAL_IP4_MTU").parse().unwrap();
-    assert!(alice_mtu <= 1300, "alice's file caps the MTU at 1300, got {alice_mtu}");
+    assert!(
+        alice_mtu <= 1300,
+        "alice's file caps the MTU at 1300, got {alice_mtu}"
+    );
 
     // bob: no file of his own, so the default user file; global DNS.
     let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
     bob.wait_connected();
     let env = bob.env("connect").unwrap();
-    assert_eq!(Client::var(&env, "CISCO_SPLIT_DNS").as_deref(), Some("default.example"), "{env}");
-    assert_eq!(Client::var(&env, "CISCO_SPLIT_INC"), None, "full tunnel: {env}");
-    assert_eq!(Client::var(&env, "INTERNAL_IP4_DNS").as_deref(), Some("192.168.100.1"), "{env}");
-    let bob_mtu: u32 = Client::var(&env, "INTERNAL_IP4_MTU").unwrap().parse().unwrap();
+    assert_eq!(
+        Client::var(&env, "CISCO_SPLIT_DNS").as_deref(),
+        Some("default.example"),
+        "{env}"
+    );
+    assert_eq!(
+        Client::var(&env, "CISCO_SPLIT_INC"),
+        None,
+        "full tunnel: {env}"
+    );
+    assert_eq!(
+        Client::var(&env, "INTERNAL_IP4_DNS").as_deref(),
+        Some("192.168.100.1"),
+        "{env}"
+    );
+    let bob_mtu: u32 = Client::var(&env, "INTERNAL_IP4_MTU")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(bob_mtu > alice_mtu, "bob {bob_mtu} vs alice {alice_mtu}");
 
     // carol: her first group's file, with the default user file on top.
     let carol = start_client(&mut net, &server, 3, "carol", &["sea-salt"]);
     carol.wait_connected();
     let env = carol.env("connect").unwrap();
-    assert_eq!(Client::var(&env, "CISCO_SPLIT_INC_0_ADDR").as_deref(), Some("10.60.0.0"), "{env}");
-    let mut dns: Vec<String> = Client::var(&env, "CISCO_SPLIT_DNS").unwrap_or_default().split(',').map(str::to_owned).collect();
+    assert_eq!(
+        Client::var(&env, "CISCO_SPLIT_INC_0_ADDR").as_deref(),
+        Some("10.60.0.0"),
+        "{env}"
+    );
+    let mut dns: Vec<String> = Client::var(&env, "CISCO_SPLIT_DNS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
     dns.sort();
     assert_eq!(dns, ["default.example", "staff.example"], "{env}");
 
@@ -85,12 +125,22 @@ fn per_user_and_group_files_reach_the_client_and_a_broken_one_refuses_only_its_u
     mallory.wait_exit(Duration::from_secs(20));
     assert!(mallory.env("connect").is_none());
     let log = server.log_text();
-    let line = log.lines().find(|l| l.contains("reason=\"user configuration")).unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
-    assert!(line.contains("mallory") && line.contains("frobnicate") && line.contains("line 2"), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("reason=\"user configuration"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    assert!(
+        line.contains("mallory") && line.contains("frobnicate") && line.contains("line 2"),
+        "{line}"
+    );
 
     // Everyone else is still served.
     let s = net.server_ns.clone();
-    assert_eq!(ping_rtts(&net, &s, &addr, 2, "0.2").len(), 2, "server → alice");
+    assert_eq!(
+        ping_rtts(&net, &s, &addr, 2, "0.2").len(),
+        2,
+        "server → alice"
+    );
     assert!(alive(server.pid));
 }
 
@@ -103,31 +153,71 @@ fn restrict_user_to_routes_drops_traffic_to_other_destinations() {
     let mut net = Net::new("restr", 2);
     let dir = net.dir.clone();
     fs::create_dir_all(dir.join("users")).unwrap();
-    fs::write(dir.join("users/alice"), "route = 10.200.0.0/16\nrestrict-user-to-routes = true\n").unwrap();
+    fs::write(
+        dir.join("users/alice"),
+        "route = 10.200.0.0/16\nrestrict-user-to-routes = true\n",
+    )
+    .unwrap();
     let s = net.server_ns.clone();
-    must(&format!("ip -n {s} addr add 10.200.0.1/32 dev lo && ip -n {s} addr add 10.201.0.1/32 dev lo"));
-    let server = start_server(&mut net, ServerOpts { extra_config: "[users]\nconfig_per_user = \"users\"\n".into(), ..Default::default() });
+    must(&format!(
+        "ip -n {s} addr add 10.200.0.1/32 dev lo && ip -n {s} addr add 10.201.0.1/32 dev lo"
+    ));
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     alice.wait_connected();
     let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
     bob.wait_connected();
     // Both clients route both networks into the tunnel; only the server decides.
     for c in [&alice, &bob] {
-        must(&format!("ip -n {} route add 10.200.0.0/16 dev {} && ip -n {} route add 10.201.0.0/16 dev {}", c.ns, c.ifname, c.ns, c.ifname));
+        must(&format!(
+            "ip -n {} route add 10.200.0.0/16 dev {} && ip -n {} route add 10.201.0.0/16 dev {}",
+            c.ns, c.ifname, c.ns, c.ifname
+        ));
     }
     let (c1, c2) = (net.client_ns[0].clone(), net.client_ns[1].clone());
-    assert_eq!(ping_rtts(&net, &c1, "10.200.0.1", 3, "0.2").len(), 3, "alice → her route");
-    assert_eq!(ping_rtts(&net, &c1, &server.tunnel_ip, 2, "0.2").len(), 2, "alice → the server's address");
-    assert_eq!(ping_rtts(&net, &c1, "10.201.0.1", 3, "0.2").len(), 0, "alice → outside her routes");
-    assert_eq!(ping_rtts(&net, &c2, "10.201.0.1", 3, "0.2").len(), 3, "bob is not restricted");
+    assert_eq!(
+        ping_rtts(&net, &c1, "10.200.0.1", 3, "0.2").len(),
+        3,
+        "alice → her route"
+    );
+    assert_eq!(
+        ping_rtts(&net, &c1, &server.tunnel_ip, 2, "0.2").len(),
+        2,
+        "alice → the server's address"
+    );
+    assert_eq!(
+        ping_rtts(&net, &c1, "10.201.0.1", 3, "0.2").len(),
+        0,
+        "alice → outside her routes"
+    );
+    assert_eq!(
+        ping_rtts(&net, &c2, "10.201.0.1", 3, "0.2").len(),
+        3,
+        "bob is not restricted"
+    );
     alice.signal("INT");
     alice.wait_exit(Duration::from_secs(10));
     server.wait_log("session ended", Duration::from_secs(5));
     let log = server.log_text();
-    let up = log.lines().find(|l| l.contains("tunnel up") && l.contains("alice")).unwrap();
+    let up = log
+        .lines()
+        .find(|l| l.contains("tunnel up") && l.contains("alice"))
+        .unwrap();
     assert!(up.contains("restricted=true"), "{up}");
-    let end = log.lines().find(|l| l.contains("session ended") && l.contains("alice")).unwrap();
-    assert!(end.contains("restricted=3"), "three pings dropped and counted: {end}");
+    let end = log
+        .lines()
+        .find(|l| l.contains("session ended") && l.contains("alice"))
+        .unwrap();
+    assert!(
+        end.contains("restricted=3"),
+        "three pings dropped and counted: {end}"
+    );
 }
 
 /// `rx-data-per-sec` / `tx-data-per-sec` of 100K: iperf3 through the tunnel
@@ -138,25 +228,51 @@ fn rate_limit_caps_iperf3_near_the_configured_rate() {
     let mut net = Net::new("rate", 2);
     let dir = net.dir.clone();
     fs::create_dir_all(dir.join("users")).unwrap();
-    fs::write(dir.join("users/alice"), "rx-data-per-sec = 100K\ntx-data-per-sec = 100K\n").unwrap();
-    let server = start_server(&mut net, ServerOpts { extra_config: "[users]\nconfig_per_user = \"users\"\n".into(), ..Default::default() });
+    fs::write(
+        dir.join("users/alice"),
+        "rx-data-per-sec = 100K\ntx-data-per-sec = 100K\n",
+    )
+    .unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     alice.wait_connected();
     let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
     bob.wait_connected();
-    let (s, c1, c2) = (net.server_ns.clone(), net.client_ns[0].clone(), net.client_ns[1].clone());
+    let (s, c1, c2) = (
+        net.server_ns.clone(),
+        net.client_ns[0].clone(),
+        net.client_ns[1].clone(),
+    );
     // 3 s at 100 KiB/s, plus one burst and iperf3's control traffic.
     let cap = 3 * 100 * 1024;
     for reverse in [false, true] {
         let got = iperf_bytes(&net, &c1, &s, &server.tunnel_ip, reverse);
-        assert!(got <= cap * 3 / 2, "alice moved {got} bytes in 3 s (reverse {reverse}), limit ~{cap}");
-        assert!(got >= cap / 5, "alice moved only {got} bytes in 3 s (reverse {reverse})");
+        assert!(
+            got <= cap * 3 / 2,
+            "alice moved {got} bytes in 3 s (reverse {reverse}), limit ~{cap}"
+        );
+        assert!(
+            got >= cap / 5,
+            "alice moved only {got} bytes in 3 s (reverse {reverse})"
+        );
     }
     let free = iperf_bytes(&net, &c2, &s, &server.tunnel_ip, false);
     assert!(free > 10 * cap, "bob, unlimited, moved only {free} bytes");
     let up = server.log_text();
-    let up = up.lines().find(|l| l.contains("tunnel up") && l.contains("alice")).unwrap();
-    assert!(up.contains("rx_rate=102400") && up.contains("tx_rate=102400"), "{up}");
+    let up = up
+        .lines()
+        .find(|l| l.contains("tunnel up") && l.contains("alice"))
+        .unwrap();
+    assert!(
+        up.contains("rx_rate=102400") && up.contains("tx_rate=102400"),
+        "{up}"
+    );
 }
 
 /// `select_group`: the login form lists the groups; a user in several
@@ -180,11 +296,25 @@ fn a_user_in_several_groups_picks_one_for_that_login_only() {
         },
     );
     let split_dns = |c: &Client| Client::var(&c.env("connect").unwrap(), "CISCO_SPLIT_DNS");
-    let lab = start_client_with(&mut net, &server, 1, "carol", &["sea-salt"], "--authgroup lab");
+    let lab = start_client_with(
+        &mut net,
+        &server,
+        1,
+        "carol",
+        &["sea-salt"],
+        "--authgroup lab",
+    );
     lab.wait_connected();
     assert_eq!(split_dns(&lab).as_deref(), Some("lab.example"));
     // The same user's next login picks by label; the first keeps its group.
-    let staff = start_client_with(&mut net, &server, 2, "carol", &["sea-salt"], "--authgroup Staff");
+    let staff = start_client_with(
+        &mut net,
+        &server,
+        2,
+        "carol",
+        &["sea-salt"],
+        "--authgroup Staff",
+    );
     staff.wait_connected();
     assert_eq!(split_dns(&staff).as_deref(), Some("staff.example"));
     let log = server.log_text();
@@ -195,7 +325,14 @@ fn a_user_in_several_groups_picks_one_for_that_login_only() {
         .collect();
     assert_eq!(groups, ["lab", "staff"], "{log}");
     // alice is in neither group.
-    let alice = start_client_with(&mut net, &server, 3, "alice", &["test123"], "--authgroup lab");
+    let alice = start_client_with(
+        &mut net,
+        &server,
+        3,
+        "alice",
+        &["test123"],
+        "--authgroup lab",
+    );
     alice.wait_exit(Duration::from_secs(20));
     assert!(alice.env("connect").is_none());
     server.wait_log("not a member of the selected group", Duration::from_secs(5));
@@ -214,25 +351,43 @@ fn explicit_ipv4_gives_the_same_address_from_either_shard() {
     // .77 belongs to shard 1 of 2, .80 to shard 0.
     fs::write(dir.join("users/alice"), "explicit-ipv4 = 192.168.100.77\n").unwrap();
     fs::write(dir.join("users/bob"), "explicit-ipv4 = 192.168.100.80\n").unwrap();
-    let server = start_server(&mut net, ServerOpts { extra_config: "[users]\nconfig_per_user = \"users\"\n".into(), ..Default::default() });
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
     let s = net.server_ns.clone();
     // Logins land on either shard; repeat until one had to move.
     let mut ended = 0;
     for round in 1..=12 {
-        for (user, pw, want) in [("alice", "test123", "192.168.100.77"), ("bob", "wonderland", "192.168.100.80")] {
+        for (user, pw, want) in [
+            ("alice", "test123", "192.168.100.77"),
+            ("bob", "wonderland", "192.168.100.80"),
+        ] {
             let c = start_client(&mut net, &server, 1, user, &[pw]);
             assert_eq!(c.wait_connected(), want, "round {round}");
-            assert_eq!(ping_rtts(&net, &s, want, 2, "0.2").len(), 2, "server → {user} at {want}");
+            assert_eq!(
+                ping_rtts(&net, &s, want, 2, "0.2").len(),
+                2,
+                "server → {user} at {want}"
+            );
             c.signal("INT");
             c.wait_exit(Duration::from_secs(10));
             ended += 1;
-            wait_for(Duration::from_secs(5), "session end", || (server.count_log("session ended") == ended).then_some(()));
+            wait_for(Duration::from_secs(5), "session end", || {
+                (server.count_log("session ended") == ended).then_some(())
+            });
         }
         if server.count_log("login moved here for its explicit-ipv4 address") > 0 {
             break;
         }
     }
-    assert!(server.count_log("login moved here for its explicit-ipv4 address") > 0, "no login landed on the other shard");
+    assert!(
+        server.count_log("login moved here for its explicit-ipv4 address") > 0,
+        "no login landed on the other shard"
+    );
     // The address is alice's; a second device of hers cannot have it too.
     let first = start_client(&mut net, &server, 1, "alice", &["test123"]);
     first.wait_connected();
@@ -254,16 +409,33 @@ fn iroute_reaches_the_network_behind_a_client_while_its_session_lives() {
     fs::create_dir_all(dir.join("users")).unwrap();
     // alice's session lives on shard 0 (.80 is even); 10.250.0.1 is odd,
     // so only the iroute map sends its packets to shard 0.
-    fs::write(dir.join("users/alice"), "explicit-ipv4 = 192.168.100.80\niroute = 10.250.0.0/24\n").unwrap();
+    fs::write(
+        dir.join("users/alice"),
+        "explicit-ipv4 = 192.168.100.80\niroute = 10.250.0.0/24\n",
+    )
+    .unwrap();
     fs::write(dir.join("users/bob"), "iroute = 10.250.0.0/255.255.255.0\n").unwrap();
-    let server = start_server(&mut net, ServerOpts { extra_config: "[users]\nconfig_per_user = \"users\"\n".into(), ..Default::default() });
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
     let (s, c1) = (net.server_ns.clone(), net.client_ns[0].clone());
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     assert_eq!(alice.wait_connected(), "192.168.100.80");
     must(&format!("ip -n {c1} addr add 10.250.0.1/32 dev lo"));
     let route = must(&format!("ip -n {s} route show 10.250.0.0/24"));
-    assert!(route.contains("dev vpns"), "no kernel route for the iroute: {route:?}");
-    assert_eq!(ping_rtts(&net, &s, "10.250.0.1", 3, "0.2").len(), 3, "server → the network behind alice");
+    assert!(
+        route.contains("dev vpns"),
+        "no kernel route for the iroute: {route:?}"
+    );
+    assert_eq!(
+        ping_rtts(&net, &s, "10.250.0.1", 3, "0.2").len(),
+        3,
+        "server → the network behind alice"
+    );
 
     // bob wants the same network: refused while alice has it.
     let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);

@@ -23,7 +23,8 @@ const CYCLES: usize = 400;
 fn strays(with_program: bool) -> usize {
     let lo = Ipv4Addr::LOCALHOST;
     // SAFETY (both): fresh sockets from udp_socket, owned here alone.
-    let first = unsafe { UdpSocket::from_raw_fd(udp_socket(SocketAddr::from((lo, 0)), None).unwrap()) };
+    let first =
+        unsafe { UdpSocket::from_raw_fd(udp_socket(SocketAddr::from((lo, 0)), None).unwrap()) };
     let port = first.local_addr().unwrap();
     let mut listeners = vec![first];
     for _ in 1..LISTENERS {
@@ -79,7 +80,9 @@ fn strays(with_program: bool) -> usize {
         // Everything queued on the connected socket, up to and including
         // the client's own datagram (which must arrive).
         loop {
-            let n = own.recv(&mut buf).expect("the client's own datagram reaches its socket");
+            let n = own
+                .recv(&mut buf)
+                .expect("the client's own datagram reaches its socket");
             if &buf[..n] == b"mine" {
                 break;
             }
@@ -98,7 +101,10 @@ fn strays(with_program: bool) -> usize {
 fn no_stray_datagram_enters_a_per_client_socket() {
     // Control: without the program the window is real (how often depends
     // on timing, so it is reported, not asserted).
-    eprintln!("without the cBPF program: {} foreign datagrams in {CYCLES} cycles", strays(false));
+    eprintln!(
+        "without the cBPF program: {} foreign datagrams in {CYCLES} cycles",
+        strays(false)
+    );
     let n = strays(true);
     eprintln!("with the cBPF program: {n} foreign datagrams in {CYCLES} cycles");
     // The program closes the window to all but a residue the kernel's
@@ -106,5 +112,8 @@ fn no_stray_datagram_enters_a_per_client_socket() {
     // blast, against 40-8000 without it). The server routes such a stray to
     // where the listener would have sent it (dtls.rs, on_datagram_from), so
     // none is lost; here the window must stay all but closed.
-    assert!(n <= CYCLES / 40, "{n} foreign datagrams reached per-client sockets in {CYCLES} cycles");
+    assert!(
+        n <= CYCLES / 40,
+        "{n} foreign datagrams reached per-client sockets in {CYCLES} cycles"
+    );
 }

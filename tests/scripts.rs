@@ -41,7 +41,8 @@ fn scripts_get_ocserv_variables_a_failing_one_refuses_and_a_hanging_one_stalls_n
     );
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     let lease = alice.wait_connected();
-    let env = fs::read_to_string(dir.join("connect-alice.env")).expect("connect script ran before the tunnel came up");
+    let env = fs::read_to_string(dir.join("connect-alice.env"))
+        .expect("connect script ran before the tunnel came up");
     assert_eq!(var(&env, "REASON"), "connect");
     assert_eq!(var(&env, "USERNAME"), "alice");
     assert_eq!(var(&env, "DEVICE"), "vpns");
@@ -54,36 +55,63 @@ fn scripts_get_ocserv_variables_a_failing_one_refuses_and_a_hanging_one_stalls_n
     let carol = start_client(&mut net, &server, 3, "carol", &["sea-salt"]);
     let hang = Instant::now();
     let (c1, s) = (net.client_ns[0].clone(), net.server_ns.clone());
-    assert_eq!(ping_rtts(&net, &c1, &server.tunnel_ip, 10, "0.2").len(), 10, "alice while carol's script hangs");
-    assert!(hang.elapsed() < Duration::from_secs(3) || alive(carol.pid), "the pings should overlap the hang");
+    assert_eq!(
+        ping_rtts(&net, &c1, &server.tunnel_ip, 10, "0.2").len(),
+        10,
+        "alice while carol's script hangs"
+    );
+    assert!(
+        hang.elapsed() < Duration::from_secs(3) || alive(carol.pid),
+        "the pings should overlap the hang"
+    );
     carol.wait_exit(Duration::from_secs(20));
-    assert!(carol.env("connect").is_none(), "carol got a tunnel despite her script hanging");
+    assert!(
+        carol.env("connect").is_none(),
+        "carol got a tunnel despite her script hanging"
+    );
     server.wait_log("still running after 3 s", Duration::from_secs(5));
 
     // A failing script refuses bob's session.
     let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
     bob.wait_exit(Duration::from_secs(20));
-    assert!(bob.env("connect").is_none(), "bob got a tunnel despite his script failing");
+    assert!(
+        bob.env("connect").is_none(),
+        "bob got a tunnel despite his script failing"
+    );
     server.wait_log("connect_script failed", Duration::from_secs(5));
 
     let sent = iperf_bytes(&net, &c1, &s, &server.tunnel_ip, false);
     alice.signal("INT");
     alice.wait_exit(Duration::from_secs(10));
-    let env = wait_for(Duration::from_secs(10), "disconnect script", || fs::read_to_string(dir.join("disconnect-alice.env")).ok());
+    let env = wait_for(Duration::from_secs(10), "disconnect script", || {
+        fs::read_to_string(dir.join("disconnect-alice.env")).ok()
+    });
     assert_eq!(var(&env, "REASON"), "disconnect");
     assert_eq!(var(&env, "IP_REMOTE"), lease);
     let bytes_in: u64 = var(&env, "STATS_BYTES_IN").parse().unwrap();
-    assert!(bytes_in >= sent, "STATS_BYTES_IN {bytes_in} < {sent} sent by iperf3");
+    assert!(
+        bytes_in >= sent,
+        "STATS_BYTES_IN {bytes_in} < {sent} sent by iperf3"
+    );
     assert!(var(&env, "STATS_BYTES_OUT").parse::<u64>().unwrap() > 0);
     assert!(var(&env, "STATS_DURATION").parse::<u64>().is_ok());
-    assert!(!dir.join("disconnect-bob.env").exists(), "no disconnect for a session that never connected");
+    assert!(
+        !dir.join("disconnect-bob.env").exists(),
+        "no disconnect for a session that never connected"
+    );
 }
 
 #[test]
 fn json_logs_carry_one_audit_event_per_login_connect_and_disconnect() {
     let _g = serial();
     let mut net = Net::new("jlog", 1);
-    let server = start_server(&mut net, ServerOpts { server_keys: "log_format = \"json\"\n".into(), ..Default::default() });
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            server_keys: "log_format = \"json\"\n".into(),
+            ..Default::default()
+        },
+    );
     let log = server.log.clone();
     let bad = start_client(&mut net, &server, 1, "alice", &["wrong", "wrong", "wrong"]);
     bad.wait_exit(Duration::from_secs(20));
@@ -97,17 +125,38 @@ fn json_logs_carry_one_audit_event_per_login_connect_and_disconnect() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
-        let audit: Vec<Value> = lines.into_iter().filter(|v| v["target"] == "audit").collect();
-        audit.iter().any(|v| v["fields"]["event"] == "disconnect").then_some(audit)
+        let audit: Vec<Value> = lines
+            .into_iter()
+            .filter(|v| v["target"] == "audit")
+            .collect();
+        audit
+            .iter()
+            .any(|v| v["fields"]["event"] == "disconnect")
+            .then_some(audit)
     });
-    let kinds: Vec<&str> = events.iter().map(|v| v["fields"]["event"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"refusal") && kinds.contains(&"login") && kinds.contains(&"connect"), "{kinds:?}");
-    let end = events.iter().find(|v| v["fields"]["event"] == "disconnect").unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|v| v["fields"]["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"refusal") && kinds.contains(&"login") && kinds.contains(&"connect"),
+        "{kinds:?}"
+    );
+    let end = events
+        .iter()
+        .find(|v| v["fields"]["event"] == "disconnect")
+        .unwrap();
     let f = &end["fields"];
     assert_eq!(f["user"], "alice");
     assert_eq!(f["reason"], "client disconnect");
-    assert!(f["peer"].as_str().unwrap().starts_with("10.91.1.2:"), "{end}");
-    assert!(f["rx_bytes"].is_u64() && f["duration_s"].is_u64() && f["ipv4"].is_string(), "{end}");
+    assert!(
+        f["peer"].as_str().unwrap().starts_with("10.91.1.2:"),
+        "{end}"
+    );
+    assert!(
+        f["rx_bytes"].is_u64() && f["duration_s"].is_u64() && f["ipv4"].is_string(),
+        "{end}"
+    );
 }
 
 const LEAVES_A_CHILD: &str = r#"#!/bin/sh

@@ -13,14 +13,22 @@ use ocserv_uring::sys::{bpf, tun};
 fn packets_for_shard_n_addresses_arrive_on_queue_n() {
     std::thread::spawn(|| {
         // SAFETY: unshare of the network namespace affects only this thread.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            0,
+            "unshare: {}",
+            std::io::Error::last_os_error()
+        );
         for queues in [2usize, 3] {
             let dev = tun::TunDevice::open(&format!("steer{queues}"), queues, false).unwrap();
-            dev.configure(Ipv4Addr::new(10, 123, queues as u8, 1), 24, 1400).unwrap();
+            dev.configure(Ipv4Addr::new(10, 123, queues as u8, 1), 24, 1400)
+                .unwrap();
             let _prog = bpf::attach_steering(&dev.queues[0], queues as u32).unwrap();
 
             let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
-            let targets: Vec<Ipv4Addr> = (2..=30).map(|h| Ipv4Addr::new(10, 123, queues as u8, h)).collect();
+            let targets: Vec<Ipv4Addr> = (2..=30)
+                .map(|h| Ipv4Addr::new(10, 123, queues as u8, h))
+                .collect();
             for t in &targets {
                 for _ in 0..3 {
                     sock.send_to(b"steer", (*t, 9)).unwrap();
@@ -40,10 +48,15 @@ fn packets_for_shard_n_addresses_arrive_on_queue_n() {
                 }
             }
             for t in &targets {
-                let qs = seen.get(t).unwrap_or_else(|| panic!("no packet for {t} on any queue"));
+                let qs = seen
+                    .get(t)
+                    .unwrap_or_else(|| panic!("no packet for {t} on any queue"));
                 assert_eq!(qs.len(), 3, "{t}: {qs:?}");
                 let want = owner_shard(*t, queues);
-                assert!(qs.iter().all(|q| *q == want), "{t} owned by shard {want} but read on queues {qs:?}");
+                assert!(
+                    qs.iter().all(|q| *q == want),
+                    "{t} owned by shard {want} but read on queues {qs:?}"
+                );
             }
         }
     })

@@ -14,7 +14,8 @@ impl Counter for LoomCounter {
         self.0.load(Ordering::Acquire)
     }
     fn compare_exchange(&self, current: usize, new: usize) -> Result<usize, usize> {
-        self.0.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+        self.0
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
     }
     fn fetch_sub(&self, n: usize) -> usize {
         self.0.fetch_sub(n, Ordering::AcqRel)
@@ -32,7 +33,11 @@ fn last_slot_goes_to_exactly_one_shard() {
                 thread::spawn(move || l.try_acquire())
             })
             .collect();
-        let wins = handles.into_iter().map(|h| h.join().unwrap()).filter(|w| *w).count();
+        let wins = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|w| *w)
+            .count();
         assert_eq!(wins, 1);
         assert_eq!(limit.current(), 1);
     });

@@ -29,7 +29,10 @@ impl Doorbell {
     fn ring(&self) {
         let mut p = self.pending.lock().unwrap();
         *p += 1;
-        assert!(*p <= 1, "a second wake-up pending: a burst was not coalesced");
+        assert!(
+            *p <= 1,
+            "a second wake-up pending: a burst was not coalesced"
+        );
         self.rung.notify_one();
     }
 
@@ -141,7 +144,10 @@ fn capacity_holds_under_racing_senders() {
             })
             .collect();
         let results: Vec<_> = senders.into_iter().map(|h| h.join().unwrap()).collect();
-        let full = results.iter().filter(|r| matches!(r, Err(Refused::Full(_)))).count();
+        let full = results
+            .iter()
+            .filter(|r| matches!(r, Err(Refused::Full(_))))
+            .count();
         assert_eq!((full, inbox.len()), (1, 1));
     });
 }

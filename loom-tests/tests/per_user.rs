@@ -19,7 +19,11 @@ fn second_device_loses_the_race() {
                 thread::spawn(move || p.try_acquire("alice", 1).is_ok())
             })
             .collect();
-        let wins = handles.into_iter().map(|h| h.join().unwrap()).filter(|w| *w).count();
+        let wins = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|w| *w)
+            .count();
         assert_eq!(wins, 1);
         assert_eq!(p.count("alice"), 1);
     });

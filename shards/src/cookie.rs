@@ -79,7 +79,11 @@ impl std::fmt::Display for Cookie {
 // Never print the secret part in logs.
 impl std::fmt::Debug for Cookie {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Cookie(shard {}, {:02x}{:02x}..)", self.home, self.random[0], self.random[1])
+        write!(
+            f,
+            "Cookie(shard {}, {:02x}{:02x}..)",
+            self.home, self.random[0], self.random[1]
+        )
     }
 }
 

@@ -33,7 +33,10 @@ pub struct GlobalLimit<C: Counter = AtomicUsize> {
 
 impl<C: Counter> GlobalLimit<C> {
     pub fn new(max: usize) -> Self {
-        Self { max, count: C::default() }
+        Self {
+            max,
+            count: C::default(),
+        }
     }
 
     /// Takes one slot; false if the limit is reached.

@@ -23,7 +23,10 @@ pub struct Queue<T> {
 
 impl<T> Default for Queue<T> {
     fn default() -> Self {
-        Self { items: VecDeque::new(), closed: false }
+        Self {
+            items: VecDeque::new(),
+            closed: false,
+        }
     }
 }
 
@@ -55,7 +58,11 @@ pub struct Mailbox<T, L: Lock<Queue<T>> = Mutex<Queue<T>>> {
 
 impl<T, L: Lock<Queue<T>>> Mailbox<T, L> {
     pub fn new(capacity: usize) -> Self {
-        Self { queue: L::default(), capacity, _item: std::marker::PhantomData }
+        Self {
+            queue: L::default(),
+            capacity,
+            _item: std::marker::PhantomData,
+        }
     }
 
     pub fn send(&self, item: T) -> Result<Sent, Refused<T>> {
@@ -67,7 +74,11 @@ impl<T, L: Lock<Queue<T>>> Mailbox<T, L> {
                 return Err(Refused::Full(item));
             }
             q.items.push_back(item);
-            Ok(if q.items.len() == 1 { Sent::Wake } else { Sent::Queued })
+            Ok(if q.items.len() == 1 {
+                Sent::Wake
+            } else {
+                Sent::Queued
+            })
         })
     }
 
@@ -141,7 +152,9 @@ mod tests {
         let senders: Vec<_> = (0..4)
             .map(|t| {
                 let m = m.clone();
-                std::thread::spawn(move || (0..1000).filter(|i| m.send(t * 1000 + i).is_ok()).count())
+                std::thread::spawn(move || {
+                    (0..1000).filter(|i| m.send(t * 1000 + i).is_ok()).count()
+                })
             })
             .collect();
         let sent: usize = senders.into_iter().map(|h| h.join().unwrap()).sum();

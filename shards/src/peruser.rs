@@ -19,7 +19,9 @@ pub struct PerUser<L: Lock<Counts> = Mutex<Counts>> {
 
 impl<L: Lock<Counts>> PerUser<L> {
     pub fn new() -> Self {
-        Self { table: L::default() }
+        Self {
+            table: L::default(),
+        }
     }
 
     /// Counts one more session of `user` unless it already has `max`
@@ -91,7 +93,9 @@ mod tests {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let p = p.clone();
-                std::thread::spawn(move || (0..50).filter(|_| p.try_acquire("dave", 3).is_ok()).count())
+                std::thread::spawn(move || {
+                    (0..50).filter(|_| p.try_acquire("dave", 3).is_ok()).count()
+                })
             })
             .collect();
         let won: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();

@@ -35,7 +35,11 @@ pub struct SessionStore<S> {
 
 impl<S> Default for SessionStore<S> {
     fn default() -> Self {
-        Self { sessions: HashMap::new(), deadlines: BinaryHeap::new(), by_user: HashMap::new() }
+        Self {
+            sessions: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            by_user: HashMap::new(),
+        }
     }
 }
 
@@ -56,11 +60,20 @@ impl<S: UserSession> SessionStore<S> {
     /// The session of `cookie`, created by `make` if there is none (the
     /// same cookie twice yields one session).
     pub fn get_or_insert_with(&mut self, cookie: Cookie, make: impl FnOnce() -> S) -> &mut S {
-        let Self { sessions, by_user, .. } = self;
+        let Self {
+            sessions, by_user, ..
+        } = self;
         let e = sessions.entry(cookie).or_insert_with(|| {
             let session = make();
-            by_user.entry(Rc::from(session.user())).or_default().push(cookie);
-            Entry { session, expires_at: None, generation: 0 }
+            by_user
+                .entry(Rc::from(session.user()))
+                .or_default()
+                .push(cookie);
+            Entry {
+                session,
+                expires_at: None,
+                generation: 0,
+            }
         });
         &mut e.session
     }
@@ -71,8 +84,13 @@ impl<S: UserSession> SessionStore<S> {
     }
 
     /// `user`'s sessions on this shard.
-    pub fn list_by_user<'a>(&'a self, user: &str) -> impl Iterator<Item = (&'a Cookie, &'a S)> + 'a {
-        self.cookies_of(user).iter().filter_map(|c| self.sessions.get(c).map(|e| (c, &e.session)))
+    pub fn list_by_user<'a>(
+        &'a self,
+        user: &str,
+    ) -> impl Iterator<Item = (&'a Cookie, &'a S)> + 'a {
+        self.cookies_of(user)
+            .iter()
+            .filter_map(|c| self.sessions.get(c).map(|e| (c, &e.session)))
     }
 
     pub fn count_by_user(&self, user: &str) -> usize {
@@ -82,7 +100,10 @@ impl<S: UserSession> SessionStore<S> {
     /// Removes and returns every session of `user` on this shard.
     pub fn remove_by_user(&mut self, user: &str) -> Vec<(Cookie, S)> {
         let cookies = self.by_user.remove(user).unwrap_or_default();
-        cookies.into_iter().filter_map(|c| self.sessions.remove(&c).map(|e| (c, e.session))).collect()
+        cookies
+            .into_iter()
+            .filter_map(|c| self.sessions.remove(&c).map(|e| (c, e.session)))
+            .collect()
     }
 
     fn unindex(&mut self, cookie: &Cookie, user: &str) {
@@ -128,16 +149,21 @@ impl<S: UserSession> SessionStore<S> {
 
     /// The tunnel is gone; the cookie stays valid until `expires_at`.
     pub fn detach(&mut self, cookie: &Cookie, expires_at: Instant) -> bool {
-        let Some(e) = self.sessions.get_mut(cookie) else { return false };
+        let Some(e) = self.sessions.get_mut(cookie) else {
+            return false;
+        };
         e.generation += 1;
         e.expires_at = Some(expires_at);
-        self.deadlines.push(Reverse((expires_at, e.generation, *cookie)));
+        self.deadlines
+            .push(Reverse((expires_at, e.generation, *cookie)));
         true
     }
 
     /// A reconnect picked the session up again: it no longer expires.
     pub fn attach(&mut self, cookie: &Cookie) -> bool {
-        let Some(e) = self.sessions.get_mut(cookie) else { return false };
+        let Some(e) = self.sessions.get_mut(cookie) else {
+            return false;
+        };
         e.generation += 1;
         e.expires_at = None;
         true
@@ -145,7 +171,9 @@ impl<S: UserSession> SessionStore<S> {
 
     /// True if the session is waiting for a reconnect.
     pub fn is_detached(&self, cookie: &Cookie) -> bool {
-        self.sessions.get(cookie).is_some_and(|e| e.expires_at.is_some())
+        self.sessions
+            .get(cookie)
+            .is_some_and(|e| e.expires_at.is_some())
     }
 
     /// Removes and returns every session whose cookie expired by `now`.
@@ -250,10 +278,14 @@ mod tests {
         s.detach(&cookie(1), t0 + Duration::from_secs(1));
         assert!(s.is_detached(&cookie(1)));
         s.attach(&cookie(1));
-        s.sweep_expired(t0 + Duration::from_secs(5), |_, _| panic!("expired an attached session"));
+        s.sweep_expired(t0 + Duration::from_secs(5), |_, _| {
+            panic!("expired an attached session")
+        });
         // A second detach uses the new deadline, not the old one.
         s.detach(&cookie(1), t0 + Duration::from_secs(20));
-        s.sweep_expired(t0 + Duration::from_secs(5), |_, _| panic!("stale deadline fired"));
+        s.sweep_expired(t0 + Duration::from_secs(5), |_, _| {
+            panic!("stale deadline fired")
+        });
         let mut n = 0;
         s.sweep_expired(t0 + Duration::from_secs(20), |_, _| n += 1);
         assert_eq!(n, 1);

@@ -42,7 +42,10 @@ pub fn parse_request(body: &[u8]) -> Result<AuthRequest, AuthParseError> {
     let text = std::str::from_utf8(body).map_err(|_| AuthParseError::NotUtf8)?;
     let trimmed = text.trim_start();
     if trimmed.is_empty() {
-        return Ok(AuthRequest { kind: Some(RequestKind::Init), ..Default::default() });
+        return Ok(AuthRequest {
+            kind: Some(RequestKind::Init),
+            ..Default::default()
+        });
     }
     if trimmed.starts_with('<') {
         parse_xml(trimmed)
@@ -111,7 +114,10 @@ fn kind_of(e: &quick_xml::events::BytesStart<'_>) -> RequestKind {
 }
 
 fn parse_urlencoded(text: &str) -> AuthRequest {
-    let mut req = AuthRequest { kind: Some(RequestKind::AuthReply), ..Default::default() };
+    let mut req = AuthRequest {
+        kind: Some(RequestKind::AuthReply),
+        ..Default::default()
+    };
     for pair in text.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = url_decode(v);
@@ -133,8 +139,14 @@ fn url_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             // Two hex digits exactly: from_str_radix alone would take "%+4".
-            b'%' if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
-                match std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            b'%' if i + 2 < b.len()
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit() =>
+            {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(v) => {
                         out.push(v);
                         i += 2;
@@ -186,16 +198,25 @@ impl GroupOption {
         let entry = entry.trim();
         let (name, label) = match entry.split_once('[') {
             Some((n, rest)) => {
-                let label = rest.strip_suffix(']').ok_or_else(|| format!("{entry:?}: expected name[Label]"))?;
+                let label = rest
+                    .strip_suffix(']')
+                    .ok_or_else(|| format!("{entry:?}: expected name[Label]"))?;
                 (n.trim(), label.trim())
             }
             None => (entry, entry),
         };
-        let plain = !name.is_empty() && !name.contains(|c: char| c == ',' || c == ':' || c.is_whitespace() || c.is_control());
+        let plain = !name.is_empty()
+            && !name
+                .contains(|c: char| c == ',' || c == ':' || c.is_whitespace() || c.is_control());
         if !plain || label.is_empty() {
-            return Err(format!("{entry:?}: expected a group name without spaces, ',' or ':'"));
+            return Err(format!(
+                "{entry:?}: expected a group name without spaces, ',' or ':'"
+            ));
         }
-        Ok(Self { name: name.to_owned(), label: label.to_owned() })
+        Ok(Self {
+            name: name.to_owned(),
+            label: label.to_owned(),
+        })
     }
 }
 
@@ -204,12 +225,18 @@ impl GroupOption {
 pub fn form_document(field: Field, message: &str, groups: &[GroupOption]) -> Vec<u8> {
     let mut input = match field {
         Field::Username => r#"<input type="text" name="username" label="Username:" />"#.to_owned(),
-        Field::Password => r#"<input type="password" name="password" label="Password:" />"#.to_owned(),
+        Field::Password => {
+            r#"<input type="password" name="password" label="Password:" />"#.to_owned()
+        }
     };
     if !groups.is_empty() {
         input.push_str("\n<select name=\"group_list\" label=\"Group:\">");
         for g in groups {
-            input.push_str(&format!("\n<option value=\"{}\">{}</option>", xml_escape(&g.name), xml_escape(&g.label)));
+            input.push_str(&format!(
+                "\n<option value=\"{}\">{}</option>",
+                xml_escape(&g.name),
+                xml_escape(&g.label)
+            ));
         }
         input.push_str("\n</select>");
     }
@@ -251,7 +278,11 @@ pub enum Step {
     /// Check these credentials (off the executor), then call
     /// [`AuthExchange::verified`]. `group` is the client's pick, if any;
     /// the user must be a member.
-    Verify { username: String, password: String, group: Option<String> },
+    Verify {
+        username: String,
+        password: String,
+        group: Option<String>,
+    },
 }
 
 /// After a credential check.
@@ -272,13 +303,21 @@ impl AuthExchange {
 
     /// An exchange whose username form offers `groups`.
     pub fn with_groups(groups: std::sync::Arc<[GroupOption]>) -> Self {
-        Self { groups, ..Self::default() }
+        Self {
+            groups,
+            ..Self::default()
+        }
     }
 
     /// An exchange for the user a certificate named: it asks only for the
     /// password (the group list, if any, comes with it).
     pub fn for_user(username: String, groups: std::sync::Arc<[GroupOption]>) -> Self {
-        Self { username: Some(username), groups, fixed_username: true, ..Self::default() }
+        Self {
+            username: Some(username),
+            groups,
+            fixed_username: true,
+            ..Self::default()
+        }
     }
 
     /// Replaces the groups offered (a list read from the password file).
@@ -296,15 +335,24 @@ impl AuthExchange {
     }
 
     pub fn handle(&mut self, req: AuthRequest) -> Step {
-        if let Some(u) = req.username.filter(|u| !u.is_empty() && !self.fixed_username) {
+        if let Some(u) = req
+            .username
+            .filter(|u| !u.is_empty() && !self.fixed_username)
+        {
             self.username = Some(u);
         }
         if let Some(g) = req.group.filter(|g| !g.is_empty()) {
             self.group = Some(g);
         }
         match (&self.username, req.password) {
-            (Some(u), Some(p)) => Step::Verify { username: u.clone(), password: p, group: self.group.clone() },
-            (Some(_), None) if self.fixed_username => Step::Form(form_document(Field::Password, ASK_PASSWORD, &self.groups)),
+            (Some(u), Some(p)) => Step::Verify {
+                username: u.clone(),
+                password: p,
+                group: self.group.clone(),
+            },
+            (Some(_), None) if self.fixed_username => {
+                Step::Form(form_document(Field::Password, ASK_PASSWORD, &self.groups))
+            }
             (Some(_), None) => Step::Form(form_document(Field::Password, ASK_PASSWORD, &[])),
             (None, _) => Step::Form(form_document(Field::Username, ASK_USERNAME, &self.groups)),
         }
@@ -343,7 +391,10 @@ mod tests {
         assert_eq!(init.kind, Some(RequestKind::Init));
         assert_eq!(init.username, None);
         let user = parse_request(USER.as_bytes()).unwrap();
-        assert_eq!((user.kind, user.username.as_deref()), (Some(RequestKind::AuthReply), Some("alice")));
+        assert_eq!(
+            (user.kind, user.username.as_deref()),
+            (Some(RequestKind::AuthReply), Some("alice"))
+        );
         let pass = parse_request(PASS.as_bytes()).unwrap();
         assert_eq!(pass.password.as_deref(), Some("test123"));
     }
@@ -352,9 +403,19 @@ mod tests {
     fn escaped_and_fallback_values() {
         let x = r#"<config-auth type="auth-reply"><auth><username>a&amp;b</username><password>&lt;p&gt;</password></auth><group-select>g1</group-select></config-auth>"#;
         let r = parse_request(x.as_bytes()).unwrap();
-        assert_eq!((r.username.as_deref(), r.password.as_deref(), r.group.as_deref()), (Some("a&b"), Some("<p>"), Some("g1")));
+        assert_eq!(
+            (
+                r.username.as_deref(),
+                r.password.as_deref(),
+                r.group.as_deref()
+            ),
+            (Some("a&b"), Some("<p>"), Some("g1"))
+        );
         let f = parse_request(b"username=bob&password=p%40ss+word&group_list=g").unwrap();
-        assert_eq!((f.username.as_deref(), f.password.as_deref()), (Some("bob"), Some("p@ss word")));
+        assert_eq!(
+            (f.username.as_deref(), f.password.as_deref()),
+            (Some("bob"), Some("p@ss word"))
+        );
         assert_eq!(url_decode("100%"), "100%");
         assert_eq!(url_decode("%4"), "%4");
         assert_eq!(url_decode("%+4x"), "% 4x");
@@ -372,13 +433,29 @@ mod tests {
     #[test]
     fn three_step_login_like_ocserv() {
         let mut ex = AuthExchange::new();
-        let Step::Form(f) = ex.handle(parse_request(INIT.as_bytes()).unwrap()) else { panic!() };
+        let Step::Form(f) = ex.handle(parse_request(INIT.as_bytes()).unwrap()) else {
+            panic!()
+        };
         assert!(String::from_utf8(f).unwrap().contains(r#"name="username""#));
-        let Step::Form(f) = ex.handle(parse_request(USER.as_bytes()).unwrap()) else { panic!() };
+        let Step::Form(f) = ex.handle(parse_request(USER.as_bytes()).unwrap()) else {
+            panic!()
+        };
         assert!(String::from_utf8(f).unwrap().contains(r#"type="password""#));
         let step = ex.handle(parse_request(PASS.as_bytes()).unwrap());
-        assert_eq!(step, Step::Verify { username: "alice".into(), password: "test123".into(), group: None });
-        assert_eq!(ex.verified(true), Verdict::Success { username: "alice".into() });
+        assert_eq!(
+            step,
+            Step::Verify {
+                username: "alice".into(),
+                password: "test123".into(),
+                group: None
+            }
+        );
+        assert_eq!(
+            ex.verified(true),
+            Verdict::Success {
+                username: "alice".into()
+            }
+        );
     }
 
     #[test]
@@ -386,10 +463,17 @@ mod tests {
         let mut ex = AuthExchange::new();
         ex.handle(parse_request(USER.as_bytes()).unwrap());
         ex.handle(parse_request(PASS.as_bytes()).unwrap());
-        let Verdict::Retry(form) = ex.verified(false) else { panic!() };
+        let Verdict::Retry(form) = ex.verified(false) else {
+            panic!()
+        };
         assert!(String::from_utf8(form).unwrap().contains("Login failed."));
         ex.handle(parse_request(PASS.as_bytes()).unwrap());
-        assert_eq!(ex.verified(true), Verdict::Success { username: "alice".into() });
+        assert_eq!(
+            ex.verified(true),
+            Verdict::Success {
+                username: "alice".into()
+            }
+        );
 
         let mut ex = AuthExchange::new();
         ex.handle(parse_request(USER.as_bytes()).unwrap());
@@ -403,25 +487,57 @@ mod tests {
 
     #[test]
     fn group_list_is_offered_with_the_username_and_the_pick_kept() {
-        let groups: std::sync::Arc<[GroupOption]> =
-            vec![GroupOption::parse("staff[Staff & friends]").unwrap(), GroupOption::parse("lab").unwrap()].into();
+        let groups: std::sync::Arc<[GroupOption]> = vec![
+            GroupOption::parse("staff[Staff & friends]").unwrap(),
+            GroupOption::parse("lab").unwrap(),
+        ]
+        .into();
         let mut ex = AuthExchange::with_groups(groups);
-        let Step::Form(f) = ex.handle(parse_request(INIT.as_bytes()).unwrap()) else { panic!() };
+        let Step::Form(f) = ex.handle(parse_request(INIT.as_bytes()).unwrap()) else {
+            panic!()
+        };
         let f = String::from_utf8(f).unwrap();
-        assert!(f.contains(r#"<select name="group_list" label="Group:">"#), "{f}");
-        assert!(f.contains(r#"<option value="staff">Staff &amp; friends</option>"#), "{f}");
+        assert!(
+            f.contains(r#"<select name="group_list" label="Group:">"#),
+            "{f}"
+        );
+        assert!(
+            f.contains(r#"<option value="staff">Staff &amp; friends</option>"#),
+            "{f}"
+        );
         assert!(f.contains(r#"<option value="lab">lab</option>"#), "{f}");
         let with_group = USER.replace("</auth>", "</auth><group-select>lab</group-select>");
-        let Step::Form(f) = ex.handle(parse_request(with_group.as_bytes()).unwrap()) else { panic!() };
-        assert!(!String::from_utf8(f).unwrap().contains("group_list"), "only the username form lists groups");
+        let Step::Form(f) = ex.handle(parse_request(with_group.as_bytes()).unwrap()) else {
+            panic!()
+        };
+        assert!(
+            !String::from_utf8(f).unwrap().contains("group_list"),
+            "only the username form lists groups"
+        );
         let step = ex.handle(parse_request(PASS.as_bytes()).unwrap());
-        assert_eq!(step, Step::Verify { username: "alice".into(), password: "test123".into(), group: Some("lab".into()) });
+        assert_eq!(
+            step,
+            Step::Verify {
+                username: "alice".into(),
+                password: "test123".into(),
+                group: Some("lab".into())
+            }
+        );
     }
 
     #[test]
     fn group_entries_parse_like_ocserv_select_group() {
-        assert_eq!(GroupOption::parse("eng").unwrap(), GroupOption { name: "eng".into(), label: "eng".into() });
-        assert_eq!(GroupOption::parse("eng[Engineering]").unwrap().label, "Engineering");
+        assert_eq!(
+            GroupOption::parse("eng").unwrap(),
+            GroupOption {
+                name: "eng".into(),
+                label: "eng".into()
+            }
+        );
+        assert_eq!(
+            GroupOption::parse("eng[Engineering]").unwrap().label,
+            "Engineering"
+        );
         for bad in ["", "a b", "a,b", "x[", "x[]", "a:b"] {
             assert!(GroupOption::parse(bad).is_err(), "{bad:?}");
         }
@@ -432,6 +548,8 @@ mod tests {
         let d = String::from_utf8(form_document(Field::Password, "a<b", &[])).unwrap();
         assert!(d.contains("<message>a&lt;b</message>"));
         assert!(!d.contains("group_list"));
-        assert!(String::from_utf8(success_document()).unwrap().contains(r#"<auth id="success">"#));
+        assert!(String::from_utf8(success_document())
+            .unwrap()
+            .contains(r#"<auth id="success">"#));
     }
 }

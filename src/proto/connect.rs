@@ -43,7 +43,10 @@ pub enum DtlsMode {
     /// PSK-NEGOTIATE: the key is the CONNECT's TLS exporter (§5.1).
     Psk,
     /// Abbreviated handshake from the client's `X-DTLS-Master-Secret`.
-    Legacy { suite: LegacySuite, master_secret: [u8; 48] },
+    Legacy {
+        suite: LegacySuite,
+        master_secret: [u8; 48],
+    },
 }
 
 /// The DTLS mode chosen for a CONNECT and how to name it in the reply.
@@ -60,10 +63,26 @@ pub struct DtlsChoice {
 /// openconnect lists `OC-DTLS1_2-*` in X-DTLS-CipherSuite; Cisco clients
 /// list OpenSSL names in X-DTLS12-CipherSuite.
 const LEGACY: [(&str, &str, LegacySuite); 6] = [
-    ("X-DTLS-CipherSuite", "OC-DTLS1_2-AES256-GCM", LegacySuite::Aes256Gcm),
-    ("X-DTLS12-CipherSuite", "AES256-GCM-SHA384", LegacySuite::Aes256Gcm),
-    ("X-DTLS-CipherSuite", "OC-DTLS1_2-AES128-GCM", LegacySuite::Aes128Gcm),
-    ("X-DTLS12-CipherSuite", "AES128-GCM-SHA256", LegacySuite::Aes128Gcm),
+    (
+        "X-DTLS-CipherSuite",
+        "OC-DTLS1_2-AES256-GCM",
+        LegacySuite::Aes256Gcm,
+    ),
+    (
+        "X-DTLS12-CipherSuite",
+        "AES256-GCM-SHA384",
+        LegacySuite::Aes256Gcm,
+    ),
+    (
+        "X-DTLS-CipherSuite",
+        "OC-DTLS1_2-AES128-GCM",
+        LegacySuite::Aes128Gcm,
+    ),
+    (
+        "X-DTLS12-CipherSuite",
+        "AES128-GCM-SHA256",
+        LegacySuite::Aes128Gcm,
+    ),
     // In X-DTLS-CipherSuite these OpenSSL names mean DTLS 0.9.
     ("X-DTLS-CipherSuite", "AES256-SHA", LegacySuite::Aes256Cbc),
     ("X-DTLS-CipherSuite", "AES128-SHA", LegacySuite::Aes128Cbc),
@@ -78,18 +97,31 @@ pub fn has_token(list: &str, token: &str) -> bool {
 /// client then stays on CSTP).
 pub fn choose_dtls(head: &RequestHead, psk: bool, legacy: bool) -> Option<DtlsChoice> {
     let list = |h: &str| head.header(h).unwrap_or("");
-    if psk && (has_token(list("X-DTLS-CipherSuite"), "PSK-NEGOTIATE") || has_token(list("X-DTLS12-CipherSuite"), "PSK-NEGOTIATE")) {
-        return Some(DtlsChoice { mode: DtlsMode::Psk, header: "X-DTLS-CipherSuite", value: "PSK-NEGOTIATE" });
+    if psk
+        && (has_token(list("X-DTLS-CipherSuite"), "PSK-NEGOTIATE")
+            || has_token(list("X-DTLS12-CipherSuite"), "PSK-NEGOTIATE"))
+    {
+        return Some(DtlsChoice {
+            mode: DtlsMode::Psk,
+            header: "X-DTLS-CipherSuite",
+            value: "PSK-NEGOTIATE",
+        });
     }
     if !legacy {
         return None;
     }
     let master_secret = parse_master_secret(head.header("X-DTLS-Master-Secret")?)?;
-    LEGACY.iter().find(|(h, name, _)| has_token(list(h), name)).map(|&(header, value, suite)| DtlsChoice {
-        mode: DtlsMode::Legacy { suite, master_secret },
-        header,
-        value,
-    })
+    LEGACY
+        .iter()
+        .find(|(h, name, _)| has_token(list(h), name))
+        .map(|&(header, value, suite)| DtlsChoice {
+            mode: DtlsMode::Legacy {
+                suite,
+                master_secret,
+            },
+            header,
+            value,
+        })
 }
 
 /// 48 bytes as 96 hex digits (the client sends upper case).
@@ -139,11 +171,20 @@ pub enum Ipv6Form {
 /// Whether and how the client asks for an IPv6 address.
 pub fn ipv6_form(head: &RequestHead) -> Option<Ipv6Form> {
     let types = head.header("X-CSTP-Address-Type").unwrap_or("IPv4");
-    if !types.split(',').any(|t| t.trim().eq_ignore_ascii_case("IPv6")) {
+    if !types
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("IPv6"))
+    {
         return None;
     }
-    let full = head.header("X-CSTP-Full-IPv6-Capability").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    Some(if full { Ipv6Form::Full } else { Ipv6Form::Legacy })
+    let full = head
+        .header("X-CSTP-Full-IPv6-Capability")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    Some(if full {
+        Ipv6Form::Full
+    } else {
+        Ipv6Form::Legacy
+    })
 }
 
 /// IPv6 needs this much MTU (RFC 8200); below it the client gets none.
@@ -154,15 +195,22 @@ pub const IPV6_MIN_MTU: u16 = 1280;
 pub fn is_mobile(head: &RequestHead) -> bool {
     const MOBILE: [&str; 4] = ["android", "apple-ios", "iphone", "ipad"];
     let named = |v: &str| MOBILE.iter().any(|m| v.trim().eq_ignore_ascii_case(m));
-    if head.header("X-AnyConnect-Identifier-Platform").is_some_and(named) {
+    if head
+        .header("X-AnyConnect-Identifier-Platform")
+        .is_some_and(named)
+    {
         return true;
     }
-    if head.header("X-AnyConnect-Identifier-DeviceType").is_some_and(|v| !v.trim().is_empty()) {
+    if head
+        .header("X-AnyConnect-Identifier-DeviceType")
+        .is_some_and(|v| !v.trim().is_empty())
+    {
         return true;
     }
     // Whole words only: "AnyConnect Android 4.10", not "Cisco".
     head.header("User-Agent").is_some_and(|ua| {
-        ua.split(|c: char| !c.is_ascii_alphanumeric()).any(|w| named(w) || w.eq_ignore_ascii_case("ios"))
+        ua.split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| named(w) || w.eq_ignore_ascii_case("ios"))
     })
 }
 
@@ -172,15 +220,27 @@ mod tests {
 
     fn auth_head(extra: &str) -> RequestHead {
         let text = format!("POST / HTTP/1.1\r\nHost: vpn\r\n{extra}\r\n");
-        crate::proto::http::parse_head(text.as_bytes()).unwrap().unwrap().0
+        crate::proto::http::parse_head(text.as_bytes())
+            .unwrap()
+            .unwrap()
+            .0
     }
 
     #[test]
     fn ipv6_form_from_address_type_and_capability() {
         let oc = "X-CSTP-Address-Type: IPv6,IPv4\r\nX-CSTP-Full-IPv6-Capability: true\r\n";
         assert_eq!(ipv6_form(&auth_head(oc)), Some(Ipv6Form::Full));
-        assert_eq!(ipv6_form(&auth_head("X-CSTP-Address-Type: IPv4\r\nX-CSTP-Full-IPv6-Capability: true\r\n")), None);
-        assert_eq!(ipv6_form(&auth_head("X-CSTP-Address-Type: IPv6,IPv4\r\n")), Some(Ipv6Form::Legacy), "Cisco without full capability");
+        assert_eq!(
+            ipv6_form(&auth_head(
+                "X-CSTP-Address-Type: IPv4\r\nX-CSTP-Full-IPv6-Capability: true\r\n"
+            )),
+            None
+        );
+        assert_eq!(
+            ipv6_form(&auth_head("X-CSTP-Address-Type: IPv6,IPv4\r\n")),
+            Some(Ipv6Form::Legacy),
+            "Cisco without full capability"
+        );
         assert_eq!(ipv6_form(&auth_head("")), None);
     }
 
@@ -188,7 +248,10 @@ mod tests {
     fn mobile_clients_by_identifier_or_user_agent() {
         for (h, mobile) in [
             ("User-Agent: Open AnyConnect VPN Agent v9.01\r\n", false),
-            ("User-Agent: Cisco AnyConnect VPN Agent for Windows 4.10\r\n", false),
+            (
+                "User-Agent: Cisco AnyConnect VPN Agent for Windows 4.10\r\n",
+                false,
+            ),
             ("User-Agent: AnyConnect Android 4.10.05\r\n", true),
             ("User-Agent: AnyConnect iPhone 4.9\r\n", true),
             ("X-AnyConnect-Identifier-Platform: android\r\n", true),
@@ -215,8 +278,13 @@ mod tests {
         ));
         assert_eq!(choose_dtls(&h, true, true).unwrap().mode, DtlsMode::Psk);
         let legacy = choose_dtls(&h, false, true).unwrap();
-        assert_eq!((legacy.header, legacy.value), ("X-DTLS-CipherSuite", "OC-DTLS1_2-AES256-GCM"));
-        assert!(matches!(legacy.mode, DtlsMode::Legacy { suite: LegacySuite::Aes256Gcm, master_secret } if master_secret[1] == 0x11));
+        assert_eq!(
+            (legacy.header, legacy.value),
+            ("X-DTLS-CipherSuite", "OC-DTLS1_2-AES256-GCM")
+        );
+        assert!(
+            matches!(legacy.mode, DtlsMode::Legacy { suite: LegacySuite::Aes256Gcm, master_secret } if master_secret[1] == 0x11)
+        );
         assert_eq!(choose_dtls(&h, false, false), None);
     }
 
@@ -224,18 +292,32 @@ mod tests {
     fn legacy_needs_a_known_suite_and_a_valid_secret() {
         let cisco = head(&format!("X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS12-CipherSuite: ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256\r\n"));
         let c = choose_dtls(&cisco, true, true).unwrap();
-        assert_eq!((c.header, c.value), ("X-DTLS12-CipherSuite", "AES128-GCM-SHA256"));
-        let only_cbc = head(&format!("X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS-CipherSuite: AES128-SHA:AES256-SHA\r\n"));
+        assert_eq!(
+            (c.header, c.value),
+            ("X-DTLS12-CipherSuite", "AES128-GCM-SHA256")
+        );
+        let only_cbc = head(&format!(
+            "X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS-CipherSuite: AES128-SHA:AES256-SHA\r\n"
+        ));
         let c = choose_dtls(&only_cbc, true, true).unwrap();
         assert_eq!((c.header, c.value), ("X-DTLS-CipherSuite", "AES256-SHA"));
-        let des = head(&format!("X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS-CipherSuite: DES-CBC3-SHA\r\n"));
+        let des = head(&format!(
+            "X-DTLS-Master-Secret: {SECRET}\r\nX-DTLS-CipherSuite: DES-CBC3-SHA\r\n"
+        ));
         assert_eq!(choose_dtls(&des, true, true), None);
-        let short = head("X-DTLS-Master-Secret: 0011\r\nX-DTLS-CipherSuite: OC-DTLS1_2-AES128-GCM\r\n");
+        let short =
+            head("X-DTLS-Master-Secret: 0011\r\nX-DTLS-CipherSuite: OC-DTLS1_2-AES128-GCM\r\n");
         assert_eq!(choose_dtls(&short, true, true), None);
         // Hex digits only: a sign is not one (found by fuzzing).
-        assert_eq!(parse_master_secret(&SECRET.to_ascii_lowercase()).map(|s| s[5]), Some(0x55));
+        assert_eq!(
+            parse_master_secret(&SECRET.to_ascii_lowercase()).map(|s| s[5]),
+            Some(0x55)
+        );
         assert_eq!(parse_master_secret(&format!("{}+1", &SECRET[..94])), None);
-        assert_eq!(parse_master_secret(&format!("{}\u{e9}", &SECRET[..94])), None);
+        assert_eq!(
+            parse_master_secret(&format!("{}\u{e9}", &SECRET[..94])),
+            None
+        );
         // A token must match whole, not as a prefix.
         assert!(!has_token("PSK-NEGOTIATEX:AES", "PSK-NEGOTIATE"));
         assert_eq!(choose_dtls(&head(""), true, true), None);
@@ -247,7 +329,10 @@ mod tests {
         assert_eq!(data_mtu(1400, false, Some(DTLS_OVERHEAD)), 1334);
         assert_eq!(data_mtu(1400, false, None), 1372);
         assert_eq!(data_mtu(1500, true, Some(DTLS_OVERHEAD)), 1414);
-        assert_eq!(data_mtu(1400, false, Some(LegacySuite::Aes256Cbc.overhead())), 1306);
+        assert_eq!(
+            data_mtu(1400, false, Some(LegacySuite::Aes256Cbc.overhead())),
+            1306
+        );
         assert_eq!(data_mtu(600, false, Some(DTLS_OVERHEAD)), MIN_MTU);
     }
 }

@@ -72,26 +72,55 @@ pub enum FrameError {
 /// `Ok(None)` means more bytes are needed; `Ok(Some((frame, used)))` borrows
 /// the payload from `buf` and says how many bytes it consumed.
 pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
-    let Some(head) = buf.get(..HEADER_LEN) else { return Ok(None) };
+    let Some(head) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
     let magic = [head[0], head[1], head[2], head[3]];
     if magic != MAGIC {
         return Err(FrameError::BadMagic(magic));
     }
     let len = usize::from(u16::from_be_bytes([head[4], head[5]]));
     if len > MAX_PAYLOAD {
-        return Err(FrameError::TooLong { len, max: MAX_PAYLOAD });
+        return Err(FrameError::TooLong {
+            len,
+            max: MAX_PAYLOAD,
+        });
     }
-    let Some(payload) = buf.get(HEADER_LEN..HEADER_LEN + len) else { return Ok(None) };
-    Ok(Some((Frame { ty: FrameType::from_byte(head[6]), payload }, HEADER_LEN + len)))
+    let Some(payload) = buf.get(HEADER_LEN..HEADER_LEN + len) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        Frame {
+            ty: FrameType::from_byte(head[6]),
+            payload,
+        },
+        HEADER_LEN + len,
+    )))
 }
 
 /// Writes the 8-byte header for a payload of `len` bytes.
-pub fn encode_header(ty: FrameType, len: usize, out: &mut [u8; HEADER_LEN]) -> Result<(), FrameError> {
+pub fn encode_header(
+    ty: FrameType,
+    len: usize,
+    out: &mut [u8; HEADER_LEN],
+) -> Result<(), FrameError> {
     if len > MAX_PAYLOAD {
-        return Err(FrameError::TooLong { len, max: MAX_PAYLOAD });
+        return Err(FrameError::TooLong {
+            len,
+            max: MAX_PAYLOAD,
+        });
     }
     let l = (len as u16).to_be_bytes();
-    *out = [MAGIC[0], MAGIC[1], MAGIC[2], MAGIC[3], l[0], l[1], ty.to_byte(), 0];
+    *out = [
+        MAGIC[0],
+        MAGIC[1],
+        MAGIC[2],
+        MAGIC[3],
+        l[0],
+        l[1],
+        ty.to_byte(),
+        0,
+    ];
     Ok(())
 }
 
@@ -165,10 +194,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_magic_and_oversize() {
-        assert!(matches!(decode(b"GET / HTTP/1.1\r\n"), Err(FrameError::BadMagic(_))));
+        assert!(matches!(
+            decode(b"GET / HTTP/1.1\r\n"),
+            Err(FrameError::BadMagic(_))
+        ));
         let wire = [0x53, 0x54, 0x46, 0x01, 0xff, 0xff, 0, 0];
-        assert!(matches!(decode(&wire), Err(FrameError::TooLong { len: 65535, .. })));
+        assert!(matches!(
+            decode(&wire),
+            Err(FrameError::TooLong { len: 65535, .. })
+        ));
         let mut small = [0u8; 9];
-        assert_eq!(encode(FrameType::Data, b"ab", &mut small), Err(FrameError::BufferTooSmall { need: 10 }));
+        assert_eq!(
+            encode(FrameType::Data, b"ab", &mut small),
+            Err(FrameError::BufferTooSmall { need: 10 })
+        );
     }
 }

@@ -72,10 +72,18 @@ pub fn cstp_frame(data: &[u8]) {
         match cstp::encode(ty, payload, &mut wire) {
             Ok(n) => {
                 assert_eq!(n, wire.len());
-                let (frame, used) = cstp::decode(&wire).expect("own frame decodes").expect("complete");
+                let (frame, used) = cstp::decode(&wire)
+                    .expect("own frame decodes")
+                    .expect("complete");
                 assert_eq!((frame.ty, frame.payload, used), (ty, payload, n));
             }
-            Err(e) => assert_eq!(e, cstp::FrameError::TooLong { len: payload.len(), max: cstp::MAX_PAYLOAD }),
+            Err(e) => assert_eq!(
+                e,
+                cstp::FrameError::TooLong {
+                    len: payload.len(),
+                    max: cstp::MAX_PAYLOAD
+                }
+            ),
         }
     }
 }
@@ -84,24 +92,40 @@ pub fn cstp_frame(data: &[u8]) {
 /// that follows it to the auth parser.
 pub fn http_request(data: &[u8]) {
     match http::parse_head(data) {
-        Ok(None) => assert!(data.len() <= http::MAX_HEAD, "{} bytes still incomplete", data.len()),
+        Ok(None) => assert!(
+            data.len() <= http::MAX_HEAD,
+            "{} bytes still incomplete",
+            data.len()
+        ),
         Ok(Some((head, used))) => {
             assert!(used <= data.len(), "used {used} of {}", data.len());
             assert!(used <= http::MAX_HEAD);
             assert!(head.content_length <= http::MAX_BODY);
             match head.header("content-length") {
                 Some(v) => {
-                    assert!(v.trim().bytes().all(|b| b.is_ascii_digit()), "Content-Length {v:?}");
+                    assert!(
+                        v.trim().bytes().all(|b| b.is_ascii_digit()),
+                        "Content-Length {v:?}"
+                    );
                     assert_eq!(v.trim().parse::<usize>().ok(), Some(head.content_length));
                 }
                 None => assert_eq!(head.content_length, 0),
             }
             assert!(head.header("transfer-encoding").is_none());
-            let _ = (head.cookie("webvpn"), head.cookie(""), head.header("x-cstp-mtu"));
+            let _ = (
+                head.cookie("webvpn"),
+                head.cookie(""),
+                head.header("x-cstp-mtu"),
+            );
             connect_headers(&head);
             // The head ends at `used`: parsing exactly that much gives the same answer.
-            let (again, used2) = http::parse_head(&data[..used]).expect("same head").expect("complete");
-            assert_eq!((used2, again.method, &again.path), (used, head.method, &head.path));
+            let (again, used2) = http::parse_head(&data[..used])
+                .expect("same head")
+                .expect("complete");
+            assert_eq!(
+                (used2, again.method, &again.path),
+                (used, head.method, &head.path)
+            );
 
             let end = used.saturating_add(head.content_length).min(data.len());
             let _ = auth::parse_request(&data[used..end]);
@@ -121,12 +145,20 @@ fn connect_headers(head: &http::RequestHead) {
     assert!(connect::choose_dtls(head, false, false).is_none());
     if let Some(choice) = connect::choose_dtls(head, true, true) {
         // PSK may be offered in either list; it is answered in X-DTLS-CipherSuite.
-        let offered = |h: &str| head.header(h).is_some_and(|list| connect::has_token(list, choice.value));
+        let offered = |h: &str| {
+            head.header(h)
+                .is_some_and(|list| connect::has_token(list, choice.value))
+        };
         assert!(offered(choice.header) || offered("X-DTLS12-CipherSuite"));
     }
-    if let Some(secret) = head.header("X-DTLS-Master-Secret").and_then(connect::parse_master_secret) {
+    if let Some(secret) = head
+        .header("X-DTLS-Master-Secret")
+        .and_then(connect::parse_master_secret)
+    {
         let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        assert!(head.header("X-DTLS-Master-Secret").is_some_and(|h| h.trim().eq_ignore_ascii_case(&hex)));
+        assert!(head
+            .header("X-DTLS-Master-Secret")
+            .is_some_and(|h| h.trim().eq_ignore_ascii_case(&hex)));
     }
     let _ = (connect::ipv6_form(head), connect::is_mobile(head));
 }
@@ -155,7 +187,10 @@ pub fn auth_xml(data: &[u8]) {
         auth::xml_escape(&text)
     );
     let req = auth::parse_request(doc.as_bytes()).expect("escaped text parses");
-    let kept: String = text.chars().filter(|c| !c.is_control() || *c == '\n').collect();
+    let kept: String = text
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n')
+        .collect();
     let want = kept.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'));
     assert_eq!(req.username.as_deref(), (!want.is_empty()).then_some(want));
     assert_eq!(req.kind, Some(auth::RequestKind::AuthReply));
@@ -178,8 +213,8 @@ pub fn dtls_server_script(data: &[u8]) -> usize {
     use std::time::{Duration, Instant};
 
     use super::dtls::{
-        client_hello_session_id, is_client_hello, CipherSuite, DtlsClient, DtlsConfig, DtlsServer, Received, MAX_PLAINTEXT,
-        MIN_MTU,
+        client_hello_session_id, is_client_hello, CipherSuite, DtlsClient, DtlsConfig, DtlsServer,
+        Received, MAX_PLAINTEXT, MIN_MTU,
     };
 
     let mut input = data.iter().copied();
@@ -188,11 +223,20 @@ pub fn dtls_server_script(data: &[u8]) -> usize {
     let mut accepted = 0;
     // The fuzz harness's own clock; the core only ever sees values derived from it.
     let mut now = Instant::now();
-    let cfg = DtlsConfig { mtu: MIN_MTU + usize::from(setup >> 2) * 8, ..DtlsConfig::default() };
+    let cfg = DtlsConfig {
+        mtu: MIN_MTU + usize::from(setup >> 2) * 8,
+        ..DtlsConfig::default()
+    };
     let (mut client, mut server) = if setup & 1 == 0 {
-        let suites =
-            [CipherSuite::PskAes256GcmSha384, CipherSuite::PskAes128GcmSha256, CipherSuite::PskChacha20Poly1305Sha256];
-        let ccfg = DtlsConfig { suites: vec![suites[usize::from(setup >> 1) % 3]], ..cfg.clone() };
+        let suites = [
+            CipherSuite::PskAes256GcmSha384,
+            CipherSuite::PskAes128GcmSha256,
+            CipherSuite::PskChacha20Poly1305Sha256,
+        ];
+        let ccfg = DtlsConfig {
+            suites: vec![suites[usize::from(setup >> 1) % 3]],
+            ..cfg.clone()
+        };
         let client = DtlsClient::new_psk([3; 32], &[0xa1; 32], &ccfg, now).expect("client");
         (client, DtlsServer::new_psk([3; 32], &cfg, now))
     } else {
@@ -281,7 +325,9 @@ pub fn dtls_server_script(data: &[u8]) -> usize {
                     assert!(n <= cfg.mtu);
                     let mut d = buf[..n].to_vec();
                     let mut off = 0;
-                    while let Ok(Received::AppData { next, .. }) = client.handle_datagram(now, &mut d[off..]) {
+                    while let Ok(Received::AppData { next, .. }) =
+                        client.handle_datagram(now, &mut d[off..])
+                    {
                         off += next;
                     }
                 }

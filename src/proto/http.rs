@@ -47,7 +47,10 @@ impl HttpError {
 impl RequestHead {
     /// Header value by case-insensitive name (first occurrence).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// A cookie's value from the `Cookie` header(s).
@@ -72,7 +75,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError>
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() > MAX_HEAD { Err(HttpError::HeadTooLarge) } else { Ok(None) };
+            return if buf.len() > MAX_HEAD {
+                Err(HttpError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
         Err(_) => return Err(HttpError::Malformed("unparsable request head")),
@@ -90,7 +97,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError>
     let mut owned = Vec::with_capacity(req.headers.len());
     let mut content_length = None;
     for h in req.headers.iter() {
-        let value = std::str::from_utf8(h.value).map_err(|_| HttpError::Malformed("non-UTF-8 header"))?;
+        let value =
+            std::str::from_utf8(h.value).map_err(|_| HttpError::Malformed("non-UTF-8 header"))?;
         if h.name.eq_ignore_ascii_case("content-length") {
             // 1*DIGIT (RFC 9110 8.6): parse() alone would also take "+5".
             let digits = value.trim();
@@ -114,7 +122,15 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError>
     if content_length > MAX_BODY {
         return Err(HttpError::BodyTooLarge(content_length));
     }
-    Ok(Some((RequestHead { method, path, headers: owned, content_length }, used)))
+    Ok(Some((
+        RequestHead {
+            method,
+            path,
+            headers: owned,
+            content_length,
+        },
+        used,
+    )))
 }
 
 /// A response written exactly as given: header names keep their case.
@@ -130,13 +146,15 @@ impl Response {
     }
 
     pub fn header(mut self, name: &str, value: impl std::fmt::Display) -> Self {
-        self.out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        self.out
+            .extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         self
     }
 
     /// Ends the head; with a body, adds `Content-Length`.
     pub fn body(mut self, body: &[u8]) -> Vec<u8> {
-        self.out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        self.out
+            .extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
         self.out.extend_from_slice(body);
         self.out
     }
@@ -150,7 +168,9 @@ impl Response {
 
 /// The bare error reply sent before closing a connection.
 pub fn error_response(code: u16, reason: &str) -> Vec<u8> {
-    Response::new(code, reason).header("Connection", "close").body(b"")
+    Response::new(code, reason)
+        .header("Connection", "close")
+        .body(b"")
 }
 
 #[cfg(test)]
@@ -175,7 +195,10 @@ mod tests {
     #[test]
     fn incomplete_head_waits_for_more() {
         for cut in 0..CONNECT.len() - 1 {
-            assert!(parse_head(&CONNECT[..cut]).unwrap().is_none(), "cut at {cut}");
+            assert!(
+                parse_head(&CONNECT[..cut]).unwrap().is_none(),
+                "cut at {cut}"
+            );
         }
     }
 
@@ -185,12 +208,24 @@ mod tests {
         let mut long = b"POST / HTTP/1.1\r\nX-Pad: ".to_vec();
         long.extend_from_slice(&big);
         assert_eq!(parse_head(&long).unwrap_err(), HttpError::HeadTooLarge);
-        let body = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
-        assert_eq!(parse_head(body.as_bytes()).unwrap_err(), HttpError::BodyTooLarge(MAX_BODY + 1));
-        assert!(matches!(parse_head(b"\x16\x03\x01garbage\r\n\r\n"), Err(HttpError::Malformed(_))));
+        let body = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert_eq!(
+            parse_head(body.as_bytes()).unwrap_err(),
+            HttpError::BodyTooLarge(MAX_BODY + 1)
+        );
+        assert!(matches!(
+            parse_head(b"\x16\x03\x01garbage\r\n\r\n"),
+            Err(HttpError::Malformed(_))
+        ));
         for cl in ["x", "+5", "-0", ""] {
             let req = format!("POST / HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
-            assert!(matches!(parse_head(req.as_bytes()), Err(HttpError::Malformed(_))), "{cl:?}");
+            assert!(
+                matches!(parse_head(req.as_bytes()), Err(HttpError::Malformed(_))),
+                "{cl:?}"
+            );
         }
         let te = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(parse_head(te), Err(HttpError::Malformed(_))));
@@ -199,9 +234,16 @@ mod tests {
 
     #[test]
     fn response_keeps_header_case() {
-        let r = Response::new(200, "CONNECTED").header("X-CSTP-MTU", 1334).finish();
+        let r = Response::new(200, "CONNECTED")
+            .header("X-CSTP-MTU", 1334)
+            .finish();
         assert_eq!(r, b"HTTP/1.1 200 CONNECTED\r\nX-CSTP-MTU: 1334\r\n\r\n");
-        let b = Response::new(200, "OK").header("Content-Type", "text/xml").body(b"<x/>");
-        assert_eq!(b, b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 4\r\n\r\n<x/>");
+        let b = Response::new(200, "OK")
+            .header("Content-Type", "text/xml")
+            .body(b"<x/>");
+        assert_eq!(
+            b,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 4\r\n\r\n<x/>"
+        );
     }
 }

@@ -33,7 +33,9 @@ pub fn route_key(pkt: &[u8], v6_network: Option<ipnet::Ipv6Net>) -> Option<std::
             let dst: [u8; 16] = pkt[24..40].try_into().ok()?;
             let dst = Ipv6Addr::from(dst);
             Some(match v6_network {
-                Some(net) if net.contains(&dst) => Ipv4Addr::new(pkt[36], pkt[37], pkt[38], pkt[39]).into(),
+                Some(net) if net.contains(&dst) => {
+                    Ipv4Addr::new(pkt[36], pkt[37], pkt[38], pkt[39]).into()
+                }
                 _ => dst.into(),
             })
         }
@@ -51,7 +53,10 @@ mod tests {
         let mut v6 = [0u8; 40];
         v6[0] = 0x60;
         v6[24..40].copy_from_slice(&"fd00:100::c0a8:6405".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(route_key(&v6, Some(net)), Some(Ipv4Addr::new(192, 168, 100, 5).into()));
+        assert_eq!(
+            route_key(&v6, Some(net)),
+            Some(Ipv4Addr::new(192, 168, 100, 5).into())
+        );
         // Outside the pool: the address itself, for an iroute to claim.
         let outside: Ipv6Addr = "fd00:300::1".parse().unwrap();
         v6[24..40].copy_from_slice(&outside.octets());
@@ -60,7 +65,10 @@ mod tests {
         let mut v4 = [0u8; 20];
         v4[0] = 0x45;
         v4[16..20].copy_from_slice(&[10, 1, 2, 3]);
-        assert_eq!(route_key(&v4, Some(net)), Some(Ipv4Addr::new(10, 1, 2, 3).into()));
+        assert_eq!(
+            route_key(&v4, Some(net)),
+            Some(Ipv4Addr::new(10, 1, 2, 3).into())
+        );
         assert_eq!(route_key(&v4[..19], None), None);
     }
 
@@ -70,14 +78,21 @@ mod tests {
         v4[0] = 0x45;
         v4[12..16].copy_from_slice(&[10, 0, 0, 2]);
         v4[16..20].copy_from_slice(&[192, 168, 100, 7]);
-        assert_eq!(route_key(&v4, None), Some(Ipv4Addr::new(192, 168, 100, 7).into()));
+        assert_eq!(
+            route_key(&v4, None),
+            Some(Ipv4Addr::new(192, 168, 100, 7).into())
+        );
         assert_eq!(addresses(&v4[..19]), None);
         let mut v6 = [0u8; 40];
         v6[0] = 0x60;
         v6[39] = 1;
         let (_, d) = addresses(&v6).unwrap();
         assert_eq!(d, IpAddr::V6(Ipv6Addr::LOCALHOST));
-        assert_eq!(route_key(&v6, None), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), "no pool: the address itself");
+        assert_eq!(
+            route_key(&v6, None),
+            Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            "no pool: the address itself"
+        );
         assert_eq!(addresses(&[]), None);
         assert_eq!(addresses(&[0x15; 40]), None);
     }

@@ -95,7 +95,11 @@ pub fn for_each_segment(
     match hdr.gso_type & !GSO_ECN {
         GSO_NONE => {
             if hdr.flags & F_NEEDS_CSUM != 0 {
-                complete_checksum(pkt, usize::from(hdr.csum_start), usize::from(hdr.csum_offset))?;
+                complete_checksum(
+                    pkt,
+                    usize::from(hdr.csum_start),
+                    usize::from(hdr.csum_offset),
+                )?;
             }
             f(pkt);
             Ok(())
@@ -139,14 +143,22 @@ fn layout(gso: u8, hdr: &VnetHdr, pkt: &[u8]) -> Result<Layout, OffloadError> {
     };
     let l4 = if v4 {
         let ihl = usize::from(pkt[0] & 0x0f) * 4;
-        let proto = if gso == GSO_UDP_L4 { PROTO_UDP } else { PROTO_TCP };
+        let proto = if gso == GSO_UDP_L4 {
+            PROTO_UDP
+        } else {
+            PROTO_TCP
+        };
         if ihl < 20 || pkt.len() < ihl || pkt[9] != proto {
             return Err(OffloadError::Malformed);
         }
         ihl
     } else {
         // IPv6 extension headers: the kernel's csum_start names the L4 header.
-        let start = if hdr.flags & F_NEEDS_CSUM != 0 { usize::from(hdr.csum_start) } else { 40 };
+        let start = if hdr.flags & F_NEEDS_CSUM != 0 {
+            usize::from(hdr.csum_start)
+        } else {
+            40
+        };
         if start < 40 {
             return Err(OffloadError::Malformed);
         }
@@ -168,7 +180,13 @@ fn layout(gso: u8, hdr: &VnetHdr, pkt: &[u8]) -> Result<Layout, OffloadError> {
     Ok(Layout { v4, l4, payload })
 }
 
-fn segment(hdr: &VnetHdr, gso: u8, pkt: &[u8], scratch: &mut [u8], mut f: impl FnMut(&[u8])) -> Result<(), OffloadError> {
+fn segment(
+    hdr: &VnetHdr,
+    gso: u8,
+    pkt: &[u8],
+    scratch: &mut [u8],
+    mut f: impl FnMut(&[u8]),
+) -> Result<(), OffloadError> {
     let lay = layout(gso, hdr, pkt)?;
     let mss = usize::from(hdr.gso_size);
     if mss == 0 {
@@ -179,8 +197,16 @@ fn segment(hdr: &VnetHdr, gso: u8, pkt: &[u8], scratch: &mut [u8], mut f: impl F
     }
     let tcp = gso != GSO_UDP_L4;
     let headers = &pkt[..lay.payload];
-    let ip_id = if lay.v4 { u16::from_be_bytes([pkt[4], pkt[5]]) } else { 0 };
-    let seq = if tcp { u32::from_be_bytes(pkt[lay.l4 + 4..lay.l4 + 8].try_into().unwrap_or_default()) } else { 0 };
+    let ip_id = if lay.v4 {
+        u16::from_be_bytes([pkt[4], pkt[5]])
+    } else {
+        0
+    };
+    let seq = if tcp {
+        u32::from_be_bytes(pkt[lay.l4 + 4..lay.l4 + 8].try_into().unwrap_or_default())
+    } else {
+        0
+    };
     let chunks = pkt[lay.payload..].chunks(mss);
     let last = chunks.len().saturating_sub(1);
     for (i, chunk) in chunks.enumerate() {
@@ -299,8 +325,23 @@ impl Gro {
             return None;
         }
         let mss = pkt.len() - payload;
-        let seq = if tcp { u32::from_be_bytes([pkt[l4 + 4], pkt[l4 + 5], pkt[l4 + 6], pkt[l4 + 7]]) } else { 0 };
-        Some(Self { tcp, v4, l4, payload, mss, next_seq: seq.wrapping_add(mss as u32), len: pkt.len(), count: 1, closed: false, psh: false })
+        let seq = if tcp {
+            u32::from_be_bytes([pkt[l4 + 4], pkt[l4 + 5], pkt[l4 + 6], pkt[l4 + 7]])
+        } else {
+            0
+        };
+        Some(Self {
+            tcp,
+            v4,
+            l4,
+            payload,
+            mss,
+            next_seq: seq.wrapping_add(mss as u32),
+            len: pkt.len(),
+            count: 1,
+            closed: false,
+            psh: false,
+        })
     }
 
     pub fn count(&self) -> usize {
@@ -314,7 +355,10 @@ impl Gro {
             return None;
         }
         let data = pkt.len() - self.payload;
-        if data > self.mss || self.len + data > MAX_SUPER_PACKET || flow(pkt)? != (self.tcp, self.v4, self.l4, self.payload) {
+        if data > self.mss
+            || self.len + data > MAX_SUPER_PACKET
+            || flow(pkt)? != (self.tcp, self.v4, self.l4, self.payload)
+        {
             return None;
         }
         // Same IP header but for length, ID and checksum.
@@ -451,7 +495,14 @@ mod tests {
     }
 
     fn gso(gso_type: u8, size: u16, csum_start: u16, csum_offset: u16) -> VnetHdr {
-        VnetHdr { flags: F_NEEDS_CSUM, gso_type, hdr_len: 0, gso_size: size, csum_start, csum_offset }
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type,
+            hdr_len: 0,
+            gso_size: size,
+            csum_start,
+            csum_offset,
+        }
     }
 
     fn collect(hdr: &VnetHdr, pkt: &mut [u8]) -> Result<Vec<Vec<u8>>, OffloadError> {
@@ -465,13 +516,25 @@ mod tests {
     fn tcp_v4_super_packet_becomes_mss_segments() {
         let mut pkt = ipv4_tcp(3000, 0x18 | 0x01 | 0x80); // PSH ACK FIN CWR
         let segs = collect(&gso(GSO_TCPV4, 1360, 20, 16), &mut pkt).unwrap();
-        assert_eq!(segs.iter().map(Vec::len).collect::<Vec<_>>(), [1400, 1400, 320]);
+        assert_eq!(
+            segs.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1400, 1400, 320]
+        );
         let mut payload = Vec::new();
         for (i, s) in segs.iter().enumerate() {
             assert_eq!(usize::from(u16::from_be_bytes([s[2], s[3]])), s.len());
-            assert_eq!(u16::from_be_bytes([s[4], s[5]]), 0xfffeu16.wrapping_add(i as u16));
+            assert_eq!(
+                u16::from_be_bytes([s[4], s[5]]),
+                0xfffeu16.wrapping_add(i as u16)
+            );
             assert!(verifies(&s[..20], 0), "IP checksum of segment {i}");
-            assert!(verifies(&s[20..], pseudo_header_sum(s, true, PROTO_TCP, s.len() - 20)), "TCP checksum of segment {i}");
+            assert!(
+                verifies(
+                    &s[20..],
+                    pseudo_header_sum(s, true, PROTO_TCP, s.len() - 20)
+                ),
+                "TCP checksum of segment {i}"
+            );
             let seq = u32::from_be_bytes(s[24..28].try_into().unwrap());
             assert_eq!(seq, 0xffff_fff0u32.wrapping_add(1360 * i as u32));
             let flags = s[33];
@@ -501,7 +564,10 @@ mod tests {
             let udp_len = s.len() - 40;
             assert_eq!(usize::from(u16::from_be_bytes([s[4], s[5]])), udp_len);
             assert_eq!(usize::from(u16::from_be_bytes([s[44], s[45]])), udp_len);
-            assert!(verifies(&s[40..], pseudo_header_sum(s, false, PROTO_UDP, udp_len)));
+            assert!(verifies(
+                &s[40..],
+                pseudo_header_sum(s, false, PROTO_UDP, udp_len)
+            ));
         }
         assert_eq!(segs[2].len(), 48 + 500);
     }
@@ -513,10 +579,18 @@ mod tests {
         // What the kernel leaves: the pseudo-header sum, not complemented.
         let partial = fold(pseudo_header_sum(&pkt, true, PROTO_TCP, l4_len));
         pkt[36..38].copy_from_slice(&partial.to_be_bytes());
-        let hdr = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 20, csum_offset: 16, ..VnetHdr::default() };
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 20,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
         let segs = collect(&hdr, &mut pkt).unwrap();
         assert_eq!(segs.len(), 1);
-        assert!(verifies(&segs[0][20..], pseudo_header_sum(&segs[0], true, PROTO_TCP, l4_len)));
+        assert!(verifies(
+            &segs[0][20..],
+            pseudo_header_sum(&segs[0], true, PROTO_TCP, l4_len)
+        ));
     }
 
     /// Merges `segs` as the TX ring does: returns the TUN write (header,
@@ -556,7 +630,10 @@ mod tests {
         assert_eq!(n, 4);
         assert_eq!(write.len(), VNET_HDR_LEN + 40 + 5000);
         let (hdr, _) = VnetHdr::split(&mut write).unwrap();
-        assert_eq!((hdr.gso_type, hdr.gso_size, hdr.hdr_len, hdr.csum_start), (GSO_TCPV4, 1360, 40, 20));
+        assert_eq!(
+            (hdr.gso_type, hdr.gso_size, hdr.hdr_len, hdr.csum_start),
+            (GSO_TCPV4, 1360, 40, 20)
+        );
         assert_eq!(recut(&mut write), segs);
 
         let mut pkt = ipv4_tcp(2000, TCP_ACK);
@@ -619,10 +696,16 @@ mod tests {
             }
             fold(s)
         };
-        let data: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..3000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         for len in (0..64).chain([1399, 1400, 1401, 2999, 3000]) {
             for acc in [0, 6 + 1380, 0xffff_ffff] {
-                assert_eq!(fold(sum(&data[..len], acc)), reference(&data[..len], acc), "len {len} acc {acc}");
+                assert_eq!(
+                    fold(sum(&data[..len], acc)),
+                    reference(&data[..len], acc),
+                    "len {len} acc {acc}"
+                );
             }
         }
         assert_eq!(fold(sum(&[0xff; 1500], 0)), 0xffff);
@@ -631,16 +714,38 @@ mod tests {
     #[test]
     fn bad_offload_reads_are_refused_not_panicked_on() {
         let mut pkt = ipv4_tcp(3000, 0x10);
-        assert_eq!(collect(&gso(3, 1000, 20, 6), &mut pkt), Err(OffloadError::UnknownGso(3)));
-        assert_eq!(collect(&gso(GSO_TCPV4, 0, 20, 16), &mut pkt), Err(OffloadError::Malformed));
-        assert_eq!(collect(&gso(GSO_TCPV6, 1000, 20, 16), &mut pkt), Err(OffloadError::Malformed));
-        assert_eq!(collect(&gso(GSO_TCPV4, 4000, 20, 16), &mut pkt), Err(OffloadError::SegmentTooLarge));
-        let hdr = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 60000, csum_offset: 16, ..VnetHdr::default() };
+        assert_eq!(
+            collect(&gso(3, 1000, 20, 6), &mut pkt),
+            Err(OffloadError::UnknownGso(3))
+        );
+        assert_eq!(
+            collect(&gso(GSO_TCPV4, 0, 20, 16), &mut pkt),
+            Err(OffloadError::Malformed)
+        );
+        assert_eq!(
+            collect(&gso(GSO_TCPV6, 1000, 20, 16), &mut pkt),
+            Err(OffloadError::Malformed)
+        );
+        assert_eq!(
+            collect(&gso(GSO_TCPV4, 4000, 20, 16), &mut pkt),
+            Err(OffloadError::SegmentTooLarge)
+        );
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 60000,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
         assert_eq!(collect(&hdr, &mut pkt), Err(OffloadError::Malformed));
         for cut in [0, 1, 19, 30, 39] {
-            assert!(collect(&gso(GSO_TCPV4, 1000, 20, 16), &mut pkt[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                collect(&gso(GSO_TCPV4, 1000, 20, 16), &mut pkt[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
-        let (h, rest) = VnetHdr::split(&mut [1, 1, 0, 0, 0x10, 0, 20, 0, 16, 0, 0x45]).map(|(h, r)| (h, r.len())).unwrap();
+        let (h, rest) = VnetHdr::split(&mut [1, 1, 0, 0, 0x10, 0, 20, 0, 16, 0, 0x45])
+            .map(|(h, r)| (h, r.len()))
+            .unwrap();
         assert_eq!((h.gso_type, rest), (GSO_TCPV4, 1));
         assert!(VnetHdr::split(&mut [0; 9]).is_none());
     }

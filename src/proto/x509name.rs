@@ -16,13 +16,21 @@ pub fn oid_from_text(text: &str) -> Result<Vec<u8>, String> {
         "emailAddress" | "email" => "1.2.840.113549.1.9.1",
         t => t,
     };
-    let bad = || format!("expected CN, UID, OU, O, emailAddress or a dotted OID like 2.5.4.3, got {text:?}");
-    let arcs: Vec<u64> = dotted.split('.').map(|a| a.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let bad = || {
+        format!("expected CN, UID, OU, O, emailAddress or a dotted OID like 2.5.4.3, got {text:?}")
+    };
+    let arcs: Vec<u64> = dotted
+        .split('.')
+        .map(|a| a.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
     if arcs.len() < 2 || arcs[0] > 2 || (arcs[0] < 2 && arcs[1] > 39) {
         return Err(bad());
     }
     let mut out = Vec::new();
-    let first = arcs[0].checked_mul(40).and_then(|v| v.checked_add(arcs[1])).ok_or_else(bad)?;
+    let first = arcs[0]
+        .checked_mul(40)
+        .and_then(|v| v.checked_add(arcs[1]))
+        .ok_or_else(bad)?;
     for arc in std::iter::once(first).chain(arcs[2..].iter().copied()) {
         let mut groups = vec![(arc & 0x7f) as u8];
         let mut rest = arc >> 7;
@@ -52,11 +60,17 @@ fn tlv(data: &[u8]) -> Option<Tlv<'_>> {
         if n == 0 || n > 4 || data.len() < n {
             return None;
         }
-        let len = data[..n].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let len = data[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         data = &data[n..];
         len
     };
-    (data.len() >= len).then(|| Tlv { tag, body: &data[..len], rest: &data[len..] })
+    (data.len() >= len).then(|| Tlv {
+        tag,
+        body: &data[..len],
+        rest: &data[len..],
+    })
 }
 
 const SEQUENCE: u8 = 0x30;
@@ -106,7 +120,10 @@ fn decode_string(tag: u8, body: &[u8]) -> Option<String> {
         0x14 => Some(body.iter().map(|&b| char::from(b)).collect()),
         // BMPString: UTF-16BE.
         0x1e if body.len() % 2 == 0 => {
-            let units: Vec<u16> = body.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            let units: Vec<u16> = body
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
             String::from_utf16(&units).ok()
         }
         _ => None,
@@ -131,8 +148,14 @@ mod tests {
     fn oids_encode_like_der() {
         assert_eq!(oid_from_text("CN").unwrap(), [0x55, 0x04, 0x03]);
         assert_eq!(oid_from_text("2.5.4.11").unwrap(), [0x55, 0x04, 0x0b]);
-        assert_eq!(oid_from_text("UID").unwrap(), [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01]);
-        assert_eq!(oid_from_text("emailAddress").unwrap(), [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]);
+        assert_eq!(
+            oid_from_text("UID").unwrap(),
+            [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01]
+        );
+        assert_eq!(
+            oid_from_text("emailAddress").unwrap(),
+            [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]
+        );
         for bad in ["", "cn.x", "3.1", "1", "1.40"] {
             assert!(oid_from_text(bad).is_err(), "{bad}");
         }
@@ -144,7 +167,10 @@ mod tests {
             (rcgen::DnType::OrganizationName, "Example"),
             (rcgen::DnType::OrganizationalUnitName, "staff"),
             (rcgen::DnType::CommonName, "alice"),
-            (rcgen::DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 1]), "alice.uid"),
+            (
+                rcgen::DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 1]),
+                "alice.uid",
+            ),
         ]);
         let get = |o: &str| subject_attribute(&der, &oid_from_text(o).unwrap());
         assert_eq!(get("CN").as_deref(), Some("alice"));
@@ -160,7 +186,10 @@ mod tests {
         for cut in 0..der.len() {
             let _ = subject_attribute(&der[..cut], &cn);
         }
-        assert_eq!(subject_attribute(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff], &cn), None);
+        assert_eq!(
+            subject_attribute(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff], &cn),
+            None
+        );
         assert_eq!(subject_attribute(b"", &cn), None);
     }
 }

@@ -144,7 +144,10 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 pub fn ask_all(shared: &Shared, cmd: &AdminCmd) -> Vec<AdminReply> {
     let (tx, rx) = mpsc::channel();
     for inbox in &shared.inboxes {
-        let job = AdminJob { cmd: cmd.clone(), reply: tx.clone() };
+        let job = AdminJob {
+            cmd: cmd.clone(),
+            reply: tx.clone(),
+        };
         // A stopping shard drops the job and with it its reply sender.
         let _ = inbox.post(super::ShardMsg::Admin(job));
     }
@@ -162,7 +165,9 @@ pub fn ask_all(shared: &Shared, cmd: &AdminCmd) -> Vec<AdminReply> {
 
 /// `2026-12-04 20:31` (UTC) for a wall-clock time, as occtl prints it.
 pub fn format_time(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (year, month, day, hour, minute, _) = crate::units::civil(secs);
     format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}")
 }

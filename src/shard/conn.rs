@@ -12,12 +12,12 @@ use shards::mailbox::Refused;
 use shards::{AppId, Cookie, ShardId};
 
 use super::core::{SessionView, Shard};
-use super::limits::{self, Limits};
 use super::dtls::DtlsKey;
+use super::limits::{self, Limits};
 use super::stream::SharedStream;
 use super::tunnel::Tunnel;
-use crate::proto::connect::{self as negotiate, DtlsChoice, DtlsMode};
 use super::{Handoff, Moved, ShardMsg};
+use crate::proto::connect::{self as negotiate, DtlsChoice, DtlsMode};
 use crate::proto::http::{self, HttpError, RequestHead, Response};
 use crate::tls::{TlsError, TlsSession};
 use crate::usercfg::UserConfig;
@@ -104,8 +104,19 @@ pub(super) async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
     let cookie = head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok());
     let Some(cookie) = cookie.filter(|c| c.home_shard().index() < shard.shared.shards) else {
         tracing::info!(peer = %conn.peer, "CONNECT without a valid cookie");
-        let points = shard.shared.config.get().raw.security.ban_points_bad_request;
-        super::login::penalize(&shard, conn.peer, points, "a CONNECT without a valid cookie");
+        let points = shard
+            .shared
+            .config
+            .get()
+            .raw
+            .security
+            .ban_points_bad_request;
+        super::login::penalize(
+            &shard,
+            conn.peer,
+            points,
+            "a CONNECT without a valid cookie",
+        );
         conn.refuse(401, "Cookie is not acceptable").await;
         return;
     };
@@ -127,15 +138,37 @@ impl Conn {
                 return self.refuse(503, "Server busy, try again").await;
             }
         };
-        let Self { stream, tls, peer, plain, rbuf, out } = self;
-        let handoff = Handoff { fd, tls, leftover: plain, peer, what };
-        let Some(inbox) = shard.shared.inboxes.get(home.index()) else { return };
+        let Self {
+            stream,
+            tls,
+            peer,
+            plain,
+            rbuf,
+            out,
+        } = self;
+        let handoff = Handoff {
+            fd,
+            tls,
+            leftover: plain,
+            peer,
+            what,
+        };
+        let Some(inbox) = shard.shared.inboxes.get(home.index()) else {
+            return;
+        };
         match inbox.post(ShardMsg::Moved(Box::new(handoff))) {
             // Our descriptor closes here; the home shard's copy lives on.
             Ok(()) => drop(stream),
             Err(Refused::Full(ShardMsg::Moved(h))) => {
                 tracing::warn!(%peer, "shard {home} has too many hand-offs waiting; client told to retry");
-                let conn = Self { stream, tls: h.tls, peer, plain: h.leftover, rbuf, out };
+                let conn = Self {
+                    stream,
+                    tls: h.tls,
+                    peer,
+                    plain: h.leftover,
+                    rbuf,
+                    out,
+                };
                 conn.refuse(503, "Server busy, try again").await;
             }
             Err(_) => tracing::info!(%peer, "shard {home} is stopping; connection closed"),
@@ -149,10 +182,19 @@ pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
     // SAFETY: the fd was dup'ed for this handoff and is owned by it alone.
     let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
     // A tunnel reads through the shard's buffer; only a login needs its own.
-    let mut conn = Conn { stream, tls: h.tls, peer: h.peer, plain: h.leftover, rbuf: Vec::new(), out: Vec::new() };
+    let mut conn = Conn {
+        stream,
+        tls: h.tls,
+        peer: h.peer,
+        plain: h.leftover,
+        rbuf: Vec::new(),
+        out: Vec::new(),
+    };
     match h.what {
         Moved::Connect(head) => {
-            let Some(cookie) = head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok()) else { return };
+            let Some(cookie) = head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok()) else {
+                return;
+            };
             start_tunnel(shard, conn, head, cookie).await;
         }
         Moved::Login(login) => {
@@ -167,13 +209,20 @@ fn header_num(head: &RequestHead, name: &str) -> Option<u16> {
 }
 
 async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: Cookie) {
-    let hostname: String = head.header("X-CSTP-Hostname").unwrap_or_default().chars().filter(|c| !c.is_control()).take(64).collect();
+    let hostname: String = head
+        .header("X-CSTP-Hostname")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
     if let Some(job) = shard.connect_job(&cookie, conn.peer, &hostname) {
         // Awaited off the executor: a slow script delays this client only.
         if let Err(e) = super::events::run_connect(job).await {
             tracing::warn!(peer = %conn.peer, "connect_script {e}: session refused");
             shard.drop_session(&cookie, &format!("connect_script {e}"));
-            conn.refuse(401, "Refused by the server's connect script").await;
+            conn.refuse(401, "Refused by the server's connect script")
+                .await;
             return;
         }
     }
@@ -182,14 +231,29 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         conn.refuse(401, "Cookie is not acceptable").await;
         return;
     };
-    let SessionView { user, lease, policy, ends_at, mobile } = view;
+    let SessionView {
+        user,
+        lease,
+        policy,
+        ends_at,
+        mobile,
+    } = view;
     let cfg = shard.shared.config.get();
     let cfg = &*cfg;
     let now = Instant::now();
-    let limits = Limits::for_session(cfg, &policy, ends_at, mobile || negotiate::is_mobile(&head), now);
-    let mtu_cap = policy.mtu.map_or(cfg.raw.network.mtu, |m| m.min(cfg.raw.network.mtu));
+    let limits = Limits::for_session(
+        cfg,
+        &policy,
+        ends_at,
+        mobile || negotiate::is_mobile(&head),
+        now,
+    );
+    let mtu_cap = policy
+        .mtu
+        .map_or(cfg.raw.network.mtu, |m| m.min(cfg.raw.network.mtu));
     // The link MTU: ours, or the client's estimate of its path if smaller.
-    let base_mtu = header_num(&head, "X-CSTP-Base-MTU").map_or(mtu_cap, |b| b.clamp(negotiate::MIN_MTU, mtu_cap));
+    let base_mtu = header_num(&head, "X-CSTP-Base-MTU")
+        .map_or(mtu_cap, |b| b.clamp(negotiate::MIN_MTU, mtu_cap));
     let dtls = if cfg.dtls_enabled() {
         negotiate::choose_dtls(&head, cfg.raw.dtls.psk_negotiate, cfg.raw.dtls.legacy)
     } else {
@@ -203,21 +267,47 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
                 None
             }
         },
-        Some(DtlsMode::Legacy { suite, master_secret }) => Some(DtlsKey::Legacy { master_secret, suite }),
+        Some(DtlsMode::Legacy {
+            suite,
+            master_secret,
+        }) => Some(DtlsKey::Legacy {
+            master_secret,
+            suite,
+        }),
         None => None,
     };
     let dtls = dtls.filter(|_| dtls_key.is_some());
     let app_id = dtls.and_then(|_| {
         let mut random = [0u8; shards::appid::APP_ID_LEN - 2];
-        aws_lc_rs::rand::fill(&mut random).ok().map(|()| AppId::new(shard.id, random))
+        aws_lc_rs::rand::fill(&mut random)
+            .ok()
+            .map(|()| AppId::new(shard.id, random))
     });
     let dtls = dtls.zip(app_id);
-    let mtu = negotiate::data_mtu(base_mtu, conn.peer.is_ipv6(), dtls.map(|(d, _)| d.mode.overhead()));
+    let mtu = negotiate::data_mtu(
+        base_mtu,
+        conn.peer.is_ipv6(),
+        dtls.map(|(d, _)| d.mode.overhead()),
+    );
     let v6_form = negotiate::ipv6_form(&head).filter(|_| mtu >= negotiate::IPV6_MIN_MTU);
     let lease6 = v6_form.and_then(|_| cfg.ipv6_for(lease));
-    let reply = connect_reply(&shard, &policy, &limits, (lease, lease6.zip(v6_form)), base_mtu, mtu, dtls);
+    let reply = connect_reply(
+        &shard,
+        &policy,
+        &limits,
+        (lease, lease6.zip(v6_form)),
+        base_mtu,
+        mtu,
+        dtls,
+    );
 
-    let Conn { stream, tls, peer, plain, .. } = conn;
+    let Conn {
+        stream,
+        tls,
+        peer,
+        plain,
+        ..
+    } = conn;
     let stream = Rc::new(SharedStream::new(stream));
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.lease6 = lease6;
@@ -257,7 +347,10 @@ fn connect_reply(
     shard: &Shard,
     policy: &UserConfig,
     limits: &Limits,
-    (lease, v6): (std::net::Ipv4Addr, Option<(std::net::Ipv6Addr, negotiate::Ipv6Form)>),
+    (lease, v6): (
+        std::net::Ipv4Addr,
+        Option<(std::net::Ipv6Addr, negotiate::Ipv6Form)>,
+    ),
     base_mtu: u16,
     mtu: u16,
     dtls: Option<(DtlsChoice, AppId)>,
@@ -269,22 +362,31 @@ fn connect_reply(
     let keepalive = policy.keepalive.unwrap_or(s.keepalive);
     let mut r = Response::new(200, "CONNECTED")
         .header("X-CSTP-Version", 1)
-        .header("X-CSTP-Server-Name", concat!("ocserv-uring ", env!("CARGO_PKG_VERSION")))
+        .header(
+            "X-CSTP-Server-Name",
+            concat!("ocserv-uring ", env!("CARGO_PKG_VERSION")),
+        )
         .header("X-CSTP-DPD", dpd)
         .header("X-CSTP-Address", lease)
         .header("X-CSTP-Netmask", cfg.ipv4_network.netmask());
     let net6 = cfg.ipv6_network.map(|n| (n.network(), n.prefix_len()));
     r = match (v6, net6) {
-        (Some((a6, negotiate::Ipv6Form::Full)), Some((_, len))) => r.header("X-CSTP-Address-IP6", format!("{a6}/{len}")),
-        (Some((a6, negotiate::Ipv6Form::Legacy)), Some((net, len))) => {
-            r.header("X-CSTP-Address", a6).header("X-CSTP-Netmask", format!("{net}/{len}"))
+        (Some((a6, negotiate::Ipv6Form::Full)), Some((_, len))) => {
+            r.header("X-CSTP-Address-IP6", format!("{a6}/{len}"))
         }
+        (Some((a6, negotiate::Ipv6Form::Legacy)), Some((net, len))) => r
+            .header("X-CSTP-Address", a6)
+            .header("X-CSTP-Netmask", format!("{net}/{len}")),
         _ => r,
     };
     // IPv6 routes and DNS go to full-capability clients only (as ocserv).
     let lease6 = v6.filter(|(_, form)| *form == negotiate::Ipv6Form::Full);
     // IPv6 servers only for sessions with IPv6 (openconnect takes both here).
-    let dns = if policy.dns.is_empty() { &cfg.dns } else { &policy.dns };
+    let dns = if policy.dns.is_empty() {
+        &cfg.dns
+    } else {
+        &policy.dns
+    };
     for d in dns.iter().filter(|d| d.is_ipv4() || lease6.is_some()) {
         r = r.header("X-CSTP-DNS", d);
     }
@@ -293,11 +395,17 @@ fn connect_reply(
     let full_tunnel = limits::is_full_tunnel(&routes);
     if !full_tunnel {
         for route in &routes {
-            r = r.header("X-CSTP-Split-Include", format!("{}/{}", route.network(), route.netmask()));
+            r = r.header(
+                "X-CSTP-Split-Include",
+                format!("{}/{}", route.network(), route.netmask()),
+            );
         }
     }
     for route in limits::v4(&policy.no_routes) {
-        r = r.header("X-CSTP-Split-Exclude", format!("{}/{}", route.network(), route.netmask()));
+        r = r.header(
+            "X-CSTP-Split-Exclude",
+            format!("{}/{}", route.network(), route.netmask()),
+        );
     }
     if lease6.is_some() {
         let routes6 = limits::routes_v6(cfg, policy);
@@ -329,12 +437,16 @@ fn connect_reply(
             .header("X-DTLS-Keepalive", keepalive)
             .header(choice.header, choice.value);
     }
-    let secs = |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), |d| d.as_secs().to_string());
+    let secs =
+        |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), |d| d.as_secs().to_string());
     let total = policy.session_timeout.unwrap_or(s.session_timeout);
-    let left = limits.ends_at.map(|e| e.saturating_duration_since(Instant::now()));
-    r = r
-        .header("X-CSTP-Idle-Timeout", secs(limits.idle))
-        .header("X-CSTP-Session-Timeout", secs((total > 0).then(|| Duration::from_secs(total))));
+    let left = limits
+        .ends_at
+        .map(|e| e.saturating_duration_since(Instant::now()));
+    r = r.header("X-CSTP-Idle-Timeout", secs(limits.idle)).header(
+        "X-CSTP-Session-Timeout",
+        secs((total > 0).then(|| Duration::from_secs(total))),
+    );
     if left.is_some() {
         r = r.header("X-CSTP-Session-Timeout-Remaining", secs(left));
     }

@@ -16,15 +16,15 @@ use glommio::spawn_local;
 use shards::{AppId, Cookie, SessionStore, ShardId};
 
 use super::admin::{self, AdminCmd, AdminReply, SessionInfo, Target, Totals};
+use super::limits;
 use super::tunnel::{EndReason, Stats, Tunnel};
 use super::{ShardMsg, Shared};
-use super::limits;
 use crate::pool::ShardPool;
-use crate::usercfg::UserConfig;
 use crate::proto::offload;
 use crate::sys;
 use crate::sys::recv_batch::RecvBatch;
 use crate::sys::uring::{RxRing, TxRing};
+use crate::usercfg::UserConfig;
 
 /// A logged-in user's session; lives until logout or cookie expiry.
 pub(crate) struct Session {
@@ -117,7 +117,12 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long shutdown waits for clients to be told and sockets flushed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, wake: OwnedFd) -> Result<(), String> {
+pub(crate) async fn run_shard(
+    id: ShardId,
+    shared: Arc<Shared>,
+    tun_fd: RawFd,
+    wake: OwnedFd,
+) -> Result<(), String> {
     let _closer = super::inbox::CloseOnExit::new(&shared, id);
     let cfg = shared.config.get();
     let cfg = &*cfg;
@@ -133,8 +138,9 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, w
     };
     let udp = if cfg.dtls_enabled() {
         let addr = std::net::SocketAddr::new(cfg.listen, cfg.raw.server.udp_port);
-        let sock = sys::net::udp_socket(addr, None)
-            .and_then(|fd| sys::net::reuseport_listeners_only(fd, shared.shards as u32).map(|()| fd));
+        let sock = sys::net::udp_socket(addr, None).and_then(|fd| {
+            sys::net::reuseport_listeners_only(fd, shared.shards as u32).map(|()| fd)
+        });
         match sock {
             // SAFETY: a fresh socket that nobody else owns.
             Ok(fd) => Some(unsafe { glommio::net::UdpSocket::from_raw_fd(fd) }),
@@ -149,14 +155,24 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, w
     // Room for a packet of the TUN MTU plus any channel's framing.
     let slot = (usize::from(cfg.raw.network.mtu) + 128).max(2048);
     // With offloads one read may be a 64 KB super-packet.
-    let read_slot = if shared.vnet_hdr { offload::VNET_HDR_LEN + offload::MAX_SUPER_PACKET } else { slot };
-    let rings = RxRing::new(tun_fd, TUN_READS, read_slot).and_then(|rx| Ok((rx, TxRing::new(TX_SLOTS, slot)?)));
+    let read_slot = if shared.vnet_hdr {
+        offload::VNET_HDR_LEN + offload::MAX_SUPER_PACKET
+    } else {
+        slot
+    };
+    let rings = RxRing::new(tun_fd, TUN_READS, read_slot)
+        .and_then(|rx| Ok((rx, TxRing::new(TX_SLOTS, slot)?)));
     let (rx, mut tx) = rings.map_err(|e| {
         shared.shutdown.store(true, Ordering::Release);
         format!("io_uring for the TUN queue: {e}")
     })?;
     tx.set_tun_gro(shared.offloads.map(|o| o == sys::tun::Offloads::TsoUso));
-    let pool = ShardPool::new(cfg.ipv4_network, cfg.server_address(), id.index(), shared.shards);
+    let pool = ShardPool::new(
+        cfg.ipv4_network,
+        cfg.server_address(),
+        id.index(),
+        shared.shards,
+    );
     tracing::debug!(shard = %id, leases = pool.size(), "shard started");
     let shard = Rc::new(Shard {
         id,
@@ -172,7 +188,10 @@ pub(crate) async fn run_shard(id: ShardId, shared: Arc<Shared>, tun_fd: RawFd, w
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
         tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
         segmenter: RefCell::new(super::tun::Segmenter::new()),
-        udp_batch: RefCell::new(RecvBatch::new(super::dtls::RECV_BATCH - 1, usize::from(cfg.raw.network.mtu) + super::dtls::RECV_SLACK)),
+        udp_batch: RefCell::new(RecvBatch::new(
+            super::dtls::RECV_BATCH - 1,
+            usize::from(cfg.raw.network.mtu) + super::dtls::RECV_SLACK,
+        )),
         traffic: crate::metrics::Traffic::default(),
         ipv6_network: cfg.ipv6_network,
     });
@@ -224,7 +243,8 @@ impl Shard {
 
     fn publish_metrics(&self) {
         let m = self.metrics();
-        self.traffic.publish(m, glommio::executor().executor_stats().executor_runtime());
+        self.traffic
+            .publish(m, glommio::executor().executor_stats().executor_runtime());
         let sessions = self.sessions.borrow();
         let connected = sessions.iter().filter(|(_, s)| s.tunnel.is_some()).count();
         m.connected.set(connected as i64);
@@ -243,11 +263,23 @@ impl Shard {
 
     /// A successful login: count it against the limits, lease an address
     /// and issue a cookie. The error is the reason told to the client.
-    pub(crate) fn create_session(&self, login: Login, peer: std::net::SocketAddr) -> Result<Cookie, &'static str> {
+    pub(crate) fn create_session(
+        &self,
+        login: Login,
+        peer: std::net::SocketAddr,
+    ) -> Result<Cookie, &'static str> {
         let cfg = self.shared.config.get();
         let cfg = &*cfg;
-        let Login { user, group, policy, mobile, user_agent } = login;
-        let max_same = policy.max_same_clients.unwrap_or(cfg.raw.session.max_same_clients);
+        let Login {
+            user,
+            group,
+            policy,
+            mobile,
+            user_agent,
+        } = login;
+        let max_same = policy
+            .max_same_clients
+            .unwrap_or(cfg.raw.session.max_same_clients);
         if let Err(have) = self.shared.per_user.try_acquire(&user, max_same) {
             tracing::info!(user = %user, sessions = have, max_same_clients = max_same, "login refused: max_same_clients");
             return Err("Too many sessions for this user (max_same_clients)");
@@ -261,7 +293,11 @@ impl Shard {
             }
             self.shared.per_user.release(&user);
         };
-        if !self.shared.clients.try_acquire_up_to(cfg.raw.session.max_clients) {
+        if !self
+            .shared
+            .clients
+            .try_acquire_up_to(cfg.raw.session.max_clients)
+        {
             undo(None, false);
             return Err("The server has reached max_clients");
         }
@@ -272,7 +308,11 @@ impl Shard {
         };
         let Some(lease) = lease else {
             undo(None, true);
-            return Err(if policy.explicit_ipv4.is_some() { "The user's explicit-ipv4 address is in use" } else { "No free tunnel address" });
+            return Err(if policy.explicit_ipv4.is_some() {
+                "The user's explicit-ipv4 address is in use"
+            } else {
+                "No free tunnel address"
+            });
         };
         let iroutes = policy.iroutes.clone();
         if let Err(why) = self.add_iroutes(&user, lease, &iroutes) {
@@ -287,7 +327,9 @@ impl Shard {
         }
         let cookie = Cookie::new(self.id, random);
         let now = Instant::now();
-        let timeout = policy.session_timeout.unwrap_or(cfg.raw.session.session_timeout);
+        let timeout = policy
+            .session_timeout
+            .unwrap_or(cfg.raw.session.session_timeout);
         let ends_at = (timeout > 0).then(|| now + Duration::from_secs(timeout));
         let id = self.next_tunnel_id();
         let session = Session {
@@ -327,16 +369,29 @@ impl Shard {
     /// this shard; refused if another session has one of them.
     fn add_iroutes(&self, user: &str, lease: Ipv4Addr, nets: &[IpNet]) -> Result<(), &'static str> {
         let cfg = self.shared.config.get();
-        let pools: Vec<IpNet> = [Some(IpNet::V4(cfg.ipv4_network)), cfg.ipv6_network.map(IpNet::V6)].into_iter().flatten().collect();
+        let pools: Vec<IpNet> = [
+            Some(IpNet::V4(cfg.ipv4_network)),
+            cfg.ipv6_network.map(IpNet::V6),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         for (i, net) in nets.iter().enumerate() {
             let undo = |n: usize| self.remove_iroutes(&nets[..n]);
-            if let Some(pool) = pools.iter().find(|p| net.contains(&p.network()) || p.contains(&net.network())) {
+            if let Some(pool) = pools
+                .iter()
+                .find(|p| net.contains(&p.network()) || p.contains(&net.network()))
+            {
                 tracing::warn!(user, %net, %pool, "login refused: iroute overlaps the address pool");
                 undo(i);
                 return Err("User configuration error");
             }
             let claimed = {
-                let mut all = self.shared.iroutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut all = self
+                    .shared
+                    .iroutes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match all.entry(*net) {
                     std::collections::hash_map::Entry::Occupied(_) => false,
                     std::collections::hash_map::Entry::Vacant(v) => {
@@ -350,8 +405,9 @@ impl Shard {
                 undo(i);
                 return Err("An iroute of this user is in use by another session");
             }
-            let routed = sys::tun::set_route(&self.shared.config.get().raw.network.device, *net, true)
-                .and_then(|()| self.shared.steering.route(*net, u32::from(self.id.0)));
+            let routed =
+                sys::tun::set_route(&self.shared.config.get().raw.network.device, *net, true)
+                    .and_then(|()| self.shared.steering.route(*net, u32::from(self.id.0)));
             self.iroutes.borrow_mut().push((*net, lease));
             if let Err(e) = routed {
                 tracing::error!(user, %net, "login refused: {e}");
@@ -372,10 +428,16 @@ impl Shard {
             }
             self.iroutes.borrow_mut().retain(|(n, _)| n != net);
             let _ = self.shared.steering.unroute(*net);
-            if let Err(e) = sys::tun::set_route(&self.shared.config.get().raw.network.device, *net, false) {
+            if let Err(e) =
+                sys::tun::set_route(&self.shared.config.get().raw.network.device, *net, false)
+            {
                 tracing::debug!(%net, "{e}");
             }
-            self.shared.iroutes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(net);
+            self.shared
+                .iroutes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(net);
         }
     }
 
@@ -390,13 +452,22 @@ impl Shard {
             return Some(t.clone());
         }
         let iroutes = self.iroutes.borrow();
-        let lease = iroutes.iter().filter(|(n, _)| n.contains(&dst)).max_by_key(|(n, _)| n.prefix_len())?.1;
+        let lease = iroutes
+            .iter()
+            .filter(|(n, _)| n.contains(&dst))
+            .max_by_key(|(n, _)| n.prefix_len())?
+            .1;
         tunnels.get(&lease).cloned()
     }
 
     /// The connect script's job, if one is set and this is the session's
     /// first CONNECT.
-    pub(crate) fn connect_job(&self, cookie: &Cookie, peer: std::net::SocketAddr, hostname: &str) -> Option<super::events::ScriptJob> {
+    pub(crate) fn connect_job(
+        &self,
+        cookie: &Cookie,
+        peer: std::net::SocketAddr,
+        hostname: &str,
+    ) -> Option<super::events::ScriptJob> {
         let mut sessions = self.sessions.borrow_mut();
         let s = sessions.get_mut(cookie).filter(|s| s.last_peer.is_none())?;
         hostname.clone_into(&mut s.hostname);
@@ -430,7 +501,9 @@ impl Shard {
     /// if any, is superseded. Returns the session's user and lease.
     pub(crate) fn attach(&self, cookie: &Cookie, tunnel: &Rc<Tunnel>) {
         let mut sessions = self.sessions.borrow_mut();
-        let Some(session) = sessions.get_mut(cookie) else { return };
+        let Some(session) = sessions.get_mut(cookie) else {
+            return;
+        };
         let first = session.last_peer.replace(tunnel.peer).is_none();
         session.hostname.clone_from(&tunnel.hostname);
         super::events::connect(session, tunnel.peer, tunnel.lease6, first);
@@ -440,7 +513,9 @@ impl Shard {
             old.end(EndReason::Superseded);
         }
         sessions.attach(cookie);
-        self.tunnels.borrow_mut().insert(tunnel.lease, tunnel.clone());
+        self.tunnels
+            .borrow_mut()
+            .insert(tunnel.lease, tunnel.clone());
         if let Some(id) = tunnel.app_id {
             self.dtls_tunnels.borrow_mut().insert(id, tunnel.clone());
         }
@@ -478,7 +553,8 @@ impl Shard {
             return;
         }
         // persistent_cookies: a logout leaves the cookie usable.
-        let keep = reason == EndReason::ClientDisconnect && self.shared.config.get().raw.session.persistent_cookies;
+        let keep = reason == EndReason::ClientDisconnect
+            && self.shared.config.get().raw.session.persistent_cookies;
         let now = Instant::now();
         if reason.ends_session() && !keep {
             let age = sessions.remove(&tunnel.cookie).map_or(0, |s| {
@@ -507,7 +583,11 @@ impl Shard {
             ShardMsg::Moved(h) => {
                 spawn_local(super::conn::adopt(self.clone(), *h)).detach();
             }
-            ShardMsg::DtlsHello { app_id, from, datagram } => super::dtls::start(self, app_id, from, datagram),
+            ShardMsg::DtlsHello {
+                app_id,
+                from,
+                datagram,
+            } => super::dtls::start(self, app_id, from, datagram),
             ShardMsg::Admin(job) => {
                 let _ = job.reply.send(self.admin(&job.cmd));
             }
@@ -535,7 +615,13 @@ impl Shard {
             AdminCmd::Sessions(t) => {
                 let cookies = matching(t);
                 let sessions = self.sessions.borrow();
-                AdminReply::Sessions(cookies.iter().filter_map(|c| sessions.get(c)).map(|s| self.info(s)).collect())
+                AdminReply::Sessions(
+                    cookies
+                        .iter()
+                        .filter_map(|c| sessions.get(c))
+                        .map(|s| self.info(s))
+                        .collect(),
+                )
             }
             AdminCmd::Disconnect(t) => {
                 let cookies = matching(t);
@@ -546,12 +632,18 @@ impl Shard {
             }
             AdminCmd::Reconnect(t, policies) => {
                 let cookies = matching(t);
-                let n = cookies.iter().filter(|c| self.reconnect(c, policies)).count();
+                let n = cookies
+                    .iter()
+                    .filter(|c| self.reconnect(c, policies))
+                    .count();
                 AdminReply::Reconnected(n)
             }
             AdminCmd::Totals => {
                 let sessions = self.sessions.borrow();
-                let mut t = Totals { sessions: sessions.len(), ..Totals::default() };
+                let mut t = Totals {
+                    sessions: sessions.len(),
+                    ..Totals::default()
+                };
                 for (_, s) in sessions.iter() {
                     let mut st = s.past;
                     if let Some(tun) = &s.tunnel {
@@ -568,7 +660,11 @@ impl Shard {
 
     /// An admin disconnect: the client is told to quit and the cookie dies.
     fn disconnect(&self, cookie: &Cookie) {
-        let tunnel = self.sessions.borrow().get(cookie).and_then(|s| s.tunnel.clone());
+        let tunnel = self
+            .sessions
+            .borrow()
+            .get(cookie)
+            .and_then(|s| s.tunnel.clone());
         if let Some(t) = tunnel {
             // The tunnel's end removes the session (tunnel_ended).
             t.end(EndReason::AdminDisconnect);
@@ -588,8 +684,15 @@ impl Shard {
     /// until the next login.
     fn reconnect(&self, cookie: &Cookie, policies: &admin::Policies) -> bool {
         let mut sessions = self.sessions.borrow_mut();
-        let Some(s) = sessions.get_mut(cookie) else { return false };
-        let Some((_, new)) = policies.iter().find(|((u, g), _)| *u == s.user && *g == s.group) else { return false };
+        let Some(s) = sessions.get_mut(cookie) else {
+            return false;
+        };
+        let Some((_, new)) = policies
+            .iter()
+            .find(|((u, g), _)| *u == s.user && *g == s.group)
+        else {
+            return false;
+        };
         let mut new = new.clone();
         new.explicit_ipv4 = s.policy.explicit_ipv4;
         new.explicit_ipv6 = s.policy.explicit_ipv6;
@@ -616,25 +719,44 @@ impl Shard {
         }
         let strings = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<String>>();
         let routes4 = limits::routes_v4(cfg, &s.policy);
-        let mut routes = if limits::is_full_tunnel(&routes4) { vec!["default".to_owned()] } else { strings(&mut routes4.iter().map(ToString::to_string)) };
+        let mut routes = if limits::is_full_tunnel(&routes4) {
+            vec!["default".to_owned()]
+        } else {
+            strings(&mut routes4.iter().map(ToString::to_string))
+        };
         if t.is_some_and(|t| t.lease6.is_some()) {
-            routes.extend(limits::routes_v6(cfg, &s.policy).iter().map(ToString::to_string));
+            routes.extend(
+                limits::routes_v6(cfg, &s.policy)
+                    .iter()
+                    .map(ToString::to_string),
+            );
         }
-        let dns = if s.policy.dns.is_empty() { &cfg.dns } else { &s.policy.dns };
+        let dns = if s.policy.dns.is_empty() {
+            &cfg.dns
+        } else {
+            &s.policy.dns
+        };
         let sess = &cfg.raw.session;
         SessionInfo {
             id: s.id,
             user: s.user.clone(),
             group: s.group.clone().unwrap_or_else(|| "(none)".into()),
             group_name: s.group.clone(),
-            state: if t.is_some() { "connected" } else { "disconnected" },
+            state: if t.is_some() {
+                "connected"
+            } else {
+                "disconnected"
+            },
             device: cfg.raw.network.device.clone(),
             mtu: t.map_or_else(String::new, |t| t.mtu.to_string()),
             remote_ip: t.map_or_else(String::new, |t| t.peer.ip().to_string()),
             ipv4: s.lease.to_string(),
             ptp_ipv4: cfg.server_address().to_string(),
             ipv6: t.and_then(|t| t.lease6).map(|a| a.to_string()),
-            ptp_ipv6: t.and_then(|t| t.lease6).and(cfg.ipv6_for(cfg.server_address())).map(|a| a.to_string()),
+            ptp_ipv6: t
+                .and_then(|t| t.lease6)
+                .and(cfg.ipv6_for(cfg.server_address()))
+                .map(|a| a.to_string()),
             user_agent: s.user_agent.clone(),
             hostname: t.map_or_else(String::new, |t| t.hostname.clone()),
             rx: st.rx_bytes.to_string(),
@@ -649,16 +771,28 @@ impl Shard {
             keepalive: s.policy.keepalive.unwrap_or(sess.keepalive).to_string(),
             connected_at: admin::format_time(s.started_wall),
             connected_for: admin::format_duration(now.duration_since(s.started)),
-            raw_connected_at: s.started_wall.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            raw_connected_at: s
+                .started_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
             idle_seconds: t.map_or(0, |t| t.idle_for(now).as_secs()),
-            channel: if t.and_then(|t| t.dtls()).is_some_and(|c| c.is_active()) { "DTLS" } else { "CSTP" },
+            channel: if t.and_then(|t| t.dtls()).is_some_and(|c| c.is_active()) {
+                "DTLS"
+            } else {
+                "CSTP"
+            },
             shard: self.id.0,
             dns: dns.iter().map(ToString::to_string).collect(),
             split_dns: s.policy.split_dns.clone(),
             routes,
             no_routes: s.policy.no_routes.iter().map(ToString::to_string).collect(),
             iroutes: s.policy.iroutes.iter().map(ToString::to_string).collect(),
-            restricted: if t.is_some_and(|t| t.limits.allowed.is_some()) { "True" } else { "False" }.to_owned(),
+            restricted: if t.is_some_and(|t| t.limits.allowed.is_some()) {
+                "True"
+            } else {
+                "False"
+            }
+            .to_owned(),
             restricted_packets: st.restricted,
             rate_limited_packets: st.rate_limited,
         }
@@ -666,9 +800,15 @@ impl Shard {
 
     fn housekeeping(&self, now: Instant) {
         let mut expired = Vec::new();
-        self.sessions.borrow_mut().sweep_expired(now, |_, s| expired.push(s));
+        self.sessions
+            .borrow_mut()
+            .sweep_expired(now, |_, s| expired.push(s));
         for s in expired {
-            let why = if s.ends_at.is_some_and(|end| end <= now) { "session_timeout reached" } else { "cookie expired" };
+            let why = if s.ends_at.is_some_and(|end| end <= now) {
+                "session_timeout reached"
+            } else {
+                "cookie expired"
+            };
             self.end_session(&s, &s.past, why);
             tracing::info!(user = %s.user, group = %s.group.as_deref().unwrap_or("-"), lease = %s.lease, age_s = now.duration_since(s.started).as_secs(), "{why}, address released");
         }

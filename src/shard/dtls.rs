@@ -29,7 +29,10 @@ pub(crate) enum DtlsKey {
     /// PSK-NEGOTIATE: the TLS exporter of the CONNECT's connection.
     Psk([u8; 32]),
     /// Legacy resumption of the session the client named in its headers.
-    Legacy { master_secret: [u8; 48], suite: LegacySuite },
+    Legacy {
+        master_secret: [u8; 48],
+        suite: LegacySuite,
+    },
 }
 
 /// Datagrams handled per wake-up before yielding to other tasks.
@@ -92,7 +95,8 @@ impl DtlsChannel {
             server.seal_in_place(buf, 1 + payload.len()).ok()
         });
         if sent && ty == FrameType::Data {
-            self.tx_bytes.set(self.tx_bytes.get() + payload.len() as u64);
+            self.tx_bytes
+                .set(self.tx_bytes.get() + payload.len() as u64);
         }
         sent
     }
@@ -108,7 +112,14 @@ impl DtlsChannel {
     /// A datagram from the channel's socket: another sender's can only be
     /// a stray that entered before connect() (a ClientHello of another
     /// client): it goes where the listener would have sent it.
-    fn on_datagram_from(&self, shard: &Rc<Shard>, tunnel: &Tunnel, now: Instant, data: &mut [u8], from: SocketAddr) {
+    fn on_datagram_from(
+        &self,
+        shard: &Rc<Shard>,
+        tunnel: &Tunnel,
+        now: Instant,
+        data: &mut [u8],
+        from: SocketAddr,
+    ) {
         if from == self.peer {
             self.on_datagram(shard, tunnel, now, data);
         } else {
@@ -122,7 +133,8 @@ impl DtlsChannel {
     fn on_datagram(&self, shard: &Shard, tunnel: &Tunnel, now: Instant, data: &mut [u8]) {
         self.last_rx.set(now);
         if let Some(random) = hello_random(data) {
-            let ours = dtls::client_hello_session_id(data) == Some(self.app_id.as_bytes().as_slice());
+            let ours =
+                dtls::client_hello_session_id(data) == Some(self.app_id.as_bytes().as_slice());
             if !ours {
                 // Never restart for another session's hello (the caller
                 // routes hellos from other addresses before this).
@@ -139,7 +151,10 @@ impl DtlsChannel {
         }
         let mut off = 0;
         while off < data.len() {
-            let received = self.server.borrow_mut().handle_datagram(now, &mut data[off..]);
+            let received = self
+                .server
+                .borrow_mut()
+                .handle_datagram(now, &mut data[off..]);
             match received {
                 Ok(Received::Done) => break,
                 Ok(Received::AppData { data: record, next }) => {
@@ -170,10 +185,13 @@ impl DtlsChannel {
     }
 
     fn on_record(&self, shard: &Shard, tunnel: &Tunnel, record: &mut [u8]) {
-        let Some((&ty, payload)) = record.split_first() else { return };
+        let Some((&ty, payload)) = record.split_first() else {
+            return;
+        };
         match FrameType::from_byte(ty) {
             FrameType::Data => {
-                self.rx_bytes.set(self.rx_bytes.get() + payload.len() as u64);
+                self.rx_bytes
+                    .set(self.rx_bytes.get() + payload.len() as u64);
                 tunnel.packet_from_client(payload, shard, crate::metrics::Channel::Dtls);
             }
             // Echo the whole record: the client's MTU probe needs its size back (§5.4).
@@ -191,10 +209,16 @@ impl DtlsChannel {
 }
 
 fn new_server(key: DtlsKey, app_id: AppId, mtu: u16, now: Instant) -> DtlsServer {
-    let cfg = DtlsConfig { mtu: usize::from(mtu), ..DtlsConfig::default() };
+    let cfg = DtlsConfig {
+        mtu: usize::from(mtu),
+        ..DtlsConfig::default()
+    };
     match key {
         DtlsKey::Psk(psk) => DtlsServer::new_psk(psk, &cfg, now),
-        DtlsKey::Legacy { master_secret, suite } => {
+        DtlsKey::Legacy {
+            master_secret,
+            suite,
+        } => {
             let suite = match suite {
                 LegacySuite::Aes128Gcm => CipherSuite::RsaAes128GcmSha256,
                 LegacySuite::Aes256Gcm => CipherSuite::RsaAes256GcmSha384,
@@ -289,7 +313,11 @@ async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &DtlsChannel) {
         let woken = async {
             match deadline {
                 Some(d) => {
-                    future::or(ch.wake.notified(), glommio::timer::sleep(d.saturating_duration_since(Instant::now()))).await
+                    future::or(
+                        ch.wake.notified(),
+                        glommio::timer::sleep(d.saturating_duration_since(Instant::now())),
+                    )
+                    .await
                 }
                 None => ch.wake.notified().await,
             }
@@ -309,7 +337,9 @@ async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &DtlsChannel) {
                     let n = batch.recv(ch.sock.as_raw_fd()).unwrap_or(0);
                     for i in 0..n {
                         match batch.get(i) {
-                            Some((data, from)) if from == ch.peer => ch.on_datagram(shard, tunnel, now, data),
+                            Some((data, from)) if from == ch.peer => {
+                                ch.on_datagram(shard, tunnel, now, data)
+                            }
                             Some((data, from)) => strays.push((data.to_vec(), from)),
                             None => {}
                         }

@@ -31,7 +31,12 @@ pub(crate) fn login(shard: &Shard, peer: SocketAddr, s: &Session) {
 }
 
 /// A tunnel came up: the session's first (`connect`) or a later one.
-pub(crate) fn connect(s: &Session, peer: SocketAddr, ipv6: Option<std::net::Ipv6Addr>, first: bool) {
+pub(crate) fn connect(
+    s: &Session,
+    peer: SocketAddr,
+    ipv6: Option<std::net::Ipv6Addr>,
+    first: bool,
+) {
     let event = if first { "connect" } else { "reconnect" };
     tracing::info!(
         target: "audit", event, %peer, user = %s.user, group = %s.group.as_deref().unwrap_or("-"), id = s.id, ipv4 = %s.lease,
@@ -54,7 +59,11 @@ pub(crate) fn disconnect(shard: &Shard, s: &Session, stats: &Stats, reason: &str
     // Only sessions whose connect ran (a tunnel came up) get a disconnect.
     if let (Some(script), Some(peer)) = (scripts.disconnect_script.clone(), s.last_peer) {
         let env = environment(shard, s, peer, "disconnect", Some((stats, duration)));
-        let job = ScriptJob { script, env, limit: Duration::from_secs(scripts.script_timeout) };
+        let job = ScriptJob {
+            script,
+            env,
+            limit: Duration::from_secs(scripts.script_timeout),
+        };
         disconnect_runner().queue(job, s.user.clone());
     }
 }
@@ -92,7 +101,11 @@ fn disconnect_runner() -> &'static Runner {
 
 impl Runner {
     fn queue(&self, job: ScriptJob, user: String) {
-        let sent = self.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send((job, user));
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send((job, user));
         if sent.is_err() {
             tracing::warn!("disconnect_script: no runner thread");
         }
@@ -112,21 +125,40 @@ pub(crate) fn connect_job(shard: &Shard, s: &Session, peer: SocketAddr) -> Optio
     let cfg = &*cfg;
     let scripts = &cfg.raw.scripts;
     let script = scripts.connect_script.clone()?;
-    Some(ScriptJob { script, env: environment(shard, s, peer, "connect", None), limit: Duration::from_secs(scripts.script_timeout) })
+    Some(ScriptJob {
+        script,
+        env: environment(shard, s, peer, "connect", None),
+        limit: Duration::from_secs(scripts.script_timeout),
+    })
 }
 
 /// Runs the job on the blocking pool; an error refuses the session.
 pub(crate) async fn run_connect(job: ScriptJob) -> Result<(), String> {
-    glommio::executor().spawn_blocking(move || run(&job.script, &job.env, job.limit)).await
+    glommio::executor()
+        .spawn_blocking(move || run(&job.script, &job.env, job.limit))
+        .await
 }
 
 /// ocserv's variables, so existing scripts work.
-fn environment(shard: &Shard, s: &Session, peer: SocketAddr, reason: &str, end: Option<(&Stats, Duration)>) -> Vec<(&'static str, String)> {
+fn environment(
+    shard: &Shard,
+    s: &Session,
+    peer: SocketAddr,
+    reason: &str,
+    end: Option<(&Stats, Duration)>,
+) -> Vec<(&'static str, String)> {
     let cfg = shard.shared.config.get();
     let cfg = &*cfg;
     let join = |v: Vec<String>| v.join(" ");
-    let routes = super::limits::routes_v4(cfg, &s.policy).iter().map(ToString::to_string).collect();
-    let dns = if s.policy.dns.is_empty() { &cfg.dns } else { &s.policy.dns };
+    let routes = super::limits::routes_v4(cfg, &s.policy)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let dns = if s.policy.dns.is_empty() {
+        &cfg.dns
+    } else {
+        &s.policy.dns
+    };
     let mut env = vec![
         ("REASON", reason.to_owned()),
         ("USERNAME", s.user.clone()),
@@ -140,14 +172,27 @@ fn environment(shard: &Shard, s: &Session, peer: SocketAddr, reason: &str, end: 
         ("USER_AGENT", s.user_agent.clone()),
         ("HOSTNAME", s.hostname.clone()),
         ("OCSERV_ROUTES", join(routes)),
-        ("OCSERV_NO_ROUTES", join(s.policy.no_routes.iter().map(ToString::to_string).collect())),
-        ("OCSERV_DNS", join(dns.iter().map(ToString::to_string).collect())),
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        (
+            "OCSERV_NO_ROUTES",
+            join(s.policy.no_routes.iter().map(ToString::to_string).collect()),
+        ),
+        (
+            "OCSERV_DNS",
+            join(dns.iter().map(ToString::to_string).collect()),
+        ),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
     ];
-    if let (Some(local), Some(remote)) = (cfg.ipv6_for(cfg.server_address()), cfg.ipv6_for(s.lease)) {
+    if let (Some(local), Some(remote)) = (cfg.ipv6_for(cfg.server_address()), cfg.ipv6_for(s.lease))
+    {
         env.push(("IPV6_LOCAL", local.to_string()));
         env.push(("IPV6_REMOTE", remote.to_string()));
-        env.push(("IPV6_PREFIX", cfg.ipv6_network.map_or(128, |n| n.prefix_len()).to_string()));
+        env.push((
+            "IPV6_PREFIX",
+            cfg.ipv6_network.map_or(128, |n| n.prefix_len()).to_string(),
+        ));
     }
     if let Some((stats, duration)) = end {
         env.push(("STATS_BYTES_IN", stats.rx_bytes.to_string()));

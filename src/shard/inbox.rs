@@ -29,7 +29,13 @@ impl Inbox {
     pub(crate) fn new() -> std::io::Result<(Self, OwnedFd)> {
         let (wake, shard_end) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
-        Ok((Self { mail: Mailbox::new(CAPACITY), wake }, shard_end.into()))
+        Ok((
+            Self {
+                mail: Mailbox::new(CAPACITY),
+                wake,
+            },
+            shard_end.into(),
+        ))
     }
 
     /// Posts `msg`, waking the shard if it may be asleep. Callable from
@@ -84,7 +90,10 @@ pub(super) struct CloseOnExit<'a> {
 
 impl<'a> CloseOnExit<'a> {
     pub(super) fn new(shared: &'a super::Shared, shard: shards::ShardId) -> Self {
-        Self { inbox: &shared.inboxes[shard.index()], shard }
+        Self {
+            inbox: &shared.inboxes[shard.index()],
+            shard,
+        }
     }
 }
 

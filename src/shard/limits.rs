@@ -34,11 +34,15 @@ pub(crate) fn routes_v6(cfg: &Config, policy: &UserConfig) -> Vec<Ipv6Net> {
 }
 
 pub(crate) fn v4(nets: &[IpNet]) -> Vec<Ipv4Net> {
-    nets.iter().filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None }).collect()
+    nets.iter()
+        .filter_map(|n| if let IpNet::V4(n) = n { Some(*n) } else { None })
+        .collect()
 }
 
 pub(crate) fn v6(nets: &[IpNet]) -> Vec<Ipv6Net> {
-    nets.iter().filter_map(|n| if let IpNet::V6(n) = n { Some(*n) } else { None }).collect()
+    nets.iter()
+        .filter_map(|n| if let IpNet::V6(n) = n { Some(*n) } else { None })
+        .collect()
 }
 
 pub(crate) fn is_full_tunnel(routes: &[Ipv4Net]) -> bool {
@@ -67,7 +71,8 @@ impl Allowed {
             IpAddr::V6(_) => self.open_v6,
         };
         open || self.always.contains(&dst)
-            || (self.routes.iter().any(|n| n.contains(&dst)) && !self.excluded.iter().any(|n| n.contains(&dst)))
+            || (self.routes.iter().any(|n| n.contains(&dst))
+                && !self.excluded.iter().any(|n| n.contains(&dst)))
     }
 }
 
@@ -84,25 +89,57 @@ pub(crate) struct Limits {
 
 impl Limits {
     pub(crate) fn none() -> Self {
-        Self { idle: None, ends_at: None, allowed: None, rx: None, tx: None }
+        Self {
+            idle: None,
+            ends_at: None,
+            allowed: None,
+            rx: None,
+            tx: None,
+        }
     }
 
     /// The limits of one session; `mobile` picks `mobile_idle_timeout`.
-    pub(crate) fn for_session(cfg: &Config, policy: &UserConfig, ends_at: Option<Instant>, mobile: bool, now: Instant) -> Self {
+    pub(crate) fn for_session(
+        cfg: &Config,
+        policy: &UserConfig,
+        ends_at: Option<Instant>,
+        mobile: bool,
+        now: Instant,
+    ) -> Self {
         let s = &cfg.raw.session;
         let idle = policy.idle_timeout.unwrap_or(s.idle_timeout);
         let mobile_idle = policy.mobile_idle_timeout.unwrap_or(s.mobile_idle_timeout);
-        let idle = if mobile && mobile_idle > 0 { mobile_idle } else { idle };
-        let restrict = policy.restrict_user_to_routes.unwrap_or(cfg.raw.network.restrict_user_to_routes);
+        let idle = if mobile && mobile_idle > 0 {
+            mobile_idle
+        } else {
+            idle
+        };
+        let restrict = policy
+            .restrict_user_to_routes
+            .unwrap_or(cfg.raw.network.restrict_user_to_routes);
         let (routes, routes6) = (routes_v4(cfg, policy), routes_v6(cfg, policy));
         let (open_v4, open_v6) = (is_full_tunnel(&routes), is_full_tunnel_v6(&routes6));
         let allowed = (restrict && !(open_v4 && open_v6)).then(|| {
-            let dns = if policy.dns.is_empty() { &cfg.dns } else { &policy.dns };
+            let dns = if policy.dns.is_empty() {
+                &cfg.dns
+            } else {
+                &policy.dns
+            };
             let mut always = dns.clone();
             always.push(IpAddr::V4(cfg.server_address()));
             always.extend(cfg.ipv6_for(cfg.server_address()).map(IpAddr::V6));
-            let routes: Vec<IpNet> = routes.into_iter().map(IpNet::V4).chain(routes6.into_iter().map(IpNet::V6)).collect();
-            Allowed { routes: routes.into(), excluded: policy.no_routes.clone().into(), always: always.into(), open_v4, open_v6 }
+            let routes: Vec<IpNet> = routes
+                .into_iter()
+                .map(IpNet::V4)
+                .chain(routes6.into_iter().map(IpNet::V6))
+                .collect();
+            Allowed {
+                routes: routes.into(),
+                excluded: policy.no_routes.clone().into(),
+                always: always.into(),
+                open_v4,
+                open_v6,
+            }
         });
         let bucket = |rate: u64| (rate > 0).then(|| RefCell::new(TokenBucket::new(rate, now)));
         Self {
@@ -117,13 +154,17 @@ impl Limits {
     /// A packet of `len` bytes from the client may pass the rate limit.
     #[inline]
     pub(crate) fn admit_rx(&self, len: usize) -> bool {
-        self.rx.as_ref().is_none_or(|b| b.borrow_mut().take(len, Instant::now()))
+        self.rx
+            .as_ref()
+            .is_none_or(|b| b.borrow_mut().take(len, Instant::now()))
     }
 
     /// A packet of `len` bytes to the client may pass the rate limit.
     #[inline]
     pub(crate) fn admit_tx(&self, len: usize) -> bool {
-        self.tx.as_ref().is_none_or(|b| b.borrow_mut().take(len, Instant::now()))
+        self.tx
+            .as_ref()
+            .is_none_or(|b| b.borrow_mut().take(len, Instant::now()))
     }
 
     /// The configured rates, for the log line that starts the tunnel.
@@ -145,10 +186,19 @@ mod tests {
     #[test]
     fn restriction_allows_routes_dns_and_server_only() {
         let c = cfg("[network]\ndns = [\"192.168.100.53\"]\n");
-        let p = UserConfig::parse("route = 10.1.0.0/16\nno-route = 10.1.9.0/24\nrestrict-user-to-routes = true\n").unwrap();
+        let p = UserConfig::parse(
+            "route = 10.1.0.0/16\nno-route = 10.1.9.0/24\nrestrict-user-to-routes = true\n",
+        )
+        .unwrap();
         let l = Limits::for_session(&c, &p, None, false, Instant::now());
         let a = l.allowed.as_ref().unwrap();
-        for (dst, ok) in [("10.1.2.3", true), ("10.1.9.1", false), ("10.2.0.1", false), ("192.168.100.1", true), ("192.168.100.53", true)] {
+        for (dst, ok) in [
+            ("10.1.2.3", true),
+            ("10.1.9.1", false),
+            ("10.2.0.1", false),
+            ("192.168.100.1", true),
+            ("192.168.100.53", true),
+        ] {
             assert_eq!(a.contains(dst.parse().unwrap()), ok, "{dst}");
         }
         // No IPv6 routes: IPv6 is a full tunnel, not restricted.
@@ -158,10 +208,18 @@ mod tests {
     #[test]
     fn restriction_covers_ipv6_routes_and_server_address() {
         let c = cfg("[network]\nipv6_network = \"fd00:100::/64\"\n");
-        let p = UserConfig::parse("route = 10.1.0.0/16\nroute = fd00:1::/48\nrestrict-user-to-routes = true\n").unwrap();
+        let p = UserConfig::parse(
+            "route = 10.1.0.0/16\nroute = fd00:1::/48\nrestrict-user-to-routes = true\n",
+        )
+        .unwrap();
         let l = Limits::for_session(&c, &p, None, false, Instant::now());
         let a = l.allowed.as_ref().unwrap();
-        for (dst, ok) in [("fd00:1::5", true), ("fd00:2::5", false), ("fd00:100::c0a8:6401", true), ("10.1.0.1", true)] {
+        for (dst, ok) in [
+            ("fd00:1::5", true),
+            ("fd00:2::5", false),
+            ("fd00:100::c0a8:6401", true),
+            ("10.1.0.1", true),
+        ] {
             assert_eq!(a.contains(dst.parse().unwrap()), ok, "{dst}");
         }
     }
@@ -170,9 +228,13 @@ mod tests {
     fn full_tunnel_or_unset_restricts_nothing() {
         let c = cfg("");
         let p = UserConfig::parse("route = default\nrestrict-user-to-routes = true\n").unwrap();
-        assert!(Limits::for_session(&c, &p, None, false, Instant::now()).allowed.is_none());
+        assert!(Limits::for_session(&c, &p, None, false, Instant::now())
+            .allowed
+            .is_none());
         let p = UserConfig::parse("route = 10.0.0.0/8\n").unwrap();
-        assert!(Limits::for_session(&c, &p, None, false, Instant::now()).allowed.is_none());
+        assert!(Limits::for_session(&c, &p, None, false, Instant::now())
+            .allowed
+            .is_none());
     }
 
     #[test]
@@ -180,8 +242,14 @@ mod tests {
         let c = cfg("[session]\nidle_timeout = 600\nmobile_idle_timeout = 1800\n");
         let p = UserConfig::default();
         let now = Instant::now();
-        assert_eq!(Limits::for_session(&c, &p, None, false, now).idle, Some(Duration::from_secs(600)));
-        assert_eq!(Limits::for_session(&c, &p, None, true, now).idle, Some(Duration::from_secs(1800)));
+        assert_eq!(
+            Limits::for_session(&c, &p, None, false, now).idle,
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            Limits::for_session(&c, &p, None, true, now).idle,
+            Some(Duration::from_secs(1800))
+        );
         let p = UserConfig::parse("idle-timeout = 0\n").unwrap();
         assert_eq!(Limits::for_session(&c, &p, None, false, now).idle, None);
     }

@@ -51,18 +51,27 @@ enum CertUser {
     Absent,
     /// Verified against the CA, but without the configured user attribute.
     Unnamed,
-    Named { user: String, group: Option<String> },
+    Named {
+        user: String,
+        group: Option<String>,
+    },
 }
 
 fn cert_user(shard: &Shard, tls: &TlsSession) -> CertUser {
     let cfg = shard.shared.config.get();
     let cfg = &*cfg;
-    let Some(der) = tls.peer_certificate().filter(|_| cfg.auth_method.uses_certificates()) else {
+    let Some(der) = tls
+        .peer_certificate()
+        .filter(|_| cfg.auth_method.uses_certificates())
+    else {
         return CertUser::Absent;
     };
     match crate::proto::x509name::subject_attribute(der, &cfg.cert_user_oid) {
         Some(user) if !user.is_empty() => {
-            let group = cfg.cert_group_oid.as_ref().and_then(|o| crate::proto::x509name::subject_attribute(der, o));
+            let group = cfg
+                .cert_group_oid
+                .as_ref()
+                .and_then(|o| crate::proto::x509name::subject_attribute(der, o));
             CertUser::Named { user, group }
         }
         _ => CertUser::Unnamed,
@@ -72,7 +81,10 @@ fn cert_user(shard: &Shard, tls: &TlsSession) -> CertUser {
 /// What the next login step is, given the method and the certificate.
 enum Route<'a> {
     /// The certificate alone logs the user in.
-    Certificate { user: &'a str, group: Option<&'a str> },
+    Certificate {
+        user: &'a str,
+        group: Option<&'a str>,
+    },
     /// The XML password exchange (its username fixed by a certificate
     /// when both are required).
     Password,
@@ -84,11 +96,17 @@ fn route(method: AuthMethod, cert: &CertUser) -> Route<'_> {
     match (method, cert) {
         (M::Password, _) => Route::Password,
         (M::Certificate | M::CertificateOrPassword, CertUser::Named { user, group }) => {
-            Route::Certificate { user, group: group.as_deref() }
+            Route::Certificate {
+                user,
+                group: group.as_deref(),
+            }
         }
-        (M::CertificateOrPassword, CertUser::Absent) | (M::CertificateAndPassword, CertUser::Named { .. }) => Route::Password,
+        (M::CertificateOrPassword, CertUser::Absent)
+        | (M::CertificateAndPassword, CertUser::Named { .. }) => Route::Password,
         (_, CertUser::Unnamed) => Route::Refuse("Certificate has no user name"),
-        (M::Certificate | M::CertificateAndPassword, CertUser::Absent) => Route::Refuse("Certificate required"),
+        (M::Certificate | M::CertificateAndPassword, CertUser::Absent) => {
+            Route::Refuse("Certificate required")
+        }
     }
 }
 
@@ -128,7 +146,14 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             return;
         }
     };
-    let conn = Conn { stream, tls, peer, plain: Vec::new(), rbuf: vec![0; LOGIN_READ_BUF], out: Vec::new() };
+    let conn = Conn {
+        stream,
+        tls,
+        peer,
+        plain: Vec::new(),
+        rbuf: vec![0; LOGIN_READ_BUF],
+        out: Vec::new(),
+    };
     requests(shard, conn).await;
 }
 
@@ -203,7 +228,12 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::info!(%peer, "bad auth body: {e}");
-                    penalize(&shard, peer, points.ban_points_bad_request, "a bad login body");
+                    penalize(
+                        &shard,
+                        peer,
+                        points.ban_points_bad_request,
+                        "a bad login body",
+                    );
                     conn.refuse(400, "Bad Request").await;
                     return;
                 }
@@ -224,11 +254,25 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
             Route::Certificate { user, group } => {
                 let wanted = areq.group.filter(|g| !g.is_empty());
                 let groups = group.map(str::to_owned).into_iter().collect();
-                match finish(&shard, peer, user.to_owned(), None, groups, wanted, (mobile, &user_agent)).await {
+                match finish(
+                    &shard,
+                    peer,
+                    user.to_owned(),
+                    None,
+                    groups,
+                    wanted,
+                    (mobile, &user_agent),
+                )
+                .await
+                {
                     Ok(Done::Reply(reply)) => reply,
-                    Ok(Done::Move(home, login)) => return conn.move_to(&shard, home, Moved::Login(login)).await,
+                    Ok(Done::Move(home, login)) => {
+                        return conn.move_to(&shard, home, Moved::Login(login)).await
+                    }
                     Err(LoginError::Refused(why)) => return conn.refuse(401, why).await,
-                    Err(LoginError::WrongPassword) => return conn.refuse(401, "Authentication failed").await,
+                    Err(LoginError::WrongPassword) => {
+                        return conn.refuse(401, "Authentication failed").await
+                    }
                 }
             }
             Route::Password => {
@@ -239,25 +283,50 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                         shard.shared.config.get().select_groups.clone()
                     };
                     exchange = Some(match cert {
-                        CertUser::Named { user, .. } => AuthExchange::for_user(user.clone(), groups),
+                        CertUser::Named { user, .. } => {
+                            AuthExchange::for_user(user.clone(), groups)
+                        }
                         _ => AuthExchange::with_groups(groups),
                     });
                 }
-                let Some(login) = exchange.as_mut() else { return };
+                let Some(login) = exchange.as_mut() else {
+                    return;
+                };
                 match login.handle(areq) {
                     Step::Form(doc) => xml_reply(&doc),
-                    Step::Verify { username, password, group } => {
-                        match finish(&shard, peer, username.clone(), Some(password), Vec::new(), group, (mobile, &user_agent)).await {
+                    Step::Verify {
+                        username,
+                        password,
+                        group,
+                    } => {
+                        match finish(
+                            &shard,
+                            peer,
+                            username.clone(),
+                            Some(password),
+                            Vec::new(),
+                            group,
+                            (mobile, &user_agent),
+                        )
+                        .await
+                        {
                             Ok(done) => {
                                 login.verified(true);
                                 match done {
                                     Done::Reply(reply) => reply,
-                                    Done::Move(home, l) => return conn.move_to(&shard, home, Moved::Login(l)).await,
+                                    Done::Move(home, l) => {
+                                        return conn.move_to(&shard, home, Moved::Login(l)).await
+                                    }
                                 }
                             }
                             Err(LoginError::Refused(why)) => return conn.refuse(401, why).await,
                             Err(LoginError::WrongPassword) => {
-                                penalize(&shard, peer, points.ban_points_wrong_password, "a wrong password");
+                                penalize(
+                                    &shard,
+                                    peer,
+                                    points.ban_points_wrong_password,
+                                    "a wrong password",
+                                );
                                 let banned = bans.is_banned(peer.ip(), Instant::now());
                                 match login.verified(false) {
                                     Verdict::Retry(doc) if !banned => {
@@ -265,11 +334,21 @@ async fn requests(shard: Rc<Shard>, mut conn: Conn) {
                                         xml_reply(&doc)
                                     }
                                     Verdict::Retry(_) => {
-                                        refused(&shard, peer, Some(&username), "wrong password from an address now banned");
+                                        refused(
+                                            &shard,
+                                            peer,
+                                            Some(&username),
+                                            "wrong password from an address now banned",
+                                        );
                                         return conn.refuse(401, "Authentication failed").await;
                                     }
                                     Verdict::Failed | Verdict::Success { .. } => {
-                                        refused(&shard, peer, Some(&username), "too many wrong passwords");
+                                        refused(
+                                            &shard,
+                                            peer,
+                                            Some(&username),
+                                            "too many wrong passwords",
+                                        );
                                         return conn.refuse(401, "Authentication failed").await;
                                     }
                                 }
@@ -314,7 +393,12 @@ async fn finish(
                 let group = pick_group(g, wanted)?;
                 crate::usercfg::load(&cfg.users, &name, group.as_deref())
                     .map(|policy| (group, policy))
-                    .map_err(|why| ("User configuration error", format!("user configuration: {why}")))
+                    .map_err(|why| {
+                        (
+                            "User configuration error",
+                            format!("user configuration: {why}"),
+                        )
+                    })
             }))
         })
         .await;
@@ -344,17 +428,44 @@ async fn finish(
         let cfg = shard.shared.config.get();
         let cfg = &*cfg;
         let net = cfg.ipv4_network;
-        if !net.contains(&addr) || addr == net.network() || addr == net.broadcast() || addr == cfg.server_address() {
-            refused(shard, peer, Some(&user), &format!("explicit-ipv4 {addr} is not a client address of ipv4_network {net}"));
+        if !net.contains(&addr)
+            || addr == net.network()
+            || addr == net.broadcast()
+            || addr == cfg.server_address()
+        {
+            refused(
+                shard,
+                peer,
+                Some(&user),
+                &format!("explicit-ipv4 {addr} is not a client address of ipv4_network {net}"),
+            );
             return Err(LoginError::Refused("User configuration error"));
         }
         let home = ShardId(crate::pool::owner_shard(addr, shard.shared.shards) as u16);
         if home != shard.id {
-            return Ok(Done::Move(home, Box::new(Login { user, group, policy, mobile, user_agent })));
+            return Ok(Done::Move(
+                home,
+                Box::new(Login {
+                    user,
+                    group,
+                    policy,
+                    mobile,
+                    user_agent,
+                }),
+            ));
         }
     }
     let name = user.clone();
-    match shard.create_session(Login { user, group, policy, mobile, user_agent }, peer) {
+    match shard.create_session(
+        Login {
+            user,
+            group,
+            policy,
+            mobile,
+            user_agent,
+        },
+        peer,
+    ) {
         Ok(cookie) => Ok(Done::Reply(success_reply(cookie))),
         Err(why) => {
             refused(shard, peer, Some(&name), why);
@@ -366,19 +477,29 @@ async fn finish(
 /// `explicit-ipv6`: a client's IPv6 address is the IPv6 network with its
 /// IPv4 lease in the low 32 bits, so a fixed IPv6 address fixes the IPv4
 /// lease too (and must agree with an `explicit-ipv4` beside it).
-fn explicit_v4_of_v6(cfg: &crate::config::Config, v6: std::net::Ipv6Addr, v4: Option<std::net::Ipv4Addr>) -> Result<std::net::Ipv4Addr, String> {
+fn explicit_v4_of_v6(
+    cfg: &crate::config::Config,
+    v6: std::net::Ipv6Addr,
+    v4: Option<std::net::Ipv4Addr>,
+) -> Result<std::net::Ipv4Addr, String> {
     let Some(net) = cfg.ipv6_network else {
-        return Err(format!("explicit-ipv6 {v6} is set, and the server has no ipv6_network"));
+        return Err(format!(
+            "explicit-ipv6 {v6} is set, and the server has no ipv6_network"
+        ));
     };
     let low = std::net::Ipv4Addr::from(u128::from(v6) as u32);
     if cfg.ipv6_for(low) != Some(v6) {
-        let example = cfg.ipv6_for(v4.unwrap_or(low)).map_or(String::new(), |a| a.to_string());
+        let example = cfg
+            .ipv6_for(v4.unwrap_or(low))
+            .map_or(String::new(), |a| a.to_string());
         return Err(format!(
             "explicit-ipv6 {v6} is not of the form this server gives ({net} with the IPv4 address in the low 32 bits, e.g. {example})"
         ));
     }
     match v4 {
-        Some(v4) if v4 != low => Err(format!("explicit-ipv6 {v6} names IPv4 {low}, and explicit-ipv4 is {v4}")),
+        Some(v4) if v4 != low => Err(format!(
+            "explicit-ipv6 {v6} names IPv4 {low}, and explicit-ipv4 is {v4}"
+        )),
         _ => Ok(low),
     }
 }
@@ -395,10 +516,16 @@ fn success_reply(cookie: Cookie) -> Vec<u8> {
 /// The group a login runs in: the client's pick if the user is a member,
 /// else the user's first group. The error is (what the client is told,
 /// what the log says).
-fn pick_group(groups: Vec<String>, wanted: Option<String>) -> Result<Option<String>, (&'static str, String)> {
+fn pick_group(
+    groups: Vec<String>,
+    wanted: Option<String>,
+) -> Result<Option<String>, (&'static str, String)> {
     match wanted {
         Some(w) if groups.contains(&w) => Ok(Some(w)),
-        Some(w) => Err(("Not a member of the selected group", format!("not a member of the selected group {w:?}"))),
+        Some(w) => Err((
+            "Not a member of the selected group",
+            format!("not a member of the selected group {w:?}"),
+        )),
         None => Ok(groups.into_iter().next()),
     }
 }
@@ -407,10 +534,15 @@ fn pick_group(groups: Vec<String>, wanted: Option<String>) -> Result<Option<Stri
 /// executor for each login that asks for a username.
 async fn password_file_groups(shard: &Shard) -> Arc<[GroupOption]> {
     let path = shard.shared.config.get().raw.auth.passwd_file.clone();
-    let read = glommio::executor().spawn_blocking(move || crate::passwd::all_groups(&path)).await;
+    let read = glommio::executor()
+        .spawn_blocking(move || crate::passwd::all_groups(&path))
+        .await;
     let names = read.unwrap_or_else(|e| {
         tracing::error!("password file: {e}");
         Vec::new()
     });
-    names.iter().filter_map(|n| GroupOption::parse(n).ok()).collect()
+    names
+        .iter()
+        .filter_map(|n| GroupOption::parse(n).ok())
+        .collect()
 }

@@ -82,7 +82,11 @@ pub(crate) enum Moved {
 pub(crate) enum ShardMsg {
     Moved(Box<Handoff>),
     /// A ClientHello that landed on another shard's UDP socket.
-    DtlsHello { app_id: shards::AppId, from: std::net::SocketAddr, datagram: Vec<u8> },
+    DtlsHello {
+        app_id: shards::AppId,
+        from: std::net::SocketAddr,
+        datagram: Vec<u8>,
+    },
     /// From the control thread (see `admin`).
     Admin(admin::AdminJob),
 }
@@ -94,9 +98,15 @@ pub enum RunError {
     #[error("TUN device {device}: {err}")]
     Tun { device: String, err: std::io::Error },
     #[error("control socket {path}: {err}")]
-    Control { path: std::path::PathBuf, err: std::io::Error },
+    Control {
+        path: std::path::PathBuf,
+        err: std::io::Error,
+    },
     #[error("metrics endpoint {addr}: {err}")]
-    Metrics { addr: std::net::SocketAddr, err: std::io::Error },
+    Metrics {
+        addr: std::net::SocketAddr,
+        err: std::io::Error,
+    },
     #[error("starting shard {shard}: {err}")]
     Shard { shard: usize, err: String },
 }
@@ -104,12 +114,17 @@ pub enum RunError {
 /// Runs the server until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), RunError> {
     let tls_cfg = &config.raw.tls;
-    if tls_cfg.generate_self_signed && crate::tls::ensure_self_signed(&tls_cfg.cert_file, &tls_cfg.key_file)? {
+    if tls_cfg.generate_self_signed
+        && crate::tls::ensure_self_signed(&tls_cfg.cert_file, &tls_cfg.key_file)?
+    {
         tracing::info!(cert = %tls_cfg.cert_file.display(), key = %tls_cfg.key_file.display(), "generated a self-signed certificate");
     }
     let identity = crate::tls::Identity::load(&tls_cfg.cert_file, &tls_cfg.key_file)?;
     let pin = identity.pin_sha256()?;
-    let tls = identity.server_config(config.raw.auth.ca_file.as_deref(), config.raw.auth.crl_file.as_deref())?;
+    let tls = identity.server_config(
+        config.raw.auth.ca_file.as_deref(),
+        config.raw.auth.crl_file.as_deref(),
+    )?;
     tracing::info!("server certificate {pin} (for openconnect --servercert)");
 
     // Bound before the TUN device exists: a second server on this socket
@@ -128,14 +143,21 @@ pub fn run(config: Config) -> Result<(), RunError> {
         )
     };
     let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some((addr, crate::metrics::bind(addr).map_err(|err| RunError::Metrics { addr, err })?)),
+        Some(addr) => Some((
+            addr,
+            crate::metrics::bind(addr).map_err(|err| RunError::Metrics { addr, err })?,
+        )),
         None => None,
     };
 
     let n = config.workers;
     let device = config.raw.network.device.clone();
-    let tun_err = |err| RunError::Tun { device: device.clone(), err };
-    let tun = sys::tun::TunDevice::open(&device, n, config.raw.network.tun_offload).map_err(tun_err)?;
+    let tun_err = |err| RunError::Tun {
+        device: device.clone(),
+        err,
+    };
+    let tun =
+        sys::tun::TunDevice::open(&device, n, config.raw.network.tun_offload).map_err(tun_err)?;
     let offloads = if tun.vnet_hdr {
         match tun.enable_offloads() {
             Ok(which) => {
@@ -151,8 +173,16 @@ pub fn run(config: Config) -> Result<(), RunError> {
     } else {
         None
     };
-    tun.configure(config.server_address(), config.ipv4_network.prefix_len(), config.raw.network.mtu).map_err(tun_err)?;
-    if let (Some(net), Some(addr)) = (config.ipv6_network, config.ipv6_for(config.server_address())) {
+    tun.configure(
+        config.server_address(),
+        config.ipv4_network.prefix_len(),
+        config.raw.network.mtu,
+    )
+    .map_err(tun_err)?;
+    if let (Some(net), Some(addr)) = (
+        config.ipv6_network,
+        config.ipv6_for(config.server_address()),
+    ) {
         tun.configure_v6(addr, net.prefix_len()).map_err(tun_err)?;
         tracing::info!(device = %device, address = %addr, network = %net, "TUN device has IPv6");
     }
@@ -162,7 +192,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let mut inboxes = Vec::with_capacity(n);
     let mut wakes = Vec::with_capacity(n);
     for _ in 0..n {
-        let (inbox, wake) = inbox::Inbox::new().map_err(|e| RunError::Shard { shard: inboxes.len(), err: format!("inbox: {e}") })?;
+        let (inbox, wake) = inbox::Inbox::new().map_err(|e| RunError::Shard {
+            shard: inboxes.len(),
+            err: format!("inbox: {e}"),
+        })?;
         inboxes.push(inbox);
         wakes.push(wake);
     }
@@ -190,12 +223,18 @@ pub fn run(config: Config) -> Result<(), RunError> {
     for (i, wake) in wakes.into_iter().enumerate() {
         let shared = shared.clone();
         let tun_fd: RawFd = tun.queues[i].as_raw_fd();
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(i % cpus))
-            .name(&format!("shard-{i}"))
-            // Password hashing and file reads run here, off the executor.
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(cpus.max(2)))
-            .spawn(move || async move { core::run_shard(ShardId(i as u16), shared, tun_fd, wake).await })
-            .map_err(|e| RunError::Shard { shard: i, err: e.to_string() })?;
+        let handle =
+            LocalExecutorBuilder::new(Placement::Fixed(i % cpus))
+                .name(&format!("shard-{i}"))
+                // Password hashing and file reads run here, off the executor.
+                .blocking_thread_pool_placement(PoolPlacement::Unbound(cpus.max(2)))
+                .spawn(move || async move {
+                    core::run_shard(ShardId(i as u16), shared, tun_fd, wake).await
+                })
+                .map_err(|e| RunError::Shard {
+                    shard: i,
+                    err: e.to_string(),
+                })?;
         handles.push(handle);
     }
     while shared.started.load(Ordering::Acquire) < n && !shared.shutdown.load(Ordering::Acquire) {
@@ -218,7 +257,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 let now = std::time::Instant::now();
                 m.banned_now.set(s.bans.banned_count(now) as i64);
             };
-            crate::metrics::spawn(listener, shared.metrics.clone(), banned_now).map_err(|err| RunError::Metrics { addr, err })?;
+            crate::metrics::spawn(listener, shared.metrics.clone(), banned_now)
+                .map_err(|err| RunError::Metrics { addr, err })?;
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
         }
         tracing::info!(shards = n, "ocserv-uring ready");
@@ -231,7 +271,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 first_err.get_or_insert(RunError::Shard { shard: i, err });
             }
             Err(e) => {
-                first_err.get_or_insert(RunError::Shard { shard: i, err: e.to_string() });
+                first_err.get_or_insert(RunError::Shard {
+                    shard: i,
+                    err: e.to_string(),
+                });
             }
         }
     }

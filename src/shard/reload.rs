@@ -24,7 +24,9 @@ pub struct Reloaded {
 static RELOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 pub fn reload(shared: &Shared) -> Result<Reloaded, String> {
-    let _one = RELOADING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = RELOADING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let old = shared.config.get();
     let mut new = Config::load(&old.file).map_err(|e| e.to_string())?;
     let mut warnings = Vec::new();
@@ -34,10 +36,21 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, String> {
     if t.generate_self_signed {
         crate::tls::ensure_self_signed(&t.cert_file, &t.key_file).map_err(|e| e.to_string())?;
     }
-    let files = |e: crate::tls::TlsSetupError| format!("certificate {}, key {}: {e}", t.cert_file.display(), t.key_file.display());
+    let files = |e: crate::tls::TlsSetupError| {
+        format!(
+            "certificate {}, key {}: {e}",
+            t.cert_file.display(),
+            t.key_file.display()
+        )
+    };
     let identity = crate::tls::Identity::load(&t.cert_file, &t.key_file).map_err(files)?;
     let pin = identity.pin_sha256().map_err(files)?;
-    let tls = identity.server_config(new.raw.auth.ca_file.as_deref(), new.raw.auth.crl_file.as_deref()).map_err(files)?;
+    let tls = identity
+        .server_config(
+            new.raw.auth.ca_file.as_deref(),
+            new.raw.auth.crl_file.as_deref(),
+        )
+        .map_err(files)?;
     check_passwd(&new.raw.auth.passwd_file, &mut warnings);
     check_user_files(&new.raw.users, &mut warnings);
 
@@ -64,15 +77,24 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
     keep("server.tcp_port", o.server.tcp_port != n.server.tcp_port);
     keep("server.udp_port", o.server.udp_port != n.server.udp_port);
     keep("server.workers", o.server.workers != n.server.workers);
-    keep("server.log_format", o.server.log_format != n.server.log_format);
+    keep(
+        "server.log_format",
+        o.server.log_format != n.server.log_format,
+    );
     keep("network.device", o.network.device != n.network.device);
     keep("network.ipv4_network", old.ipv4_network != new.ipv4_network);
     keep("network.ipv6_network", old.ipv6_network != new.ipv6_network);
     keep("network.mtu", o.network.mtu != n.network.mtu);
-    keep("network.tun_offload", o.network.tun_offload != n.network.tun_offload);
+    keep(
+        "network.tun_offload",
+        o.network.tun_offload != n.network.tun_offload,
+    );
     keep("control.socket", o.control.socket != n.control.socket);
     keep("control.group", o.control.group != n.control.group);
-    keep("monitoring.metrics_listen", old.metrics_listen != new.metrics_listen);
+    keep(
+        "monitoring.metrics_listen",
+        old.metrics_listen != new.metrics_listen,
+    );
     n.server = o.server.clone();
     n.network.device.clone_from(&o.network.device);
     n.network.ipv4_network.clone_from(&o.network.ipv4_network);
@@ -88,7 +110,10 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
     new.metrics_listen = old.metrics_listen;
     new.control_gid = old.control_gid;
     if !changed.is_empty() {
-        warnings.push(format!("{} changed: kept the running value until a restart", changed.join(", ")));
+        warnings.push(format!(
+            "{} changed: kept the running value until a restart",
+            changed.join(", ")
+        ));
     }
 }
 
@@ -99,14 +124,25 @@ fn check_passwd(path: &Path, warnings: &mut Vec<String>) {
             let bad: Vec<String> = text
                 .lines()
                 .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#') && crate::passwd::parse_line(l).is_none())
+                .filter(|(_, l)| {
+                    !l.trim().is_empty()
+                        && !l.starts_with('#')
+                        && crate::passwd::parse_line(l).is_none()
+                })
                 .map(|(i, _)| (i + 1).to_string())
                 .collect();
             if !bad.is_empty() {
-                warnings.push(format!("{}: lines {} are not user:groups:hash and are ignored", path.display(), bad.join(", ")));
+                warnings.push(format!(
+                    "{}: lines {} are not user:groups:hash and are ignored",
+                    path.display(),
+                    bad.join(", ")
+                ));
             }
         }
-        Err(e) => warnings.push(format!("{}: {e}; password logins fail until it is readable", path.display())),
+        Err(e) => warnings.push(format!(
+            "{}: {e}; password logins fail until it is readable",
+            path.display()
+        )),
     }
 }
 
@@ -118,9 +154,20 @@ fn check_user_files(users: &crate::config::Users, warnings: &mut Vec<String>) {
         .filter_map(|d| d.as_ref())
         .filter_map(|d| std::fs::read_dir(d).ok())
         .flat_map(|entries| entries.filter_map(Result::ok).map(|e| e.path()))
-        .filter(|p| p.is_file() && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+        })
         .collect();
-    files.extend([&users.default_user_config, &users.default_group_config].into_iter().flatten().cloned());
+    files.extend(
+        [&users.default_user_config, &users.default_group_config]
+            .into_iter()
+            .flatten()
+            .cloned(),
+    );
     for f in files {
         if let Err(e) = crate::usercfg::read_file(&f) {
             warnings.push(format!("{e}: that login will be refused"));

@@ -87,7 +87,9 @@ pub(crate) fn poll_now(shard: &Shard) {
 }
 
 fn dispatch(shard: &Shard, pkt: &[u8]) {
-    let Some(dst) = ip::route_key(pkt, shard.ipv6_network) else { return };
+    let Some(dst) = ip::route_key(pkt, shard.ipv6_network) else {
+        return;
+    };
     if let Some(t) = shard.tunnel_for(dst) {
         t.send_packet(shard, pkt);
     }
@@ -104,13 +106,24 @@ pub(crate) struct Segmenter {
 
 impl Segmenter {
     pub(crate) fn new() -> Self {
-        Self { scratch: vec![0; offload::MAX_SUPER_PACKET], errors: 0, super_reads: 0, segments: 0 }
+        Self {
+            scratch: vec![0; offload::MAX_SUPER_PACKET],
+            errors: 0,
+            super_reads: 0,
+            segments: 0,
+        }
     }
 
     fn dispatch(&mut self, shard: &Shard, read: &mut [u8]) {
-        let Some((hdr, pkt)) = VnetHdr::split(read) else { return };
-        let Some(dst) = ip::route_key(pkt, shard.ipv6_network) else { return };
-        let Some(t) = shard.tunnel_for(dst) else { return };
+        let Some((hdr, pkt)) = VnetHdr::split(read) else {
+            return;
+        };
+        let Some(dst) = ip::route_key(pkt, shard.ipv6_network) else {
+            return;
+        };
+        let Some(t) = shard.tunnel_for(dst) else {
+            return;
+        };
         let mut n = 0u64;
         let cut = offload::for_each_segment(&hdr, pkt, &mut self.scratch, |seg| {
             n += 1;

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use shards::{AppId, Cookie};
 
-use crate::metrics::Channel;
 use super::core::Shard;
 use super::dtls::{DtlsChannel, DtlsKey, CSTP_FALLBACK_AFTER};
 use super::limits::Limits;
 use super::notify::Notify;
 use super::stream::SharedStream;
+use crate::metrics::Channel;
 use crate::proto::cstp::{self, FrameType};
 use crate::proto::ip;
 use crate::tls::TlsSession;
@@ -52,13 +52,23 @@ pub(crate) enum EndReason {
 impl EndReason {
     /// Whether the session (cookie and address) ends with the tunnel.
     pub(crate) fn ends_session(self) -> bool {
-        matches!(self, Self::ClientDisconnect | Self::IdleTimeout | Self::SessionTimeout | Self::AdminDisconnect | Self::ServerShutdown)
+        matches!(
+            self,
+            Self::ClientDisconnect
+                | Self::IdleTimeout
+                | Self::SessionTimeout
+                | Self::AdminDisconnect
+                | Self::ServerShutdown
+        )
     }
 
     /// Whether the client is told to quit (CSTP TERMINATE) rather than
     /// left to reconnect.
     fn terminates_client(self) -> bool {
-        matches!(self, Self::IdleTimeout | Self::SessionTimeout | Self::AdminDisconnect | Self::ServerShutdown)
+        matches!(
+            self,
+            Self::IdleTimeout | Self::SessionTimeout | Self::AdminDisconnect | Self::ServerShutdown
+        )
     }
 }
 
@@ -144,7 +154,14 @@ pub(crate) struct Tunnel {
 }
 
 impl Tunnel {
-    pub(crate) fn new(id: u64, cookie: Cookie, user: String, lease: Ipv4Addr, peer: SocketAddr, tls: TlsSession) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        cookie: Cookie,
+        user: String,
+        lease: Ipv4Addr,
+        peer: SocketAddr,
+        tls: TlsSession,
+    ) -> Self {
         Self {
             id,
             cookie,
@@ -244,7 +261,12 @@ impl Tunnel {
             self.bump(|s| s.rate_limited += 1);
             return;
         }
-        let dtls = self.dtls.borrow().as_ref().filter(|c| c.is_active()).cloned();
+        let dtls = self
+            .dtls
+            .borrow()
+            .as_ref()
+            .filter(|c| c.is_active())
+            .cloned();
         if let Some(ch) = dtls {
             if ch.send(shard, FrameType::Data, pkt) {
                 shard.traffic.tx(Channel::Dtls, pkt.len());
@@ -292,7 +314,11 @@ impl Tunnel {
         let (seen, since) = self.activity.get();
         if rx != seen {
             self.activity.set((rx, now));
-        } else if let Some(idle) = self.limits.idle.filter(|idle| now.saturating_duration_since(since) >= *idle) {
+        } else if let Some(idle) = self
+            .limits
+            .idle
+            .filter(|idle| now.saturating_duration_since(since) >= *idle)
+        {
             tracing::info!(user = %self.user, lease = %self.lease, idle_s = idle.as_secs(), "no data from the client: idle timeout");
             self.end(EndReason::IdleTimeout);
             return;
@@ -308,7 +334,10 @@ impl Tunnel {
     fn check_dpd(&self, shard: &Shard, now: Instant) {
         let dpd = self.dpd;
         let dtls = self.dtls();
-        if let Some(ch) = dtls.as_ref().filter(|c| now.saturating_duration_since(c.last_rx()) >= dpd * DPD_DROP_FACTOR) {
+        if let Some(ch) = dtls
+            .as_ref()
+            .filter(|c| now.saturating_duration_since(c.last_rx()) >= dpd * DPD_DROP_FACTOR)
+        {
             tracing::info!(user = %self.user, peer = %ch.peer, "DTLS silent past the DPD limit: falling back to CSTP");
             shard.metrics().dtls_fallbacks.inc();
             self.set_dtls(None);
@@ -338,7 +367,8 @@ impl Tunnel {
                     break;
                 }
                 if stream.write_all(&out).await.is_err() {
-                    self.ended.set(Some(self.ended.get().unwrap_or(EndReason::ConnectionLost)));
+                    self.ended
+                        .set(Some(self.ended.get().unwrap_or(EndReason::ConnectionLost)));
                     break;
                 }
             }
@@ -351,7 +381,12 @@ impl Tunnel {
     }
 
     /// Reads frames until the client or the server ends the tunnel.
-    pub(crate) async fn read_loop(self: Rc<Self>, shard: Rc<Shard>, stream: Rc<SharedStream>, leftover: Vec<u8>) -> EndReason {
+    pub(crate) async fn read_loop(
+        self: Rc<Self>,
+        shard: Rc<Shard>,
+        stream: Rc<SharedStream>,
+        leftover: Vec<u8>,
+    ) -> EndReason {
         let mut plain = leftover;
         loop {
             if let Err(reason) = self.process_frames(&mut plain, &shard) {
@@ -367,7 +402,10 @@ impl Tunnel {
             self.last_rx.set(Instant::now());
             self.dpd_sent.set(false);
             // Still this task's turn: nobody else has touched the buffer.
-            let fed = self.tls.borrow_mut().feed(&shard.tls_rbuf.borrow()[..n], &mut plain);
+            let fed = self
+                .tls
+                .borrow_mut()
+                .feed(&shard.tls_rbuf.borrow()[..n], &mut plain);
             self.wake.notify();
             match fed {
                 Ok(f) if f.peer_closed => break,
@@ -400,14 +438,15 @@ impl Tunnel {
             };
             match frame.ty {
                 FrameType::Data => {
-                self.cstp_data_seen(shard);
-                self.packet_from_client(frame.payload, shard, Channel::Cstp);
-            }
+                    self.cstp_data_seen(shard);
+                    self.packet_from_client(frame.payload, shard, Channel::Cstp);
+                }
                 FrameType::DpdReq => {
                     self.send_frame(FrameType::DpdResp, frame.payload);
                 }
                 FrameType::Disconnect => {
-                    let why = String::from_utf8_lossy(frame.payload.get(1..).unwrap_or_default()).into_owned();
+                    let why = String::from_utf8_lossy(frame.payload.get(1..).unwrap_or_default())
+                        .into_owned();
                     tracing::info!(user = %self.user, reason = %why.trim_end_matches('\0'), "client sent DISCONNECT");
                     break Err(EndReason::ClientDisconnect);
                 }
@@ -429,11 +468,10 @@ impl Tunnel {
     /// DATA on CSTP long after the last UDP packet: the client has given
     /// up on DTLS, so stop sending there (§5.5).
     fn cstp_data_seen(&self, shard: &Shard) {
-        let stale = self
-            .dtls
-            .borrow()
-            .as_ref()
-            .is_some_and(|c| c.is_active() && self.last_rx.get().saturating_duration_since(c.last_rx()) > CSTP_FALLBACK_AFTER);
+        let stale = self.dtls.borrow().as_ref().is_some_and(|c| {
+            c.is_active()
+                && self.last_rx.get().saturating_duration_since(c.last_rx()) > CSTP_FALLBACK_AFTER
+        });
         if stale {
             tracing::info!(user = %self.user, "DATA over CSTP while DTLS is silent: falling back to CSTP");
             shard.metrics().dtls_fallbacks.inc();
@@ -446,7 +484,9 @@ impl Tunnel {
         // Source check: a client may only send from its own lease.
         let own = |src: &IpAddr| match src {
             IpAddr::V4(a) => *a == self.lease || self.iroutes.iter().any(|n| n.contains(src)),
-            IpAddr::V6(a) => Some(*a) == self.lease6 || self.iroutes.iter().any(|n| n.contains(src)),
+            IpAddr::V6(a) => {
+                Some(*a) == self.lease6 || self.iroutes.iter().any(|n| n.contains(src))
+            }
         };
         let Some((_, dst)) = ip::addresses(pkt).filter(|(src, _)| own(src)) else {
             self.bump(|s| s.dropped += 1);

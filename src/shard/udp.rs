@@ -42,6 +42,10 @@ pub(crate) fn route_hello(shard: &Rc<Shard>, data: &[u8], from: SocketAddr) {
         // Dropped if that shard is stopping or far behind: the client
         // retransmits its hello.
         tracing::debug!(%from, from_shard = %shard.id, to = %home, "ClientHello forwarded to its home shard");
-        let _ = inbox.post(ShardMsg::DtlsHello { app_id, from, datagram: data.to_vec() });
+        let _ = inbox.post(ShardMsg::DtlsHello {
+            app_id,
+            from,
+            datagram: data.to_vec(),
+        });
     }
 }

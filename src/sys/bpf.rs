@@ -29,7 +29,11 @@ const MAX_IROUTES: u32 = 65536;
 
 /// One eBPF instruction, encoded as the kernel's `struct bpf_insn`.
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    (code as u64) | ((dst as u64) << 8) | ((src as u64) << 12) | (((off as u16) as u64) << 16) | (((imm as u32) as u64) << 32)
+    (code as u64)
+        | ((dst as u64) << 8)
+        | ((src as u64) << 12)
+        | (((off as u16) as u64) << 16)
+        | (((imm as u32) as u64) << 32)
 }
 
 /// The program for `queues` queues, looking iroutes up in `map_fd` (IPv4)
@@ -37,53 +41,53 @@ const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
 pub fn steering_program(queues: u32, map_fd: i32, map6_fd: i32) -> [u64; 46] {
     let n = queues.max(1) as i32;
     [
-        insn(0xbf, 6, 1, 0, 0),  // r6 = r1 (skb, required by LD_ABS)
-        insn(0x30, 0, 0, 0, 0),  // r0 = *(u8 *)(skb + 0)
-        insn(0x77, 0, 0, 0, 4),  // r0 >>= 4 (IP version)
-        insn(0x15, 0, 0, 17, 6), // if r0 == 6 goto v6
-        insn(0x20, 0, 0, 0, 16), // r0 = be32 at 16 (IPv4 daddr)
-        insn(0xbf, 8, 0, 0, 0),  // r8 = r0 (kept across the call)
-        insn(0xbf, 7, 0, 0, 0),  // r7 = r0
-        insn(0xdc, 7, 0, 0, 32), // r7 = htobe32(r7): the key's address bytes
-        insn(0x63, 10, 7, -4, 0), // *(u32 *)(fp - 4) = r7
+        insn(0xbf, 6, 1, 0, 0),    // r6 = r1 (skb, required by LD_ABS)
+        insn(0x30, 0, 0, 0, 0),    // r0 = *(u8 *)(skb + 0)
+        insn(0x77, 0, 0, 0, 4),    // r0 >>= 4 (IP version)
+        insn(0x15, 0, 0, 17, 6),   // if r0 == 6 goto v6
+        insn(0x20, 0, 0, 0, 16),   // r0 = be32 at 16 (IPv4 daddr)
+        insn(0xbf, 8, 0, 0, 0),    // r8 = r0 (kept across the call)
+        insn(0xbf, 7, 0, 0, 0),    // r7 = r0
+        insn(0xdc, 7, 0, 0, 32),   // r7 = htobe32(r7): the key's address bytes
+        insn(0x63, 10, 7, -4, 0),  // *(u32 *)(fp - 4) = r7
         insn(0x62, 10, 0, -8, 32), // *(u32 *)(fp - 8) = 32 (prefix length)
-        insn(0xbf, 2, 10, 0, 0), // r2 = fp
-        insn(0x07, 2, 0, 0, -8), // r2 -= 8: the LPM key
+        insn(0xbf, 2, 10, 0, 0),   // r2 = fp
+        insn(0x07, 2, 0, 0, -8),   // r2 -= 8: the LPM key
         insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // r1 = map (two slots)
         0,
-        insn(0x85, 0, 0, 0, 1),  // call bpf_map_lookup_elem
-        insn(0x15, 0, 0, 2, 0),  // if r0 == 0 goto modulo
-        insn(0x61, 0, 0, 0, 0),  // r0 = *(u32 *)r0: the client's shard
-        insn(0x95, 0, 0, 0, 0),  // exit
-        insn(0xbf, 0, 8, 0, 0),  // modulo: r0 = r8
-        insn(0x97, 0, 0, 0, n),  // r0 %= n
-        insn(0x95, 0, 0, 0, 0),  // exit
+        insn(0x85, 0, 0, 0, 1), // call bpf_map_lookup_elem
+        insn(0x15, 0, 0, 2, 0), // if r0 == 0 goto modulo
+        insn(0x61, 0, 0, 0, 0), // r0 = *(u32 *)r0: the client's shard
+        insn(0x95, 0, 0, 0, 0), // exit
+        insn(0xbf, 0, 8, 0, 0), // modulo: r0 = r8
+        insn(0x97, 0, 0, 0, n), // r0 %= n
+        insn(0x95, 0, 0, 0, 0), // exit
         // v6: the key {prefix 128, daddr} at fp - 20, word by word.
-        insn(0x20, 0, 0, 0, 24),  // r0 = be32 at 24
-        insn(0xdc, 0, 0, 0, 32),  // r0 = htobe32(r0)
+        insn(0x20, 0, 0, 0, 24),   // r0 = be32 at 24
+        insn(0xdc, 0, 0, 0, 32),   // r0 = htobe32(r0)
         insn(0x63, 10, 0, -16, 0), // *(u32 *)(fp - 16) = r0
-        insn(0x20, 0, 0, 0, 28),  // r0 = be32 at 28
+        insn(0x20, 0, 0, 0, 28),   // r0 = be32 at 28
         insn(0xdc, 0, 0, 0, 32),
         insn(0x63, 10, 0, -12, 0),
-        insn(0x20, 0, 0, 0, 32),  // r0 = be32 at 32
+        insn(0x20, 0, 0, 0, 32), // r0 = be32 at 32
         insn(0xdc, 0, 0, 0, 32),
         insn(0x63, 10, 0, -8, 0),
-        insn(0x20, 0, 0, 0, 36),  // r0 = be32 at 36 (daddr low 32 bits)
-        insn(0xbf, 8, 0, 0, 0),   // r8 = r0 (kept across the call)
+        insn(0x20, 0, 0, 0, 36), // r0 = be32 at 36 (daddr low 32 bits)
+        insn(0xbf, 8, 0, 0, 0),  // r8 = r0 (kept across the call)
         insn(0xdc, 0, 0, 0, 32),
         insn(0x63, 10, 0, -4, 0),
         insn(0x62, 10, 0, -20, 128), // *(u32 *)(fp - 20) = 128 (prefix length)
-        insn(0xbf, 2, 10, 0, 0),  // r2 = fp
-        insn(0x07, 2, 0, 0, -20), // r2 -= 20: the LPM key
+        insn(0xbf, 2, 10, 0, 0),     // r2 = fp
+        insn(0x07, 2, 0, 0, -20),    // r2 -= 20: the LPM key
         insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map6_fd), // r1 = map6 (two slots)
         0,
-        insn(0x85, 0, 0, 0, 1),   // call bpf_map_lookup_elem
-        insn(0x15, 0, 0, 2, 0),   // if r0 == 0 goto modulo6
-        insn(0x61, 0, 0, 0, 0),   // r0 = *(u32 *)r0: the client's shard
-        insn(0x95, 0, 0, 0, 0),   // exit
-        insn(0xbf, 0, 8, 0, 0),   // modulo6: r0 = r8
-        insn(0x97, 0, 0, 0, n),   // r0 %= n
-        insn(0x95, 0, 0, 0, 0),   // exit
+        insn(0x85, 0, 0, 0, 1), // call bpf_map_lookup_elem
+        insn(0x15, 0, 0, 2, 0), // if r0 == 0 goto modulo6
+        insn(0x61, 0, 0, 0, 0), // r0 = *(u32 *)r0: the client's shard
+        insn(0x95, 0, 0, 0, 0), // exit
+        insn(0xbf, 0, 8, 0, 0), // modulo6: r0 = r8
+        insn(0x97, 0, 0, 0, n), // r0 %= n
+        insn(0x95, 0, 0, 0, 0), // exit
     ]
 }
 
@@ -160,8 +164,12 @@ fn lpm_map<const N: usize>() -> io::Result<OwnedFd> {
         map_flags: BPF_F_NO_PREALLOC,
         ..Default::default()
     };
-    let map = bpf(BPF_MAP_CREATE, (&raw const map_attr).cast(), std::mem::size_of::<MapCreateAttr>())
-        .map_err(|e| io::Error::new(e.kind(), format!("creating the iroute map: {e}")))?;
+    let map = bpf(
+        BPF_MAP_CREATE,
+        (&raw const map_attr).cast(),
+        std::mem::size_of::<MapCreateAttr>(),
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("creating the iroute map: {e}")))?;
     // SAFETY: the kernel returned a new fd that nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(map as i32) })
 }
@@ -184,9 +192,20 @@ pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> 
         ..Default::default()
     };
     // attr points to the program, license and log, which outlive the call.
-    let fd = bpf(BPF_PROG_LOAD, (&raw const attr).cast(), std::mem::size_of::<ProgLoadAttr>()).map_err(|e| {
-        let msg = String::from_utf8_lossy(&log).trim_end_matches('\0').trim().to_owned();
-        io::Error::new(e.kind(), format!("loading the TUN steering program: {e} {msg}"))
+    let fd = bpf(
+        BPF_PROG_LOAD,
+        (&raw const attr).cast(),
+        std::mem::size_of::<ProgLoadAttr>(),
+    )
+    .map_err(|e| {
+        let msg = String::from_utf8_lossy(&log)
+            .trim_end_matches('\0')
+            .trim()
+            .to_owned();
+        io::Error::new(
+            e.kind(),
+            format!("loading the TUN steering program: {e} {msg}"),
+        )
     })?;
     // SAFETY: the kernel returned a new fd that nobody else owns.
     let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
@@ -196,15 +215,25 @@ pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> 
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("TUNSETSTEERINGEBPF: {e}")));
     }
-    Ok(Steering { _prog: prog_fd, iroutes, iroutes6 })
+    Ok(Steering {
+        _prog: prog_fd,
+        iroutes,
+        iroutes6,
+    })
 }
 
 fn key4(net: Ipv4Net) -> LpmKey<4> {
-    LpmKey { prefix_len: u32::from(net.prefix_len()), addr: net.network().octets() }
+    LpmKey {
+        prefix_len: u32::from(net.prefix_len()),
+        addr: net.network().octets(),
+    }
 }
 
 fn key6(net: Ipv6Net) -> LpmKey<16> {
-    LpmKey { prefix_len: u32::from(net.prefix_len()), addr: net.network().octets() }
+    LpmKey {
+        prefix_len: u32::from(net.prefix_len()),
+        addr: net.network().octets(),
+    }
 }
 
 impl Steering {
@@ -216,15 +245,26 @@ impl Steering {
 
     /// `net` follows the default rule again.
     pub fn unroute(&self, net: IpNet) -> io::Result<()> {
-        self.elem(BPF_MAP_DELETE_ELEM, net, 0).map_err(|e| io::Error::new(e.kind(), format!("unsteering {net}: {e}")))
+        self.elem(BPF_MAP_DELETE_ELEM, net, 0)
+            .map_err(|e| io::Error::new(e.kind(), format!("unsteering {net}: {e}")))
     }
 
     /// Runs `cmd` on `net`'s entry in the map of its family; `value`
     /// points to the u32 queue for an update (it outlives the call).
     fn elem(&self, cmd: libc::c_long, net: IpNet, value: u64) -> io::Result<()> {
         let run = |map: &OwnedFd, key: u64| {
-            let attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key, value, ..Default::default() };
-            bpf(cmd, (&raw const attr).cast(), std::mem::size_of::<MapElemAttr>()).map(drop)
+            let attr = MapElemAttr {
+                map_fd: map.as_raw_fd() as u32,
+                key,
+                value,
+                ..Default::default()
+            };
+            bpf(
+                cmd,
+                (&raw const attr).cast(),
+                std::mem::size_of::<MapElemAttr>(),
+            )
+            .map(drop)
         };
         match net {
             IpNet::V4(n) => {
@@ -252,12 +292,24 @@ mod tests {
         let p = steering_program(3, 7, 9);
         assert_eq!(p[19] >> 32, 3, "modulo by the queue count");
         assert_eq!(p[3] & 0xff, 0x15);
-        assert_eq!(3 + 1 + ((p[3] >> 16) & 0xffff) as usize, 21, "the jump lands on the v6 block");
+        assert_eq!(
+            3 + 1 + ((p[3] >> 16) & 0xffff) as usize,
+            21,
+            "the jump lands on the v6 block"
+        );
         assert_eq!(p[21] >> 32, 24, "v6 starts with daddr's first word");
-        assert_eq!((p[12] >> 32, (p[12] >> 12) & 0xf), (7, 1), "map fd in a pseudo ld_imm64");
+        assert_eq!(
+            (p[12] >> 32, (p[12] >> 12) & 0xf),
+            (7, 1),
+            "map fd in a pseudo ld_imm64"
+        );
         assert_eq!(p[13], 0);
         assert_eq!((p[37] >> 32, (p[37] >> 12) & 0xf), (9, 1), "the IPv6 map");
-        assert_eq!(40 + 1 + ((p[40] >> 16) & 0xffff) as usize, 43, "a miss falls back to the low bits");
+        assert_eq!(
+            40 + 1 + ((p[40] >> 16) & 0xffff) as usize,
+            43,
+            "a miss falls back to the low bits"
+        );
         assert_eq!(p[44] >> 32, 3);
         assert_eq!(p[45], 0x95);
     }

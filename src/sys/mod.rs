@@ -26,7 +26,10 @@ pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
 /// Lifts the soft open-file limit to the hard one (what a service
 /// manager's LimitNOFILE does) and returns the limit now in force.
 pub fn raise_nofile() -> io::Result<u64> {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read or write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {

@@ -43,11 +43,29 @@ pub fn udp_socket(addr: SocketAddr, peer: Option<SocketAddr>) -> io::Result<RawF
 pub fn reuseport_listeners_only(fd: RawFd, listeners: u32) -> io::Result<()> {
     // cBPF: A = cpu; A %= listeners; return A.
     let prog = [
-        libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: SKF_AD_CPU },
-        libc::sock_filter { code: (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16, jt: 0, jf: 0, k: listeners.max(1) },
-        libc::sock_filter { code: (libc::BPF_RET | libc::BPF_A) as u16, jt: 0, jf: 0, k: 0 },
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: SKF_AD_CPU,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: listeners.max(1),
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_A) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
     ];
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut() };
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut(),
+    };
     // SAFETY: `fprog` points at `prog`, both alive for the call; the kernel copies them.
     let rc = unsafe {
         libc::setsockopt(

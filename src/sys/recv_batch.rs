@@ -26,7 +26,14 @@ impl RecvBatch {
                 (0..count).map(|_| std::mem::zeroed()).collect(),
             )
         };
-        Self { arena: vec![0; count * slot], slot, msgs, iovs, addrs, received: 0 }
+        Self {
+            arena: vec![0; count * slot],
+            slot,
+            msgs,
+            iovs,
+            addrs,
+            received: 0,
+        }
     }
 
     /// Takes whatever is queued on `fd`, up to the batch size, without
@@ -36,7 +43,10 @@ impl RecvBatch {
         let count = self.msgs.len();
         for i in 0..count {
             let base = self.arena[i * self.slot..].as_mut_ptr();
-            self.iovs[i] = libc::iovec { iov_base: base.cast(), iov_len: self.slot };
+            self.iovs[i] = libc::iovec {
+                iov_base: base.cast(),
+                iov_len: self.slot,
+            };
             let m = &mut self.msgs[i].msg_hdr;
             m.msg_name = (&raw mut self.addrs[i]).cast();
             m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -49,11 +59,21 @@ impl RecvBatch {
         // SAFETY: every msghdr points at live buffers of this struct, which
         // stay put (no reallocation) for the duration of the call.
         let n = unsafe {
-            libc::recvmmsg(fd, self.msgs.as_mut_ptr(), count as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(0)
+            } else {
+                Err(e)
+            };
         }
         self.received = n as usize;
         Ok(self.received)
@@ -71,7 +91,8 @@ impl RecvBatch {
         }
         let len = (m.msg_len as usize).min(self.slot);
         // SAFETY: the kernel wrote a socket address of `msg_namelen` bytes.
-        let from = unsafe { socket2::SockAddr::new(self.addrs[i], m.msg_hdr.msg_namelen) }.as_socket()?;
+        let from =
+            unsafe { socket2::SockAddr::new(self.addrs[i], m.msg_hdr.msg_namelen) }.as_socket()?;
         let start = i * self.slot;
         Some((&mut self.arena[start..start + len], from))
     }
@@ -90,13 +111,17 @@ mod tests {
         let mut batch = RecvBatch::new(4, 100);
         assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 0);
         for len in [10usize, 100, 101, 20, 30] {
-            tx.send_to(&vec![len as u8; len], rx.local_addr().unwrap()).unwrap();
+            tx.send_to(&vec![len as u8; len], rx.local_addr().unwrap())
+                .unwrap();
         }
         assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 4);
         let (d, from) = batch.get(0).unwrap();
         assert_eq!((d.len(), d[0], from), (10, 10, tx.local_addr().unwrap()));
         assert_eq!(batch.get(1).map(|(d, _)| d.len()), Some(100));
-        assert!(batch.get(2).is_none(), "101 bytes do not fit a 100-byte slot");
+        assert!(
+            batch.get(2).is_none(),
+            "101 bytes do not fit a 100-byte slot"
+        );
         assert_eq!(batch.get(3).map(|(d, _)| d.len()), Some(20));
         assert!(batch.get(4).is_none());
         assert_eq!(batch.recv(rx.as_raw_fd()).unwrap(), 1);

@@ -37,9 +37,15 @@ union IfReqData {
 impl IfReq {
     fn new(name: &str) -> io::Result<Self> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad interface name {name:?}"),
+            ));
         }
-        let mut req = Self { name: [0; libc::IFNAMSIZ], data: IfReqData { _pad: [0; 24] } };
+        let mut req = Self {
+            name: [0; libc::IFNAMSIZ],
+            data: IfReqData { _pad: [0; 24] },
+        };
         for (d, s) in req.name.iter_mut().zip(name.bytes()) {
             *d = s as libc::c_char;
         }
@@ -75,7 +81,8 @@ impl TunDevice {
         let mut fds = Vec::with_capacity(queues);
         for i in 0..queues {
             // SAFETY: a plain open(2) of a constant NUL-terminated path.
-            let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+            let fd =
+                unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
             if fd < 0 {
                 return Err(annotate(io::Error::last_os_error(), "open /dev/net/tun"));
             }
@@ -83,14 +90,25 @@ impl TunDevice {
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let mut req = IfReq::new(name)?;
             let vnet = if vnet_hdr { IFF_VNET_HDR } else { 0 };
-            req.data.flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | vnet | if i == 0 { IFF_TUN_EXCL } else { 0 };
+            req.data.flags = IFF_TUN
+                | IFF_NO_PI
+                | IFF_MULTI_QUEUE
+                | vnet
+                | if i == 0 { IFF_TUN_EXCL } else { 0 };
             // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `req` is.
             if unsafe { libc::ioctl(owned.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
-                return Err(annotate(io::Error::last_os_error(), &format!("TUNSETIFF {name} (does another server own it?)")));
+                return Err(annotate(
+                    io::Error::last_os_error(),
+                    &format!("TUNSETIFF {name} (does another server own it?)"),
+                ));
             }
             fds.push(owned);
         }
-        let dev = Self { name: name.to_owned(), queues: fds, vnet_hdr };
+        let dev = Self {
+            name: name.to_owned(),
+            queues: fds,
+            vnet_hdr,
+        };
         if vnet_hdr {
             let size = crate::proto::offload::VNET_HDR_LEN as libc::c_int;
             for q in &dev.queues {
@@ -106,9 +124,16 @@ impl TunDevice {
     /// Lets the kernel hand us unfinished checksums and 64 KB TCP (and,
     /// where supported, UDP) super-packets. Needs `vnet_hdr`.
     pub fn enable_offloads(&self) -> io::Result<Offloads> {
-        let fd = self.queues.first().ok_or_else(|| io::Error::other("no queue"))?.as_raw_fd();
+        let fd = self
+            .queues
+            .first()
+            .ok_or_else(|| io::Error::other("no queue"))?
+            .as_raw_fd();
         let tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-        for (flags, which) in [(tso | TUN_F_USO4 | TUN_F_USO6, Offloads::TsoUso), (tso, Offloads::Tso)] {
+        for (flags, which) in [
+            (tso | TUN_F_USO4 | TUN_F_USO6, Offloads::TsoUso),
+            (tso, Offloads::Tso),
+        ] {
             // SAFETY: TUNSETOFFLOAD takes its flags by value.
             if unsafe { libc::ioctl(fd, TUNSETOFFLOAD, flags as libc::c_ulong) } == 0 {
                 return Ok(which);
@@ -128,7 +153,11 @@ impl TunDevice {
         // SAFETY: raw is a fresh socket fd owned by nobody else.
         let sock = unsafe { OwnedFd::from_raw_fd(raw) };
         let s = sock.as_raw_fd();
-        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        };
         self.ioctl_addr(s, libc::SIOCSIFADDR, addr)?;
         self.ioctl_addr(s, libc::SIOCSIFNETMASK, Ipv4Addr::from(mask))?;
         let mut req = IfReq::new(&self.name)?;
@@ -143,7 +172,8 @@ impl TunDevice {
             return Err(annotate(io::Error::last_os_error(), "SIOCGIFFLAGS"));
         }
         // SAFETY: flags was just written by the kernel.
-        req.data.flags = unsafe { req.data.flags } | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        req.data.flags =
+            unsafe { req.data.flags } | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         // SAFETY: SIOCSIFFLAGS reads ifr_flags of a struct ifreq.
         if unsafe { libc::ioctl(s, libc::SIOCSIFFLAGS, &mut req) } < 0 {
             return Err(annotate(io::Error::last_os_error(), "SIOCSIFFLAGS"));
@@ -160,23 +190,39 @@ impl TunDevice {
             prefixlen: u32,
             ifindex: libc::c_int,
         }
-        let name = std::ffi::CString::new(self.name.as_str()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let name = std::ffi::CString::new(self.name.as_str())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: a NUL-terminated name.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
         if ifindex == 0 {
-            return Err(annotate(io::Error::last_os_error(), &format!("index of {}", self.name)));
+            return Err(annotate(
+                io::Error::last_os_error(),
+                &format!("index of {}", self.name),
+            ));
         }
         // SAFETY: socket(2) with constant arguments.
         let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if raw < 0 {
-            return Err(annotate(io::Error::last_os_error(), "IPv6 socket (is IPv6 disabled?)"));
+            return Err(annotate(
+                io::Error::last_os_error(),
+                "IPv6 socket (is IPv6 disabled?)",
+            ));
         }
         // SAFETY: raw is a fresh socket fd owned by nobody else.
         let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut req = In6IfReq { addr: libc::in6_addr { s6_addr: addr.octets() }, prefixlen: u32::from(prefix), ifindex: ifindex as libc::c_int };
+        let mut req = In6IfReq {
+            addr: libc::in6_addr {
+                s6_addr: addr.octets(),
+            },
+            prefixlen: u32::from(prefix),
+            ifindex: ifindex as libc::c_int,
+        };
         // SAFETY: SIOCSIFADDR on an AF_INET6 socket reads a struct in6_ifreq.
         if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &mut req) } < 0 {
-            return Err(annotate(io::Error::last_os_error(), &format!("setting {addr}/{prefix} on {}", self.name)));
+            return Err(annotate(
+                io::Error::last_os_error(),
+                &format!("setting {addr}/{prefix} on {}", self.name),
+            ));
         }
         Ok(())
     }
@@ -186,12 +232,17 @@ impl TunDevice {
         req.data.addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(addr).to_be(),
+            },
             sin_zero: [0; 8],
         };
         // SAFETY: SIOCSIFADDR/SIOCSIFNETMASK read a sockaddr_in from ifreq.
         if unsafe { libc::ioctl(sock, op, &mut req) } < 0 {
-            return Err(annotate(io::Error::last_os_error(), &format!("setting {addr} on {}", self.name)));
+            return Err(annotate(
+                io::Error::last_os_error(),
+                &format!("setting {addr} on {}", self.name),
+            ));
         }
         Ok(())
     }
@@ -222,15 +273,21 @@ struct In6Rtmsg {
 }
 
 fn set_route6(device: &str, net: ipnet::Ipv6Net, add: bool) -> io::Result<()> {
-    let name = std::ffi::CString::new(device).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name =
+        std::ffi::CString::new(device).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: a NUL-terminated name.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if ifindex == 0 {
-        return Err(annotate(io::Error::last_os_error(), &format!("index of {device}")));
+        return Err(annotate(
+            io::Error::last_os_error(),
+            &format!("index of {device}"),
+        ));
     }
     let zero = libc::in6_addr { s6_addr: [0; 16] };
     let mut rt = In6Rtmsg {
-        dst: libc::in6_addr { s6_addr: net.network().octets() },
+        dst: libc::in6_addr {
+            s6_addr: net.network().octets(),
+        },
         src: zero,
         gateway: zero,
         kind: 0,
@@ -242,7 +299,12 @@ fn set_route6(device: &str, net: ipnet::Ipv6Net, add: bool) -> io::Result<()> {
         flags: libc::RTF_UP as u32,
         ifindex: ifindex as libc::c_int,
     };
-    route_ioctl(libc::AF_INET6, add, &mut rt, &format!("route {net} dev {device}"))
+    route_ioctl(
+        libc::AF_INET6,
+        add,
+        &mut rt,
+        &format!("route {net} dev {device}"),
+    )
 }
 
 /// SIOCADDRT/SIOCDELRT with `req` (struct rtentry for AF_INET, struct
@@ -255,12 +317,19 @@ fn route_ioctl<T>(family: libc::c_int, add: bool, req: &mut T, what: &str) -> io
     }
     // SAFETY: raw is a fresh socket fd owned by nobody else.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-    let op = if add { libc::SIOCADDRT } else { libc::SIOCDELRT };
+    let op = if add {
+        libc::SIOCADDRT
+    } else {
+        libc::SIOCDELRT
+    };
     // SAFETY: the callers pass the struct the kernel reads for this family,
     // with any pointers in it alive until after the call.
     if unsafe { libc::ioctl(sock.as_raw_fd(), op, std::ptr::from_mut(req)) } < 0 {
         let verb = if add { "adding" } else { "removing" };
-        return Err(annotate(io::Error::last_os_error(), &format!("{verb} {what}")));
+        return Err(annotate(
+            io::Error::last_os_error(),
+            &format!("{verb} {what}"),
+        ));
     }
     Ok(())
 }
@@ -270,13 +339,16 @@ fn set_route4(device: &str, net: ipnet::Ipv4Net, add: bool) -> io::Result<()> {
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from(a).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(a).to_be(),
+            },
             sin_zero: [0; 8],
         };
         // SAFETY: sockaddr_in fits in (and is laid out as) a sockaddr.
         unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sa) }
     };
-    let name = std::ffi::CString::new(device).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name =
+        std::ffi::CString::new(device).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: an all-zero rtentry is valid (null device, zero addresses).
     let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
     rt.rt_dst = sin(net.network());
@@ -284,7 +356,12 @@ fn set_route4(device: &str, net: ipnet::Ipv4Net, add: bool) -> io::Result<()> {
     rt.rt_flags = libc::RTF_UP;
     rt.rt_dev = name.as_ptr().cast_mut();
     // rt_dev points to `name`, alive until after the call.
-    route_ioctl(libc::AF_INET, add, &mut rt, &format!("route {net} dev {device}"))
+    route_ioctl(
+        libc::AF_INET,
+        add,
+        &mut rt,
+        &format!("route {net} dev {device}"),
+    )
 }
 
 fn annotate(e: io::Error, what: &str) -> io::Error {
@@ -293,7 +370,11 @@ fn annotate(e: io::Error, what: &str) -> io::Error {
 
 /// One read if a packet is queued; `Ok(None)` when the queue is empty.
 pub fn read_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: poll on one pollfd we own, without waiting.
     if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 {
         return Ok(None);

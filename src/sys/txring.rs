@@ -94,7 +94,14 @@ impl TxRing {
             free: (0..count as u32).rev().collect(),
             ops: (0..nops).map(|_| op()).collect(),
             free_ops: (0..nops).rev().collect(),
-            open: Open { fd: -1, segment: 0, bytes: 0, closed: false, slots: [(0, 0, 0); MAX_SEGMENTS], count: 0 },
+            open: Open {
+                fd: -1,
+                segment: 0,
+                bytes: 0,
+                closed: false,
+                slots: [(0, 0, 0); MAX_SEGMENTS],
+                count: 0,
+            },
             gso: true,
             tun: None,
             gro: None,
@@ -132,10 +139,16 @@ impl TxRing {
                 let err = || io::Error::from_raw_os_error(-cqe.result());
                 if refused && data & GSO_TAG != 0 && self.gso {
                     self.gso = false;
-                    tracing::warn!("UDP GSO refused ({}); sending one datagram per record", err());
+                    tracing::warn!(
+                        "UDP GSO refused ({}); sending one datagram per record",
+                        err()
+                    );
                 } else if refused && data & GRO_TAG != 0 && self.gro.is_some() {
                     self.gro = None;
-                    tracing::warn!("merged TUN write refused ({}); writing one packet at a time", err());
+                    tracing::warn!(
+                        "merged TUN write refused ({}); writing one packet at a time",
+                        err()
+                    );
                 }
             } else {
                 if cqe.result() < 0 {
@@ -160,7 +173,11 @@ impl TxRing {
         slot
     }
 
-    fn build(&mut self, slot: u32, build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>) -> Option<Range<usize>> {
+    fn build(
+        &mut self,
+        slot: u32,
+        build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>,
+    ) -> Option<Range<usize>> {
         match build(self.slots.slot(slot)) {
             Some(r) if r.end <= self.slots.slot_size && !r.is_empty() => Some(r),
             _ => {
@@ -171,7 +188,10 @@ impl TxRing {
     }
 
     fn push_write(&mut self, fd: RawFd, slot: u32, range: Range<usize>) -> bool {
-        let sqe = self.slots.write_entry(fd, slot, range).user_data(u64::from(slot));
+        let sqe = self
+            .slots
+            .write_entry(fd, slot, range)
+            .user_data(u64::from(slot));
         if self.slots.push(&sqe).is_err() {
             self.free.push(slot);
             self.slots.stats.errors += 1;
@@ -183,7 +203,11 @@ impl TxRing {
     /// Builds a packet in a free slot and queues its write to `fd`: `build`
     /// fills the slot and returns the range to send (`None` drops it).
     /// False if the packet was dropped.
-    pub fn queue_with(&mut self, fd: RawFd, build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>) -> bool {
+    pub fn queue_with(
+        &mut self,
+        fd: RawFd,
+        build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>,
+    ) -> bool {
         // Keep a socket's datagrams in the order they were queued.
         if self.open.count > 0 && self.open.fd == fd {
             self.flush_open();
@@ -191,8 +215,12 @@ impl TxRing {
         if self.tun.as_ref().is_some_and(|b| b.fd == fd) {
             self.flush_tun();
         }
-        let Some(slot) = self.take_slot() else { return false };
-        let Some(range) = self.build(slot, build) else { return false };
+        let Some(slot) = self.take_slot() else {
+            return false;
+        };
+        let Some(range) = self.build(slot, build) else {
+            return false;
+        };
         self.push_write(fd, slot, range)
     }
 
@@ -207,12 +235,20 @@ impl TxRing {
 
     /// Like `queue_with` for a datagram socket: consecutive datagrams of
     /// one size to one `fd` leave as one GSO send.
-    pub fn queue_datagram(&mut self, fd: RawFd, build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>) -> bool {
+    pub fn queue_datagram(
+        &mut self,
+        fd: RawFd,
+        build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>,
+    ) -> bool {
         if !self.gso {
             return self.queue_with(fd, build);
         }
-        let Some(slot) = self.take_slot() else { return false };
-        let Some(range) = self.build(slot, build) else { return false };
+        let Some(slot) = self.take_slot() else {
+            return false;
+        };
+        let Some(range) = self.build(slot, build) else {
+            return false;
+        };
         let len = range.len();
         let o = &self.open;
         let fits = o.count > 0
@@ -259,13 +295,18 @@ impl TxRing {
             let base = self.slots.slot(slot).as_mut_ptr();
             let op = &mut self.ops[i];
             // SAFETY: `start` is inside the slot (checked when built).
-            op.iov[k] = libc::iovec { iov_base: unsafe { base.add(start as usize) }.cast(), iov_len: len as usize };
+            op.iov[k] = libc::iovec {
+                iov_base: unsafe { base.add(start as usize) }.cast(),
+                iov_len: len as usize,
+            };
             op.slots[k] = slot;
         }
         let op = &mut self.ops[i];
         op.count = count;
         op.msg = fill_msghdr(&mut op.iov[..count], &mut op.control, segment);
-        let sqe = opcode::SendMsg::new(types::Fd(fd), &raw const op.msg).build().user_data(GSO_TAG | i as u64);
+        let sqe = opcode::SendMsg::new(types::Fd(fd), &raw const op.msg)
+            .build()
+            .user_data(GSO_TAG | i as u64);
         self.slots.stats.gso_sends += 1;
         self.slots.stats.gso_datagrams += count as u64;
         if self.slots.push(&sqe).is_err() {
@@ -279,7 +320,9 @@ impl TxRing {
     /// Queues `pkt` for a TUN queue whose reads and writes carry a
     /// virtio_net_hdr; it may be merged with the packets queued before it.
     pub fn queue_tun(&mut self, fd: RawFd, pkt: &[u8]) -> bool {
-        let Some(slot) = self.take_slot() else { return false };
+        let Some(slot) = self.take_slot() else {
+            return false;
+        };
         let total = VNET_HDR_LEN + pkt.len();
         let Some(buf) = self.slots.slot(slot).get_mut(..total) else {
             self.free.push(slot);
@@ -300,7 +343,12 @@ impl TxRing {
         if let Some(gro) = self.gro.and_then(|udp| Gro::start(pkt, udp)) {
             let mut parts = [(0, 0, 0); MAX_GRO_SEGMENTS];
             parts[0] = (slot, 0, total as u32);
-            self.tun = Some(TunBatch { fd, gro, parts, count: 1 });
+            self.tun = Some(TunBatch {
+                fd,
+                gro,
+                parts,
+                count: 1,
+            });
             return true;
         }
         self.push_write(fd, slot, 0..total)
@@ -310,7 +358,11 @@ impl TxRing {
     /// super-packet through `writev`.
     fn flush_tun(&mut self) {
         let Some(b) = self.tun.take() else { return };
-        let free_op = if b.count > 1 { self.free_ops.pop() } else { None };
+        let free_op = if b.count > 1 {
+            self.free_ops.pop()
+        } else {
+            None
+        };
         let Some(i) = free_op else {
             // One packet, or no op free: each packet as it came (their
             // slots still hold them whole, behind a zero header).
@@ -320,7 +372,8 @@ impl TxRing {
             return;
         };
         let (first_slot, _, first_len) = b.parts[0];
-        let (hdr, first) = self.slots.slot(first_slot)[..first_len as usize].split_at_mut(VNET_HDR_LEN);
+        let (hdr, first) =
+            self.slots.slot(first_slot)[..first_len as usize].split_at_mut(VNET_HDR_LEN);
         if let Ok(hdr) = <&mut [u8; VNET_HDR_LEN]>::try_from(hdr) {
             b.gro.finish(hdr, first);
         }
@@ -328,12 +381,17 @@ impl TxRing {
             let base = self.slots.slot(slot).as_mut_ptr();
             let op = &mut self.ops[i];
             // SAFETY: `start + len` is inside the slot (checked when queued).
-            op.iov[k] = libc::iovec { iov_base: unsafe { base.add(start as usize) }.cast(), iov_len: len as usize };
+            op.iov[k] = libc::iovec {
+                iov_base: unsafe { base.add(start as usize) }.cast(),
+                iov_len: len as usize,
+            };
             op.slots[k] = slot;
         }
         let op = &mut self.ops[i];
         op.count = b.count;
-        let sqe = opcode::Writev::new(types::Fd(b.fd), op.iov.as_ptr(), b.count as u32).build().user_data(GRO_TAG | i as u64);
+        let sqe = opcode::Writev::new(types::Fd(b.fd), op.iov.as_ptr(), b.count as u32)
+            .build()
+            .user_data(GRO_TAG | i as u64);
         self.slots.stats.gro_writes += 1;
         self.slots.stats.gro_packets += b.count as u64;
         if self.slots.push(&sqe).is_err() {

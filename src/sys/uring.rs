@@ -53,11 +53,16 @@ pub(super) struct Slots {
 impl Slots {
     pub(super) fn new(slots: usize, slot_size: usize) -> io::Result<Self> {
         let entries = (slots as u32).next_power_of_two().max(64);
-        let ring = IoUring::builder().setup_cqsize(entries * 2).build(entries)?;
+        let ring = IoUring::builder()
+            .setup_cqsize(entries * 2)
+            .build(entries)?;
         let mut arena = vec![0u8; slots * slot_size];
         let iovecs: Vec<libc::iovec> = arena
             .chunks_exact_mut(slot_size)
-            .map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: slot_size })
+            .map(|c| libc::iovec {
+                iov_base: c.as_mut_ptr().cast(),
+                iov_len: slot_size,
+            })
             .collect();
         // SAFETY: the iovecs point into `arena`, which lives (and never
         // reallocates) as long as the ring: `Slots` drops the ring first.
@@ -65,11 +70,21 @@ impl Slots {
             Ok(()) => true,
             Err(e) => {
                 // Without CAP_IPC_LOCK a small RLIMIT_MEMLOCK refuses this.
-                tracing::debug!("io_uring: buffers not registered ({e}); using plain reads and writes");
+                tracing::debug!(
+                    "io_uring: buffers not registered ({e}); using plain reads and writes"
+                );
                 false
             }
         };
-        Ok(Self { ring, arena, slot_size, fixed, in_flight: 0, unsubmitted: 0, stats: RingStats::default() })
+        Ok(Self {
+            ring,
+            arena,
+            slot_size,
+            fixed,
+            in_flight: 0,
+            unsubmitted: 0,
+            stats: RingStats::default(),
+        })
     }
 
     pub(super) fn slot(&mut self, slot: u32) -> &mut [u8] {
@@ -87,7 +102,12 @@ impl Slots {
         }
     }
 
-    pub(super) fn write_entry(&mut self, fd: RawFd, slot: u32, range: Range<usize>) -> squeue::Entry {
+    pub(super) fn write_entry(
+        &mut self,
+        fd: RawFd,
+        slot: u32,
+        range: Range<usize>,
+    ) -> squeue::Entry {
         let fixed = self.fixed;
         let ptr = self.slot(slot)[range.clone()].as_ptr();
         let len = range.len() as u32;
@@ -124,7 +144,8 @@ impl Slots {
     /// cancels reads that would otherwise wait for a packet forever.
     pub(super) fn quiesce(&mut self, cancel_fd: Option<RawFd>) -> bool {
         if let Some(fd) = cancel_fd {
-            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build();
+            let cancel =
+                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build();
             // SAFETY: a cancel entry carries no buffer.
             if unsafe { self.ring.submission().push(&cancel) }.is_ok() {
                 self.in_flight += 1;
@@ -145,7 +166,10 @@ impl Slots {
     pub(super) fn leak_if_busy(&mut self, what: &str) {
         if self.in_flight > 0 {
             // The kernel may still use the arena: never free it.
-            tracing::warn!(in_flight = self.in_flight, "{what}: operations still in flight at exit; leaking its buffers");
+            tracing::warn!(
+                in_flight = self.in_flight,
+                "{what}: operations still in flight at exit; leaking its buffers"
+            );
             std::mem::forget(std::mem::take(&mut self.arena));
         }
     }
@@ -174,7 +198,13 @@ impl RxRing {
         // SAFETY: `efd` was just created and is owned by nobody else.
         let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
         slots.ring.submitter().register_eventfd(efd)?;
-        let mut me = Self { slots, fd, eventfd, ready: Vec::with_capacity(reads), open: true };
+        let mut me = Self {
+            slots,
+            fd,
+            eventfd,
+            ready: Vec::with_capacity(reads),
+            open: true,
+        };
         for slot in 0..reads as u32 {
             let sqe = me.slots.read_entry(fd, slot).user_data(u64::from(slot));
             me.slots.push(&sqe)?;
@@ -230,7 +260,10 @@ impl RxRing {
         let mut result = Ok(());
         if self.open {
             for &(slot, _) in &ready {
-                let sqe = self.slots.read_entry(self.fd, slot).user_data(u64::from(slot));
+                let sqe = self
+                    .slots
+                    .read_entry(self.fd, slot)
+                    .user_data(u64::from(slot));
                 if let Err(e) = self.slots.push(&sqe) {
                     result = Err(e);
                 }

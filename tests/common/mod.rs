@@ -25,7 +25,11 @@ pub fn sh(cmd: &str) -> std::process::Output {
 
 pub fn must(cmd: &str) -> String {
     let o = sh(cmd);
-    assert!(o.status.success(), "`{cmd}` failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -36,7 +40,10 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -74,13 +81,24 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Net {
     pub fn new(tag: &str, clients: usize) -> Self {
-        let id = format!("{}{}", std::process::id() % 10000, SEQ.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "{}{}",
+            std::process::id() % 10000,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
         let server_ns = format!("ocu-{tag}-{id}-s");
         let dir = std::env::temp_dir().join(format!("ocu-e2e-{tag}-{id}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("env")).unwrap();
-        let mut net = Self { dir, server_ns: server_ns.clone(), client_ns: Vec::new(), children: Vec::new() };
-        must(&format!("ip netns add {server_ns} && ip -n {server_ns} link set lo up"));
+        let mut net = Self {
+            dir,
+            server_ns: server_ns.clone(),
+            client_ns: Vec::new(),
+            children: Vec::new(),
+        };
+        must(&format!(
+            "ip netns add {server_ns} && ip -n {server_ns} link set lo up"
+        ));
         for i in 1..=clients {
             let ns = format!("ocu-{tag}-{id}-c{i}");
             must(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
@@ -136,7 +154,9 @@ impl Drop for Net {
         all.push(self.server_ns.clone());
         for ns in all {
             // Anything still running in the namespace goes with it.
-            let _ = sh(&format!("ip netns pids {ns} | xargs -r kill -9; ip netns del {ns}"));
+            let _ = sh(&format!(
+                "ip netns pids {ns} | xargs -r kill -9; ip netns del {ns}"
+            ));
         }
         if !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);
@@ -240,16 +260,33 @@ pub fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
     .unwrap();
     let log = dir.join("server.log");
     let ns = net.server_ns.clone();
-    let pid = net.spawn_in(&ns, &format!("{BIN} --config {} --log-level debug", cfg.display()), &log);
+    let pid = net.spawn_in(
+        &ns,
+        &format!("{BIN} --config {} --log-level debug", cfg.display()),
+        &log,
+    );
     let text = wait_for(Duration::from_secs(20), "server ready", || {
         let t = fs::read_to_string(&log).unwrap_or_default();
-        assert!(!t.contains("ocserv-uring: "), "server failed to start:\n{t}");
+        assert!(
+            !t.contains("ocserv-uring: "),
+            "server failed to start:\n{t}"
+        );
         t.contains("ocserv-uring ready").then_some(t)
     });
-    let pin = text.split_whitespace().find(|w| w.starts_with("pin-sha256:")).expect("pin in log").to_owned();
+    let pin = text
+        .split_whitespace()
+        .find(|w| w.starts_with("pin-sha256:"))
+        .expect("pin in log")
+        .to_owned();
     let net4: ipnet::Ipv4Net = opts.network.parse().unwrap();
     let tunnel_ip = std::net::Ipv4Addr::from(u32::from(net4.network()) + 1).to_string();
-    Server { pid, log, pin, tunnel_ip, ctl: dir.join("ctl.socket") }
+    Server {
+        pid,
+        log,
+        pin,
+        tunnel_ip,
+        ctl: dir.join("ctl.socket"),
+    }
 }
 
 pub fn add_user(passwd: &Path, user: &str, password: &str) {
@@ -268,7 +305,12 @@ pub fn add_user_in(passwd: &Path, user: &str, password: &str, groups: &str) {
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
 }
 
@@ -278,7 +320,9 @@ impl Server {
     }
 
     pub fn wait_log(&self, needle: &str, limit: Duration) {
-        wait_for(limit, &format!("server log line {needle:?}"), || self.log_text().contains(needle).then_some(()));
+        wait_for(limit, &format!("server log line {needle:?}"), || {
+            self.log_text().contains(needle).then_some(())
+        });
     }
 
     /// Runs `ocserv-uring ctl` against this server.
@@ -290,8 +334,13 @@ impl Server {
     pub fn ctl_json(&self, args: &str) -> serde_json::Value {
         let o = self.ctl(&format!("--json {args}"));
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "ctl {args}: {out}{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args} printed invalid JSON ({e}):\n{out}"))
+        assert!(
+            o.status.success(),
+            "ctl {args}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("ctl {args} printed invalid JSON ({e}):\n{out}"))
     }
 
     pub fn count_log(&self, needle: &str) -> usize {
@@ -310,19 +359,39 @@ pub struct Client {
 /// Starts openconnect in client namespace `idx` (1-based); `passwords` are
 /// fed on stdin, one per line (the first answers --passwd-on-stdin, later
 /// ones answer retry prompts).
-pub fn start_client(net: &mut Net, server: &Server, idx: usize, user: &str, passwords: &[&str]) -> Client {
+pub fn start_client(
+    net: &mut Net,
+    server: &Server,
+    idx: usize,
+    user: &str,
+    passwords: &[&str],
+) -> Client {
     start_client_with(net, server, idx, user, passwords, "")
 }
 
 /// `start_client` with extra openconnect options.
-pub fn start_client_with(net: &mut Net, server: &Server, idx: usize, user: &str, passwords: &[&str], extra: &str) -> Client {
+pub fn start_client_with(
+    net: &mut Net,
+    server: &Server,
+    idx: usize,
+    user: &str,
+    passwords: &[&str],
+    extra: &str,
+) -> Client {
     let ns = net.client_ns[idx - 1].clone();
     let env_dir = net.dir.join(format!("env{idx}"));
     let _ = fs::remove_dir_all(&env_dir);
     fs::create_dir_all(&env_dir).unwrap();
     let log = net.dir.join(format!("client{idx}.log"));
     let pwfile = net.dir.join(format!("pw{idx}"));
-    fs::write(&pwfile, passwords.iter().map(|p| format!("{p}\n")).collect::<String>()).unwrap();
+    fs::write(
+        &pwfile,
+        passwords
+            .iter()
+            .map(|p| format!("{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let ifname = format!("oc{idx}");
     let cmd = format!(
         "env OCU_ENV_DIR={env} openconnect {extra} --user {user} --passwd-on-stdin --servercert {pin} --script {script} --interface {ifname} --reconnect-timeout 60 https://{ip}/ < {pw}",
@@ -333,7 +402,13 @@ pub fn start_client_with(net: &mut Net, server: &Server, idx: usize, user: &str,
         pw = pwfile.display()
     );
     let pid = net.spawn_in(&ns, &cmd, &log);
-    Client { pid, ns, env_dir, log, ifname }
+    Client {
+        pid,
+        ns,
+        env_dir,
+        log,
+        ifname,
+    }
 }
 
 /// `openconnect --authenticate`: logs in without a tunnel and returns the
@@ -349,8 +424,16 @@ pub fn authenticate(net: &Net, server: &Server, idx: usize, user: &str, password
         ),
     );
     let out = String::from_utf8_lossy(&o.stdout);
-    let cookie = out.lines().find_map(|l| l.strip_prefix("COOKIE=")).map(|c| c.trim_matches('\'').to_owned());
-    cookie.unwrap_or_else(|| panic!("no cookie from --authenticate:\n{out}\n{}", String::from_utf8_lossy(&o.stderr)))
+    let cookie = out
+        .lines()
+        .find_map(|l| l.strip_prefix("COOKIE="))
+        .map(|c| c.trim_matches('\'').to_owned());
+    cookie.unwrap_or_else(|| {
+        panic!(
+            "no cookie from --authenticate:\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
 }
 
 /// Starts openconnect with a cookie from [`authenticate`] (`--cookie-on-stdin`).
@@ -372,7 +455,13 @@ pub fn start_cookie_client(net: &mut Net, server: &Server, idx: usize, cookie: &
         cf = cookie_file.display()
     );
     let pid = net.spawn_in(&ns, &cmd, &log);
-    Client { pid, ns, env_dir, log, ifname }
+    Client {
+        pid,
+        ns,
+        env_dir,
+        log,
+        ifname,
+    }
 }
 
 impl Client {
@@ -381,7 +470,8 @@ impl Client {
     }
 
     pub fn var(env: &str, key: &str) -> Option<String> {
-        env.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
     }
 
     /// Waits until the client's script configured the tunnel; returns its address.
@@ -404,14 +494,21 @@ impl Client {
     }
 
     pub fn wait_exit(&self, limit: Duration) {
-        wait_for(limit, "openconnect to exit", || (!alive(self.pid)).then_some(()));
+        wait_for(limit, "openconnect to exit", || {
+            (!alive(self.pid)).then_some(())
+        });
     }
 }
 
 /// True while the process exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -427,15 +524,34 @@ pub fn ping_rtts(net: &Net, ns: &str, dst: &str, count: u32, interval: &str) -> 
 }
 
 /// Bytes iperf3 moved through the tunnel in 3 s (received side).
-pub fn iperf_bytes(net: &Net, client_ns: &str, server_ns: &str, server_ip: &str, reverse: bool) -> u64 {
+pub fn iperf_bytes(
+    net: &Net,
+    client_ns: &str,
+    server_ns: &str,
+    server_ip: &str,
+    reverse: bool,
+) -> u64 {
     let _ = net.exec(server_ns, &format!("iperf3 -s -1 -D -B {server_ip}"));
     std::thread::sleep(Duration::from_millis(500));
     let flag = if reverse { "-R" } else { "" };
-    let o = net.exec(client_ns, &format!("timeout 20 iperf3 -c {server_ip} -t 3 {flag} -J"));
+    let o = net.exec(
+        client_ns,
+        &format!("timeout 20 iperf3 -c {server_ip} -t 3 {flag} -J"),
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "iperf3 failed: {out}");
     // "sum_received": { ... "bytes": N, ...}
-    let after = out.split("\"sum_received\"").nth(1).expect("sum_received in iperf3 JSON");
-    let bytes = after.split("\"bytes\":").nth(1).unwrap().split(',').next().unwrap().trim();
+    let after = out
+        .split("\"sum_received\"")
+        .nth(1)
+        .expect("sum_received in iperf3 JSON");
+    let bytes = after
+        .split("\"bytes\":")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim();
     bytes.parse().unwrap()
 }

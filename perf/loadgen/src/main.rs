@@ -177,7 +177,8 @@ fn make_ctx(t: &Target) -> Result<Arc<Ctx>, String> {
         (Some(c), Some(k)) => Some(tls::load_client_cert(c, k)?),
         _ => None,
     };
-    let tls = tls::client_config(t.servercert.clone(), cert).map_err(|e| format!("TLS setup: {e}"))?;
+    let tls =
+        tls::client_config(t.servercert.clone(), cert).map_err(|e| format!("TLS setup: {e}"))?;
     Ok(Arc::new(Ctx {
         addr,
         creds: login::Creds {

@@ -330,7 +330,11 @@ pub(crate) fn sink(listen: SocketAddr) -> io::Result<()> {
         }
         let wait = next_wake.saturating_duration_since(Instant::now());
         if !wait.is_zero() {
-            let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             let ms = wait.as_millis().clamp(1, 1000) as libc::c_int;
             // SAFETY: poll on one pollfd we own.
             unsafe { libc::poll(&mut pfd, 1, ms) };

@@ -107,12 +107,21 @@ pub(crate) const TCP_HDR: usize = 20;
 
 /// Makes `out` a zeroed packet of `total` bytes with an IPv4 header (DF,
 /// TTL 64, protocol `proto`) and its checksum.
-fn ipv4_header(out: &mut Vec<u8>, total: usize, ip_id: u16, proto: u8, src: SocketAddrV4, dst: SocketAddrV4) {
+fn ipv4_header(
+    out: &mut Vec<u8>,
+    total: usize,
+    ip_id: u16,
+    proto: u8,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+) {
     out.clear();
     out.resize(total, 0);
     let t = (total as u16).to_be_bytes();
     let id = ip_id.to_be_bytes();
-    out[..IP_HDR].copy_from_slice(&[0x45, 0, t[0], t[1], id[0], id[1], 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    out[..IP_HDR].copy_from_slice(&[
+        0x45, 0, t[0], t[1], id[0], id[1], 0x40, 0, 64, proto, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
     out[12..16].copy_from_slice(&src.ip().octets());
     out[16..20].copy_from_slice(&dst.ip().octets());
     let c = fold(sum16(0, &out[..IP_HDR])).to_be_bytes();
@@ -122,7 +131,14 @@ fn ipv4_header(out: &mut Vec<u8>, total: usize, ip_id: u16, proto: u8, src: Sock
 /// Writes one segment of a TCP stream (ACK, sequence number `seq`,
 /// `payload_len` zero bytes) into `out`: what a bulk upload looks like to
 /// the server, so its GRO into the TUN merges them as it would real ones.
-pub(crate) fn build_tcp(out: &mut Vec<u8>, src: SocketAddrV4, dst: SocketAddrV4, payload_len: usize, seq: u32, ip_id: u16) {
+pub(crate) fn build_tcp(
+    out: &mut Vec<u8>,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload_len: usize,
+    seq: u32,
+    ip_id: u16,
+) {
     ipv4_header(out, IP_HDR + TCP_HDR + payload_len, ip_id, 6, src, dst);
     let tcp = &mut out[IP_HDR..];
     tcp[..2].copy_from_slice(&src.port().to_be_bytes());

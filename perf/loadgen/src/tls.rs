@@ -105,7 +105,9 @@ pub(crate) type ClientCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'stati
 
 /// Reads a PEM certificate (chain) and key.
 pub(crate) fn load_client_cert(cert: &Path, key: &Path) -> Result<ClientCert, String> {
-    let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(cert).map_err(|e| format!("{}: {e}", cert.display()))?.collect();
+    let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .collect();
     let chain = chain.map_err(|e| format!("{}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
     Ok((chain, key))
@@ -113,7 +115,10 @@ pub(crate) fn load_client_cert(cert: &Path, key: &Path) -> Result<ClientCert, St
 
 /// `pin` is `pin-sha256:...` or None with `insecure`; `cert` is offered
 /// when the server asks for one.
-pub(crate) fn client_config(pin: Option<String>, cert: Option<ClientCert>) -> Result<Arc<ClientConfig>, rustls::Error> {
+pub(crate) fn client_config(
+    pin: Option<String>,
+    cert: Option<ClientCert>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let algs = provider.signature_verification_algorithms;
     let builder = ClientConfig::builder_with_provider(provider)

@@ -313,13 +313,23 @@ pub(crate) async fn flood(
     let (sink, size) = (load.sink, load.size);
     let t0 = Instant::now();
     let mut sent_bits = 0u64;
-    let l4 = if load.pattern == Pattern::TcpUp { crate::packet::TCP_HDR } else { crate::packet::UDP_HDR };
-    let size = size.min(p.mtu.saturating_sub(crate::packet::IP_HDR + l4)).max(8);
+    let l4 = if load.pattern == Pattern::TcpUp {
+        crate::packet::TCP_HDR
+    } else {
+        crate::packet::UDP_HDR
+    };
+    let size = size
+        .min(p.mtu.saturating_sub(crate::packet::IP_HDR + l4))
+        .max(8);
     let src = SocketAddrV4::new(p.addr, sport);
     if load.pattern == Pattern::Down {
         return request_source(link, src, load, size, until).await;
     }
-    let mode = if load.pattern == Pattern::Echo { crate::packet::ECHO } else { crate::packet::DISCARD };
+    let mode = if load.pattern == Pattern::Echo {
+        crate::packet::ECHO
+    } else {
+        crate::packet::DISCARD
+    };
     let mut pkt = Vec::with_capacity(2048);
     let mut frame_buf = Vec::with_capacity(2048);
     let mut seq = 0u64;
@@ -374,7 +384,13 @@ pub(crate) async fn flood(
 
 /// Keeps the sink sending to this session until `until`: a request every
 /// third of a lease (a lost one costs nothing), then a stop.
-async fn request_source(link: &mut Link, src: SocketAddrV4, load: &Load, size: usize, until: Instant) -> io::Result<()> {
+async fn request_source(
+    link: &mut Link,
+    src: SocketAddrV4,
+    load: &Load,
+    size: usize,
+    until: Instant,
+) -> io::Result<()> {
     use crate::packet::{build_udp_with, source_request, LEASE_MS, SOURCE_STOP};
     let rate_mbit = u32::try_from(load.rate_bps / 1_000_000).unwrap_or(u32::MAX);
     let request = source_request(rate_mbit, size as u16);

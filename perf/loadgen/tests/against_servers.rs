@@ -271,7 +271,10 @@ fn drive(net: &mut Net, port: u16, pin: &str, idle: usize) {
         let tcp = net.loadgen(&format!(
             "throughput {t} --sessions 2 --seconds 2 --rate-mbit 40 --pattern tcp-up --sink {sub}.1:9000 {dtls}"
         ));
-        assert!(field(&tcp, "tx_bytes") > 1e6, "TCP-like upload {dtls}: {tcp}");
+        assert!(
+            field(&tcp, "tx_bytes") > 1e6,
+            "TCP-like upload {dtls}: {tcp}"
+        );
         let down = net.loadgen(&format!(
             "throughput {t} --sessions 2 --seconds 2 --rate-mbit 40 --pattern down --sink {sub}.1:9000 {dtls}"
         ));
@@ -315,7 +318,10 @@ fn loadgen_against_ocserv_uring() {
     ));
     assert_eq!((field(&j, "ok"), field(&j, "failed")), (20.0, 0.0), "{j}");
     let log = fs::read_to_string(net.dir.join("uring.log")).unwrap_or_default();
-    assert!(log.contains("user=lgcert"), "no certificate login in the server log:\n{log}");
+    assert!(
+        log.contains("user=lgcert"),
+        "no certificate login in the server log:\n{log}"
+    );
     let metrics = must(&format!(
         "ip netns exec {} curl -sf --max-time 5 http://127.0.0.1:9617/metrics",
         net.ns("s")
@@ -326,7 +332,10 @@ fn loadgen_against_ocserv_uring() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     eprintln!("connections handed between shards: {handed}");
-    assert!(handed > 0.0, "no CONNECT was handed to another shard:\n{metrics}");
+    assert!(
+        handed > 0.0,
+        "no CONNECT was handed to another shard:\n{metrics}"
+    );
 }
 
 #[test]

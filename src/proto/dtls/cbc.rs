@@ -50,7 +50,12 @@ fn sha1_blocks(n: usize) -> usize {
     (n + 9).div_ceil(SHA1_BLOCK)
 }
 
-fn mac_header(seq_num: [u8; 8], content_type: u8, version: u16, len: usize) -> [u8; MAC_HEADER_LEN] {
+fn mac_header(
+    seq_num: [u8; 8],
+    content_type: u8,
+    version: u16,
+    len: usize,
+) -> [u8; MAC_HEADER_LEN] {
     let mut h = [0u8; MAC_HEADER_LEN];
     h[..8].copy_from_slice(&seq_num);
     h[8] = content_type;
@@ -119,7 +124,10 @@ impl CbcKey {
         }
         let (iv, body) = frag.split_at_mut(CBC_BLOCK);
         let iv: [u8; CBC_BLOCK] = (&*iv).try_into().ok()?;
-        let body = self.dec.decrypt(body, DecryptionContext::Iv128(FixedLength::from(iv))).ok()?;
+        let body = self
+            .dec
+            .decrypt(body, DecryptionContext::Iv128(FixedLength::from(iv)))
+            .ok()?;
         let len = body.len();
 
         // Secret from here on: the padding length and everything it moves.
@@ -165,7 +173,11 @@ fn read_mac(body: &[u8], start: usize) -> [u8; CBC_MAC_LEN] {
     let mut rotated = [0u8; CBC_MAC_LEN];
     let mut offset = 0;
     let mut j = 0;
-    for (i, &b) in body.iter().enumerate().skip(len.saturating_sub(CBC_MAC_LEN + MAX_PAD)) {
+    for (i, &b) in body
+        .iter()
+        .enumerate()
+        .skip(len.saturating_sub(CBC_MAC_LEN + MAX_PAD))
+    {
         offset |= j & eq_mask(i, start);
         let inside = ge_mask(i, start) & !ge_mask(i, end);
         rotated[j] |= b & inside as u8;
@@ -204,11 +216,20 @@ mod tests {
     /// IV ‖ E(plain ‖ mac ‖ tail) with a fixed IV: lets a test write any
     /// padding, well-formed or not. `mac` None = the right one.
     fn forge(k: &CbcKey, plain: &[u8], mac: Option<[u8; 20]>, tail: &[u8]) -> Vec<u8> {
-        let right = hmac::sign(&k.mac, &[&mac_header(SN, 23, V, plain.len())[..], plain].concat());
+        let right = hmac::sign(
+            &k.mac,
+            &[&mac_header(SN, 23, V, plain.len())[..], plain].concat(),
+        );
         let mut body = [plain, mac.as_ref().map_or(right.as_ref(), |m| &m[..]), tail].concat();
-        assert_eq!(body.len() % CBC_BLOCK, 0, "forged body must be whole blocks");
+        assert_eq!(
+            body.len() % CBC_BLOCK,
+            0,
+            "forged body must be whole blocks"
+        );
         let iv = [0x44; CBC_BLOCK];
-        k.enc.less_safe_encrypt(&mut body, EncryptionContext::Iv128(FixedLength::from(iv))).unwrap();
+        k.enc
+            .less_safe_encrypt(&mut body, EncryptionContext::Iv128(FixedLength::from(iv)))
+            .unwrap();
         [&iv[..], &body].concat()
     }
 
@@ -225,10 +246,15 @@ mod tests {
             "33333333333333333333333333333333bf59236b1bce0520eb9b63c69917881bbbfaefdb474d3b3a80e166019f7989\
              187cf84693546e5fe0cb94efa237140dd3",
         );
-        assert_eq!(opens(&key(), rec.clone()).as_deref(), Some(&b"hello dtls 0.9"[..]));
+        assert_eq!(
+            opens(&key(), rec.clone()).as_deref(),
+            Some(&b"hello dtls 0.9"[..])
+        );
         // The MAC covers epoch‖seq, type and version.
         let mut r = rec.clone();
-        assert!(key().open([0, 1, 0, 0, 0, 0, 0, 6], 23, V, &mut r).is_none());
+        assert!(key()
+            .open([0, 1, 0, 0, 0, 0, 0, 6], 23, V, &mut r)
+            .is_none());
         let mut r = rec.clone();
         assert!(key().open(SN, 22, V, &mut r).is_none());
         let mut r = rec;
@@ -244,7 +270,11 @@ mod tests {
             let n = k.seal(SN, 23, V, &mut frag, len);
             assert_eq!(n, CipherSuite::RsaAes128CbcSha.sealed_len(len));
             let iv = frag[..CBC_BLOCK].to_vec();
-            assert_eq!(opens(&k, frag[..n].to_vec()), Some(vec![len as u8; len]), "{len}");
+            assert_eq!(
+                opens(&k, frag[..n].to_vec()),
+                Some(vec![len as u8; len]),
+                "{len}"
+            );
             // A fresh IV per record.
             let n2 = k.seal(SN, 23, V, &mut frag, 0);
             assert_ne!(frag[..CBC_BLOCK], iv[..]);
@@ -278,16 +308,35 @@ mod tests {
         bad_pad[3] = 5;
         let cases = [
             ("one padding byte off", forge(&k, b"hello", None, &bad_pad)),
-            ("first padding byte off", forge(&k, b"hello", None, &[5, 6, 6, 6, 6, 6, 6])),
-            ("length byte off", forge(&k, b"hello", None, &[6, 6, 6, 6, 6, 6, 7])),
-            ("padding longer than the record", forge(&k, b"hello", None, &[200; 7])),
-            ("padding reaching into the MAC", forge(&k, &[1; 30], None, &[29; 14])),
+            (
+                "first padding byte off",
+                forge(&k, b"hello", None, &[5, 6, 6, 6, 6, 6, 6]),
+            ),
+            (
+                "length byte off",
+                forge(&k, b"hello", None, &[6, 6, 6, 6, 6, 6, 7]),
+            ),
+            (
+                "padding longer than the record",
+                forge(&k, b"hello", None, &[200; 7]),
+            ),
+            (
+                "padding reaching into the MAC",
+                forge(&k, &[1; 30], None, &[29; 14]),
+            ),
             ("bad MAC", forge(&k, b"hello", Some([0; 20]), &[6; 7])),
-            ("no room for the length byte", forge(&k, &[1; 12], None, &[])),
+            (
+                "no room for the length byte",
+                forge(&k, &[1; 12], None, &[]),
+            ),
         ];
         for (what, rec) in cases {
             assert_eq!(opens(&k, rec.clone()), None, "{what}");
-            assert_eq!(opens(&k, rec[..rec.len() - 1].to_vec()), None, "{what}, ragged");
+            assert_eq!(
+                opens(&k, rec[..rec.len() - 1].to_vec()),
+                None,
+                "{what}, ragged"
+            );
         }
         for short in [0, 16, 31, 32, 47] {
             assert_eq!(opens(&k, vec![0; short]), None, "{short} bytes");
@@ -306,7 +355,8 @@ mod tests {
             let want = sha1_blocks(MAC_HEADER_LEN + longest);
             for pad in 0..=longest.min(255) {
                 let plain = longest - pad;
-                let extra = sha1_blocks(MAC_HEADER_LEN + longest) - sha1_blocks(MAC_HEADER_LEN + plain);
+                let extra =
+                    sha1_blocks(MAC_HEADER_LEN + longest) - sha1_blocks(MAC_HEADER_LEN + plain);
                 assert!(extra * SHA1_BLOCK <= DUMMY.len());
                 assert_eq!(sha1_blocks(MAC_HEADER_LEN + plain) + extra, want);
             }
@@ -315,7 +365,14 @@ mod tests {
 
     #[test]
     fn masks() {
-        for (a, b) in [(0, 0), (1, 0), (0, 1), (300, 299), (299, 300), (usize::MAX >> 2, 5)] {
+        for (a, b) in [
+            (0, 0),
+            (1, 0),
+            (0, 1),
+            (300, 299),
+            (299, 300),
+            (usize::MAX >> 2, 5),
+        ] {
             assert_eq!(ge_mask(a, b) == usize::MAX, a >= b, "{a} {b}");
             assert_eq!(ge_mask(a, b) == 0, a < b, "{a} {b}");
             assert_eq!(eq_mask(a, b) == usize::MAX, a == b);
@@ -328,7 +385,11 @@ mod tests {
             let body: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
             let lowest = len.saturating_sub(CBC_MAC_LEN + MAX_PAD);
             for start in lowest..=len - CBC_MAC_LEN - 1 {
-                assert_eq!(read_mac(&body, start)[..], body[start..start + CBC_MAC_LEN], "{len} {start}");
+                assert_eq!(
+                    read_mac(&body, start)[..],
+                    body[start..start + CBC_MAC_LEN],
+                    "{len} {start}"
+                );
             }
         }
     }
@@ -336,6 +397,9 @@ mod tests {
     #[test]
     fn sha1_block_count() {
         // 55 bytes fit one block with the 9 bytes of padding; 56 need two.
-        assert_eq!((sha1_blocks(55), sha1_blocks(56), sha1_blocks(0)), (1, 2, 1));
+        assert_eq!(
+            (sha1_blocks(55), sha1_blocks(56), sha1_blocks(0)),
+            (1, 2, 1)
+        );
     }
 }

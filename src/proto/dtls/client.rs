@@ -11,8 +11,13 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 
 use super::codec::Reader;
 use super::conn::{Conn, Machine};
-use super::handshake::{encode_client_hello, encode_psk_client_key_exchange, msg, parse_server_hello};
-use super::keys::{derive_keys, master_secret, psk_premaster, verify_data, Side, MASTER_SECRET_LEN, VERIFY_DATA_LEN};
+use super::handshake::{
+    encode_client_hello, encode_psk_client_key_exchange, msg, parse_server_hello,
+};
+use super::keys::{
+    derive_keys, master_secret, psk_premaster, verify_data, Side, MASTER_SECRET_LEN,
+    VERIFY_DATA_LEN,
+};
 use super::reassembly::Message;
 use super::server::{decode, seal_copy};
 use super::{CipherSuite, DtlsConfig, DtlsCounters, DtlsError, DtlsEvent, Received};
@@ -21,8 +26,14 @@ use super::{CipherSuite, DtlsConfig, DtlsCounters, DtlsError, DtlsEvent, Receive
 const PSK_IDENTITY: &[u8] = b"psk";
 
 enum Setup {
-    Psk { psk: [u8; 32], app_id: Vec<u8> },
-    Resume { session_id: [u8; 32], master: [u8; MASTER_SECRET_LEN] },
+    Psk {
+        psk: [u8; 32],
+        app_id: Vec<u8>,
+    },
+    Resume {
+        session_id: [u8; 32],
+        master: [u8; MASTER_SECRET_LEN],
+    },
 }
 
 struct Keyed {
@@ -32,10 +43,22 @@ struct Keyed {
 }
 
 enum State {
-    ExpectServerHello { setup: Setup, client_random: [u8; 32], offered: Vec<CipherSuite> },
-    ExpectServerHelloDone { suite: CipherSuite, psk: [u8; 32], client_random: [u8; 32], server_random: [u8; 32] },
+    ExpectServerHello {
+        setup: Setup,
+        client_random: [u8; 32],
+        offered: Vec<CipherSuite>,
+    },
+    ExpectServerHelloDone {
+        suite: CipherSuite,
+        psk: [u8; 32],
+        client_random: [u8; 32],
+        server_random: [u8; 32],
+    },
     ExpectCcs(Keyed),
-    ExpectFinished { keyed: Keyed, expected: [u8; VERIFY_DATA_LEN] },
+    ExpectFinished {
+        keyed: Keyed,
+        expected: [u8; VERIFY_DATA_LEN],
+    },
     Traffic(CipherSuite),
     Closed,
 }
@@ -61,21 +84,37 @@ impl State {
 
     fn handle(self, c: &mut Conn, now: Instant, m: Message) -> Result<Self, DtlsError> {
         match (self, m.msg_type) {
-            (Self::ExpectServerHello { setup, client_random, offered }, msg::SERVER_HELLO) => {
+            (
+                Self::ExpectServerHello {
+                    setup,
+                    client_random,
+                    offered,
+                },
+                msg::SERVER_HELLO,
+            ) => {
                 let sh = parse_server_hello(&m.body).map_err(decode)?;
                 if sh.version != c.version {
                     return Err(DtlsError::ProtocolVersion(sh.version));
                 }
                 let suite = CipherSuite::from_id(sh.suite)
                     .filter(|s| offered.contains(s))
-                    .ok_or(DtlsError::IllegalParameter("server chose a suite we did not offer"))?;
+                    .ok_or(DtlsError::IllegalParameter(
+                        "server chose a suite we did not offer",
+                    ))?;
                 c.add_to_transcript(&m);
                 match setup {
                     Setup::Psk { psk, app_id } => {
                         if !app_id.is_empty() && sh.session_id == app_id {
-                            return Err(DtlsError::IllegalParameter("server echoed the App-ID (a resumption)"));
+                            return Err(DtlsError::IllegalParameter(
+                                "server echoed the App-ID (a resumption)",
+                            ));
                         }
-                        Ok(Self::ExpectServerHelloDone { suite, psk, client_random, server_random: sh.random })
+                        Ok(Self::ExpectServerHelloDone {
+                            suite,
+                            psk,
+                            client_random,
+                            server_random: sh.random,
+                        })
                     }
                     Setup::Resume { session_id, master } => {
                         if sh.session_id != session_id {
@@ -84,33 +123,59 @@ impl State {
                         }
                         let keys = derive_keys(suite, &master, &client_random, &sh.random);
                         c.install_keys(keys.server_write, keys.client_write);
-                        Ok(Self::ExpectCcs(Keyed { suite, master, resumed: true }))
+                        Ok(Self::ExpectCcs(Keyed {
+                            suite,
+                            master,
+                            resumed: true,
+                        }))
                     }
                 }
             }
             (s @ Self::ExpectServerHelloDone { .. }, msg::SERVER_KEY_EXCHANGE) => {
                 // Only a PSK identity hint can come here; we have no use for it.
                 let mut r = Reader::new(&m.body);
-                r.vec16("psk_identity_hint").and_then(|_| r.expect_empty("ServerKeyExchange")).map_err(decode)?;
+                r.vec16("psk_identity_hint")
+                    .and_then(|_| r.expect_empty("ServerKeyExchange"))
+                    .map_err(decode)?;
                 c.add_to_transcript(&m);
                 Ok(s)
             }
-            (Self::ExpectServerHelloDone { suite, psk, client_random, server_random }, msg::SERVER_HELLO_DONE) => {
+            (
+                Self::ExpectServerHelloDone {
+                    suite,
+                    psk,
+                    client_random,
+                    server_random,
+                },
+                msg::SERVER_HELLO_DONE,
+            ) => {
                 if !m.body.is_empty() {
                     return Err(DtlsError::Decode("ServerHelloDone"));
                 }
                 c.add_to_transcript(&m);
                 c.peer_flight_done(m.seq);
                 c.begin_flight();
-                c.push_message(msg::CLIENT_KEY_EXCHANGE, &encode_psk_client_key_exchange(PSK_IDENTITY));
-                let master = master_secret(suite.prf_hash(), &psk_premaster(&psk), &client_random, &server_random);
+                c.push_message(
+                    msg::CLIENT_KEY_EXCHANGE,
+                    &encode_psk_client_key_exchange(PSK_IDENTITY),
+                );
+                let master = master_secret(
+                    suite.prf_hash(),
+                    &psk_premaster(&psk),
+                    &client_random,
+                    &server_random,
+                );
                 let keys = derive_keys(suite, &master, &client_random, &server_random);
                 c.install_keys(keys.server_write, keys.client_write);
                 c.push_ccs();
                 let vd = verify_data(suite.prf_hash(), &master, Side::Client, &c.transcript);
                 c.push_message(msg::FINISHED, &vd);
                 c.send_flight(now, true);
-                Ok(Self::ExpectCcs(Keyed { suite, master, resumed: false }))
+                Ok(Self::ExpectCcs(Keyed {
+                    suite,
+                    master,
+                    resumed: false,
+                }))
             }
             (Self::ExpectFinished { keyed, expected }, msg::FINISHED) => {
                 verify_slices_are_equal(&m.body, &expected).map_err(|_| DtlsError::BadFinished)?;
@@ -119,7 +184,12 @@ impl State {
                     c.peer_flight_done(m.seq);
                     c.begin_flight();
                     c.push_ccs();
-                    let vd = verify_data(keyed.suite.prf_hash(), &keyed.master, Side::Client, &c.transcript);
+                    let vd = verify_data(
+                        keyed.suite.prf_hash(),
+                        &keyed.master,
+                        Side::Client,
+                        &c.transcript,
+                    );
                     c.push_message(msg::FINISHED, &vd);
                     c.send_flight(now, false);
                 } else {
@@ -132,7 +202,10 @@ impl State {
                 c.counters.unexpected += 1;
                 Ok(Self::Traffic(suite))
             }
-            (s, t) => Err(DtlsError::Inappropriate { expected: s.name(), got: msg::name(t) }),
+            (s, t) => Err(DtlsError::Inappropriate {
+                expected: s.name(),
+                got: msg::name(t),
+            }),
         }
     }
 }
@@ -147,7 +220,12 @@ impl Machine for State {
         match mem::replace(self, Self::Closed) {
             Self::ExpectCcs(keyed) => {
                 c.activate_read();
-                let expected = verify_data(keyed.suite.prf_hash(), &keyed.master, Side::Server, &c.transcript);
+                let expected = verify_data(
+                    keyed.suite.prf_hash(),
+                    &keyed.master,
+                    Side::Server,
+                    &c.transcript,
+                );
                 *self = Self::ExpectFinished { keyed, expected };
             }
             other => {
@@ -166,7 +244,12 @@ impl Machine for State {
 impl DtlsClient {
     /// A PSK-NEGOTIATE client offering `cfg.suites` with `app_id` (at most
     /// 32 bytes) as session_id. The ClientHello is queued at once.
-    pub fn new_psk(psk: [u8; 32], app_id: &[u8], cfg: &DtlsConfig, now: Instant) -> Result<Self, DtlsError> {
+    pub fn new_psk(
+        psk: [u8; 32],
+        app_id: &[u8],
+        cfg: &DtlsConfig,
+        now: Instant,
+    ) -> Result<Self, DtlsError> {
         if app_id.len() > 32 {
             return Err(DtlsError::IllegalParameter("App-ID longer than 32 bytes"));
         }
@@ -174,7 +257,16 @@ impl DtlsClient {
         if offered.is_empty() {
             return Err(DtlsError::NoCommonSuite);
         }
-        Ok(Self::start(Setup::Psk { psk, app_id: app_id.to_vec() }, app_id, offered, cfg, now))
+        Ok(Self::start(
+            Setup::Psk {
+                psk,
+                app_id: app_id.to_vec(),
+            },
+            app_id,
+            offered,
+            cfg,
+            now,
+        ))
     }
 
     /// A legacy client resuming `session_id` with `master` and `suite`, over
@@ -186,21 +278,47 @@ impl DtlsClient {
         cfg: &DtlsConfig,
         now: Instant,
     ) -> Self {
-        Self::start(Setup::Resume { session_id, master }, &session_id, vec![suite], cfg, now)
+        Self::start(
+            Setup::Resume { session_id, master },
+            &session_id,
+            vec![suite],
+            cfg,
+            now,
+        )
     }
 
-    fn start(setup: Setup, sid: &[u8], offered: Vec<CipherSuite>, cfg: &DtlsConfig, now: Instant) -> Self {
+    fn start(
+        setup: Setup,
+        sid: &[u8],
+        offered: Vec<CipherSuite>,
+        cfg: &DtlsConfig,
+        now: Instant,
+    ) -> Self {
         // Offers are all PSK (DTLS 1.2) or the one resumed suite.
         let version = offered[0].version();
         let mut conn = Conn::new(cfg, now, version);
         let client_random = conn.random32();
         let ids: Vec<u16> = offered.iter().map(|s| s.id()).collect();
-        conn.push_message(msg::CLIENT_HELLO, &encode_client_hello(version, &client_random, sid, &ids));
+        conn.push_message(
+            msg::CLIENT_HELLO,
+            &encode_client_hello(version, &client_random, sid, &ids),
+        );
         conn.send_flight(now, true);
-        Self { conn, state: State::ExpectServerHello { setup, client_random, offered } }
+        Self {
+            conn,
+            state: State::ExpectServerHello {
+                setup,
+                client_random,
+                offered,
+            },
+        }
     }
 
-    pub fn handle_datagram<'a>(&mut self, now: Instant, data: &'a mut [u8]) -> Result<Received<'a>, DtlsError> {
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        data: &'a mut [u8],
+    ) -> Result<Received<'a>, DtlsError> {
         self.conn.handle_datagram(&mut self.state, now, data)
     }
 
@@ -225,7 +343,11 @@ impl DtlsClient {
     }
 
     /// See [`DtlsServer::seal_in_place`](super::DtlsServer::seal_in_place).
-    pub fn seal_in_place(&mut self, buf: &mut [u8], payload_len: usize) -> Result<Range<usize>, DtlsError> {
+    pub fn seal_in_place(
+        &mut self,
+        buf: &mut [u8],
+        payload_len: usize,
+    ) -> Result<Range<usize>, DtlsError> {
         self.conn.seal_in_place(buf, payload_len)
     }
 

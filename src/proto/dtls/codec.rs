@@ -54,7 +54,9 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn u48(&mut self, what: &'static str) -> Result<u64, Short> {
         let b: [u8; 6] = self.array(what)?;
-        Ok(u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]))
+        Ok(u64::from_be_bytes([
+            0, 0, b[0], b[1], b[2], b[3], b[4], b[5],
+        ]))
     }
 
     /// A vector with a one-byte length prefix: `opaque x<0..2^8-1>`.

@@ -48,7 +48,12 @@ pub(crate) enum Expiry {
 
 impl Flight {
     pub(crate) fn new() -> Self {
-        Self { entries: Vec::new(), cursor: None, timer: None, next_epoch: 0 }
+        Self {
+            entries: Vec::new(),
+            cursor: None,
+            timer: None,
+            next_epoch: 0,
+        }
     }
 
     /// Starts a new flight: the previous one is acknowledged by the peer's.
@@ -59,12 +64,18 @@ impl Flight {
     }
 
     pub(crate) fn push_handshake(&mut self, msg: Vec<u8>) {
-        self.entries.push(Entry { epoch: self.next_epoch, item: Item::Handshake(msg) });
+        self.entries.push(Entry {
+            epoch: self.next_epoch,
+            item: Item::Handshake(msg),
+        });
     }
 
     /// ChangeCipherSpec goes out in the old epoch; what follows in the new.
     pub(crate) fn push_ccs(&mut self, msg_seq: Option<u16>) {
-        self.entries.push(Entry { epoch: self.next_epoch, item: Item::ChangeCipherSpec(msg_seq) });
+        self.entries.push(Entry {
+            epoch: self.next_epoch,
+            item: Item::ChangeCipherSpec(msg_seq),
+        });
         self.next_epoch = 1;
     }
 
@@ -72,7 +83,11 @@ impl Flight {
     /// the retransmission timer (not for a final flight, §4.2.4).
     pub(crate) fn send(&mut self, now: Instant, expect_reply: bool, initial: Duration) {
         self.cursor = (!self.entries.is_empty()).then_some((0, 0));
-        self.timer = expect_reply.then_some(Timer { deadline: now + initial, timeout: initial, count: 0 });
+        self.timer = expect_reply.then_some(Timer {
+            deadline: now + initial,
+            timeout: initial,
+            count: 0,
+        });
     }
 
     /// Sends it again because the peer retransmitted its previous flight.
@@ -91,7 +106,9 @@ impl Flight {
     }
 
     pub(crate) fn on_timeout(&mut self, now: Instant, max: Duration, max_count: u32) -> Expiry {
-        let Some(t) = self.timer.as_mut() else { return Expiry::NotYet };
+        let Some(t) = self.timer.as_mut() else {
+            return Expiry::NotYet;
+        };
         if now < t.deadline {
             return Expiry::NotYet;
         }
@@ -125,7 +142,9 @@ impl Flight {
             if seq > MAX_SEQ {
                 return None;
             }
-            let Some(room) = record::max_plain(key, out.len() - n) else { break };
+            let Some(room) = record::max_plain(key, out.len() - n) else {
+                break;
+            };
             let (plain_len, next) = match &e.item {
                 Item::ChangeCipherSpec(msg_seq) => {
                     let (ccs, len) = match msg_seq {
@@ -140,7 +159,9 @@ impl Flight {
                 }
                 Item::Handshake(msg) => {
                     let body = &msg[HS_HEADER_LEN..];
-                    let Some(room) = room.checked_sub(HS_HEADER_LEN) else { break };
+                    let Some(room) = room.checked_sub(HS_HEADER_LEN) else {
+                        break;
+                    };
                     let take = room.min(body.len() - off);
                     if take == 0 && off < body.len() {
                         break;
@@ -151,7 +172,11 @@ impl Flight {
                     frag[6..9].copy_from_slice(&(off as u32).to_be_bytes()[1..]);
                     frag[9..12].copy_from_slice(&(take as u32).to_be_bytes()[1..]);
                     frag[HS_HEADER_LEN..].copy_from_slice(&body[off..off + take]);
-                    let next = if off + take == body.len() { (i + 1, 0) } else { (i, off + take) };
+                    let next = if off + take == body.len() {
+                        (i + 1, 0)
+                    } else {
+                        (i, off + take)
+                    };
                     (HS_HEADER_LEN + take, next)
                 }
             };

@@ -70,7 +70,13 @@ pub(crate) fn parse_fragment<'a>(r: &mut Reader<'a>) -> Result<Fragment<'a>, Sho
     if u64::from(offset) + u64::from(frag_len) > u64::from(length) {
         return Err(Short("fragment beyond message length"));
     }
-    Ok(Fragment { msg_type, length, seq, offset, body })
+    Ok(Fragment {
+        msg_type,
+        length,
+        seq,
+        offset,
+        body,
+    })
 }
 
 /// A whole message with its header written as if unfragmented: the form
@@ -100,7 +106,9 @@ pub(crate) struct ClientHello<'a> {
 
 impl ClientHello<'_> {
     pub(crate) fn suite_ids(&self) -> impl Iterator<Item = u16> + '_ {
-        self.suites.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]))
+        self.suites
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
     }
 }
 
@@ -124,7 +132,13 @@ pub(crate) fn parse_client_hello(body: &[u8]) -> Result<ClientHello<'_>, Short> 
     if !compression.contains(&0) {
         return Err(Short("no null compression"));
     }
-    let mut ch = ClientHello { version, random, session_id, suites, secure_renegotiation: false };
+    let mut ch = ClientHello {
+        version,
+        random,
+        session_id,
+        suites,
+        secure_renegotiation: false,
+    };
     let scsv = ch.suite_ids().any(|s| s == EMPTY_RENEGOTIATION_INFO_SCSV);
     ch.secure_renegotiation = scsv;
     if !r.is_empty() {
@@ -144,7 +158,12 @@ pub(crate) fn parse_client_hello(body: &[u8]) -> Result<ClientHello<'_>, Short> 
     Ok(ch)
 }
 
-pub(crate) fn encode_client_hello(version: u16, random: &[u8; 32], session_id: &[u8], suites: &[u16]) -> Vec<u8> {
+pub(crate) fn encode_client_hello(
+    version: u16,
+    random: &[u8; 32],
+    session_id: &[u8],
+    suites: &[u16],
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(64 + session_id.len() + 2 * suites.len());
     put_u16(&mut b, version);
     b.extend_from_slice(random);
@@ -185,7 +204,12 @@ pub(crate) fn parse_server_hello(body: &[u8]) -> Result<ServerHello<'_>, Short> 
             exts.vec16("extension_data")?;
         }
     }
-    Ok(ServerHello { version, random, session_id, suite })
+    Ok(ServerHello {
+        version,
+        random,
+        session_id,
+        suite,
+    })
 }
 
 /// ServerHello body; `renegotiation_info` adds the empty RFC 5746 extension,
@@ -303,7 +327,10 @@ pub(crate) mod tests {
             assert_eq!(client_hello_session_id(&d[..n]), None, "{n}");
         }
         let ch = parse_client_hello(&body).unwrap();
-        assert_eq!((ch.session_id, ch.secure_renegotiation), (&[0xaa; 32][..], false));
+        assert_eq!(
+            (ch.session_id, ch.secure_renegotiation),
+            (&[0xaa; 32][..], false)
+        );
         for n in 0..body.len() {
             assert!(parse_client_hello(&body[..n]).is_err());
         }
@@ -316,7 +343,10 @@ pub(crate) mod tests {
         for ri in [false, true] {
             let b = encode_server_hello(DTLS1_2, &[3; 32], &[4; 32], 0xa9, ri);
             let sh = parse_server_hello(&b).unwrap();
-            assert_eq!((sh.version, sh.random, sh.session_id, sh.suite), (DTLS1_2, [3; 32], &[4u8; 32][..], 0xa9));
+            assert_eq!(
+                (sh.version, sh.random, sh.session_id, sh.suite),
+                (DTLS1_2, [3; 32], &[4u8; 32][..], 0xa9)
+            );
         }
     }
 
@@ -324,7 +354,10 @@ pub(crate) mod tests {
     fn fragment_bounds() {
         // offset + length beyond the message length is refused.
         let f = [1, 0, 0, 4, 0, 0, 0, 0, 3, 0, 0, 2, 9, 9];
-        assert_eq!(parse_fragment(&mut Reader::new(&f)), Err(Short("fragment beyond message length")));
+        assert_eq!(
+            parse_fragment(&mut Reader::new(&f)),
+            Err(Short("fragment beyond message length"))
+        );
         let f = [1, 0, 0, 4, 0, 0, 0, 0, 2, 0, 0, 2, 9, 9];
         let frag = parse_fragment(&mut Reader::new(&f)).unwrap();
         assert!(frag.is_last());

@@ -34,7 +34,13 @@ pub(crate) fn master_secret(
     server_random: &[u8; 32],
 ) -> [u8; MASTER_SECRET_LEN] {
     let mut ms = [0u8; MASTER_SECRET_LEN];
-    prf(hash, premaster, b"master secret", &[client_random, server_random], &mut ms);
+    prf(
+        hash,
+        premaster,
+        b"master secret",
+        &[client_random, server_random],
+        &mut ms,
+    );
     ms
 }
 
@@ -81,7 +87,13 @@ pub(crate) fn derive_keys(
     let (m, k, iv) = (suite.mac_key_len(), suite.key_len(), suite.fixed_iv_len());
     let mut block = [0u8; 2 * (20 + 32 + 12)];
     let block = &mut block[..2 * (m + k + iv)];
-    prf(suite.prf_hash(), master, b"key expansion", &[server_random, client_random], block);
+    prf(
+        suite.prf_hash(),
+        master,
+        b"key expansion",
+        &[server_random, client_random],
+        block,
+    );
     let (client_mac, rest) = block.split_at(m);
     let (server_mac, rest) = rest.split_at(m);
     let (client_key, rest) = rest.split_at(k);
@@ -89,8 +101,14 @@ pub(crate) fn derive_keys(
     let (client_iv, server_iv) = rest.split_at(iv);
     if suite.is_cbc() {
         KeyPair {
-            client_write: RecordKey::Cbc(Box::new(CbcKey::new(suite, client_key, client_mac)), suite),
-            server_write: RecordKey::Cbc(Box::new(CbcKey::new(suite, server_key, server_mac)), suite),
+            client_write: RecordKey::Cbc(
+                Box::new(CbcKey::new(suite, client_key, client_mac)),
+                suite,
+            ),
+            server_write: RecordKey::Cbc(
+                Box::new(CbcKey::new(suite, server_key, server_mac)),
+                suite,
+            ),
         }
     } else {
         KeyPair {
@@ -132,7 +150,11 @@ impl AeadKey {
         let key = UnboundKey::new(alg, key).expect("key length matches the suite");
         let mut fixed = [0u8; 12];
         fixed[..iv.len()].copy_from_slice(iv);
-        Self { key: LessSafeKey::new(key), iv: fixed, suite }
+        Self {
+            key: LessSafeKey::new(key),
+            iv: fixed,
+            suite,
+        }
     }
 
     pub(crate) fn suite(&self) -> CipherSuite {
@@ -165,7 +187,9 @@ impl AeadKey {
     /// Decrypts `ciphertext ‖ tag` in place; the plaintext is the first
     /// `in_out.len() - 16` bytes on success.
     pub(crate) fn open(&self, explicit: [u8; 8], aad: [u8; AAD_LEN], in_out: &mut [u8]) -> bool {
-        self.key.open_in_place(self.nonce(explicit), Aad::from(aad), in_out).is_ok()
+        self.key
+            .open_in_place(self.nonce(explicit), Aad::from(aad), in_out)
+            .is_ok()
     }
 }
 
@@ -222,11 +246,22 @@ mod tests {
     #[test]
     fn cbc_key_block_layout() {
         let (master, cr, sr) = ([0x33; 48], [1; 32], [2; 32]);
-        for (suite, k) in [(CipherSuite::RsaAes128CbcSha, 16), (CipherSuite::RsaAes256CbcSha, 32)] {
+        for (suite, k) in [
+            (CipherSuite::RsaAes128CbcSha, 16),
+            (CipherSuite::RsaAes256CbcSha, 32),
+        ] {
             let mut block = [0u8; 104];
-            prf(PrfHash::Md5Sha1, &master, b"key expansion", &[&sr, &cr], &mut block);
+            prf(
+                PrfHash::Md5Sha1,
+                &master,
+                b"key expansion",
+                &[&sr, &cr],
+                &mut block,
+            );
             let keys = derive_keys(suite, &master, &cr, &sr);
-            let (RecordKey::Cbc(c, s1), RecordKey::Cbc(s, s2)) = (&keys.client_write, &keys.server_write) else {
+            let (RecordKey::Cbc(c, s1), RecordKey::Cbc(s, s2)) =
+                (&keys.client_write, &keys.server_write)
+            else {
                 panic!("CBC keys")
             };
             assert_eq!((*s1, *s2), (suite, suite));

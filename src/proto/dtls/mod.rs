@@ -58,7 +58,8 @@ use std::time::Duration;
 pub use client::DtlsClient;
 pub use handshake::{client_hello_session_id, is_client_hello};
 pub use record::{
-    content, RecordError, RecordHeader, DTLS0_9, DTLS1_0, DTLS1_2, HEADER_LEN, HEADROOM, MAX_PLAINTEXT, TAILROOM,
+    content, RecordError, RecordHeader, DTLS0_9, DTLS1_0, DTLS1_2, HEADER_LEN, HEADROOM,
+    MAX_PLAINTEXT, TAILROOM,
 };
 pub use server::DtlsServer;
 pub use suite::{CipherSuite, PrfHash};
@@ -197,7 +198,10 @@ pub mod alert {
 #[non_exhaustive]
 pub enum DtlsError {
     #[error("got {got} while expecting {expected}")]
-    Inappropriate { expected: &'static str, got: &'static str },
+    Inappropriate {
+        expected: &'static str,
+        got: &'static str,
+    },
     #[error("malformed {0}")]
     Decode(&'static str),
     #[error("peer wants DTLS version {0:#06x}; served: DTLS 1.2 (0xfefd), or 0.9 (0x0100) to resume CBC")]

@@ -115,7 +115,10 @@ pub(crate) fn prf(hash: PrfHash, secret: &[u8], label: &[u8], seeds: &[&[u8]], o
 /// The handshake hash that Finished signs: `Hash(handshake_messages)` in
 /// TLS 1.2 (RFC 5246 §7.4.9), `MD5(..) ‖ SHA-1(..)` in TLS 1.0 (RFC 4346
 /// §7.4.9). Returns the buffer and how much of it is used.
-pub(crate) fn handshake_hash(hash: PrfHash, transcript: &[u8]) -> ([u8; MAX_HANDSHAKE_HASH], usize) {
+pub(crate) fn handshake_hash(
+    hash: PrfHash,
+    transcript: &[u8],
+) -> ([u8; MAX_HANDSHAKE_HASH], usize) {
     let mut out = [0u8; MAX_HANDSHAKE_HASH];
     let n = match hash.digest() {
         Some(alg) => {
@@ -179,7 +182,13 @@ mod tests {
     #[test]
     fn tls10_prf_vectors() {
         let mut out = [0u8; 104];
-        prf(PrfHash::Md5Sha1, &[0xab; 48], b"PRF Testvector", &[&[0xcd; 64]], &mut out);
+        prf(
+            PrfHash::Md5Sha1,
+            &[0xab; 48],
+            b"PRF Testvector",
+            &[&[0xcd; 64]],
+            &mut out,
+        );
         let want =
             hex("d3d4d1e349b5d515044666d51de32bab258cb521b6b053463e354832fd976754443bcf9a296519bc289abcbc1187e4eb\
              d31e602353776c408aafb74cbc85eff69255f9788faa184cbb957a9819d84a5d7eb006eb459d3ae8de9810454b8b2d8f\
@@ -187,25 +196,44 @@ mod tests {
         assert_eq!(out[..], want[..]);
 
         let mut out = [0u8; 40];
-        prf(PrfHash::Md5Sha1, &[1, 2, 3, 4, 5, 6, 7], b"test label", &[b"se", b"ed"], &mut out);
+        prf(
+            PrfHash::Md5Sha1,
+            &[1, 2, 3, 4, 5, 6, 7],
+            b"test label",
+            &[b"se", b"ed"],
+            &mut out,
+        );
         assert_eq!(
             out[..],
-            hex("8b79387d8e0604ebae48d936b943d09f274be658586d49b748677694bd0a54a1ece0ef09ef05d9c8")[..]
+            hex("8b79387d8e0604ebae48d936b943d09f274be658586d49b748677694bd0a54a1ece0ef09ef05d9c8")
+                [..]
         );
 
         let (h, n) = handshake_hash(PrfHash::Md5Sha1, b"abc");
         assert_eq!(n, 36);
         let mut vd = [0u8; 12];
-        prf(PrfHash::Md5Sha1, &[0x0b; 48], b"client finished", &[&h[..n]], &mut vd);
+        prf(
+            PrfHash::Md5Sha1,
+            &[0x0b; 48],
+            b"client finished",
+            &[&h[..n]],
+            &mut vd,
+        );
         assert_eq!(vd[..], hex("5907cb5ec32e75526e9ef2e8")[..]);
     }
 
     /// RFC 2202 §2 test cases 1 and 6 (the second with a key longer than a block).
     #[test]
     fn hmac_md5_rfc2202() {
-        assert_eq!(hmac_md5(&[0x0b; 16], b"Hi There")[..], hex("9294727a3638bb1c13f48ef8158bfc9d")[..]);
+        assert_eq!(
+            hmac_md5(&[0x0b; 16], b"Hi There")[..],
+            hex("9294727a3638bb1c13f48ef8158bfc9d")[..]
+        );
         let data = b"Test Using Larger Than Block-Size Key - Hash Key First";
-        assert_eq!(hmac_md5(&[0xaa; 80], data)[..], hex("6b1ab7fe4bd7bf8f0b62e6ce61b9d0cd")[..]);
+        assert_eq!(
+            hmac_md5(&[0xaa; 80], data)[..],
+            hex("6b1ab7fe4bd7bf8f0b62e6ce61b9d0cd")[..]
+        );
     }
 
     #[test]

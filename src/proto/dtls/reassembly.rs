@@ -71,7 +71,10 @@ pub(crate) struct Reassembler {
 
 impl Reassembler {
     pub(crate) fn new() -> Self {
-        Self { next_seq: 0, pending: Vec::new() }
+        Self {
+            next_seq: 0,
+            pending: Vec::new(),
+        }
     }
 
     /// The message_seq the peer must send next.
@@ -84,7 +87,10 @@ impl Reassembler {
     /// retransmissions are recognised and new data is dropped.
     pub(crate) fn insert(&mut self, f: &Fragment<'_>, allow_new: bool) -> Insert {
         if f.seq < self.next_seq {
-            return Insert::Old { seq: f.seq, is_last: f.is_last() };
+            return Insert::Old {
+                seq: f.seq,
+                is_last: f.is_last(),
+            };
         }
         let len = f.length as usize;
         if !allow_new || f.seq - self.next_seq > MAX_AHEAD || len > MAX_MESSAGE {
@@ -99,7 +105,12 @@ impl Reassembler {
                 i
             }
             None => {
-                self.pending.push(Partial { msg_type: f.msg_type, seq: f.seq, body: vec![0; len], have: Vec::new() });
+                self.pending.push(Partial {
+                    msg_type: f.msg_type,
+                    seq: f.seq,
+                    body: vec![0; len],
+                    have: Vec::new(),
+                });
                 self.pending.len() - 1
             }
         };
@@ -118,10 +129,17 @@ impl Reassembler {
 
     /// The next message in sequence, once all its bytes are in.
     pub(crate) fn pop(&mut self) -> Option<Message> {
-        let i = self.pending.iter().position(|p| p.seq == self.next_seq && p.is_complete())?;
+        let i = self
+            .pending
+            .iter()
+            .position(|p| p.seq == self.next_seq && p.is_complete())?;
         let p = self.pending.swap_remove(i);
         self.next_seq = self.next_seq.checked_add(1)?;
-        Some(Message { msg_type: p.msg_type, seq: p.seq, body: p.body })
+        Some(Message {
+            msg_type: p.msg_type,
+            seq: p.seq,
+            body: p.body,
+        })
     }
 }
 
@@ -130,7 +148,13 @@ mod tests {
     use super::*;
 
     fn frag(seq: u16, length: u32, offset: u32, body: &[u8]) -> Fragment<'_> {
-        Fragment { msg_type: 1, length, seq, offset, body }
+        Fragment {
+            msg_type: 1,
+            length,
+            seq,
+            offset,
+            body,
+        }
     }
 
     #[test]
@@ -139,8 +163,20 @@ mod tests {
         assert_eq!(r.insert(&frag(0, 3, 0, b"abc"), true), Insert::Stored);
         assert_eq!(r.pop().unwrap().body, b"abc");
         assert_eq!(r.pop(), None);
-        assert_eq!(r.insert(&frag(0, 3, 0, b"abc"), true), Insert::Old { seq: 0, is_last: true });
-        assert_eq!(r.insert(&frag(0, 3, 0, b"ab"), true), Insert::Old { seq: 0, is_last: false });
+        assert_eq!(
+            r.insert(&frag(0, 3, 0, b"abc"), true),
+            Insert::Old {
+                seq: 0,
+                is_last: true
+            }
+        );
+        assert_eq!(
+            r.insert(&frag(0, 3, 0, b"ab"), true),
+            Insert::Old {
+                seq: 0,
+                is_last: false
+            }
+        );
     }
 
     #[test]
@@ -173,19 +209,34 @@ mod tests {
         r.skip_one();
         assert_eq!(r.next_seq(), 2);
         assert_eq!(r.pop().unwrap().body, b"b");
-        assert_eq!(r.insert(&frag(1, 1, 0, b"x"), true), Insert::Old { seq: 1, is_last: true });
+        assert_eq!(
+            r.insert(&frag(1, 1, 0, b"x"), true),
+            Insert::Old {
+                seq: 1,
+                is_last: true
+            }
+        );
     }
 
     #[test]
     fn refuses_what_it_should() {
         let mut r = Reassembler::new();
-        assert_eq!(r.insert(&frag(MAX_AHEAD + 1, 1, 0, b"x"), true), Insert::Dropped);
-        assert_eq!(r.insert(&frag(0, MAX_MESSAGE as u32 + 1, 0, b"x"), true), Insert::Dropped);
+        assert_eq!(
+            r.insert(&frag(MAX_AHEAD + 1, 1, 0, b"x"), true),
+            Insert::Dropped
+        );
+        assert_eq!(
+            r.insert(&frag(0, MAX_MESSAGE as u32 + 1, 0, b"x"), true),
+            Insert::Dropped
+        );
         assert_eq!(r.insert(&frag(0, 4, 0, b"x"), false), Insert::Dropped);
         assert_eq!(r.insert(&frag(0, 4, 0, b"x"), true), Insert::Stored);
         // Same seq, different length: inconsistent.
         assert_eq!(r.insert(&frag(0, 5, 1, b"y"), true), Insert::Dropped);
-        let other_type = Fragment { msg_type: 2, ..frag(0, 4, 1, b"y") };
+        let other_type = Fragment {
+            msg_type: 2,
+            ..frag(0, 4, 1, b"y")
+        };
         assert_eq!(r.insert(&other_type, true), Insert::Dropped);
     }
 }

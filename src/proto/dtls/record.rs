@@ -82,9 +82,18 @@ impl RecordHeader {
             return Err(RecordError::TooLong { len });
         }
         if r.rest().len() < len {
-            return Err(RecordError::Truncated { len, have: r.rest().len() });
+            return Err(RecordError::Truncated {
+                len,
+                have: r.rest().len(),
+            });
         }
-        Ok(Self { content_type, version, epoch, seq, len })
+        Ok(Self {
+            content_type,
+            version,
+            epoch,
+            seq,
+            len,
+        })
     }
 
     pub fn total_len(&self) -> usize {
@@ -103,7 +112,14 @@ pub(crate) fn seq_num(epoch: u16, seq: u64) -> [u8; 8] {
     [e[0], e[1], s[0], s[1], s[2], s[3], s[4], s[5]]
 }
 
-pub(crate) fn write_header(out: &mut [u8], content_type: u8, version: u16, epoch: u16, seq: u64, len: usize) {
+pub(crate) fn write_header(
+    out: &mut [u8],
+    content_type: u8,
+    version: u16,
+    epoch: u16,
+    seq: u64,
+    len: usize,
+) {
     out[0] = content_type;
     out[1..3].copy_from_slice(&version.to_be_bytes());
     out[3..11].copy_from_slice(&seq_num(epoch, seq));
@@ -190,13 +206,26 @@ pub(crate) fn seal(
     match key {
         RecordKey::Aead(k) => seal_aead(k, content_type, version, sn, &mut rec[..total], plain_len),
         RecordKey::Cbc(k, _) => {
-            k.seal(sn, content_type, version, &mut rec[HEADER_LEN..total], plain_len);
+            k.seal(
+                sn,
+                content_type,
+                version,
+                &mut rec[HEADER_LEN..total],
+                plain_len,
+            );
         }
     }
     Some(total)
 }
 
-fn seal_aead(key: &AeadKey, content_type: u8, version: u16, sn: [u8; 8], rec: &mut [u8], plain_len: usize) {
+fn seal_aead(
+    key: &AeadKey,
+    content_type: u8,
+    version: u16,
+    sn: [u8; 8],
+    rec: &mut [u8],
+    plain_len: usize,
+) {
     let x = key.suite().explicit_nonce_len();
     // We use epoch‖seq as the GCM explicit nonce: unique per key by construction.
     rec[HEADER_LEN..HEADER_LEN + x].copy_from_slice(&sn[..x]);
@@ -226,7 +255,8 @@ pub(crate) fn open(key: &RecordKey, hdr: &RecordHeader, body: &mut [u8]) -> Opti
         e
     };
     let a = aad(hdr.seq_num(), hdr.content_type, hdr.version, plain_len);
-    key.open(explicit, a, &mut body[x..]).then_some(x..x + plain_len)
+    key.open(explicit, a, &mut body[x..])
+        .then_some(x..x + plain_len)
 }
 
 #[cfg(test)]
@@ -238,16 +268,28 @@ mod tests {
     #[test]
     fn parse_checks_lengths() {
         for n in 0..HEADER_LEN {
-            assert_eq!(RecordHeader::parse(&[0x17; 12][..n]), Err(RecordError::ShortHeader { have: n }));
+            assert_eq!(
+                RecordHeader::parse(&[0x17; 12][..n]),
+                Err(RecordError::ShortHeader { have: n })
+            );
         }
         let mut rec = [0u8; 20];
         rec[..13].copy_from_slice(&[23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 7]);
         let h = RecordHeader::parse(&rec).unwrap();
-        assert_eq!((h.content_type, h.version, h.epoch, h.seq, h.len), (23, DTLS1_2, 1, 9, 7));
+        assert_eq!(
+            (h.content_type, h.version, h.epoch, h.seq, h.len),
+            (23, DTLS1_2, 1, 9, 7)
+        );
         assert_eq!(h.total_len(), 20);
-        assert_eq!(RecordHeader::parse(&rec[..19]), Err(RecordError::Truncated { len: 7, have: 6 }));
+        assert_eq!(
+            RecordHeader::parse(&rec[..19]),
+            Err(RecordError::Truncated { len: 7, have: 6 })
+        );
         rec[11..13].copy_from_slice(&0xffffu16.to_be_bytes());
-        assert_eq!(RecordHeader::parse(&rec), Err(RecordError::TooLong { len: 0xffff }));
+        assert_eq!(
+            RecordHeader::parse(&rec),
+            Err(RecordError::TooLong { len: 0xffff })
+        );
     }
 
     #[test]
@@ -277,19 +319,31 @@ mod tests {
             let x = suite.explicit_nonce_len();
             for len in (0..40).chain([100, 1400]) {
                 let n = record_len(Some(key), len);
-                assert!(n - HEADER_LEN - len <= suite.record_overhead(), "{suite} {len}");
+                assert!(
+                    n - HEADER_LEN - len <= suite.record_overhead(),
+                    "{suite} {len}"
+                );
                 // max_plain inverts record_len: CBC rounds up to whole blocks.
                 let most = max_plain(Some(key), n).unwrap();
-                assert!(most >= len && record_len(Some(key), most) == n, "{suite} {len}");
+                assert!(
+                    most >= len && record_len(Some(key), most) == n,
+                    "{suite} {len}"
+                );
                 assert!(suite.is_cbc() || most == len);
                 assert!(max_plain(Some(key), n - 1).is_none_or(|m| m < len));
                 let mut rec = vec![0u8; n];
                 rec[HEADER_LEN + x..][..len].fill(0xab);
-                assert_eq!(seal(key, content::APPLICATION_DATA, v, 1, 42, &mut rec, len), Some(n));
+                assert_eq!(
+                    seal(key, content::APPLICATION_DATA, v, 1, 42, &mut rec, len),
+                    Some(n)
+                );
                 let h = RecordHeader::parse(&rec).unwrap();
                 assert_eq!((h.version, h.epoch, h.seq, h.total_len()), (v, 1, 42, n));
                 let mut tampered = rec.clone();
-                assert!(open(other, &h, &mut rec.clone()[HEADER_LEN..]).is_none(), "{suite}: other direction's key");
+                assert!(
+                    open(other, &h, &mut rec.clone()[HEADER_LEN..]).is_none(),
+                    "{suite}: other direction's key"
+                );
                 let pt = open(key, &h, &mut rec[HEADER_LEN..]).unwrap();
                 assert_eq!(pt.len(), len);
                 assert!(rec[HEADER_LEN..][pt].iter().all(|&b| b == 0xab));
@@ -297,14 +351,26 @@ mod tests {
                 for i in [1, 2, 4, 10, HEADER_LEN + 2, n - 1] {
                     tampered[i] ^= 0x40;
                     let h2 = RecordHeader::parse(&tampered).unwrap();
-                    assert!(open(key, &h2, &mut tampered.clone()[HEADER_LEN..]).is_none(), "{suite} byte {i}");
+                    assert!(
+                        open(key, &h2, &mut tampered.clone()[HEADER_LEN..]).is_none(),
+                        "{suite} byte {i}"
+                    );
                     tampered[i] ^= 0x40;
                 }
                 assert!(seal(key, 23, v, 1, 43, &mut rec[..n - 1], len).is_none());
             }
-            let h = RecordHeader { content_type: 23, version: v, epoch: 1, seq: 0, len: 0 };
+            let h = RecordHeader {
+                content_type: 23,
+                version: v,
+                epoch: 1,
+                seq: 0,
+                len: 0,
+            };
             for short in [0, x + TAG_LEN - 1, 47] {
-                assert!(open(key, &h, &mut vec![0u8; short]).is_none(), "{suite} {short}");
+                assert!(
+                    open(key, &h, &mut vec![0u8; short]).is_none(),
+                    "{suite} {short}"
+                );
             }
         }
     }

@@ -45,7 +45,11 @@ impl ReplayWindow {
             (self.top, self.bits, self.seen) = (seq, 1, true);
         } else if seq > self.top {
             let shift = seq - self.top;
-            self.bits = if shift >= WINDOW { 1 } else { (self.bits << shift) | 1 };
+            self.bits = if shift >= WINDOW {
+                1
+            } else {
+                (self.bits << shift) | 1
+            };
             self.top = seq;
         } else {
             let back = self.top - seq;

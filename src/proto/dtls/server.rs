@@ -22,8 +22,13 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 
 use super::codec::Short;
 use super::conn::{Conn, Machine};
-use super::handshake::{encode_server_hello, msg, parse_client_hello, parse_psk_client_key_exchange, ClientHello};
-use super::keys::{derive_keys, master_secret, psk_premaster, verify_data, Side, MASTER_SECRET_LEN, VERIFY_DATA_LEN};
+use super::handshake::{
+    encode_server_hello, msg, parse_client_hello, parse_psk_client_key_exchange, ClientHello,
+};
+use super::keys::{
+    derive_keys, master_secret, psk_premaster, verify_data, Side, MASTER_SECRET_LEN,
+    VERIFY_DATA_LEN,
+};
 use super::reassembly::Message;
 use super::record::DTLS1_2;
 use super::{CipherSuite, DtlsConfig, DtlsCounters, DtlsError, DtlsEvent, Received};
@@ -31,7 +36,11 @@ use super::{CipherSuite, DtlsConfig, DtlsCounters, DtlsError, DtlsEvent, Receive
 /// How the session's keys come about.
 enum Setup {
     Psk([u8; 32]),
-    Resume { session_id: [u8; 32], master: [u8; MASTER_SECRET_LEN], suite: CipherSuite },
+    Resume {
+        session_id: [u8; 32],
+        master: [u8; MASTER_SECRET_LEN],
+        suite: CipherSuite,
+    },
 }
 
 /// Keys are derived; what Finished needs.
@@ -44,9 +53,17 @@ struct Keyed {
 /// Server handshake states (style.md §2); each transition consumes the state.
 enum State {
     ExpectClientHello(Setup),
-    ExpectClientKeyExchange { suite: CipherSuite, psk: [u8; 32], client_random: [u8; 32], server_random: [u8; 32] },
+    ExpectClientKeyExchange {
+        suite: CipherSuite,
+        psk: [u8; 32],
+        client_random: [u8; 32],
+        server_random: [u8; 32],
+    },
     ExpectCcs(Keyed),
-    ExpectFinished { keyed: Keyed, expected: [u8; VERIFY_DATA_LEN] },
+    ExpectFinished {
+        keyed: Keyed,
+        expected: [u8; VERIFY_DATA_LEN],
+    },
     Traffic(CipherSuite),
     Closed,
 }
@@ -103,15 +120,28 @@ impl State {
     fn handle(self, c: &mut Conn, now: Instant, m: Message) -> Result<Self, DtlsError> {
         match (self, m.msg_type) {
             (Self::ExpectClientHello(setup), msg::CLIENT_HELLO) => client_hello(setup, c, now, m),
-            (Self::ExpectClientKeyExchange { suite, psk, client_random, server_random }, msg::CLIENT_KEY_EXCHANGE) => {
+            (
+                Self::ExpectClientKeyExchange {
+                    suite,
+                    psk,
+                    client_random,
+                    server_random,
+                },
+                msg::CLIENT_KEY_EXCHANGE,
+            ) => {
                 // The identity is always "psk" and means nothing (notes §5.1 item 4).
                 parse_psk_client_key_exchange(&m.body).map_err(decode)?;
                 c.add_to_transcript(&m);
                 let hash = suite.prf_hash();
-                let master = master_secret(hash, &psk_premaster(&psk), &client_random, &server_random);
+                let master =
+                    master_secret(hash, &psk_premaster(&psk), &client_random, &server_random);
                 let keys = derive_keys(suite, &master, &client_random, &server_random);
                 c.install_keys(keys.client_write, keys.server_write);
-                Ok(Self::ExpectCcs(Keyed { suite, master, resumed: false }))
+                Ok(Self::ExpectCcs(Keyed {
+                    suite,
+                    master,
+                    resumed: false,
+                }))
             }
             (Self::ExpectFinished { keyed, expected }, msg::FINISHED) => {
                 verify_slices_are_equal(&m.body, &expected).map_err(|_| DtlsError::BadFinished)?;
@@ -123,7 +153,12 @@ impl State {
                     c.peer_flight_done(m.seq);
                     c.begin_flight();
                     c.push_ccs();
-                    let vd = verify_data(keyed.suite.prf_hash(), &keyed.master, Side::Server, &c.transcript);
+                    let vd = verify_data(
+                        keyed.suite.prf_hash(),
+                        &keyed.master,
+                        Side::Server,
+                        &c.transcript,
+                    );
                     c.push_message(msg::FINISHED, &vd);
                     // Final flight: no timer, resent only if the client repeats its Finished.
                     c.send_flight(now, false);
@@ -136,7 +171,10 @@ impl State {
                 c.counters.unexpected += 1;
                 Ok(Self::Traffic(suite))
             }
-            (s, t) => Err(DtlsError::Inappropriate { expected: s.name(), got: msg::name(t) }),
+            (s, t) => Err(DtlsError::Inappropriate {
+                expected: s.name(),
+                got: msg::name(t),
+            }),
         }
     }
 }
@@ -153,20 +191,43 @@ fn client_hello(setup: Setup, c: &mut Conn, now: Instant, m: Message) -> Result<
             let suite = choose_suite(&c.cfg, &ch)?;
             // A fresh session id: echoing the App-ID would announce a resumption (§5.1 item 6).
             let sid = c.random32();
-            let sh = encode_server_hello(c.version, &server_random, &sid, suite.id(), ch.secure_renegotiation);
+            let sh = encode_server_hello(
+                c.version,
+                &server_random,
+                &sid,
+                suite.id(),
+                ch.secure_renegotiation,
+            );
             c.push_message(msg::SERVER_HELLO, &sh);
             c.push_message(msg::SERVER_HELLO_DONE, &[]);
             c.send_flight(now, true);
-            Ok(State::ExpectClientKeyExchange { suite, psk, client_random: ch.random, server_random })
+            Ok(State::ExpectClientKeyExchange {
+                suite,
+                psk,
+                client_random: ch.random,
+                server_random,
+            })
         }
-        Setup::Resume { session_id, master, suite } => {
+        Setup::Resume {
+            session_id,
+            master,
+            suite,
+        } => {
             if ch.session_id != session_id {
                 return Err(DtlsError::Resumption("ClientHello names another session"));
             }
             if !ch.suite_ids().any(|id| id == suite.id()) {
-                return Err(DtlsError::Resumption("the session's cipher suite is not offered"));
+                return Err(DtlsError::Resumption(
+                    "the session's cipher suite is not offered",
+                ));
             }
-            let sh = encode_server_hello(c.version, &server_random, &session_id, suite.id(), ch.secure_renegotiation);
+            let sh = encode_server_hello(
+                c.version,
+                &server_random,
+                &session_id,
+                suite.id(),
+                ch.secure_renegotiation,
+            );
             c.push_message(msg::SERVER_HELLO, &sh);
             let keys = derive_keys(suite, &master, &ch.random, &server_random);
             c.install_keys(keys.client_write, keys.server_write);
@@ -174,7 +235,11 @@ fn client_hello(setup: Setup, c: &mut Conn, now: Instant, m: Message) -> Result<
             let vd = verify_data(suite.prf_hash(), &master, Side::Server, &c.transcript);
             c.push_message(msg::FINISHED, &vd);
             c.send_flight(now, true);
-            Ok(State::ExpectCcs(Keyed { suite, master, resumed: true }))
+            Ok(State::ExpectCcs(Keyed {
+                suite,
+                master,
+                resumed: true,
+            }))
         }
     }
 }
@@ -190,7 +255,12 @@ impl Machine for State {
         match mem::replace(self, Self::Closed) {
             Self::ExpectCcs(keyed) => {
                 c.activate_read();
-                let expected = verify_data(keyed.suite.prf_hash(), &keyed.master, Side::Client, &c.transcript);
+                let expected = verify_data(
+                    keyed.suite.prf_hash(),
+                    &keyed.master,
+                    Side::Client,
+                    &c.transcript,
+                );
                 *self = Self::ExpectFinished { keyed, expected };
             }
             other => {
@@ -210,7 +280,10 @@ impl DtlsServer {
     /// A PSK-NEGOTIATE server; `psk` is the TLS exporter value of the CSTP
     /// connection (protocol notes §5.1 item 3).
     pub fn new_psk(psk: [u8; 32], cfg: &DtlsConfig, now: Instant) -> Self {
-        Self { conn: Conn::new(cfg, now, DTLS1_2), state: State::ExpectClientHello(Setup::Psk(psk)) }
+        Self {
+            conn: Conn::new(cfg, now, DTLS1_2),
+            state: State::ExpectClientHello(Setup::Psk(psk)),
+        }
     }
 
     /// A legacy server that only resumes `session_id` with the client's
@@ -224,14 +297,25 @@ impl DtlsServer {
         cfg: &DtlsConfig,
         now: Instant,
     ) -> Self {
-        let setup = Setup::Resume { session_id, master, suite };
-        Self { conn: Conn::new(cfg, now, suite.version()), state: State::ExpectClientHello(setup) }
+        let setup = Setup::Resume {
+            session_id,
+            master,
+            suite,
+        };
+        Self {
+            conn: Conn::new(cfg, now, suite.version()),
+            state: State::ExpectClientHello(setup),
+        }
     }
 
     /// Processes one received datagram; see [`Received`] for datagrams that
     /// hold several records. An `Err` is fatal: drain `poll_transmit` once
     /// to send the alert, then drop the server.
-    pub fn handle_datagram<'a>(&mut self, now: Instant, data: &'a mut [u8]) -> Result<Received<'a>, DtlsError> {
+    pub fn handle_datagram<'a>(
+        &mut self,
+        now: Instant,
+        data: &'a mut [u8],
+    ) -> Result<Received<'a>, DtlsError> {
         self.conn.handle_datagram(&mut self.state, now, data)
     }
 
@@ -263,7 +347,11 @@ impl DtlsServer {
     /// record ends up at the returned range of `buf` (it starts later than 0
     /// for the AEADs, whose explicit nonce is shorter than CBC's IV, or
     /// absent). No allocation.
-    pub fn seal_in_place(&mut self, buf: &mut [u8], payload_len: usize) -> Result<Range<usize>, DtlsError> {
+    pub fn seal_in_place(
+        &mut self,
+        buf: &mut [u8],
+        payload_len: usize,
+    ) -> Result<Range<usize>, DtlsError> {
         self.conn.seal_in_place(buf, payload_len)
     }
 
@@ -302,10 +390,15 @@ impl DtlsServer {
 
 pub(super) fn seal_copy(c: &mut Conn, payload: &[u8], out: &mut [u8]) -> Result<usize, DtlsError> {
     if payload.len() > super::MAX_PLAINTEXT {
-        return Err(DtlsError::TooLong { len: payload.len(), max: super::MAX_PLAINTEXT });
+        return Err(DtlsError::TooLong {
+            len: payload.len(),
+            max: super::MAX_PLAINTEXT,
+        });
     }
     let need = super::HEADROOM + payload.len() + super::TAILROOM;
-    let Some(buf) = out.get_mut(..need) else { return Err(DtlsError::BufferTooSmall { need }) };
+    let Some(buf) = out.get_mut(..need) else {
+        return Err(DtlsError::BufferTooSmall { need });
+    };
     buf[super::HEADROOM..super::HEADROOM + payload.len()].copy_from_slice(payload);
     let r = c.seal_in_place(buf, payload.len())?;
     buf.copy_within(r.clone(), 0);

@@ -133,7 +133,10 @@ impl CipherSuite {
     /// True for the plain-PSK suites (full handshake); false for the
     /// resumption-only ones.
     pub fn is_psk(self) -> bool {
-        matches!(self, Self::PskAes128GcmSha256 | Self::PskAes256GcmSha384 | Self::PskChacha20Poly1305Sha256)
+        matches!(
+            self,
+            Self::PskAes128GcmSha256 | Self::PskAes256GcmSha384 | Self::PskChacha20Poly1305Sha256
+        )
     }
 
     pub fn prf_hash(self) -> PrfHash {

@@ -3,7 +3,9 @@
 //! [`for_each_segment`], our model of the kernel cutting that write, as
 //! the packets that went in, in order, with valid checksums.
 
-use crate::proto::offload::{for_each_segment, fold, sum, Gro, VnetHdr, MAX_GRO_SEGMENTS, MAX_SUPER_PACKET, VNET_HDR_LEN};
+use crate::proto::offload::{
+    fold, for_each_segment, sum, Gro, VnetHdr, MAX_GRO_SEGMENTS, MAX_SUPER_PACKET, VNET_HDR_LEN,
+};
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -21,7 +23,11 @@ struct Flow {
 
 impl Flow {
     fn l4(self) -> usize {
-        if self.v6 { 40 } else { 20 }
+        if self.v6 {
+            40
+        } else {
+            20
+        }
     }
 
     fn headers(self) -> usize {
@@ -79,7 +85,11 @@ impl Flow {
 
 /// The pseudo-header's part of an L4 checksum.
 fn pseudo(pkt: &[u8], v6: bool, l4_len: usize) -> u64 {
-    let (addrs, proto) = if v6 { (&pkt[8..40], pkt[6]) } else { (&pkt[12..20], pkt[9]) };
+    let (addrs, proto) = if v6 {
+        (&pkt[8..40], pkt[6])
+    } else {
+        (&pkt[12..20], pkt[9])
+    };
     sum(addrs, u64::from(proto) + l4_len as u64)
 }
 
@@ -92,7 +102,11 @@ pub fn gro_roundtrip(data: &[u8]) {
     let mut byte = move || input.next();
     let Some(setup) = byte() else { return };
     let merge_udp = setup & 1 != 0;
-    let flow = Flow { v6: setup & 2 != 0, udp: setup & 4 != 0, opt_words: usize::from(setup >> 3 & 3) };
+    let flow = Flow {
+        v6: setup & 2 != 0,
+        udp: setup & 4 != 0,
+        opt_words: usize::from(setup >> 3 & 3),
+    };
     // Start anywhere, near the wrap of the sequence space too.
     let mut seq = u32::from_be_bytes([byte().unwrap_or(0), 0xff, 0xff, byte().unwrap_or(0)]);
     let mut id = u16::from(byte().unwrap_or(0)) << 8;
@@ -114,7 +128,10 @@ pub fn gro_roundtrip(data: &[u8]) {
                 seq = seq.wrapping_add(1);
             }
             if op & 3 == 2 {
-                let at = usize::from(u16::from_be_bytes([byte().unwrap_or(0), byte().unwrap_or(0)])) % p.len();
+                let at = usize::from(u16::from_be_bytes([
+                    byte().unwrap_or(0),
+                    byte().unwrap_or(0),
+                ])) % p.len();
                 p[at] ^= byte().unwrap_or(0xff);
             }
             p
@@ -172,7 +189,10 @@ fn flush(pkts: &[Vec<u8>], (gro, members, payloads): (Gro, Vec<usize>, Vec<u8>))
     let hdr: &mut [u8; VNET_HDR_LEN] = hdr.try_into().expect("header length");
     gro.finish(hdr, &mut first[..pkts[members[0]].len()]);
     if members.len() == 1 {
-        assert_eq!(*hdr, [0; VNET_HDR_LEN], "a lone packet is written as it came");
+        assert_eq!(
+            *hdr, [0; VNET_HDR_LEN],
+            "a lone packet is written as it came"
+        );
         assert_eq!(first, &pkts[members[0]][..]);
         return vec![first.to_vec()];
     }
@@ -180,8 +200,13 @@ fn flush(pkts: &[Vec<u8>], (gro, members, payloads): (Gro, Vec<usize>, Vec<u8>))
     let (h, sp) = VnetHdr::split(&mut write).expect("header");
     let mut scratch = vec![0u8; MAX_SUPER_PACKET];
     let mut segs = Vec::new();
-    for_each_segment(&h, sp, &mut scratch, |s| segs.push(s.to_vec())).expect("our own super-packet cuts");
-    assert_eq!(segs.len(), members.len(), "as many segments as packets merged");
+    for_each_segment(&h, sp, &mut scratch, |s| segs.push(s.to_vec()))
+        .expect("our own super-packet cuts");
+    assert_eq!(
+        segs.len(),
+        members.len(),
+        "as many segments as packets merged"
+    );
     let l4 = usize::from(h.csum_start);
     let csum = l4 + usize::from(h.csum_offset);
     let v6 = segs[0][0] >> 4 == 6;
@@ -194,12 +219,23 @@ fn flush(pkts: &[Vec<u8>], (gro, members, payloads): (Gro, Vec<usize>, Vec<u8>))
         let urgent = |k: usize| h.csum_offset == 16 && (l4 + 18..l4 + 20).contains(&k);
         let rewritten = |k: usize| ip_id_or_csum(k) || urgent(k) || (csum..csum + 2).contains(&k);
         for (k, (a, b)) in seg.iter().zip(orig).enumerate() {
-            assert!(a == b || rewritten(k), "packet {m} byte {k}: {a:#04x} after the cut, {b:#04x} before");
+            assert!(
+                a == b || rewritten(k),
+                "packet {m} byte {k}: {a:#04x} after the cut, {b:#04x} before"
+            );
         }
         if !v6 {
-            assert_eq!(fold(sum(&seg[..20], 0)), 0xffff, "IPv4 header checksum of packet {m}");
+            assert_eq!(
+                fold(sum(&seg[..20], 0)),
+                0xffff,
+                "IPv4 header checksum of packet {m}"
+            );
         }
-        assert_eq!(fold(sum(&seg[l4..], pseudo(seg, v6, seg.len() - l4))), 0xffff, "L4 checksum of packet {m}");
+        assert_eq!(
+            fold(sum(&seg[l4..], pseudo(seg, v6, seg.len() - l4))),
+            0xffff,
+            "L4 checksum of packet {m}"
+        );
     }
     segs
 }
@@ -221,7 +257,11 @@ mod tests {
     fn full_flows_merge_and_come_back() {
         for setup in [0u8, 2, 5, 7, 8 | 2, 24] {
             let pkts: Vec<Vec<u8>> = {
-                let flow = Flow { v6: setup & 2 != 0, udp: setup & 4 != 0, opt_words: usize::from(setup >> 3 & 3) };
+                let flow = Flow {
+                    v6: setup & 2 != 0,
+                    udp: setup & 4 != 0,
+                    opt_words: usize::from(setup >> 3 & 3),
+                };
                 let mut seq = 0xffff_f000u32;
                 (0..10)
                     .map(|i| {
@@ -233,7 +273,10 @@ mod tests {
                     .collect()
             };
             let (out, writes) = merge_and_cut(&pkts, setup & 1 != 0);
-            assert_eq!(out, pkts, "setup {setup}: checksums and IDs were right, so nothing changes");
+            assert_eq!(
+                out, pkts,
+                "setup {setup}: checksums and IDs were right, so nothing changes"
+            );
             // TCP always merges; UDP only where asked (setup bit 0).
             let merges = setup & 4 == 0 || setup & 1 != 0;
             assert_eq!(writes, if merges { 1 } else { 10 }, "setup {setup}");

@@ -61,11 +61,17 @@ impl Conn {
             };
             let start = off + HEADER_LEN;
             off += hdr.total_len();
-            let Some(pt) = self.unprotect(&hdr, &mut data[start..off], m.expects_finished())? else { continue };
+            let Some(pt) = self.unprotect(&hdr, &mut data[start..off], m.expects_finished())?
+            else {
+                continue;
+            };
             let pt = start + pt.start..start + pt.end;
             match hdr.content_type {
                 content::APPLICATION_DATA if self.connected && hdr.epoch == 1 => {
-                    return Ok(Received::AppData { data: &mut data[pt], next: off });
+                    return Ok(Received::AppData {
+                        data: &mut data[pt],
+                        next: off,
+                    });
                 }
                 content::HANDSHAKE => self.handshake_record(m, now, hdr.epoch, &data[pt])?,
                 content::CHANGE_CIPHER_SPEC if self.is_ccs(&data[pt.clone()]) => {
@@ -75,7 +81,9 @@ impl Conn {
                         self.counters.unexpected += 1;
                     }
                 }
-                content::ALERT if pt.len() == 2 => self.alert_record([data[pt.start], data[pt.start + 1]]),
+                content::ALERT if pt.len() == 2 => {
+                    self.alert_record([data[pt.start], data[pt.start + 1]])
+                }
                 content::APPLICATION_DATA => self.counters.unexpected += 1,
                 _ => self.counters.malformed += 1,
             }
@@ -123,7 +131,9 @@ impl Conn {
                         return Ok(None);
                     }
                 }
-                let Some(key) = self.read_key.as_ref() else { return Ok(None) };
+                let Some(key) = self.read_key.as_ref() else {
+                    return Ok(None);
+                };
                 match record::open(key, hdr, body) {
                     Some(r) => {
                         self.replay.mark(hdr.seq);

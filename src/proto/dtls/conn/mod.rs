@@ -111,7 +111,8 @@ impl Conn {
 
     pub(crate) fn add_to_transcript(&mut self, m: &Message) {
         if self.hashes_headers() {
-            self.transcript.extend_from_slice(&encode_message(m.msg_type, m.seq, &m.body));
+            self.transcript
+                .extend_from_slice(&encode_message(m.msg_type, m.seq, &m.body));
         } else {
             self.transcript.extend_from_slice(&m.body);
         }
@@ -126,7 +127,11 @@ impl Conn {
     pub(crate) fn push_message(&mut self, msg_type: u8, body: &[u8]) {
         let m = encode_message(msg_type, self.out_msg_seq, body);
         self.out_msg_seq = self.out_msg_seq.wrapping_add(1);
-        let hashed = if self.hashes_headers() { &m[..] } else { &m[HS_HEADER_LEN..] };
+        let hashed = if self.hashes_headers() {
+            &m[..]
+        } else {
+            &m[HS_HEADER_LEN..]
+        };
         self.transcript.extend_from_slice(hashed);
         self.flight.push_handshake(m);
     }
@@ -143,7 +148,8 @@ impl Conn {
     }
 
     pub(crate) fn send_flight(&mut self, now: Instant, expect_reply: bool) {
-        self.flight.send(now, expect_reply, self.cfg.retransmit_initial);
+        self.flight
+            .send(now, expect_reply, self.cfg.retransmit_initial);
     }
 
     /// Forgets our flight: the peer's final flight ended the handshake.
@@ -248,12 +254,24 @@ impl Conn {
         let lim = out.len().min(self.cfg.mtu);
         let out = &mut out[..lim];
         if let Some(a) = self.alert.take() {
-            let key = if self.write_epoch == 1 { self.write_key.as_ref() } else { None };
+            let key = if self.write_epoch == 1 {
+                self.write_key.as_ref()
+            } else {
+                None
+            };
             let at = record::payload_offset(key);
             let seq = self.write_seq[usize::from(self.write_epoch)];
             if out.len() >= record::record_len(key, 2) && seq <= MAX_SEQ {
                 out[at..at + 2].copy_from_slice(&a);
-                let n = record::finish(out, content::ALERT, self.version, self.write_epoch, seq, key, 2)?;
+                let n = record::finish(
+                    out,
+                    content::ALERT,
+                    self.version,
+                    self.write_epoch,
+                    seq,
+                    key,
+                    2,
+                )?;
                 self.write_seq[usize::from(self.write_epoch)] = seq + 1;
                 return Some(n);
             }
@@ -261,13 +279,22 @@ impl Conn {
         if self.closed {
             return None;
         }
-        let n = self.flight.write_datagram(out, self.write_key.as_ref(), &mut self.write_seq, self.version)?;
+        let n = self.flight.write_datagram(
+            out,
+            self.write_key.as_ref(),
+            &mut self.write_seq,
+            self.version,
+        )?;
         Some(n)
     }
 
     /// Seals application data laid out as `HEADROOM ‖ payload ‖ TAILROOM`;
     /// returns where the record is inside `buf`.
-    pub(crate) fn seal_in_place(&mut self, buf: &mut [u8], payload_len: usize) -> Result<Range<usize>, DtlsError> {
+    pub(crate) fn seal_in_place(
+        &mut self,
+        buf: &mut [u8],
+        payload_len: usize,
+    ) -> Result<Range<usize>, DtlsError> {
         if self.closed {
             return Err(DtlsError::Closed);
         }
@@ -275,7 +302,10 @@ impl Conn {
             return Err(DtlsError::NotConnected);
         };
         if payload_len > MAX_PLAINTEXT {
-            return Err(DtlsError::TooLong { len: payload_len, max: MAX_PLAINTEXT });
+            return Err(DtlsError::TooLong {
+                len: payload_len,
+                max: MAX_PLAINTEXT,
+            });
         }
         let need = super::HEADROOM + payload_len + super::TAILROOM;
         if buf.len() < need {
@@ -290,8 +320,16 @@ impl Conn {
         // ChaCha20-Poly1305 has no explicit nonce, GCM a shorter one than
         // CBC's IV: their records start later.
         let start = super::HEADROOM - record::payload_offset(Some(key));
-        let n = record::seal(key, content::APPLICATION_DATA, self.version, 1, seq, &mut buf[start..], payload_len)
-            .ok_or(DtlsError::BufferTooSmall { need })?;
+        let n = record::seal(
+            key,
+            content::APPLICATION_DATA,
+            self.version,
+            1,
+            seq,
+            &mut buf[start..],
+            payload_len,
+        )
+        .ok_or(DtlsError::BufferTooSmall { need })?;
         self.write_seq[1] = seq + 1;
         Ok(start..start + n)
     }

@@ -13,7 +13,11 @@ const CBC_SUITES: [CipherSuite; 2] = [CipherSuite::RsaAes128CbcSha, CipherSuite:
 
 fn body_of(fragment: &[u8]) -> (u8, u16, Vec<u8>) {
     let f = parse_fragment(&mut Reader::new(fragment)).unwrap();
-    assert_eq!(f.offset as usize + f.body.len(), f.length as usize, "unfragmented");
+    assert_eq!(
+        f.offset as usize + f.body.len(),
+        f.length as usize,
+        "unfragmented"
+    );
     (f.msg_type, f.seq, f.body.to_vec())
 }
 
@@ -31,7 +35,11 @@ fn resume_both_cbc_suites_with_and_without_loss() {
             p.drive();
             p.assert_connected(suite);
             // Lost: the server resends its flight after 1 s, the client its answer.
-            assert_eq!(p.elapsed(), Duration::from_secs(u64::from(drop_final)), "{suite}");
+            assert_eq!(
+                p.elapsed(),
+                Duration::from_secs(u64::from(drop_final)),
+                "{suite}"
+            );
             assert_eq!(p.server.counters().retransmits, u64::from(drop_final));
             assert_eq!(p.client.counters().retransmits, u64::from(drop_final));
             for len in [0, 1, 11, 12, 27, 28, 1399, 1400] {
@@ -66,15 +74,24 @@ fn wire_format_and_finished_transcript() {
     let (t, seq, ch_body) = body_of(&ch[0].3);
     assert_eq!((t, seq), (msg::CLIENT_HELLO, 0));
     let hello = parse_client_hello(&ch_body).unwrap();
-    assert_eq!((hello.version, hello.session_id), (DTLS0_9, &SESSION_ID[..]));
+    assert_eq!(
+        (hello.version, hello.session_id),
+        (DTLS0_9, &SESSION_ID[..])
+    );
     assert_eq!(hello.suites, [0x00, 0x35]);
 
     let flight = records(&p.log[1][0]);
-    assert_eq!(flight.iter().map(|r| (r.0, r.1, r.2)).collect::<Vec<_>>(), [(22, 0, 0), (20, 0, 1), (22, 1, 0)]);
+    assert_eq!(
+        flight.iter().map(|r| (r.0, r.1, r.2)).collect::<Vec<_>>(),
+        [(22, 0, 0), (20, 0, 1), (22, 1, 0)]
+    );
     let (t, seq, sh_body) = body_of(&flight[0].3);
     assert_eq!((t, seq), (msg::SERVER_HELLO, 0));
     let sh = parse_server_hello(&sh_body).unwrap();
-    assert_eq!((sh.version, sh.session_id, sh.suite), (DTLS0_9, &SESSION_ID[..], 0x0035));
+    assert_eq!(
+        (sh.version, sh.session_id, sh.suite),
+        (DTLS0_9, &SESSION_ID[..], 0x0035)
+    );
     assert_eq!(flight[1].3, [1, 0, 1]);
 
     // Decrypt the server's Finished with keys derived here from the randoms.
@@ -86,11 +103,17 @@ fn wire_format_and_finished_transcript() {
     let (t, seq, vd) = body_of(&body[pt]);
     assert_eq!((t, seq), (msg::FINISHED, 2));
     let transcript = [&ch_body[..], &sh_body[..]].concat();
-    assert_eq!(vd, verify_data(PrfHash::Md5Sha1, &MASTER, Side::Server, &transcript));
+    assert_eq!(
+        vd,
+        verify_data(PrfHash::Md5Sha1, &MASTER, Side::Server, &transcript)
+    );
 
     // The client's CCS and Finished.
     let fin2 = records(&p.log[0][1]);
-    assert_eq!(fin2.iter().map(|r| (r.0, r.1, r.2)).collect::<Vec<_>>(), [(20, 0, 1), (22, 1, 0)]);
+    assert_eq!(
+        fin2.iter().map(|r| (r.0, r.1, r.2)).collect::<Vec<_>>(),
+        [(20, 0, 1), (22, 1, 0)]
+    );
     assert_eq!(fin2[0].3, [1, 0, 1]);
     let dgram = &p.log[0][1];
     let at = dgram.len() - HEADER_LEN - fin2[1].3.len();
@@ -100,7 +123,10 @@ fn wire_format_and_finished_transcript() {
     let (t, seq, vd2) = body_of(&body[pt]);
     assert_eq!((t, seq), (msg::FINISHED, 2));
     let transcript = [&ch_body[..], &sh_body[..], &vd[..]].concat();
-    assert_eq!(vd2, verify_data(PrfHash::Md5Sha1, &MASTER, Side::Client, &transcript));
+    assert_eq!(
+        vd2,
+        verify_data(PrfHash::Md5Sha1, &MASTER, Side::Client, &transcript)
+    );
 }
 
 /// At the smallest MTU the ClientHello, ServerHello and both encrypted
@@ -108,7 +134,10 @@ fn wire_format_and_finished_transcript() {
 #[test]
 fn tiny_mtu_fragments_cbc_flights() {
     for suite in CBC_SUITES {
-        let cfg = DtlsConfig { mtu: MIN_MTU, ..DtlsConfig::default() };
+        let cfg = DtlsConfig {
+            mtu: MIN_MTU,
+            ..DtlsConfig::default()
+        };
         let mut p = Pair::new(
             |now| DtlsClient::new_resume(SESSION_ID, MASTER, suite, &cfg, now),
             |now| DtlsServer::new_resume(SESSION_ID, MASTER, suite, &cfg, now),
@@ -127,7 +156,15 @@ fn refusals() {
     let cbc = CipherSuite::RsaAes128CbcSha;
     // DTLS 1.2 ClientHellos never reach a DTLS 0.9 server: dropped and counted.
     let mut p = Pair::new(
-        |now| DtlsClient::new_resume(SESSION_ID, MASTER, CipherSuite::RsaAes128GcmSha256, &cfg, now),
+        |now| {
+            DtlsClient::new_resume(
+                SESSION_ID,
+                MASTER,
+                CipherSuite::RsaAes128GcmSha256,
+                &cfg,
+                now,
+            )
+        },
         |now| DtlsServer::new_resume(SESSION_ID, MASTER, cbc, &cfg, now),
     );
     p.drive();
@@ -136,7 +173,15 @@ fn refusals() {
     // Nor the other way round.
     let mut p = Pair::new(
         |now| DtlsClient::new_resume(SESSION_ID, MASTER, cbc, &cfg, now),
-        |now| DtlsServer::new_resume(SESSION_ID, MASTER, CipherSuite::RsaAes128GcmSha256, &cfg, now),
+        |now| {
+            DtlsServer::new_resume(
+                SESSION_ID,
+                MASTER,
+                CipherSuite::RsaAes128GcmSha256,
+                &cfg,
+                now,
+            )
+        },
     );
     p.drive();
     assert!(!p.server.is_connected());
@@ -146,11 +191,16 @@ fn refusals() {
     let mut buf = [0u8; 1500];
     let n = p.client.poll_transmit(p.now, &mut buf).unwrap();
     buf[HEADER_LEN + 12..HEADER_LEN + 14].copy_from_slice(&DTLS1_2.to_be_bytes());
-    assert_eq!(p.server.handle_datagram(p.now, &mut buf[..n]), Err(DtlsError::ProtocolVersion(DTLS1_2)));
+    assert_eq!(
+        p.server.handle_datagram(p.now, &mut buf[..n]),
+        Err(DtlsError::ProtocolVersion(DTLS1_2))
+    );
     // Another suite, another session, another master secret.
-    for (suite, sid, master) in
-        [(CipherSuite::RsaAes256CbcSha, SESSION_ID, MASTER), (cbc, [1; 32], MASTER), (cbc, SESSION_ID, [2; 48])]
-    {
+    for (suite, sid, master) in [
+        (CipherSuite::RsaAes256CbcSha, SESSION_ID, MASTER),
+        (cbc, [1; 32], MASTER),
+        (cbc, SESSION_ID, [2; 48]),
+    ] {
         let mut p = Pair::new(
             |now| DtlsClient::new_resume(sid, master, suite, &cfg, now),
             |now| DtlsServer::new_resume(SESSION_ID, MASTER, cbc, &cfg, now),
@@ -158,7 +208,10 @@ fn refusals() {
         p.drive();
         assert!(!p.server.is_connected() && !p.client.is_connected());
         let e = p.server_err.clone().or(p.client_err.clone());
-        assert!(matches!(e, Some(DtlsError::Resumption(_) | DtlsError::BadRecordMac)), "{e:?}");
+        assert!(
+            matches!(e, Some(DtlsError::Resumption(_) | DtlsError::BadRecordMac)),
+            "{e:?}"
+        );
     }
 }
 
@@ -175,7 +228,11 @@ fn tampered_cbc_records_are_counted() {
         for bit in [0x01, 0x80] {
             let mut bad = good.clone();
             bad[i] ^= bit;
-            assert_eq!(p.server.handle_datagram(p.now, &mut bad), Ok(Received::Done), "byte {i}");
+            assert_eq!(
+                p.server.handle_datagram(p.now, &mut bad),
+                Ok(Received::Done),
+                "byte {i}"
+            );
         }
     }
     assert_eq!(p.server.counters().auth_failed, 2 * positions.len() as u64);
@@ -183,9 +240,15 @@ fn tampered_cbc_records_are_counted() {
     for cut in [n - 1, HEADER_LEN + 16, HEADER_LEN] {
         let mut bad = good[..cut].to_vec();
         bad[11..13].copy_from_slice(&((cut - HEADER_LEN) as u16).to_be_bytes());
-        assert_eq!(p.server.handle_datagram(p.now, &mut bad), Ok(Received::Done));
+        assert_eq!(
+            p.server.handle_datagram(p.now, &mut bad),
+            Ok(Received::Done)
+        );
     }
-    assert_eq!(p.server.counters().auth_failed, 2 * positions.len() as u64 + 3);
+    assert_eq!(
+        p.server.counters().auth_failed,
+        2 * positions.len() as u64 + 3
+    );
     p.deliver(Dir::ToServer, good);
     assert_eq!(p.server_rx, [vec![0x42; 100]]);
     assert!(p.server.is_connected());
@@ -204,16 +267,31 @@ fn answers_a_gnutls_dtls0_9_client_hello() {
     let mut d = unhex(GNUTLS_DTLS09_CH);
     assert_eq!(client_hello_session_id(&d), Some(&[0x71; 32][..]));
     let now = Instant::now();
-    let mut s = DtlsServer::new_resume([0x71; 32], MASTER, CipherSuite::RsaAes256CbcSha, &DtlsConfig::default(), now);
+    let mut s = DtlsServer::new_resume(
+        [0x71; 32],
+        MASTER,
+        CipherSuite::RsaAes256CbcSha,
+        &DtlsConfig::default(),
+        now,
+    );
     assert_eq!(s.handle_datagram(now, &mut d), Ok(Received::Done));
     let mut buf = [0u8; 1500];
     let n = s.poll_transmit(now, &mut buf).unwrap();
     let recs = records(&buf[..n]);
-    assert_eq!(recs.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), [(22, 0), (20, 0), (22, 1)]);
+    assert_eq!(
+        recs.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+        [(22, 0), (20, 0), (22, 1)]
+    );
     let (t, seq, body) = body_of(&recs[0].3);
     assert_eq!((t, seq), (msg::SERVER_HELLO, 0));
     let sh = parse_server_hello(&body).unwrap();
-    assert_eq!((sh.version, sh.session_id, sh.suite), (DTLS0_9, &[0x71; 32][..], 0x0035));
-    assert!(body.ends_with(&[0, 5, 0xff, 0x01, 0, 1, 0]), "only an empty renegotiation_info");
+    assert_eq!(
+        (sh.version, sh.session_id, sh.suite),
+        (DTLS0_9, &[0x71; 32][..], 0x0035)
+    );
+    assert!(
+        body.ends_with(&[0, 5, 0xff, 0x01, 0, 1, 0]),
+        "only an empty renegotiation_info"
+    );
     assert_eq!(recs[1].3, [1, 0, 1]);
 }

@@ -6,8 +6,11 @@ use crate::proto::dtls::codec::Reader;
 use crate::proto::dtls::handshake::tests::{unhex, GNUTLS_CH, GNUTLS_CH_NO_EXT};
 use crate::proto::dtls::handshake::{msg, parse_fragment, parse_server_hello};
 
-const PSK_SUITES: [CipherSuite; 3] =
-    [CipherSuite::PskAes256GcmSha384, CipherSuite::PskAes128GcmSha256, CipherSuite::PskChacha20Poly1305Sha256];
+const PSK_SUITES: [CipherSuite; 3] = [
+    CipherSuite::PskAes256GcmSha384,
+    CipherSuite::PskAes128GcmSha256,
+    CipherSuite::PskChacha20Poly1305Sha256,
+];
 
 #[test]
 fn psk_handshake_every_suite() {
@@ -46,33 +49,54 @@ fn client_hello_looks_like_openconnect() {
 #[test]
 fn suite_choice_follows_client_unless_server_prefers() {
     let client = DtlsConfig::default(); // A9, A8, CCAB
-    let server = cfg_with(&[CipherSuite::PskChacha20Poly1305Sha256, CipherSuite::PskAes128GcmSha256]);
+    let server = cfg_with(&[
+        CipherSuite::PskChacha20Poly1305Sha256,
+        CipherSuite::PskAes128GcmSha256,
+    ]);
     let mut p = Pair::psk(&client, &server);
     p.drive();
     p.assert_connected(CipherSuite::PskAes128GcmSha256);
-    let server = DtlsConfig { prefer_server_order: true, ..server };
+    let server = DtlsConfig {
+        prefer_server_order: true,
+        ..server
+    };
     let mut p = Pair::psk(&client, &server);
     p.drive();
     p.assert_connected(CipherSuite::PskChacha20Poly1305Sha256);
     // Nothing in common: the server refuses with handshake_failure.
-    let mut p = Pair::psk(&cfg_with(&[CipherSuite::PskAes256GcmSha384]), &cfg_with(&[CipherSuite::PskAes128GcmSha256]));
+    let mut p = Pair::psk(
+        &cfg_with(&[CipherSuite::PskAes256GcmSha384]),
+        &cfg_with(&[CipherSuite::PskAes128GcmSha256]),
+    );
     p.drive();
     assert_eq!(p.server_err, Some(DtlsError::NoCommonSuite));
-    assert_eq!(p.client_events, [DtlsEvent::Closed { reason: CloseReason::PeerAlert(alert::HANDSHAKE_FAILURE) }]);
+    assert_eq!(
+        p.client_events,
+        [DtlsEvent::Closed {
+            reason: CloseReason::PeerAlert(alert::HANDSHAKE_FAILURE)
+        }]
+    );
 }
 
 /// Dropping each of the four flights once: the handshake recovers by timer
 /// (flights 1–3) or by the peer's retransmission (flight 4, final).
 #[test]
 fn retransmits_after_each_dropped_flight() {
-    for (dir, idx) in [(Dir::ToServer, 0), (Dir::ToClient, 0), (Dir::ToServer, 1), (Dir::ToClient, 1)] {
-        let mut p = Pair::psk(&DtlsConfig::default(), &DtlsConfig::default()).with_filter(move |d, i, _| {
-            if d == dir && i == idx {
-                Fate::Drop
-            } else {
-                Fate::Deliver
-            }
-        });
+    for (dir, idx) in [
+        (Dir::ToServer, 0),
+        (Dir::ToClient, 0),
+        (Dir::ToServer, 1),
+        (Dir::ToClient, 1),
+    ] {
+        let mut p = Pair::psk(&DtlsConfig::default(), &DtlsConfig::default()).with_filter(
+            move |d, i, _| {
+                if d == dir && i == idx {
+                    Fate::Drop
+                } else {
+                    Fate::Deliver
+                }
+            },
+        );
         p.drive();
         p.assert_connected(CipherSuite::PskAes256GcmSha384);
         assert_eq!(p.elapsed(), Duration::from_secs(1), "{dir:?} {idx}");
@@ -84,17 +108,35 @@ fn retransmits_after_each_dropped_flight() {
 
 #[test]
 fn retransmission_timer_doubles_then_gives_up() {
-    let cfg = DtlsConfig { max_retransmits: 3, ..DtlsConfig::default() };
-    let mut p =
-        Pair::psk(&cfg, &cfg).with_filter(|d, _, _| if d == Dir::ToServer { Fate::Drop } else { Fate::Deliver });
+    let cfg = DtlsConfig {
+        max_retransmits: 3,
+        ..DtlsConfig::default()
+    };
+    let mut p = Pair::psk(&cfg, &cfg).with_filter(|d, _, _| {
+        if d == Dir::ToServer {
+            Fate::Drop
+        } else {
+            Fate::Deliver
+        }
+    });
     p.drive();
     // Retransmissions after 1, 2 and 4 s, then 8 s more before giving up.
     assert_eq!(p.closed_at[0], Some(Duration::from_secs(15)));
     assert_eq!(p.log[0].len(), 4);
-    assert_eq!(p.client_events, [DtlsEvent::Closed { reason: CloseReason::HandshakeTimeout }]);
+    assert_eq!(
+        p.client_events,
+        [DtlsEvent::Closed {
+            reason: CloseReason::HandshakeTimeout
+        }]
+    );
     // The server's own deadline ends it although it never heard a thing.
     assert_eq!(p.closed_at[1], Some(cfg.handshake_timeout));
-    assert_eq!(p.server_events, [DtlsEvent::Closed { reason: CloseReason::HandshakeTimeout }]);
+    assert_eq!(
+        p.server_events,
+        [DtlsEvent::Closed {
+            reason: CloseReason::HandshakeTimeout
+        }]
+    );
 }
 
 #[test]
@@ -104,10 +146,18 @@ fn duplicated_client_hello_is_answered_with_the_same_flight() {
     let n = p.client.poll_transmit(p.now, &mut buf).unwrap();
     let ch = buf[..n].to_vec();
     p.deliver(Dir::ToServer, ch.clone());
-    let first = p.server.poll_transmit(p.now, &mut buf).map(|n| buf[..n].to_vec()).unwrap();
+    let first = p
+        .server
+        .poll_transmit(p.now, &mut buf)
+        .map(|n| buf[..n].to_vec())
+        .unwrap();
     assert_eq!(p.server.poll_transmit(p.now, &mut buf), None);
     p.deliver(Dir::ToServer, ch);
-    let again = p.server.poll_transmit(p.now, &mut buf).map(|n| buf[..n].to_vec()).unwrap();
+    let again = p
+        .server
+        .poll_transmit(p.now, &mut buf)
+        .map(|n| buf[..n].to_vec())
+        .unwrap();
     assert_eq!(p.server.counters().retransmits, 1);
     // Same messages, fresh record sequence numbers (RFC 6347 §4.2.4).
     let (a, b) = (records(&first), records(&again));
@@ -125,7 +175,10 @@ fn duplicated_client_hello_is_answered_with_the_same_flight() {
 #[test]
 fn tiny_mtu_fragments_every_flight() {
     for suite in PSK_SUITES {
-        let cfg = DtlsConfig { mtu: MIN_MTU, ..cfg_with(&[suite]) };
+        let cfg = DtlsConfig {
+            mtu: MIN_MTU,
+            ..cfg_with(&[suite])
+        };
         let mut p = Pair::psk(&cfg, &cfg);
         p.drive();
         p.assert_connected(suite);
@@ -133,7 +186,12 @@ fn tiny_mtu_fragments_every_flight() {
             assert!(dgram.len() <= MIN_MTU);
         }
         // ClientHello (~90 bytes) and ServerHello (~70) take two fragments each.
-        assert!(p.log[0].len() >= 3 && p.log[1].len() >= 3, "{} {}", p.log[0].len(), p.log[1].len());
+        assert!(
+            p.log[0].len() >= 3 && p.log[1].len() >= 3,
+            "{} {}",
+            p.log[0].len(),
+            p.log[1].len()
+        );
         p.exchange(&[7; 1000]);
     }
 }
@@ -141,14 +199,22 @@ fn tiny_mtu_fragments_every_flight() {
 #[test]
 fn fragments_reordered_duplicated_and_lost() {
     // Swap every other datagram, duplicate every fifth, drop the 7th each way.
-    let mut p =
-        Pair::psk(&DtlsConfig { mtu: 80, ..DtlsConfig::default() }, &DtlsConfig { mtu: 80, ..DtlsConfig::default() })
-            .with_filter(|_, i, _| match i {
-                7 => Fate::Drop,
-                i if i % 5 == 4 => Fate::Duplicate,
-                i if i % 2 == 0 => Fate::Hold,
-                _ => Fate::Deliver,
-            });
+    let mut p = Pair::psk(
+        &DtlsConfig {
+            mtu: 80,
+            ..DtlsConfig::default()
+        },
+        &DtlsConfig {
+            mtu: 80,
+            ..DtlsConfig::default()
+        },
+    )
+    .with_filter(|_, i, _| match i {
+        7 => Fate::Drop,
+        i if i % 5 == 4 => Fate::Duplicate,
+        i if i % 2 == 0 => Fate::Hold,
+        _ => Fate::Deliver,
+    });
     p.drive();
     p.assert_connected(CipherSuite::PskAes256GcmSha384);
     p.exchange(b"\x00ok");
@@ -164,31 +230,49 @@ fn wrong_psk_fails_at_finished() {
     p.drive();
     assert_eq!(p.server_err, Some(DtlsError::BadRecordMac));
     assert!(p.server.is_closed() && !p.server.is_connected());
-    assert_eq!(p.client_events, [DtlsEvent::Closed { reason: CloseReason::PeerAlert(alert::BAD_RECORD_MAC) }]);
+    assert_eq!(
+        p.client_events,
+        [DtlsEvent::Closed {
+            reason: CloseReason::PeerAlert(alert::BAD_RECORD_MAC)
+        }]
+    );
 }
 
 /// A ClientHello altered in flight (a suite it did not pick replaced) leaves
 /// the keys equal but the transcripts different: Finished catches it.
 #[test]
 fn altered_client_hello_fails_finished() {
-    let mut p = Pair::psk(&DtlsConfig::default(), &DtlsConfig::default()).with_filter(|d, i, dgram| {
-        if d == Dir::ToServer && i == 0 {
-            // Past the record and handshake headers, version and random:
-            // the random itself may hold these bytes by chance.
-            const SUITES_AFTER: usize = 13 + 12 + 2 + 32;
-            let at = SUITES_AFTER + dgram[SUITES_AFTER..].windows(2).position(|w| w == [0xcc, 0xab]).unwrap();
-            dgram[at + 1] = 0xac;
-        }
-        Fate::Deliver
-    });
+    let mut p =
+        Pair::psk(&DtlsConfig::default(), &DtlsConfig::default()).with_filter(|d, i, dgram| {
+            if d == Dir::ToServer && i == 0 {
+                // Past the record and handshake headers, version and random:
+                // the random itself may hold these bytes by chance.
+                const SUITES_AFTER: usize = 13 + 12 + 2 + 32;
+                let at = SUITES_AFTER
+                    + dgram[SUITES_AFTER..]
+                        .windows(2)
+                        .position(|w| w == [0xcc, 0xab])
+                        .unwrap();
+                dgram[at + 1] = 0xac;
+            }
+            Fate::Deliver
+        });
     p.drive();
     assert_eq!(p.server_err, Some(DtlsError::BadFinished));
-    assert_eq!(p.client_events, [DtlsEvent::Closed { reason: CloseReason::PeerAlert(alert::DECRYPT_ERROR) }]);
+    assert_eq!(
+        p.client_events,
+        [DtlsEvent::Closed {
+            reason: CloseReason::PeerAlert(alert::DECRYPT_ERROR)
+        }]
+    );
 }
 
 #[test]
 fn legacy_resume_both_gcm_suites() {
-    for suite in [CipherSuite::RsaAes128GcmSha256, CipherSuite::RsaAes256GcmSha384] {
+    for suite in [
+        CipherSuite::RsaAes128GcmSha256,
+        CipherSuite::RsaAes256GcmSha384,
+    ] {
         for drop_final in [false, true] {
             let (sid, master) = ([0x5e; 32], [0x3c; 48]);
             let cfg = DtlsConfig::default();
@@ -207,7 +291,10 @@ fn legacy_resume_both_gcm_suites() {
             p.assert_connected(suite);
             // Abbreviated: the server's only flight is ServerHello + CCS + Finished.
             let sh = &records(&p.log[1][0]);
-            assert_eq!(sh.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), [(22, 0), (20, 0), (22, 1)]);
+            assert_eq!(
+                sh.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+                [(22, 0), (20, 0), (22, 1)]
+            );
             let f = parse_fragment(&mut Reader::new(&sh[0].3)).unwrap();
             assert_eq!(f.msg_type, msg::SERVER_HELLO);
             assert_eq!(parse_server_hello(f.body).unwrap().session_id, sid);
@@ -242,7 +329,12 @@ fn legacy_resume_refusals() {
     );
     p.drive();
     assert_eq!(p.client_err, Some(DtlsError::BadRecordMac));
-    assert_eq!(p.server_events, [DtlsEvent::Closed { reason: CloseReason::PeerAlert(alert::BAD_RECORD_MAC) }]);
+    assert_eq!(
+        p.server_events,
+        [DtlsEvent::Closed {
+            reason: CloseReason::PeerAlert(alert::BAD_RECORD_MAC)
+        }]
+    );
     // A PSK client (full handshake expected) against a resuming server.
     let mut p = Pair::new(
         |now| DtlsClient::new_psk(PSK, &[1; 32], &cfg, now).unwrap(),
@@ -272,7 +364,10 @@ fn answers_gnutls_client_hellos() {
         assert_eq!(f.body.ends_with(ext), want_ri);
         assert_eq!(f.body.len(), 70 + if want_ri { ext.len() } else { 0 });
         let done = parse_fragment(&mut Reader::new(&recs[1].3)).unwrap();
-        assert_eq!((done.msg_type, done.seq, done.body.len()), (msg::SERVER_HELLO_DONE, 1, 0));
+        assert_eq!(
+            (done.msg_type, done.seq, done.body.len()),
+            (msg::SERVER_HELLO_DONE, 1, 0)
+        );
     }
 }
 
@@ -281,22 +376,51 @@ fn wrong_message_is_a_typed_error() {
     let now = Instant::now();
     let mut s = DtlsServer::new_psk(PSK, &DtlsConfig::default(), now);
     // A ServerHello sent to a server.
-    let body = crate::proto::dtls::handshake::encode_server_hello(DTLS1_2, &[0; 32], &[], 0xa9, false);
+    let body =
+        crate::proto::dtls::handshake::encode_server_hello(DTLS1_2, &[0; 32], &[], 0xa9, false);
     let m = crate::proto::dtls::handshake::encode_message(msg::SERVER_HELLO, 0, &body);
     let mut d = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0];
     d.extend_from_slice(&(m.len() as u16).to_be_bytes());
     d.extend_from_slice(&m);
     let e = s.handle_datagram(now, &mut d).unwrap_err();
-    assert_eq!(e, DtlsError::Inappropriate { expected: "ClientHello", got: "ServerHello" });
+    assert_eq!(
+        e,
+        DtlsError::Inappropriate {
+            expected: "ClientHello",
+            got: "ServerHello"
+        }
+    );
     let mut buf = [0u8; 100];
     let n = s.poll_transmit(now, &mut buf).unwrap();
-    assert_eq!(buf[..n], [21, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, alert::UNEXPECTED_MESSAGE]);
+    assert_eq!(
+        buf[..n],
+        [
+            21,
+            0xfe,
+            0xfd,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            2,
+            2,
+            alert::UNEXPECTED_MESSAGE
+        ]
+    );
     assert_eq!(s.poll_transmit(now, &mut buf), None);
     // A DTLS 1.0-only client.
     let mut d = unhex(GNUTLS_CH_NO_EXT);
     d[HEADER_LEN + 12 + 1] = 0xff;
     let mut s = DtlsServer::new_psk(PSK, &DtlsConfig::default(), now);
-    assert_eq!(s.handle_datagram(now, &mut d), Err(DtlsError::ProtocolVersion(0xfeff)));
+    assert_eq!(
+        s.handle_datagram(now, &mut d),
+        Err(DtlsError::ProtocolVersion(0xfeff))
+    );
 }
 
 #[test]
@@ -309,6 +433,11 @@ fn handshake_deadline_closes_a_silent_server() {
     s.handle_timeout(t - Duration::from_millis(1));
     assert_eq!(s.poll_event(), None);
     s.handle_timeout(t);
-    assert_eq!(s.poll_event(), Some(DtlsEvent::Closed { reason: CloseReason::HandshakeTimeout }));
+    assert_eq!(
+        s.poll_event(),
+        Some(DtlsEvent::Closed {
+            reason: CloseReason::HandshakeTimeout
+        })
+    );
     assert_eq!(s.poll_timeout(), None);
 }

@@ -14,7 +14,10 @@ pub(super) const PSK: [u8; 32] = [0x42; 32];
 /// Hex (whitespace ignored) to bytes, for the test vectors of every module.
 pub(crate) fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 pub(super) const APP_ID: [u8; 32] = [0xA1; 32];
 pub(super) const SESSION_ID: [u8; 32] = [0x5E; 32];
@@ -61,11 +64,17 @@ pub(super) struct Pair {
 }
 
 pub(super) fn cfg_with(suites: &[CipherSuite]) -> DtlsConfig {
-    DtlsConfig { suites: suites.to_vec(), ..DtlsConfig::default() }
+    DtlsConfig {
+        suites: suites.to_vec(),
+        ..DtlsConfig::default()
+    }
 }
 
 impl Pair {
-    pub(super) fn new(client: impl FnOnce(Instant) -> DtlsClient, server: impl FnOnce(Instant) -> DtlsServer) -> Self {
+    pub(super) fn new(
+        client: impl FnOnce(Instant) -> DtlsClient,
+        server: impl FnOnce(Instant) -> DtlsServer,
+    ) -> Self {
         // The only clock read: everything after runs on virtual time.
         let now = Instant::now();
         Self {
@@ -103,7 +112,10 @@ impl Pair {
         )
     }
 
-    pub(super) fn with_filter(mut self, f: impl FnMut(Dir, usize, &mut Vec<u8>) -> Fate + 'static) -> Self {
+    pub(super) fn with_filter(
+        mut self,
+        f: impl FnMut(Dir, usize, &mut Vec<u8>) -> Fate + 'static,
+    ) -> Self {
         self.filter = Box::new(f);
         self
     }
@@ -205,7 +217,10 @@ impl Pair {
             if self.pump() {
                 continue;
             }
-            let next = [self.client.poll_timeout(), self.server.poll_timeout()].into_iter().flatten().min();
+            let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             let Some(t) = next else {
                 // Flush a datagram still held back for reordering.
                 let mut any = false;
@@ -233,7 +248,10 @@ impl Pair {
         assert_eq!(self.client_events, [DtlsEvent::Connected { suite }]);
         assert_eq!(self.server_events, [DtlsEvent::Connected { suite }]);
         assert!(self.client.is_connected() && self.server.is_connected());
-        assert_eq!((self.client.suite(), self.server.suite()), (Some(suite), Some(suite)));
+        assert_eq!(
+            (self.client.suite(), self.server.suite()),
+            (Some(suite), Some(suite))
+        );
     }
 
     /// Client → server and server → client application data, checked.
@@ -253,7 +271,12 @@ pub(super) fn records(dgram: &[u8]) -> Vec<(u8, u16, u64, Vec<u8>)> {
     let mut v = Vec::new();
     let mut off = 0;
     while let Ok(h) = RecordHeader::parse(&dgram[off..]) {
-        v.push((h.content_type, h.epoch, h.seq, dgram[off + HEADER_LEN..off + h.total_len()].to_vec()));
+        v.push((
+            h.content_type,
+            h.epoch,
+            h.seq,
+            dgram[off + HEADER_LEN..off + h.total_len()].to_vec(),
+        ));
         off += h.total_len();
     }
     assert_eq!(off, dgram.len(), "datagram ends on a record boundary");

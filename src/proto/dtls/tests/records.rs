@@ -6,8 +6,11 @@ use super::*;
 /// A connected pair: PSK-NEGOTIATE for the PSK suites, the legacy
 /// resumption (DTLS 0.9 for CBC) for the others.
 pub(super) fn connected(suite: CipherSuite) -> Pair {
-    let mut p =
-        if suite.is_psk() { Pair::psk(&cfg_with(&[suite]), &DtlsConfig::default()) } else { Pair::resume(suite) };
+    let mut p = if suite.is_psk() {
+        Pair::psk(&cfg_with(&[suite]), &DtlsConfig::default())
+    } else {
+        Pair::resume(suite)
+    };
     p.drive();
     p.assert_connected(suite);
     p
@@ -22,8 +25,11 @@ fn seal_from_client(p: &mut Pair, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn seal_in_place_layout() {
-    for suite in [CipherSuite::PskAes128GcmSha256, CipherSuite::PskChacha20Poly1305Sha256, CipherSuite::RsaAes256CbcSha]
-    {
+    for suite in [
+        CipherSuite::PskAes128GcmSha256,
+        CipherSuite::PskChacha20Poly1305Sha256,
+        CipherSuite::RsaAes256CbcSha,
+    ] {
         let mut p = connected(suite);
         let payload = [0x00, 0x45, 1, 2, 3];
         let mut buf = [0u8; HEADROOM + 5 + TAILROOM];
@@ -42,11 +48,17 @@ fn seal_in_place_layout() {
         }
         // Too small a buffer or too large a payload changes nothing.
         assert_eq!(
-            p.server.seal_in_place(&mut buf[..HEADROOM + 5 + TAILROOM - 1], 5),
-            Err(DtlsError::BufferTooSmall { need: HEADROOM + 5 + TAILROOM })
+            p.server
+                .seal_in_place(&mut buf[..HEADROOM + 5 + TAILROOM - 1], 5),
+            Err(DtlsError::BufferTooSmall {
+                need: HEADROOM + 5 + TAILROOM
+            })
         );
         let mut big = vec![0u8; HEADROOM + MAX_PLAINTEXT + 1 + TAILROOM];
-        assert!(matches!(p.server.seal_in_place(&mut big, MAX_PLAINTEXT + 1), Err(DtlsError::TooLong { .. })));
+        assert!(matches!(
+            p.server.seal_in_place(&mut big, MAX_PLAINTEXT + 1),
+            Err(DtlsError::TooLong { .. })
+        ));
         assert!(p.server.is_connected());
         p.exchange(b"\x00still fine");
     }
@@ -78,19 +90,33 @@ fn several_records_in_one_datagram() {
     dgram.extend(seal_from_client(&mut p, b"\x00two"));
     dgram.extend(seal_from_client(&mut p, b"\x03three"));
     p.deliver(Dir::ToServer, dgram);
-    assert_eq!(p.server_rx, [b"\x00one".to_vec(), b"\x00two".to_vec(), b"\x03three".to_vec()]);
+    assert_eq!(
+        p.server_rx,
+        [
+            b"\x00one".to_vec(),
+            b"\x00two".to_vec(),
+            b"\x03three".to_vec()
+        ]
+    );
 }
 
 #[test]
 fn tampered_record_is_dropped_and_counted() {
-    for suite in [CipherSuite::PskAes256GcmSha384, CipherSuite::PskChacha20Poly1305Sha256, CipherSuite::RsaAes128CbcSha]
-    {
+    for suite in [
+        CipherSuite::PskAes256GcmSha384,
+        CipherSuite::PskChacha20Poly1305Sha256,
+        CipherSuite::RsaAes128CbcSha,
+    ] {
         let mut p = connected(suite);
         let good = seal_from_client(&mut p, b"\x00payload");
         for i in [3, 10, HEADER_LEN, good.len() - 1] {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
-            assert_eq!(p.server.handle_datagram(p.now, &mut bad), Ok(Received::Done), "byte {i}");
+            assert_eq!(
+                p.server.handle_datagram(p.now, &mut bad),
+                Ok(Received::Done),
+                "byte {i}"
+            );
         }
         // Flipping an epoch byte moves it to an epoch we cannot read.
         assert_eq!(p.server.counters().auth_failed, 3);
@@ -150,8 +176,18 @@ fn close_notify_reaches_the_peer() {
     p.client.close();
     assert!(p.client.is_closed());
     p.drive();
-    assert_eq!(p.client_events.last(), Some(&DtlsEvent::Closed { reason: CloseReason::Local }));
-    assert_eq!(p.server_events.last(), Some(&DtlsEvent::Closed { reason: CloseReason::PeerClosed }));
+    assert_eq!(
+        p.client_events.last(),
+        Some(&DtlsEvent::Closed {
+            reason: CloseReason::Local
+        })
+    );
+    assert_eq!(
+        p.server_events.last(),
+        Some(&DtlsEvent::Closed {
+            reason: CloseReason::PeerClosed
+        })
+    );
     assert!(p.server.is_closed());
     let mut buf = [0u8; HEADROOM + 1 + TAILROOM];
     assert_eq!(p.server.seal(b"x", &mut buf), Err(DtlsError::Closed));
@@ -185,22 +221,27 @@ fn mutated_datagrams_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for round in 0..300 {
         let seed = rng.next();
-        let mut p =
-            Pair::psk(&DtlsConfig { mtu: 64 + (seed as usize % 200), ..DtlsConfig::default() }, &DtlsConfig::default())
-                .with_filter(move |_, i, d| {
-                    let mut r = Rng(seed ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
-                    match r.next() % 6 {
-                        0 if !d.is_empty() => {
-                            let at = r.next() as usize % d.len();
-                            d[at] ^= 1 << (r.next() % 8);
-                        }
-                        1 => d.truncate(r.next() as usize % (d.len() + 1)),
-                        2 => d.extend((0..r.next() % 40).map(|_| r.next() as u8)),
-                        3 => return Fate::Hold,
-                        _ => {}
-                    }
-                    Fate::Deliver
-                });
+        let mut p = Pair::psk(
+            &DtlsConfig {
+                mtu: 64 + (seed as usize % 200),
+                ..DtlsConfig::default()
+            },
+            &DtlsConfig::default(),
+        )
+        .with_filter(move |_, i, d| {
+            let mut r = Rng(seed ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+            match r.next() % 6 {
+                0 if !d.is_empty() => {
+                    let at = r.next() as usize % d.len();
+                    d[at] ^= 1 << (r.next() % 8);
+                }
+                1 => d.truncate(r.next() as usize % (d.len() + 1)),
+                2 => d.extend((0..r.next() % 40).map(|_| r.next() as u8)),
+                3 => return Fate::Hold,
+                _ => {}
+            }
+            Fate::Deliver
+        });
         p.drive();
         if p.server.is_connected() && p.client.is_connected() {
             p.exchange(&[round as u8; 10]);
