@@ -7,10 +7,16 @@
 //! scored per /64, since one host can pick any address in its prefix.
 //!
 //! One table for all shards (SO_REUSEPORT spreads one address's
-//! connections over them); the lock is taken per connection and per
-//! failure, never per packet, and not at all when bans are off.
+//! connections over them), split by address hash into independently locked
+//! parts, so a spray from many addresses contends on no single lock. The
+//! locks are taken per connection and per failure, never per packet, and
+//! not at all when bans are off. Every event costs O(1): each part keeps its
+//! scores in the order they were last raised and its bans in the order they
+//! started, so what has run out is always at the front and goes a few
+//! entries per event, and a part never holds more than `PART_CAP` entries.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,6 +36,23 @@ struct Entry {
     banned_until: Option<Instant>,
 }
 
+impl Entry {
+    /// A ban still in force.
+    fn banned_at(&self, now: Instant) -> bool {
+        self.banned_until.is_some_and(|u| now < u)
+    }
+
+    /// Whether the entry still means something at `now`: an ended ban
+    /// starts again from zero, and so does a score left quiet for
+    /// `reset_time`.
+    fn live(&self, now: Instant, p: &BanPolicy) -> bool {
+        match self.banned_until {
+            Some(u) => now < u,
+            None => now.saturating_duration_since(self.last_points) < p.reset_time,
+        }
+    }
+}
+
 /// An address's state, for logs and the control tool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BanInfo {
@@ -39,10 +62,21 @@ pub struct BanInfo {
     pub banned_for: Option<Duration>,
 }
 
+/// Independently locked parts of the table (a power of two).
+const PARTS: usize = 16;
+/// Entries one part holds at most: 16 × 4096 addresses, a few MB in all.
+const PART_CAP: usize = 4096;
+/// Run-out entries removed per scored event at most: more than the one
+/// entry an event can add, so a backlog drains, few enough to keep every
+/// event short.
+const EXPIRE_PER_EVENT: usize = 4;
+
 pub struct Bans {
     /// Replaced by a reload; read once per scored event.
     policy: Mutex<BanPolicy>,
-    table: Mutex<HashMap<IpAddr, Entry>>,
+    /// Keyed per process, so nobody can aim a spray at one part.
+    hasher: RandomState,
+    parts: Box<[Mutex<Part>]>,
 }
 
 /// The key an address is scored under (IPv6 per /64).
@@ -56,14 +90,160 @@ pub fn key(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// Prune idle entries once the table holds this many.
-const PRUNE_AT: usize = 4096;
+/// No slot: the end of a list.
+const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    key: IpAddr,
+    entry: Entry,
+    prev: u32,
+    next: u32,
+}
+
+/// A doubly linked list threaded through `Part::slots`.
+#[derive(Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+impl List {
+    const EMPTY: Self = Self {
+        head: NIL,
+        tail: NIL,
+    };
+}
+
+/// One lock's share of the table. An entry is on `scores` while it has no
+/// ban and on `bans` once it has one; moving an entry to the back of its
+/// list whenever its time changes keeps both lists in time order.
+struct Part {
+    index: HashMap<IpAddr, u32>,
+    slots: Vec<Slot>,
+    /// Slots of removed entries, for reuse.
+    free: Vec<u32>,
+    /// Scores without a ban, least recently raised first.
+    scores: List,
+    /// Bans, the first to end first (ban_time is one value per policy; a
+    /// reload that shortens it only delays the removal of the newer bans,
+    /// whose end every lookup still checks).
+    bans: List,
+}
+
+impl Part {
+    fn new() -> Self {
+        Self {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            scores: List::EMPTY,
+            bans: List::EMPTY,
+        }
+    }
+
+    fn get(&self, k: &IpAddr) -> Option<&Entry> {
+        self.index.get(k).map(|&i| &self.slots[i as usize].entry)
+    }
+
+    fn list_of(&mut self, i: u32) -> &mut List {
+        if self.slots[i as usize].entry.banned_until.is_some() {
+            &mut self.bans
+        } else {
+            &mut self.scores
+        }
+    }
+
+    /// Takes slot `i` off its list; call before its entry changes lists.
+    fn unlink(&mut self, i: u32) {
+        let Slot { prev, next, .. } = self.slots[i as usize];
+        match prev {
+            NIL => self.list_of(i).head = next,
+            p => self.slots[p as usize].next = next,
+        }
+        match next {
+            NIL => self.list_of(i).tail = prev,
+            n => self.slots[n as usize].prev = prev,
+        }
+    }
+
+    /// Appends slot `i` to the list its entry belongs on.
+    fn push_back(&mut self, i: u32) {
+        let tail = self.list_of(i).tail;
+        self.slots[i as usize].prev = tail;
+        self.slots[i as usize].next = NIL;
+        match tail {
+            NIL => self.list_of(i).head = i,
+            t => self.slots[t as usize].next = i,
+        }
+        self.list_of(i).tail = i;
+    }
+
+    fn remove(&mut self, i: u32) {
+        self.unlink(i);
+        self.index.remove(&self.slots[i as usize].key);
+        self.free.push(i);
+    }
+
+    fn insert(&mut self, key: IpAddr, entry: Entry) -> u32 {
+        let slot = Slot {
+            key,
+            entry,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, i);
+        self.push_back(i);
+        i
+    }
+
+    /// Removes up to `budget` entries that have run out, oldest first.
+    fn expire(&mut self, now: Instant, p: &BanPolicy, budget: usize) {
+        for _ in 0..budget {
+            let head = [self.scores.head, self.bans.head]
+                .into_iter()
+                .find(|&i| i != NIL && !self.slots[i as usize].entry.live(now, p));
+            match head {
+                Some(i) => self.remove(i),
+                None => return,
+            }
+        }
+    }
+
+    /// Frees one slot in a full part. The oldest score goes first. When
+    /// every entry is a ban in force, the ban that would end first goes:
+    /// refusing to score new addresses instead would let every address
+    /// past the spray guess passwords without limit, while this only
+    /// shortens the oldest bans, and only under a spray large enough to
+    /// fill the table with bans.
+    fn make_room(&mut self) {
+        let victim = if self.scores.head != NIL {
+            self.scores.head
+        } else {
+            self.bans.head
+        };
+        if victim != NIL {
+            self.remove(victim);
+        }
+    }
+}
 
 impl Bans {
     pub fn new(policy: BanPolicy) -> Self {
         Self {
             policy: Mutex::new(policy),
-            table: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
+            parts: (0..PARTS).map(|_| Mutex::new(Part::new())).collect(),
         }
     }
 
@@ -86,13 +266,17 @@ impl Bans {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = p;
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<IpAddr, Entry>) -> R) -> R {
-        // Every change is a whole-entry insert or remove: a poisoned lock
-        // still holds a consistent table.
-        f(&mut self
-            .table
+    fn with<R>(&self, part: usize, f: impl FnOnce(&mut Part) -> R) -> R {
+        // A panic under the lock would be a bug; the part it leaves is still
+        // safe to use (indexes are bounds-checked), and carrying on beats
+        // failing every connection from then on.
+        f(&mut self.parts[part]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn part_of(&self, k: &IpAddr) -> usize {
+        self.hasher.hash_one(k) as usize % PARTS
     }
 
     /// Whether connections from `addr` are refused now.
@@ -100,10 +284,9 @@ impl Bans {
         if !self.enabled() {
             return false;
         }
-        self.with(|t| {
-            t.get(&key(addr))
-                .and_then(|e| e.banned_until)
-                .is_some_and(|until| now < until)
+        let k = key(addr);
+        self.with(self.part_of(&k), |t| {
+            t.get(&k).is_some_and(|e| e.banned_at(now))
         })
     }
 
@@ -114,54 +297,109 @@ impl Bans {
             return None;
         }
         let p = self.policy();
-        self.with(|t| {
-            if t.len() >= PRUNE_AT {
-                t.retain(|_, e| {
-                    e.banned_until.is_some_and(|u| now < u)
-                        || now.saturating_duration_since(e.last_points) < p.reset_time
-                });
-            }
-            let e = t.entry(key(addr)).or_insert(Entry {
+        let k = key(addr);
+        self.with(self.part_of(&k), |t| {
+            t.expire(now, &p, EXPIRE_PER_EVENT);
+            let fresh = Entry {
                 score: 0,
                 last_points: now,
                 banned_until: None,
-            });
-            let ban_over = e.banned_until.is_some_and(|u| now >= u);
-            if ban_over || now.saturating_duration_since(e.last_points) >= p.reset_time {
-                *e = Entry {
-                    score: 0,
-                    last_points: now,
-                    banned_until: None,
-                };
-            }
+            };
+            let i = match t.index.get(&k) {
+                Some(&i) => {
+                    if !t.slots[i as usize].entry.live(now, &p) {
+                        t.unlink(i);
+                        t.slots[i as usize].entry = fresh;
+                        t.push_back(i);
+                    }
+                    i
+                }
+                None => {
+                    if t.index.len() >= PART_CAP {
+                        t.make_room();
+                    }
+                    t.insert(k, fresh)
+                }
+            };
+            let mut e = t.slots[i as usize].entry;
             e.score = e.score.saturating_add(points);
-            e.last_points = now;
-            if e.banned_until.is_none() && e.score >= p.max_score {
+            // Clocks read on two threads may arrive out of order; the
+            // later one keeps the list in time order.
+            e.last_points = e.last_points.max(now);
+            let started = e.banned_until.is_none() && e.score >= p.max_score;
+            if started {
                 e.banned_until = Some(now + p.ban_time);
-                return Some(p.ban_time);
             }
-            None
+            if e.banned_until.is_none() || started {
+                // Raised score: to the back of `scores`; new ban: to the
+                // back of `bans`. A ban in force keeps its place.
+                t.unlink(i);
+                t.slots[i as usize].entry = e;
+                t.push_back(i);
+            } else {
+                t.slots[i as usize].entry = e;
+            }
+            started.then_some(p.ban_time)
         })
     }
 
     /// Lifts a ban and forgets the score; false if `addr` had none.
     pub fn unban(&self, addr: IpAddr) -> bool {
-        self.with(|t| t.remove(&key(addr)).is_some())
+        let k = key(addr);
+        self.with(self.part_of(&k), |t| match t.index.get(&k) {
+            Some(&i) => {
+                t.remove(i);
+                true
+            }
+            None => false,
+        })
     }
 
     /// Every address with points or a ban, highest score first.
     pub fn list(&self, now: Instant) -> Vec<BanInfo> {
-        let mut v: Vec<BanInfo> = self.with(|t| {
-            t.iter()
-                .map(|(a, e)| BanInfo {
-                    addr: *a,
-                    score: e.score,
-                    banned_for: e.banned_until.filter(|u| now < *u).map(|u| u - now),
-                })
-                .collect()
-        });
+        let p = self.policy();
+        let mut v = Vec::new();
+        for part in 0..PARTS {
+            self.with(part, |t| {
+                v.extend(
+                    t.index
+                        .iter()
+                        .map(|(a, &i)| (a, t.slots[i as usize].entry))
+                        .filter(|(_, e)| e.live(now, &p))
+                        .map(|(a, e)| BanInfo {
+                            addr: *a,
+                            score: e.score,
+                            banned_for: e.banned_until.filter(|u| now < *u).map(|u| u - now),
+                        }),
+                );
+            });
+        }
         v.sort_by(|a, b| b.score.cmp(&a.score).then(a.addr.cmp(&b.addr)));
         v
+    }
+
+    /// How many addresses are banned now: a walk over the bans only.
+    pub fn banned_count(&self, now: Instant) -> usize {
+        let mut n = 0;
+        for part in 0..PARTS {
+            self.with(part, |t| {
+                let mut i = t.bans.head;
+                while i != NIL {
+                    let s = &t.slots[i as usize];
+                    n += usize::from(s.entry.banned_at(now));
+                    i = s.next;
+                }
+            });
+        }
+        n
+    }
+
+    /// Entries held, live or not yet removed.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        (0..PARTS)
+            .map(|part| self.with(part, |t| t.index.len()))
+            .sum()
     }
 }
 
@@ -232,5 +470,102 @@ mod tests {
         let off = bans(0);
         assert_eq!(off.add(a, 1000, t0), None);
         assert!(!off.is_banned(a, t0));
+    }
+
+    fn nth_v4(i: u32) -> IpAddr {
+        IpAddr::V4((0x0a00_0000 + i).into())
+    }
+
+    #[test]
+    fn a_spray_stays_under_the_cap_and_bans_stay() {
+        let b = bans(1000);
+        let t0 = Instant::now();
+        let banned = ip("192.0.2.1");
+        b.add(banned, 1000, t0);
+        // An old score that keeps getting points is never the oldest.
+        let active = ip("192.0.2.2");
+        let n = 200_000;
+        for i in 0..n {
+            let t = t0 + Duration::from_micros(u64::from(i));
+            // Half IPv4, half distinct IPv6 /64s; scores stay under the ban.
+            let a = if i % 2 == 0 {
+                nth_v4(i)
+            } else {
+                IpAddr::V6((u128::from(i) << 64 | 1).into())
+            };
+            b.add(a, 10, t);
+            if i % 1000 == 0 {
+                b.add(active, 1, t);
+            }
+            assert!(b.len() <= PARTS * PART_CAP);
+        }
+        let end = t0 + Duration::from_micros(u64::from(n));
+        assert!(b.is_banned(banned, end));
+        assert_eq!(b.banned_count(end), 1);
+        // The oldest scores made room, the newest are all there.
+        assert_eq!(b.len(), PARTS * PART_CAP);
+        let listed: std::collections::HashSet<IpAddr> =
+            b.list(end).iter().map(|i| i.addr).collect();
+        assert!((0..100).step_by(2).all(|i| !listed.contains(&nth_v4(i))));
+        assert!(listed.contains(&active));
+        assert!((n - 1000..n)
+            .step_by(2)
+            .all(|i| listed.contains(&nth_v4(i))));
+    }
+
+    #[test]
+    fn a_table_of_bans_alone_forgets_the_first_to_end() {
+        let b = bans(1);
+        let t0 = Instant::now();
+        let n = 200_000;
+        for i in 0..n {
+            let t = t0 + Duration::from_micros(u64::from(i));
+            assert_eq!(b.add(nth_v4(i), 1, t), Some(Duration::from_secs(60)));
+            assert!(b.len() <= PARTS * PART_CAP);
+        }
+        let end = t0 + Duration::from_micros(u64::from(n));
+        assert!((0..100).all(|i| !b.is_banned(nth_v4(i), end)));
+        assert!((n - 1000..n).all(|i| b.is_banned(nth_v4(i), end)));
+        assert_eq!(b.banned_count(end), b.len());
+    }
+
+    #[test]
+    fn run_out_entries_go_a_few_per_event() {
+        let b = bans(30);
+        let t0 = Instant::now();
+        for i in 0..100 {
+            b.add(nth_v4(i), 10, t0);
+        }
+        let banned = ip("192.0.2.1");
+        b.add(banned, 30, t0 + Duration::from_secs(250));
+        assert_eq!(b.len(), 101);
+        // 300 s later the 100 scores have run out: list() no longer shows
+        // them, and each event removes at most EXPIRE_PER_EVENT of them
+        // (from its own part), never a live entry.
+        let later = t0 + Duration::from_secs(300);
+        assert_eq!(b.list(later).len(), 1);
+        assert_eq!(b.len(), 101);
+        let mut before = b.len();
+        // Enough new addresses that every part gets events.
+        for i in 0..1000 {
+            b.add(nth_v4(1000 + i), 10, later);
+            let now = b.len();
+            assert!(
+                now + EXPIRE_PER_EVENT > before && now <= before + 1,
+                "{before} -> {now}"
+            );
+            before = now;
+        }
+        // Every run-out score is gone; the new ones and the ban stay.
+        assert_eq!(b.len(), 1001);
+        assert!(b.is_banned(banned, later));
+        // The ban ends at 310 s; the next event in its part removes it.
+        let after_ban = t0 + Duration::from_secs(311);
+        assert!(!b.is_banned(banned, after_ban));
+        for i in 0..1000 {
+            b.add(nth_v4(1000 + i), 1, after_ban);
+        }
+        assert_eq!(b.len(), 1000);
+        assert_eq!(b.banned_count(after_ban), 0);
     }
 }

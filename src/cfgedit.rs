@@ -1,15 +1,16 @@
 //! `ctl user-config` / `ctl group-config`: per-user and per-group files
 //! edited in ocserv's format. Every value is checked by the same parser the
 //! server uses, a file is replaced atomically (temporary file, fsync,
-//! rename), the previous version is kept in `.backup/` with a timestamp,
-//! and a second writer at the same time is refused.
+//! rename), the previous version is kept in `.backup/` with a timestamp
+//! (the newest `keep_backups` of each name), and a second writer at the
+//! same time is refused.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::usercfg::{self, UserConfig};
 
@@ -29,6 +30,8 @@ pub struct Store {
     pub dir: PathBuf,
     /// "user" or "group", for messages.
     pub kind: &'static str,
+    /// Backups kept per name (`[users] keep_backups`); 0 keeps none.
+    pub keep_backups: usize,
 }
 
 /// What a write did.
@@ -51,7 +54,7 @@ impl Store {
         let path = self.path(name)?;
         match fs::read_to_string(&path) {
             Ok(t) => Ok(Some(t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("{}: {e}", path.display())),
         }
     }
@@ -85,7 +88,10 @@ impl Store {
             changes,
         );
         check(&text).map_err(|e| format!("{} {name}: {e}; nothing written", self.kind))?;
-        let backup = old.as_deref().map(|o| self.backup(name, o)).transpose()?;
+        let backup = match old.as_deref() {
+            Some(o) => self.backup(name, o)?,
+            None => None,
+        };
         write_atomically(&path, text.as_bytes(), 0o644)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Written { path, backup })
@@ -98,16 +104,25 @@ impl Store {
         let old = self
             .show(name)?
             .ok_or_else(|| format!("{} {name} has no file in {}", self.kind, self.dir.display()))?;
-        let backup = Some(self.backup(name, &old)?);
+        let backup = self.backup(name, &old)?;
         fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         sync_dir(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         Ok(Written { path, backup })
     }
 
-    /// `.backup/NAME.20261205T071530.123Z`: sorts by time, never overwritten.
-    fn backup(&self, name: &str, text: &str) -> Result<PathBuf, String> {
+    /// `.backup/NAME.20261205T071530.123Z`: sorts by time, never
+    /// overwritten. Older backups of `name` beyond `keep_backups` go; with
+    /// 0, none is written and any left from before go too.
+    fn backup(&self, name: &str, text: &str) -> Result<Option<PathBuf>, String> {
         let dir = self.dir.join(".backup");
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if self.keep_backups == 0 {
+            if fs::symlink_metadata(&dir).is_ok() {
+                backup_dir(&dir)?;
+                prune_backups(&dir, name, 0)?;
+            }
+            return Ok(None);
+        }
+        backup_dir(&dir)?;
         let stamp = timestamp(SystemTime::now());
         let mut path = dir.join(format!("{name}.{stamp}"));
         let mut n = 1;
@@ -117,28 +132,22 @@ impl Store {
         }
         write_atomically(&path, text.as_bytes(), 0o600)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(path)
+        prune_backups(&dir, name, self.keep_backups)?;
+        Ok(Some(path))
     }
 
     /// An exclusive lock on the directory, refused at once if held.
     fn lock(&self) -> Result<File, String> {
         let path = self.dir.join(".ocserv-uring.lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(format!(
+        match lock_file(&path, Duration::ZERO) {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(format!(
                 "another change to {} is in progress (lock {}); try again",
                 self.dir.display(),
                 path.display()
-            ));
+            )),
+            Err(e) => Err(format!("{}: {e}", path.display())),
         }
-        Ok(f)
     }
 }
 
@@ -173,6 +182,99 @@ fn edit(old: &str, changes: &Changes) -> String {
     out
 }
 
+/// An exclusive `flock` on `path` (created mode 0600 if missing, never
+/// through a symlink), held until the file is dropped. Tries for `wait`,
+/// or once if it is zero; `None` if another process still holds it.
+pub fn lock_file(path: &Path, wait: Duration) -> std::io::Result<Option<File>> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let until = Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(f));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            ErrorKind::WouldBlock if Instant::now() >= until => return Ok(None),
+            ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            ErrorKind::Interrupted => {}
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Makes sure `dir` is a directory of our own for backups: created mode
+/// 0700, and never a symlink, which could send the backups (and the
+/// pruning) anywhere.
+fn backup_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.file_type().is_dir() {
+        return Err(format!(
+            "{}: not a directory (a symlink?); refusing to keep backups there",
+            dir.display()
+        ));
+    }
+    // Earlier versions created it with the umask's mode.
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// When a backup of `name` was made, if `file` is one: (timestamp, n) of
+/// `NAME.STAMP` or `NAME.STAMP-n`, so backups sort oldest first.
+fn backup_time(file: &str, name: &str) -> Option<(String, u64)> {
+    let rest = file.strip_prefix(name)?.strip_prefix('.')?;
+    let (stamp, n) = match rest.split_once('-') {
+        Some((stamp, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (stamp, n.parse().ok()?)
+        }
+        Some(_) => return None,
+        None => (rest, 0),
+    };
+    // 20261205T071530.123Z
+    let b = stamp.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let ok = b.len() == 20
+        && digits(0..8)
+        && b[8] == b'T'
+        && digits(9..15)
+        && b[15] == b'.'
+        && digits(16..19)
+        && b[19] == b'Z';
+    ok.then(|| (stamp.to_owned(), n))
+}
+
+/// Removes all but the newest `keep` backups of `name` in `dir`.
+fn prune_backups(dir: &Path, name: &str, keep: usize) -> Result<(), String> {
+    let entries = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut backups: Vec<((String, u64), PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| Some((backup_time(e.file_name().to_str()?, name)?, e.path())))
+        .collect();
+    backups.sort();
+    let old = backups.len().saturating_sub(keep);
+    for (_, path) in &backups[..old] {
+        fs::remove_file(path)
+            .map_err(|e| format!("removing the old backup {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Writes `data` to `path` so readers see the old file or the new one,
 /// never a part: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
@@ -182,18 +284,43 @@ pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
+    let (tmp, f) = create_temporary(dir, name, mode)?;
+    if let Err(e) = fill_and_rename(f, data, &tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(dir)
+}
+
+/// A new file `.NAME.RANDOM.tmp` in `dir`. Its name cannot be guessed, and
+/// it is created only if nothing is there, never through a symlink: a
+/// user who can write `dir` cannot make us write elsewhere.
+fn create_temporary(dir: &Path, name: &str, mode: u32) -> std::io::Result<(PathBuf, File)> {
+    let mut tries = 0;
+    loop {
+        let mut random = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut random).map_err(|_| std::io::Error::other("no random bytes"))?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".{name}.{suffix}.tmp"));
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(mode)
+            .open(&tmp);
+        match opened {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn fill_and_rename(mut f: File, data: &[u8], tmp: &Path, path: &Path) -> std::io::Result<()> {
     f.write_all(data)?;
     f.sync_all()?;
     drop(f);
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
+    fs::rename(tmp, path)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -212,6 +339,7 @@ fn timestamp(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn changes(set: &[(&str, &[&str])], unset: &[&str]) -> Changes {
         Changes {
@@ -243,6 +371,7 @@ mod tests {
         let store = Store {
             dir: dir.clone(),
             kind: "user",
+            keep_backups: 20,
         };
         let w = store
             .set("alice", &changes(&[("route", &["10.0.0.0/8"])], &[]))
@@ -277,6 +406,192 @@ mod tests {
         store.delete("alice").unwrap();
         assert!(store.list().unwrap().is_empty());
         assert_eq!(fs::read_dir(dir.join(".backup")).unwrap().count(), 2);
+        let mode = fs::metadata(dir.join(".backup"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+        // Nothing but the files and the lock: no temporary file left.
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".backup", ".ocserv-uring.lock"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ocu-cfgedit-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_symlink_as_the_backup_dir_is_refused() {
+        let dir = temp_dir("symlink");
+        let elsewhere = dir.join("elsewhere");
+        let files = dir.join("users");
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::create_dir_all(&files).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, files.join(".backup")).unwrap();
+        let store = Store {
+            dir: files.clone(),
+            kind: "user",
+            keep_backups: 20,
+        };
+        store
+            .set("alice", &changes(&[("mtu", &["1300"])], &[]))
+            .unwrap();
+        // The first version needs no backup; the second would go there.
+        let e = store
+            .set("alice", &changes(&[("mtu", &["1200"])], &[]))
+            .unwrap_err();
+        assert!(e.contains("refusing"), "{e}");
+        assert_eq!(store.show("alice").unwrap().unwrap(), "mtu = 1300\n");
+        assert!(names_in(&elsewhere).is_empty());
+        // Pruning with keep_backups = 0 does not follow it either.
+        fs::write(elsewhere.join("alice.20200101T000000.000Z"), "mtu = 1\n").unwrap();
+        let none = Store {
+            dir: files.clone(),
+            kind: "user",
+            keep_backups: 0,
+        };
+        assert!(none.delete("alice").unwrap_err().contains("refusing"));
+        assert_eq!(names_in(&elsewhere), ["alice.20200101T000000.000Z"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn backups_are_pruned_to_keep_backups_oldest_first() {
+        let dir = temp_dir("prune");
+        let store = Store {
+            dir: dir.clone(),
+            kind: "user",
+            keep_backups: 3,
+        };
+        for mtu in 1300..1306 {
+            store
+                .set("alice", &changes(&[("mtu", &[&mtu.to_string()])], &[]))
+                .unwrap();
+        }
+        // Six versions, five backups made, the newest three kept.
+        let backups = dir.join(".backup");
+        let mut kept: Vec<String> = names_in(&backups)
+            .iter()
+            .map(|n| fs::read_to_string(backups.join(n)).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["mtu = 1302\n", "mtu = 1303\n", "mtu = 1304\n"]);
+
+        // Order by time, and within one millisecond by counter (10 after 2);
+        // other names and other files stay.
+        for n in names_in(&backups) {
+            fs::remove_file(backups.join(n)).unwrap();
+        }
+        for n in [
+            "alice.20200101T000000.000Z",
+            "alice.20200101T000000.000Z-2",
+            "alice.20200101T000000.000Z-10",
+            "alice.20200101T000000.001Z",
+            "alice.smith.20200101T000000.000Z",
+            "alice.notes",
+        ] {
+            fs::write(backups.join(n), "").unwrap();
+        }
+        let w = store
+            .set("alice", &changes(&[("mtu", &["1400"])], &[]))
+            .unwrap();
+        let newest = w
+            .backup
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut want = vec![
+            "alice.20200101T000000.000Z-10".to_owned(),
+            "alice.20200101T000000.001Z".to_owned(),
+            "alice.notes".to_owned(),
+            "alice.smith.20200101T000000.000Z".to_owned(),
+            newest,
+        ];
+        want.sort();
+        assert_eq!(names_in(&backups), want);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keep_backups_zero_keeps_none() {
+        let dir = temp_dir("none");
+        let keeping = Store {
+            dir: dir.clone(),
+            kind: "user",
+            keep_backups: 20,
+        };
+        keeping
+            .set("alice", &changes(&[("mtu", &["1300"])], &[]))
+            .unwrap();
+        keeping
+            .set("alice", &changes(&[("mtu", &["1301"])], &[]))
+            .unwrap();
+        keeping
+            .set("bob", &changes(&[("mtu", &["1300"])], &[]))
+            .unwrap();
+        keeping
+            .set("bob", &changes(&[("mtu", &["1301"])], &[]))
+            .unwrap();
+        assert_eq!(names_in(&dir.join(".backup")).len(), 2);
+        let none = Store {
+            dir: dir.clone(),
+            kind: "user",
+            keep_backups: 0,
+        };
+        let w = none
+            .set("alice", &changes(&[("mtu", &["1302"])], &[]))
+            .unwrap();
+        assert!(w.backup.is_none());
+        assert_eq!(none.show("alice").unwrap().unwrap(), "mtu = 1302\n");
+        // alice's earlier backup went too; bob's stays until bob changes.
+        let left = names_in(&dir.join(".backup"));
+        assert!(left.len() == 1 && left[0].starts_with("bob."), "{left:?}");
+        assert!(none.delete("bob").unwrap().backup.is_none());
+        assert!(names_in(&dir.join(".backup")).is_empty());
+        // A directory never made stays unmade.
+        let fresh = temp_dir("none-fresh");
+        let none = Store {
+            dir: fresh.clone(),
+            kind: "user",
+            keep_backups: 0,
+        };
+        none.set("alice", &changes(&[("mtu", &["1300"])], &[]))
+            .unwrap();
+        none.set("alice", &changes(&[("mtu", &["1301"])], &[]))
+            .unwrap();
+        assert!(!fresh.join(".backup").exists());
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&fresh).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = temp_dir("tmp");
+        // A directory in the way: the rename fails.
+        fs::create_dir_all(dir.join("alice").join("sub")).unwrap();
+        assert!(write_atomically(&dir.join("alice"), b"mtu = 1300\n", 0o644).is_err());
+        assert_eq!(names_in(&dir), ["alice"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -268,7 +268,7 @@ impl Default for Dtls {
 }
 
 /// Per-user and per-group files in ocserv's format (src/usercfg.rs).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Users {
     /// Directory with one file per user name.
@@ -279,6 +279,20 @@ pub struct Users {
     pub default_user_config: Option<PathBuf>,
     /// Used for groups without a file of their own.
     pub default_group_config: Option<PathBuf>,
+    /// Backups `ctl user-config` / `group-config` keep per name; 0 = none.
+    pub keep_backups: u32,
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Self {
+            config_per_user: None,
+            config_per_group: None,
+            default_user_config: None,
+            default_group_config: None,
+            keep_backups: 20,
+        }
+    }
 }
 
 /// The control socket `ocserv-uring ctl` talks to.
@@ -287,12 +301,16 @@ pub struct Users {
 pub struct Control {
     /// Unix socket path; empty turns the socket off.
     pub socket: PathBuf,
+    /// A group whose members may use the socket too; empty = root (and
+    /// the server's own user) only.
+    pub group: String,
 }
 
 impl Default for Control {
     fn default() -> Self {
         Self {
             socket: DEFAULT_CONTROL_SOCKET.into(),
+            group: String::new(),
         }
     }
 }
@@ -371,6 +389,8 @@ pub struct Config {
     pub tx_per_sec: u64,
     /// `monitoring.metrics_listen`, parsed.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `control.group`'s id, looked up.
+    pub control_gid: Option<u32>,
 }
 
 impl Config {
@@ -650,6 +670,19 @@ impl Config {
         } else {
             Some(m.parse().map_err(|_| bad("monitoring.metrics_listen", format!("expected address:port such as \"127.0.0.1:9617\" or \"[::1]:9617\", got {m:?}")))?)
         };
+        let control_gid = match raw.control.group.trim() {
+            "" => None,
+            g => match crate::sys::creds::group_id(g) {
+                Ok(Some(gid)) => Some(gid),
+                Ok(None) => {
+                    return Err(bad(
+                        "control.group",
+                        format!("expected a group of this system, got {g:?}"),
+                    ))
+                }
+                Err(e) => return Err(bad("control.group", format!("looking up group {g:?}: {e}"))),
+            },
+        };
         Ok(Self {
             file: file.to_owned(),
             raw,
@@ -667,6 +700,7 @@ impl Config {
             rx_per_sec,
             tx_per_sec,
             metrics_listen,
+            control_gid,
         })
     }
 
@@ -722,7 +756,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -785,6 +819,8 @@ impl Config {
             ml = self.metrics_listen.map_or(String::new(), |a| a.to_string()),
             ml_off = if self.metrics_listen.is_none() { "   # off" } else { "" },
             ctl_off = if r.control.socket.as_os_str().is_empty() { "   # off" } else { "" },
+            cg = r.control.group,
+            cg_note = self.control_gid.map_or("   # root (and the server's user) only".into(), |g| format!("   # gid {g}")),
             psk = r.dtls.psk_negotiate,
             legacy = r.dtls.legacy,
             users = {
@@ -795,12 +831,14 @@ impl Config {
                     ("default_user_config", &u.default_user_config),
                     ("default_group_config", &u.default_group_config),
                 ];
-                keys.iter()
+                let files = keys
+                    .iter()
                     .map(|(k, v)| match v {
                         Some(p) => format!("{k} = {:?}\n", p.display().to_string()),
                         None => format!("# {k} (not set)\n"),
                     })
-                    .collect::<String>()
+                    .collect::<String>();
+                format!("{files}keep_backups = {}\n", u.keep_backups)
             },
         )
     }
@@ -865,6 +903,44 @@ mod tests {
         assert!(c
             .effective_toml()
             .contains("rx_data_per_sec = 1572864   # 1.5M/s"));
+    }
+
+    #[test]
+    fn keep_backups_defaults_to_20_and_is_shown() {
+        let c = parse("").unwrap();
+        assert_eq!(c.raw.users.keep_backups, 20);
+        assert!(c.effective_toml().contains("\nkeep_backups = 20\n"));
+        let c = parse("[users]\nkeep_backups = 0").unwrap();
+        assert_eq!(c.raw.users.keep_backups, 0);
+        assert!(c.effective_toml().contains("\nkeep_backups = 0\n"));
+        let e = parse("[users]\nkeep_backups = -1").unwrap_err().to_string();
+        assert!(
+            e.contains("keep_backups") && e.contains("/etc/x/test.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn control_group_is_looked_up_at_start() {
+        let c = parse("").unwrap();
+        assert_eq!(c.control_gid, None);
+        assert!(c
+            .effective_toml()
+            .contains("\ngroup = \"\"   # root (and the server's user) only\n"));
+        let c = parse("[control]\ngroup = \"root\"").unwrap();
+        assert_eq!(c.control_gid, Some(0));
+        assert!(c
+            .effective_toml()
+            .contains("\ngroup = \"root\"   # gid 0\n"));
+        let e = parse("[control]\ngroup = \"no-such-group-ocu\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/x/test.toml")
+                && e.contains("control.group")
+                && e.contains("no-such-group-ocu"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,12 +1,20 @@
-//! The control socket: a Unix socket (root-only) on which `ocserv-uring ctl`
-//! sends one command line and reads one JSON answer. Served by a thread of
-//! its own; commands reach the shards through their admin inboxes.
+//! The control socket: a Unix socket on which `ocserv-uring ctl` sends one
+//! command line and reads one JSON answer. Served by a thread of its own;
+//! commands reach the shards through their admin inboxes.
+//!
+//! Only root, the server's own user and members of `[control] group` may
+//! use it: the file's mode says so (0600, or 0660 with the group) from the
+//! moment it appears, and each connection's credentials (SO_PEERCRED,
+//! SO_PEERGROUPS) are checked again, so a socket made reachable by mistake
+//! (a chmod, an ACL) still answers nobody else.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs::{self, DirBuilder, Permissions};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,26 +28,112 @@ use crate::shard::Shared;
 const MAX_LINE: u64 = 4096;
 
 /// Binds the socket, refusing to steal one a running server answers on.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// Its mode is 0600, or 0660 with group `group`: the commands disconnect
+/// users and lift bans. It is bound in a private directory (mode 0700)
+/// beside `path`, given its mode and group there and renamed into place,
+/// so nobody can connect in between, whatever the umask and whatever other
+/// threads do (the umask is the whole process's). The private path is 14
+/// bytes longer than `path` and must fit a socket address (107 bytes).
+pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     if UnixStream::connect(path).is_ok() {
         return Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
+            ErrorKind::AddrInUse,
             format!("{}: another server answers here", path.display()),
         ));
     }
-    let _ = std::fs::remove_file(path);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let private = private_dir(dir)?;
+    let socket = private.join("s");
+    let bound = bind_private(&socket, path, group);
+    if bound.is_err() {
+        let _ = fs::remove_file(&socket);
     }
-    let listener = UnixListener::bind(path)?;
-    // Root-only: the commands disconnect users and lift bans.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let _ = fs::remove_dir(&private);
+    bound
+}
+
+/// A new directory `.ctl-RANDOM` in `dir`, mode 0700.
+fn private_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    let mut tries = 0;
+    loop {
+        let mut random = [0u8; 4];
+        aws_lc_rs::rand::fill(&mut random).map_err(|_| std::io::Error::other("no random bytes"))?;
+        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let private = dir.join(format!(".ctl-{hex}"));
+        match DirBuilder::new().mode(0o700).create(&private) {
+            Ok(()) => return Ok(private),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && tries < 8 => tries += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn bind_private(socket: &Path, path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
+    let listener = UnixListener::bind(socket)?;
+    let mode = match group {
+        Some(gid) => {
+            // The owner stays the server's user (root in practice).
+            std::os::unix::fs::chown(socket, None, Some(gid))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    fs::set_permissions(socket, Permissions::from_mode(mode))?;
+    // Replaces a socket left by a server that is gone.
+    fs::rename(socket, path)?;
     Ok(listener)
 }
 
-/// Serves the socket until the process exits (`shard::run` removes the file).
-pub fn spawn(listener: UnixListener, shared: Arc<Shared>) -> std::io::Result<()> {
+/// Whether the peer on `conn` may use the socket: root, the server's own
+/// user, or a member (primary or supplementary) of `group`. Refusals are
+/// logged here, with the peer's ids when the kernel gave them.
+fn peer_allowed(conn: &UnixStream, server_uid: u32, group: Option<u32>) -> bool {
+    let cred = match crate::sys::creds::peer_cred(conn.as_fd()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("control connection refused: no peer credentials: {e}");
+            return false;
+        }
+    };
+    if cred.uid == 0 || cred.uid == server_uid {
+        return true;
+    }
+    if let Some(gid) = group {
+        if cred.gid == gid {
+            return true;
+        }
+        match crate::sys::creds::peer_groups(conn.as_fd()) {
+            Ok(groups) if groups.contains(&gid) => return true,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(
+                uid = cred.uid,
+                pid = cred.pid,
+                "control connection: no peer groups: {e}"
+            ),
+        }
+    }
+    tracing::warn!(
+        uid = cred.uid,
+        gid = cred.gid,
+        pid = cred.pid,
+        "control connection refused: not root, the server's user or a member of [control] group"
+    );
+    false
+}
+
+/// Serves the socket until the process exits (`shard::run` removes the
+/// file); `group` is `[control] group`'s id, if set.
+pub fn spawn(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    group: Option<u32>,
+) -> std::io::Result<()> {
     let started = (Instant::now(), SystemTime::now());
+    let server_uid = crate::sys::creds::effective_uid();
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
@@ -49,6 +143,11 @@ pub fn spawn(listener: UnixListener, shared: Arc<Shared>) -> std::io::Result<()>
                 }
                 let Ok(conn) = conn else { continue };
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+                if !peer_allowed(&conn, server_uid, group) {
+                    let _ = (&conn).write_all(b"error: not allowed\n");
+                    continue;
+                }
                 let mut line = String::new();
                 if BufReader::new((&conn).take(MAX_LINE))
                     .read_line(&mut line)
@@ -178,7 +277,7 @@ fn status(shared: &Shared, (up, up_wall): (Instant, SystemTime)) -> Value {
         "uptime": uptime.as_secs(),
         "Active sessions": t.connected,
         "Total sessions": t.sessions,
-        "IPs in ban list": shared.bans.list(Instant::now()).iter().filter(|b| b.banned_for.is_some()).count(),
+        "IPs in ban list": shared.bans.banned_count(Instant::now()),
         "Shards": shared.shards,
         "RX": crate::units::format_size(t.raw_rx),
         "raw_rx": t.raw_rx,
@@ -240,4 +339,43 @@ fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Va
         }
         _ => return Err(format!("unknown command {line:?}; commands: {COMMANDS}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn bind_puts_a_private_socket_in_place_and_leaves_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("ocu-control-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ctl.socket");
+        let names = || {
+            fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect::<Vec<_>>()
+        };
+
+        let listener = bind(&path, None).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert_eq!(names(), ["ctl.socket"]);
+        // The file in place is the bound socket.
+        let _client = UnixStream::connect(&path).unwrap();
+        listener.accept().unwrap();
+        assert_eq!(bind(&path, None).unwrap_err().kind(), ErrorKind::AddrInUse);
+
+        // A stale socket is replaced; with a group, 0660 and that group.
+        drop(listener);
+        let _listener = bind(&path, Some(0)).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((meta.permissions().mode() & 0o7777, meta.gid()), (0o660, 0));
+        assert_eq!(names(), ["ctl.socket"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -76,7 +76,7 @@ enum FileAction {
     },
     /// List the names that have a file.
     List,
-    /// Remove NAME's file (a backup is kept).
+    /// Remove NAME's file (a backup is kept unless [users] keep_backups = 0).
     Delete {
         /// The user or group.
         name: String,
@@ -280,7 +280,11 @@ fn files(
             path.display()
         )
     })?;
-    let store = Store { dir, kind };
+    let store = Store {
+        dir,
+        kind,
+        keep_backups: cfg.raw.users.keep_backups as usize,
+    };
     let reconnect = |name: &str| -> Result<Value, String> {
         let socket = socket(socket_arg.clone(), Some(&path))?;
         match request(&socket, &format!("reconnect {kind} {name}")) {
@@ -355,12 +359,19 @@ pub fn request(socket: &Path, line: &str) -> Result<Value, String> {
     // Generous: a command waits up to 5 s for every shard.
     conn.set_read_timeout(Some(Duration::from_secs(15)))
         .map_err(|e| e.to_string())?;
-    conn.write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let sent = conn.write_all(format!("{line}\n").as_bytes());
+    // Read even if the write failed: a peer the server does not accept
+    // gets one line and a close, maybe before its command is sent.
     let mut answer = String::new();
-    BufReader::new(&conn)
-        .read_line(&mut answer)
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let read = BufReader::new(&conn).read_line(&mut answer);
+    if let Some(why) = answer.trim_end().strip_prefix("error: ") {
+        return Err(format!(
+            "{}: {why} (the server answers root, its own user and members of its [control] group only)",
+            socket.display()
+        ));
+    }
+    sent.map_err(|e| format!("{}: {e}", socket.display()))?;
+    read.map_err(|e| format!("{}: {e}", socket.display()))?;
     let v: Value = serde_json::from_str(&answer)
         .map_err(|e| format!("unreadable answer from the server: {e}"))?;
     if v["ok"] == Value::Bool(true) {

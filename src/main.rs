@@ -2,8 +2,9 @@
 //! check a configuration.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ocserv_uring::config::Config;
@@ -151,6 +152,10 @@ fn passwd_command(
             groups,
         }
     };
+    // Held from the read to the rename, so two runs at once cannot lose
+    // one's change. Beside the file, not on it: the rename replaces the
+    // file, and a lock on the old one would not stop a third run.
+    let _lock = lock_passwd(file)?;
     let contents = match std::fs::read_to_string(file) {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -160,6 +165,33 @@ fn passwd_command(
         passwd::apply(&contents, user, &change).map_err(|e| format!("{}: {e}", file.display()))?;
     ocserv_uring::cfgedit::write_atomically(file, updated.as_bytes(), 0o600)
         .map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// How long `passwd` waits for another run to finish.
+const PASSWD_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// `.NAME.lock` beside the password file, locked exclusively.
+fn lock_passwd(file: &Path) -> Result<std::fs::File, String> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("ocpasswd");
+    let path = dir.join(format!(".{name}.lock"));
+    match ocserv_uring::cfgedit::lock_file(&path, PASSWD_LOCK_WAIT) {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Err(format!(
+            "{} is being changed by another process (lock {} still held after {} s); try again",
+            file.display(),
+            path.display(),
+            PASSWD_LOCK_WAIT.as_secs()
+        )),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 /// Reads the password from stdin if it is not a terminal, else prompts twice.

@@ -5,9 +5,10 @@
 
 use std::cell::Cell;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -271,45 +272,254 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
 }
 
-/// Serves `GET /metrics` on a thread of its own; `before` runs before each
-/// encoding (to set gauges read from elsewhere).
+/// What serving one scrape may take, and how many are served at once.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// For reading the request head and writing the reply together,
+    /// counted from the accept.
+    deadline: Duration,
+    /// Connections served at once; more are closed at accept.
+    in_flight: usize,
+}
+
+const LIMITS: Limits = Limits {
+    deadline: Duration::from_secs(5),
+    in_flight: 16,
+};
+
+/// Serves `GET /metrics`: one thread accepts, and each connection gets a
+/// short-lived thread of its own, so a slow client holds up nobody else.
+/// `before` runs before each encoding (to set gauges read from elsewhere).
 pub fn spawn(
     listener: TcpListener,
-    metrics: std::sync::Arc<Metrics>,
-    before: impl Fn(&Metrics) + Send + 'static,
+    metrics: Arc<Metrics>,
+    before: impl Fn(&Metrics) + Send + Sync + 'static,
 ) -> std::io::Result<()> {
-    std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-            let mut head = [0u8; 4096];
-            let mut n = 0;
-            // Until the end of the request head, bounded in size and time.
-            while n < head.len() && !head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut head[n..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => n += k,
+    serve(listener, metrics, Arc::new(before), LIMITS)
+}
+
+type Before = Arc<dyn Fn(&Metrics) + Send + Sync>;
+
+fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    before: Before,
+    limits: Limits,
+) -> std::io::Result<()> {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else {
+                    // Out of descriptors, most likely: let some close.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let deadline = Instant::now() + limits.deadline;
+                // Beyond the cap the connection is dropped, so closed at once.
+                let Some(slot) = Slot::take(&in_flight, limits.in_flight) else {
+                    continue;
+                };
+                let (metrics, before) = (metrics.clone(), before.clone());
+                // A failed spawn drops the closure: the connection and its slot.
+                let _ = std::thread::Builder::new()
+                    .name("metrics-conn".into())
+                    .spawn(move || {
+                        let _slot = slot;
+                        answer(conn, &metrics, &*before, deadline);
+                    });
+            }
+        })?;
+    Ok(())
+}
+
+/// One of the connections served at once; given back on drop.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The time left before `deadline`; None once it has passed.
+fn left(deadline: Instant) -> Option<Duration> {
+    Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
+}
+
+/// Reads one request head and writes its reply, all before `deadline`:
+/// every read and write waits only for the time left, so a client that
+/// trickles its request or drains the reply slowly is cut off all the same.
+fn answer(mut conn: TcpStream, metrics: &Metrics, before: &dyn Fn(&Metrics), deadline: Instant) {
+    let mut head = [0u8; 4096];
+    let mut n = 0;
+    // Until the end of the request head, bounded in size; each read's
+    // bytes (and the three before them) are searched once.
+    while n < head.len() {
+        let Some(t) = left(deadline) else { return };
+        if conn.set_read_timeout(Some(t)).is_err() {
+            return;
+        }
+        match conn.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => {
+                let from = n.saturating_sub(3);
+                n += k;
+                if head[from..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
                 }
             }
-            let line = head[..n].split(|&b| b == b'\r').next().unwrap_or_default();
-            let reply = if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET /metrics?") {
-                before(&metrics);
-                let body = metrics.encode();
-                format!("HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-            } else {
-                let body = "metrics are at /metrics\n";
-                format!("HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-            };
-            let _ = conn.write_all(reply.as_bytes());
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
-    })?;
-    Ok(())
+    }
+    let line = head[..n].split(|&b| b == b'\r').next().unwrap_or_default();
+    let reply = if line.starts_with(b"GET /metrics ") || line.starts_with(b"GET /metrics?") {
+        before(metrics);
+        let body = metrics.encode();
+        format!("HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    } else {
+        let body = "metrics are at /metrics\n";
+        format!("HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    };
+    let mut out = reply.as_bytes();
+    while !out.is_empty() {
+        let Some(t) = left(deadline) else { return };
+        if conn.set_write_timeout(Some(t)).is_err() {
+            return;
+        }
+        match conn.write(out) {
+            Ok(0) => return,
+            Ok(k) => out = &out[k..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server(limits: Limits) -> SocketAddr {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        serve(
+            listener,
+            Arc::new(Metrics::new(1)),
+            Arc::new(|_: &Metrics| {}),
+            limits,
+        )
+        .unwrap();
+        addr
+    }
+
+    /// A whole scrape, bounded in time.
+    fn scrape(addr: SocketAddr) -> String {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        reply
+    }
+
+    /// Waits (at most `max`) for the server to close `c`; returns when.
+    fn closed_by_server(c: &mut TcpStream, max: Duration) -> Option<Instant> {
+        c.set_read_timeout(Some(max)).unwrap();
+        match c.read(&mut [0u8; 64]) {
+            Ok(0) => Some(Instant::now()),
+            // A close with unread bytes in the server's buffer is a reset.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(Instant::now()),
+            // Bytes, or the time ran out.
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_trickling_client_holds_up_no_scrape_and_is_cut_off_at_the_deadline() {
+        let deadline = Duration::from_secs(2);
+        let addr = server(Limits {
+            deadline,
+            in_flight: 16,
+        });
+        let mut slow = TcpStream::connect(addr).unwrap();
+        let connected = Instant::now();
+        // One byte a second, a request that never ends.
+        let mut trickle = slow.try_clone().unwrap();
+        let trickler = std::thread::spawn(move || {
+            for b in b"GET /metrics HTTP/1.1\r\nHost: slow" {
+                if trickle.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let asked = Instant::now();
+        let reply = scrape(addr);
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("# EOF\n"), "{reply}");
+
+        let closed = closed_by_server(&mut slow, Duration::from_secs(5))
+            .expect("the server closes the trickling client");
+        let after = closed - connected;
+        assert!(
+            after >= deadline - Duration::from_millis(100),
+            "closed after {after:?}"
+        );
+        assert!(
+            after < deadline + Duration::from_secs(1),
+            "closed after {after:?}"
+        );
+        drop(slow);
+        trickler.join().unwrap();
+    }
+
+    #[test]
+    fn connections_beyond_the_cap_are_closed_at_once() {
+        let deadline = Duration::from_secs(2);
+        let addr = server(Limits {
+            deadline,
+            in_flight: 2,
+        });
+        let started = Instant::now();
+        let mut silent: Vec<TcpStream> =
+            (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut third = TcpStream::connect(addr).unwrap();
+        let closed = closed_by_server(&mut third, Duration::from_secs(1))
+            .expect("the third connection is closed");
+        assert!(
+            closed - started < Duration::from_millis(500),
+            "{:?}",
+            closed - started
+        );
+        // The two in flight end at their deadline, and scrapes work again.
+        for c in &mut silent {
+            closed_by_server(c, deadline + Duration::from_secs(1))
+                .expect("a silent connection is cut off");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(scrape(addr).starts_with("HTTP/1.1 200 OK\r\n"));
+    }
 
     #[test]
     fn traffic_reaches_the_series_once() {

@@ -279,3 +279,134 @@ fn user_config_set_reaches_the_next_login_and_reconnect_applies_it_now() {
         3
     );
 }
+
+/// `ctl ARGS` run as user nobody (65534) with the given setpriv group
+/// options: (success, stdout + stderr).
+fn ctl_as_nobody(server: &Server, groups: &str, args: &str) -> (bool, String) {
+    let o = sh(&format!(
+        "setpriv --reuid=65534 {groups} {BIN} ctl --socket {} {args}",
+        server.ctl.display()
+    ));
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+/// Lets other users reach the socket in the test's directory.
+fn traversable(dir: &std::path::Path) {
+    must(&format!("chmod o+x {}", dir.display()));
+}
+
+fn socket_mode(server: &Server) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(&server.ctl).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn ctl_as_another_user_is_refused() {
+    let _g = serial();
+    let mut net = Net::new("ctlperm", 0);
+    let server = start_server(&mut net, ServerOpts::default());
+    traversable(&net.dir);
+    assert_eq!(socket_mode(&server), 0o600);
+    let nobody = "--regid=65534 --clear-groups";
+    let (ok, out) = ctl_as_nobody(&server, nobody, "show status");
+    assert!(!ok && out.contains("Permission denied"), "{out}");
+
+    // Reachable by mistake, the socket still answers nobody else.
+    must(&format!("chmod 0666 {}", server.ctl.display()));
+    let (ok, out) = ctl_as_nobody(&server, nobody, "show status");
+    assert!(!ok && out.contains("not allowed"), "{out}");
+    server.wait_log("control connection refused", Duration::from_secs(5));
+    assert!(
+        server.log_text().contains("uid=65534"),
+        "{}",
+        server.log_text()
+    );
+    let (ok, out) = ctl_as_nobody(&server, nobody, "stop");
+    assert!(!ok && out.contains("not allowed"), "{out}");
+    assert_eq!(
+        server.ctl_json("show status")["Status"],
+        "online",
+        "root still is allowed, and nobody's stop did nothing"
+    );
+}
+
+/// A system group made for one test and deleted when it ends, also when
+/// the test fails.
+struct TempGroup {
+    name: String,
+    gid: u32,
+}
+
+impl TempGroup {
+    fn new(name: &str) -> Self {
+        let _ = sh(&format!("groupdel {name}"));
+        must(&format!("groupadd {name}"));
+        let line = must(&format!("getent group {name}"));
+        let gid = line
+            .split(':')
+            .nth(2)
+            .and_then(|g| g.trim().parse().ok())
+            .unwrap_or_else(|| panic!("gid of {name}: {line:?}"));
+        Self {
+            name: name.to_owned(),
+            gid,
+        }
+    }
+}
+
+impl Drop for TempGroup {
+    fn drop(&mut self) {
+        let _ = sh(&format!("groupdel {}", self.name));
+    }
+}
+
+#[test]
+fn members_of_the_control_group_may_use_ctl() {
+    let _g = serial();
+    // Declared before the server's namespaces: deleted after they are.
+    let group = TempGroup::new(&format!("ocuctl{}", std::process::id() % 100_000));
+    let mut net = Net::new("ctlgrp", 0);
+    // The generated configuration ends in [control]: this key lands there.
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: format!("group = \"{}\"\n", group.name),
+            ..Default::default()
+        },
+    );
+    traversable(&net.dir);
+    assert_eq!(socket_mode(&server), 0o660);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&server.ctl).unwrap()),
+        group.gid
+    );
+
+    // A supplementary member, and a member by primary group.
+    let (ok, out) = ctl_as_nobody(
+        &server,
+        &format!("--regid=65534 --groups={}", group.gid),
+        "--json show status",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["Status"],
+        "online",
+        "{out}"
+    );
+    let (ok, out) = ctl_as_nobody(
+        &server,
+        &format!("--regid={} --clear-groups", group.gid),
+        "--json show status",
+    );
+    assert!(ok, "{out}");
+    // Not a member: kept out by the mode, and by the server if the mode
+    // lets it through.
+    let (ok, out) = ctl_as_nobody(&server, "--regid=65534 --clear-groups", "show status");
+    assert!(!ok && out.contains("Permission denied"), "{out}");
+    must(&format!("chmod 0666 {}", server.ctl.display()));
+    let (ok, out) = ctl_as_nobody(&server, "--regid=65534 --clear-groups", "show status");
+    assert!(!ok && out.contains("not allowed"), "{out}");
+}

@@ -158,3 +158,50 @@ fn json_logs_carry_one_audit_event_per_login_connect_and_disconnect() {
         "{end}"
     );
 }
+
+const LEAVES_A_CHILD: &str = r#"#!/bin/sh
+# Starts a child that outlives a plain kill of the script, then hangs.
+sleep 300 &
+echo $! > "$(dirname "$0")/child.pid.tmp" && mv "$(dirname "$0")/child.pid.tmp" "$(dirname "$0")/child.pid"
+sleep 60
+"#;
+
+#[test]
+fn a_script_that_times_out_leaves_no_children_running() {
+    let _g = serial();
+    let mut net = Net::new("scrk", 1);
+    let dir = net.dir.join("scripts");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("hang.sh"), LEAVES_A_CHILD).unwrap();
+    must(&format!("chmod +x {}", dir.join("hang.sh").display()));
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: "[scripts]\nconnect_script = \"scripts/hang.sh\"\nscript_timeout = 3\n"
+                .into(),
+            ..Default::default()
+        },
+    );
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    let pid: u32 = wait_for(Duration::from_secs(20), "the script's child", || {
+        fs::read_to_string(dir.join("child.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    assert!(alive(pid), "the script's child runs while the script does");
+    server.wait_log("still running after 3 s", Duration::from_secs(10));
+    // SIGKILL is sent before the log line; the child is then gone (or a
+    // zombie waiting for init, which runs nothing).
+    wait_for(
+        Duration::from_secs(5),
+        "the script's child to be killed",
+        || (!alive(pid)).then_some(()),
+    );
+    alice.wait_exit(Duration::from_secs(20));
+    assert!(
+        alice.env("connect").is_none(),
+        "alice got a tunnel despite her script timing out"
+    );
+}

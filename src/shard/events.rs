@@ -7,6 +7,7 @@
 //! time limit.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
@@ -206,7 +207,8 @@ fn environment(
     env
 }
 
-/// Runs `script` with only `env`, killing it after `limit`.
+/// Runs `script` with only `env`, killing it after `limit` with every
+/// process it started.
 fn run(script: &Path, env: &[(&'static str, String)], limit: Duration) -> Result<(), String> {
     let started = Instant::now();
     let mut child = Command::new(script)
@@ -215,6 +217,9 @@ fn run(script: &Path, env: &[(&'static str, String)], limit: Duration) -> Result
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // A group of its own, led by the script: a timeout kills the
+        // children it started too (`sleep 300 &`), not the script alone.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run: {e}"))?;
     loop {
@@ -222,7 +227,11 @@ fn run(script: &Path, env: &[(&'static str, String)], limit: Duration) -> Result
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => return Err(format!("failed ({status})")),
             Ok(None) if started.elapsed() >= limit => {
-                let _ = child.kill();
+                // Not reaped yet, so the group's id is still the script's
+                // and names no one else's processes.
+                if crate::sys::kill_process_group(child.id()).is_err() {
+                    let _ = child.kill();
+                }
                 let _ = child.wait();
                 return Err(format!("still running after {} s: killed", limit.as_secs()));
             }

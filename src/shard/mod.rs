@@ -185,9 +185,11 @@ pub fn run(config: Config) -> Result<(), RunError> {
         None
     } else {
         Some(
-            crate::control::bind(&ctl_path).map_err(|err| RunError::Control {
-                path: ctl_path.clone(),
-                err,
+            crate::control::bind(&ctl_path, config.control_gid).map_err(|err| {
+                RunError::Control {
+                    path: ctl_path.clone(),
+                    err,
+                }
             })?,
         )
     };
@@ -300,9 +302,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     if shared.started.load(Ordering::Acquire) == n {
         if let Some(listener) = control {
-            crate::control::spawn(listener, shared.clone()).map_err(|err| RunError::Control {
-                path: ctl_path.clone(),
-                err,
+            let group = shared.config.get().control_gid;
+            crate::control::spawn(listener, shared.clone(), group).map_err(|err| {
+                RunError::Control {
+                    path: ctl_path.clone(),
+                    err,
+                }
             })?;
             tracing::info!(socket = %ctl_path.display(), "control socket ready");
         }
@@ -310,13 +315,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             let s = shared.clone();
             let banned_now = move |m: &crate::metrics::Metrics| {
                 let now = std::time::Instant::now();
-                m.banned_now.set(
-                    s.bans
-                        .list(now)
-                        .iter()
-                        .filter(|b| b.banned_for.is_some())
-                        .count() as i64,
-                );
+                m.banned_now.set(s.bans.banned_count(now) as i64);
             };
             crate::metrics::spawn(listener, shared.metrics.clone(), banned_now)
                 .map_err(|err| RunError::Metrics { addr, err })?;

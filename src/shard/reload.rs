@@ -90,6 +90,7 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
         o.network.tun_offload != n.network.tun_offload,
     );
     keep("control.socket", o.control.socket != n.control.socket);
+    keep("control.group", o.control.group != n.control.group);
     keep(
         "monitoring.metrics_listen",
         old.metrics_listen != new.metrics_listen,
@@ -107,6 +108,7 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
     new.ipv4_network = old.ipv4_network;
     new.ipv6_network = old.ipv6_network;
     new.metrics_listen = old.metrics_listen;
+    new.control_gid = old.control_gid;
     if !changed.is_empty() {
         warnings.push(format!(
             "{} changed: kept the running value until a restart",

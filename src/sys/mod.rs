@@ -1,7 +1,8 @@
-//! Every `unsafe` of the server: TUN ioctls, the bpf() syscall, io_uring
-//! and socket options.
+//! Every `unsafe` of the server: TUN ioctls, the bpf() syscall, io_uring,
+//! socket options, peer credentials and group look-ups, and signals.
 
 pub mod bpf;
+pub mod creds;
 pub mod net;
 pub mod recv_batch;
 pub mod tun;
@@ -22,8 +23,6 @@ pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-/// Lowers the calling thread's priority (nice 10) so login work on the
-/// blocking pool yields the CPU to the packet path.
 /// Lifts the soft open-file limit to the hard one (what a service
 /// manager's LimitNOFILE does) and returns the limit now in force.
 pub fn raise_nofile() -> io::Result<u64> {
@@ -46,6 +45,8 @@ pub fn raise_nofile() -> io::Result<u64> {
     Ok(r.rlim_cur)
 }
 
+/// Lowers the calling thread's priority (nice 10) so login work on the
+/// blocking pool yields the CPU to the packet path.
 pub fn lower_thread_priority() {
     thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
     if DONE.with(|d| d.replace(true)) {
@@ -73,4 +74,19 @@ pub fn set_stdin_echo(on: bool) -> bool {
         }
         libc::tcsetattr(0, libc::TCSANOW, &t) == 0
     }
+}
+
+/// Sends SIGKILL to every process of the process group `pgid`: a script
+/// started as a group leader, and whatever it left running.
+pub fn kill_process_group(pgid: u32) -> io::Result<()> {
+    // 0 would be our own group and 1 (as -1) every process we may signal.
+    let pgid = libc::pid_t::try_from(pgid)
+        .ok()
+        .filter(|&p| p > 1)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill() takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(-pgid, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
