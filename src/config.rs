@@ -35,6 +35,12 @@ pub struct Server {
     pub workers: usize,
     /// `text` (one line per event) or `json` (one object per line).
     pub log_format: String,
+    /// The user the server becomes once its TUN device, sockets and
+    /// steering program exist (ocserv's run-as-user); empty: stay as
+    /// started.
+    pub run_as_user: String,
+    /// Its group; empty: the user's own group.
+    pub run_as_group: String,
 }
 
 impl Default for Server {
@@ -45,7 +51,27 @@ impl Default for Server {
             udp_port: 443,
             workers: 0,
             log_format: "text".into(),
+            run_as_user: String::new(),
+            run_as_group: String::new(),
         }
+    }
+}
+
+/// `server.run_as_user` / `run_as_group`, looked up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    pub group: String,
+    pub gid: u32,
+}
+
+impl RunAs {
+    pub fn describe(&self) -> String {
+        format!(
+            "user {} ({}), group {} ({})",
+            self.user, self.uid, self.group, self.gid
+        )
     }
 }
 
@@ -391,6 +417,8 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `control.group`'s id, looked up.
     pub control_gid: Option<u32>,
+    /// Who the server becomes after start, if anyone.
+    pub run_as: Option<RunAs>,
 }
 
 impl Config {
@@ -683,8 +711,10 @@ impl Config {
                 Err(e) => return Err(bad("control.group", format!("looking up group {g:?}: {e}"))),
             },
         };
+        let run_as = run_as(&raw.server).map_err(|(key, reason)| bad(key, reason))?;
         Ok(Self {
             file: file.to_owned(),
+            run_as,
             raw,
             listen,
             ipv4_network,
@@ -756,7 +786,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -764,6 +794,9 @@ impl Config {
             workers = self.workers,
             wcfg = r.server.workers,
             lf = r.server.log_format,
+            rau = r.server.run_as_user,
+            rag = r.server.run_as_group,
+            run_as = self.run_as.as_ref().map_or("   # stays as started".into(), |a| format!("   # {}", a.describe())),
             cert = r.tls.cert_file.display().to_string(),
             key = r.tls.key_file.display().to_string(),
             gen = r.tls.generate_self_signed,
@@ -844,6 +877,61 @@ impl Config {
     }
 }
 
+/// Looks up `run_as_user` and `run_as_group` in the system's databases.
+fn run_as(s: &Server) -> Result<Option<RunAs>, (&'static str, String)> {
+    let (user, group) = (s.run_as_user.trim(), s.run_as_group.trim());
+    if user.is_empty() {
+        if !group.is_empty() {
+            return Err((
+                "server.run_as_group",
+                "expected run_as_user beside it".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let key = "server.run_as_user";
+    let u = match crate::sys::privs::user(user) {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err((key, format!("expected a user of this system, got {user:?}"))),
+        Err(e) => return Err((key, format!("looking up user {user:?}: {e}"))),
+    };
+    if u.uid == 0 {
+        return Err((
+            key,
+            format!("{user:?} is root: expected an unprivileged user such as \"nobody\""),
+        ));
+    }
+    let (group, gid) = if group.is_empty() {
+        (format!("gid {}", u.gid), u.gid)
+    } else {
+        let key = "server.run_as_group";
+        match crate::sys::creds::group_id(group) {
+            Ok(Some(0)) => {
+                return Err((
+                    key,
+                    format!(
+                    "{group:?} is root's group: expected an unprivileged one such as \"nogroup\""
+                ),
+                ))
+            }
+            Ok(Some(gid)) => (group.to_owned(), gid),
+            Ok(None) => {
+                return Err((
+                    key,
+                    format!("expected a group of this system, got {group:?}"),
+                ))
+            }
+            Err(e) => return Err((key, format!("looking up group {group:?}: {e}"))),
+        }
+    };
+    Ok(Some(RunAs {
+        user: user.to_owned(),
+        uid: u.uid,
+        group,
+        gid,
+    }))
+}
+
 /// A configured script must be an executable file.
 fn check_script(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
@@ -918,6 +1006,43 @@ mod tests {
             e.contains("keep_backups") && e.contains("/etc/x/test.toml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn run_as_user_and_group_are_looked_up() {
+        assert_eq!(parse("").unwrap().run_as, None);
+        let c = parse("[server]\nrun_as_user = \"nobody\"\nrun_as_group = \"nogroup\"").unwrap();
+        let a = c.run_as.clone().unwrap();
+        assert_eq!(
+            (a.user.as_str(), a.uid, a.group.as_str()),
+            ("nobody", 65534, "nogroup")
+        );
+        assert!(c.effective_toml().contains("run_as_user = \"nobody\""));
+        for (text, key) in [
+            (
+                "[server]\nrun_as_user = \"no-such-user-ocu\"",
+                "server.run_as_user",
+            ),
+            ("[server]\nrun_as_user = \"root\"", "server.run_as_user"),
+            (
+                "[server]\nrun_as_user = \"nobody\"\nrun_as_group = \"no-such-group-ocu\"",
+                "server.run_as_group",
+            ),
+            (
+                "[server]\nrun_as_user = \"nobody\"\nrun_as_group = \"root\"",
+                "server.run_as_group",
+            ),
+            (
+                "[server]\nrun_as_group = \"nogroup\"",
+                "server.run_as_group",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains(key) && e.contains("/etc/x/test.toml"),
+                "{text:?} → {e}"
+            );
+        }
     }
 
     #[test]

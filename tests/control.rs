@@ -50,7 +50,7 @@ fn ctl_lists_sessions_as_json_with_true_byte_counts_and_disconnects_a_user() {
     std::thread::sleep(Duration::from_millis(500));
     let o = net.exec(
         &c1,
-        &format!("timeout 20 iperf3 -c {} -t 2 -R -b 100M", server.tunnel_ip),
+        &format!("timeout 20 iperf3 -c {} -t 3 -R -b 20M", server.tunnel_ip),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 

@@ -422,3 +422,142 @@ fn a_panic_closes_one_connection_and_a_dead_shard_ends_the_process() {
         .log_text()
         .contains("exiting so the service manager restarts the server"));
 }
+
+/// Effective capabilities of process `pid` (its CapEff mask).
+fn cap_eff(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+fn uids_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn the_server_drops_root_and_still_serves_logins_dtls_iroutes_scripts_and_reloads() {
+    let _g = serial();
+    let mut net = Net::new("privs", 1);
+    let dir = net.dir.clone();
+    std::fs::create_dir_all(dir.join("users")).unwrap();
+    std::fs::write(dir.join("users/alice"), "iroute = 10.250.0.0/24\n").unwrap();
+    // The script records who it runs as where that user may write.
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    must(&format!("chmod 1777 {}", out.display()));
+    let script = dir.join("whoami.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n(id -u; grep CapEff /proc/self/status) > {}/$REASON.txt\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    must(&format!(
+        "chmod 755 {} && chmod o+x {}",
+        script.display(),
+        dir.display()
+    ));
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            dtls: Dtls::Psk,
+            server_keys: "run_as_user = \"nobody\"\nrun_as_group = \"nogroup\"\n".into(),
+            extra_config: format!(
+                "[users]\nconfig_per_user = \"users\"\n[scripts]\nconnect_script = \"{s}\"\ndisconnect_script = \"{s}\"\n",
+                s = script.display()
+            ),
+            ..ServerOpts::default()
+        },
+    );
+    server.wait_log("privileges dropped", Duration::from_secs(5));
+    let log = server.log_text();
+    eprintln!(
+        "{}",
+        log.lines()
+            .find(|l| l.contains("privileges dropped"))
+            .unwrap_or_default()
+    );
+    assert_eq!(
+        uids_of(server.pid),
+        "65534 65534 65534 65534",
+        "{}",
+        server.log_text()
+    );
+    // CAP_NET_ADMIN, CAP_NET_BIND_SERVICE, CAP_DAC_READ_SEARCH (and CAP_BPF
+    // on kernels that need it for the maps), nothing else.
+    let (admin, bind, read, bpf) = (1u64 << 12, 1u64 << 10, 1u64 << 2, 1u64 << 39);
+    let caps = cap_eff(server.pid);
+    assert_eq!(
+        caps & !(admin | bind | read | bpf),
+        0,
+        "capabilities {caps:#x}"
+    );
+    assert_eq!(
+        caps & (admin | bind | read),
+        admin | bind | read,
+        "capabilities {caps:#x}"
+    );
+
+    // A login (password file readable), DTLS, an iroute (a kernel route).
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    wait_for(Duration::from_secs(20), "DTLS up", || {
+        alice
+            .log_text()
+            .contains("Established DTLS connection")
+            .then_some(())
+    });
+    assert_eq!(
+        ping_rtts(&net, &alice.ns, &server.tunnel_ip, 5, "0.1").len(),
+        5
+    );
+    let route = must(&format!("ip -n {} route show 10.250.0.0/24", net.server_ns));
+    assert!(
+        route.contains("dev vpns"),
+        "no kernel route for the iroute: {route:?}"
+    );
+    // The connect script ran as nobody, with no capabilities.
+    let ran = std::fs::read_to_string(out.join("connect.txt")).expect("the connect script ran");
+    assert!(ran.starts_with("65534\n"), "{ran}");
+    assert!(ran.contains("CapEff:\t0000000000000000"), "{ran}");
+    // A reload reads the root-only key and password file again.
+    must(&format!("kill -HUP {}", server.pid));
+    server.wait_log("configuration reloaded", Duration::from_secs(5));
+    assert!(
+        !server.log_text().contains("reload failed"),
+        "{}",
+        server.log_text()
+    );
+    assert!(ctl_ok(&server, "show status"));
+    // Logout: the iroute goes (CAP_NET_ADMIN kept), the disconnect script runs.
+    alice.signal("INT");
+    alice.wait_exit(Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), "disconnect script", || {
+        out.join("disconnect.txt").exists().then_some(())
+    });
+    let route = must(&format!("ip -n {} route show 10.250.0.0/24", net.server_ns));
+    assert!(route.trim().is_empty(), "route left behind: {route:?}");
+    // SIGTERM still ends it cleanly.
+    must(&format!("kill -TERM {}", server.pid));
+    let status = net
+        .wait_exit(server.pid, Duration::from_secs(10))
+        .expect("the server exited");
+    assert!(status.success(), "{status:?}\n{}", server.log_text());
+}
+
+fn ctl_ok(server: &Server, args: &str) -> bool {
+    server.ctl(args).status.success()
+}

@@ -12,6 +12,7 @@ mod inbox;
 mod limits;
 mod login;
 mod notify;
+mod privileges;
 pub mod reload;
 mod stream;
 mod tun;
@@ -157,6 +158,8 @@ pub enum RunError {
     },
     #[error("starting shard {shard}: {err}")]
     Shard { shard: usize, err: String },
+    #[error("dropping privileges (server.run_as_user): {0}")]
+    Privileges(String),
 }
 
 /// Turns on requests that panic on purpose (the tests of `guard`).
@@ -239,6 +242,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let steering = sys::bpf::attach_steering(&tun.queues[0], n as u32).map_err(tun_err)?;
     tracing::info!(device = %device, address = %config.server_address(), network = %config.ipv4_network, queues = n, "TUN device up");
+    // Before any other thread exists: they all start with the result.
+    privileges::drop_root(&config, &steering).map_err(RunError::Privileges)?;
 
     let mut inboxes = Vec::with_capacity(n);
     let mut wakes = Vec::with_capacity(n);

@@ -78,6 +78,14 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
     keep("server.udp_port", o.server.udp_port != n.server.udp_port);
     keep("server.workers", o.server.workers != n.server.workers);
     keep(
+        "server.run_as_user",
+        o.server.run_as_user != n.server.run_as_user,
+    );
+    keep(
+        "server.run_as_group",
+        o.server.run_as_group != n.server.run_as_group,
+    );
+    keep(
         "server.log_format",
         o.server.log_format != n.server.log_format,
     );
@@ -105,6 +113,7 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
     n.monitoring = o.monitoring.clone();
     new.listen = old.listen;
     new.workers = old.workers;
+    new.run_as.clone_from(&old.run_as);
     new.ipv4_network = old.ipv4_network;
     new.ipv6_network = old.ipv6_network;
     new.metrics_listen = old.metrics_listen;

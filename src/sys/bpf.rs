@@ -243,6 +243,16 @@ impl Steering {
             .map_err(|e| io::Error::new(e.kind(), format!("steering {net} to queue {shard}: {e}")))
     }
 
+    /// Whether this process may still change the maps: removing an entry
+    /// no network has (0.0.0.0/0 is never routed) answers ENOENT if so.
+    pub fn can_update(&self) -> io::Result<()> {
+        let any = IpNet::V4(Ipv4Net::default());
+        match self.elem(BPF_MAP_DELETE_ELEM, any, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other,
+        }
+    }
+
     /// `net` follows the default rule again.
     pub fn unroute(&self, net: IpNet) -> io::Result<()> {
         self.elem(BPF_MAP_DELETE_ELEM, net, 0)

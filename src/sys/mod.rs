@@ -4,6 +4,7 @@
 pub mod bpf;
 pub mod creds;
 pub mod net;
+pub mod privs;
 pub mod recv_batch;
 pub mod tun;
 mod txring;
