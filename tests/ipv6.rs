@@ -241,3 +241,57 @@ fn cisco_clients_without_full_ipv6_capability_get_the_legacy_form() {
         "no IPv6 DNS in the legacy form: {head}"
     );
 }
+
+/// `restrict-user-to-routes` covers IPv6 as ocserv's firewall rules do: a
+/// user whose routes are IPv4 only reaches no IPv6 destination but the
+/// server and its DNS servers.
+#[test]
+fn a_restricted_user_reaches_no_ipv6_outside_its_routes() {
+    let _g = serial();
+    let mut net = Net::new("rest6", 2);
+    let s = net.server_ns.clone();
+    must(&format!(
+        "ip -n {s} -6 addr add fd00:beef::1/128 dev lo nodad"
+    ));
+    let server = v6_server_with_users(
+        &mut net,
+        &[(
+            "alice",
+            "route = 10.200.0.0/16\nrestrict-user-to-routes = true\n",
+        )],
+    );
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+    bob.wait_connected();
+    // Both send fd00:beef::/64 into the tunnel; only the server decides.
+    for c in [&alice, &bob] {
+        must(&format!(
+            "ip -n {} -6 route add fd00:beef::/64 dev {}",
+            c.ns, c.ifname
+        ));
+    }
+    assert_eq!(
+        ping6(&net, &alice.ns, SERVER6),
+        3,
+        "alice → the server's IPv6 address"
+    );
+    assert_eq!(
+        ping6(&net, &alice.ns, "fd00:beef::1"),
+        0,
+        "alice → IPv6 outside her routes"
+    );
+    assert_eq!(
+        ping6(&net, &bob.ns, "fd00:beef::1"),
+        3,
+        "bob is not restricted"
+    );
+    let users = server.ctl_json("show users");
+    let a = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["Username"] == "alice")
+        .unwrap();
+    assert!(a["restricted_packets"].as_u64().unwrap() >= 3, "{a:#}");
+}

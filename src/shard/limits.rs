@@ -53,24 +53,20 @@ pub(crate) fn is_full_tunnel_v6(routes: &[Ipv6Net]) -> bool {
     routes.is_empty() || routes.iter().any(|n| n.prefix_len() == 0)
 }
 
-/// Where a restricted client may send: its routes minus its excluded
-/// routes, and always the server's addresses and DNS servers. A family
-/// in full tunnel is not restricted.
+/// Where a restricted client may send, IPv4 and IPv6 alike (as ocserv's
+/// firewall rules): its routes minus its excluded routes, and always the
+/// server's addresses and DNS servers. A family without routes is closed
+/// but for those; only a full tunnel (no routes at all, or an IPv4 default
+/// route, which ocserv reads as "no routes") restricts nothing.
 pub(crate) struct Allowed {
     routes: Box<[IpNet]>,
     excluded: Box<[IpNet]>,
     always: Box<[IpAddr]>,
-    open_v4: bool,
-    open_v6: bool,
 }
 
 impl Allowed {
     pub(crate) fn contains(&self, dst: IpAddr) -> bool {
-        let open = match dst {
-            IpAddr::V4(_) => self.open_v4,
-            IpAddr::V6(_) => self.open_v6,
-        };
-        open || self.always.contains(&dst)
+        self.always.contains(&dst)
             || (self.routes.iter().any(|n| n.contains(&dst))
                 && !self.excluded.iter().any(|n| n.contains(&dst)))
     }
@@ -118,8 +114,9 @@ impl Limits {
             .restrict_user_to_routes
             .unwrap_or(cfg.raw.network.restrict_user_to_routes);
         let (routes, routes6) = (routes_v4(cfg, policy), routes_v6(cfg, policy));
-        let (open_v4, open_v6) = (is_full_tunnel(&routes), is_full_tunnel_v6(&routes6));
-        let allowed = (restrict && !(open_v4 && open_v6)).then(|| {
+        let full_tunnel =
+            (routes.is_empty() && routes6.is_empty()) || routes.iter().any(|n| n.prefix_len() == 0);
+        let allowed = (restrict && !full_tunnel).then(|| {
             let dns = if policy.dns.is_empty() {
                 &cfg.dns
             } else {
@@ -137,8 +134,6 @@ impl Limits {
                 routes: routes.into(),
                 excluded: policy.no_routes.clone().into(),
                 always: always.into(),
-                open_v4,
-                open_v6,
             }
         });
         let bucket = |rate: u64| (rate > 0).then(|| RefCell::new(TokenBucket::new(rate, now)));
@@ -201,8 +196,9 @@ mod tests {
         ] {
             assert_eq!(a.contains(dst.parse().unwrap()), ok, "{dst}");
         }
-        // No IPv6 routes: IPv6 is a full tunnel, not restricted.
-        assert!(a.contains("2001:db8::1".parse().unwrap()));
+        // No IPv6 routes: IPv6 is closed but for the server and DNS (as
+        // ocserv's rules), not open.
+        assert!(!a.contains("2001:db8::1".parse().unwrap()));
     }
 
     #[test]
@@ -222,6 +218,31 @@ mod tests {
         ] {
             assert_eq!(a.contains(dst.parse().unwrap()), ok, "{dst}");
         }
+    }
+
+    #[test]
+    fn ipv6_only_routes_close_ipv4_and_an_ipv6_default_opens_ipv6() {
+        let c = cfg("[network]\nipv6_network = \"fd00:100::/64\"\ndns = [\"fd00:100::53\"]\n");
+        let p = UserConfig::parse("route = fd00:1::/48\nrestrict-user-to-routes = true\n").unwrap();
+        let l = Limits::for_session(&c, &p, None, false, Instant::now());
+        let a = l.allowed.as_ref().unwrap();
+        for (dst, ok) in [
+            ("fd00:1::5", true),
+            ("fd00:2::5", false),
+            ("fd00:100::53", true),
+            ("10.1.0.1", false),
+            ("192.168.100.1", true),
+        ] {
+            assert_eq!(a.contains(dst.parse().unwrap()), ok, "{dst}");
+        }
+        let p = UserConfig::parse(
+            "route = 10.1.0.0/16\nroute = ::/0\nrestrict-user-to-routes = true\n",
+        )
+        .unwrap();
+        let l = Limits::for_session(&c, &p, None, false, Instant::now());
+        let a = l.allowed.as_ref().unwrap();
+        assert!(a.contains("2001:db8::1".parse().unwrap()));
+        assert!(!a.contains("10.2.0.1".parse().unwrap()));
     }
 
     #[test]
