@@ -279,6 +279,13 @@ fn status(shared: &Shared, (up, up_wall): (Instant, SystemTime)) -> Value {
         "Total sessions": t.sessions,
         "IPs in ban list": shared.bans.banned_count(Instant::now()),
         "Shards": shared.shards,
+        // What sessions and logins hold across shards: after a quiet
+        // spell these fall back to zero and the pool to full.
+        "Leased addresses": shared.pool.size() - shared.pool.free(),
+        "Free addresses": shared.pool.free(),
+        "Counted clients": shared.clients.current(),
+        "Users with sessions": shared.per_user.keys(),
+        "Logins in progress": shared.logins_by_addr.total(),
         "RX": crate::units::format_size(t.raw_rx),
         "raw_rx": t.raw_rx,
         "TX": crate::units::format_size(t.raw_tx),

@@ -80,6 +80,12 @@ impl<K: Hash + Eq, L: Lock<HashMap<K, u32>>> PerKey<K, L> {
     pub fn keys(&self) -> usize {
         self.table.with(|map| map.len())
     }
+
+    /// The sum of every key's count.
+    pub fn total(&self) -> u64 {
+        self.table
+            .with(|map| map.values().map(|&n| u64::from(n)).sum())
+    }
 }
 
 #[cfg(test)]

@@ -204,6 +204,7 @@ pub(crate) struct ServerOpts {
     pub network_keys: String,
     /// OCSERV_URING_TEST_HOOKS=1: requests that panic on purpose.
     pub test_hooks: bool,
+    pub cookie_timeout: u64,
 }
 
 /// Which DTLS the server offers.
@@ -231,6 +232,7 @@ impl Default for ServerOpts {
             auth_keys: String::new(),
             network_keys: String::new(),
             test_hooks: false,
+            cookie_timeout: 60,
         }
     }
 }
@@ -264,7 +266,7 @@ pub(crate) fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
              [tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\ngenerate_self_signed = true\n\
              [auth]\npasswd_file = \"ocpasswd\"\n{auth}\
              [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n{network}\
-             [session]\ndpd = {dpd}\ncookie_timeout = 60\nauth_timeout = {at}\n{session}\
+             [session]\ndpd = {dpd}\ncookie_timeout = {ct}\nauth_timeout = {at}\n{session}\
              [dtls]\npsk_negotiate = {psk}\n[control]\nsocket = \"ctl.socket\"\n{extra}",
             udp = if opts.dtls == Dtls::Off { 0 } else { 443 },
             psk = opts.dtls == Dtls::Psk,
@@ -272,6 +274,7 @@ pub(crate) fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
             net = opts.network,
             dpd = opts.dpd,
             at = opts.auth_timeout,
+            ct = opts.cookie_timeout,
             session = opts.session_keys,
             server = opts.server_keys,
             auth = opts.auth_keys,

@@ -1,5 +1,6 @@
 //! ocu-loadgen: simulated OpenConnect clients for ocserv-uring and ocserv.
-//! Modes: `login` (logins/s and latency), `idle` (hold N tunnels),
+//! Modes: `login` (logins/s and latency), `soak` (login cycles ending
+//! every way a session can), `idle` (hold N tunnels),
 //! `throughput` (UDP-in-IP through M tunnels), `sink` (echo, drop or source).
 
 mod dtls;
@@ -46,6 +47,19 @@ enum Mode {
         /// about half of them reach the other shard and are handed off.
         #[arg(long, requires = "connect")]
         fresh_connection: bool,
+    },
+    /// N login cycles, C at a time, each ending its own way in turn: a
+    /// clean logout (CONNECT, DTLS, DISCONNECT), a dropped connection
+    /// (CONNECT, DTLS, then both sockets closed without a word: the
+    /// session waits for a reconnect until cookie_timeout), and a cookie
+    /// that never connects. For leak checks (tests/soak.rs).
+    Soak {
+        #[command(flatten)]
+        t: Target,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 300)]
+        cycles: u64,
     },
     /// Log in and CONNECT N sessions, keep them alive for --hold seconds.
     Idle {
@@ -238,8 +252,16 @@ fn main() {
                 (true, false) => modes::Connect::Same,
                 (true, true) => modes::Connect::Fresh,
             };
-            make_ctx(&t).map(|ctx| modes::login_mode(ctx, &t, concurrency, count, connect))
+            make_ctx(&t).map(|ctx| {
+                modes::login_mode(ctx, &t, concurrency, count, modes::Attempt::Login(connect))
+            })
         }
+        Mode::Soak {
+            t,
+            concurrency,
+            cycles,
+        } => make_ctx(&t)
+            .map(|ctx| modes::login_mode(ctx, &t, concurrency, cycles, modes::Attempt::Soak)),
         Mode::Idle {
             t,
             sessions,

@@ -50,6 +50,60 @@ pub(crate) enum Connect {
     Fresh,
 }
 
+/// What each attempt of the login mode does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    Login(Connect),
+    /// A cycle of the soak (`soak_cycle`).
+    Soak,
+}
+
+async fn attempt(ctx: &Ctx, i: usize, what: Attempt) -> io::Result<()> {
+    match what {
+        Attempt::Login(connect) => one_login(ctx, i, connect).await,
+        Attempt::Soak => soak_cycle(ctx, i).await,
+    }
+}
+
+fn disconnect_frame() -> Vec<u8> {
+    tunnel::frame(
+        ocserv_uring::proto::cstp::FrameType::Disconnect,
+        &[ocserv_uring::proto::cstp::DISCONNECT_USER_LOGOUT],
+    )
+}
+
+/// Cycle `i` of the soak: every third a clean logout, a dropped
+/// connection, a cookie that never connects.
+async fn soak_cycle(ctx: &Ctx, i: usize) -> io::Result<()> {
+    let src = ctx.source(i);
+    let mut c = TlsConn::connect(ctx.addr, src, ctx.tls.clone()).await?;
+    let cookie = login::login(&mut c, &ctx.creds).await?;
+    if i % 3 == 2 {
+        c.tls.send_close_notify();
+        return c.flush().await;
+    }
+    let tun = login::connect(&mut c, &ctx.creds, &cookie, true).await?;
+    let psk = c.export_psk()?;
+    let addr =
+        tunnel::dtls_addr(ctx.addr, &tun).ok_or_else(|| io_err("no X-DTLS-Port in the reply"))?;
+    let app_id = tun
+        .get("X-DTLS-App-ID")
+        .ok_or_else(|| io_err("no X-DTLS-App-ID in the reply"))?;
+    let ch = crate::dtls::DtlsChannel::connect(addr, src, psk, app_id, ctx.counters.clone())
+        .await
+        .map_err(|e| io_err(format!("DTLS: {e}")))?;
+    Counters::add(&ctx.counters.dtls_up, 1);
+    ch.close();
+    if i % 3 == 0 {
+        c.write_plain(&disconnect_frame()).await?;
+        c.tls.send_close_notify();
+        c.flush().await
+    } else {
+        // Gone without a word: the socket closes with `c`.
+        Ok(())
+    }
+}
+
 async fn one_login(ctx: &Ctx, i: usize, connect: Connect) -> io::Result<()> {
     let mut c = TlsConn::connect(ctx.addr, ctx.source(i), ctx.tls.clone()).await?;
     let cookie = login::login(&mut c, &ctx.creds).await?;
@@ -60,11 +114,7 @@ async fn one_login(ctx: &Ctx, i: usize, connect: Connect) -> io::Result<()> {
     }
     if connect != Connect::No {
         login::connect(&mut c, &ctx.creds, &cookie, false).await?;
-        let bye = tunnel::frame(
-            ocserv_uring::proto::cstp::FrameType::Disconnect,
-            &[ocserv_uring::proto::cstp::DISCONNECT_USER_LOGOUT],
-        );
-        c.write_plain(&bye).await?;
+        c.write_plain(&disconnect_frame()).await?;
     }
     c.tls.send_close_notify();
     c.flush().await
@@ -75,7 +125,7 @@ pub(crate) fn login_mode(
     t: &Target,
     concurrency: usize,
     count: u64,
-    connect: Connect,
+    what: Attempt,
 ) -> bool {
     let next = Arc::new(AtomicU64::new(0));
     let threads = t.threads.max(1).min(concurrency.max(1));
@@ -98,7 +148,7 @@ pub(crate) fn login_mode(
                                 break;
                             }
                             let s = Instant::now();
-                            match limited(one_login(&ctx, i as usize, connect)).await {
+                            match limited(attempt(&ctx, i as usize, what)).await {
                                 Ok(()) => {
                                     lat.borrow_mut().push(s.elapsed());
                                     Counters::add(&ctx.counters.ok, 1);
@@ -125,10 +175,11 @@ pub(crate) fn login_mode(
     let mut s = Summary(Vec::new());
     header(
         &mut s,
-        match connect {
-            Connect::No => "login",
-            Connect::Same => "login+connect",
-            Connect::Fresh => "login+connect (fresh connection)",
+        match what {
+            Attempt::Login(Connect::No) => "login",
+            Attempt::Login(Connect::Same) => "login+connect",
+            Attempt::Login(Connect::Fresh) => "login+connect (fresh connection)",
+            Attempt::Soak => "soak",
         },
         &ctx,
     );
