@@ -314,12 +314,7 @@ fn a_replayed_client_hello_from_another_address_leaves_dtls_working() {
     ready_rx.recv().unwrap();
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     alice.wait_connected();
-    wait_for(Duration::from_secs(20), "DTLS up", || {
-        alice
-            .log_text()
-            .contains("Established DTLS connection")
-            .then_some(())
-    });
+    alice.wait_dtls();
     let hello = capture.join().unwrap().expect("the client's ClientHello");
     let ns1 = net.client_ns[0].clone();
     must(&format!(
@@ -514,12 +509,7 @@ fn the_server_drops_root_and_still_serves_logins_dtls_iroutes_scripts_and_reload
     // A login (password file readable), DTLS, an iroute (a kernel route).
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     alice.wait_connected();
-    wait_for(Duration::from_secs(20), "DTLS up", || {
-        alice
-            .log_text()
-            .contains("Established DTLS connection")
-            .then_some(())
-    });
+    alice.wait_dtls();
     assert_eq!(
         ping_rtts(&net, &alice.ns, &server.tunnel_ip, 5, "0.1").len(),
         5

@@ -118,19 +118,7 @@ pub(super) async fn connect(shard: Rc<Shard>, conn: Conn, head: RequestHead) {
     let cookie = head.cookie("webvpn").and_then(|c| Cookie::parse(c).ok());
     let Some(cookie) = cookie.filter(|c| c.home_shard().index() < shard.shared.shards) else {
         tracing::info!(peer = %conn.peer, "CONNECT without a valid cookie");
-        let points = shard
-            .shared
-            .config
-            .get()
-            .raw
-            .security
-            .ban_points_bad_request;
-        super::login::penalize(
-            &shard,
-            conn.peer,
-            points,
-            "a CONNECT without a valid cookie",
-        );
+        super::login::penalize_bad_request(&shard, conn.peer, "a CONNECT without a valid cookie");
         conn.refuse(401, "Cookie is not acceptable").await;
         return;
     };

@@ -45,6 +45,18 @@ pub(super) fn penalize(shard: &Shard, peer: SocketAddr, points: u32, what: &str)
     }
 }
 
+/// Scores `ban_points_bad_request` for a malformed request, body or cookie.
+pub(super) fn penalize_bad_request(shard: &Shard, peer: SocketAddr, what: &str) {
+    let points = shard
+        .shared
+        .config
+        .get()
+        .raw
+        .security
+        .ban_points_bad_request;
+    penalize(shard, peer, points, what);
+}
+
 /// Who the client's certificate says it is.
 enum CertUser {
     /// No certificate (or certificates are not checked).
@@ -270,14 +282,7 @@ async fn next_request(shard: &Shard, conn: &mut Conn) -> Option<super::conn::Req
         Err(ReadError::Http(e)) => {
             let peer = conn.peer;
             tracing::info!(%peer, "bad request: {e}");
-            let points = shard
-                .shared
-                .config
-                .get()
-                .raw
-                .security
-                .ban_points_bad_request;
-            penalize(shard, peer, points, "a bad request");
+            penalize_bad_request(shard, peer, "a bad request");
             let (code, reason) = e.status();
             conn.reject(code, reason).await;
             None
@@ -363,12 +368,7 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::info!(%peer, "bad auth body: {e}");
-                    penalize(
-                        &shard,
-                        peer,
-                        points.ban_points_bad_request,
-                        "a bad login body",
-                    );
+                    penalize_bad_request(&shard, peer, "a bad login body");
                     conn.refuse(400, "Bad Request").await;
                     return None;
                 }

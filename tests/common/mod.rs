@@ -530,6 +530,19 @@ impl Client {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until openconnect reports its DTLS channel up.
+    pub(crate) fn wait_dtls(&self) {
+        wait_for(
+            Duration::from_secs(20),
+            "openconnect to connect DTLS",
+            || {
+                self.log_text()
+                    .contains("Established DTLS connection")
+                    .then_some(())
+            },
+        );
+    }
+
     pub(crate) fn signal(&self, sig: &str) {
         let _ = sh(&format!("kill -{sig} {}", self.pid));
     }
