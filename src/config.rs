@@ -175,6 +175,19 @@ pub struct Network {
     /// TUN offloads (IFF_VNET_HDR, TSO/USO): 64 KB reads cut into packets
     /// in the shard. Off only to rule them out when chasing a problem.
     pub tun_offload: bool,
+    /// Networks clients keep out of the tunnel (X-CSTP-Split-Exclude).
+    pub no_routes: Vec<String>,
+    /// Domains resolved through the tunnel's DNS (X-CSTP-Split-DNS).
+    pub split_dns: Vec<String>,
+    /// DNS search domains, space-separated (X-CSTP-Default-Domain).
+    pub default_domain: String,
+    /// NetBIOS name servers (X-CSTP-NBNS).
+    pub nbns: Vec<String>,
+    /// Every DNS query through the tunnel, also in split tunnels.
+    pub tunnel_all_dns: bool,
+    /// Traffic of a family the client has no tunnel address for bypasses
+    /// the tunnel (X-CSTP-Client-Bypass-Protocol).
+    pub client_bypass_protocol: bool,
 }
 
 impl Default for Network {
@@ -188,6 +201,12 @@ impl Default for Network {
             restrict_user_to_routes: false,
             mtu: 1400,
             tun_offload: true,
+            no_routes: vec![],
+            split_dns: vec![],
+            default_domain: String::new(),
+            nbns: vec![],
+            tunnel_all_dns: false,
+            client_bypass_protocol: false,
         }
     }
 }
@@ -210,6 +229,10 @@ pub struct Session {
     pub session_timeout: u64,
     /// Keep the cookie valid after a client logout (for `cookie_timeout`).
     pub persistent_cookies: bool,
+    /// A cookie works only from the address that logged in.
+    pub deny_roaming: bool,
+    /// DPD interval for mobile clients; 0 = `dpd`.
+    pub mobile_dpd: u64,
     /// Bytes per second per session from / to the client; 0 = no limit.
     pub rx_data_per_sec: SizeValue,
     pub tx_data_per_sec: SizeValue,
@@ -228,6 +251,8 @@ impl Default for Session {
             mobile_idle_timeout: 0,
             session_timeout: 0,
             persistent_cookies: false,
+            deny_roaming: false,
+            mobile_dpd: 0,
             rx_data_per_sec: SizeValue::default(),
             tx_data_per_sec: SizeValue::default(),
         }
@@ -419,6 +444,11 @@ pub struct Config {
     pub control_gid: Option<u32>,
     /// Who the server becomes after start, if anyone.
     pub run_as: Option<RunAs>,
+    /// What a session's user and group files did not set comes from here
+    /// (`[network]` no_routes, split_dns, default_domain, nbns,
+    /// tunnel_all_dns, client_bypass_protocol; `[session]` deny_roaming,
+    /// mobile_dpd), checked as those files are.
+    pub user_defaults: crate::usercfg::UserConfig,
 }
 
 impl Config {
@@ -712,9 +742,11 @@ impl Config {
             },
         };
         let run_as = run_as(&raw.server).map_err(|(key, reason)| bad(key, reason))?;
+        let user_defaults = user_defaults(&raw).map_err(|(key, reason)| bad(key, reason))?;
         Ok(Self {
             file: file.to_owned(),
             run_as,
+            user_defaults,
             raw,
             listen,
             ipv4_network,
@@ -786,7 +818,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -819,6 +851,14 @@ impl Config {
             routes = list(&self.routes.iter().map(ToString::to_string).chain(self.routes6.iter().map(ToString::to_string)).collect::<Vec<_>>()),
             mtu = r.network.mtu,
             offload = r.network.tun_offload,
+            no_routes = list(&r.network.no_routes),
+            split_dns = list(&r.network.split_dns),
+            ddomain = r.network.default_domain,
+            nbns = list(&r.network.nbns),
+            tad = r.network.tunnel_all_dns,
+            cbp = r.network.client_bypass_protocol,
+            dr = r.session.deny_roaming,
+            mdpd = r.session.mobile_dpd,
             dpd = r.session.dpd,
             ka = r.session.keepalive,
             ct = r.session.cookie_timeout,
@@ -875,6 +915,51 @@ impl Config {
             },
         )
     }
+}
+
+/// The global values of keys per-user files may set, parsed as those
+/// files' lines are.
+fn user_defaults(raw: &RawConfig) -> Result<crate::usercfg::UserConfig, (&'static str, String)> {
+    let (n, s) = (&raw.network, &raw.session);
+    let mut d = crate::usercfg::UserConfig::default();
+    let mut set =
+        |key: &'static str, ocserv: &str, v: &str| d.set_default(ocserv, v).map_err(|e| (key, e));
+    for v in &n.no_routes {
+        set("network.no_routes", "no-route", v)?;
+    }
+    for v in &n.split_dns {
+        set("network.split_dns", "split-dns", v)?;
+    }
+    if !n.default_domain.trim().is_empty() {
+        set(
+            "network.default_domain",
+            "default-domain",
+            &n.default_domain,
+        )?;
+    }
+    for v in &n.nbns {
+        set("network.nbns", "nbns", v)?;
+    }
+    let yes = |b: bool| if b { "true" } else { "false" };
+    set(
+        "network.tunnel_all_dns",
+        "tunnel-all-dns",
+        yes(n.tunnel_all_dns),
+    )?;
+    set(
+        "network.client_bypass_protocol",
+        "client-bypass-protocol",
+        yes(n.client_bypass_protocol),
+    )?;
+    set("session.deny_roaming", "deny-roaming", yes(s.deny_roaming))?;
+    if s.mobile_dpd > 0 {
+        set(
+            "session.mobile_dpd",
+            "mobile-dpd",
+            &s.mobile_dpd.to_string(),
+        )?;
+    }
+    Ok(d)
 }
 
 /// Looks up `run_as_user` and `run_as_group` in the system's databases.

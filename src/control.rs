@@ -228,7 +228,8 @@ fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
     }
     let mut policies = Vec::with_capacity(pairs.len());
     for (user, group) in pairs {
-        let c = crate::usercfg::load(&shared.config.get().raw.users, &user, group.as_deref())
+        let cfg = shared.config.get();
+        let c = crate::usercfg::load(&cfg.raw.users, &user, group.as_deref(), &cfg.user_defaults)
             .map_err(|e| format!("user {user}: {e}; no session was changed"))?;
         policies.push(((user, group), c));
     }

@@ -37,6 +37,19 @@ pub struct UserConfig {
     pub dpd: Option<u64>,
     pub keepalive: Option<u64>,
     pub mtu: Option<u16>,
+    /// NetBIOS name servers (X-CSTP-NBNS).
+    pub nbns: Vec<IpAddr>,
+    /// Tell the client to send every DNS query through the tunnel.
+    pub tunnel_all_dns: Option<bool>,
+    /// The cookie works only from the address that logged in.
+    pub deny_roaming: Option<bool>,
+    /// DPD interval for mobile clients (seconds).
+    pub mobile_dpd: Option<u64>,
+    /// Tell the client to let traffic of the family it has no address
+    /// for bypass the tunnel (X-CSTP-Client-Bypass-Protocol).
+    pub client_bypass_protocol: Option<bool>,
+    /// No DTLS for this user: CSTP only.
+    pub no_udp: Option<bool>,
 }
 
 /// Where and why a file was refused.
@@ -126,6 +139,15 @@ impl UserConfig {
             "session-timeout" => self.session_timeout = Some(seconds(v, 0)?),
             "dpd" => self.dpd = Some(seconds(v, 1)?),
             "keepalive" => self.keepalive = Some(seconds(v, 1)?),
+            "nbns" | "ipv4-nbns" | "ipv6-nbns" => self.nbns.push(
+                v.parse()
+                    .map_err(|_| format!("expected an IP address, got {v:?}"))?,
+            ),
+            "tunnel-all-dns" => self.tunnel_all_dns = Some(boolean(v)?),
+            "deny-roaming" => self.deny_roaming = Some(boolean(v)?),
+            "mobile-dpd" => self.mobile_dpd = Some(seconds(v, 0)?),
+            "client-bypass-protocol" => self.client_bypass_protocol = Some(boolean(v)?),
+            "no-udp" => self.no_udp = Some(boolean(v)?),
             "mtu" => {
                 let m: u16 = v
                     .parse()
@@ -176,6 +198,46 @@ impl UserConfig {
         over(&mut self.dpd, &later.dpd);
         over(&mut self.keepalive, &later.keepalive);
         over(&mut self.mtu, &later.mtu);
+        add(&mut self.nbns, &later.nbns);
+        over(&mut self.tunnel_all_dns, &later.tunnel_all_dns);
+        over(&mut self.deny_roaming, &later.deny_roaming);
+        over(&mut self.mobile_dpd, &later.mobile_dpd);
+        over(
+            &mut self.client_bypass_protocol,
+            &later.client_bypass_protocol,
+        );
+        over(&mut self.no_udp, &later.no_udp);
+    }
+
+    /// Fills what the user's and group's files left unset from the main
+    /// configuration's `defaults`; a list set in a file replaces the
+    /// global one, as with ocserv.
+    pub fn with_defaults(mut self, d: &Self) -> Self {
+        fn list<T: Clone>(to: &mut Vec<T>, from: &[T]) {
+            if to.is_empty() {
+                to.extend_from_slice(from);
+            }
+        }
+        fn value<T: Clone>(to: &mut Option<T>, from: &Option<T>) {
+            if to.is_none() {
+                to.clone_from(from);
+            }
+        }
+        list(&mut self.no_routes, &d.no_routes);
+        list(&mut self.split_dns, &d.split_dns);
+        list(&mut self.nbns, &d.nbns);
+        value(&mut self.default_domain, &d.default_domain);
+        value(&mut self.tunnel_all_dns, &d.tunnel_all_dns);
+        value(&mut self.deny_roaming, &d.deny_roaming);
+        value(&mut self.mobile_dpd, &d.mobile_dpd);
+        value(&mut self.client_bypass_protocol, &d.client_bypass_protocol);
+        self
+    }
+
+    /// Sets `key` as a file line would; for the main configuration's
+    /// defaults, checked the same way.
+    pub fn set_default(&mut self, key: &str, value: &str) -> Result<(), String> {
+        self.set(key, value)
     }
 }
 
@@ -193,6 +255,7 @@ pub fn load(
     users: &crate::config::Users,
     user: &str,
     group: Option<&str>,
+    defaults: &UserConfig,
 ) -> Result<UserConfig, String> {
     let mut c = UserConfig::default();
     let pick = |dir: &Option<PathBuf>, name: Option<&str>, default: &Option<PathBuf>| {
@@ -214,7 +277,7 @@ pub fn load(
     for path in files.iter().flatten() {
         c.merge(&read_file(path)?);
     }
-    Ok(c)
+    Ok(c.with_defaults(defaults))
 }
 
 /// The file for `name` in `dir`, or `None` for a name that is not a plain
@@ -311,6 +374,38 @@ restrict-user-to-routes = false
 max-same-clients = 0
 session-timeout = \"0\"
 ";
+
+    #[test]
+    fn the_keys_ocserv_added_and_the_main_configurations_defaults() {
+        let c = UserConfig::parse(
+            "no-udp = true\ntunnel-all-dns = true\ndeny-roaming = true\nnbns = 10.0.0.9\nipv6-nbns = fd00::9\nmobile-dpd = 600\nclient-bypass-protocol = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.no_udp, c.tunnel_all_dns, c.deny_roaming),
+            (Some(true), Some(true), Some(true))
+        );
+        assert_eq!(
+            (c.mobile_dpd, c.client_bypass_protocol),
+            (Some(600), Some(false))
+        );
+        assert_eq!(c.nbns.len(), 2);
+        let mut d = UserConfig::default();
+        for (k, v) in [
+            ("nbns", "10.0.0.1"),
+            ("split-dns", "corp.example"),
+            ("tunnel-all-dns", "false"),
+            ("mobile-dpd", "900"),
+        ] {
+            d.set_default(k, v).unwrap();
+        }
+        let c = c.with_defaults(&d);
+        // Set in the file: kept; unset: from the defaults.
+        assert_eq!((c.tunnel_all_dns, c.mobile_dpd), (Some(true), Some(600)));
+        assert_eq!(c.nbns.len(), 2);
+        assert_eq!(c.split_dns, ["corp.example"]);
+        assert!(UserConfig::parse("nbns = nowhere\n").is_err());
+    }
 
     #[test]
     fn reads_an_ocserv_style_file() {

@@ -8,6 +8,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
+use common::raw::{header, headers, login_cookie, RawTls};
 use common::*;
 
 #[test]
@@ -451,4 +452,85 @@ fn iroute_reaches_the_network_behind_a_client_while_its_session_lives() {
     assert!(route.trim().is_empty(), "route left behind: {route:?}");
     let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
     bob.wait_connected();
+}
+
+/// Keys ocserv's per-user files have (and the main configuration's
+/// defaults for them), as the CONNECT answer and the server apply them.
+#[test]
+fn per_user_keys_and_their_global_defaults_shape_the_connect_answer() {
+    let _g = serial();
+    let mut net = Net::new("ukeys", 2);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(
+        dir.join("users/alice"),
+        "no-udp = true\ntunnel-all-dns = true\nnbns = 10.9.9.9\nmobile-dpd = 777\ndeny-roaming = true\nroute = 10.200.0.0/16\n",
+    )
+    .unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            dtls: Dtls::Psk,
+            network_keys: "no_routes = [\"10.200.9.0/24\"]\nsplit_dns = [\"corp.example\"]\ndefault_domain = \"corp.example\"\nclient_bypass_protocol = true\nroutes = [\"10.0.0.0/8\"]\n".into(),
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let (ns1, ns2) = (net.client_ns[0].clone(), net.client_ns[1].clone());
+    let to1: std::net::SocketAddr = format!("{}:443", net.server_ip(1)).parse().unwrap();
+    let to2: std::net::SocketAddr = format!("{}:443", net.server_ip(2)).parse().unwrap();
+    let dtls = "X-DTLS-CipherSuite: PSK-NEGOTIATE\r\nX-DTLS-Master-Secret: 00\r\nX-AnyConnect-Identifier-Platform: android\r\n";
+
+    // bob: the global defaults only, DTLS offered, no mobile DPD.
+    let cookie = login_cookie(&ns2, to2, "bob", "wonderland");
+    let mut c = RawTls::connect(&ns2, to2).unwrap();
+    let r = c.connect_tunnel_with(&cookie, dtls).expect("CONNECT reply");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(
+        headers(&r, "X-CSTP-Split-Exclude"),
+        ["10.200.9.0/255.255.255.0"],
+        "{}",
+        r.head
+    );
+    assert_eq!(headers(&r, "X-CSTP-Split-DNS"), ["corp.example"]);
+    assert_eq!(header(&r, "X-CSTP-Default-Domain"), Some("corp.example"));
+    assert_eq!(header(&r, "X-CSTP-Client-Bypass-Protocol"), Some("true"));
+    assert_eq!(header(&r, "X-CSTP-Tunnel-All-DNS"), Some("false"));
+    assert!(header(&r, "X-DTLS-App-ID").is_some(), "{}", r.head);
+    assert_eq!(header(&r, "X-CSTP-DPD"), Some("90"));
+
+    // alice: her file on top of them.
+    let cookie = login_cookie(&ns1, to1, "alice", "test123");
+    // deny-roaming: her cookie from another address is refused...
+    let mut elsewhere = RawTls::connect(&ns2, to2).unwrap();
+    assert_eq!(
+        elsewhere.connect_tunnel(&cookie).map(|r| r.status),
+        Some(401)
+    );
+    // ...and works from hers.
+    let mut c = RawTls::connect(&ns1, to1).unwrap();
+    let r = c.connect_tunnel_with(&cookie, dtls).expect("CONNECT reply");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(
+        header(&r, "X-CSTP-Tunnel-All-DNS"),
+        Some("true"),
+        "{}",
+        r.head
+    );
+    assert_eq!(headers(&r, "X-CSTP-NBNS"), ["10.9.9.9"]);
+    assert!(
+        header(&r, "X-DTLS-App-ID").is_none(),
+        "no-udp, and DTLS offered:\n{}",
+        r.head
+    );
+    assert_eq!(
+        header(&r, "X-CSTP-DPD"),
+        Some("777"),
+        "mobile-dpd for an Android client"
+    );
+    assert_eq!(
+        headers(&r, "X-CSTP-Split-Exclude"),
+        ["10.200.9.0/255.255.255.0"]
+    );
+    server.wait_log("deny-roaming", Duration::from_secs(2));
 }

@@ -218,6 +218,11 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         .filter(|c| !c.is_control())
         .take(64)
         .collect();
+    if shard.roaming_denied(&cookie, conn.peer.ip()) {
+        tracing::info!(peer = %conn.peer, "CONNECT refused: deny-roaming, and the cookie was issued to another address");
+        conn.refuse(401, "Cookie is not acceptable").await;
+        return;
+    }
     match shard.lease_for(&cookie) {
         Ok(_) => {}
         Err(LeaseError::NoSession) => {
@@ -270,7 +275,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     // The link MTU: ours, or the client's estimate of its path if smaller.
     let base_mtu = header_num(&head, "X-CSTP-Base-MTU")
         .map_or(mtu_cap, |b| b.clamp(negotiate::MIN_MTU, mtu_cap));
-    let dtls = if cfg.dtls_enabled() {
+    let dtls = if cfg.dtls_enabled() && policy.no_udp != Some(true) {
         negotiate::choose_dtls(&head, cfg.raw.dtls.psk_negotiate, cfg.raw.dtls.legacy)
     } else {
         None
@@ -331,7 +336,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     tunnel.hostname = hostname;
     tunnel.iroutes = policy.iroutes.clone().into();
     tunnel.base_mtu = base_mtu;
-    tunnel.dpd = Duration::from_secs(policy.dpd.unwrap_or(cfg.raw.session.dpd));
+    tunnel.dpd = limits.dpd;
     let (rx_rate, tx_rate) = limits.rates();
     let (idle, restricted) = (limits.idle, limits.allowed.is_some());
     tunnel.limits = limits;
@@ -391,7 +396,7 @@ fn connect_reply(
     let cfg = shard.shared.config.get();
     let cfg = &*cfg;
     let s = &cfg.raw.session;
-    let dpd = policy.dpd.unwrap_or(s.dpd);
+    let dpd = limits.dpd.as_secs();
     let keepalive = policy.keepalive.unwrap_or(s.keepalive);
     let mut r = Response::new(200, "CONNECTED")
         .header("X-CSTP-Version", 1)
@@ -483,7 +488,20 @@ fn connect_reply(
     if left.is_some() {
         r = r.header("X-CSTP-Session-Timeout-Remaining", secs(left));
     }
-    r.header("X-CSTP-Tunnel-All-DNS", full_tunnel)
+    for n in policy
+        .nbns
+        .iter()
+        .filter(|n| n.is_ipv4() || lease6.is_some())
+    {
+        r = r.header("X-CSTP-NBNS", n);
+    }
+    // A full tunnel sends all DNS through it anyway (as ocserv says so).
+    let all_dns = full_tunnel || policy.tunnel_all_dns == Some(true);
+    r.header("X-CSTP-Tunnel-All-DNS", all_dns)
+        .header(
+            "X-CSTP-Client-Bypass-Protocol",
+            policy.client_bypass_protocol == Some(true),
+        )
         .header("X-CSTP-Keepalive", keepalive)
         .header("X-CSTP-Disconnected-Timeout", "none")
         .header("X-CSTP-Keep", "true")

@@ -52,6 +52,8 @@ pub(crate) struct Session {
     pub(crate) last_peer: Option<std::net::SocketAddr>,
     /// `X-CSTP-Hostname` of the latest CONNECT.
     pub(crate) hostname: String,
+    /// The client's address at login (`deny-roaming`).
+    pub(crate) login_ip: IpAddr,
 }
 
 impl shards::UserSession for Session {
@@ -343,6 +345,7 @@ impl Shard {
             past: Stats::default(),
             last_peer: None,
             hostname: String::new(),
+            login_ip: peer.ip(),
         };
         super::events::login(self, peer, &session);
         let expires = self.detach_deadline(&session, now);
@@ -581,6 +584,15 @@ impl Shard {
             self.dtls_tunnels.borrow_mut().insert(id, tunnel.clone());
             self.shared.live_app_ids.insert(self.id, id);
         }
+    }
+
+    /// Whether `deny-roaming` refuses this cookie from `ip`: it works only
+    /// from the address that logged in (as ocserv).
+    pub(crate) fn roaming_denied(&self, cookie: &Cookie, ip: IpAddr) -> bool {
+        self.sessions
+            .borrow()
+            .get(cookie)
+            .is_some_and(|s| s.policy.deny_roaming == Some(true) && s.login_ip != ip)
     }
 
     /// The session of `cookie`, once it has its address (`lease_for`).

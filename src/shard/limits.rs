@@ -73,6 +73,8 @@ impl Allowed {
 }
 
 pub(crate) struct Limits {
+    /// Dead-peer detection interval (`mobile-dpd` for mobile clients).
+    pub(crate) dpd: Duration,
     /// No data from the client for this long ends the session.
     pub(crate) idle: Option<Duration>,
     /// `session_timeout`, counted from login.
@@ -86,6 +88,7 @@ pub(crate) struct Limits {
 impl Limits {
     pub(crate) fn none() -> Self {
         Self {
+            dpd: Duration::from_secs(90),
             idle: None,
             ends_at: None,
             allowed: None,
@@ -137,7 +140,12 @@ impl Limits {
             }
         });
         let bucket = |rate: u64| (rate > 0).then(|| RefCell::new(TokenBucket::new(rate, now)));
+        let dpd = match policy.mobile_dpd.filter(|&d| mobile && d > 0) {
+            Some(d) => d,
+            None => policy.dpd.unwrap_or(s.dpd),
+        };
         Self {
+            dpd: Duration::from_secs(dpd),
             idle: (idle > 0).then(|| Duration::from_secs(idle)),
             ends_at,
             allowed,

@@ -528,16 +528,15 @@ async fn finish(
     let name = user.clone();
     let checked = super::guard::blocking(move || {
         crate::sys::lower_thread_priority();
-        let cfg = shared.config.get();
-        let cfg = &*cfg;
-        let cfg = &cfg.raw;
+        let config = shared.config.get();
+        let cfg = &config.raw;
         let groups = match password {
             Some(pw) => crate::passwd::check(&cfg.auth.passwd_file, &name, &pw)?,
             None => Some(cert_groups),
         };
         Ok::<_, std::io::Error>(groups.map(|g| {
             let group = pick_group(g, wanted)?;
-            crate::usercfg::load(&cfg.users, &name, group.as_deref())
+            crate::usercfg::load(&cfg.users, &name, group.as_deref(), &config.user_defaults)
                 .map(|policy| (group, policy))
                 .map_err(|why| {
                     (

@@ -220,12 +220,29 @@ pub fn login_cookie(ns: &str, addr: SocketAddr, user: &str, password: &str) -> S
 impl RawTls {
     /// Sends `CONNECT /CSCOSSLC/tunnel` with `cookie` (CSTP only).
     pub fn connect_tunnel(&mut self, cookie: &str) -> Option<Reply> {
+        self.connect_tunnel_with(cookie, "")
+    }
+
+    /// The same with `extra` header lines (each ending in CRLF).
+    pub fn connect_tunnel_with(&mut self, cookie: &str, extra: &str) -> Option<Reply> {
         let req = format!(
-            "CONNECT /CSCOSSLC/tunnel HTTP/1.1\r\nHost: vpn\r\nUser-Agent: Open AnyConnect VPN Agent v9.01-3\r\nCookie: webvpn={cookie}\r\nX-CSTP-Version: 1\r\nX-CSTP-Base-MTU: 1400\r\nX-CSTP-Address-Type: IPv4\r\n\r\n"
+            "CONNECT /CSCOSSLC/tunnel HTTP/1.1\r\nHost: vpn\r\nUser-Agent: Open AnyConnect VPN Agent v9.01-3\r\nCookie: webvpn={cookie}\r\nX-CSTP-Version: 1\r\nX-CSTP-Base-MTU: 1400\r\nX-CSTP-Address-Type: IPv4\r\n{extra}\r\n"
         );
         self.send(req.as_bytes()).ok()?;
         self.response()
     }
+}
+
+/// Every value of a header in a reply head, in order.
+pub fn headers<'a>(reply: &'a Reply, name: &str) -> Vec<&'a str> {
+    reply
+        .head
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
 }
 
 /// A header's value in a reply head.
