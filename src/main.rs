@@ -26,8 +26,58 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info", global = true)]
     log_level: tracing::Level,
+    #[command(flatten)]
+    ocserv: OcservArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// ocserv's own command line, so units and scripts written for it start
+/// this server unchanged (`ocserv -f -c FILE -p PIDFILE -d N`, `-t`).
+#[derive(clap::Args)]
+struct OcservArgs {
+    /// The configuration file (as `--config`).
+    #[arg(short = 'c', value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Stay in the foreground; this server always does.
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    /// ocserv's debug level 0-9: 0-2 log at info, 3 at debug, 4 and up at
+    /// trace.
+    #[arg(short = 'd', long = "debug", value_name = "LEVEL")]
+    debug: Option<u32>,
+    /// Write the server's process id here at start.
+    #[arg(short = 'p', long = "pid-file", value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Check the configuration and exit (as `check-config`, quietly).
+    #[arg(short = 't', long = "test-config")]
+    test_config: bool,
+    /// Accepted for ocserv's sake: logs always go to stderr (journald).
+    #[arg(short = 'e', long = "log-stderr", hide = true)]
+    log_stderr: bool,
+    /// Accepted for ocserv's sake; logs go to stderr.
+    #[arg(short = 's', long = "syslog", hide = true)]
+    syslog: bool,
+    /// Accepted for ocserv's sake; nothing to do.
+    #[arg(long = "no-chdir", hide = true)]
+    no_chdir: bool,
+    /// Accepted for ocserv's sake; nothing to do.
+    #[arg(short = 'x', long = "traceable", hide = true)]
+    traceable: bool,
+    /// Accepted for ocserv's sake; logs go to stderr.
+    #[arg(long = "syslog-facility", hide = true, value_name = "NAME")]
+    syslog_facility: Option<String>,
+}
+
+impl OcservArgs {
+    /// `-d N` as a log level, if given.
+    fn level(&self) -> Option<tracing::Level> {
+        self.debug.map(|d| match d {
+            0..=2 => tracing::Level::INFO,
+            3 => tracing::Level::DEBUG,
+            _ => tracing::Level::TRACE,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -62,10 +112,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.config.is_none() {
+        cli.config = cli.ocserv.config_file.take();
+    }
+    let level = cli.ocserv.level().unwrap_or(cli.log_level);
     let result = match cli.command {
-        None => load(cli.config).and_then(|c| {
-            ocserv_uring::logging::init(cli.log_level, c.raw.server.log_format == "json");
+        None if cli.ocserv.test_config => load(cli.config).map(|_| ()),
+        None => load(cli.config).and_then(|mut c| {
+            ocserv_uring::logging::init(level, c.raw.server.log_format == "json");
+            if let Some(p) = cli.ocserv.pid_file.take() {
+                c.raw.server.pid_file = p;
+            }
             run(c)
         }),
         Some(command) => {
@@ -109,7 +167,21 @@ fn run(config: Config) -> Result<(), String> {
         );
     }
     raise_nofile();
-    ocserv_uring::shard::run(config).map_err(|e| e.to_string())
+    let pid_file = config.raw.server.pid_file.clone();
+    if !pid_file.as_os_str().is_empty() {
+        // Before the server drops root: the file's directory is root's.
+        std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
+    }
+    let ran = ocserv_uring::shard::run(config).map_err(|e| e.to_string());
+    if !pid_file.as_os_str().is_empty() {
+        // Fails after run_as_user in a root-owned directory: the service
+        // manager (PIDFile=) or the next start takes care of it.
+        if let Err(e) = std::fs::remove_file(&pid_file) {
+            tracing::debug!("pid file {}: {e}", pid_file.display());
+        }
+    }
+    ran
 }
 
 /// Each session holds a TCP and (with DTLS) a UDP descriptor.
