@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::proto::auth::GroupOption;
 use crate::units::SizeValue;
@@ -18,6 +18,13 @@ pub enum ConfigError {
     Read { file: PathBuf, err: std::io::Error },
     #[error("{file}: {msg}")]
     Parse { file: PathBuf, msg: String },
+    #[error("{file}:{line}: key `{key}`: {reason}")]
+    Ocserv {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        reason: String,
+    },
     #[error("{file}: key `{key}`: {reason}")]
     Invalid {
         file: PathBuf,
@@ -26,7 +33,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
     pub listen: String,
@@ -78,7 +85,7 @@ impl RunAs {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     pub cert_file: PathBuf,
@@ -97,7 +104,7 @@ impl Default for Tls {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     pub passwd_file: PathBuf,
@@ -162,7 +169,7 @@ impl AuthMethod {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Network {
     pub device: String,
@@ -214,7 +221,7 @@ impl Default for Network {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Session {
     pub dpd: u64,
@@ -263,7 +270,7 @@ impl Default for Session {
 }
 
 /// Brute-force protection (src/bans.rs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Security {
     /// Score at which an address is banned; 0 = no bans.
@@ -302,7 +309,7 @@ impl Default for Security {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Dtls {
     /// PSK-NEGOTIATE (openconnect >= 7.08 against ocserv): the DTLS key is
@@ -322,7 +329,7 @@ impl Default for Dtls {
 }
 
 /// Per-user and per-group files in ocserv's format (src/usercfg.rs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Users {
     /// Directory with one file per user name.
@@ -350,7 +357,7 @@ impl Default for Users {
 }
 
 /// The control socket `ocserv-uring ctl` talks to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Control {
     /// Unix socket path; empty turns the socket off.
@@ -370,7 +377,7 @@ impl Default for Control {
 }
 
 /// Operator scripts run with ocserv's environment variables.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Scripts {
     /// Runs before a session's first CONNECT is answered; failing refuses it.
@@ -393,7 +400,7 @@ impl Default for Scripts {
 }
 
 /// The Prometheus endpoint.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Monitoring {
     /// `address:port` serving `GET /metrics`; empty (the default) is off.
@@ -404,7 +411,7 @@ pub struct Monitoring {
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ocserv-uring/ctl.socket";
 
 /// The file as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     pub server: Server,
@@ -452,6 +459,9 @@ pub struct Config {
     /// tunnel_all_dns, client_bypass_protocol; `[session]` deny_roaming,
     /// mobile_dpd), checked as those files are.
     pub user_defaults: crate::usercfg::UserConfig,
+    /// An ocserv.conf's keys that mean nothing here, and why (logged at
+    /// start); empty for TOML.
+    pub ocserv_notes: Vec<crate::ocservconf::Note>,
 }
 
 impl Config {
@@ -463,11 +473,29 @@ impl Config {
         Self::parse(file, &text)
     }
 
+    /// A TOML configuration, or ocserv's own (`ocservconf`), told apart by
+    /// their content.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        if crate::ocservconf::is_ocserv_format(text) {
+            let t = crate::ocservconf::translate(text).map_err(|r| ConfigError::Ocserv {
+                file: file.to_owned(),
+                line: r.line,
+                key: r.key,
+                reason: r.reason,
+            })?;
+            let mut c = Self::from_raw(file, t.raw)?;
+            c.ocserv_notes = t.notes;
+            return Ok(c);
+        }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_owned(),
             msg: e.to_string(),
         })?;
+        Self::from_raw(file, raw)
+    }
+
+    /// Checks a configuration read from `file`.
+    pub fn from_raw(file: &Path, mut raw: RawConfig) -> Result<Self, ConfigError> {
         let bad = |key: &'static str, reason: String| ConfigError::Invalid {
             file: file.to_owned(),
             key,
@@ -750,6 +778,7 @@ impl Config {
             file: file.to_owned(),
             run_as,
             user_defaults,
+            ocserv_notes: Vec::new(),
             raw,
             listen,
             ipv4_network,
@@ -767,6 +796,25 @@ impl Config {
             metrics_listen,
             control_gid,
         })
+    }
+
+    /// The configuration as this server's TOML file: an ocserv.conf's
+    /// translation, with its keys of no meaning here as comments.
+    pub fn to_toml(&self) -> Result<String, String> {
+        let body = toml::to_string(&self.raw).map_err(|e| format!("writing TOML: {e}"))?;
+        let mut out = format!(
+            "# {} as ocserv-uring's TOML (check-config --to-toml).\n",
+            self.file.display()
+        );
+        if !self.ocserv_notes.is_empty() {
+            out.push_str("# Keys of that file with no equivalent here:\n");
+            for n in &self.ocserv_notes {
+                out.push_str(&format!("#   {n}\n"));
+            }
+        }
+        out.push('\n');
+        out.push_str(&body);
+        Ok(out)
     }
 
     /// The server's own address on the TUN device: the first host address.

@@ -106,7 +106,12 @@ enum Command {
         user: String,
     },
     /// Validate a configuration and print the effective settings.
-    CheckConfig,
+    CheckConfig {
+        /// Print the configuration as this server's TOML instead (an
+        /// ocserv.conf translated, each key with no equivalent as a comment).
+        #[arg(long)]
+        to_toml: bool,
+    },
     /// Control a running server, and edit per-user and per-group files.
     Ctl(Box<ocserv_uring::ctl::CtlArgs>),
 }
@@ -129,7 +134,13 @@ fn main() -> ExitCode {
         Some(command) => {
             ocserv_uring::logging::init(cli.log_level, false);
             match command {
-                Command::CheckConfig => load(cli.config).map(|c| print!("{}", c.effective_toml())),
+                Command::CheckConfig { to_toml: false } => {
+                    load(cli.config).map(|c| print!("{}", c.effective_toml()))
+                }
+                Command::CheckConfig { to_toml: true } => load(cli.config).and_then(|c| {
+                    print!("{}", c.to_toml()?);
+                    Ok(())
+                }),
                 Command::Ctl(args) => ocserv_uring::ctl::main(cli.config, *args),
                 Command::Passwd {
                     file,
@@ -165,6 +176,9 @@ fn run(config: Config) -> Result<(), String> {
             passwd_file.display(),
             passwd_file.display()
         );
+    }
+    for note in &config.ocserv_notes {
+        tracing::info!(file = %config.file.display(), "ocserv configuration, {note}");
     }
     raise_nofile();
     let pid_file = config.raw.server.pid_file.clone();

@@ -55,7 +55,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// A size as a config file writes it: a plain number of bytes or a string
 /// such as `"1.5M"`. Checked by [`SizeValue::bytes`] so the error can name
 /// the key.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum SizeValue {
     Bytes(u64),

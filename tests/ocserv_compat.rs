@@ -75,3 +75,147 @@ fn ocserv_command_line_foreground_config_pid_file_debug_and_test() {
         "the pid file is removed at exit (it stays root's here)"
     );
 }
+
+/// The split-tunnel networks of `kind` (INC, EXC) in openconnect's
+/// environment, sorted.
+fn split(env: &str, kind: &str) -> Vec<String> {
+    let var = |k: &str| Client::var(env, k).unwrap_or_else(|| panic!("{k} missing:\n{env}"));
+    let n: usize = var(&format!("CISCO_SPLIT_{kind}")).parse().unwrap();
+    let mut v: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "{}/{}",
+                var(&format!("CISCO_SPLIT_{kind}_{i}_ADDR")),
+                var(&format!("CISCO_SPLIT_{kind}_{i}_MASKLEN"))
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_ocserv_conf_runs_the_server_as_ocserv_would() {
+    let _g = serial();
+    let mut net = Net::new("occonf", 1);
+    let (_, _) = harness_config(&mut net);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(
+        dir.join("users/alice"),
+        "route = 10.60.0.0/255.255.0.0\nnbns = 192.168.1.9\n",
+    )
+    .unwrap();
+    must(&format!("chmod o+x {}", dir.display()));
+    let conf = dir.join("ocserv.conf");
+    fs::write(
+        &conf,
+        format!(
+            "# As ocserv's sample configuration writes it.\n\
+             auth = \"plain[passwd={d}/ocpasswd]\"\n\
+             tcp-port = 443\nudp-port = 443\n\
+             run-as-user = nobody\nrun-as-group = daemon\n\
+             socket-file = /var/run/ocserv-socket\n\
+             server-cert = {d}/cert.pem\nserver-key = {d}/key.pem\n\
+             isolate-workers = true\nmax-clients = 16\nmax-same-clients = 2\nrate-limit-ms = 100\n\
+             server-stats-reset-time = 604800\nkeepalive = 32400\ndpd = 90\nmobile-dpd = 1800\nswitch-to-tcp-timeout = 25\n\
+             try-mtu-discovery = false\ncert-user-oid = 0.9.2342.19200300.100.1.1\n\
+             tls-priorities = \"NORMAL:%SERVER_PRECEDENCE:%COMPAT:-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1\"\n\
+             auth-timeout = 240\nmax-ban-score = 80\nban-time = 300\nban-reset-time = 1200\ncookie-timeout = 300\n\
+             deny-roaming = false\nrekey-time = 172800\nrekey-method = ssl\nuse-occtl = true\n\
+             occtl-socket-file = {d}/occtl.socket\npid-file = {d}/ocserv.pid\nlog-level = 2\ndevice = vpns\n\
+             predictable-ips = true\ndefault-domain = example.com\n\
+             ipv4-network = 192.168.1.0\nipv4-netmask = 255.255.255.0\n\
+             dns = 192.168.1.2   # inline comment\n\
+             split-dns = corp.example.com\n\
+             ping-leases = false\n\
+             route = 10.10.10.0/255.255.255.0\nroute = 192.168.0.0/255.255.0.0\n\
+             no-route = 192.168.5.0/255.255.255.0\n\
+             config-per-user = {d}/users/\n\
+             cisco-client-compat = true\ndtls-legacy = true\ncisco-svc-client-compat = false\n\
+             client-bypass-protocol = false\ncamouflage = false\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    // The translation, as an admin would read it first.
+    let toml = sh(&format!(
+        "{BIN} check-config --config {} --to-toml",
+        conf.display()
+    ));
+    let text = String::from_utf8_lossy(&toml.stdout);
+    assert!(
+        toml.status.success(),
+        "{}",
+        String::from_utf8_lossy(&toml.stderr)
+    );
+    assert!(text.contains("ipv4_network = \"192.168.1.0/24\""), "{text}");
+    assert!(
+        text.contains("#   line 10: isolate-workers: no meaning here"),
+        "{text}"
+    );
+    // ocserv's command line on ocserv's file.
+    let log = dir.join("ocserv.log");
+    let ns = net.server_ns.clone();
+    let pid = net.spawn_in(&ns, &format!("{BIN} -f -c {}", conf.display()), &log);
+    let started = wait_for(Duration::from_secs(20), "the server ready", || {
+        let t = fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            !t.contains("ocserv-uring: "),
+            "the server refused its ocserv.conf:\n{t}"
+        );
+        t.contains("ocserv-uring ready").then_some(t)
+    });
+    assert!(
+        started.contains("ocserv configuration, line 10: isolate-workers"),
+        "{started}"
+    );
+    let pin = started
+        .split_whitespace()
+        .find(|w| w.starts_with("pin-sha256:"))
+        .unwrap()
+        .to_owned();
+    let server = Server {
+        pid,
+        log,
+        pin,
+        tunnel_ip: "192.168.1.1".into(),
+        ctl: dir.join("occtl.socket"),
+    };
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    let addr = alice.wait_connected();
+    assert!(addr.starts_with("192.168.1."), "{addr}");
+    alice.wait_dtls();
+    let env = alice.env("connect").unwrap();
+    // Her file's routes replace the global ones; no-route, DNS and the rest stay.
+    assert_eq!(split(&env, "INC"), ["10.60.0.0/16"]);
+    assert_eq!(split(&env, "EXC"), ["192.168.5.0/24"]);
+    assert_eq!(
+        Client::var(&env, "INTERNAL_IP4_DNS").as_deref(),
+        Some("192.168.1.2")
+    );
+    assert_eq!(
+        Client::var(&env, "INTERNAL_IP4_NBNS").as_deref(),
+        Some("192.168.1.9")
+    );
+    assert_eq!(
+        Client::var(&env, "CISCO_DEF_DOMAIN").as_deref(),
+        Some("example.com")
+    );
+    assert_eq!(
+        Client::var(&env, "CISCO_SPLIT_DNS").as_deref(),
+        Some("corp.example.com")
+    );
+    assert_eq!(
+        ping_rtts(&net, &alice.ns, &server.tunnel_ip, 3, "0.2").len(),
+        3
+    );
+    assert_eq!(server.ctl_json("show users")[0]["Username"], "alice");
+    assert_eq!(
+        fs::read_to_string(dir.join("ocserv.pid")).unwrap().trim(),
+        pid.to_string()
+    );
+    assert!(fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .contains("Uid:\t65534"));
+}
