@@ -23,6 +23,7 @@ start=$SECONDS
 pkg=ocserv-uring
 etc=/etc/ocserv-uring
 bin=/usr/bin/ocserv-uring
+occtl=/usr/sbin/occtl
 conf=$etc/ocserv-uring.toml
 unit_deb=/lib/systemd/system/ocserv-uring.service
 man_deb=/usr/share/man/man8/ocserv-uring.8.gz
@@ -124,6 +125,8 @@ for f in "$bin" "$conf" "$unit_deb" "$man_deb" "$doc"; do
 done
 [ -x "$bin" ] || fail "$bin is not executable"
 ok "installed $bin $conf $unit_deb $man_deb $doc"
+"$occtl" --help 2>&1 | grep -q "Usage: occtl" || fail "$occtl does not run ocserv-uring's occtl"
+ok "$occtl runs ocserv-uring's occtl"
 
 dpkg-query -W -f='${Conffiles}\n' "$pkg" | grep -q "^ $conf " || fail "$conf is not a conffile"
 [ "$(stat -c %a "$etc")" = 750 ] || fail "$etc has mode $(stat -c %a "$etc"), expected 750"
@@ -218,7 +221,7 @@ fi
 # purge must remove them, and with them /etc/ocserv-uring.
 touch "$etc/server-cert.pem" "$etc/server-key.pem"
 timeout 300 dpkg --purge "$pkg" >"$tmp/purge.out" 2>&1 || { cat "$tmp/purge.out" >&2; fail "dpkg --purge $pkg"; }
-for f in "$bin" "$unit_deb" "$man_deb" "$doc" "$etc"; do
+for f in "$bin" "$occtl" "$unit_deb" "$man_deb" "$doc" "$etc"; do
     [ ! -e "$f" ] || fail "$f is left after dpkg --purge"
 done
 if is_known; then
@@ -246,7 +249,7 @@ if ! command -v rpm >/dev/null; then
     fi
 fi
 rpm -qlp "$rpm_file" >"$tmp/rpm.list" 2>/dev/null || fail "rpm -qlp $rpm_file"
-for f in /usr/bin/ocserv-uring /etc/ocserv-uring/ocserv-uring.toml \
+for f in /usr/bin/ocserv-uring /usr/sbin/occtl /etc/ocserv-uring/ocserv-uring.toml \
     /usr/lib/systemd/system/ocserv-uring.service /usr/share/man/man8/ocserv-uring.8 \
     /usr/share/doc/ocserv-uring/ocserv-uring.toml; do
     grep -qx "$f" "$tmp/rpm.list" || fail "$f is not in $rpm_file"

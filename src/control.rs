@@ -166,9 +166,9 @@ pub fn spawn(
 }
 
 /// The commands `ctl` knows, for its help and for errors.
-pub const COMMANDS: &str = "show status | show users | show sessions | show user NAME | show id ID | show ip bans | \
-                            show ip ban points | disconnect user NAME | disconnect id ID | reconnect user NAME | reconnect group NAME | \
-                            unban ip ADDR | reload | stop";
+pub const COMMANDS: &str = "show status | show users | show sessions | show user NAME | show id ID | show iroutes | show ip bans | \
+                            show ip ban points | disconnect user NAME | disconnect id ID | drop user NAME | drop id ID | \
+                            reconnect user NAME | reconnect group NAME | unban ip ADDR | reload | stop";
 
 fn sessions(shared: &Shared, t: Target, connected_only: bool) -> Value {
     let mut all: Vec<admin::SessionInfo> = admin::ask_all(shared, &AdminCmd::Sessions(t))
@@ -202,6 +202,38 @@ fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
         return Err(format!("no session of {what}"));
     }
     Ok(json!({ "disconnected": n }))
+}
+
+/// Closes the target's connections; the sessions stay for a reconnect.
+fn drop_connections(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
+    let n: usize = admin::ask_all(shared, &AdminCmd::Drop(t))
+        .into_iter()
+        .map(|r| {
+            if let AdminReply::Disconnected(n) = r {
+                n
+            } else {
+                0
+            }
+        })
+        .sum();
+    if n == 0 {
+        return Err(format!("no connected session of {what}"));
+    }
+    Ok(json!({ "dropped": n }))
+}
+
+/// Connected sessions and the networks behind them, with occtl's -j
+/// field names.
+fn iroutes(shared: &Shared) -> Value {
+    let users = sessions(shared, Target::All, true);
+    let list: Vec<Value> = users
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| json!({ "ID": s["ID"], "Username": s["Username"], "vhost": "default", "Device": s["Device"], "IP": s["IPv4"], "iRoutes": s["iRoutes"] }))
+        .collect();
+    json!(list)
 }
 
 /// Re-reads the files of every (user, group) the target's sessions run
@@ -315,6 +347,13 @@ fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Va
             &format!("user {name}"),
         )?,
         ["disconnect", "id", n] => disconnect(shared, Target::Id(id(n)?), &format!("ID {n}"))?,
+        ["drop", "user", name] => drop_connections(
+            shared,
+            Target::User((*name).to_owned()),
+            &format!("user {name}"),
+        )?,
+        ["drop", "id", n] => drop_connections(shared, Target::Id(id(n)?), &format!("ID {n}"))?,
+        ["show", "iroutes"] => iroutes(shared),
         ["reconnect", "user", name] => reconnect(
             shared,
             Target::User((*name).to_owned()),

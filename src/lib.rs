@@ -11,6 +11,7 @@ pub mod ctl;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod occtl;
 pub mod ocservconf;
 pub mod passwd;
 pub mod pool;

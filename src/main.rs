@@ -117,6 +117,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Installed (or linked) as `occtl`: ocserv's control tool.
+    let args: Vec<String> = std::env::args().collect();
+    let name = args
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .unwrap_or_default();
+    if name == "occtl" {
+        return ocserv_uring::occtl::main(&args[1..]);
+    }
+    if args.get(1).map(String::as_str) == Some("occtl") {
+        return ocserv_uring::occtl::main(&args[2..]);
+    }
     let mut cli = Cli::parse();
     if cli.config.is_none() {
         cli.config = cli.ocserv.config_file.take();

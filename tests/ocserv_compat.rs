@@ -219,3 +219,74 @@ fn an_ocserv_conf_runs_the_server_as_ocserv_would() {
         .unwrap()
         .contains("Uid:\t65534"));
 }
+
+/// `occtl` as dashboards and scripts call it, through the binary under
+/// that name.
+#[test]
+fn occtl_by_its_name_shows_disconnects_and_terminates() {
+    let _g = serial();
+    let mut net = Net::new("occtl", 1);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(dir.join("users/alice"), "iroute = 10.250.0.0/24\n").unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..ServerOpts::default()
+        },
+    );
+    let occtl = dir.join("occtl");
+    std::os::unix::fs::symlink(BIN, &occtl).unwrap();
+    let run = |args: &str| {
+        let o = sh(&format!(
+            "{} -s {} {args}",
+            occtl.display(),
+            server.ctl.display()
+        ));
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    let addr = alice.wait_connected();
+
+    let (ok, out) = run("-j show users");
+    assert!(ok, "{out}");
+    let users: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(users[0]["Username"], "alice");
+    assert_eq!(users[0]["IPv4"], addr.as_str());
+    let (ok, out) = run("-j show iroutes");
+    assert!(ok, "{out}");
+    let routes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        routes[0]["iRoutes"],
+        serde_json::json!(["10.250.0.0/24"]),
+        "{routes:#}"
+    );
+    let (ok, out) = run("-n show status");
+    assert!(ok && out.contains("online"), "{out}");
+
+    // disconnect: the connection closes, the session stays; openconnect
+    // comes back with its cookie and the same address.
+    let (ok, out) = run("disconnect user alice");
+    assert!(ok && out.contains("user 'alice' was disconnected"), "{out}");
+    server.wait_log("dropped by an admin (session kept)", Duration::from_secs(5));
+    wait_for(Duration::from_secs(30), "alice back", || {
+        let s = server.ctl_json("show users");
+        (s.as_array().is_some_and(|a| !a.is_empty()) && s[0]["IPv4"] == addr.as_str()).then_some(())
+    });
+    // terminate: the session ends, the cookie with it.
+    let (ok, out) = run("terminate user alice");
+    assert!(ok && out.contains("user 'alice' was terminated"), "{out}");
+    alice.wait_exit(Duration::from_secs(20));
+    assert_eq!(server.ctl_json("show sessions"), serde_json::json!([]));
+    // What occtl cannot do here says so, and fails.
+    let (ok, out) = run("show events");
+    assert!(!ok && out.contains("not supported yet"), "{out}");
+    let (ok, _) = run("stop now");
+    assert!(ok);
+    assert!(net.wait_exit(server.pid, Duration::from_secs(10)).is_some());
+}

@@ -31,6 +31,9 @@ pub enum AdminCmd {
     /// New configuration for the matching sessions, then their connections
     /// close so the clients reconnect with it.
     Reconnect(Target, Policies),
+    /// Close the matching sessions' connections; the sessions stay, and
+    /// their clients come back with their cookies (occtl's disconnect).
+    Drop(Target),
     Totals,
 }
 

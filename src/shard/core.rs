@@ -712,6 +712,19 @@ impl Shard {
                 }
                 AdminReply::Disconnected(cookies.len())
             }
+            AdminCmd::Drop(t) => {
+                let tunnels: Vec<_> = {
+                    let sessions = self.sessions.borrow();
+                    matching(t)
+                        .iter()
+                        .filter_map(|c| sessions.get(c)?.tunnel.clone())
+                        .collect()
+                };
+                for tunnel in &tunnels {
+                    tunnel.end(EndReason::AdminDrop);
+                }
+                AdminReply::Disconnected(tunnels.len())
+            }
             AdminCmd::Reconnect(t, policies) => {
                 let cookies = matching(t);
                 let n = cookies

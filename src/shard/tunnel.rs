@@ -50,6 +50,9 @@ pub(crate) enum EndReason {
     /// A task serving the tunnel panicked (see `guard`); the client may
     /// come back with its cookie.
     InternalError,
+    /// `ctl drop` (occtl's disconnect): the connection closes, the session
+    /// stays for the client's reconnect.
+    AdminDrop,
 }
 
 impl EndReason {
@@ -89,6 +92,7 @@ impl std::fmt::Display for EndReason {
             Self::SessionTimeout => "session timeout",
             Self::ServerShutdown => "server shutdown",
             Self::InternalError => "internal error",
+            Self::AdminDrop => "dropped by an admin (session kept)",
         })
     }
 }
