@@ -124,6 +124,10 @@ pub struct Auth {
     pub cert_user_oid: String,
     /// The subject attribute that names the group (certificate logins).
     pub cert_group_oid: Option<String>,
+    /// Shown to the user above the login form (ocserv's pre-login-banner).
+    pub pre_login_banner: String,
+    /// Shown to the user once logged in (ocserv's banner).
+    pub banner: String,
 }
 
 impl Default for Auth {
@@ -137,6 +141,8 @@ impl Default for Auth {
             crl_file: None,
             cert_user_oid: "CN".into(),
             cert_group_oid: None,
+            pre_login_banner: String::new(),
+            banner: String::new(),
         }
     }
 }
@@ -243,6 +249,9 @@ pub struct Session {
     pub deny_roaming: bool,
     /// DPD interval for mobile clients; 0 = `dpd`.
     pub mobile_dpd: u64,
+    /// Headers added to the CONNECT answer (`Name: value`; `%{U}` and
+    /// `%{G}` become the user and group), as ocserv's custom-header.
+    pub custom_headers: Vec<String>,
     /// Bytes per second per session from / to the client; 0 = no limit.
     pub rx_data_per_sec: SizeValue,
     pub tx_data_per_sec: SizeValue,
@@ -263,6 +272,7 @@ impl Default for Session {
             persistent_cookies: false,
             deny_roaming: false,
             mobile_dpd: 0,
+            custom_headers: Vec::new(),
             rx_data_per_sec: SizeValue::default(),
             tx_data_per_sec: SizeValue::default(),
         }
@@ -772,6 +782,9 @@ impl Config {
                 Err(e) => return Err(bad("control.group", format!("looking up group {g:?}: {e}"))),
             },
         };
+        for h in &raw.session.custom_headers {
+            check_header(h).map_err(|reason| bad("session.custom_headers", reason))?;
+        }
         let run_as = run_as(&raw.server).map_err(|(key, reason)| bad(key, reason))?;
         let user_defaults = user_defaults(&raw).map_err(|(key, reason)| bad(key, reason))?;
         Ok(Self {
@@ -869,7 +882,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -911,6 +924,9 @@ impl Config {
             cbp = r.network.client_bypass_protocol,
             dr = r.session.deny_roaming,
             mdpd = r.session.mobile_dpd,
+            chs = list(&r.session.custom_headers),
+            plb = r.auth.pre_login_banner,
+            bnr = r.auth.banner,
             dpd = r.session.dpd,
             ka = r.session.keepalive,
             ct = r.session.cookie_timeout,
@@ -1067,6 +1083,23 @@ fn run_as(s: &Server) -> Result<Option<RunAs>, (&'static str, String)> {
         group,
         gid,
     }))
+}
+
+/// `Name: value`, a header the CONNECT answer may carry.
+fn check_header(h: &str) -> Result<(), String> {
+    let (name, value) = h
+        .split_once(':')
+        .ok_or_else(|| format!("expected \"Name: value\", got {h:?}"))?;
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+    if !token || value.chars().any(char::is_control) {
+        return Err(format!(
+            "expected \"Name: value\" with a plain name and no control characters, got {h:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// A configured script must be an executable file.

@@ -6,6 +6,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
+use common::raw::{cookie_of, header, RawTls};
 use common::*;
 
 /// The harness's configuration for `net`, written as `server.toml`: a server
@@ -289,4 +290,63 @@ fn occtl_by_its_name_shows_disconnects_and_terminates() {
     let (ok, _) = run("stop now");
     assert!(ok);
     assert!(net.wait_exit(server.pid, Duration::from_secs(10)).is_some());
+}
+
+/// banner, pre-login-banner and custom-header where ocserv puts them.
+#[test]
+fn banners_and_custom_headers_reach_the_client() {
+    let _g = serial();
+    let mut net = Net::new("banner", 1);
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            auth_keys: "pre_login_banner = \"Authorized <users> only\"\nbanner = \"Welcome to the corp VPN\"\n".into(),
+            session_keys: "custom_headers = [\"X-My-Header: hi %{U}\"]\n".into(),
+            ..ServerOpts::default()
+        },
+    );
+    let (ns, to) = (
+        net.client_ns[0].clone(),
+        format!("{}:443", net.server_ip(1)).parse().unwrap(),
+    );
+    // The first form carries the pre-login banner, escaped.
+    let mut c = RawTls::connect(&ns, to).unwrap();
+    c.post_form("").unwrap();
+    let form = c.response().expect("the login form");
+    let body = String::from_utf8_lossy(&form.body);
+    assert!(
+        body.contains("<banner>Authorized &lt;users&gt; only</banner>"),
+        "{body}"
+    );
+    // The success document, the banner.
+    c.post_form("username=alice&password=test123").unwrap();
+    let done = c.response().expect("the login's answer");
+    assert!(
+        String::from_utf8_lossy(&done.body).contains("<banner>Welcome to the corp VPN</banner>"),
+        "{done:?}"
+    );
+    // The CONNECT answer: X-CSTP-Banner and the custom header, %{U} filled.
+    let cookie = cookie_of(&done).unwrap();
+    let r = c.connect_tunnel(&cookie).expect("CONNECT answer");
+    assert_eq!(
+        header(&r, "X-CSTP-Banner"),
+        Some("Welcome to the corp VPN"),
+        "{}",
+        r.head
+    );
+    assert_eq!(header(&r, "X-My-Header"), Some("hi alice"), "{}", r.head);
+    // The real client shows the pre-login banner and hands the banner to
+    // its script.
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    assert!(
+        alice.log_text().contains("Authorized <users> only"),
+        "{}",
+        alice.log_text()
+    );
+    let env = alice.env("connect").unwrap();
+    assert_eq!(
+        Client::var(&env, "CISCO_BANNER").as_deref(),
+        Some("Welcome to the corp VPN")
+    );
 }

@@ -211,8 +211,11 @@ impl State {
             "no-route" => r.network.no_routes.push(network(v)?),
             "mtu" => r.network.mtu = number(v)?,
             "restrict-user-to-routes" => r.network.restrict_user_to_routes = boolean(v)?,
-            "restrict-user-to-ports" | "net-priority" | "user-profile" | "custom-header" | "banner" | "pre-login-banner"
-            | "included-http-headers" | "proxy-url" | "host-update-script" => {
+            "banner" => r.auth.banner = v.to_owned(),
+            "pre-login-banner" => r.auth.pre_login_banner = v.to_owned(),
+            "custom-header" => r.session.custom_headers.push(v.to_owned()),
+            "restrict-user-to-ports" | "net-priority" | "user-profile" | "included-http-headers" | "proxy-url"
+            | "host-update-script" => {
                 return Err("not supported yet".into())
             }
             "route-add-cmd" | "route-del-cmd" => {

@@ -223,6 +223,16 @@ impl GroupOption {
 /// An `auth-request` document asking for one field, and offering `groups`
 /// (`<select name="group_list">`) when there are any.
 pub fn form_document(field: Field, message: &str, groups: &[GroupOption]) -> Vec<u8> {
+    form_with_banner(field, message, groups, None)
+}
+
+/// A form with `banner` shown above it (ocserv's `pre-login-banner`).
+pub fn form_with_banner(
+    field: Field,
+    message: &str,
+    groups: &[GroupOption],
+    banner: Option<&str>,
+) -> Vec<u8> {
     let mut input = match field {
         Field::Username => r#"<input type="text" name="username" label="Username:" />"#.to_owned(),
         Field::Password => {
@@ -241,15 +251,20 @@ pub fn form_document(field: Field, message: &str, groups: &[GroupOption]) -> Vec
         input.push_str("\n</select>");
     }
     format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"auth-request\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"main\">\n<message>{}</message>\n<form method=\"post\" action=\"{FORM_ACTION}\">\n{input}\n</form></auth>\n</config-auth>\n",
-        xml_escape(message)
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"auth-request\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"main\">\n{banner}<message>{}</message>\n<form method=\"post\" action=\"{FORM_ACTION}\">\n{input}\n</form></auth>\n</config-auth>\n",
+        xml_escape(message),
+        banner = banner.map_or(String::new(), |b| format!("<banner>{}</banner>\n", xml_escape(b)))
     )
     .into_bytes()
 }
 
-/// The `complete` document that, with the `webvpn` cookie, ends the login.
-pub fn success_document() -> Vec<u8> {
-    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"complete\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"success\">\n<title>SSL VPN Service</title></auth></config-auth>\n".to_vec()
+/// The `complete` document that, with the `webvpn` cookie, ends the
+/// login; `banner` (ocserv's `banner`) is shown by the client.
+pub fn success_document(banner: Option<&str>) -> Vec<u8> {
+    let banner = banner.map_or(String::new(), |b| {
+        format!("<banner>{}</banner>", xml_escape(b))
+    });
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"complete\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"success\">\n<title>SSL VPN Service</title>{banner}</auth></config-auth>\n").into_bytes()
 }
 
 const ASK_USERNAME: &str = "Please enter your username.";
@@ -268,6 +283,8 @@ pub struct AuthExchange {
     /// change it.
     fixed_username: bool,
     failures: u8,
+    /// Shown above the username form (ocserv's `pre-login-banner`).
+    banner: Option<std::sync::Arc<str>>,
 }
 
 /// What the connection does next.
@@ -320,6 +337,11 @@ impl AuthExchange {
         }
     }
 
+    /// Shows `banner` above the username form.
+    pub fn set_banner(&mut self, banner: Option<std::sync::Arc<str>>) {
+        self.banner = banner;
+    }
+
     /// Replaces the groups offered (a list read from the password file).
     pub fn set_groups(&mut self, groups: std::sync::Arc<[GroupOption]>) {
         self.groups = groups;
@@ -354,7 +376,12 @@ impl AuthExchange {
                 Step::Form(form_document(Field::Password, ASK_PASSWORD, &self.groups))
             }
             (Some(_), None) => Step::Form(form_document(Field::Password, ASK_PASSWORD, &[])),
-            (None, _) => Step::Form(form_document(Field::Username, ASK_USERNAME, &self.groups)),
+            (None, _) => Step::Form(form_with_banner(
+                Field::Username,
+                ASK_USERNAME,
+                &self.groups,
+                self.banner.as_deref(),
+            )),
         }
     }
 
@@ -548,7 +575,7 @@ mod tests {
         let d = String::from_utf8(form_document(Field::Password, "a<b", &[])).unwrap();
         assert!(d.contains("<message>a&lt;b</message>"));
         assert!(!d.contains("group_list"));
-        assert!(String::from_utf8(success_document())
+        assert!(String::from_utf8(success_document(None))
             .unwrap()
             .contains(r#"<auth id="success">"#));
     }

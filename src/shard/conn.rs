@@ -254,6 +254,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     };
     let SessionView {
         user,
+        group,
         lease,
         policy,
         ends_at,
@@ -314,11 +315,11 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let lease6 = v6_form.and_then(|_| cfg.ipv6_for(lease));
     let reply = connect_reply(
         &shard,
+        (&user, group.as_deref()),
         &policy,
         &limits,
         (lease, lease6.zip(v6_form)),
-        base_mtu,
-        mtu,
+        (base_mtu, mtu),
         dtls,
     );
 
@@ -383,14 +384,14 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
 /// Routes and DNS servers from the user's files replace the global ones.
 fn connect_reply(
     shard: &Shard,
+    (user, group): (&str, Option<&str>),
     policy: &UserConfig,
     limits: &Limits,
     (lease, v6): (
         std::net::Ipv4Addr,
         Option<(std::net::Ipv6Addr, negotiate::Ipv6Form)>,
     ),
-    base_mtu: u16,
-    mtu: u16,
+    (base_mtu, mtu): (u16, u16),
     dtls: Option<(DtlsChoice, AppId)>,
 ) -> Vec<u8> {
     let cfg = shard.shared.config.get();
@@ -495,9 +496,19 @@ fn connect_reply(
     {
         r = r.header("X-CSTP-NBNS", n);
     }
+    let banner = &cfg.raw.auth.banner;
+    if !banner.is_empty() {
+        // One header line: line breaks become spaces.
+        let line: String = banner
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        r = r.header("X-CSTP-Banner", line);
+    }
     // A full tunnel sends all DNS through it anyway (as ocserv says so).
     let all_dns = full_tunnel || policy.tunnel_all_dns == Some(true);
-    r.header("X-CSTP-Tunnel-All-DNS", all_dns)
+    r = r
+        .header("X-CSTP-Tunnel-All-DNS", all_dns)
         .header(
             "X-CSTP-Client-Bypass-Protocol",
             policy.client_bypass_protocol == Some(true),
@@ -509,6 +520,13 @@ fn connect_reply(
         .header("X-CSTP-License", "accept")
         .header("X-CSTP-Rekey-Method", "none")
         .header("X-CSTP-Base-MTU", base_mtu)
-        .header("X-CSTP-MTU", mtu)
-        .finish()
+        .header("X-CSTP-MTU", mtu);
+    // ocserv's custom-header: checked as "Name: value" at load.
+    for h in &cfg.raw.session.custom_headers {
+        let h = h.replace("%{U}", user).replace("%{G}", group.unwrap_or(""));
+        if let Some((name, value)) = h.split_once(':') {
+            r = r.header(name.trim(), value.trim());
+        }
+    }
+    r.finish()
 }

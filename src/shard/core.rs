@@ -86,6 +86,7 @@ pub(crate) enum LeaseError {
 /// What a CONNECT needs to know about its session.
 pub(crate) struct SessionView {
     pub(crate) user: String,
+    pub(crate) group: Option<String>,
     pub(crate) lease: Ipv4Addr,
     pub(crate) policy: Rc<UserConfig>,
     pub(crate) ends_at: Option<Instant>,
@@ -601,6 +602,7 @@ impl Shard {
         let s = sessions.get(cookie)?;
         Some(SessionView {
             user: s.user.clone(),
+            group: s.group.clone(),
             lease: s.lease?,
             policy: s.policy.clone(),
             ends_at: s.ends_at,

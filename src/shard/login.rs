@@ -260,7 +260,7 @@ pub(super) async fn adopt_login(shard: Rc<Shard>, conn: Conn, login: Login) {
     let mut conn = conn;
     match shard.create_session(login, peer) {
         Ok(cookie) => {
-            let sent = with_timeout(limit, conn.send(&success_reply(cookie))).await;
+            let sent = with_timeout(limit, conn.send(&success_reply(&shard, cookie))).await;
             if sent != Some(true) {
                 return;
             }
@@ -422,12 +422,15 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                     } else {
                         shard.shared.config.get().select_groups.clone()
                     };
-                    exchange = Some(match cert {
+                    let mut ex = match cert {
                         CertUser::Named { user, .. } => {
                             AuthExchange::for_user(user.clone(), groups)
                         }
                         _ => AuthExchange::with_groups(groups),
-                    });
+                    };
+                    let banner = &shard.shared.config.get().raw.auth.pre_login_banner;
+                    ex.set_banner((!banner.is_empty()).then(|| banner.as_str().into()));
+                    exchange = Some(ex);
                 }
                 let login = exchange.as_mut()?;
                 match login.handle(areq) {
@@ -618,7 +621,7 @@ async fn finish(
         },
         peer,
     ) {
-        Ok(cookie) => Ok(Done::Reply(success_reply(cookie))),
+        Ok(cookie) => Ok(Done::Reply(success_reply(shard, cookie))),
         Err(why) => {
             refused(shard, peer, Some(&name), why);
             Err(LoginError::Refused(why))
@@ -656,13 +659,15 @@ fn explicit_v4_of_v6(
     }
 }
 
-fn success_reply(cookie: Cookie) -> Vec<u8> {
+fn success_reply(shard: &Shard, cookie: Cookie) -> Vec<u8> {
+    let cfg = shard.shared.config.get();
+    let banner = Some(cfg.raw.auth.banner.as_str()).filter(|b| !b.is_empty());
     Response::new(200, "OK")
         .header("Connection", "Keep-Alive")
         .header("Content-Type", "text/xml")
         .header("X-Transcend-Version", 1)
         .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"))
-        .body(&auth::success_document())
+        .body(&auth::success_document(banner))
 }
 
 /// The group a login runs in: the client's pick if the user is a member,
