@@ -204,6 +204,9 @@ pub struct Network {
     /// Traffic of a family the client has no tunnel address for bypasses
     /// the tunnel (X-CSTP-Client-Bypass-Protocol).
     pub client_bypass_protocol: bool,
+    /// A user gets the same address at every login while it is free
+    /// (ocserv's predictable-ips); else the lowest free one.
+    pub predictable_ips: bool,
 }
 
 impl Default for Network {
@@ -223,6 +226,7 @@ impl Default for Network {
             nbns: vec![],
             tunnel_all_dns: false,
             client_bypass_protocol: false,
+            predictable_ips: false,
         }
     }
 }
@@ -882,7 +886,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -922,6 +926,7 @@ impl Config {
             nbns = list(&r.network.nbns),
             tad = r.network.tunnel_all_dns,
             cbp = r.network.client_bypass_protocol,
+            pips = r.network.predictable_ips,
             dr = r.session.deny_roaming,
             mdpd = r.session.mobile_dpd,
             chs = list(&r.session.custom_headers),

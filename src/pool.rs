@@ -46,9 +46,13 @@ impl Pool {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// An address for a session of shard `home`: from its own slice, else
-    /// borrowed from the next shard that has one. `None`: the pool is used up.
-    pub fn lease(&self, home: usize) -> Option<Ipv4Addr> {
+    /// An address for a session of shard `home`: `wanted` if it is free,
+    /// else one from its own slice, else one borrowed from the next shard
+    /// that has one. `None`: the pool is used up.
+    pub fn lease(&self, home: usize, wanted: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+        if let Some(w) = wanted.filter(|w| self.take(*w)) {
+            return Some(w);
+        }
         let n = self.slices.len();
         (0..n).find_map(|k| self.slice(home + k).lease(None))
     }
@@ -74,6 +78,20 @@ impl Pool {
     pub fn size(&self) -> usize {
         (0..self.slices.len()).map(|i| self.slice(i).size()).sum()
     }
+}
+
+/// `user`'s own address in `network` (ocserv's predictable-ips): the same
+/// one at every login while it is free. FNV-1a of the name: stable across
+/// restarts and versions, which a std hasher is not.
+pub fn predictable(network: Ipv4Net, user: &str) -> Ipv4Addr {
+    let hash = user.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let hosts = (1u64 << (32 - network.prefix_len()))
+        .saturating_sub(2)
+        .max(1);
+    let offset = 1 + u64::from(hash) % hosts;
+    Ipv4Addr::from(u32::from(network.network()).wrapping_add(offset as u32))
 }
 
 /// One shard's slice: free addresses, lowest first.
@@ -190,10 +208,10 @@ mod tests {
         let pool = Pool::new(net, Ipv4Addr::new(10, 9, 0, 1), 4);
         assert_eq!(pool.size(), 5);
         let mine: Vec<_> = (0..5)
-            .map(|_| pool.lease(1).expect("the pool is not used up"))
+            .map(|_| pool.lease(1, None).expect("the pool is not used up"))
             .collect();
         assert_eq!(owner_shard(mine[0], 4), 1, "own slice first");
-        assert_eq!(pool.lease(1), None, "every address is leased");
+        assert_eq!(pool.lease(1, None), None, "every address is leased");
         assert_eq!(pool.free(), 0);
         for a in &mine {
             pool.release(*a);
@@ -202,7 +220,26 @@ mod tests {
         // A taken address is gone for the borrowing loop too.
         assert!(pool.take(Ipv4Addr::new(10, 9, 0, 6)));
         assert!(!pool.take(Ipv4Addr::new(10, 9, 0, 6)));
-        assert_eq!((0..4).filter_map(|_| pool.lease(0)).count(), 4);
+        assert_eq!((0..4).filter_map(|_| pool.lease(0, None)).count(), 4);
+    }
+
+    #[test]
+    fn a_user_gets_the_same_address_while_it_is_free() {
+        let net: Ipv4Net = "10.9.0.0/24".parse().unwrap();
+        let pool = Pool::new(net, Ipv4Addr::new(10, 9, 0, 1), 2);
+        let want = predictable(net, "alice");
+        assert!(net.contains(&want) && want != net.network() && want != net.broadcast());
+        assert_eq!(predictable(net, "alice"), want, "stable");
+        assert_ne!(predictable(net, "bob"), want);
+        assert_eq!(
+            pool.lease(0, Some(want)),
+            Some(want),
+            "another shard's slice too"
+        );
+        let next = pool.lease(0, Some(want)).unwrap();
+        assert_ne!(next, want, "taken: any other");
+        pool.release(want);
+        assert_eq!(pool.lease(1, Some(want)), Some(want));
     }
 
     #[test]
@@ -210,10 +247,10 @@ mod tests {
         let net: Ipv4Net = "10.9.0.0/30".parse().unwrap();
         let pool = Pool::new(net, Ipv4Addr::new(10, 9, 0, 1), 64);
         assert_eq!(pool.size(), 1);
-        let a = pool.lease(63).expect("the one address");
+        let a = pool.lease(63, None).expect("the one address");
         assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2));
-        assert_eq!(pool.lease(0), None);
+        assert_eq!(pool.lease(0, None), None);
         pool.release(a);
-        assert_eq!(pool.lease(7), Some(a));
+        assert_eq!(pool.lease(7, None), Some(a));
     }
 }

@@ -350,3 +350,37 @@ fn banners_and_custom_headers_reach_the_client() {
         Some("Welcome to the corp VPN")
     );
 }
+
+/// predictable-ips: a user gets the same address at every login while it
+/// is free, whoever logged in between.
+#[test]
+fn predictable_ips_give_a_user_the_same_address_again() {
+    let _g = serial();
+    let mut net = Net::new("predip", 1);
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            network_keys: "predictable_ips = true\n".into(),
+            ..ServerOpts::default()
+        },
+    );
+    let (ns, to) = (
+        net.client_ns[0].clone(),
+        format!("{}:443", net.server_ip(1)).parse().unwrap(),
+    );
+    let address = |user: &str, pw: &str| {
+        let cookie = common::raw::login_cookie(&ns, to, user, pw);
+        let mut c = RawTls::connect(&ns, to).unwrap();
+        let r = c.connect_tunnel(&cookie).expect("CONNECT answer");
+        assert_eq!(r.status, 200, "{}", r.head);
+        (c, header(&r, "X-CSTP-Address").unwrap().to_owned())
+    };
+    let (first, a1) = address("alice", "test123");
+    let (_bob, b) = address("bob", "wonderland");
+    assert_ne!(a1, b);
+    // alice's session ends, and she logs in again.
+    drop(first);
+    assert!(server.ctl("disconnect user alice").status.success());
+    let (_again, a2) = address("alice", "test123");
+    assert_eq!(a1, a2, "alice's address moved");
+}

@@ -174,11 +174,7 @@ impl State {
             "kkdcp" => return Err("the Kerberos KDC proxy is not supported".into()),
             // ---- the network given to clients
             "device" => r.network.device = v.to_owned(),
-            "predictable-ips" => {
-                if boolean(v)? {
-                    self.note(e, "not applied yet: a client gets the lowest free address (explicit-ipv4 in a user's file fixes one)");
-                }
-            }
+            "predictable-ips" => r.network.predictable_ips = boolean(v)?,
             "ipv4-network" => self.ipv4_network = Some((e.line, v.to_owned())),
             "ipv4-netmask" => self.ipv4_netmask = Some((e.line, v.to_owned())),
             "ipv6-network" => self.ipv6_network = Some((e.line, v.to_owned())),
@@ -436,6 +432,7 @@ pub(super) fn translate(entries: &[Entry]) -> Result<Translated, Refusal> {
     st.raw.server.udp_port = 0;
     st.raw.network.dns.clear();
     st.raw.control.socket = PathBuf::from("/var/run/occtl.socket");
+    st.raw.network.predictable_ips = true;
     for e in entries {
         if let Some(section) = &e.section {
             let reason = if section.starts_with("vhost:") {
@@ -497,6 +494,7 @@ mod tests {
             ),
             (16, 2, 1800)
         );
+        assert!(r.network.predictable_ips);
         let noted: Vec<&str> = t.notes.iter().map(|n| n.key.as_str()).collect();
         for k in [
             "socket-file",
@@ -504,7 +502,6 @@ mod tests {
             "tls-priorities",
             "rekey-time",
             "rekey-method",
-            "predictable-ips",
             "cisco-client-compat",
         ] {
             assert!(noted.contains(&k), "{k} not noted: {noted:?}");

@@ -514,9 +514,16 @@ impl Shard {
             Some(a) => pool.take(a).then_some(a).ok_or(LeaseError::Refused(
                 "The user's explicit-ipv4 address is in use",
             ))?,
-            None => pool
-                .lease(self.id.index())
-                .ok_or(LeaseError::Refused("No free tunnel address"))?,
+            None => {
+                let cfg = self.shared.config.get();
+                let wanted = cfg
+                    .raw
+                    .network
+                    .predictable_ips
+                    .then(|| crate::pool::predictable(cfg.ipv4_network, &s.user));
+                pool.lease(self.id.index(), wanted)
+                    .ok_or(LeaseError::Refused("No free tunnel address"))?
+            }
         };
         if let Err(e) = self.steer(lease) {
             tracing::warn!(user = %s.user, %lease, "steering a borrowed address: {e}");
