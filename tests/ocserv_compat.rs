@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::raw::{cookie_of, header, RawTls};
+use common::raw::{cookie_of, header, login_cookie, RawTls};
 use common::*;
 
 /// The harness's configuration for `net`, written as `server.toml`: a server
@@ -369,7 +369,7 @@ fn predictable_ips_give_a_user_the_same_address_again() {
         format!("{}:443", net.server_ip(1)).parse().unwrap(),
     );
     let address = |user: &str, pw: &str| {
-        let cookie = common::raw::login_cookie(&ns, to, user, pw);
+        let cookie = login_cookie(&ns, to, user, pw);
         let mut c = RawTls::connect(&ns, to).unwrap();
         let r = c.connect_tunnel(&cookie).expect("CONNECT answer");
         assert_eq!(r.status, 200, "{}", r.head);
