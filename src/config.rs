@@ -207,6 +207,9 @@ pub struct Network {
     /// A user gets the same address at every login while it is free
     /// (ocserv's predictable-ips); else the lowest free one.
     pub predictable_ips: bool,
+    /// The protocols and ports clients may reach, in ocserv's syntax
+    /// (`tcp(443), udp(53), icmp()` or `!(tcp(22))`); empty: all.
+    pub restrict_user_to_ports: String,
 }
 
 impl Default for Network {
@@ -227,6 +230,7 @@ impl Default for Network {
             tunnel_all_dns: false,
             client_bypass_protocol: false,
             predictable_ips: false,
+            restrict_user_to_ports: String::new(),
         }
     }
 }
@@ -886,7 +890,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -927,6 +931,7 @@ impl Config {
             tad = r.network.tunnel_all_dns,
             cbp = r.network.client_bypass_protocol,
             pips = r.network.predictable_ips,
+            rutp = r.network.restrict_user_to_ports,
             dr = r.session.deny_roaming,
             mdpd = r.session.mobile_dpd,
             chs = list(&r.session.custom_headers),
@@ -1025,6 +1030,13 @@ fn user_defaults(raw: &RawConfig) -> Result<crate::usercfg::UserConfig, (&'stati
         yes(n.client_bypass_protocol),
     )?;
     set("session.deny_roaming", "deny-roaming", yes(s.deny_roaming))?;
+    if !n.restrict_user_to_ports.trim().is_empty() {
+        set(
+            "network.restrict_user_to_ports",
+            "restrict-user-to-ports",
+            &n.restrict_user_to_ports,
+        )?;
+    }
     if s.mobile_dpd > 0 {
         set(
             "session.mobile_dpd",

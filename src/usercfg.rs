@@ -50,6 +50,13 @@ pub struct UserConfig {
     pub client_bypass_protocol: Option<bool>,
     /// No DTLS for this user: CSTP only.
     pub no_udp: Option<bool>,
+    /// The protocols and destination ports the client may reach.
+    pub restrict_user_to_ports: Option<crate::proto::ports::PortRule>,
+    /// The session's host name (ocserv's per-user `hostname`), over the
+    /// one the client sends.
+    pub hostname: Option<String>,
+    /// Seconds between accounting updates (RADIUS, once there is any).
+    pub stats_report_time: Option<u64>,
 }
 
 /// Where and why a file was refused.
@@ -148,6 +155,26 @@ impl UserConfig {
             "mobile-dpd" => self.mobile_dpd = Some(seconds(v, 0)?),
             "client-bypass-protocol" => self.client_bypass_protocol = Some(boolean(v)?),
             "no-udp" => self.no_udp = Some(boolean(v)?),
+            "restrict-user-to-ports" => {
+                self.restrict_user_to_ports = Some(crate::proto::ports::PortRule::parse(v)?);
+            }
+            "hostname" => {
+                if v.is_empty()
+                    || v.len() > 253
+                    || v.chars().any(|c| c.is_control() || c.is_whitespace())
+                {
+                    return Err(format!("expected a host name, got {v:?}"));
+                }
+                self.hostname = Some(v.to_owned());
+            }
+            "stats-report-time" => self.stats_report_time = Some(seconds(v, 0)?),
+            "ipv6-subnet-prefix" => {
+                if v != "128" {
+                    return Err(format!(
+                        "only 128 is supported (each client gets one IPv6 address), got {v:?}"
+                    ));
+                }
+            }
             "mtu" => {
                 let m: u16 = v
                     .parse()
@@ -207,6 +234,12 @@ impl UserConfig {
             &later.client_bypass_protocol,
         );
         over(&mut self.no_udp, &later.no_udp);
+        over(
+            &mut self.restrict_user_to_ports,
+            &later.restrict_user_to_ports,
+        );
+        over(&mut self.hostname, &later.hostname);
+        over(&mut self.stats_report_time, &later.stats_report_time);
     }
 
     /// Fills what the user's and group's files left unset from the main
@@ -231,6 +264,7 @@ impl UserConfig {
         value(&mut self.deny_roaming, &d.deny_roaming);
         value(&mut self.mobile_dpd, &d.mobile_dpd);
         value(&mut self.client_bypass_protocol, &d.client_bypass_protocol);
+        value(&mut self.restrict_user_to_ports, &d.restrict_user_to_ports);
         self
     }
 
@@ -405,6 +439,22 @@ session-timeout = \"0\"
         assert_eq!(c.nbns.len(), 2);
         assert_eq!(c.split_dns, ["corp.example"]);
         assert!(UserConfig::parse("nbns = nowhere\n").is_err());
+        let c = UserConfig::parse(
+            "hostname = laptop-7\nstats-report-time = 300\nipv6-subnet-prefix = 128\nrestrict-user-to-ports = \"!(tcp(22))\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.hostname.as_deref(), c.stats_report_time),
+            (Some("laptop-7"), Some(300))
+        );
+        assert!(c.restrict_user_to_ports.is_some_and(|r| r.deny));
+        for bad in [
+            "ipv6-subnet-prefix = 64",
+            "hostname = a b",
+            "restrict-user-to-ports = tcp",
+        ] {
+            assert!(UserConfig::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -534,3 +534,62 @@ fn per_user_keys_and_their_global_defaults_shape_the_connect_answer() {
     );
     server.wait_log("deny-roaming", Duration::from_secs(2));
 }
+
+/// restrict-user-to-ports in the server's data path: an allow list for one
+/// user, a deny list for another, ocserv's syntax.
+#[test]
+fn restrict_user_to_ports_allows_or_denies_protocols_and_ports() {
+    let _g = serial();
+    let mut net = Net::new("ports", 2);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(
+        dir.join("users/alice"),
+        "restrict-user-to-ports = \"icmp(), tcp(22)\"\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("users/bob"),
+        "restrict-user-to-ports = \"!(icmp())\"\n",
+    )
+    .unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+    bob.wait_connected();
+    let s = net.server_ns.clone();
+    let _ = net.exec(&s, &format!("iperf3 -s -D -B {}", server.tunnel_ip));
+    std::thread::sleep(Duration::from_millis(500));
+    let tcp = |ns: &str| {
+        net.exec(
+            ns,
+            &format!("timeout 3 bash -c '</dev/tcp/{}/5201'", server.tunnel_ip),
+        )
+        .status
+        .success()
+    };
+    assert_eq!(
+        ping_rtts(&net, &alice.ns, &server.tunnel_ip, 2, "0.2").len(),
+        2,
+        "alice: icmp() allowed"
+    );
+    assert!(!tcp(&alice.ns), "alice: tcp(5201) is not on her list");
+    assert_eq!(
+        ping_rtts(&net, &bob.ns, &server.tunnel_ip, 2, "0.2").len(),
+        0,
+        "bob: icmp denied"
+    );
+    assert!(tcp(&bob.ns), "bob: tcp is not denied");
+    let users = server.ctl_json("show users");
+    for u in users.as_array().unwrap() {
+        assert!(u["restricted_packets"].as_u64().unwrap() >= 1, "{u:#}");
+    }
+    let _ = net.exec(&s, "pkill -f 'iperf3 -s'");
+}

@@ -210,8 +210,8 @@ impl State {
             "banner" => r.auth.banner = v.to_owned(),
             "pre-login-banner" => r.auth.pre_login_banner = v.to_owned(),
             "custom-header" => r.session.custom_headers.push(v.to_owned()),
-            "restrict-user-to-ports" | "net-priority" | "user-profile" | "included-http-headers" | "proxy-url"
-            | "host-update-script" => {
+            "restrict-user-to-ports" => r.network.restrict_user_to_ports = v.to_owned(),
+            "net-priority" | "user-profile" | "included-http-headers" | "proxy-url" | "host-update-script" => {
                 return Err("not supported yet".into())
             }
             "route-add-cmd" | "route-del-cmd" => {

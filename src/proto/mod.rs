@@ -11,4 +11,5 @@ pub mod fuzzing;
 pub mod http;
 pub mod ip;
 pub mod offload;
+pub mod ports;
 pub mod x509name;

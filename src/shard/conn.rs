@@ -334,7 +334,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.lease6 = lease6;
     tunnel.mtu = mtu;
-    tunnel.hostname = hostname;
+    tunnel.hostname = policy.hostname.clone().unwrap_or(hostname);
     tunnel.iroutes = policy.iroutes.clone().into();
     tunnel.base_mtu = base_mtu;
     tunnel.dpd = limits.dpd;

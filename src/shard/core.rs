@@ -470,7 +470,12 @@ impl Shard {
     ) -> Option<super::events::ScriptJob> {
         let mut sessions = self.sessions.borrow_mut();
         let s = sessions.get_mut(cookie).filter(|s| s.last_peer.is_none())?;
-        hostname.clone_into(&mut s.hostname);
+        // A user file's hostname wins over the client's.
+        s.hostname = s
+            .policy
+            .hostname
+            .clone()
+            .unwrap_or_else(|| hostname.to_owned());
         super::events::connect_job(self, s, peer)
     }
 

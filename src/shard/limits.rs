@@ -81,6 +81,9 @@ pub(crate) struct Limits {
     pub(crate) ends_at: Option<Instant>,
     /// `restrict-user-to-routes`: `None` lets everything through.
     pub(crate) allowed: Option<Allowed>,
+    /// `restrict-user-to-ports`, and the DNS servers it always lets the
+    /// client reach on port 53 (as ocserv's firewall rules).
+    pub(crate) ports: Option<(crate::proto::ports::PortRule, Box<[IpAddr]>)>,
     rx: Option<RefCell<TokenBucket>>,
     tx: Option<RefCell<TokenBucket>>,
 }
@@ -89,6 +92,7 @@ impl Limits {
     pub(crate) fn none() -> Self {
         Self {
             dpd: Duration::from_secs(90),
+            ports: None,
             idle: None,
             ends_at: None,
             allowed: None,
@@ -144,7 +148,16 @@ impl Limits {
             Some(d) => d,
             None => policy.dpd.unwrap_or(s.dpd),
         };
+        let ports = policy.restrict_user_to_ports.clone().map(|rule| {
+            let dns = if policy.dns.is_empty() {
+                &cfg.dns
+            } else {
+                &policy.dns
+            };
+            (rule, dns.clone().into_boxed_slice())
+        });
         Self {
+            ports,
             dpd: Duration::from_secs(dpd),
             idle: (idle > 0).then(|| Duration::from_secs(idle)),
             ends_at,
@@ -152,6 +165,19 @@ impl Limits {
             rx: bucket(policy.rx_data_per_sec.unwrap_or(cfg.rx_per_sec)),
             tx: bucket(policy.tx_data_per_sec.unwrap_or(cfg.tx_per_sec)),
         }
+    }
+
+    /// Whether `restrict-user-to-ports` lets a client packet to `dst` pass.
+    #[inline]
+    pub(crate) fn admit_ports(&self, pkt: &[u8], dst: IpAddr) -> bool {
+        let Some((rule, dns)) = &self.ports else {
+            return true;
+        };
+        let Some((proto, port)) = crate::proto::ports::transport(pkt) else {
+            return false;
+        };
+        let dns_query = matches!(proto, 6 | 17) && port == Some(53) && dns.contains(&dst);
+        dns_query || rule.allows(proto, port)
     }
 
     /// A packet of `len` bytes from the client may pass the rate limit.

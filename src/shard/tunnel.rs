@@ -543,6 +543,10 @@ impl Tunnel {
                 return;
             }
         }
+        if !self.limits.admit_ports(pkt, dst) {
+            self.bump(|s| s.restricted += 1);
+            return;
+        }
         if !self.limits.admit_rx(pkt.len()) {
             self.bump(|s| s.rate_limited += 1);
             return;
