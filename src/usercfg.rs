@@ -57,6 +57,8 @@ pub struct UserConfig {
     pub hostname: Option<String>,
     /// Seconds between accounting updates (RADIUS, once there is any).
     pub stats_report_time: Option<u64>,
+    /// SO_PRIORITY or IP TOS of the session's sockets.
+    pub net_priority: Option<crate::sys::net::NetPriority>,
 }
 
 /// Where and why a file was refused.
@@ -168,6 +170,7 @@ impl UserConfig {
                 self.hostname = Some(v.to_owned());
             }
             "stats-report-time" => self.stats_report_time = Some(seconds(v, 0)?),
+            "net-priority" => self.net_priority = Some(crate::sys::net::NetPriority::parse(v)?),
             "ipv6-subnet-prefix" => {
                 if v != "128" {
                     return Err(format!(
@@ -240,6 +243,7 @@ impl UserConfig {
         );
         over(&mut self.hostname, &later.hostname);
         over(&mut self.stats_report_time, &later.stats_report_time);
+        over(&mut self.net_priority, &later.net_priority);
     }
 
     /// Fills what the user's and group's files left unset from the main
@@ -265,6 +269,7 @@ impl UserConfig {
         value(&mut self.mobile_dpd, &d.mobile_dpd);
         value(&mut self.client_bypass_protocol, &d.client_bypass_protocol);
         value(&mut self.restrict_user_to_ports, &d.restrict_user_to_ports);
+        value(&mut self.net_priority, &d.net_priority);
         self
     }
 

@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::raw::{header, headers, login_cookie, RawTls};
+use common::raw::{capture_ip, header, headers, login_cookie, RawTls};
 use common::*;
 
 #[test]
@@ -592,4 +592,53 @@ fn restrict_user_to_ports_allows_or_denies_protocols_and_ports() {
         assert!(u["restricted_packets"].as_u64().unwrap() >= 1, "{u:#}");
     }
     let _ = net.exec(&s, "pkill -f 'iperf3 -s'");
+}
+
+/// net-priority as a TOS byte: the server's packets to that user carry it,
+/// on DTLS (alice) and on TLS (bob, CSTP only).
+#[test]
+fn net_priority_sets_the_tos_of_the_users_packets() {
+    let _g = serial();
+    let mut net = Net::new("netprio", 2);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(dir.join("users/alice"), "net-priority = 0x20\n").unwrap();
+    fs::write(
+        dir.join("users/bob"),
+        "net-priority = 0x28\nno-udp = true\n",
+    )
+    .unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            dtls: Dtls::Psk,
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    alice.wait_dtls();
+    let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+    bob.wait_connected();
+    for (client, idx, proto, tos) in [(&alice, 1, 17u8, 0x20u8), (&bob, 2, 6, 0x28)] {
+        let server_ip: std::net::Ipv4Addr = net.server_ip(idx).parse().unwrap();
+        let (ns, tunnel_ip) = (client.ns.clone(), server.tunnel_ip.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pinger = std::thread::spawn(move || {
+            rx.recv().unwrap();
+            sh(&format!(
+                "ip netns exec {ns} ping -c 5 -i 0.2 -s 1200 {tunnel_ip}"
+            ))
+        });
+        let got = capture_ip(
+            &client.ns,
+            Duration::from_secs(5),
+            |ip| ip[9] == proto && ip[12..16] == server_ip.octets() && ip.len() > 1000,
+            move || tx.send(()).unwrap(),
+        );
+        let _ = pinger.join();
+        let ip = got.unwrap_or_else(|| panic!("no protocol {proto} packet from the server"));
+        assert_eq!(ip[1], tos, "TOS of a protocol {proto} packet");
+    }
 }

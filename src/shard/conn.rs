@@ -330,11 +330,17 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         plain,
         ..
     } = conn;
+    if let Some(p) = policy.net_priority {
+        if let Err(e) = crate::sys::net::set_net_priority(stream.as_raw_fd(), p) {
+            tracing::debug!(%peer, "net-priority {p:?}: {e}");
+        }
+    }
     let stream = Rc::new(SharedStream::new(stream));
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.lease6 = lease6;
     tunnel.mtu = mtu;
     tunnel.hostname = policy.hostname.clone().unwrap_or(hostname);
+    tunnel.net_priority = policy.net_priority;
     tunnel.iroutes = policy.iroutes.clone().into();
     tunnel.base_mtu = base_mtu;
     tunnel.dpd = limits.dpd;

@@ -365,6 +365,11 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
             return;
         }
     };
+    if let Some(p) = tunnel.net_priority {
+        if let Err(e) = sys::net::set_net_priority(fd, p) {
+            tracing::debug!(%from, "net-priority {p:?}: {e}");
+        }
+    }
     // SAFETY: a fresh socket owned by nobody else.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
     let channel = Rc::new(DtlsChannel {

@@ -145,6 +145,8 @@ pub(crate) struct Tunnel {
     pub(crate) mtu: u16,
     /// The client's X-CSTP-Hostname.
     pub(crate) hostname: String,
+    /// Set on the tunnel's sockets (ocserv's net-priority).
+    pub(crate) net_priority: Option<crate::sys::net::NetPriority>,
     pub(crate) limits: Limits,
     /// Client data packets counted at the last idle check, and when that
     /// count last moved: idleness without a clock read per packet.
@@ -190,6 +192,7 @@ impl Tunnel {
             limits: Limits::none(),
             mtu: 0,
             hostname: String::new(),
+            net_priority: None,
             activity: Cell::new((0, Instant::now())),
             dtls: RefCell::new(None),
             dtls_pending: RefCell::new(None),

@@ -35,6 +35,62 @@ pub fn udp_socket(addr: SocketAddr, peer: Option<SocketAddr>) -> io::Result<RawF
     Ok(sock.into_raw_fd())
 }
 
+/// ocserv's `net-priority`: a socket's packets get this SO_PRIORITY, or
+/// this IP TOS (IPv6 traffic class) byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetPriority {
+    Priority(u8),
+    Tos(u8),
+}
+
+impl NetPriority {
+    /// `0`-`6` (a priority) or `0x..` (a TOS byte), as ocserv writes it.
+    pub fn parse(v: &str) -> Result<Self, String> {
+        let bad = || format!("expected a priority 0-6 or a TOS byte like 0x20, got {v:?}");
+        match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+            Some(hex) => u8::from_str_radix(hex, 16)
+                .map(Self::Tos)
+                .map_err(|_| bad()),
+            None => match v.parse::<u8>() {
+                Ok(p) if p <= 6 => Ok(Self::Priority(p)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+/// Sets `p` on the socket `fd` (the family's TOS option for a TOS byte).
+pub fn set_net_priority(fd: RawFd, p: NetPriority) -> io::Result<()> {
+    // SAFETY: `fd` is a socket the caller keeps open for the call; SockRef
+    // only borrows it.
+    let fd_ref = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&fd_ref);
+    match p {
+        NetPriority::Priority(v) => {
+            let v = libc::c_int::from(v);
+            // SAFETY: setsockopt reads one c_int of the size given.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_PRIORITY,
+                    std::ptr::from_ref(&v).cast(),
+                    size_of::<libc::c_int>() as u32,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        }
+        NetPriority::Tos(v) => match sock.local_addr()?.as_socket() {
+            Some(SocketAddr::V6(_)) => sock.set_tclass_v6(u32::from(v)),
+            _ => sock.set_tos(u32::from(v)),
+        },
+    }
+}
+
 /// Makes the reuseport group of `fd` pick among its first `listeners`
 /// sockets only (by receiving CPU). Those are the shards' unconnected
 /// sockets, bound first; a per-client socket joins the group between its

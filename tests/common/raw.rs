@@ -260,6 +260,27 @@ pub fn capture_udp(
     ns: &str,
     dport: u16,
     limit: Duration,
+    want: impl Fn(&[u8]) -> bool + Send + Sync,
+    ready: impl FnOnce() + Send,
+) -> Option<Vec<u8>> {
+    let udp_payload = move |ip: &[u8]| -> Option<Vec<u8>> {
+        if ip.len() < 28 || ip[0] >> 4 != 4 || ip[9] != 17 {
+            return None;
+        }
+        let udp = &ip[usize::from(ip[0] & 15) * 4..];
+        if udp.len() < 8 || u16::from_be_bytes([udp[2], udp[3]]) != dport {
+            return None;
+        }
+        Some(udp[8..].to_vec()).filter(|p| want(p))
+    };
+    capture_ip(ns, limit, |ip| udp_payload(ip).is_some(), ready).and_then(|ip| udp_payload(&ip))
+}
+
+/// Captures, in namespace `ns`, the first IPv4 packet (whole) that `want`
+/// accepts, sent or received, within `limit`.
+pub fn capture_ip(
+    ns: &str,
+    limit: Duration,
     want: impl Fn(&[u8]) -> bool + Send,
     ready: impl FnOnce() + Send,
 ) -> Option<Vec<u8>> {
@@ -302,16 +323,8 @@ pub fn capture_udp(
             let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             let Ok(n) = usize::try_from(n) else { continue };
             let ip = &buf[..n];
-            if ip.len() < 28 || ip[0] >> 4 != 4 || ip[9] != 17 {
-                continue;
-            }
-            let udp = &ip[usize::from(ip[0] & 15) * 4..];
-            if udp.len() < 8 || u16::from_be_bytes([udp[2], udp[3]]) != dport {
-                continue;
-            }
-            let payload = &udp[8..];
-            if want(payload) {
-                return Some(payload.to_vec());
+            if ip.len() >= 20 && ip[0] >> 4 == 4 && want(ip) {
+                return Some(ip.to_vec());
             }
         }
         None
