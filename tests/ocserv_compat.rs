@@ -384,3 +384,121 @@ fn predictable_ips_give_a_user_the_same_address_again() {
     let (_again, a2) = address("alice", "test123");
     assert_eq!(a1, a2, "alice's address moved");
 }
+
+/// listen-proxy-proto: behind a load balancer, the PROXY header names the
+/// client, and a connection without one is refused.
+#[test]
+fn a_proxy_header_names_the_client_and_is_required() {
+    let _g = serial();
+    let mut net = Net::new("proxyp", 1);
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            server_keys: "proxy_protocol = true\n".into(),
+            extra_config: "[security]\nmax_ban_score = 30\nban_points_wrong_password = 10\n".into(),
+            ..ServerOpts::default()
+        },
+    );
+    let (ns, to) = (
+        net.client_ns[0].clone(),
+        format!("{}:443", net.server_ip(1)).parse().unwrap(),
+    );
+    // v1, then a login and a CONNECT: the session is the header's client's.
+    let v1 = b"PROXY TCP4 198.51.100.7 10.91.1.1 40000 443\r\n";
+    let mut c = RawTls::connect_after(&ns, to, v1).expect("TLS after a v1 header");
+    c.post_form("username=alice&password=test123").unwrap();
+    let cookie = cookie_of(&c.response().expect("login answer")).unwrap();
+    let r = c.connect_tunnel(&cookie).expect("CONNECT answer");
+    assert_eq!(r.status, 200, "{}", r.head);
+    let users = server.ctl_json("show users");
+    assert_eq!(users[0]["Remote IP"], "198.51.100.7", "{users:#}");
+    // v2: wrong passwords score the header's address, not the proxy's.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend([
+        0x21, 0x11, 0, 12, 203, 0, 113, 9, 10, 91, 1, 1, 0x9c, 0x41, 0x01, 0xbb,
+    ]);
+    for _ in 0..3 {
+        let mut c = RawTls::connect_after(&ns, to, &v2).expect("TLS after a v2 header");
+        c.post_form("username=alice&password=wrong").unwrap();
+        let _ = c.response();
+    }
+    let bans = server.ctl_json("show ip bans");
+    assert_eq!(bans[0]["IP"], "203.0.113.9", "{bans:#}");
+    // The proxy's own address is not banned: a v1 client still logs in.
+    let mut again = RawTls::connect_after(&ns, to, v1).expect("TLS after a v1 header");
+    again.post_form("username=bob&password=wonderland").unwrap();
+    assert!(again.response().and_then(|r| cookie_of(&r)).is_some());
+    // Without a header: closed before TLS.
+    assert!(
+        RawTls::connect(&ns, to).is_err(),
+        "a connection without a PROXY header got TLS"
+    );
+    server.wait_log("connection closed: PROXY header", Duration::from_secs(3));
+}
+
+/// The real HAProxy in front, as ocserv deployments put it: openconnect
+/// connects through it, the server sees the client's own address, and
+/// DTLS goes straight to the server.
+#[test]
+fn openconnect_through_haproxy_with_send_proxy_v2() {
+    let _g = serial();
+    let mut net = Net::new("haproxy", 1);
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            dtls: Dtls::Psk,
+            server_keys: "proxy_protocol = true\n".into(),
+            ..ServerOpts::default()
+        },
+    );
+    let cfg = net.dir.join("haproxy.cfg");
+    fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+             frontend vpn\n  bind {ip}:8443\n  default_backend ocserv\n\
+             backend ocserv\n  server s1 127.0.0.1:443 send-proxy-v2\n",
+            ip = net.server_ip(1)
+        ),
+    )
+    .unwrap();
+    let ns = net.server_ns.clone();
+    let log = net.dir.join("haproxy.log");
+    net.spawn_in(&ns, &format!("haproxy -db -f {}", cfg.display()), &log);
+    wait_for(Duration::from_secs(10), "haproxy listening", || {
+        let o = net.exec(&ns, "ss -Hltn 'sport = :8443'");
+        (!String::from_utf8_lossy(&o.stdout).trim().is_empty()).then_some(())
+    });
+    // openconnect to HAProxy's port.
+    let client_ns = net.client_ns[0].clone();
+    let env_dir = net.dir.join("env1");
+    fs::create_dir_all(&env_dir).unwrap();
+    let clog = net.dir.join("client1.log");
+    fs::write(net.dir.join("pw1"), "test123\n").unwrap();
+    let cmd = format!(
+        "env OCU_ENV_DIR={env} openconnect --user alice --passwd-on-stdin --servercert {pin} --script {script} --interface oc1 https://{ip}:8443/ < {pw}",
+        env = env_dir.display(),
+        pin = server.pin,
+        script = net.dir.join("client-script.sh").display(),
+        ip = net.server_ip(1),
+        pw = net.dir.join("pw1").display()
+    );
+    let pid = net.spawn_in(&client_ns, &cmd, &clog);
+    let alice = Client {
+        pid,
+        ns: client_ns,
+        env_dir,
+        log: clog,
+        ifname: "oc1".into(),
+    };
+    alice.wait_connected();
+    assert_eq!(
+        ping_rtts(&net, &alice.ns, &server.tunnel_ip, 3, "0.2").len(),
+        3
+    );
+    let users = server.ctl_json("show users");
+    assert_eq!(
+        users[0]["Remote IP"], "10.91.1.2",
+        "the client, not HAProxy: {users:#}"
+    );
+}

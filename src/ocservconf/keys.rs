@@ -90,7 +90,8 @@ impl State {
             "listen-netns" => return Err("listening in another network namespace is not supported".into()),
             "tcp-port" => r.server.tcp_port = number(v)?,
             "udp-port" => r.server.udp_port = number(v)?,
-            "listen-proxy-proto" | "camouflage" | "expose-iroutes" | "ping-leases" => {
+            "listen-proxy-proto" => r.server.proxy_protocol = boolean(v)?,
+            "camouflage" | "expose-iroutes" | "ping-leases" => {
                 if boolean(v)? {
                     return Err("not supported yet".into());
                 }

@@ -12,4 +12,5 @@ pub mod http;
 pub mod ip;
 pub mod offload;
 pub mod ports;
+pub mod proxy;
 pub mod x509name;

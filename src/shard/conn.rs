@@ -66,6 +66,15 @@ impl Conn {
         }
     }
 
+    /// Bytes of the TLS stream read before the connection became a
+    /// `Conn` (after a PROXY header); answers what they ask (a ServerHello).
+    pub(super) async fn feed_early(&mut self, bytes: &[u8]) -> Result<(), ReadError> {
+        let fed = self.tls.feed(bytes, &mut self.plain);
+        self.flush().await?;
+        fed?;
+        Ok(())
+    }
+
     /// Reads once from the socket; false on EOF.
     async fn fill(&mut self) -> Result<bool, ReadError> {
         let n = self.stream.read(&mut self.rbuf).await?;

@@ -184,9 +184,31 @@ impl Drop for LoginSlot {
 /// Serves one accepted TCP connection: a login, then the wait for its
 /// CONNECT, each with `auth_timeout` in total however the client trickles.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let bans = &shard.shared.bans;
+    let Ok(mut peer) = stream.peer_addr() else {
+        return;
+    };
+    let mut stream = stream;
     let cfg = shard.shared.config.get();
+    // Behind a load balancer (ocserv's listen-proxy-proto) its header names
+    // the client: bans, limits, logs and scripts use that address.
+    let mut early = Vec::new();
+    if cfg.raw.server.proxy_protocol {
+        match with_timeout(PROXY_HEADER_LIMIT, read_proxy_header(&mut stream)).await {
+            Some(Ok((source, rest))) => {
+                peer = source.unwrap_or(peer);
+                early = rest;
+            }
+            Some(Err(e)) => {
+                tracing::info!(%peer, "connection closed: {e} (listen behind a proxy that sends one)");
+                return;
+            }
+            None => {
+                tracing::debug!(%peer, "connection closed: no PROXY header in time");
+                return;
+            }
+        }
+    }
+    let bans = &shard.shared.bans;
     let points = &cfg.raw.security;
     if bans.enabled() {
         if bans.is_banned(peer.ip(), Instant::now()) {
@@ -213,7 +235,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             return;
         }
     };
-    let conn = Conn {
+    let mut conn = Conn {
         stream,
         tls,
         peer,
@@ -221,6 +243,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         rbuf: vec![0; LOGIN_READ_BUF],
         out: Vec::new(),
     };
+    if !early.is_empty() && conn.feed_early(&early).await.is_err() {
+        return;
+    }
     let limit = cfg.auth_timeout();
     drop(cfg);
     match with_timeout(limit, login(&shard, conn)).await {
@@ -240,6 +265,36 @@ fn test_hook(shard: &Shard, path: &str) {
         "/+ocu-test+/panic" => panic!("test hook: a panic while serving one connection"),
         "/+ocu-test+/panic-shard" => shard.panic_next_tick.set(true),
         _ => {}
+    }
+}
+
+/// How long a connection may take to send its PROXY header.
+const PROXY_HEADER_LIMIT: Duration = Duration::from_secs(10);
+/// The longest PROXY header read (v2 with TLVs).
+const PROXY_HEADER_MAX: usize = 4096;
+
+/// Reads the PROXY header at the start of `stream`: the client it names
+/// (`None` for the proxy's own checks) and the bytes read past it.
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
+    use crate::proto::proxy::{parse, Header};
+    use futures_lite::AsyncReadExt;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    loop {
+        match parse(&buf).map_err(|e| e.to_string())? {
+            Header::Done { source, len } => return Ok((source, buf.split_off(len))),
+            Header::Incomplete if buf.len() >= PROXY_HEADER_MAX => {
+                return Err("PROXY header: too long".into())
+            }
+            Header::Incomplete => {}
+        }
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("PROXY header: the connection closed".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

@@ -106,7 +106,13 @@ pub struct Reply {
 impl RawTls {
     /// Connects from namespace `ns` and completes the TLS handshake.
     pub fn connect(ns: &str, addr: SocketAddr) -> std::io::Result<Self> {
-        let tcp = tcp_in(ns, addr)?;
+        Self::connect_after(ns, addr, &[])
+    }
+
+    /// The same, writing `preamble` (a PROXY header) before TLS.
+    pub fn connect_after(ns: &str, addr: SocketAddr, preamble: &[u8]) -> std::io::Result<Self> {
+        let mut tcp = tcp_in(ns, addr)?;
+        tcp.write_all(preamble)?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let cfg = ClientConfig::builder_with_provider(provider.clone())
