@@ -54,6 +54,11 @@ pub struct Server {
     /// load balancer, naming the client (ocserv's listen-proxy-proto); a
     /// connection without one is closed.
     pub proxy_protocol: bool,
+    /// Camouflage (ocserv's): unless a request's URL ends in `?SECRET`,
+    /// the server answers as a web server with nothing to show; empty: off.
+    pub camouflage_secret: String,
+    /// The realm of the 401 camouflage answers; empty: 404 instead.
+    pub camouflage_realm: String,
 }
 
 impl Default for Server {
@@ -68,6 +73,8 @@ impl Default for Server {
             run_as_group: String::new(),
             pid_file: PathBuf::new(),
             proxy_protocol: false,
+            camouflage_secret: String::new(),
+            camouflage_realm: String::new(),
         }
     }
 }
@@ -799,6 +806,16 @@ impl Config {
                 Err(e) => return Err(bad("control.group", format!("looking up group {g:?}: {e}"))),
             },
         };
+        let cs = &raw.server.camouflage_secret;
+        if cs
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '&' || c == '#')
+        {
+            return Err(bad(
+                "server.camouflage_secret",
+                format!("expected URL-safe text without spaces, '&' or '#', got {cs:?}"),
+            ));
+        }
         for h in &raw.session.custom_headers {
             check_header(h).map_err(|reason| bad("session.custom_headers", reason))?;
         }
@@ -899,7 +916,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -910,6 +927,8 @@ impl Config {
             rau = r.server.run_as_user,
             pidf = r.server.pid_file.display().to_string(),
             pp = r.server.proxy_protocol,
+            cs = r.server.camouflage_secret,
+            cr = r.server.camouflage_realm,
             rag = r.server.run_as_group,
             run_as = self.run_as.as_ref().map_or("   # stays as started".into(), |a| format!("   # {}", a.describe())),
             cert = r.tls.cert_file.display().to_string(),

@@ -470,27 +470,8 @@ fn openconnect_through_haproxy_with_send_proxy_v2() {
         (!String::from_utf8_lossy(&o.stdout).trim().is_empty()).then_some(())
     });
     // openconnect to HAProxy's port.
-    let client_ns = net.client_ns[0].clone();
-    let env_dir = net.dir.join("env1");
-    fs::create_dir_all(&env_dir).unwrap();
-    let clog = net.dir.join("client1.log");
-    fs::write(net.dir.join("pw1"), "test123\n").unwrap();
-    let cmd = format!(
-        "env OCU_ENV_DIR={env} openconnect --user alice --passwd-on-stdin --servercert {pin} --script {script} --interface oc1 https://{ip}:8443/ < {pw}",
-        env = env_dir.display(),
-        pin = server.pin,
-        script = net.dir.join("client-script.sh").display(),
-        ip = net.server_ip(1),
-        pw = net.dir.join("pw1").display()
-    );
-    let pid = net.spawn_in(&client_ns, &cmd, &clog);
-    let alice = Client {
-        pid,
-        ns: client_ns,
-        env_dir,
-        log: clog,
-        ifname: "oc1".into(),
-    };
+    let url = format!("https://{}:8443/", net.server_ip(1));
+    let alice = openconnect_on(&mut net, &server, &url);
     alice.wait_connected();
     assert_eq!(
         ping_rtts(&net, &alice.ns, &server.tunnel_ip, 3, "0.2").len(),
@@ -500,5 +481,83 @@ fn openconnect_through_haproxy_with_send_proxy_v2() {
     assert_eq!(
         users[0]["Remote IP"], "10.91.1.2",
         "the client, not HAProxy: {users:#}"
+    );
+}
+
+/// Starts openconnect in client namespace 1 on `url`.
+fn openconnect_on(net: &mut Net, server: &Server, url: &str) -> Client {
+    let ns = net.client_ns[0].clone();
+    let env_dir = net.dir.join("env1");
+    let _ = fs::remove_dir_all(&env_dir);
+    fs::create_dir_all(&env_dir).unwrap();
+    let log = net.dir.join("client1.log");
+    fs::write(net.dir.join("pw1"), "test123\n").unwrap();
+    let cmd = format!(
+        "env OCU_ENV_DIR={env} openconnect --user alice --passwd-on-stdin --servercert {pin} --script {script} --interface oc1 '{url}' < {pw}",
+        env = env_dir.display(),
+        pin = server.pin,
+        script = net.dir.join("client-script.sh").display(),
+        pw = net.dir.join("pw1").display()
+    );
+    let pid = net.spawn_in(&ns, &cmd, &log);
+    Client {
+        pid,
+        ns,
+        env_dir,
+        log,
+        ifname: "oc1".into(),
+    }
+}
+
+/// camouflage: without the secret in the URL the server is a web server
+/// with nothing to show; with it, a VPN.
+#[test]
+fn camouflage_hides_the_vpn_unless_the_url_has_the_secret() {
+    let _g = serial();
+    let mut net = Net::new("camo", 1);
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            server_keys:
+                "camouflage_secret = \"s3cret\"\ncamouflage_realm = \"Restricted Content\"\n".into(),
+            ..ServerOpts::default()
+        },
+    );
+    let ip = net.server_ip(1);
+    let curl = |args: &str| {
+        let o = net.exec(
+            &net.client_ns[0],
+            &format!("curl -sk -i --max-time 5 {args}"),
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let plain = curl(&format!("https://{ip}/"));
+    assert!(plain.starts_with("HTTP/1.1 401"), "{plain}");
+    assert!(
+        plain.contains("WWW-Authenticate: Basic realm=\"Restricted Content\""),
+        "{plain}"
+    );
+    assert!(!plain.contains("config-auth"), "{plain}");
+    let posted = curl(&format!("-d x https://{ip}/?wrong"));
+    assert!(posted.starts_with("HTTP/1.1 401"), "{posted}");
+    let form = curl(&format!("-d '' 'https://{ip}/?s3cret'"));
+    assert!(
+        form.contains("<config-auth") && form.contains("username"),
+        "{form}"
+    );
+    // A CONNECT without a cookie of ours: a method this web server lacks.
+    let ns = net.client_ns[0].clone();
+    let mut c = RawTls::connect(&ns, format!("{ip}:443").parse().unwrap()).unwrap();
+    let r = c.connect_tunnel("nonsense").expect("an answer");
+    assert_eq!(r.status, 405);
+    // openconnect without the secret gets nowhere; with it, a tunnel.
+    let lost = openconnect_on(&mut net, &server, &format!("https://{ip}/"));
+    lost.wait_exit(Duration::from_secs(20));
+    assert!(lost.env("connect").is_none());
+    let alice = openconnect_on(&mut net, &server, &format!("https://{ip}/?s3cret"));
+    alice.wait_connected();
+    assert_eq!(
+        ping_rtts(&net, &alice.ns, &server.tunnel_ip, 3, "0.2").len(),
+        3
     );
 }

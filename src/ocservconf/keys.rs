@@ -26,6 +26,8 @@ struct State {
     keys: usize,
     /// `route = default` (or 0.0.0.0/0): a full tunnel, the rest dropped.
     default_route: bool,
+    camouflage: Option<(usize, bool)>,
+    camouflage_secret: Option<String>,
 }
 
 type Outcome = Result<(), String>;
@@ -91,12 +93,14 @@ impl State {
             "tcp-port" => r.server.tcp_port = number(v)?,
             "udp-port" => r.server.udp_port = number(v)?,
             "listen-proxy-proto" => r.server.proxy_protocol = boolean(v)?,
-            "camouflage" | "expose-iroutes" | "ping-leases" => {
+            "camouflage" => self.camouflage = Some((e.line, boolean(v)?)),
+            "camouflage_secret" => self.camouflage_secret = Some(v.to_owned()),
+            "camouflage_realm" => r.server.camouflage_realm = v.to_owned(),
+            "expose-iroutes" | "ping-leases" => {
                 if boolean(v)? {
                     return Err("not supported yet".into());
                 }
             }
-            "camouflage_secret" | "camouflage_realm" => self.note(e, "no meaning here while camouflage is off"),
             "run-as-user" => r.server.run_as_user = v.to_owned(),
             "run-as-group" => r.server.run_as_group = v.to_owned(),
             "pid-file" => r.server.pid_file = PathBuf::from(v),
@@ -272,6 +276,19 @@ impl State {
                     "not supported yet: UDP listens where TCP does (listen-host)".into(),
                 ));
             }
+        }
+        match (self.camouflage, self.camouflage_secret.take()) {
+            (Some((_, true)), Some(secret)) if !secret.is_empty() => {
+                r.server.camouflage_secret = secret
+            }
+            (Some((line, true)), _) => {
+                return Err(refuse(
+                    line,
+                    "camouflage",
+                    "expected camouflage_secret beside it".into(),
+                ))
+            }
+            _ => r.server.camouflage_realm.clear(),
         }
         if self.default_route {
             // ocserv drops every other route with it: a full tunnel.

@@ -19,7 +19,7 @@ use super::events::refused;
 use crate::config::AuthMethod;
 use crate::proto::auth::{self, AuthExchange, AuthRequest, GroupOption, Step, Verdict};
 use crate::proto::connect as negotiate;
-use crate::proto::http::{Method, Response};
+use crate::proto::http::{self, Method, Response};
 use crate::tls::TlsSession;
 
 fn xml_reply(doc: &[u8]) -> Vec<u8> {
@@ -403,10 +403,55 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
     let mut exchange: Option<AuthExchange> = None;
     let mut mobile = false;
     let mut user_agent = String::new();
+    // Camouflage: until a request names the secret, this is a web server
+    // with nothing to show (ocserv's camouflage).
+    let secret = &cfg.raw.server.camouflage_secret;
+    let mut hidden = !secret.is_empty();
     loop {
         let req = next_request(&shard, &mut conn).await?;
         if shard.shared.test_hooks {
             test_hook(&shard, &req.head.path);
+        }
+        if hidden {
+            match req.head.method {
+                Method::Get | Method::Post
+                    if req
+                        .head
+                        .path
+                        .split_once('?')
+                        .is_some_and(|(_, q)| q == secret.as_str()) =>
+                {
+                    hidden = false;
+                }
+                Method::Get | Method::Post => {
+                    tracing::info!(%peer, "camouflage: no secret in the URL, answered as a web server");
+                    let realm = &cfg.raw.server.camouflage_realm;
+                    let answer = if realm.is_empty() {
+                        http::error_response(404, "Not Found")
+                    } else {
+                        Response::new(401, "Unauthorized")
+                            .header(
+                                "WWW-Authenticate",
+                                format!("Basic realm=\"{}\"", realm.replace('"', "")),
+                            )
+                            .header("Connection", "close")
+                            .body(b"")
+                    };
+                    let _ = with_timeout(Duration::from_secs(5), conn.send(&answer)).await;
+                    return None;
+                }
+                // A CONNECT with a cookie of ours may pass; anything else
+                // is a method this web server does not allow.
+                Method::Connect
+                    if req
+                        .head
+                        .cookie("webvpn")
+                        .is_some_and(|c| Cookie::parse(c).is_ok()) => {}
+                _ => {
+                    conn.refuse(405, "Method Not Allowed").await;
+                    return None;
+                }
+            }
         }
         let areq = match req.head.method {
             // Its own task: the tunnel outlives the login's larger state.
