@@ -59,6 +59,9 @@ pub struct Server {
     pub camouflage_secret: String,
     /// The realm of the 401 camouflage answers; empty: 404 instead.
     pub camouflage_realm: String,
+    /// Header lines (`Name: value`) added to every HTTP answer, e.g.
+    /// Strict-Transport-Security (ocserv's included-http-headers).
+    pub http_headers: Vec<String>,
 }
 
 impl Default for Server {
@@ -75,6 +78,7 @@ impl Default for Server {
             proxy_protocol: false,
             camouflage_secret: String::new(),
             camouflage_realm: String::new(),
+            http_headers: Vec::new(),
         }
     }
 }
@@ -493,6 +497,8 @@ pub struct Config {
     /// tunnel_all_dns, client_bypass_protocol; `[session]` deny_roaming,
     /// mobile_dpd), checked as those files are.
     pub user_defaults: crate::usercfg::UserConfig,
+    /// `server.http_headers`, checked, shared by every connection.
+    pub http_headers: std::sync::Arc<[String]>,
     /// An ocserv.conf's keys that mean nothing here, and why (logged at
     /// start); empty for TOML.
     pub ocserv_notes: Vec<crate::ocservconf::Note>,
@@ -819,12 +825,17 @@ impl Config {
         for h in &raw.session.custom_headers {
             check_header(h).map_err(|reason| bad("session.custom_headers", reason))?;
         }
+        for h in &raw.server.http_headers {
+            check_header(h).map_err(|reason| bad("server.http_headers", reason))?;
+        }
+        let http_headers = raw.server.http_headers.clone().into();
         let run_as = run_as(&raw.server).map_err(|(key, reason)| bad(key, reason))?;
         let user_defaults = user_defaults(&raw).map_err(|(key, reason)| bad(key, reason))?;
         Ok(Self {
             file: file.to_owned(),
             run_as,
             user_defaults,
+            http_headers,
             ocserv_notes: Vec::new(),
             raw,
             listen,
@@ -916,7 +927,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -929,6 +940,7 @@ impl Config {
             pp = r.server.proxy_protocol,
             cs = r.server.camouflage_secret,
             cr = r.server.camouflage_realm,
+            hh = list(&r.server.http_headers),
             rag = r.server.run_as_group,
             run_as = self.run_as.as_ref().map_or("   # stays as started".into(), |a| format!("   # {}", a.describe())),
             cert = r.tls.cert_file.display().to_string(),

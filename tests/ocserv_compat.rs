@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::raw::{cookie_of, header, login_cookie, RawTls};
+use common::raw::{cookie_of, header, login_cookie, RawTls, Reply};
 use common::*;
 
 /// The harness's configuration for `net`, written as `server.toml`: a server
@@ -559,5 +559,49 @@ fn camouflage_hides_the_vpn_unless_the_url_has_the_secret() {
     assert_eq!(
         ping_rtts(&net, &alice.ns, &server.tunnel_ip, 3, "0.2").len(),
         3
+    );
+}
+
+/// included-http-headers: on every answer, the login's, an error's and
+/// the CONNECT's.
+#[test]
+fn operator_headers_on_every_answer() {
+    let _g = serial();
+    let mut net = Net::new("hhdr", 1);
+    let _server = start_server(
+        &mut net,
+        ServerOpts {
+            server_keys: "http_headers = [\"Strict-Transport-Security: max-age=31536000\", \"X-Frame-Options: deny\"]\n".into(),
+            ..ServerOpts::default()
+        },
+    );
+    let (ns, to) = (
+        net.client_ns[0].clone(),
+        format!("{}:443", net.server_ip(1)).parse().unwrap(),
+    );
+    let has = |r: &Reply| {
+        header(r, "Strict-Transport-Security") == Some("max-age=31536000")
+            && header(r, "X-Frame-Options") == Some("deny")
+    };
+    let mut c = RawTls::connect(&ns, to).unwrap();
+    c.post_form("").unwrap();
+    let form = c.response().unwrap();
+    assert!(has(&form), "{}", form.head);
+    c.post_form("username=alice&password=test123").unwrap();
+    let done = c.response().unwrap();
+    assert!(has(&done), "{}", done.head);
+    let cookie = cookie_of(&done).unwrap();
+    c.send(b"GET /x HTTP/1.1\r\nHost: vpn\r\n\r\n").unwrap();
+    let missing = c.response().unwrap();
+    assert!(missing.status == 404 && has(&missing), "{}", missing.head);
+    c.post_form("username=bob&password=wonderland").unwrap();
+    let refused = c.response().unwrap();
+    assert!(refused.status == 401 && has(&refused), "{}", refused.head);
+    let mut t = RawTls::connect(&ns, to).unwrap();
+    let connected = t.connect_tunnel(&cookie).unwrap();
+    assert!(
+        connected.status == 200 && has(&connected),
+        "{}",
+        connected.head
     );
 }

@@ -217,7 +217,8 @@ impl State {
             "custom-header" => r.session.custom_headers.push(v.to_owned()),
             "restrict-user-to-ports" => r.network.restrict_user_to_ports = v.to_owned(),
             "net-priority" => r.network.net_priority = v.to_owned(),
-            "user-profile" | "included-http-headers" | "proxy-url" | "host-update-script" => {
+            "included-http-headers" => r.server.http_headers.push(v.to_owned()),
+            "user-profile" | "proxy-url" | "host-update-script" => {
                 return Err("not supported yet".into())
             }
             "route-add-cmd" | "route-del-cmd" => {

@@ -166,6 +166,22 @@ impl Response {
     }
 }
 
+/// `resp` with header lines `extra` after its status line (the operator's
+/// headers on every answer, ocserv's included-http-headers).
+pub fn with_headers(resp: &[u8], extra: &[String]) -> Vec<u8> {
+    let Some(at) = resp.windows(2).position(|w| w == b"\r\n").map(|i| i + 2) else {
+        return resp.to_vec();
+    };
+    let mut out = Vec::with_capacity(resp.len() + extra.iter().map(|h| h.len() + 2).sum::<usize>());
+    out.extend_from_slice(&resp[..at]);
+    for h in extra {
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&resp[at..]);
+    out
+}
+
 /// The bare error reply sent before closing a connection.
 pub fn error_response(code: u16, reason: &str) -> Vec<u8> {
     Response::new(code, reason)

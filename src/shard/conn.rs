@@ -44,6 +44,8 @@ pub(super) struct Conn {
     pub(super) plain: Vec<u8>,
     pub(super) rbuf: Vec<u8>,
     pub(super) out: Vec<u8>,
+    /// Added to every answer (`[server] http_headers`).
+    pub(super) headers: std::sync::Arc<[String]>,
 }
 
 impl Conn {
@@ -95,8 +97,15 @@ impl Conn {
         Ok(())
     }
 
+    /// Sends one HTTP answer, with the operator's headers.
     pub(super) async fn send(&mut self, bytes: &[u8]) -> bool {
-        self.tls.write_plain(bytes).is_ok() && self.flush().await.is_ok()
+        let written = if self.headers.is_empty() {
+            self.tls.write_plain(bytes)
+        } else {
+            self.tls
+                .write_plain(&http::with_headers(bytes, &self.headers))
+        };
+        written.is_ok() && self.flush().await.is_ok()
     }
 
     /// Sends a final error and closes TLS, then the socket.
@@ -108,7 +117,8 @@ impl Conn {
     /// Sends a final error and closes TLS; the socket closes when dropped.
     /// The write is bounded: a client that does not read costs no more.
     pub(super) async fn reject(&mut self, code: u16, reason: &str) {
-        let _ = self.tls.write_plain(&http::error_response(code, reason));
+        let answer = http::with_headers(&http::error_response(code, reason), &self.headers);
+        let _ = self.tls.write_plain(&answer);
         self.tls.send_close_notify();
         let flush = self.flush();
         let _ = futures_lite::future::or(async { flush.await.ok() }, async {
@@ -156,6 +166,7 @@ impl Conn {
             plain,
             rbuf,
             out,
+            headers,
         } = self;
         let handoff = Handoff {
             fd,
@@ -179,6 +190,7 @@ impl Conn {
                     plain: h.leftover,
                     rbuf,
                     out,
+                    headers,
                 };
                 conn.refuse(503, "Server busy, try again").await;
             }
@@ -200,6 +212,7 @@ pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
         plain: h.leftover,
         rbuf: Vec::new(),
         out: Vec::new(),
+        headers: shard.shared.config.get().http_headers.clone(),
     };
     match h.what {
         Moved::Connect(head) => {
@@ -536,6 +549,12 @@ fn connect_reply(
         .header("X-CSTP-Rekey-Method", "none")
         .header("X-CSTP-Base-MTU", base_mtu)
         .header("X-CSTP-MTU", mtu);
+    // The operator's headers on every answer (included-http-headers).
+    for h in cfg.http_headers.iter() {
+        if let Some((name, value)) = h.split_once(':') {
+            r = r.header(name.trim(), value.trim());
+        }
+    }
     // ocserv's custom-header: checked as "Name: value" at load.
     for h in &cfg.raw.session.custom_headers {
         let h = h.replace("%{U}", user).replace("%{G}", group.unwrap_or(""));

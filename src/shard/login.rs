@@ -242,6 +242,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         plain: Vec::new(),
         rbuf: vec![0; LOGIN_READ_BUF],
         out: Vec::new(),
+        headers: cfg.http_headers.clone(),
     };
     if !early.is_empty() && conn.feed_early(&early).await.is_err() {
         return;
