@@ -280,6 +280,11 @@ pub struct Session {
     /// Headers added to the CONNECT answer (`Name: value`; `%{U}` and
     /// `%{G}` become the user and group), as ocserv's custom-header.
     pub custom_headers: Vec<String>,
+    /// Seconds after which clients rekey (X-CSTP-Rekey-Time); 0: never.
+    pub rekey_time: u64,
+    /// How: `ssl` (a new TLS handshake, else a new tunnel) or `new-tunnel`
+    /// (a new connection with the cookie), as ocserv's rekey-method.
+    pub rekey_method: String,
     /// Bytes per second per session from / to the client; 0 = no limit.
     pub rx_data_per_sec: SizeValue,
     pub tx_data_per_sec: SizeValue,
@@ -301,6 +306,9 @@ impl Default for Session {
             deny_roaming: false,
             mobile_dpd: 0,
             custom_headers: Vec::new(),
+            // ocserv's default: 48 hours (some clients misbehave without a rekey).
+            rekey_time: 172_800,
+            rekey_method: "ssl".into(),
             rx_data_per_sec: SizeValue::default(),
             tx_data_per_sec: SizeValue::default(),
         }
@@ -709,6 +717,7 @@ impl Config {
             ("session.idle_timeout", s.idle_timeout, 0),
             ("session.mobile_idle_timeout", s.mobile_idle_timeout, 0),
             ("session.session_timeout", s.session_timeout, 0),
+            ("session.rekey_time", s.rekey_time, 0),
             ("security.ban_time", raw.security.ban_time, 0),
             ("security.ban_reset_time", raw.security.ban_reset_time, 0),
         ] {
@@ -812,6 +821,15 @@ impl Config {
                 Err(e) => return Err(bad("control.group", format!("looking up group {g:?}: {e}"))),
             },
         };
+        if !matches!(raw.session.rekey_method.as_str(), "ssl" | "new-tunnel") {
+            return Err(bad(
+                "session.rekey_method",
+                format!(
+                    "expected \"ssl\" or \"new-tunnel\", got {:?}",
+                    raw.session.rekey_method
+                ),
+            ));
+        }
         let cs = &raw.server.camouflage_secret;
         if cs
             .chars()
@@ -927,7 +945,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrekey_time = {rkt}\nrekey_method = {rkm:?}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -977,6 +995,8 @@ impl Config {
             dr = r.session.deny_roaming,
             mdpd = r.session.mobile_dpd,
             chs = list(&r.session.custom_headers),
+            rkt = r.session.rekey_time,
+            rkm = r.session.rekey_method,
             plb = r.auth.pre_login_banner,
             bnr = r.auth.banner,
             dpd = r.session.dpd,

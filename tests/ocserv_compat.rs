@@ -605,3 +605,42 @@ fn operator_headers_on_every_answer() {
         connected.head
     );
 }
+
+/// rekey-time / rekey-method: openconnect rekeys when told to, and the
+/// tunnel carries traffic afterwards with the same address.
+#[test]
+fn clients_rekey_when_told_and_keep_their_tunnel() {
+    let _g = serial();
+    for (tag, method) in [("rkssl", "ssl"), ("rktun", "new-tunnel")] {
+        let mut net = Net::new(tag, 1);
+        let server = start_server(
+            &mut net,
+            ServerOpts {
+                session_keys: format!("rekey_time = 3\nrekey_method = \"{method}\"\n"),
+                dtls: Dtls::Psk,
+                ..ServerOpts::default()
+            },
+        );
+        let client = start_client(&mut net, &server, 1, "alice", &["test123"]);
+        let ip = client.wait_connected();
+        client.wait_dtls();
+        wait_for(Duration::from_secs(20), "openconnect to rekey", || {
+            (client.log_text().matches("rekey due").count() >= 2).then_some(())
+        });
+        assert!(alive(client.pid), "{}", client.log_text());
+        // ssl: a TLS 1.3 key update on the same connection; new-tunnel:
+        // a new connection presenting the cookie. Either way, new DTLS.
+        let log = client.log_text();
+        let how = match method {
+            "ssl" => log.matches("Renegotiated SSL").count(),
+            _ => log.matches("Got CONNECT response").count() - 1,
+        };
+        assert!(how >= 2, "{method}: {log}");
+        assert!(log.matches("Established DTLS").count() >= 3, "{log}");
+        let rtts = ping_rtts(&net, &client.ns, &server.tunnel_ip, 3, "0.2");
+        assert_eq!(rtts.len(), 3, "{method}: {}", client.log_text());
+        let users = server.ctl_json("show users");
+        assert_eq!(users.as_array().unwrap().len(), 1, "{users:#}");
+        assert_eq!(users[0]["IPv4"], ip.as_str(), "{users:#}");
+    }
+}

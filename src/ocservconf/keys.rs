@@ -152,7 +152,8 @@ impl State {
             "compression" | "no-compress-limit" | "compression-algo-priority" => {
                 self.note(e, "no meaning here: compression is never negotiated (it leaks what it compresses)")
             }
-            "rekey-time" | "rekey-method" => self.note(e, "not applied yet: clients are told X-CSTP-Rekey-Method: none"),
+            "rekey-time" => r.session.rekey_time = number(v)?,
+            "rekey-method" => r.session.rekey_method = v.to_owned(),
             // ---- sessions
             "max-clients" => r.session.max_clients = number(v)?,
             "max-same-clients" => r.session.max_same_clients = number(v)?,
@@ -520,8 +521,6 @@ mod tests {
             "socket-file",
             "isolate-workers",
             "tls-priorities",
-            "rekey-time",
-            "rekey-method",
             "cisco-client-compat",
         ] {
             assert!(noted.contains(&k), "{k} not noted: {noted:?}");

@@ -408,6 +408,15 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     glommio::spawn_local(reader).detach();
 }
 
+/// X-CSTP-Rekey-Method: none unless `rekey_time` asks for one.
+fn rekey_method(s: &crate::config::Session) -> &str {
+    if s.rekey_time > 0 {
+        &s.rekey_method
+    } else {
+        "none"
+    }
+}
+
 /// The `200 CONNECTED` head of protocol notes §3.2, in exact header case.
 /// Routes and DNS servers from the user's files replace the global ones.
 fn connect_reply(
@@ -546,9 +555,12 @@ fn connect_reply(
         .header("X-CSTP-Keep", "true")
         .header("X-CSTP-TCP-Keepalive", "true")
         .header("X-CSTP-License", "accept")
-        .header("X-CSTP-Rekey-Method", "none")
+        .header("X-CSTP-Rekey-Method", rekey_method(s))
         .header("X-CSTP-Base-MTU", base_mtu)
         .header("X-CSTP-MTU", mtu);
+    if s.rekey_time > 0 {
+        r = r.header("X-CSTP-Rekey-Time", s.rekey_time);
+    }
     // The operator's headers on every answer (included-http-headers).
     for h in cfg.http_headers.iter() {
         if let Some((name, value)) = h.split_once(':') {
