@@ -906,6 +906,17 @@ impl Config {
             .map(|n| Ipv6Addr::from(u128::from(n.network()) | u128::from(u32::from(lease))))
     }
 
+    /// The networks a session with `policy` takes its addresses from: its
+    /// files' `ipv4-network` and `ipv6-network`, else the server's.
+    pub fn nets(&self, policy: &crate::usercfg::UserConfig) -> Nets {
+        Nets {
+            v4: policy.network4().unwrap_or(self.ipv4_network),
+            v6: policy.ipv6_network.or(self.ipv6_network),
+            local4: self.server_address(),
+            local6: self.ipv6_for(self.server_address()),
+        }
+    }
+
     /// Whether DTLS is offered at all.
     pub fn dtls_enabled(&self) -> bool {
         self.raw.server.udp_port != 0 && (self.raw.dtls.psk_negotiate || self.raw.dtls.legacy)
@@ -1197,6 +1208,33 @@ fn check_script(path: &Path) -> Result<(), String> {
         return Err(format!("{}: expected an executable file", path.display()));
     }
     Ok(())
+}
+
+/// The networks a session's addresses come from (`Config::nets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nets {
+    pub v4: Ipv4Net,
+    pub v6: Option<Ipv6Net>,
+    /// The server's end of every session's link: the TUN device's own
+    /// addresses. (ocserv, with a device per session, gives the first host
+    /// of the session's network; that host is kept out of a user's pool
+    /// too, but here nothing answers on it.)
+    pub local4: Ipv4Addr,
+    pub local6: Option<Ipv6Addr>,
+}
+
+impl Nets {
+    /// The host no client gets: the first of the network.
+    pub fn reserved4(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.v4.network()) + 1)
+    }
+
+    /// An IPv4 address's IPv6 twin: the IPv6 network with it in the low
+    /// 32 bits (see `Config::ipv6_for`).
+    pub fn ipv6_for(&self, v4: Ipv4Addr) -> Option<Ipv6Addr> {
+        self.v6
+            .map(|n| Ipv6Addr::from(u128::from(n.network()) | u128::from(u32::from(v4))))
+    }
 }
 
 #[cfg(test)]

@@ -314,8 +314,8 @@ fn status(shared: &Shared, (up, up_wall): (Instant, SystemTime)) -> Value {
         "Shards": shared.shards,
         // What sessions and logins hold across shards: after a quiet
         // spell these fall back to zero and the pool to full.
-        "Leased addresses": shared.pool.size() - shared.pool.free(),
-        "Free addresses": shared.pool.free(),
+        "Leased addresses": shared.pools.server().size() - shared.pools.server().free(),
+        "Free addresses": shared.pools.server().free(),
         "Counted clients": shared.clients.current(),
         "Users with sessions": shared.per_user.keys(),
         "Logins in progress": shared.logins_by_addr.total(),

@@ -14,9 +14,9 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// The rule shared with the steering program.
 pub fn owner_shard(addr: Ipv4Addr, shards: usize) -> usize {
@@ -77,6 +77,109 @@ impl Pool {
     /// Client addresses in the whole pool.
     pub fn size(&self) -> usize {
         (0..self.slices.len()).map(|i| self.slice(i).size()).sum()
+    }
+}
+
+/// The server's pool and those of the networks user and group files name
+/// (`ipv4-network`), made at the first login that names one and kept for
+/// the process. Networks never overlap, so an address says its pool.
+#[derive(Debug)]
+pub struct Pools {
+    server_net: Ipv4Net,
+    server: Arc<Pool>,
+    users: Mutex<Vec<(Ipv4Net, Arc<Pool>)>>,
+    /// User and group files' IPv6 networks routed so far.
+    routed6: Mutex<Vec<Ipv6Net>>,
+    shards: usize,
+}
+
+impl Pools {
+    pub fn new(network: Ipv4Net, server: Ipv4Addr, shards: usize) -> Self {
+        Self {
+            server_net: network,
+            server: Arc::new(Pool::new(network, server, shards)),
+            users: Mutex::new(Vec::new()),
+            routed6: Mutex::new(Vec::new()),
+            shards,
+        }
+    }
+
+    /// The server's own pool (`ipv4_network`).
+    pub fn server(&self) -> &Pool {
+        &self.server
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, Vec<(Ipv4Net, Arc<Pool>)>> {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The pool of `net` (`None`: the server's). A new one is made after
+    /// `route` (which routes it to the TUN device) succeeds; one that
+    /// overlaps another pool is refused with the reason.
+    pub fn of(
+        &self,
+        net: Option<Ipv4Net>,
+        route: impl FnOnce(Ipv4Net) -> Result<(), String>,
+    ) -> Result<Arc<Pool>, String> {
+        let net = match net {
+            None => return Ok(self.server.clone()),
+            Some(n) if n == self.server_net => return Ok(self.server.clone()),
+            Some(n) => n,
+        };
+        let overlaps = |o: &Ipv4Net| o.contains(&net.network()) || net.contains(&o.network());
+        let mut users = self.users();
+        if let Some((_, p)) = users.iter().find(|(n, _)| *n == net) {
+            return Ok(p.clone());
+        }
+        if let Some(o) = std::iter::once(&self.server_net)
+            .chain(users.iter().map(|(n, _)| n))
+            .find(|o| overlaps(o))
+        {
+            return Err(format!("ipv4-network {net} overlaps the pool {o}"));
+        }
+        route(net)?;
+        let server = Ipv4Addr::from(u32::from(net.network()) + 1);
+        let pool = Arc::new(Pool::new(net, server, self.shards));
+        users.push((net, pool.clone()));
+        Ok(pool)
+    }
+
+    /// Runs `route` for a user's IPv6 network the first time one names it.
+    /// IPv6 networks may overlap: addresses end in their (unique) leases.
+    pub fn route6_once(
+        &self,
+        net: Ipv6Net,
+        route: impl FnOnce(Ipv6Net) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut routed = self.routed6.lock().unwrap_or_else(PoisonError::into_inner);
+        if !routed.contains(&net) {
+            route(net)?;
+            routed.push(net);
+        }
+        Ok(())
+    }
+
+    /// The pool `addr` belongs to.
+    pub fn holding(&self, addr: Ipv4Addr) -> Option<Arc<Pool>> {
+        if self.server_net.contains(&addr) {
+            return Some(self.server.clone());
+        }
+        self.users()
+            .iter()
+            .find(|(n, _)| n.contains(&addr))
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Gives `addr` back to its pool.
+    pub fn release(&self, addr: Ipv4Addr) {
+        if let Some(p) = self.holding(addr) {
+            p.release(addr);
+        }
+    }
+
+    /// The networks of user and group files in use so far.
+    pub fn user_networks(&self) -> Vec<Ipv4Net> {
+        self.users().iter().map(|(n, _)| *n).collect()
     }
 }
 
@@ -240,6 +343,42 @@ mod tests {
         assert_ne!(next, want, "taken: any other");
         pool.release(want);
         assert_eq!(pool.lease(1, Some(want)), Some(want));
+    }
+
+    #[test]
+    fn user_pools_are_made_once_and_never_overlap() {
+        let pools = Pools::new(net(), Ipv4Addr::new(192, 168, 100, 1), 2);
+        let routed = std::cell::Cell::new(0);
+        let route = |_| {
+            routed.set(routed.get() + 1);
+            Ok(())
+        };
+        let same = pools.of(Some(net()), route).unwrap();
+        assert!(
+            Arc::ptr_eq(&same, &pools.server),
+            "the server's own network"
+        );
+        let n: Ipv4Net = "10.50.0.0/29".parse().unwrap();
+        let p = pools.of(Some(n), route).unwrap();
+        assert_eq!(p.size(), 5, "the network's first host is the server's");
+        assert!(Arc::ptr_eq(&p, &pools.of(Some(n), route).unwrap()));
+        assert_eq!(routed.get(), 1, "routed once");
+        for bad in ["10.50.0.0/16", "10.50.0.4/30", "192.168.100.128/25"] {
+            assert!(
+                pools.of(Some(bad.parse().unwrap()), route).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(pools
+            .of(Some("10.51.0.0/24".parse().unwrap()), |_| Err("no".into()))
+            .is_err());
+        assert_eq!(pools.user_networks(), [n]);
+        let a = p.lease(0, None).unwrap();
+        assert!(n.contains(&a) && a != Ipv4Addr::new(10, 50, 0, 1));
+        assert!(Arc::ptr_eq(&pools.holding(a).unwrap(), &p));
+        pools.release(a);
+        assert_eq!(p.free(), 5);
+        pools.release(Ipv4Addr::new(10, 99, 0, 1));
     }
 
     #[test]

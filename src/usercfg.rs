@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use crate::units::parse_size;
 
@@ -59,6 +59,13 @@ pub struct UserConfig {
     pub stats_report_time: Option<u64>,
     /// SO_PRIORITY or IP TOS of the session's sockets.
     pub net_priority: Option<crate::sys::net::NetPriority>,
+    /// The user's own address pool (`ipv4-network`, with `ipv4-netmask` or
+    /// a `/prefix`); see `network4`.
+    pub ipv4_network: Option<Ipv4Addr>,
+    pub ipv4_prefix: Option<u8>,
+    /// The user's IPv6 network (`ipv6-network`): the lease in its low 32
+    /// bits, as with the server's.
+    pub ipv6_network: Option<ipnet::Ipv6Net>,
 }
 
 /// Where and why a file was refused.
@@ -76,6 +83,10 @@ impl std::fmt::Display for UserConfigError {
 }
 
 impl std::error::Error for UserConfigError {}
+
+/// The largest pool a user or group file may ask for (a /16: 65534
+/// addresses, kept as a set of free ones).
+const MIN_USER_PREFIX: u8 = 16;
 
 /// The longest timeout accepted anywhere (a week, as for the main config).
 const MAX_SECONDS: u64 = 7 * 24 * 3600;
@@ -178,6 +189,32 @@ impl UserConfig {
                     ));
                 }
             }
+            "ipv4-network" => {
+                let (addr, prefix) = match v.split_once('/') {
+                    Some((a, m)) => (a, Some(netmask(m)?)),
+                    None => (v, None),
+                };
+                self.ipv4_network = Some(
+                    addr.parse()
+                        .map_err(|_| format!("expected an IPv4 network, got {v:?}"))?,
+                );
+                if prefix.is_some() {
+                    self.ipv4_prefix = prefix;
+                }
+            }
+            "ipv4-netmask" => self.ipv4_prefix = Some(netmask(v)?),
+            "ipv6-network" => {
+                let net: ipnet::Ipv6Net = v
+                    .parse()
+                    .map_err(|_| format!("expected an IPv6 network like fd00:1::/64, got {v:?}"))?;
+                if net.prefix_len() > 96 {
+                    return Err(format!(
+                        "/{} leaves no room for the 32 bits of the IPv4 lease each address ends in; use /96 or shorter",
+                        net.prefix_len()
+                    ));
+                }
+                self.ipv6_network = Some(net.trunc());
+            }
             "mtu" => {
                 let m: u16 = v
                     .parse()
@@ -244,6 +281,30 @@ impl UserConfig {
         over(&mut self.hostname, &later.hostname);
         over(&mut self.stats_report_time, &later.stats_report_time);
         over(&mut self.net_priority, &later.net_priority);
+        over(&mut self.ipv4_network, &later.ipv4_network);
+        over(&mut self.ipv4_prefix, &later.ipv4_prefix);
+        over(&mut self.ipv6_network, &later.ipv6_network);
+    }
+
+    /// The user's own IPv4 pool, when the files set one (both the network
+    /// and its mask: `load` refuses one without the other).
+    pub fn network4(&self) -> Option<Ipv4Net> {
+        let (addr, prefix) = self.ipv4_network.zip(self.ipv4_prefix)?;
+        Ipv4Net::new(addr, prefix).ok().map(|n| n.trunc())
+    }
+
+    /// What only the merged files can say is wrong.
+    fn check(&self) -> Result<(), String> {
+        match (self.ipv4_network, self.ipv4_prefix) {
+            (Some(n), None) => Err(format!(
+                "ipv4-network {n} without ipv4-netmask (or a /prefix): which network is meant?"
+            )),
+            (None, Some(p)) => Err(format!("ipv4-netmask /{p} without ipv4-network")),
+            (Some(n), Some(p)) if !(MIN_USER_PREFIX..=30).contains(&p) => Err(format!(
+                "ipv4-network {n}/{p}: a user's network is /{MIN_USER_PREFIX} to /30"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Fills what the user's and group's files left unset from the main
@@ -316,6 +377,14 @@ pub fn load(
     for path in files.iter().flatten() {
         c.merge(&read_file(path)?);
     }
+    c.check().map_err(|e| {
+        let names: Vec<String> = files
+            .iter()
+            .flatten()
+            .map(|p| p.display().to_string())
+            .collect();
+        format!("{}: {e}", names.join(" + "))
+    })?;
     Ok(c.with_defaults(defaults))
 }
 
@@ -340,7 +409,7 @@ fn route(v: &str) -> Result<IpNet, String> {
         format!("expected a network like 10.0.0.0/8, 10.0.0.0/255.0.0.0 or fd00::/48, got {v:?}")
     };
     if v.eq_ignore_ascii_case("default") {
-        return Ok(IpNet::V4(ipnet::Ipv4Net::default()));
+        return Ok(IpNet::V4(Ipv4Net::default()));
     }
     let net = match v.split_once('/') {
         None => IpNet::from(v.parse::<IpAddr>().map_err(|_| bad())?),
@@ -349,11 +418,24 @@ fn route(v: &str) -> Result<IpNet, String> {
             let mask: Ipv4Addr = mask.parse().map_err(|_| bad())?;
             let prefix = ipnet::ipv4_mask_to_prefix(mask)
                 .map_err(|_| format!("{mask} is not a contiguous netmask"))?;
-            IpNet::V4(ipnet::Ipv4Net::new(addr, prefix).map_err(|_| bad())?)
+            IpNet::V4(Ipv4Net::new(addr, prefix).map_err(|_| bad())?)
         }
         Some(_) => v.parse::<IpNet>().map_err(|_| bad())?,
     };
     Ok(net.trunc())
+}
+
+/// `255.255.255.0`, `/24` or `24`.
+fn netmask(v: &str) -> Result<u8, String> {
+    let v = v.trim_start_matches('/');
+    if let Ok(mask) = v.parse::<Ipv4Addr>() {
+        return ipnet::ipv4_mask_to_prefix(mask)
+            .map_err(|_| format!("{mask} is not a contiguous netmask"));
+    }
+    v.parse::<u8>()
+        .ok()
+        .filter(|p| *p <= 32)
+        .ok_or_else(|| format!("expected a netmask like 255.255.255.0 or /24, got {v:?}"))
 }
 
 fn domain(v: &str) -> Result<String, String> {
@@ -413,6 +495,38 @@ restrict-user-to-routes = false
 max-same-clients = 0
 session-timeout = \"0\"
 ";
+
+    #[test]
+    fn a_users_own_networks() {
+        let c =
+            UserConfig::parse("ipv4-network = 10.50.0.9\nipv4-netmask = 255.255.255.0\n").unwrap();
+        assert_eq!(c.network4(), Some("10.50.0.0/24".parse().unwrap()));
+        let c = UserConfig::parse("ipv4-network = 10.50.0.0/23\nipv6-network = fd00:50::/64\n")
+            .unwrap();
+        assert_eq!(c.network4(), Some("10.50.0.0/23".parse().unwrap()));
+        assert_eq!(c.ipv6_network, Some("fd00:50::/64".parse().unwrap()));
+        // A group's network, the user's mask: merged, then checked.
+        let mut g = UserConfig::parse("ipv4-network = 10.60.0.0\n").unwrap();
+        assert!(g.check().is_err(), "a network without its mask");
+        g.merge(&UserConfig::parse("ipv4-netmask = /24\n").unwrap());
+        assert!(g.check().is_ok());
+        assert_eq!(g.network4(), Some("10.60.0.0/24".parse().unwrap()));
+        for bad in [
+            "ipv4-network = 10.0.0.0/8\n",
+            "ipv4-network = 10.0.0.0/31\n",
+            "ipv4-netmask = 255.255.255.0\n",
+        ] {
+            assert!(UserConfig::parse(bad).unwrap().check().is_err(), "{bad}");
+        }
+        for bad in [
+            "ipv4-netmask = 255.0.255.0\n",
+            "ipv4-network = 10.0.0\n",
+            "ipv6-network = fd00::/120\n",
+            "ipv6-network = fd00::\n",
+        ] {
+            assert!(UserConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_keys_ocserv_added_and_the_main_configurations_defaults() {

@@ -398,6 +398,127 @@ fn explicit_ipv4_gives_the_same_address_from_either_shard() {
     server.wait_log("explicit-ipv4 address is in use", Duration::from_secs(5));
 }
 
+/// `ipv4-network` / `ipv4-netmask` / `ipv6-network` in user files: the
+/// user's addresses come from a pool of its own, routed into the TUN
+/// device; one that overlaps another pool, or lacks its mask, refuses only
+/// that user.
+#[test]
+fn a_users_own_network_gives_its_addresses() {
+    let _g = serial();
+    let mut net = Net::new("upool", 2);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(
+        dir.join("users/alice"),
+        "ipv4-network = 10.60.0.0\nipv4-netmask = 255.255.255.0\nipv6-network = fd00:60::/64\n",
+    )
+    .unwrap();
+    fs::write(dir.join("users/bob"), "ipv4-network = 10.60.0.0/24\n").unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            network_keys: "ipv6_network = \"fd00:100::/64\"\n".into(),
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let s = net.server_ns.clone();
+    let pool: ipnet::Ipv4Net = "10.60.0.0/24".parse().unwrap();
+    let mut addrs = Vec::new();
+    for (i, (user, pw)) in [("alice", "test123"), ("bob", "wonderland")]
+        .into_iter()
+        .enumerate()
+    {
+        let c = start_client(&mut net, &server, i + 1, user, &[pw]);
+        let a: std::net::Ipv4Addr = c.wait_connected().parse().unwrap();
+        assert!(pool.contains(&a) && a.octets()[3] > 1, "{user}: {a}");
+        let env = c.env("connect").unwrap();
+        assert_eq!(
+            Client::var(&env, "INTERNAL_IP4_NETMASK").as_deref(),
+            Some("255.255.255.0")
+        );
+        // The server's own address sits outside the user's network: the
+        // test's client script routes only the user's.
+        must(&format!(
+            "ip -n {} route add {}/32 dev {}",
+            c.ns, server.tunnel_ip, c.ifname
+        ));
+        if user == "alice" {
+            let o = a.octets();
+            let a6 = format!(
+                "fd00:60::{:x}:{:x}",
+                u16::from_be_bytes([o[0], o[1]]),
+                u16::from_be_bytes([o[2], o[3]])
+            );
+            assert_eq!(
+                Client::var(&env, "INTERNAL_IP6_ADDRESS").as_deref(),
+                Some(a6.as_str()),
+                "{env}"
+            );
+            must(&format!(
+                "ip -n {} -6 route add fd00:100::/64 dev oc1",
+                c.ns
+            ));
+            let o = net.exec(&s, &format!("ping -6 -n -c 3 -i 0.2 -W 2 {a6}"));
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout).matches("time=").count(),
+                3,
+                "server → alice over her own IPv6 network"
+            );
+        }
+        addrs.push((c, a));
+    }
+    assert_ne!(addrs[0].1, addrs[1].1);
+    let route = must(&format!("ip -n {s} route show 10.60.0.0/24"));
+    assert!(route.contains("dev vpns"), "{route:?}");
+    for (c, a) in &addrs {
+        assert_eq!(
+            ping_rtts(&net, &s, &a.to_string(), 3, "0.2").len(),
+            3,
+            "server → {a}"
+        );
+        assert_eq!(
+            ping_rtts(&net, &c.ns, &server.tunnel_ip, 3, "0.2").len(),
+            3,
+            "{a} → server"
+        );
+    }
+    let users = server.ctl_json("show users");
+    let mut shown: Vec<String> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["IPv4"].as_str().unwrap().to_owned())
+        .collect();
+    shown.sort();
+    let mut want: Vec<String> = addrs.iter().map(|(_, a)| a.to_string()).collect();
+    want.sort();
+    assert_eq!(shown, want);
+
+    // bob's file changes: a network overlapping the server's, then one
+    // without its mask. Each refuses bob, with the reason logged.
+    let (bob, _) = addrs.pop().unwrap();
+    bob.signal("INT");
+    bob.wait_exit(Duration::from_secs(10));
+    for (file, why) in [
+        (
+            "ipv4-network = 192.168.100.128/25\n",
+            "overlaps the pool 192.168.100.0/24",
+        ),
+        ("ipv4-network = 10.61.0.0\n", "without ipv4-netmask"),
+    ] {
+        fs::write(dir.join("users/bob"), file).unwrap();
+        let again = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+        again.wait_exit(Duration::from_secs(20));
+        assert!(again.env("connect").is_none());
+        server.wait_log(why, Duration::from_secs(5));
+    }
+    assert_eq!(
+        ping_rtts(&net, &s, &addrs[0].1.to_string(), 2, "0.2").len(),
+        2
+    );
+}
+
 /// `iroute`: a network behind a client. The server routes it into the
 /// tunnel while the session lives, the steering program sends it to the
 /// session's shard (here not the one its addresses would pick), and no

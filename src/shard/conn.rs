@@ -334,7 +334,8 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         dtls.map(|(d, _)| d.mode.overhead()),
     );
     let v6_form = negotiate::ipv6_form(&head).filter(|_| mtu >= negotiate::IPV6_MIN_MTU);
-    let lease6 = v6_form.and_then(|_| cfg.ipv6_for(lease));
+    let nets = cfg.nets(&policy);
+    let lease6 = v6_form.and_then(|_| nets.ipv6_for(lease));
     let reply = connect_reply(
         &shard,
         (&user, group.as_deref()),
@@ -434,6 +435,7 @@ fn connect_reply(
     let cfg = shard.shared.config.get();
     let cfg = &*cfg;
     let s = &cfg.raw.session;
+    let nets = cfg.nets(policy);
     let dpd = limits.dpd.as_secs();
     let keepalive = policy.keepalive.unwrap_or(s.keepalive);
     let mut r = Response::new(200, "CONNECTED")
@@ -444,8 +446,8 @@ fn connect_reply(
         )
         .header("X-CSTP-DPD", dpd)
         .header("X-CSTP-Address", lease)
-        .header("X-CSTP-Netmask", cfg.ipv4_network.netmask());
-    let net6 = cfg.ipv6_network.map(|n| (n.network(), n.prefix_len()));
+        .header("X-CSTP-Netmask", nets.v4.netmask());
+    let net6 = nets.v6.map(|n| (n.network(), n.prefix_len()));
     r = match (v6, net6) {
         (Some((a6, negotiate::Ipv6Form::Full)), Some((_, len))) => {
             r.header("X-CSTP-Address-IP6", format!("{a6}/{len}"))

@@ -110,12 +110,15 @@ pub(crate) struct Shard {
     pub(crate) rx: RefCell<RxRing>,
     /// Every packet out of this shard (to the TUN queue or DTLS sockets).
     pub(crate) tx: RefCell<TxRing>,
-    sessions: RefCell<SessionStore<Session>>,
+    pub(super) sessions: RefCell<SessionStore<Session>>,
     /// Lease → live tunnel: the TUN dispatch table.
     pub(crate) tunnels: RefCell<HashMap<Ipv4Addr, Rc<Tunnel>>>,
     /// Networks behind this shard's clients (iroute) and their leases;
     /// looked at only when a destination is no lease.
-    iroutes: RefCell<Vec<(IpNet, Ipv4Addr)>>,
+    pub(super) iroutes: RefCell<Vec<(IpNet, Ipv4Addr)>>,
+    /// IPv6 addresses of per-user `ipv6-network`s (outside the server's,
+    /// so not found by their low 32 bits) → their leases.
+    pub(super) leases6: RefCell<HashMap<std::net::Ipv6Addr, Ipv4Addr>>,
     /// App-ID / Session-ID → live tunnel: where a ClientHello goes.
     dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
     next_tunnel_id: Cell<u64>,
@@ -204,6 +207,7 @@ pub(crate) async fn run_shard(
         sessions: RefCell::new(SessionStore::new()),
         tunnels: RefCell::new(HashMap::new()),
         iroutes: RefCell::new(Vec::new()),
+        leases6: RefCell::new(HashMap::new()),
         dtls_tunnels: RefCell::new(HashMap::new()),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
         logins: Cell::new(0),
@@ -365,101 +369,6 @@ impl Shard {
         s.ends_at.map_or(d, |end| end.min(d))
     }
 
-    /// Routes the user's networks (iroute) into the TUN and steers them to
-    /// this shard; refused if another session has one of them.
-    fn add_iroutes(&self, user: &str, lease: Ipv4Addr, nets: &[IpNet]) -> Result<(), &'static str> {
-        let cfg = self.shared.config.get();
-        let pools: Vec<IpNet> = [
-            Some(IpNet::V4(cfg.ipv4_network)),
-            cfg.ipv6_network.map(IpNet::V6),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        for (i, net) in nets.iter().enumerate() {
-            let undo = |n: usize| self.remove_iroutes(&nets[..n]);
-            if let Some(pool) = pools
-                .iter()
-                .find(|p| net.contains(&p.network()) || p.contains(&net.network()))
-            {
-                tracing::warn!(user, %net, %pool, "login refused: iroute overlaps the address pool");
-                undo(i);
-                return Err("User configuration error");
-            }
-            let claimed = {
-                let mut all = self
-                    .shared
-                    .iroutes
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match all.entry(*net) {
-                    std::collections::hash_map::Entry::Occupied(_) => false,
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(user.to_owned());
-                        true
-                    }
-                }
-            };
-            if !claimed {
-                tracing::warn!(user, %net, "login refused: iroute in use by another session");
-                undo(i);
-                return Err("An iroute of this user is in use by another session");
-            }
-            let routed =
-                sys::tun::set_route(&self.shared.config.get().raw.network.device, *net, true)
-                    .and_then(|()| self.shared.steering.route(*net, u32::from(self.id.0)));
-            self.iroutes.borrow_mut().push((*net, lease));
-            if let Err(e) = routed {
-                tracing::error!(user, %net, "login refused: {e}");
-                undo(i + 1);
-                return Err("The user's iroute cannot be routed");
-            }
-            tracing::info!(user, %net, %lease, shard = %self.id, "iroute added");
-        }
-        Ok(())
-    }
-
-    /// Undoes `add_iroutes` (errors only logged: the route may be gone).
-    fn remove_iroutes(&self, nets: &[IpNet]) {
-        for net in nets {
-            let mine = self.iroutes.borrow().iter().any(|(n, _)| n == net);
-            if !mine {
-                continue;
-            }
-            self.iroutes.borrow_mut().retain(|(n, _)| n != net);
-            let _ = self.shared.steering.unroute(*net);
-            if let Err(e) =
-                sys::tun::set_route(&self.shared.config.get().raw.network.device, *net, false)
-            {
-                tracing::debug!(%net, "{e}");
-            }
-            self.shared
-                .iroutes
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(net);
-        }
-    }
-
-    /// The tunnel a packet from the TUN goes to: its lease's, or the one
-    /// whose client routes the destination (iroute, longest prefix).
-    pub(crate) fn tunnel_for(&self, dst: IpAddr) -> Option<Rc<Tunnel>> {
-        let tunnels = self.tunnels.borrow();
-        if let Some(t) = match dst {
-            IpAddr::V4(a) => tunnels.get(&a),
-            IpAddr::V6(_) => None,
-        } {
-            return Some(t.clone());
-        }
-        let iroutes = self.iroutes.borrow();
-        let lease = iroutes
-            .iter()
-            .filter(|(n, _)| n.contains(&dst))
-            .max_by_key(|(n, _)| n.prefix_len())?
-            .1;
-        tunnels.get(&lease).cloned()
-    }
-
     /// The connect script's job, if one is set and this is the session's
     /// first CONNECT.
     pub(crate) fn connect_job(
@@ -496,82 +405,9 @@ impl Shard {
 
     /// Gives back everything a session held.
     fn release(&self, s: &Session) {
-        if let Some(lease) = s.lease {
-            self.remove_iroutes(&s.policy.iroutes);
-            self.unsteer(lease);
-            self.shared.pool.release(lease);
-        }
+        self.release_lease(s);
         self.shared.clients.release();
         self.shared.per_user.release(&s.user);
-    }
-
-    /// The session's address, leased at its first CONNECT (as ocserv does:
-    /// a cookie that never connects holds none), with its iroutes; later
-    /// CONNECTs keep it. The error is the reason told to the client.
-    pub(crate) fn lease_for(&self, cookie: &Cookie) -> Result<Ipv4Addr, LeaseError> {
-        let mut sessions = self.sessions.borrow_mut();
-        let s = sessions.get_mut(cookie).ok_or(LeaseError::NoSession)?;
-        if let Some(lease) = s.lease {
-            return Ok(lease);
-        }
-        let pool = &self.shared.pool;
-        let lease = match s.policy.explicit_ipv4 {
-            Some(a) => pool.take(a).then_some(a).ok_or(LeaseError::Refused(
-                "The user's explicit-ipv4 address is in use",
-            ))?,
-            None => {
-                let cfg = self.shared.config.get();
-                let wanted = cfg
-                    .raw
-                    .network
-                    .predictable_ips
-                    .then(|| crate::pool::predictable(cfg.ipv4_network, &s.user));
-                pool.lease(self.id.index(), wanted)
-                    .ok_or(LeaseError::Refused("No free tunnel address"))?
-            }
-        };
-        if let Err(e) = self.steer(lease) {
-            tracing::warn!(user = %s.user, %lease, "steering a borrowed address: {e}");
-            pool.release(lease);
-            return Err(LeaseError::Refused("No free tunnel address"));
-        }
-        if let Err(why) = self.add_iroutes(&s.user, lease, &s.policy.iroutes) {
-            self.unsteer(lease);
-            pool.release(lease);
-            return Err(LeaseError::Refused(why));
-        }
-        s.lease = Some(lease);
-        Ok(lease)
-    }
-
-    /// An address of another shard's slice (borrowed): its packets, IPv4
-    /// and IPv6, are steered to this shard's TUN queue.
-    fn steer(&self, lease: Ipv4Addr) -> std::io::Result<()> {
-        if crate::pool::owner_shard(lease, self.shared.shards) == self.id.index() {
-            return Ok(());
-        }
-        let shard = u32::from(self.id.0);
-        let steering = &self.shared.steering;
-        steering.route(IpNet::V4(ipnet::Ipv4Net::from(lease)), shard)?;
-        if let Some(v6) = self.shared.config.get().ipv6_for(lease) {
-            if let Err(e) = steering.route(IpNet::V6(ipnet::Ipv6Net::from(v6)), shard) {
-                let _ = steering.unroute(IpNet::V4(ipnet::Ipv4Net::from(lease)));
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    /// Undoes `steer` before the address goes back to its owner's slice.
-    fn unsteer(&self, lease: Ipv4Addr) {
-        if crate::pool::owner_shard(lease, self.shared.shards) == self.id.index() {
-            return;
-        }
-        let steering = &self.shared.steering;
-        let _ = steering.unroute(IpNet::V4(ipnet::Ipv4Net::from(lease)));
-        if let Some(v6) = self.shared.config.get().ipv6_for(lease) {
-            let _ = steering.unroute(IpNet::V6(ipnet::Ipv6Net::from(v6)));
-        }
     }
 
     /// Binds a CONNECT to its session; the older tunnel of the same cookie,
@@ -593,6 +429,7 @@ impl Shard {
         self.tunnels
             .borrow_mut()
             .insert(tunnel.lease, tunnel.clone());
+        self.map_lease6(tunnel, true);
         if let Some(id) = tunnel.app_id {
             self.dtls_tunnels.borrow_mut().insert(id, tunnel.clone());
             self.shared.live_app_ids.insert(self.id, id);
@@ -628,6 +465,7 @@ impl Shard {
             let mut map = self.tunnels.borrow_mut();
             if map.get(&tunnel.lease).is_some_and(|t| t.id == tunnel.id) {
                 map.remove(&tunnel.lease);
+                self.map_lease6(tunnel, false);
             }
         }
         if let Some(id) = tunnel.app_id {
@@ -822,6 +660,7 @@ impl Shard {
         let cfg = &*cfg;
         let now = Instant::now();
         let t = s.tunnel.as_ref();
+        let nets = cfg.nets(&s.policy);
         let mut st = s.past;
         if let Some(t) = t {
             st.add(&t.stats());
@@ -860,11 +699,11 @@ impl Shard {
             mtu: t.map_or_else(String::new, |t| t.mtu.to_string()),
             remote_ip: t.map_or_else(String::new, |t| t.peer.ip().to_string()),
             ipv4: s.lease.map_or_else(String::new, |a| a.to_string()),
-            ptp_ipv4: cfg.server_address().to_string(),
+            ptp_ipv4: nets.local4.to_string(),
             ipv6: t.and_then(|t| t.lease6).map(|a| a.to_string()),
             ptp_ipv6: t
                 .and_then(|t| t.lease6)
-                .and(cfg.ipv6_for(cfg.server_address()))
+                .and(nets.local6)
                 .map(|a| a.to_string()),
             user_agent: s.user_agent.clone(),
             hostname: t.map_or_else(String::new, |t| t.hostname.clone()),

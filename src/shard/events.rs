@@ -150,6 +150,7 @@ fn environment(
     let cfg = shard.shared.config.get();
     let cfg = &*cfg;
     let join = |v: Vec<String>| v.join(" ");
+    let nets = cfg.nets(&s.policy);
     let routes = super::limits::routes_v4(cfg, &s.policy)
         .iter()
         .map(ToString::to_string)
@@ -167,7 +168,7 @@ fn environment(
         ("DEVICE", cfg.raw.network.device.clone()),
         ("IP_REAL", peer.ip().to_string()),
         ("IP_REAL_PORT", peer.port().to_string()),
-        ("IP_LOCAL", cfg.server_address().to_string()),
+        ("IP_LOCAL", nets.local4.to_string()),
         (
             "IP_REMOTE",
             s.lease.map_or_else(String::new, |a| a.to_string()),
@@ -188,15 +189,12 @@ fn environment(
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         ),
     ];
-    if let (Some(local), Some(remote)) = (
-        cfg.ipv6_for(cfg.server_address()),
-        s.lease.and_then(|l| cfg.ipv6_for(l)),
-    ) {
+    if let (Some(local), Some(remote)) = (nets.local6, s.lease.and_then(|l| nets.ipv6_for(l))) {
         env.push(("IPV6_LOCAL", local.to_string()));
         env.push(("IPV6_REMOTE", remote.to_string()));
         env.push((
             "IPV6_PREFIX",
-            cfg.ipv6_network.map_or(128, |n| n.prefix_len()).to_string(),
+            nets.v6.map_or(128, |n| n.prefix_len()).to_string(),
         ));
     }
     if let Some((stats, duration)) = end {

@@ -672,7 +672,8 @@ async fn finish(
     };
     let mut policy = policy;
     if let Some(v6) = policy.explicit_ipv6 {
-        match explicit_v4_of_v6(&shard.shared.config.get(), v6, policy.explicit_ipv4) {
+        let nets = shard.shared.config.get().nets(&policy);
+        match explicit_v4_of_v6(nets, v6, policy.explicit_ipv4) {
             Ok(v4) => policy.explicit_ipv4 = Some(v4),
             Err(why) => {
                 refused(shard, peer, Some(&user), &why);
@@ -681,19 +682,20 @@ async fn finish(
         }
     }
     if let Some(addr) = policy.explicit_ipv4 {
-        let cfg = shard.shared.config.get();
-        let cfg = &*cfg;
-        let net = cfg.ipv4_network;
+        let nets = shard.shared.config.get().nets(&policy);
+        let net = nets.v4;
         if !net.contains(&addr)
             || addr == net.network()
             || addr == net.broadcast()
-            || addr == cfg.server_address()
+            || addr == nets.reserved4()
         {
             refused(
                 shard,
                 peer,
                 Some(&user),
-                &format!("explicit-ipv4 {addr} is not a client address of ipv4_network {net}"),
+                &format!(
+                    "explicit-ipv4 {addr} is not a client address of the user's network {net}"
+                ),
             );
             return Err(LoginError::Refused("User configuration error"));
         }
@@ -734,18 +736,18 @@ async fn finish(
 /// IPv4 lease in the low 32 bits, so a fixed IPv6 address fixes the IPv4
 /// lease too (and must agree with an `explicit-ipv4` beside it).
 fn explicit_v4_of_v6(
-    cfg: &crate::config::Config,
+    nets: crate::config::Nets,
     v6: std::net::Ipv6Addr,
     v4: Option<std::net::Ipv4Addr>,
 ) -> Result<std::net::Ipv4Addr, String> {
-    let Some(net) = cfg.ipv6_network else {
+    let Some(net) = nets.v6 else {
         return Err(format!(
-            "explicit-ipv6 {v6} is set, and the server has no ipv6_network"
+            "explicit-ipv6 {v6} is set, and there is no ipv6_network"
         ));
     };
     let low = std::net::Ipv4Addr::from(u128::from(v6) as u32);
-    if cfg.ipv6_for(low) != Some(v6) {
-        let example = cfg
+    if nets.ipv6_for(low) != Some(v6) {
+        let example = nets
             .ipv6_for(v4.unwrap_or(low))
             .map_or(String::new(), |a| a.to_string());
         return Err(format!(

@@ -9,6 +9,7 @@ mod dtls;
 mod events;
 pub mod guard;
 mod inbox;
+mod leases;
 mod limits;
 mod login;
 mod notify;
@@ -44,7 +45,7 @@ pub struct Shared {
     /// elsewhere is forwarded only for one of these.
     pub(crate) live_app_ids: LiveAppIds,
     /// Tunnel addresses, one slice per shard (see `pool`).
-    pub pool: crate::pool::Pool,
+    pub pools: crate::pool::Pools,
     /// Logins in progress per client address (`bans::key`), for
     /// `max_logins_per_address`.
     pub logins_by_addr: PerKey<std::net::IpAddr>,
@@ -266,7 +267,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         per_user: PerUser::new(),
         logins_by_addr: PerKey::new(),
         live_app_ids: LiveAppIds::new(n),
-        pool: crate::pool::Pool::new(config.ipv4_network, config.server_address(), n),
+        pools: crate::pool::Pools::new(config.ipv4_network, config.server_address(), n),
         bans: crate::bans::Bans::new(config.ban_policy()),
         steering,
         inboxes,
