@@ -229,6 +229,12 @@ pub struct Network {
     /// SO_PRIORITY (0-6) or IP TOS byte (`0x..`) of the tunnels' sockets
     /// (ocserv's net-priority); empty: none.
     pub net_priority: String,
+    /// Every client is told the iroutes in `users.config_per_user`'s files
+    /// as routes, but its own (ocserv's expose-iroutes).
+    pub expose_iroutes: bool,
+    /// A user or group file's routes add to `routes` instead of replacing
+    /// them (ocserv's append-routes).
+    pub append_routes: bool,
 }
 
 impl Default for Network {
@@ -251,6 +257,8 @@ impl Default for Network {
             predictable_ips: false,
             restrict_user_to_ports: String::new(),
             net_priority: String::new(),
+            expose_iroutes: false,
+            append_routes: false,
         }
     }
 }
@@ -505,6 +513,9 @@ pub struct Config {
     /// tunnel_all_dns, client_bypass_protocol; `[session]` deny_roaming,
     /// mobile_dpd), checked as those files are.
     pub user_defaults: crate::usercfg::UserConfig,
+    /// The iroutes of the per-user files, for `network.expose_iroutes`;
+    /// empty when it is off.
+    pub known_iroutes: Vec<IpNet>,
     /// `server.http_headers`, checked, shared by every connection.
     pub http_headers: std::sync::Arc<[String]>,
     /// An ocserv.conf's keys that mean nothing here, and why (logged at
@@ -849,7 +860,19 @@ impl Config {
         let http_headers = raw.server.http_headers.clone().into();
         let run_as = run_as(&raw.server).map_err(|(key, reason)| bad(key, reason))?;
         let user_defaults = user_defaults(&raw).map_err(|(key, reason)| bad(key, reason))?;
+        let known_iroutes = match (raw.network.expose_iroutes, &raw.users.config_per_user) {
+            (false, _) => Vec::new(),
+            (true, None) => {
+                return Err(bad(
+                    "network.expose_iroutes",
+                    "needs users.config_per_user, whose files' iroutes it exposes".into(),
+                ))
+            }
+            (true, Some(dir)) => crate::usercfg::iroutes_in(dir)
+                .map_err(|reason| bad("network.expose_iroutes", reason))?,
+        };
         Ok(Self {
+            known_iroutes,
             file: file.to_owned(),
             run_as,
             user_defaults,
@@ -956,7 +979,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrekey_time = {rkt}\nrekey_method = {rkm:?}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\nexpose_iroutes = {eir}   # {eirn} known\nappend_routes = {apr}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrekey_time = {rkt}\nrekey_method = {rkm:?}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -999,6 +1022,9 @@ impl Config {
             ddomain = r.network.default_domain,
             nbns = list(&r.network.nbns),
             tad = r.network.tunnel_all_dns,
+            eir = r.network.expose_iroutes,
+            eirn = self.known_iroutes.len(),
+            apr = r.network.append_routes,
             cbp = r.network.client_bypass_protocol,
             pips = r.network.predictable_ips,
             rutp = r.network.restrict_user_to_ports,

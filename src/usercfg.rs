@@ -388,6 +388,41 @@ pub fn load(
     Ok(c.with_defaults(defaults))
 }
 
+/// The `iroute`s of every file in `dir` (ocserv's expose-iroutes reads
+/// only those lines); a bad one is an error naming its file.
+pub fn iroutes_in(dir: &Path) -> Result<Vec<IpNet>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    let mut all = Vec::new();
+    for path in paths {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            if key.trim() == "iroute" {
+                let net = route(unquote(value.trim()))
+                    .map_err(|e| format!("{} line {}: iroute: {e}", path.display(), i + 1))?;
+                if !all.contains(&net) {
+                    all.push(net);
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
 /// The file for `name` in `dir`, or `None` for a name that is not a plain
 /// file name (`..`, a slash, a leading dot, a NUL): names come from
 /// password files and certificates, never from a path.

@@ -519,6 +519,68 @@ fn a_users_own_network_gives_its_addresses() {
     );
 }
 
+/// expose-iroutes: each client is told the other users' iroutes as
+/// routes, never its own; append-routes: a user's routes add to the
+/// server's. A full tunnel stays one.
+#[test]
+fn exposed_iroutes_and_appended_routes_reach_the_client() {
+    let _g = serial();
+    let mut net = Net::new("xiro", 1);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(dir.join("users/alice"), "iroute = 10.250.0.0/24\n").unwrap();
+    fs::write(
+        dir.join("users/bob"),
+        "iroute = 10.251.0.0/24\nroute = 10.20.0.0/16\n",
+    )
+    .unwrap();
+    fs::write(dir.join("users/carol"), "route = default\n").unwrap();
+    let _server = start_server(
+        &mut net,
+        ServerOpts {
+            network_keys:
+                "routes = [\"10.10.0.0/16\"]\nexpose_iroutes = true\nappend_routes = true\n".into(),
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
+    add_user(&net.dir.join("ocpasswd"), "carol", "carolpw");
+    let (ns, to) = (
+        net.client_ns[0].clone(),
+        format!("{}:443", net.server_ip(1)).parse().unwrap(),
+    );
+    let routes = |user: &str, pw: &str| {
+        let cookie = login_cookie(&ns, to, user, pw);
+        let mut c = RawTls::connect(&ns, to).unwrap();
+        let r = c.connect_tunnel(&cookie).expect("CONNECT answer");
+        assert_eq!(r.status, 200, "{}", r.head);
+        let mut v: Vec<String> = headers(&r, "X-CSTP-Split-Include")
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        v.sort();
+        (c, v)
+    };
+    let (_a, alice) = routes("alice", "test123");
+    assert_eq!(
+        alice,
+        ["10.10.0.0/255.255.0.0", "10.251.0.0/255.255.255.0"],
+        "the server's routes and bob's iroute"
+    );
+    let (_b, bob) = routes("bob", "wonderland");
+    assert_eq!(
+        bob,
+        [
+            "10.10.0.0/255.255.0.0",
+            "10.20.0.0/255.255.0.0",
+            "10.250.0.0/255.255.255.0"
+        ],
+        "his route, the server's, alice's iroute"
+    );
+    let (_c, carol) = routes("carol", "carolpw");
+    assert!(carol.is_empty(), "a full tunnel: {carol:?}");
+}
+
 /// `iroute`: a network behind a client. The server routes it into the
 /// tunnel while the session lives, the steering program sends it to the
 /// session's shard (here not the one its addresses would pick), and no

@@ -96,9 +96,11 @@ impl State {
             "camouflage" => self.camouflage = Some((e.line, boolean(v)?)),
             "camouflage_secret" => self.camouflage_secret = Some(v.to_owned()),
             "camouflage_realm" => r.server.camouflage_realm = v.to_owned(),
-            "expose-iroutes" | "ping-leases" => {
+            "expose-iroutes" => r.network.expose_iroutes = boolean(v)?,
+            "append-routes" => r.network.append_routes = boolean(v)?,
+            "ping-leases" => {
                 if boolean(v)? {
-                    return Err("not supported yet".into());
+                    self.note(e, "no meaning here: the address pools are routed to the server's own TUN device, so no other host can answer for a free address");
                 }
             }
             "run-as-user" => r.server.run_as_user = v.to_owned(),
@@ -566,6 +568,8 @@ mod tests {
             ("ipv6-subnet-prefix = 64", true),
             ("udp-listen-host = 10.0.0.1", true),
             ("route = default", false),
+            ("ping-leases = true", false),
+            ("append-routes = true", false),
         ] {
             let r = read(&format!("{base}{line}\n"));
             assert_eq!(r.is_err(), refused, "{line}: {r:?}");

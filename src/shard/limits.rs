@@ -16,21 +16,44 @@ use crate::usercfg::UserConfig;
 /// The IPv4 routes a session gets: its files' routes if they name any,
 /// else the server's. Empty or containing 0.0.0.0/0 means full tunnel.
 pub(crate) fn routes_v4(cfg: &Config, policy: &UserConfig) -> Vec<Ipv4Net> {
-    if policy.routes.is_empty() {
-        cfg.routes.clone()
-    } else {
-        v4(&policy.routes)
-    }
+    v4(&routes(cfg, policy))
 }
 
 /// The IPv6 routes, by the same rule (each family on its own: a session
 /// whose routes are all IPv4 gets a full IPv6 tunnel, as with ocserv).
 pub(crate) fn routes_v6(cfg: &Config, policy: &UserConfig) -> Vec<Ipv6Net> {
-    if policy.routes.is_empty() {
-        cfg.routes6.clone()
+    v6(&routes(cfg, policy))
+}
+
+/// The user's routes, else the server's (with `append_routes`, the
+/// server's after the user's); then the other users' iroutes with
+/// `expose_iroutes`, unless the session is a full tunnel (ocserv would
+/// make it a split tunnel of those iroutes alone).
+fn routes(cfg: &Config, policy: &UserConfig) -> Vec<IpNet> {
+    let global = || {
+        cfg.routes
+            .iter()
+            .map(|n| IpNet::V4(*n))
+            .chain(cfg.routes6.iter().map(|n| IpNet::V6(*n)))
+    };
+    let mut all: Vec<IpNet> = if policy.routes.is_empty() {
+        global().collect()
+    } else if cfg.raw.network.append_routes {
+        let mut r = policy.routes.clone();
+        r.extend(global().filter(|n| !policy.routes.contains(n)));
+        r
     } else {
-        v6(&policy.routes)
+        policy.routes.clone()
+    };
+    let full_tunnel = all.is_empty() || all.iter().any(|n| n.prefix_len() == 0);
+    if !full_tunnel {
+        for n in &cfg.known_iroutes {
+            if !policy.iroutes.contains(n) && !all.contains(n) {
+                all.push(*n);
+            }
+        }
     }
+    all
 }
 
 pub(crate) fn v4(nets: &[IpNet]) -> Vec<Ipv4Net> {
