@@ -155,6 +155,11 @@ pub fn spawn(
                 {
                     continue;
                 }
+                if line.trim() == "show events" {
+                    let users = sessions(&shared, Target::All, true);
+                    crate::watch::serve(conn, shared.clone(), users);
+                    continue;
+                }
                 let answer = match run(&shared, line.trim(), started) {
                     Ok(v) => json!({ "ok": true, "result": v }),
                     Err(e) => json!({ "ok": false, "error": e }),
@@ -166,11 +171,28 @@ pub fn spawn(
 }
 
 /// The commands `ctl` knows, for its help and for errors.
-pub const COMMANDS: &str = "show status | show users | show sessions | show user NAME | show id ID | show iroutes | show ip bans | \
-                            show ip ban points | disconnect user NAME | disconnect id ID | drop user NAME | drop id ID | \
-                            reconnect user NAME | reconnect group NAME | unban ip ADDR | reload | stop";
+pub const COMMANDS: &str = "show status | show users | show sessions [all|valid] | show session SID | show user NAME | show id ID | \
+                            show iroutes | show ip bans | show ip ban points | show events | disconnect user NAME | disconnect id ID | \
+                            drop user NAME | drop id ID | terminate session SID | reconnect user NAME | reconnect group NAME | \
+                            unban ip ADDR | reload | stop";
 
 fn sessions(shared: &Shared, t: Target, connected_only: bool) -> Value {
+    let mut all = infos(shared, t);
+    all.retain(|s| !connected_only || s.state == "connected");
+    json!(all)
+}
+
+/// A session ID or its start, as occtl shows them.
+fn session_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 28
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    ok.then(|| s.to_owned())
+        .ok_or_else(|| format!("invalid session ID '{s}'"))
+}
+
+fn infos(shared: &Shared, t: Target) -> Vec<admin::SessionInfo> {
     let mut all: Vec<admin::SessionInfo> = admin::ask_all(shared, &AdminCmd::Sessions(t))
         .into_iter()
         .filter_map(|r| {
@@ -181,10 +203,60 @@ fn sessions(shared: &Shared, t: Target, connected_only: bool) -> Value {
             }
         })
         .flatten()
-        .filter(|s| !connected_only || s.state == "connected")
         .collect();
     all.sort_by_key(|s| s.id);
-    json!(all)
+    all
+}
+
+/// Sessions as occtl's `show sessions` prints them, with its -j names.
+fn cookies(shared: &Shared, t: Target) -> Value {
+    let flag = |b: bool| u8::from(b);
+    let list: Vec<Value> = infos(shared, t)
+        .into_iter()
+        .map(|s| {
+            json!({
+                "Session": s.session,
+                "Full session": s.full_session,
+                "Created": admin::format_time(s.created),
+                "Expires": s.expires.map(admin::format_time).unwrap_or_default(),
+                "State": "authenticated",
+                "Username": s.user,
+                "Groupname": s.group,
+                "vhost": s.vhost,
+                "User-Agent": s.user_agent,
+                "Remote IP": s.login_ip,
+                "Location": "unknown",
+                "session_is_open": flag(!s.ipv4.is_empty()),
+                "tls_auth_ok": flag(s.cert_auth),
+                "in_use": flag(s.state == "connected"),
+                "ID": s.id,
+            })
+        })
+        .collect();
+    json!(list)
+}
+
+/// Ends the one session whose ID starts with `sid`, its connection too
+/// (ocserv's invalidates the cookie and leaves a live connection up).
+fn terminate_session(shared: &Shared, sid: &str) -> Result<Value, String> {
+    let found = infos(shared, Target::Sid(sid.to_owned()));
+    let s = match found.as_slice() {
+        [] => return Err(format!("no session matching '{sid}' was found")),
+        [s] => s,
+        many => {
+            let list: Vec<String> = many
+                .iter()
+                .map(|s| format!("  {}  user: {}", s.full_session, s.user))
+                .collect();
+            return Err(format!(
+                "ambiguous session ID '{sid}' matches {} sessions:\n{}\nuse the full session ID to terminate a specific session",
+                many.len(),
+                list.join("\n")
+            ));
+        }
+    };
+    disconnect(shared, Target::Id(s.id), &format!("session {sid}"))?;
+    Ok(json!({ "terminated": s.full_session }))
 }
 
 fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
@@ -337,6 +409,11 @@ fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Va
         ["show", "status"] => status(shared, started),
         ["show", "users"] => sessions(shared, Target::All, true),
         ["show", "sessions"] => sessions(shared, Target::All, false),
+        // occtl's: every cookie (all are authenticated here: a session
+        // exists only after its login succeeded).
+        ["show", "sessions", "all" | "valid"] => cookies(shared, Target::All),
+        ["show", "session", sid] => cookies(shared, Target::Sid(session_id(sid)?)),
+        ["terminate", "session", sid] => terminate_session(shared, &session_id(sid)?)?,
         ["show", "user", name] => sessions(shared, Target::User((*name).to_owned()), false),
         ["show", "id", n] => sessions(shared, Target::Id(id(n)?), false),
         ["show", "ip", "bans"] => bans(shared, true),

@@ -217,6 +217,9 @@ pub fn main(config: Option<PathBuf>, args: CtlArgs) -> Result<(), String> {
                 .map(String::as_str)
                 .filter(|w| *w != "--json" && *w != "-j")
                 .collect();
+            if words == ["show", "events"] {
+                return crate::occtl::events(&socket, json);
+            }
             let result = request(&socket, &words.join(" "))?;
             if json {
                 pretty(&result)
@@ -372,7 +375,12 @@ pub fn request(socket: &Path, line: &str) -> Result<Value, String> {
     }
     sent.map_err(|e| format!("{}: {e}", socket.display()))?;
     read.map_err(|e| format!("{}: {e}", socket.display()))?;
-    let v: Value = serde_json::from_str(&answer)
+    result_of(&answer)
+}
+
+/// An answer line's `result`, or its error.
+pub fn result_of(answer: &str) -> Result<Value, String> {
+    let v: Value = serde_json::from_str(answer)
         .map_err(|e| format!("unreadable answer from the server: {e}"))?;
     if v["ok"] == Value::Bool(true) {
         Ok(v["result"].clone())
@@ -384,10 +392,48 @@ pub fn request(socket: &Path, line: &str) -> Result<Value, String> {
     }
 }
 
+/// Sends `line` and returns the answer's lines as they come (`show
+/// events`); no read timeout.
+pub fn stream(
+    socket: &Path,
+    line: &str,
+) -> Result<impl Iterator<Item = Result<String, String>>, String> {
+    let mut conn = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "{}: {e} (is the server running, and is this its [control] socket?)",
+            socket.display()
+        )
+    })?;
+    conn.write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    Ok(BufReader::new(conn)
+        .lines()
+        .map(|l| l.map_err(|e| e.to_string())))
+}
+
 /// Renders a command's result for people.
 pub fn render(words: &[&str], result: &Value) -> String {
     match words {
         ["show", "users" | "sessions"] => sessions_table(result),
+        ["show", "sessions", _] => table(
+            result,
+            &[
+                ("Session", "session"),
+                ("Username", "user"),
+                ("vhost", "vhost"),
+                ("Remote IP", "ip"),
+                ("User-Agent", "user agent"),
+                ("Created", "created"),
+                ("State", "status"),
+            ],
+        ),
+        ["show", "session", _] => {
+            let all = result.as_array().map(Vec::as_slice).unwrap_or_default();
+            if all.is_empty() {
+                return "no such session\n".into();
+            }
+            all.iter().map(key_values).collect::<Vec<_>>().join("\n")
+        }
         ["show", "ip", ..] => table(
             result,
             &[

@@ -22,3 +22,4 @@ pub mod sys;
 pub mod tls;
 pub mod units;
 pub mod usercfg;
+pub mod watch;

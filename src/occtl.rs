@@ -20,8 +20,11 @@ const SOCKETS: [&str; 2] = [
 
 const USAGE: &str = "Usage: occtl [-s SOCKET] [-j] [-n] COMMAND
   show status | users | user NAME | id ID | iroutes | ip bans | ip ban points
+  show sessions all | sessions valid | session SID
+  show events                      the users now, then connects and disconnects
   disconnect user NAME | id ID     close the connection; the client reconnects
-  terminate user NAME | id ID      end the session (its cookie stops working)
+  terminate user NAME | id ID | session SID
+                                   end the session (its cookie stops working)
   unban ip IP | reload | stop now
 Options: -s, --socket-file FILE   -j, --json   -n, --no-pager (always)
          -c, --use-colors, -d, --debug (accepted)   -v, --version   -h, --help";
@@ -72,15 +75,14 @@ fn translate(words: &[&str]) -> Result<String, String> {
         | ["show", "ip", "bans"]
         | ["show", "ip", "ban", "points"] => words.join(" "),
         ["show", "user" | "id", x] => format!("{} {} {x}", words[0], words[1]),
+        ["show", "sessions", "all" | "valid"] | ["show", "events"] => words.join(" "),
+        ["show", "session", sid] => format!("show session {sid}"),
+        ["terminate", "session", sid] => format!("terminate session {sid}"),
         ["disconnect", what @ ("user" | "id"), x] => format!("drop {what} {x}"),
         ["terminate", what @ ("user" | "id"), x] => format!("disconnect {what} {x}"),
         ["unban", "ip", ip] => format!("unban ip {ip}"),
         ["reload"] => "reload".into(),
         ["stop", "now"] => "stop".into(),
-        ["show", "sessions" | "cookies" | "session" | "events", ..]
-        | ["terminate", "session", ..] => {
-            return Err(format!("'{}' is not supported yet", words.join(" ")))
-        }
         [] => return Err("interactive mode is not supported: give a command\n".to_owned() + USAGE),
         _ => return Err(format!("unknown command '{}'\n{USAGE}", words.join(" "))),
     })
@@ -94,6 +96,12 @@ fn said(words: &[&str], result: &Value) -> Option<String> {
         ["terminate", "user", x] => format!("user '{x}' was terminated (session invalidated)"),
         ["terminate", "id", x] => {
             format!("connection ID '{x}' was terminated (session invalidated)")
+        }
+        ["terminate", "session", x] => {
+            format!(
+                "session '{}' was terminated",
+                x.chars().take(6).collect::<String>()
+            )
         }
         ["unban", "ip", x] if result["unbanned"] == Value::Bool(true) => {
             format!("IP '{x}' was unbanned")
@@ -140,6 +148,15 @@ pub fn main(args: &[String]) -> ExitCode {
             .find(|p| p.exists())
             .unwrap_or_else(|| PathBuf::from(SOCKETS[0]))
     });
+    if words == ["show", "events"] {
+        return match events(&socket, inv.json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("occtl: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match crate::ctl::request(&socket, &line) {
         Ok(result) if inv.json => {
             println!(
@@ -159,6 +176,68 @@ pub fn main(args: &[String]) -> ExitCode {
             eprintln!("occtl: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `show events`: the users connected now, then a line (or with `-j` a
+/// JSON array of the user, as occtl prints them) per connect and
+/// disconnect, until the server goes away or the user interrupts.
+pub(crate) fn events(socket: &std::path::Path, json: bool) -> Result<(), String> {
+    use std::io::Write;
+    let mut lines = crate::ctl::stream(socket, "show events")?;
+    let first = lines.next().ok_or("the server closed the connection")??;
+    let users = crate::ctl::result_of(&first)?;
+    let mut out = std::io::stdout().lock();
+    let print = |out: &mut std::io::StdoutLock<'_>, s: String| {
+        out.write_all(s.as_bytes()).and_then(|()| out.flush())
+    };
+    let shown = if json {
+        serde_json::to_string_pretty(&users).unwrap_or_default() + "\n"
+    } else {
+        crate::ctl::render(&["show", "users"], &users)
+    };
+    print(&mut out, format!("{shown}\nPress CTRL+C to quit\n\n")).map_err(|e| e.to_string())?;
+    for line in lines {
+        let line = line?;
+        let Ok(ev) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        let u = &ev["user"];
+        let text = if json {
+            serde_json::to_string_pretty(&Value::Array(vec![u.clone()])).unwrap_or_default() + "\n"
+        } else if ev["event"] == "connect" {
+            format!(
+                "{}: connected user '{}' ({}) from {} with IP {}\n",
+                plain(&u["vhost"]),
+                plain(&u["Username"]),
+                plain(&u["ID"]),
+                plain(&u["Remote IP"]),
+                plain(&u["IPv4"])
+            )
+        } else {
+            format!(
+                "{}: disconnect user '{}' ({}) from {} with IP {} (reason: {}, time: {})\n",
+                plain(&u["vhost"]),
+                plain(&u["Username"]),
+                plain(&u["ID"]),
+                plain(&u["Remote IP"]),
+                plain(&u["IPv4"]),
+                plain(&ev["reason"]),
+                plain(&u["_Connected at"])
+            )
+        };
+        if print(&mut out, text).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 
@@ -199,6 +278,11 @@ mod tests {
             ("unban ip 10.0.0.1", "unban ip 10.0.0.1"),
             ("stop now", "stop"),
             ("reload", "reload"),
+            ("show sessions all", "show sessions all"),
+            ("show sessions valid", "show sessions valid"),
+            ("show session PTGUB9", "show session PTGUB9"),
+            ("terminate session PTGUB9", "terminate session PTGUB9"),
+            ("show events", "show events"),
         ] {
             let w: Vec<&str> = occtl.split_whitespace().collect();
             assert_eq!(translate(&w).unwrap(), ours, "{occtl}");

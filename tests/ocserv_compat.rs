@@ -250,8 +250,60 @@ fn occtl_by_its_name_shows_disconnects_and_terminates() {
             String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
         )
     };
+    // Two watchers of `show events`, as text and as JSON.
+    let ns = net.server_ns.clone();
+    let (events, events_json) = (dir.join("events.txt"), dir.join("events.json"));
+    let watchers = [("", &events), ("-j", &events_json)].map(|(opt, log)| {
+        let cmd = format!(
+            "{} -s {} {opt} show events",
+            occtl.display(),
+            server.ctl.display()
+        );
+        net.spawn_in(&ns, &cmd, log)
+    });
+    wait_for(Duration::from_secs(10), "the watchers", || {
+        fs::read_to_string(&events)
+            .ok()
+            .filter(|t| t.contains("Press CTRL+C"))
+    });
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
     let addr = alice.wait_connected();
+    let connected = "default: connected user 'alice' (".to_owned();
+    wait_for(Duration::from_secs(10), "the connect event", || {
+        fs::read_to_string(&events)
+            .ok()
+            .filter(|t| t.contains(&connected) && t.contains(&format!("with IP {addr}")))
+    });
+
+    // Sessions by occtl's session IDs.
+    let (ok, out) = run("-j show sessions all");
+    assert!(ok, "{out}");
+    let sessions: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let s = &sessions[0];
+    assert_eq!(
+        (&s["Username"], &s["State"], &s["in_use"], &s["vhost"]),
+        (
+            &serde_json::json!("alice"),
+            &serde_json::json!("authenticated"),
+            &serde_json::json!(1),
+            &serde_json::json!("default")
+        ),
+        "{sessions:#}"
+    );
+    let sid = s["Session"].as_str().unwrap().to_owned();
+    let full = s["Full session"].as_str().unwrap().to_owned();
+    assert_eq!((sid.len(), full.len()), (6, 28), "{sessions:#}");
+    assert!(full.starts_with(&sid));
+    let (ok, out) = run(&format!("-j show session {sid}"));
+    assert!(ok, "{out}");
+    let one: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(one[0]["Full session"], full.as_str());
+    let (ok, out) = run("show sessions valid");
+    assert!(
+        ok && out.contains(&sid) && out.contains("authenticated"),
+        "{out}"
+    );
 
     let (ok, out) = run("-j show users");
     assert!(ok, "{out}");
@@ -279,17 +331,38 @@ fn occtl_by_its_name_shows_disconnects_and_terminates() {
         let s = server.ctl_json("show users");
         (s.as_array().is_some_and(|a| !a.is_empty()) && s[0]["IPv4"] == addr.as_str()).then_some(())
     });
-    // terminate: the session ends, the cookie with it.
-    let (ok, out) = run("terminate user alice");
-    assert!(ok && out.contains("user 'alice' was terminated"), "{out}");
+    wait_for(Duration::from_secs(10), "the disconnect event", || {
+        fs::read_to_string(&events).ok().filter(|t| {
+            t.contains("default: disconnect user 'alice' (") && t.matches(&connected).count() == 2
+        })
+    });
+    // terminate session: the session ends, the cookie with it.
+    let (ok, out) = run("terminate session nosuch");
+    assert!(!ok && out.contains("no session matching 'nosuch'"), "{out}");
+    let (ok, out) = run(&format!("terminate session {sid}"));
+    assert!(
+        ok && out.contains(&format!("session '{sid}' was terminated")),
+        "{out}"
+    );
     alice.wait_exit(Duration::from_secs(20));
     assert_eq!(server.ctl_json("show sessions"), serde_json::json!([]));
-    // What occtl cannot do here says so, and fails.
-    let (ok, out) = run("show events");
-    assert!(!ok && out.contains("not supported yet"), "{out}");
+    wait_for(Duration::from_secs(10), "the last disconnect", || {
+        fs::read_to_string(&events)
+            .ok()
+            .filter(|t| t.matches("disconnect user 'alice'").count() == 2)
+    });
+    let json = fs::read_to_string(&events_json).unwrap();
+    assert!(
+        json.matches("\"Username\": \"alice\"").count() >= 4,
+        "{json}"
+    );
     let (ok, _) = run("stop now");
     assert!(ok);
     assert!(net.wait_exit(server.pid, Duration::from_secs(10)).is_some());
+    // The watchers end with the server.
+    for pid in watchers {
+        assert!(net.wait_exit(pid, Duration::from_secs(10)).is_some());
+    }
 }
 
 /// banner, pre-login-banner and custom-header where ocserv puts them.

@@ -169,6 +169,11 @@ impl<S: UserSession> SessionStore<S> {
         true
     }
 
+    /// When a detached session's cookie dies; `None` while it is attached.
+    pub fn expires_at(&self, cookie: &Cookie) -> Option<Instant> {
+        self.sessions.get(cookie).and_then(|e| e.expires_at)
+    }
+
     /// True if the session is waiting for a reconnect.
     pub fn is_detached(&self, cookie: &Cookie) -> bool {
         self.sessions

@@ -18,6 +18,8 @@ pub enum Target {
     User(String),
     Group(String),
     Id(u64),
+    /// Sessions whose occtl session ID starts with this.
+    Sid(String),
 }
 
 /// A user's configuration as read now, for each (user, group) it applies
@@ -115,6 +117,23 @@ pub struct SessionInfo {
     /// Packets dropped by restrict-user-to-routes and by the rate limits.
     pub restricted_packets: u64,
     pub rate_limited_packets: u64,
+    /// occtl's session ID: its first 6 characters, and whole.
+    #[serde(rename = "Session")]
+    pub session: String,
+    #[serde(rename = "Full session")]
+    pub full_session: String,
+    pub vhost: &'static str,
+    /// For `show sessions`: when the cookie was issued and when it dies
+    /// (a detached session's cookie_timeout, else session_timeout).
+    #[serde(skip)]
+    pub created: SystemTime,
+    #[serde(skip)]
+    pub expires: Option<SystemTime>,
+    /// Where the login came from.
+    #[serde(skip)]
+    pub login_ip: String,
+    #[serde(skip)]
+    pub cert_auth: bool,
 }
 
 /// One shard's share of `show status`.

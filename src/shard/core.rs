@@ -54,12 +54,26 @@ pub(crate) struct Session {
     pub(crate) hostname: String,
     /// The client's address at login (`deny-roaming`).
     pub(crate) login_ip: IpAddr,
+    /// occtl's session ID: base64 of the cookie's SHA-1 (one way, so it
+    /// can be shown and typed without giving the cookie away).
+    pub(crate) safe_id: String,
+    /// A verified client certificate named the user.
+    pub(crate) cert_auth: bool,
 }
 
 impl shards::UserSession for Session {
     fn user(&self) -> &str {
         &self.user
     }
+}
+
+/// occtl's session ID of `cookie`.
+pub(crate) fn safe_id(cookie: &Cookie) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        cookie.to_string().as_bytes(),
+    );
+    crate::tls::base64(digest.as_ref())
 }
 
 /// An address in a log line, `-` when there is none.
@@ -100,6 +114,7 @@ pub(crate) struct Login {
     pub(crate) policy: UserConfig,
     pub(crate) mobile: bool,
     pub(crate) user_agent: String,
+    pub(crate) cert_auth: bool,
 }
 
 pub(crate) struct Shard {
@@ -306,6 +321,7 @@ impl Shard {
             policy,
             mobile,
             user_agent,
+            cert_auth,
         } = login;
         let max_same = policy
             .max_same_clients
@@ -351,6 +367,8 @@ impl Shard {
             last_peer: None,
             hostname: String::new(),
             login_ip: peer.ip(),
+            safe_id: safe_id(&cookie),
+            cert_auth,
         };
         super::events::login(self, peer, &session);
         let expires = self.detach_deadline(&session, now);
@@ -426,6 +444,9 @@ impl Shard {
             old.end(EndReason::Superseded);
         }
         sessions.attach(cookie);
+        if let Some(s) = sessions.get(cookie) {
+            self.publish(s, None);
+        }
         self.tunnels
             .borrow_mut()
             .insert(tunnel.lease, tunnel.clone());
@@ -478,6 +499,9 @@ impl Shard {
             .and_then(|s| s.tunnel.as_ref())
             .is_some_and(|t| t.id == tunnel.id);
         let stats = tunnel.stats();
+        if let Some(s) = sessions.get(&tunnel.cookie) {
+            self.publish(s, Some((tunnel, &reason)));
+        }
         if !owns {
             tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, "tunnel closed (superseded)");
             return;
@@ -505,6 +529,28 @@ impl Shard {
             }
             tracing::info!(user = %tunnel.user, lease = %tunnel.lease, reason = %reason, rx_bytes = stats.rx_bytes, tx_bytes = stats.tx_bytes, restricted = stats.restricted, rate_limited = stats.rate_limited, "tunnel closed; cookie kept for reconnect");
         }
+    }
+
+    /// `show events`: a tunnel of `s` started (`ended` is `None`) or ended.
+    fn publish(&self, s: &Session, ended: Option<(&Tunnel, &EndReason)>) {
+        if !self.shared.watchers.any() {
+            return;
+        }
+        let mut user = self.info(s, None);
+        let (event, reason) = match ended {
+            None => ("connect", String::new()),
+            Some((t, why)) => {
+                // The session may have a newer tunnel already.
+                user.remote_ip = t.peer.ip().to_string();
+                user.state = "disconnected";
+                ("disconnect", why.to_string())
+            }
+        };
+        self.shared.watchers.publish(crate::watch::Event {
+            event,
+            reason,
+            user,
+        });
     }
 
     /// A message from the inbox (see `inbox`).
@@ -541,6 +587,7 @@ impl Shard {
                     Target::User(u) => s.user == *u,
                     Target::Group(g) => s.group.as_ref() == Some(g),
                     Target::Id(id) => s.id == *id,
+                    Target::Sid(prefix) => s.safe_id.starts_with(prefix.as_str()),
                 })
                 .map(|(c, _)| *c)
                 .collect()
@@ -552,8 +599,8 @@ impl Shard {
                 AdminReply::Sessions(
                     cookies
                         .iter()
-                        .filter_map(|c| sessions.get(c))
-                        .map(|s| self.info(s))
+                        .filter_map(|c| sessions.get(c).map(|s| (s, sessions.expires_at(c))))
+                        .map(|(s, expires)| self.info(s, expires))
                         .collect(),
                 )
             }
@@ -655,10 +702,12 @@ impl Shard {
         true
     }
 
-    fn info(&self, s: &Session) -> SessionInfo {
+    /// `expires`: when a detached session's cookie dies.
+    fn info(&self, s: &Session, expires: Option<Instant>) -> SessionInfo {
         let cfg = self.shared.config.get();
         let cfg = &*cfg;
         let now = Instant::now();
+        let wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(now);
         let t = s.tunnel.as_ref();
         let nets = cfg.nets(&s.policy);
         let mut st = s.past;
@@ -743,6 +792,13 @@ impl Shard {
             .to_owned(),
             restricted_packets: st.restricted,
             rate_limited_packets: st.rate_limited,
+            session: s.safe_id.chars().take(6).collect(),
+            full_session: s.safe_id.clone(),
+            vhost: "default",
+            created: s.started_wall,
+            expires: expires.or(s.ends_at).map(wall),
+            login_ip: s.login_ip.to_string(),
+            cert_auth: s.cert_auth,
         }
     }
 

@@ -481,6 +481,7 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
             user_agent = ua.chars().filter(|c| !c.is_control()).take(128).collect();
         }
         let cert = cert.get_or_insert_with(|| cert_user(&shard, &conn.tls));
+        let cert_named = matches!(cert, CertUser::Named { .. });
         let (reply, logged_in) = match route(shard.shared.config.get().auth_method, cert) {
             Route::Refuse(why) => {
                 refused(&shard, peer, None, why);
@@ -497,7 +498,7 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                     None,
                     groups,
                     wanted,
-                    (mobile, &user_agent),
+                    (mobile, &user_agent, true),
                 )
                 .await
                 {
@@ -548,7 +549,7 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                             Some(password),
                             Vec::new(),
                             group,
-                            (mobile, &user_agent),
+                            (mobile, &user_agent, cert_named),
                         )
                         .await
                         {
@@ -625,7 +626,7 @@ async fn finish(
     password: Option<String>,
     cert_groups: Vec<String>,
     wanted: Option<String>,
-    (mobile, user_agent): (bool, &str),
+    (mobile, user_agent, cert_auth): (bool, &str, bool),
 ) -> Result<Done, LoginError> {
     let user_agent = user_agent.to_owned();
     let shared = shard.shared.clone();
@@ -709,6 +710,7 @@ async fn finish(
                     policy,
                     mobile,
                     user_agent,
+                    cert_auth,
                 }),
             ));
         }
@@ -721,6 +723,7 @@ async fn finish(
             policy,
             mobile,
             user_agent,
+            cert_auth,
         },
         peer,
     ) {

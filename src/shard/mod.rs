@@ -46,6 +46,8 @@ pub struct Shared {
     pub(crate) live_app_ids: LiveAppIds,
     /// Tunnel addresses, one slice per shard (see `pool`).
     pub pools: crate::pool::Pools,
+    /// Control connections following `show events`.
+    pub watchers: crate::watch::Watchers,
     /// Logins in progress per client address (`bans::key`), for
     /// `max_logins_per_address`.
     pub logins_by_addr: PerKey<std::net::IpAddr>,
@@ -267,6 +269,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         per_user: PerUser::new(),
         logins_by_addr: PerKey::new(),
         live_app_ids: LiveAppIds::new(n),
+        watchers: crate::watch::Watchers::default(),
         pools: crate::pool::Pools::new(config.ipv4_network, config.server_address(), n),
         bans: crate::bans::Bans::new(config.ban_policy()),
         steering,
