@@ -144,6 +144,10 @@ pub struct Auth {
     pub pre_login_banner: String,
     /// Shown to the user once logged in (ocserv's banner).
     pub banner: String,
+    /// The AnyConnect profile (profile.xml) announced at login and served
+    /// at /profiles/ to clients with a cookie (ocserv's user-profile);
+    /// a user's or group's file may name another.
+    pub user_profile: Option<PathBuf>,
 }
 
 impl Default for Auth {
@@ -159,6 +163,7 @@ impl Default for Auth {
             cert_group_oid: None,
             pre_login_banner: String::new(),
             banner: String::new(),
+            user_profile: None,
         }
     }
 }
@@ -575,7 +580,11 @@ impl Config {
         if !raw.control.socket.as_os_str().is_empty() && raw.control.socket.is_relative() {
             raw.control.socket = base.join(&raw.control.socket);
         }
-        for p in [&mut raw.auth.ca_file, &mut raw.auth.crl_file] {
+        for p in [
+            &mut raw.auth.ca_file,
+            &mut raw.auth.crl_file,
+            &mut raw.auth.user_profile,
+        ] {
             if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
                 *p = base.join(&*p);
             }
@@ -859,6 +868,9 @@ impl Config {
         }
         let http_headers = raw.server.http_headers.clone().into();
         let run_as = run_as(&raw.server).map_err(|(key, reason)| bad(key, reason))?;
+        if let Some(p) = &raw.auth.user_profile {
+            crate::usercfg::Profile::read(p).map_err(|e| bad("auth.user_profile", e))?;
+        }
         let user_defaults = user_defaults(&raw).map_err(|(key, reason)| bad(key, reason))?;
         let known_iroutes = match (raw.network.expose_iroutes, &raw.users.config_per_user) {
             (false, _) => Vec::new(),
@@ -979,7 +991,7 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\nexpose_iroutes = {eir}   # {eirn} known\nappend_routes = {apr}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrekey_time = {rkt}\nrekey_method = {rkm:?}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\nuser_profile = {upr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\nexpose_iroutes = {eir}   # {eirn} known\nappend_routes = {apr}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrekey_time = {rkt}\nrekey_method = {rkm:?}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.to_string(),
             tcp = r.server.tcp_port,
@@ -1035,6 +1047,7 @@ impl Config {
             rkt = r.session.rekey_time,
             rkm = r.session.rekey_method,
             plb = r.auth.pre_login_banner,
+            upr = r.auth.user_profile.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
             bnr = r.auth.banner,
             dpd = r.session.dpd,
             ka = r.session.keepalive,
@@ -1150,6 +1163,7 @@ fn user_defaults(raw: &RawConfig) -> Result<crate::usercfg::UserConfig, (&'stati
             &s.mobile_dpd.to_string(),
         )?;
     }
+    d.user_profile.clone_from(&raw.auth.user_profile);
     Ok(d)
 }
 

@@ -66,6 +66,9 @@ pub struct UserConfig {
     /// The user's IPv6 network (`ipv6-network`): the lease in its low 32
     /// bits, as with the server's.
     pub ipv6_network: Option<ipnet::Ipv6Net>,
+    /// The AnyConnect profile this user gets (`user-profile`); relative
+    /// to the file that names it.
+    pub user_profile: Option<PathBuf>,
 }
 
 /// Where and why a file was refused.
@@ -215,6 +218,12 @@ impl UserConfig {
                 }
                 self.ipv6_network = Some(net.trunc());
             }
+            "user-profile" => {
+                if v.is_empty() || v.contains('\0') {
+                    return Err(format!("expected a file, got {v:?}"));
+                }
+                self.user_profile = Some(PathBuf::from(v));
+            }
             "mtu" => {
                 let m: u16 = v
                     .parse()
@@ -284,6 +293,7 @@ impl UserConfig {
         over(&mut self.ipv4_network, &later.ipv4_network);
         over(&mut self.ipv4_prefix, &later.ipv4_prefix);
         over(&mut self.ipv6_network, &later.ipv6_network);
+        over(&mut self.user_profile, &later.user_profile);
     }
 
     /// The user's own IPv4 pool, when the files set one (both the network
@@ -331,6 +341,7 @@ impl UserConfig {
         value(&mut self.client_bypass_protocol, &d.client_bypass_protocol);
         value(&mut self.restrict_user_to_ports, &d.restrict_user_to_ports);
         value(&mut self.net_priority, &d.net_priority);
+        value(&mut self.user_profile, &d.user_profile);
         self
     }
 
@@ -344,7 +355,44 @@ impl UserConfig {
 /// Reads and parses one file; the error names the file.
 pub fn read_file(path: &Path) -> Result<UserConfig, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    UserConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let mut c = UserConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let (Some(p), Some(dir)) = (&mut c.user_profile, path.parent()) {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    }
+    Ok(c)
+}
+
+/// An AnyConnect profile as a login announces it: the name in its URL and
+/// the SHA-1 of its content (upper-case hex, as ocserv gives it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    pub sha1: String,
+}
+
+/// Profiles are small XML files; anything larger is a mistake.
+pub const MAX_PROFILE: u64 = 1 << 20;
+
+impl Profile {
+    /// Reads `path` (blocking): its name and hash, and its content.
+    pub fn read(path: &Path) -> Result<(Self, Vec<u8>), String> {
+        let shown = path.display();
+        let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+        if !meta.is_file() || meta.len() > MAX_PROFILE {
+            return Err(format!("{shown}: expected a file of at most 1 MiB"));
+        }
+        let data = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("{shown}: not a file name"))?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &data);
+        let sha1 = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        Ok((Self { name, sha1 }, data))
+    }
 }
 
 /// The configuration that applies to `user` in `group`: the group's file

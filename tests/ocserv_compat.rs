@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::raw::{cookie_of, header, login_cookie, RawTls, Reply};
+use common::raw::{cookie_of, header, headers, login_cookie, RawTls, Reply};
 use common::*;
 
 /// The harness's configuration for `net`, written as `server.toml`: a server
@@ -716,4 +716,95 @@ fn clients_rekey_when_told_and_keep_their_tunnel() {
         assert_eq!(users.as_array().unwrap().len(), 1, "{users:#}");
         assert_eq!(users[0]["IPv4"], ip.as_str(), "{users:#}");
     }
+}
+
+/// user-profile: the login announces the profile (XML manifest and the
+/// webvpnc cookie) with its SHA-1; a client with a session's cookie gets
+/// the file at /profiles/NAME from any shard, and may CONNECT after.
+/// A user's file may name another; no cookie, no profile.
+#[test]
+fn the_user_profile_is_announced_and_served_to_sessions() {
+    let _g = serial();
+    let mut net = Net::new("uprof", 1);
+    let dir = net.dir.clone();
+    let profile = "<?xml version=\"1.0\"?>\n<AnyConnectProfile><ServerList/></AnyConnectProfile>\n";
+    let bobs = "<?xml version=\"1.0\"?>\n<AnyConnectProfile><!-- bob --></AnyConnectProfile>\n";
+    fs::write(dir.join("profile.xml"), profile).unwrap();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(dir.join("users/bob.xml"), bobs).unwrap();
+    fs::write(dir.join("users/bob"), "user-profile = bob.xml\n").unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            auth_keys: "user_profile = \"profile.xml\"\n".into(),
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..ServerOpts::default()
+        },
+    );
+    let (ns, to) = (
+        net.client_ns[0].clone(),
+        format!("{}:443", net.server_ip(1)).parse().unwrap(),
+    );
+    let sha1 = |file: &str| {
+        must(&format!("sha1sum {}", dir.join(file).display()))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_uppercase()
+    };
+    let get = |cookie: Option<&str>| {
+        let mut c = RawTls::connect(&ns, to).unwrap();
+        let cookie = cookie.map_or(String::new(), |k| format!("Cookie: webvpn={k}\r\n"));
+        c.send(
+            format!("GET /profiles/profile.xml HTTP/1.1\r\nHost: vpn\r\n{cookie}\r\n").as_bytes(),
+        )
+        .unwrap();
+        let r = c.response().expect("an answer");
+        (c, r)
+    };
+    for (user, pw, file, content) in [
+        ("alice", "test123", "profile.xml", profile),
+        ("bob", "wonderland", "users/bob.xml", bobs),
+    ] {
+        let mut c = RawTls::connect(&ns, to).unwrap();
+        c.post_form(&format!("username={user}&password={pw}"))
+            .unwrap();
+        let done = c.response().unwrap();
+        let body = String::from_utf8_lossy(&done.body).into_owned();
+        let name = file.rsplit('/').next().unwrap();
+        let hash = sha1(file);
+        assert!(
+            body.contains(&format!(
+                "<uri>/profiles/{name}</uri><hash type=\"sha1\">{hash}</hash>"
+            )),
+            "{body}"
+        );
+        assert!(
+            headers(&done, "Set-Cookie")
+                .iter()
+                .any(|v| v.starts_with(&format!(
+                    "webvpnc=bu:/&p:t&iu:1/&fu:profiles%2F{name}&fh:{hash};"
+                ))),
+            "{}",
+            done.head
+        );
+        let cookie = cookie_of(&done).unwrap();
+        // New connections land on either shard: the GET follows the cookie.
+        for _ in 0..6 {
+            let (_, r) = get(Some(&cookie));
+            assert_eq!(r.status, 200, "{}", r.head);
+            assert_eq!(String::from_utf8_lossy(&r.body), content);
+        }
+        // The same connection then carries the tunnel.
+        let (mut c, r) = get(Some(&cookie));
+        assert_eq!(r.status, 200);
+        let t = c.connect_tunnel(&cookie).expect("CONNECT answer");
+        assert_eq!(t.status, 200, "{}", t.head);
+    }
+    assert_eq!(get(None).1.status, 401);
+    assert_eq!(get(Some(&"0".repeat(36))).1.status, 401);
+    assert!(
+        server.count_log("profile request moved to its session's shard") > 0,
+        "no request landed on the other shard"
+    );
 }

@@ -221,7 +221,8 @@ impl State {
             "restrict-user-to-ports" => r.network.restrict_user_to_ports = v.to_owned(),
             "net-priority" => r.network.net_priority = v.to_owned(),
             "included-http-headers" => r.server.http_headers.push(v.to_owned()),
-            "user-profile" | "proxy-url" | "host-update-script" => {
+            "user-profile" => r.auth.user_profile = Some(PathBuf::from(v)),
+            "proxy-url" | "host-update-script" => {
                 return Err("not supported yet".into())
             }
             "route-add-cmd" | "route-del-cmd" => {

@@ -260,11 +260,20 @@ pub fn form_with_banner(
 
 /// The `complete` document that, with the `webvpn` cookie, ends the
 /// login; `banner` (ocserv's `banner`) is shown by the client.
-pub fn success_document(banner: Option<&str>) -> Vec<u8> {
+/// `profile`: the user-profile's (file name, SHA-1), announced in a
+/// `vpn-profile-manifest` for AnyConnect to fetch at /profiles/NAME.
+pub fn success_document(banner: Option<&str>, profile: Option<(&str, &str)>) -> Vec<u8> {
     let banner = banner.map_or(String::new(), |b| {
         format!("<banner>{}</banner>", xml_escape(b))
     });
-    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"complete\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"success\">\n<title>SSL VPN Service</title>{banner}</auth></config-auth>\n").into_bytes()
+    let manifest = profile.map_or(String::new(), |(name, sha1)| {
+        format!(
+            "<config client=\"vpn\" type=\"private\"><vpn-profile-manifest><vpn rev=\"1.0\"><file type=\"profile\" service-type=\"user\"><uri>/profiles/{}</uri><hash type=\"sha1\">{}</hash></file></vpn></vpn-profile-manifest>\n</config>",
+            xml_escape(name),
+            xml_escape(sha1)
+        )
+    });
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"complete\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"success\">\n<title>SSL VPN Service</title>{banner}</auth>\n{manifest}</config-auth>\n").into_bytes()
 }
 
 const ASK_USERNAME: &str = "Please enter your username.";
@@ -575,8 +584,13 @@ mod tests {
         let d = String::from_utf8(form_document(Field::Password, "a<b", &[])).unwrap();
         assert!(d.contains("<message>a&lt;b</message>"));
         assert!(!d.contains("group_list"));
-        assert!(String::from_utf8(success_document(None))
+        assert!(String::from_utf8(success_document(None, None))
             .unwrap()
             .contains(r#"<auth id="success">"#));
+        let d = String::from_utf8(success_document(None, Some(("p.xml", "AB12")))).unwrap();
+        assert!(
+            d.contains("<uri>/profiles/p.xml</uri><hash type=\"sha1\">AB12</hash>"),
+            "{d}"
+        );
     }
 }

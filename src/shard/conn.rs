@@ -225,6 +225,10 @@ pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
             conn.rbuf = vec![0; super::login::LOGIN_READ_BUF];
             super::login::adopt_login(shard, conn, *login).await;
         }
+        Moved::Profile(head) => {
+            conn.rbuf = vec![0; super::login::LOGIN_READ_BUF];
+            super::login::adopt_profile(shard, conn, head).await;
+        }
     }
 }
 

@@ -115,6 +115,8 @@ pub(crate) struct Login {
     pub(crate) mobile: bool,
     pub(crate) user_agent: String,
     pub(crate) cert_auth: bool,
+    /// The user-profile the login announces.
+    pub(crate) profile: Option<crate::usercfg::Profile>,
 }
 
 pub(crate) struct Shard {
@@ -322,6 +324,7 @@ impl Shard {
             mobile,
             user_agent,
             cert_auth,
+            profile: _,
         } = login;
         let max_same = policy
             .max_same_clients
@@ -464,6 +467,14 @@ impl Shard {
             .borrow()
             .get(cookie)
             .is_some_and(|s| s.policy.deny_roaming == Some(true) && s.login_ip != ip)
+    }
+
+    /// The user-profile of `cookie`'s session (`None`: no such session).
+    pub(crate) fn profile_of(&self, cookie: &Cookie) -> Option<Option<std::path::PathBuf>> {
+        self.sessions
+            .borrow()
+            .get(cookie)
+            .map(|s| s.policy.user_profile.clone())
     }
 
     /// The session of `cookie`, once it has its address (`lease_for`).

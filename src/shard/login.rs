@@ -21,6 +21,7 @@ use crate::proto::auth::{self, AuthExchange, AuthRequest, GroupOption, Step, Ver
 use crate::proto::connect as negotiate;
 use crate::proto::http::{self, Method, Response};
 use crate::tls::TlsSession;
+use crate::usercfg::Profile;
 
 fn xml_reply(doc: &[u8]) -> Vec<u8> {
     Response::new(200, "OK")
@@ -313,10 +314,12 @@ pub(super) async fn adopt_login(shard: Rc<Shard>, conn: Conn, login: Login) {
     };
     let limit = shard.shared.config.get().auth_timeout();
     let user = login.user.clone();
+    let profile = login.profile.clone();
     let mut conn = conn;
     match shard.create_session(login, peer) {
         Ok(cookie) => {
-            let sent = with_timeout(limit, conn.send(&success_reply(&shard, cookie))).await;
+            let reply = success_reply(&shard, cookie, profile.as_ref());
+            let sent = with_timeout(limit, conn.send(&reply)).await;
             if sent != Some(true) {
                 return;
             }
@@ -327,6 +330,18 @@ pub(super) async fn adopt_login(shard: Rc<Shard>, conn: Conn, login: Login) {
         }
     }
     await_connect(&shard, conn, limit).await;
+}
+
+/// A user-profile request moved here from the shard that accepted it;
+/// the connection may carry the session's CONNECT next.
+pub(super) async fn adopt_profile(shard: Rc<Shard>, conn: Conn, head: http::RequestHead) {
+    let Ok(_slot) = LoginSlot::acquire(&shard, conn.peer.ip(), false) else {
+        return;
+    };
+    let limit = shard.shared.config.get().auth_timeout();
+    if let Some(conn) = super::profile::serve(&shard, conn, head).await {
+        await_connect(&shard, conn, limit).await;
+    }
 }
 
 /// The next request, or `None` when the connection is done: closed, or
@@ -369,6 +384,12 @@ async fn await_connect(shard: &Rc<Shard>, conn: Conn, limit: Duration) {
                         super::conn::connect(shard.clone(), conn, req.head),
                     );
                     return;
+                }
+                Method::Get if super::profile::wanted(&req.head.path) => {
+                    match super::profile::serve(shard, conn, req.head).await {
+                        Some(c) => conn = c,
+                        None => return,
+                    }
                 }
                 Method::Get => {
                     let not_found = Response::new(404, "Not Found").body(b"");
@@ -453,6 +474,10 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                     return None;
                 }
             }
+        }
+        if req.head.method == Method::Get && super::profile::wanted(&req.head.path) {
+            conn = super::profile::serve(&shard, conn, req.head).await?;
+            continue;
         }
         let areq = match req.head.method {
             // Its own task: the tunnel outlives the login's larger state.
@@ -642,7 +667,18 @@ async fn finish(
         Ok::<_, std::io::Error>(groups.map(|g| {
             let group = pick_group(g, wanted)?;
             crate::usercfg::load(&cfg.users, &name, group.as_deref(), &config.user_defaults)
-                .map(|policy| (group, policy))
+                .map(|policy| {
+                    // Announced at login: read now, off the executor.
+                    let profile = policy.user_profile.as_deref().and_then(|p| {
+                        Profile::read(p)
+                            .map_err(
+                                |e| tracing::warn!(user = %name, "user-profile not announced: {e}"),
+                            )
+                            .ok()
+                            .map(|(profile, _)| profile)
+                    });
+                    (group, policy, profile)
+                })
                 .map_err(|why| {
                     (
                         "User configuration error",
@@ -663,7 +699,7 @@ async fn finish(
             None
         }
     };
-    let (group, policy) = match checked {
+    let (group, policy, profile) = match checked {
         None => return Err(LoginError::WrongPassword),
         Some(Err((tell, why))) => {
             refused(shard, peer, Some(&user), &why);
@@ -711,11 +747,13 @@ async fn finish(
                     mobile,
                     user_agent,
                     cert_auth,
+                    profile,
                 }),
             ));
         }
     }
     let name = user.clone();
+    let announced = profile.clone();
     match shard.create_session(
         Login {
             user,
@@ -724,10 +762,15 @@ async fn finish(
             mobile,
             user_agent,
             cert_auth,
+            profile,
         },
         peer,
     ) {
-        Ok(cookie) => Ok(Done::Reply(success_reply(shard, cookie))),
+        Ok(cookie) => Ok(Done::Reply(success_reply(
+            shard,
+            cookie,
+            announced.as_ref(),
+        ))),
         Err(why) => {
             refused(shard, peer, Some(&name), why);
             Err(LoginError::Refused(why))
@@ -765,15 +808,40 @@ fn explicit_v4_of_v6(
     }
 }
 
-fn success_reply(shard: &Shard, cookie: Cookie) -> Vec<u8> {
+/// The login's answer: the cookie, the banner and, with a user-profile,
+/// where to fetch it (the XML manifest, and the `webvpnc` cookie older
+/// AnyConnect clients read).
+fn success_reply(shard: &Shard, cookie: Cookie, profile: Option<&Profile>) -> Vec<u8> {
     let cfg = shard.shared.config.get();
     let banner = Some(cfg.raw.auth.banner.as_str()).filter(|b| !b.is_empty());
-    Response::new(200, "OK")
+    let mut r = Response::new(200, "OK")
         .header("Connection", "Keep-Alive")
         .header("Content-Type", "text/xml")
         .header("X-Transcend-Version", 1)
-        .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"))
-        .body(&auth::success_document(banner))
+        .header("Set-Cookie", format!("webvpn={cookie}; Secure; HttpOnly"));
+    let profile = profile.map(|p| (url_escape(&p.name), p.sha1.as_str()));
+    if let Some((name, sha1)) = &profile {
+        r = r.header(
+            "Set-Cookie",
+            format!(
+                "webvpnc=bu:/&p:t&iu:1/&fu:profiles%2F{name}&fh:{sha1}; path=/; Secure; HttpOnly"
+            ),
+        );
+    }
+    r.body(&auth::success_document(
+        banner,
+        profile.as_ref().map(|(n, h)| (n.as_str(), *h)),
+    ))
+}
+
+/// A file name inside a cookie value or a URL.
+fn url_escape(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The group a login runs in: the client's pick if the user is a member,

@@ -14,6 +14,7 @@ mod limits;
 mod login;
 mod notify;
 mod privileges;
+mod profile;
 pub mod reload;
 mod stream;
 mod tun;
@@ -127,6 +128,8 @@ pub(crate) enum Moved {
     /// A login whose session must live on the shard owning its
     /// `explicit-ipv4` address: the session is created there.
     Login(Box<core::Login>),
+    /// A GET of the user-profile whose cookie names another shard.
+    Profile(crate::proto::http::RequestHead),
 }
 
 /// What reaches a shard's inbox: migrations and admin commands, never
