@@ -33,10 +33,61 @@ pub enum ConfigError {
     },
 }
 
+/// One address or a list of them (`"0.0.0.0"` or `["0.0.0.0", "::"]`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Addresses {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Addresses {
+    fn texts(&self) -> &[String] {
+        match self {
+            Self::One(a) => std::slice::from_ref(a),
+            Self::Many(v) => v,
+        }
+    }
+
+    /// The addresses, checked: IP addresses, no repeats, and a wildcard
+    /// alone in its family (it covers the others).
+    pub fn addresses(&self) -> Result<Vec<IpAddr>, String> {
+        let mut all: Vec<IpAddr> = Vec::new();
+        for t in self.texts() {
+            let a: IpAddr = t
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected an IP address, got {t:?}"))?;
+            if all.contains(&a) {
+                return Err(format!("{a} is listed twice"));
+            }
+            all.push(a);
+        }
+        for a in &all {
+            if a.is_unspecified() && all.iter().any(|b| b != a && b.is_ipv4() == a.is_ipv4()) {
+                return Err(format!(
+                    "{a} already covers the other addresses of its family"
+                ));
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.texts())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
-    pub listen: String,
+    /// Addresses the TCP listeners bind to, and the UDP (DTLS) sockets
+    /// unless `udp_listen` names others: one, or a list.
+    pub listen: Addresses,
+    /// Where DTLS listens instead (ocserv's udp-listen-host); empty: `listen`.
+    pub udp_listen: Addresses,
     pub tcp_port: u16,
     pub udp_port: u16,
     pub workers: usize,
@@ -67,7 +118,8 @@ pub struct Server {
 impl Default for Server {
     fn default() -> Self {
         Self {
-            listen: "0.0.0.0".into(),
+            listen: Addresses::Many(vec!["0.0.0.0".into(), "::".into()]),
+            udp_listen: Addresses::Many(Vec::new()),
             tcp_port: 443,
             udp_port: 443,
             workers: 0,
@@ -491,7 +543,9 @@ pub struct RawConfig {
 pub struct Config {
     pub file: PathBuf,
     pub raw: RawConfig,
-    pub listen: IpAddr,
+    /// `server.listen` and `server.udp_listen` (or `listen` again), checked.
+    pub listen: Vec<IpAddr>,
+    pub udp_listen: Vec<IpAddr>,
     pub ipv4_network: Ipv4Net,
     pub ipv6_network: Option<Ipv6Net>,
     pub dns: Vec<IpAddr>,
@@ -617,12 +671,19 @@ impl Config {
             }
         }
 
-        let listen = raw.server.listen.parse().map_err(|_| {
-            bad(
-                "server.listen",
-                format!("expected an IP address, got {:?}", raw.server.listen),
-            )
-        })?;
+        let listen = raw
+            .server
+            .listen
+            .addresses()
+            .map_err(|reason| bad("server.listen", reason))?;
+        if listen.is_empty() {
+            return Err(bad("server.listen", "expected at least one address".into()));
+        }
+        let udp_listen = match raw.server.udp_listen.addresses() {
+            Ok(a) if a.is_empty() => listen.clone(),
+            Ok(a) => a,
+            Err(reason) => return Err(bad("server.udp_listen", reason)),
+        };
         if raw.server.tcp_port == 0 {
             return Err(bad(
                 "server.tcp_port",
@@ -892,6 +953,7 @@ impl Config {
             ocserv_notes: Vec::new(),
             raw,
             listen,
+            udp_listen,
             ipv4_network,
             ipv6_network,
             dns,
@@ -991,9 +1053,10 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\nuser_profile = {upr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\nexpose_iroutes = {eir}   # {eirn} known\nappend_routes = {apr}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrekey_time = {rkt}\nrekey_method = {rkm:?}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\nudp_listen = {udpl:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\nuser_profile = {upr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\nexpose_iroutes = {eir}   # {eirn} known\nappend_routes = {apr}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrekey_time = {rkt}\nrekey_method = {rkm:?}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
-            listen = self.listen.to_string(),
+            listen = self.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            udpl = self.udp_listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
             tcp = r.server.tcp_port,
             udp = r.server.udp_port,
             workers = self.workers,

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::raw::{cookie_of, header, headers, login_cookie, RawTls, Reply};
+use common::raw::{cookie_of, header, headers, login_cookie, tcp_in, RawTls, Reply};
 use common::*;
 
 /// The harness's configuration for `net`, written as `server.toml`: a server
@@ -807,4 +807,83 @@ fn the_user_profile_is_announced_and_served_to_sessions() {
         server.count_log("profile request moved to its session's shard") > 0,
         "no request landed on the other shard"
     );
+}
+
+/// listen with several addresses (IPv6 among them) and udp_listen
+/// (ocserv's udp-listen-host): TCP answers on each listed address and no
+/// other, DTLS only where udp_listen says; a client over IPv6 gets its
+/// tunnel and DTLS, one on an address without DTLS works over CSTP.
+#[test]
+fn several_listen_addresses_ipv6_and_a_separate_udp_address() {
+    let _g = serial();
+    let mut net = Net::new("lsn", 2);
+    let (s, c1) = (net.server_ns.clone(), net.client_ns[0].clone());
+    let dev = |ns: &str, addr: &str| {
+        must(&format!("ip -n {ns} -o -4 addr show"))
+            .lines()
+            .find(|l| l.contains(addr))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .to_owned()
+    };
+    let (sdev, cdev) = (dev(&s, "10.91.1.1"), dev(&c1, "10.91.1.2"));
+    must(&format!("ip -n {s} addr add fd91:1::1/64 dev {sdev} nodad"));
+    must(&format!(
+        "ip -n {c1} addr add fd91:1::2/64 dev {cdev} nodad"
+    ));
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            server_keys: "listen = [\"10.91.2.1\", \"fd91:1::1\"]\nudp_listen = \"fd91:1::1\"\n"
+                .into(),
+            dtls: Dtls::Psk,
+            ..ServerOpts::default()
+        },
+    );
+    let listening = must(&format!("ip netns exec {s} ss -Htln"));
+    assert!(
+        listening.contains("10.91.2.1:443") && listening.contains("[fd91:1::1]:443"),
+        "{listening}"
+    );
+    assert!(
+        !listening.contains("10.91.1.1:443") && !listening.contains("*:443"),
+        "{listening}"
+    );
+    let to: std::net::SocketAddr = "10.91.1.1:443".parse().unwrap();
+    assert!(
+        tcp_in(&c1, to).is_err(),
+        "an address not listed"
+    );
+
+    let alice = openconnect_on(&mut net, &server, "https://[fd91:1::1]/");
+    alice.wait_connected();
+    alice.wait_dtls();
+    assert_eq!(
+        ping_rtts(&net, &c1, &server.tunnel_ip, 3, "0.2").len(),
+        3,
+        "over IPv6 and DTLS"
+    );
+    let bob = start_client(&mut net, &server, 2, "bob", &["wonderland"]);
+    bob.wait_connected();
+    assert_eq!(
+        ping_rtts(&net, &net.client_ns[1], &server.tunnel_ip, 3, "0.2").len(),
+        3,
+        "over CSTP"
+    );
+    let users = server.ctl_json("show users");
+    let channel = |who: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["Username"] == who)
+            .map(|u| u["Channel"].clone())
+    };
+    assert_eq!(
+        channel("alice"),
+        Some(serde_json::json!("DTLS")),
+        "{users:#}"
+    );
+    assert_eq!(channel("bob"), Some(serde_json::json!("CSTP")), "{users:#}");
+    assert!(!bob.log_text().contains("Established DTLS"));
 }

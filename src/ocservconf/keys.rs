@@ -20,7 +20,6 @@ struct State {
     ipv4_network: Option<(usize, String)>,
     ipv4_netmask: Option<(usize, String)>,
     ipv6_network: Option<(usize, String)>,
-    listen_host: Option<String>,
     udp_listen_host: Option<(usize, String)>,
     certs: usize,
     keys: usize,
@@ -84,8 +83,7 @@ impl State {
                 let ip: IpAddr = v.parse().map_err(|_| {
                     format!("expected an IP address, got {v:?}: listening on a host name's addresses is not supported")
                 })?;
-                r.server.listen = ip.to_string();
-                self.listen_host = Some(ip.to_string());
+                r.server.listen = crate::config::Addresses::One(ip.to_string());
             }
             "udp-listen-host" => self.udp_listen_host = Some((e.line, v.to_owned())),
             "listen-host-is-dyndns" => self.note(e, "no meaning here: the listen address is an IP address, bound once"),
@@ -273,14 +271,14 @@ impl State {
             r.network.ipv6_network = net.clone();
         }
         if let Some((line, udp)) = &self.udp_listen_host {
-            let same = self.listen_host.as_deref().unwrap_or("0.0.0.0");
-            if udp.parse::<IpAddr>().map(|a| a.to_string()).ok().as_deref() != Some(same) {
-                return Err(refuse(
+            let ip: IpAddr = udp.parse().map_err(|_| {
+                refuse(
                     *line,
                     "udp-listen-host",
-                    "not supported yet: UDP listens where TCP does (listen-host)".into(),
-                ));
-            }
+                    format!("expected an IP address, got {udp:?}"),
+                )
+            })?;
+            r.server.udp_listen = crate::config::Addresses::One(ip.to_string());
         }
         match (self.camouflage, self.camouflage_secret.take()) {
             (Some((_, true)), Some(secret)) if !secret.is_empty() => {
@@ -567,7 +565,8 @@ mod tests {
             ("no-such-key = 1", true),
             ("iroute = 10.0.0.0/8", true),
             ("ipv6-subnet-prefix = 64", true),
-            ("udp-listen-host = 10.0.0.1", true),
+            ("udp-listen-host = 10.0.0.1", false),
+            ("udp-listen-host = vpn.example.com", true),
             ("route = default", false),
             ("ping-leases = true", false),
             ("append-routes = true", false),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -158,11 +158,25 @@ pub(crate) struct Shard {
 /// Reads kept posted on the TUN queue, and slots for packets out.
 const TUN_READS: usize = 64;
 const TX_SLOTS: usize = 512;
-const LISTEN_BACKLOG: i32 = 1024;
 
 const TICK: Duration = Duration::from_millis(100);
 /// How long shutdown waits for clients to be told and sockets flushed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let s = shard.clone();
+                super::guard::spawn(&shard, "login", super::login::serve(s, stream));
+            }
+            Err(e) => {
+                tracing::warn!(shard = %shard.id, "accept: {e}");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
 
 pub(crate) async fn run_shard(
     id: ShardId,
@@ -173,31 +187,13 @@ pub(crate) async fn run_shard(
     let _closer = super::inbox::CloseOnExit::new(&shared, id);
     let cfg = shared.config.get();
     let cfg = &*cfg;
-    let addr = std::net::SocketAddr::new(cfg.listen, cfg.raw.server.tcp_port);
-    let listener = match sys::net::tcp_listener(addr, LISTEN_BACKLOG) {
-        // SAFETY: a fresh listening socket that nobody else owns.
-        Ok(fd) => unsafe { TcpListener::from_raw_fd(fd) },
+    let (listeners, udp) = match super::listen::open(cfg, shared.shards, id) {
+        Ok(s) => s,
         Err(e) => {
             // One shard down means the server is down: stop the others.
             shared.shutdown.store(true, Ordering::Release);
-            return Err(format!("listening on {addr}: {e}"));
+            return Err(e);
         }
-    };
-    let udp = if cfg.dtls_enabled() {
-        let addr = std::net::SocketAddr::new(cfg.listen, cfg.raw.server.udp_port);
-        let sock = sys::net::udp_socket(addr, None).and_then(|fd| {
-            sys::net::reuseport_listeners_only(fd, shared.shards as u32).map(|()| fd)
-        });
-        match sock {
-            // SAFETY: a fresh socket that nobody else owns.
-            Ok(fd) => Some(unsafe { glommio::net::UdpSocket::from_raw_fd(fd) }),
-            Err(e) => {
-                shared.shutdown.store(true, Ordering::Release);
-                return Err(format!("UDP (DTLS) on {addr}: {e}"));
-            }
-        }
-    } else {
-        None
     };
     // Room for a packet of the TUN MTU plus any channel's framing.
     let slot = (usize::from(cfg.raw.network.mtu) + 128).max(2048);
@@ -242,25 +238,12 @@ pub(crate) async fn run_shard(
     spawn_local(super::inbox::serve(shard.clone(), wake)).detach();
     shared.started.fetch_add(1, Ordering::AcqRel);
     spawn_local(super::tun::read_loop(shard.clone())).detach();
-    if let Some(sock) = udp {
-        spawn_local(super::udp::listen_loop(shard.clone(), sock)).detach();
+    for (sock, local) in udp {
+        spawn_local(super::udp::listen_loop(shard.clone(), sock, local)).detach();
     }
-    let acceptor = shard.clone();
-    spawn_local(async move {
-        loop {
-            match listener.accept().await {
-                Ok(stream) => {
-                    let s = acceptor.clone();
-                    super::guard::spawn(&acceptor, "login", super::login::serve(s, stream));
-                }
-                Err(e) => {
-                    tracing::warn!(shard = %acceptor.id, "accept: {e}");
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    })
-    .detach();
+    for listener in listeners {
+        spawn_local(accept_loop(shard.clone(), listener)).detach();
+    }
 
     let mut last_sweep = Instant::now();
     while !shared.shutdown.load(Ordering::Acquire) {
@@ -570,13 +553,15 @@ impl Shard {
             ShardMsg::Moved(h) => {
                 super::guard::spawn(self, "hand-off", super::conn::adopt(self.clone(), *h));
             }
-            ShardMsg::DtlsHello {
-                app_id,
-                from,
-                datagram,
-            } => {
+            ShardMsg::DtlsHello(h) => {
+                let super::DtlsHello {
+                    app_id,
+                    from,
+                    local,
+                    datagram,
+                } = *h;
                 let _ = super::guard::contain_now(self, "ClientHello", || {
-                    super::dtls::start(self, app_id, from, datagram)
+                    super::dtls::start(self, app_id, (from, local), datagram)
                 });
             }
             ShardMsg::Admin(job) => {

@@ -63,6 +63,8 @@ pub(crate) struct DtlsChannel {
     /// resume), not a retransmission.
     hello_random: Cell<[u8; 32]>,
     sock: UdpSocket,
+    /// The server address the client sends to (one of `udp_listen`).
+    local: SocketAddr,
     pub(crate) peer: SocketAddr,
     created: Instant,
     /// The last record that authenticated (data, DPD, keepalive).
@@ -166,7 +168,7 @@ impl DtlsChannel {
             self.on_datagram(shard, tunnel, now, data);
         } else {
             tracing::debug!(peer = %self.peer, stray = %from, "datagram from another client on a connected socket: routed");
-            super::udp::route_hello(shard, data, from);
+            super::udp::route_hello(shard, data, from, self.local);
         }
     }
 
@@ -328,7 +330,14 @@ fn hello_random(datagram: &[u8]) -> Option<[u8; 32]> {
 }
 
 /// A ClientHello for the session `app_id` (it names this shard) from `from`.
-pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hello: Vec<u8>) {
+/// `local`: the server address the hello was sent to; the channel's
+/// socket binds it, so replies leave from where the client expects them.
+pub(crate) fn start(
+    shard: &Rc<Shard>,
+    app_id: AppId,
+    (from, local): (SocketAddr, SocketAddr),
+    mut hello: Vec<u8>,
+) {
     let Some(tunnel) = shard.dtls_tunnel(&app_id) else {
         tracing::debug!(%from, "DTLS ClientHello for no live session");
         return;
@@ -355,9 +364,6 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
             return;
         }
     }
-    let cfg = shard.shared.config.get();
-    let local = SocketAddr::new(cfg.listen, cfg.raw.server.udp_port);
-    drop(cfg);
     let fd = match sys::net::udp_socket(local, Some(from)) {
         Ok(fd) => fd,
         Err(e) => {
@@ -380,6 +386,7 @@ pub(crate) fn start(shard: &Rc<Shard>, app_id: AppId, from: SocketAddr, mut hell
         mtu: tunnel.base_mtu,
         hello_random: Cell::new(hello_random(&hello).unwrap_or_default()),
         sock,
+        local,
         peer: from,
         created: now,
         last_rx: Cell::new(now),

@@ -11,6 +11,7 @@ pub mod guard;
 mod inbox;
 mod leases;
 mod limits;
+mod listen;
 mod login;
 mod notify;
 mod privileges;
@@ -132,16 +133,21 @@ pub(crate) enum Moved {
     Profile(crate::proto::http::RequestHead),
 }
 
+/// A ClientHello that landed on another shard's UDP socket.
+pub(crate) struct DtlsHello {
+    pub(crate) app_id: shards::AppId,
+    pub(crate) from: std::net::SocketAddr,
+    /// The server address it was sent to.
+    pub(crate) local: std::net::SocketAddr,
+    pub(crate) datagram: Vec<u8>,
+}
+
 /// What reaches a shard's inbox: migrations and admin commands, never
 /// packets.
 pub(crate) enum ShardMsg {
     Moved(Box<Handoff>),
     /// A ClientHello that landed on another shard's UDP socket.
-    DtlsHello {
-        app_id: shards::AppId,
-        from: std::net::SocketAddr,
-        datagram: Vec<u8>,
-    },
+    DtlsHello(Box<DtlsHello>),
     /// From the control thread (see `admin`).
     Admin(admin::AdminJob),
 }

@@ -74,6 +74,10 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
         }
     };
     keep("server.listen", o.server.listen != n.server.listen);
+    keep(
+        "server.udp_listen",
+        o.server.udp_listen != n.server.udp_listen,
+    );
     keep("server.tcp_port", o.server.tcp_port != n.server.tcp_port);
     keep("server.udp_port", o.server.udp_port != n.server.udp_port);
     keep("server.workers", o.server.workers != n.server.workers);
@@ -111,7 +115,8 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
     n.network.tun_offload = o.network.tun_offload;
     n.control = o.control.clone();
     n.monitoring = o.monitoring.clone();
-    new.listen = old.listen;
+    new.listen.clone_from(&old.listen);
+    new.udp_listen.clone_from(&old.udp_listen);
     new.workers = old.workers;
     new.run_as.clone_from(&old.run_as);
     new.ipv4_network = old.ipv4_network;

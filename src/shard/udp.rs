@@ -14,7 +14,8 @@ use super::core::Shard;
 use super::ShardMsg;
 use crate::proto::dtls;
 
-pub(crate) async fn listen_loop(shard: Rc<Shard>, sock: UdpSocket) {
+/// Serves the unconnected socket bound to `local`.
+pub(crate) async fn listen_loop(shard: Rc<Shard>, sock: UdpSocket, local: SocketAddr) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let (n, from) = match sock.recv_from(&mut buf).await {
@@ -26,20 +27,20 @@ pub(crate) async fn listen_loop(shard: Rc<Shard>, sock: UdpSocket) {
             }
         };
         let _ = super::guard::contain_now(&shard, "ClientHello", || {
-            route_hello(&shard, &buf[..n], from)
+            route_hello(&shard, &buf[..n], from, local)
         });
     }
 }
 
 /// Sends a ClientHello to the home shard its App-ID names; anything else
 /// is noise here and dropped.
-pub(crate) fn route_hello(shard: &Rc<Shard>, data: &[u8], from: SocketAddr) {
+pub(crate) fn route_hello(shard: &Rc<Shard>, data: &[u8], from: SocketAddr, local: SocketAddr) {
     let Some(app_id) = dtls::client_hello_session_id(data).and_then(AppId::from_bytes) else {
         return;
     };
     let home = app_id.home_shard();
     if home == shard.id {
-        super::dtls::start(shard, app_id, from, data.to_vec());
+        super::dtls::start(shard, app_id, (from, local), data.to_vec());
     } else if !shard.shared.live_app_ids.is_live(home, &app_id) {
         // Forged or stale: not worth a cross-shard message.
         tracing::debug!(%from, to = %home, "ClientHello for an App-ID that shard has not issued or that ended: dropped");
@@ -47,10 +48,11 @@ pub(crate) fn route_hello(shard: &Rc<Shard>, data: &[u8], from: SocketAddr) {
         // Dropped if that shard is stopping or far behind: the client
         // retransmits its hello.
         tracing::debug!(%from, from_shard = %shard.id, to = %home, "ClientHello forwarded to its home shard");
-        let _ = inbox.post(ShardMsg::DtlsHello {
+        let _ = inbox.post(ShardMsg::DtlsHello(Box::new(super::DtlsHello {
             app_id,
             from,
+            local,
             datagram: data.to_vec(),
-        });
+        })));
     }
 }

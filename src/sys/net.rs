@@ -10,6 +10,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// restarted server bind while old connections sit in TIME_WAIT.
 pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<RawFd> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // `::` beside `0.0.0.0`: each family on its own socket.
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
     sock.bind(&addr.into())?;
@@ -22,6 +26,9 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<RawFd> {
 /// socket beats the reuseport group in the lookup).
 pub fn udp_socket(addr: SocketAddr, peer: Option<SocketAddr>) -> io::Result<RawFd> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
     sock.set_nonblocking(true)?;

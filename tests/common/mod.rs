@@ -262,12 +262,18 @@ pub(crate) fn start_server(net: &mut Net, opts: ServerOpts) -> Server {
     fs::write(
         &cfg,
         format!(
-            "[server]\nlisten = \"0.0.0.0\"\ntcp_port = 443\nudp_port = {udp}\nworkers = {w}\n{server}\
+            "[server]\n{listen}tcp_port = 443\nudp_port = {udp}\nworkers = {w}\n{server}\
              [tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\ngenerate_self_signed = true\n\
              [auth]\npasswd_file = \"ocpasswd\"\n{auth}\
              [network]\ndevice = \"vpns\"\nipv4_network = \"{net}\"\nmtu = 1400\n{network}\
              [session]\ndpd = {dpd}\ncookie_timeout = {ct}\nauth_timeout = {at}\n{session}\
              [dtls]\npsk_negotiate = {psk}\n[control]\nsocket = \"ctl.socket\"\n{extra}",
+            // server_keys may name the addresses instead.
+            listen = if opts.server_keys.lines().any(|l| l.starts_with("listen ")) {
+                ""
+            } else {
+                "listen = \"0.0.0.0\"\n"
+            },
             udp = if opts.dtls == Dtls::Off { 0 } else { 443 },
             psk = opts.dtls == Dtls::Psk,
             w = opts.workers,

@@ -1,0 +1,64 @@
+//! A shard's listening sockets: a TCP listener on each `listen` address
+//! and, with DTLS, a UDP socket on each `udp_listen` address, all in the
+//! shards' SO_REUSEPORT groups.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::FromRawFd;
+
+use glommio::net::{TcpListener, UdpSocket};
+use shards::ShardId;
+
+use crate::config::Config;
+use crate::sys;
+
+const LISTEN_BACKLOG: i32 = 1024;
+
+type Sockets = (Vec<TcpListener>, Vec<(UdpSocket, SocketAddr)>);
+
+/// Opens them all, or says which one failed. The IPv6 wildcard beside
+/// other addresses (the default: both families) is skipped with a warning
+/// where the host has no IPv6.
+pub(super) fn open(cfg: &Config, shards: usize, id: ShardId) -> Result<Sockets, String> {
+    let optional = |a: &IpAddr, list: &[IpAddr]| {
+        *a == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) && list.len() > 1
+    };
+    let no_ipv6 = |e: &std::io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+        )
+    };
+    let mut tcp = Vec::new();
+    for a in &cfg.listen {
+        let addr = SocketAddr::new(*a, cfg.raw.server.tcp_port);
+        match sys::net::tcp_listener(addr, LISTEN_BACKLOG) {
+            // SAFETY: a fresh listening socket that nobody else owns.
+            Ok(fd) => tcp.push(unsafe { TcpListener::from_raw_fd(fd) }),
+            Err(e) if optional(a, &cfg.listen) && no_ipv6(&e) => {
+                if id.0 == 0 {
+                    tracing::warn!("not listening on {addr}: {e} (no IPv6 here?)");
+                }
+            }
+            Err(e) => return Err(format!("listening on {addr}: {e}")),
+        }
+    }
+    let mut udp = Vec::new();
+    if cfg.dtls_enabled() {
+        for a in &cfg.udp_listen {
+            let addr = SocketAddr::new(*a, cfg.raw.server.udp_port);
+            let sock = sys::net::udp_socket(addr, None)
+                .and_then(|fd| sys::net::reuseport_listeners_only(fd, shards as u32).map(|()| fd));
+            match sock {
+                // SAFETY: a fresh socket that nobody else owns.
+                Ok(fd) => udp.push((unsafe { UdpSocket::from_raw_fd(fd) }, addr)),
+                Err(e) if optional(a, &cfg.udp_listen) && no_ipv6(&e) => {
+                    if id.0 == 0 {
+                        tracing::warn!("no DTLS on {addr}: {e} (no IPv6 here?)");
+                    }
+                }
+                Err(e) => return Err(format!("UDP (DTLS) on {addr}: {e}")),
+            }
+        }
+    }
+    Ok((tcp, udp))
+}
