@@ -990,6 +990,19 @@ impl Config {
         Ok(out)
     }
 
+    /// Socket activation: the passed sockets decide where the server
+    /// listens (and the DTLS port clients are told); no UDP socket, no DTLS.
+    pub fn listen_on_passed(&mut self, p: &crate::sys::activation::Passed) {
+        let s = &mut self.raw.server;
+        self.listen = p.tcp.iter().map(|(_, a)| a.ip()).collect();
+        self.udp_listen = p.udp.iter().map(|(_, a)| a.ip()).collect();
+        s.tcp_port = p.tcp.first().map_or(0, |(_, a)| a.port());
+        s.udp_port = p.udp.first().map_or(0, |(_, a)| a.port());
+        let texts = |v: &[IpAddr]| Addresses::Many(v.iter().map(ToString::to_string).collect());
+        s.listen = texts(&self.listen);
+        s.udp_listen = texts(&self.udp_listen);
+    }
+
     /// The server's own address on the TUN device: the first host address.
     pub fn server_address(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.ipv4_network.network()) + 1)

@@ -199,7 +199,16 @@ fn run(config: Config) -> Result<(), String> {
         std::fs::write(&pid_file, format!("{}\n", std::process::id()))
             .map_err(|e| format!("pid file {}: {e}", pid_file.display()))?;
     }
-    let ran = ocserv_uring::shard::run(config).map_err(|e| e.to_string());
+    let mut config = config;
+    let passed = ocserv_uring::sys::activation::take()?;
+    if let Some(p) = &passed {
+        config.listen_on_passed(p);
+        tracing::info!(
+            tcp = ?config.listen, udp = ?config.udp_listen, tcp_port = config.raw.server.tcp_port, udp_port = config.raw.server.udp_port,
+            "socket activation: serving the service manager's sockets ([server] listen and ports give way)"
+        );
+    }
+    let ran = ocserv_uring::shard::run(config, passed).map_err(|e| e.to_string());
     if !pid_file.as_os_str().is_empty() {
         // Fails after run_as_user in a root-owned directory: the service
         // manager (PIDFile=) or the next start takes care of it.

@@ -850,10 +850,7 @@ fn several_listen_addresses_ipv6_and_a_separate_udp_address() {
         "{listening}"
     );
     let to: std::net::SocketAddr = "10.91.1.1:443".parse().unwrap();
-    assert!(
-        tcp_in(&c1, to).is_err(),
-        "an address not listed"
-    );
+    assert!(tcp_in(&c1, to).is_err(), "an address not listed");
 
     let alice = openconnect_on(&mut net, &server, "https://[fd91:1::1]/");
     alice.wait_connected();
@@ -886,4 +883,65 @@ fn several_listen_addresses_ipv6_and_a_separate_udp_address() {
     );
     assert_eq!(channel("bob"), Some(serde_json::json!("CSTP")), "{users:#}");
     assert!(!bob.log_text().contains("Established DTLS"));
+}
+
+/// systemd socket activation, as Debian's ocserv.socket does it: the
+/// service manager's TCP and UDP sockets on port 443 (dual-stack `::`),
+/// here opened by systemd-socket-activate, are served by every shard; an
+/// IPv4 client on them is an IPv4 client, with its tunnel and DTLS.
+#[test]
+fn socket_activation_serves_the_service_managers_sockets() {
+    let _g = serial();
+    let mut net = Net::new("sact", 1);
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            dtls: Dtls::Psk,
+            ..ServerOpts::default()
+        },
+    );
+    must(&format!("kill -TERM {}", server.pid));
+    net.wait_exit(server.pid, Duration::from_secs(10))
+        .expect("the first server stopped");
+    let (s, c1) = (net.server_ns.clone(), net.client_ns[0].clone());
+    let log = net.dir.join("activated.log");
+    let pid = net.spawn_in(
+        &s,
+        &format!(
+            "systemd-socket-activate -l 443 systemd-socket-activate --datagram -l 443 {BIN} -c {}",
+            net.dir.join("server.toml").display()
+        ),
+        &log,
+    );
+    // Like a socket unit, the first connection starts the service.
+    let to: std::net::SocketAddr = format!("{}:443", net.server_ip(1)).parse().unwrap();
+    let _first = wait_for(Duration::from_secs(10), "the socket to listen", || {
+        tcp_in(&c1, to).ok()
+    });
+    wait_for(Duration::from_secs(20), "the server ready", || {
+        fs::read_to_string(&log)
+            .ok()
+            .filter(|t| t.contains("ocserv-uring ready"))
+    });
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("socket activation: serving"), "{text}");
+    let listening = must(&format!("ip netns exec {s} ss -Htln"));
+    assert_eq!(
+        listening.matches(":443").count(),
+        1,
+        "one listener, systemd's: {listening}"
+    );
+
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    alice.wait_dtls();
+    assert_eq!(ping_rtts(&net, &c1, &server.tunnel_ip, 3, "0.2").len(), 3);
+    let users = server.ctl_json("show users");
+    assert_eq!(users[0]["Remote IP"], "10.91.1.2", "{users:#}");
+    assert_eq!(users[0]["Channel"], "DTLS", "{users:#}");
+    must(&format!("kill -TERM {pid}"));
+    assert!(net
+        .wait_exit(pid, Duration::from_secs(10))
+        .expect("stopped")
+        .success());
 }

@@ -187,7 +187,11 @@ pub(crate) async fn run_shard(
     let _closer = super::inbox::CloseOnExit::new(&shared, id);
     let cfg = shared.config.get();
     let cfg = &*cfg;
-    let (listeners, udp) = match super::listen::open(cfg, shared.shards, id) {
+    let opened = match &shared.passed {
+        Some(p) => super::listen::passed(p),
+        None => super::listen::open(cfg, shared.shards, id),
+    };
+    let (listeners, udp) = match opened {
         Ok(s) => s,
         Err(e) => {
             // One shard down means the server is down: stop the others.

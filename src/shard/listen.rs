@@ -15,6 +15,29 @@ const LISTEN_BACKLOG: i32 = 1024;
 
 type Sockets = (Vec<TcpListener>, Vec<(UdpSocket, SocketAddr)>);
 
+/// Socket activation: the same sockets for every shard (each its own
+/// descriptor): connections and first ClientHellos go to whichever shard
+/// asks first, as the service manager opened one socket of each.
+pub(super) fn passed(p: &sys::activation::Passed) -> Result<Sockets, String> {
+    let dup = |fd: &std::os::fd::OwnedFd| {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        sys::dup(fd.as_raw_fd())
+            .map(IntoRawFd::into_raw_fd)
+            .map_err(|e| format!("socket activation: {e}"))
+    };
+    let mut tcp = Vec::new();
+    for (fd, _) in &p.tcp {
+        // SAFETY: a fresh descriptor of a listening socket, owned by nobody else.
+        tcp.push(unsafe { TcpListener::from_raw_fd(dup(fd)?) });
+    }
+    let mut udp = Vec::new();
+    for (fd, local) in &p.udp {
+        // SAFETY: as above, of a UDP socket.
+        udp.push((unsafe { UdpSocket::from_raw_fd(dup(fd)?) }, *local));
+    }
+    Ok((tcp, udp))
+}
+
 /// Opens them all, or says which one failed. The IPv6 wildcard beside
 /// other addresses (the default: both families) is skipped with a warning
 /// where the host has no IPv6.

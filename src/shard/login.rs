@@ -188,6 +188,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let Ok(mut peer) = stream.peer_addr() else {
         return;
     };
+    // An IPv4 client on a dual-stack socket (socket activation's `::`) is
+    // an IPv4 client for bans, limits, logs and scripts.
+    peer.set_ip(peer.ip().to_canonical());
     let mut stream = stream;
     let cfg = shard.shared.config.get();
     // Behind a load balancer (ocserv's listen-proxy-proto) its header names

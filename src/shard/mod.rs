@@ -50,6 +50,8 @@ pub struct Shared {
     pub pools: crate::pool::Pools,
     /// Control connections following `show events`.
     pub watchers: crate::watch::Watchers,
+    /// Socket activation's sockets, which every shard serves.
+    pub(crate) passed: Option<sys::activation::Passed>,
     /// Logins in progress per client address (`bans::key`), for
     /// `max_logins_per_address`.
     pub logins_by_addr: PerKey<std::net::IpAddr>,
@@ -178,7 +180,9 @@ pub enum RunError {
 const TEST_HOOKS_ENV: &str = "OCSERV_URING_TEST_HOOKS";
 
 /// Runs the server until SIGTERM or SIGINT.
-pub fn run(config: Config) -> Result<(), RunError> {
+/// `passed`: the service manager's sockets (socket activation), served
+/// instead of new ones.
+pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<(), RunError> {
     let tls_cfg = &config.raw.tls;
     if tls_cfg.generate_self_signed
         && crate::tls::ensure_self_signed(&tls_cfg.cert_file, &tls_cfg.key_file)?
@@ -279,6 +283,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         logins_by_addr: PerKey::new(),
         live_app_ids: LiveAppIds::new(n),
         watchers: crate::watch::Watchers::default(),
+        passed,
         pools: crate::pool::Pools::new(config.ipv4_network, config.server_address(), n),
         bans: crate::bans::Bans::new(config.ban_policy()),
         steering,

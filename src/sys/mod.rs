@@ -1,6 +1,7 @@
 //! Every `unsafe` of the server: TUN ioctls, the bpf() syscall, io_uring,
 //! socket options, peer credentials and group look-ups, and signals.
 
+pub mod activation;
 pub mod bpf;
 pub mod creds;
 pub mod net;

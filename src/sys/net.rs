@@ -26,7 +26,9 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<RawFd> {
 /// socket beats the reuseport group in the lookup).
 pub fn udp_socket(addr: SocketAddr, peer: Option<SocketAddr>) -> io::Result<RawFd> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
+    // A listener of `::` leaves IPv4 to `0.0.0.0`'s; a channel's socket
+    // may talk to an IPv4 client through a dual-stack `::` (activation).
+    if addr.is_ipv6() && peer.is_none() {
         sock.set_only_v6(true)?;
     }
     sock.set_reuse_address(true)?;
