@@ -2,8 +2,10 @@
 //! the file, the key and what was expected (config/ocserv-uring.toml documents
 //! each key).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -29,6 +31,12 @@ pub enum ConfigError {
     Invalid {
         file: PathBuf,
         key: &'static str,
+        reason: String,
+    },
+    #[error("{file}: virtual host `{name}`: {reason}")]
+    Vhost {
+        file: PathBuf,
+        name: String,
         reason: String,
     },
 }
@@ -536,6 +544,11 @@ pub struct RawConfig {
     pub control: Control,
     pub monitoring: Monitoring,
     pub scripts: Scripts,
+    /// Virtual hosts (ocserv's `[vhost:NAME]`), chosen by the server name
+    /// a client's TLS hello asks for (SNI): each table holds the keys that
+    /// differ from the rest of the file, in its sections.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub vhost: BTreeMap<String, toml::Table>,
 }
 
 /// The checked configuration the server runs with.
@@ -553,7 +566,7 @@ pub struct Config {
     pub routes6: Vec<Ipv6Net>,
     pub workers: usize,
     /// `auth.select_group`, checked.
-    pub select_groups: std::sync::Arc<[GroupOption]>,
+    pub select_groups: Arc<[GroupOption]>,
     pub auth_method: AuthMethod,
     /// `auth.cert_user_oid` / `cert_group_oid` as DER OIDs.
     pub cert_user_oid: Vec<u8>,
@@ -576,10 +589,16 @@ pub struct Config {
     /// empty when it is off.
     pub known_iroutes: Vec<IpNet>,
     /// `server.http_headers`, checked, shared by every connection.
-    pub http_headers: std::sync::Arc<[String]>,
+    pub http_headers: Arc<[String]>,
     /// An ocserv.conf's keys that mean nothing here, and why (logged at
     /// start); empty for TOML.
     pub ocserv_notes: Vec<crate::ocservconf::Note>,
+    /// `vhost`: each virtual host as a whole configuration (this one with
+    /// its keys over it).
+    pub vhosts: Vec<(Arc<str>, Arc<Self>)>,
+    /// The TUN device's own addresses (the default host's first address),
+    /// the server's end of every session's link, whatever its host.
+    pub local: (Ipv4Addr, Option<Ipv6Addr>),
 }
 
 impl Config {
@@ -619,6 +638,8 @@ impl Config {
             key,
             reason,
         };
+        let overlays = std::mem::take(&mut raw.vhost);
+        let written = raw.clone();
 
         // Relative paths are relative to the config file, not the cwd.
         let base = file.parent().unwrap_or(Path::new("."));
@@ -944,7 +965,17 @@ impl Config {
             (true, Some(dir)) => crate::usercfg::iroutes_in(dir)
                 .map_err(|reason| bad("network.expose_iroutes", reason))?,
         };
-        Ok(Self {
+        let local = (
+            Ipv4Addr::from(u32::from(ipv4_network.network()) + 1),
+            ipv6_network.map(|n| {
+                Ipv6Addr::from(
+                    u128::from(n.network()) | u128::from(u32::from(ipv4_network.network()) + 1),
+                )
+            }),
+        );
+        let mut config = Self {
+            vhosts: Vec::new(),
+            local,
             known_iroutes,
             file: file.to_owned(),
             run_as,
@@ -968,7 +999,20 @@ impl Config {
             tx_per_sec,
             metrics_listen,
             control_gid,
-        })
+        };
+        for (name, overlay) in overlays {
+            let host = crate::vhost::build(file, &written, &name, overlay, config.local)?;
+            config.raw.vhost.insert(name.clone(), host.1);
+            config.vhosts.push((name.into(), Arc::new(host.0)));
+        }
+        Ok(config)
+    }
+
+    /// The configuration of a session of virtual host `name` (`None` or a
+    /// host no longer configured: the default one).
+    pub fn vhost(self: &Arc<Self>, name: Option<&str>) -> Arc<Self> {
+        name.and_then(|n| self.vhosts.iter().find(|(v, _)| &**v == n))
+            .map_or_else(|| self.clone(), |(_, c)| c.clone())
     }
 
     /// The configuration as this server's TOML file: an ocserv.conf's
@@ -1022,8 +1066,8 @@ impl Config {
         Nets {
             v4: policy.network4().unwrap_or(self.ipv4_network),
             v6: policy.ipv6_network.or(self.ipv6_network),
-            local4: self.server_address(),
-            local6: self.ipv6_for(self.server_address()),
+            local4: self.local.0,
+            local6: self.local.1,
         }
     }
 
@@ -1579,5 +1623,26 @@ mod tests {
                 "{text:?} → {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_virtual_host_inherits_and_may_not_set_server_wide_keys() {
+        let c = parse(
+            "[network]\ndns = [\"10.0.0.53\"]\n\
+             [vhost.\"vpn2.example\".network]\nipv4_network = \"10.2.0.0/24\"\n",
+        )
+        .unwrap();
+        let c = Arc::new(c);
+        let host = c.vhost(Some("vpn2.example"));
+        assert_eq!(host.ipv4_network.to_string(), "10.2.0.0/24");
+        assert_eq!(host.dns, c.dns);
+        assert_eq!(host.local, c.local);
+        assert!(Arc::ptr_eq(&c.vhost(Some("other")), &c));
+        let e = parse("[vhost.\"vpn2.example\".network]\nmtu = 1300\n").unwrap_err();
+        assert!(e.to_string().contains("network.mtu cannot differ"), "{e}");
+        let e = parse("[vhost.\"vpn2.example\".security]\nban_time = 1\n").unwrap_err();
+        assert!(e.to_string().contains("security.ban_time"), "{e}");
+        let e = parse("[vhost.\"vpn2.example\".network]\nipv4_network = \"nope\"\n").unwrap_err();
+        assert!(e.to_string().contains("virtual host `vpn2.example`"), "{e}");
     }
 }

@@ -303,7 +303,7 @@ fn iroutes(shared: &Shared) -> Value {
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
-        .map(|s| json!({ "ID": s["ID"], "Username": s["Username"], "vhost": "default", "Device": s["Device"], "IP": s["IPv4"], "iRoutes": s["iRoutes"] }))
+        .map(|s| json!({ "ID": s["ID"], "Username": s["Username"], "vhost": s["vhost"], "Device": s["Device"], "IP": s["IPv4"], "iRoutes": s["iRoutes"] }))
         .collect();
     json!(list)
 }
@@ -312,7 +312,7 @@ fn iroutes(shared: &Shared) -> Value {
 /// as, then has their shards apply them and close the connections. A file
 /// that no longer parses refuses the whole command: no session changes.
 fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
-    let mut pairs: Vec<(String, Option<String>)> =
+    let mut pairs: Vec<(String, Option<String>, String)> =
         admin::ask_all(shared, &AdminCmd::Sessions(t.clone()))
             .into_iter()
             .filter_map(|r| {
@@ -323,7 +323,7 @@ fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
                 }
             })
             .flatten()
-            .map(|s| (s.user, s.group_name))
+            .map(|s| (s.user, s.group_name, s.vhost))
             .collect();
     pairs.sort();
     pairs.dedup();
@@ -331,11 +331,11 @@ fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
         return Err(format!("no session of {what}"));
     }
     let mut policies = Vec::with_capacity(pairs.len());
-    for (user, group) in pairs {
-        let cfg = shared.config.get();
+    for (user, group, vhost) in pairs {
+        let cfg = shared.config.get().vhost(Some(&vhost));
         let c = crate::usercfg::load(&cfg.raw.users, &user, group.as_deref(), &cfg.user_defaults)
             .map_err(|e| format!("user {user}: {e}; no session was changed"))?;
-        policies.push(((user, group), c));
+        policies.push(((user, group, vhost), c));
     }
     let n: usize = admin::ask_all(shared, &AdminCmd::Reconnect(t, Arc::new(policies)))
         .into_iter()

@@ -22,4 +22,5 @@ pub mod sys;
 pub mod tls;
 pub mod units;
 pub mod usercfg;
+pub mod vhost;
 pub mod watch;

@@ -235,11 +235,76 @@ pub enum TlsError {
     Io(#[from] std::io::Error),
     #[error("CSTP frame of {0} bytes would not fit one TLS record")]
     FrameSplit(usize),
+    #[error("TLS: the handshake has not chosen a connection yet")]
+    Handshaking,
+}
+
+/// Each virtual host's certificate pin.
+pub type HostPins = Vec<(Arc<str>, String)>;
+
+/// The server's TLS configurations: the default one and one per virtual
+/// host, chosen by the ClientHello's server name (SNI).
+pub struct ServerTls {
+    pub default: Arc<ServerConfig>,
+    pub vhosts: Vec<(Arc<str>, Arc<ServerConfig>)>,
+}
+
+impl ServerTls {
+    pub fn single(default: Arc<ServerConfig>) -> Self {
+        Self {
+            default,
+            vhosts: Vec::new(),
+        }
+    }
+
+    /// The certificates and client CAs of `config`'s default host and of
+    /// each virtual host; also their pins, the default's first.
+    pub fn load(config: &crate::config::Config) -> Result<(Self, String, HostPins), TlsSetupError> {
+        let one = |c: &crate::config::Config| {
+            let (t, a) = (&c.raw.tls, &c.raw.auth);
+            let identity = Identity::load(&t.cert_file, &t.key_file)?;
+            let pin = identity.pin_sha256()?;
+            let server = identity.server_config(a.ca_file.as_deref(), a.crl_file.as_deref())?;
+            Ok::<_, TlsSetupError>((server, pin))
+        };
+        let (default, pin) = one(config)?;
+        let mut vhosts = Vec::new();
+        let mut pins = Vec::new();
+        for (name, c) in &config.vhosts {
+            let (server, host_pin) = one(c)?;
+            pins.push((name.clone(), host_pin));
+            vhosts.push((name.clone(), server));
+        }
+        Ok((Self { default, vhosts }, pin, pins))
+    }
+
+    /// The virtual host named `sni` (case-insensitive), else the default
+    /// (as ocserv: an unknown name gets the default host).
+    fn pick(&self, sni: Option<&str>) -> (Option<Arc<str>>, Arc<ServerConfig>) {
+        sni.and_then(|n| self.vhosts.iter().find(|(v, _)| v.eq_ignore_ascii_case(n)))
+            .map_or((None, self.default.clone()), |(v, c)| {
+                (Some(v.clone()), c.clone())
+            })
+    }
 }
 
 /// One client's TLS connection, driven by bytes the glue moves.
 pub struct TlsSession {
-    conn: ServerConnection,
+    state: State,
+    /// The virtual host the ClientHello named; `None`: the default.
+    vhost: Option<Arc<str>>,
+    /// An alert from a ClientHello refused before a connection existed.
+    alert: Vec<u8>,
+}
+
+// The connection is the state for the life of a session: boxed, every
+// record would take one more indirection.
+#[allow(clippy::large_enum_variant)]
+enum State {
+    /// With virtual hosts: waiting for the ClientHello to pick one.
+    Accepting(Box<rustls::server::Acceptor>, Arc<ServerTls>),
+    Connected(ServerConnection),
+    Failed,
 }
 
 /// What feeding ciphertext produced besides plaintext.
@@ -250,16 +315,50 @@ pub struct Fed {
 }
 
 impl TlsSession {
-    pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
-        let mut conn = ServerConnection::new(config)?;
+    pub fn new(tls: Arc<ServerTls>) -> Result<Self, TlsError> {
+        let state = if tls.vhosts.is_empty() {
+            State::Connected(Self::connection(ServerConnection::new(
+                tls.default.clone(),
+            )?))
+        } else {
+            State::Accepting(Box::default(), tls)
+        };
+        Ok(Self {
+            state,
+            vhost: None,
+            alert: Vec::new(),
+        })
+    }
+
+    fn connection(mut conn: ServerConnection) -> ServerConnection {
         // Back-pressure is ours (bounded queue per tunnel); a limit here
         // would split a CSTP frame across records, which the client drops.
         conn.set_buffer_limit(None);
-        Ok(Self { conn })
+        conn
+    }
+
+    fn conn(&self) -> Option<&ServerConnection> {
+        match &self.state {
+            State::Connected(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn conn_mut(&mut self) -> Result<&mut ServerConnection, TlsError> {
+        match &mut self.state {
+            State::Connected(c) => Ok(c),
+            _ => Err(TlsError::Handshaking),
+        }
+    }
+
+    /// The virtual host chosen by the client's server name; `None`: the
+    /// default one.
+    pub fn vhost(&self) -> Option<Arc<str>> {
+        self.vhost.clone()
     }
 
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        self.conn().is_none_or(|c| c.is_handshaking())
     }
 
     /// Feeds received ciphertext; appends decrypted bytes to `plain`.
@@ -267,12 +366,21 @@ impl TlsSession {
     pub fn feed(&mut self, mut data: &[u8], plain: &mut Vec<u8>) -> Result<Fed, TlsError> {
         let mut fed = Fed::default();
         while !data.is_empty() {
-            self.conn.read_tls(&mut data)?;
-            let state = self.conn.process_new_packets()?;
+            if let State::Accepting(acceptor, _) = &mut self.state {
+                acceptor.read_tls(&mut data)?;
+                self.accept()?;
+                if matches!(self.state, State::Accepting(..)) {
+                    continue;
+                }
+            } else {
+                self.conn_mut()?.read_tls(&mut data)?;
+            }
+            let conn = self.conn_mut()?;
+            let state = conn.process_new_packets()?;
             if state.plaintext_bytes_to_read() > 0 {
                 let start = plain.len();
                 plain.resize(start + state.plaintext_bytes_to_read(), 0);
-                let n = self.conn.reader().read(&mut plain[start..])?;
+                let n = conn.reader().read(&mut plain[start..])?;
                 plain.truncate(start + n);
             }
             fed.peer_closed |= state.peer_has_closed();
@@ -280,9 +388,44 @@ impl TlsSession {
         Ok(fed)
     }
 
+    /// Once the ClientHello is in: the virtual host it names, and the
+    /// connection with that host's certificate and client CA.
+    fn accept(&mut self) -> Result<(), TlsError> {
+        let State::Accepting(acceptor, tls) = &mut self.state else {
+            return Ok(());
+        };
+        let refused = |(e, mut alert): (rustls::Error, rustls::server::AcceptedAlert),
+                       out: &mut Vec<u8>| {
+            let _ = alert.write_all(out);
+            e
+        };
+        let accepted = match acceptor.accept() {
+            Ok(None) => return Ok(()),
+            Ok(Some(a)) => a,
+            Err(e) => {
+                let e = refused(e, &mut self.alert);
+                self.state = State::Failed;
+                return Err(e.into());
+            }
+        };
+        let (vhost, config) = tls.pick(accepted.client_hello().server_name());
+        match accepted.into_connection(config) {
+            Ok(conn) => {
+                self.vhost = vhost;
+                self.state = State::Connected(Self::connection(conn));
+                Ok(())
+            }
+            Err(e) => {
+                let e = refused(e, &mut self.alert);
+                self.state = State::Failed;
+                Err(e.into())
+            }
+        }
+    }
+
     /// Queues plaintext (HTTP replies; may span records).
     pub fn write_plain(&mut self, data: &[u8]) -> Result<(), TlsError> {
-        self.conn.writer().write_all(data)?;
+        self.conn_mut()?.writer().write_all(data)?;
         Ok(())
     }
 
@@ -291,7 +434,7 @@ impl TlsSession {
         if frame.len() > crate::proto::cstp::HEADER_LEN + crate::proto::cstp::MAX_PAYLOAD {
             return Err(TlsError::FrameSplit(frame.len()));
         }
-        let n = self.conn.writer().write(frame)?;
+        let n = self.conn_mut()?.writer().write(frame)?;
         if n != frame.len() {
             return Err(TlsError::FrameSplit(frame.len()));
         }
@@ -299,25 +442,30 @@ impl TlsSession {
     }
 
     pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        !self.alert.is_empty() || self.conn().is_some_and(|c| c.wants_write())
     }
 
     /// Moves queued ciphertext into `out`.
     pub fn take_outgoing(&mut self, out: &mut Vec<u8>) {
-        while self.conn.wants_write() {
-            if self.conn.write_tls(out).is_err() {
-                break;
+        out.append(&mut self.alert);
+        if let State::Connected(conn) = &mut self.state {
+            while conn.wants_write() {
+                if conn.write_tls(out).is_err() {
+                    break;
+                }
             }
         }
     }
 
     pub fn send_close_notify(&mut self) {
-        self.conn.send_close_notify();
+        if let State::Connected(conn) = &mut self.state {
+            conn.send_close_notify();
+        }
     }
 
     /// The client's certificate (DER), verified against the CA, if it sent one.
     pub fn peer_certificate(&self) -> Option<&[u8]> {
-        self.conn
+        self.conn()?
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| c.as_ref())
@@ -325,9 +473,8 @@ impl TlsSession {
 
     /// The DTLS PSK of protocol notes §5.1, from this connection.
     pub fn export_dtls_psk(&self) -> Result<[u8; 32], TlsError> {
-        Ok(self
-            .conn
-            .export_keying_material([0u8; 32], b"EXPORTER-openconnect-psk", None)?)
+        let conn = self.conn().ok_or(TlsError::Handshaking)?;
+        Ok(conn.export_keying_material([0u8; 32], b"EXPORTER-openconnect-psk", None)?)
     }
 }
 
@@ -360,7 +507,10 @@ mod tests {
         assert!(!ensure_self_signed(&cert, &key).unwrap());
         let id = Identity::load(&cert, &key).unwrap();
         assert!(id.pin_sha256().unwrap().starts_with("pin-sha256:"));
-        let mut server = TlsSession::new(id.server_config(None, None).unwrap()).unwrap();
+        let mut server = TlsSession::new(Arc::new(ServerTls::single(
+            id.server_config(None, None).unwrap(),
+        )))
+        .unwrap();
         let mut client = test_client(&id);
 
         // Handshake by shuttling bytes.

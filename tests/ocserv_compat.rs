@@ -945,3 +945,190 @@ fn socket_activation_serves_the_service_managers_sockets() {
         .expect("stopped")
         .success());
 }
+
+/// The pin a started server logged on the line containing `what`.
+fn logged_pin(log: &str, what: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .flat_map(str::split_whitespace)
+        .find(|w| w.starts_with("pin-sha256:"))
+        .unwrap_or_else(|| panic!("no {what} in:\n{log}"))
+        .to_owned()
+}
+
+/// `[vhost:NAME]`: the server name in the client's TLS hello (SNI) picks a
+/// host with its own certificate, users, addresses, DNS and banner; the
+/// rest is inherited from the default host, as ocserv 1.5 does.
+#[test]
+fn virtual_hosts_by_sni_have_their_own_certificate_users_and_addresses() {
+    let _g = serial();
+    let mut net = Net::new("vhost", 2);
+    let (_, _) = harness_config(&mut net);
+    let dir = net.dir.clone();
+    must(&format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+         -subj /CN=vpn2.test -addext subjectAltName=DNS:vpn2.test \
+         -keyout {d}/key2.pem -out {d}/cert2.pem 2>/dev/null",
+        d = dir.display()
+    ));
+    add_user(&dir.join("vpn2.passwd"), "carol", "vpn2pass");
+    must(&format!("chmod o+x {}", dir.display()));
+    let conf = dir.join("ocserv.conf");
+    fs::write(
+        &conf,
+        format!(
+            "auth = \"plain[passwd={d}/ocpasswd]\"\n\
+             tcp-port = 443\nudp-port = 443\n\
+             server-cert = {d}/cert.pem\nserver-key = {d}/key.pem\n\
+             occtl-socket-file = {d}/occtl.socket\ndevice = vpns\n\
+             ipv4-network = 192.168.1.0/24\ndns = 192.168.1.2\n\
+             banner = \"Default host\"\ncookie-timeout = 300\n\
+             \n[vhost:vpn2.test]\n\
+             auth = \"plain[passwd={d}/vpn2.passwd]\"\n\
+             server-cert = {d}/cert2.pem\nserver-key = {d}/key2.pem\n\
+             ipv4-network = 192.168.77.0\nipv4-netmask = 255.255.255.0\n\
+             dns = 192.168.77.53\nbanner = \"Welcome to vpn2\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let toml = sh(&format!(
+        "{BIN} check-config --config {} --to-toml",
+        conf.display()
+    ));
+    let text = String::from_utf8_lossy(&toml.stdout);
+    assert!(
+        toml.status.success(),
+        "{}",
+        String::from_utf8_lossy(&toml.stderr)
+    );
+    assert!(text.contains("[vhost.\"vpn2.test\".network]"), "{text}");
+    assert!(
+        text.contains("ipv4_network = \"192.168.77.0/24\""),
+        "{text}"
+    );
+    // A key that is one for the whole server is refused in a host.
+    let bad = dir.join("bad.conf");
+    fs::write(
+        &bad,
+        format!(
+            "auth = \"plain[passwd={d}/ocpasswd]\"\n[vhost:vpn2.test]\nmax-clients = 4\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let o = sh(&format!("{BIN} -t -c {}", bad.display()));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains(":3: key `max-clients`")
+            && err.contains("virtual host"),
+        "{err}"
+    );
+
+    let log = dir.join("ocserv.log");
+    let ns = net.server_ns.clone();
+    let pid = net.spawn_in(&ns, &format!("{BIN} -f -c {}", conf.display()), &log);
+    let started = wait_for(Duration::from_secs(20), "the server ready", || {
+        let t = fs::read_to_string(&log).unwrap_or_default();
+        assert!(!t.contains("ocserv-uring: "), "refused:\n{t}");
+        t.contains("ocserv-uring ready").then_some(t)
+    });
+    let server = Server {
+        pid,
+        log,
+        pin: logged_pin(&started, "server certificate"),
+        tunnel_ip: "192.168.1.1".into(),
+        ctl: dir.join("occtl.socket"),
+    };
+    let pin2 = logged_pin(&started, "virtual host certificate");
+    assert_ne!(server.pin, pin2);
+
+    // No server name: the default host, its certificate, pool and DNS.
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    let a = alice.wait_connected();
+    assert!(a.starts_with("192.168.1."), "{a}");
+    let env = alice.env("connect").unwrap();
+    assert_eq!(
+        Client::var(&env, "CISCO_BANNER").as_deref(),
+        Some("Default host")
+    );
+
+    // vpn2.test: its certificate (openconnect pins it), its password file,
+    // its pool; DNS lines add to the inherited ones, as ocserv's do.
+    let resolve = format!("--resolve vpn2.test:{}", net.server_ip(2));
+    let carol = start_client_at(
+        &mut net,
+        &pin2,
+        2,
+        "carol",
+        &["vpn2pass"],
+        &resolve,
+        "https://vpn2.test/",
+    );
+    let c: std::net::Ipv4Addr = carol.wait_connected().parse().unwrap();
+    assert_eq!(c.octets()[..3], [192, 168, 77], "{c}");
+    carol.wait_dtls();
+    let env = carol.env("connect").unwrap();
+    assert_eq!(
+        Client::var(&env, "CISCO_BANNER").as_deref(),
+        Some("Welcome to vpn2")
+    );
+    let dns = Client::var(&env, "INTERNAL_IP4_DNS").unwrap_or_default();
+    assert!(dns.contains("192.168.77.53"), "{env}");
+    // Her pool is routed into the TUN device: the server reaches her (the
+    // test's client script routes only her own network).
+    must(&format!(
+        "ip -n {} route add {}/32 dev {}",
+        carol.ns, server.tunnel_ip, carol.ifname
+    ));
+    let o = net.exec(&ns, &format!("ping -n -c 3 -i 0.2 -W 2 {c}"));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).matches("time=").count(),
+        3,
+        "server → carol over vpn2's pool"
+    );
+    let users = server.ctl_json("show users");
+    let host_of = |name: &str| {
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["Username"] == name)
+            .map(|u| u["vhost"].clone())
+    };
+    assert_eq!(host_of("alice"), Some("default".into()), "{users}");
+    assert_eq!(host_of("carol"), Some("vpn2.test".into()), "{users}");
+
+    // Each host knows only its own users.
+    let try_login = |idx: usize, user: &str, pw: &str, pin: &str, url: &str| {
+        let o = net.exec(
+            &net.client_ns[idx - 1],
+            &format!(
+                "sh -c 'echo {pw} | timeout 20 openconnect --authenticate --non-inter {resolve} --user {user} --passwd-on-stdin --servercert {pin} {url}'"
+            ),
+        );
+        String::from_utf8_lossy(&o.stdout).contains("COOKIE=")
+    };
+    assert!(!try_login(
+        2,
+        "alice",
+        "test123",
+        &pin2,
+        "https://vpn2.test/"
+    ));
+    assert!(!try_login(
+        1,
+        "carol",
+        "vpn2pass",
+        &server.pin,
+        &format!("https://{}/", net.server_ip(1))
+    ));
+    assert!(try_login(
+        2,
+        "carol",
+        "vpn2pass",
+        &pin2,
+        "https://vpn2.test/"
+    ));
+}

@@ -446,8 +446,128 @@ fn tls_priorities(v: &str) -> String {
     }
 }
 
-/// The whole file.
+/// Keys ocserv refuses inside a `[vhost:...]` section: one for the whole
+/// server.
+const GLOBAL_ONLY: &[&str] = &[
+    "listen-host",
+    "udp-listen-host",
+    "tcp-port",
+    "udp-port",
+    "run-as-user",
+    "run-as-group",
+    "socket-file",
+    "occtl-socket-file",
+    "chroot-dir",
+    "sec-mod-scale",
+    "listen-proxy-proto",
+    "rate-limit-ms",
+    "server-drain-ms",
+    "connect-script",
+    "host-update-script",
+    "disconnect-script",
+    "dtls-psk",
+    "compression-algo-priority",
+    "use-seccomp",
+    "isolate-workers",
+    "limit-worker-memory",
+    "sec-mod-db-cleanup-time",
+    "use-utmp",
+    "use-dbus",
+    "use-occtl",
+    "try-mtu-discovery",
+    "ping-leases",
+    "auth-timeout",
+    "max-clients",
+    "min-reauth-time",
+    "ban-time",
+    "ban-reset-time",
+    "max-ban-score",
+    "ban-points-wrong-password",
+    "ban-points-connection",
+    "ban-points-kkdcp",
+    "device",
+    "route-add-cmd",
+    "route-del-cmd",
+    "server-stats-reset-time",
+];
+
+/// Keys ocserv takes per host that are one for the whole server here.
+const ONE_HERE: &[&str] = &["mtu", "dtls-legacy", "expose-iroutes"];
+
+/// Keys whose lines in a host replace the default host's lines rather than
+/// add to them (ocserv 1.5 inherits these only when the host has none).
+const HOST_REPLACES: &[&str] = &["auth", "enable-auth", "server-cert", "server-key"];
+
+/// The whole file: the default host, then each `[vhost:NAME]` as the
+/// default's keys with its own over them (ocserv 1.5's inheritance), kept
+/// as the keys that differ.
 pub(super) fn translate(entries: &[Entry]) -> Result<Translated, Refusal> {
+    let mut hosts: Vec<(String, Vec<&Entry>)> = Vec::new();
+    let mut default = Vec::new();
+    for e in entries {
+        match &e.section {
+            None => default.push(e),
+            Some(section) => {
+                let Some(name) = section.strip_prefix("vhost:") else {
+                    return Err(Refusal {
+                        line: e.line,
+                        key: e.key.clone(),
+                        reason: format!("an unknown section [{section}]"),
+                    });
+                };
+                if GLOBAL_ONLY.contains(&e.key.as_str()) {
+                    return Err(Refusal {
+                        line: e.line,
+                        key: e.key.clone(),
+                        reason: "cannot be set inside a virtual host section: it is one for the whole server".into(),
+                    });
+                }
+                if ONE_HERE.contains(&e.key.as_str()) {
+                    return Err(Refusal {
+                        line: e.line,
+                        key: e.key.clone(),
+                        reason: "cannot be set inside a virtual host section here: this server has one for all hosts (set it outside the section)".into(),
+                    });
+                }
+                let name = name.trim().to_ascii_lowercase();
+                match hosts.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, own)) => own.push(e),
+                    None => hosts.push((name, vec![e])),
+                }
+            }
+        }
+    }
+    let mut out = translate_one(default.iter().copied())?;
+    if hosts.is_empty() {
+        return Ok(out);
+    }
+    let table = |raw: &RawConfig| match toml::Value::try_from(raw) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    let base = table(&out.raw);
+    for (name, own) in hosts {
+        let replaced: Vec<&str> = own
+            .iter()
+            .map(|e| e.key.as_str())
+            .filter(|k| HOST_REPLACES.contains(k))
+            .collect();
+        let inherited = default
+            .iter()
+            .copied()
+            .filter(|e| !replaced.contains(&e.key.as_str()));
+        let host = translate_one(inherited.chain(own.iter().copied()))?;
+        let lines: Vec<usize> = own.iter().map(|e| e.line).collect();
+        out.notes
+            .extend(host.notes.into_iter().filter(|n| lines.contains(&n.line)));
+        let diff = crate::vhost::difference(&base, &table(&host.raw));
+        out.raw.vhost.insert(name, diff);
+    }
+    Ok(out)
+}
+
+/// One host's keys.
+fn translate_one<'a>(entries: impl Iterator<Item = &'a Entry>) -> Result<Translated, Refusal> {
     let mut st = State::default();
     // ocserv's defaults where ours differ for a key its files often leave out.
     st.raw.server.tcp_port = 443;
@@ -456,18 +576,6 @@ pub(super) fn translate(entries: &[Entry]) -> Result<Translated, Refusal> {
     st.raw.control.socket = PathBuf::from("/var/run/occtl.socket");
     st.raw.network.predictable_ips = true;
     for e in entries {
-        if let Some(section) = &e.section {
-            let reason = if section.starts_with("vhost:") {
-                "[vhost:...] sections are not supported yet".to_owned()
-            } else {
-                format!("an unknown section [{section}]")
-            };
-            return Err(Refusal {
-                line: e.line,
-                key: e.key.clone(),
-                reason,
-            });
-        }
         st.key(e).map_err(|reason| Refusal {
             line: e.line,
             key: e.key.clone(),
@@ -584,5 +692,33 @@ mod tests {
         );
         let e = read(&format!("{base}[vhost:a.example]\ntcp-port = 443\n")).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (3, "tcp-port"));
+        let e = read(&format!("{base}[vhost:a.example]\nmtu = 1300\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (3, "mtu"));
+    }
+
+    #[test]
+    fn a_vhost_is_the_default_with_its_own_keys_over_it() {
+        let t = read(
+            "auth = plain[passwd=/p]\nserver-cert = /c.pem\nserver-key = /k.pem\n\
+             dns = 10.0.0.53\nbanner = one\nkeepalive = 30\n\
+             [vhost:VPN2.example]\nauth = certificate\nserver-cert = /c2.pem\n\
+             dns = 10.2.0.53\nbanner = two\nipv4-network = 10.2.0.0/24\n",
+        )
+        .unwrap();
+        let host = &t.raw.vhost["vpn2.example"];
+        let text = toml::to_string(host).unwrap();
+        // Only what differs; lists add to the inherited lines, as ocserv's.
+        assert!(text.contains("cert_file = \"/c2.pem\""), "{text}");
+        assert!(text.contains("method = \"certificate\""), "{text}");
+        assert!(text.contains("banner = \"two\""), "{text}");
+        assert!(
+            text.contains("dns = [\"10.0.0.53\", \"10.2.0.53\"]"),
+            "{text}"
+        );
+        assert!(text.contains("ipv4_network = \"10.2.0.0/24\""), "{text}");
+        assert!(
+            !text.contains("keepalive") && !text.contains("key_file"),
+            "{text}"
+        );
     }
 }

@@ -24,7 +24,9 @@ pub enum Target {
 
 /// A user's configuration as read now, for each (user, group) it applies
 /// to; read by the control thread, off the executors.
-pub type Policies = std::sync::Arc<Vec<((String, Option<String>), crate::usercfg::UserConfig)>>;
+/// New user configurations by (user, group, virtual host).
+pub type Policies =
+    std::sync::Arc<Vec<((String, Option<String>, String), crate::usercfg::UserConfig)>>;
 
 #[derive(Clone, Debug)]
 pub enum AdminCmd {
@@ -122,7 +124,7 @@ pub struct SessionInfo {
     pub session: String,
     #[serde(rename = "Full session")]
     pub full_session: String,
-    pub vhost: &'static str,
+    pub vhost: String,
     /// For `show sessions`: when the cookie was issued and when it dies
     /// (a detached session's cookie_timeout, else session_timeout).
     #[serde(skip)]

@@ -204,6 +204,10 @@ pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
     shard.metrics().handoffs.inc();
     // SAFETY: the fd was dup'ed for this handoff and is owned by it alone.
     let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
+    let headers = shard
+        .config_of(h.tls.vhost().as_deref())
+        .http_headers
+        .clone();
     // A tunnel reads through the shard's buffer; only a login needs its own.
     let mut conn = Conn {
         stream,
@@ -212,7 +216,7 @@ pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
         plain: h.leftover,
         rbuf: Vec::new(),
         out: Vec::new(),
-        headers: shard.shared.config.get().http_headers.clone(),
+        headers,
     };
     match h.what {
         Moved::Connect(head) => {
@@ -285,8 +289,9 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         policy,
         ends_at,
         mobile,
+        vhost,
     } = view;
-    let cfg = shard.shared.config.get();
+    let cfg = shard.config_of(vhost.as_deref());
     let cfg = &*cfg;
     let now = Instant::now();
     let limits = Limits::for_session(
@@ -341,7 +346,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let nets = cfg.nets(&policy);
     let lease6 = v6_form.and_then(|_| nets.ipv6_for(lease));
     let reply = connect_reply(
-        &shard,
+        cfg,
         (&user, group.as_deref()),
         &policy,
         &limits,
@@ -425,7 +430,7 @@ fn rekey_method(s: &crate::config::Session) -> &str {
 /// The `200 CONNECTED` head of protocol notes §3.2, in exact header case.
 /// Routes and DNS servers from the user's files replace the global ones.
 fn connect_reply(
-    shard: &Shard,
+    cfg: &crate::config::Config,
     (user, group): (&str, Option<&str>),
     policy: &UserConfig,
     limits: &Limits,
@@ -436,8 +441,6 @@ fn connect_reply(
     (base_mtu, mtu): (u16, u16),
     dtls: Option<(DtlsChoice, AppId)>,
 ) -> Vec<u8> {
-    let cfg = shard.shared.config.get();
-    let cfg = &*cfg;
     let s = &cfg.raw.session;
     let nets = cfg.nets(policy);
     let dpd = limits.dpd.as_secs();

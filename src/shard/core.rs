@@ -59,6 +59,8 @@ pub(crate) struct Session {
     pub(crate) safe_id: String,
     /// A verified client certificate named the user.
     pub(crate) cert_auth: bool,
+    /// The virtual host the login came to; `None`: the default one.
+    pub(crate) vhost: Option<Arc<str>>,
 }
 
 impl shards::UserSession for Session {
@@ -105,6 +107,7 @@ pub(crate) struct SessionView {
     pub(crate) policy: Rc<UserConfig>,
     pub(crate) ends_at: Option<Instant>,
     pub(crate) mobile: bool,
+    pub(crate) vhost: Option<Arc<str>>,
 }
 
 /// Who logs in, as the login found them.
@@ -117,6 +120,8 @@ pub(crate) struct Login {
     pub(crate) cert_auth: bool,
     /// The user-profile the login announces.
     pub(crate) profile: Option<crate::usercfg::Profile>,
+    /// The virtual host the client's TLS hello named; `None`: the default.
+    pub(crate) vhost: Option<Arc<str>>,
 }
 
 pub(crate) struct Shard {
@@ -302,7 +307,7 @@ impl Shard {
         login: Login,
         peer: std::net::SocketAddr,
     ) -> Result<Cookie, &'static str> {
-        let cfg = self.shared.config.get();
+        let cfg = self.config_of(login.vhost.as_deref());
         let cfg = &*cfg;
         let Login {
             user,
@@ -312,6 +317,7 @@ impl Shard {
             user_agent,
             cert_auth,
             profile: _,
+            vhost,
         } = login;
         let max_same = policy
             .max_same_clients
@@ -359,6 +365,7 @@ impl Shard {
             login_ip: peer.ip(),
             safe_id: safe_id(&cookie),
             cert_auth,
+            vhost,
         };
         super::events::login(self, peer, &session);
         let expires = self.detach_deadline(&session, now);
@@ -370,10 +377,15 @@ impl Shard {
         Ok(cookie)
     }
 
+    /// The configuration of virtual host `vhost` (`None`: the default).
+    pub(crate) fn config_of(&self, vhost: Option<&str>) -> Arc<crate::config::Config> {
+        self.shared.config.get().vhost(vhost)
+    }
+
     /// When a detached session's cookie dies: `cookie_timeout` from now,
     /// but never past the session's own end.
     fn detach_deadline(&self, s: &Session, now: Instant) -> Instant {
-        let d = now + self.shared.config.get().cookie_timeout();
+        let d = now + self.config_of(s.vhost.as_deref()).cookie_timeout();
         s.ends_at.map_or(d, |end| end.min(d))
     }
 
@@ -475,6 +487,7 @@ impl Shard {
             policy: s.policy.clone(),
             ends_at: s.ends_at,
             mobile: s.mobile,
+            vhost: s.vhost.clone(),
         })
     }
 
@@ -506,7 +519,12 @@ impl Shard {
         }
         // persistent_cookies: a logout leaves the cookie usable.
         let keep = reason == EndReason::ClientDisconnect
-            && self.shared.config.get().raw.session.persistent_cookies;
+            && sessions.get(&tunnel.cookie).is_some_and(|s| {
+                self.config_of(s.vhost.as_deref())
+                    .raw
+                    .session
+                    .persistent_cookies
+            });
         let now = Instant::now();
         if reason.ends_session() && !keep {
             let age = sessions.remove(&tunnel.cookie).map_or(0, |s| {
@@ -681,10 +699,9 @@ impl Shard {
         let Some(s) = sessions.get_mut(cookie) else {
             return false;
         };
-        let Some((_, new)) = policies
-            .iter()
-            .find(|((u, g), _)| *u == s.user && *g == s.group)
-        else {
+        let Some((_, new)) = policies.iter().find(|((u, g, v), _)| {
+            *u == s.user && *g == s.group && v == s.vhost.as_deref().unwrap_or("default")
+        }) else {
             return false;
         };
         let mut new = new.clone();
@@ -704,7 +721,7 @@ impl Shard {
 
     /// `expires`: when a detached session's cookie dies.
     fn info(&self, s: &Session, expires: Option<Instant>) -> SessionInfo {
-        let cfg = self.shared.config.get();
+        let cfg = self.config_of(s.vhost.as_deref());
         let cfg = &*cfg;
         let now = Instant::now();
         let wall = |at: Instant| SystemTime::now() + at.saturating_duration_since(now);
@@ -794,7 +811,7 @@ impl Shard {
             rate_limited_packets: st.rate_limited,
             session: s.safe_id.chars().take(6).collect(),
             full_session: s.safe_id.clone(),
-            vhost: "default",
+            vhost: s.vhost.as_deref().unwrap_or("default").to_owned(),
             created: s.started_wall,
             expires: expires.or(s.ends_at).map(wall),
             login_ip: s.login_ip.to_string(),

@@ -147,7 +147,7 @@ fn environment(
     reason: &str,
     end: Option<(&Stats, Duration)>,
 ) -> Vec<(&'static str, String)> {
-    let cfg = shard.shared.config.get();
+    let cfg = shard.config_of(s.vhost.as_deref());
     let cfg = &*cfg;
     let join = |v: Vec<String>| v.join(" ");
     let nets = cfg.nets(&s.policy);

@@ -25,7 +25,7 @@ impl Shard {
         if let Some(lease) = s.lease {
             return Ok(lease);
         }
-        let cfg = self.shared.config.get();
+        let cfg = self.config_of(s.vhost.as_deref());
         let nets = cfg.nets(&s.policy);
         let pool = self.pool_for(&s.user, nets)?;
         let lease = match s.policy.explicit_ipv4 {
@@ -60,7 +60,7 @@ impl Shard {
     pub(super) fn release_lease(&self, s: &Session) {
         if let Some(lease) = s.lease {
             self.remove_iroutes(&s.policy.iroutes);
-            self.unsteer(lease, self.shared.config.get().nets(&s.policy));
+            self.unsteer(lease, self.config_of(s.vhost.as_deref()).nets(&s.policy));
             self.shared.pools.release(lease);
         }
     }

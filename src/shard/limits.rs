@@ -153,8 +153,8 @@ impl Limits {
                 &policy.dns
             };
             let mut always = dns.clone();
-            always.push(IpAddr::V4(cfg.server_address()));
-            always.extend(cfg.ipv6_for(cfg.server_address()).map(IpAddr::V6));
+            always.push(IpAddr::V4(cfg.local.0));
+            always.extend(cfg.local.1.map(IpAddr::V6));
             let routes: Vec<IpNet> = routes
                 .into_iter()
                 .map(IpNet::V4)

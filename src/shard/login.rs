@@ -16,7 +16,7 @@ use super::Moved;
 use shards::{Cookie, ShardId};
 
 use super::events::refused;
-use crate::config::AuthMethod;
+use crate::config::{AuthMethod, Config};
 use crate::proto::auth::{self, AuthExchange, AuthRequest, GroupOption, Step, Verdict};
 use crate::proto::connect as negotiate;
 use crate::proto::http::{self, Method, Response};
@@ -70,9 +70,7 @@ enum CertUser {
     },
 }
 
-fn cert_user(shard: &Shard, tls: &TlsSession) -> CertUser {
-    let cfg = shard.shared.config.get();
-    let cfg = &*cfg;
+fn cert_user(cfg: &Config, tls: &TlsSession) -> CertUser {
     let Some(der) = tls
         .peer_certificate()
         .filter(|_| cfg.auth_method.uses_certificates())
@@ -318,10 +316,11 @@ pub(super) async fn adopt_login(shard: Rc<Shard>, conn: Conn, login: Login) {
     let limit = shard.shared.config.get().auth_timeout();
     let user = login.user.clone();
     let profile = login.profile.clone();
+    let host = shard.config_of(login.vhost.as_deref());
     let mut conn = conn;
     match shard.create_session(login, peer) {
         Ok(cookie) => {
-            let reply = success_reply(&shard, cookie, profile.as_ref());
+            let reply = success_reply(&host, cookie, profile.as_ref());
             let sent = with_timeout(limit, conn.send(&reply)).await;
             if sent != Some(true) {
                 return;
@@ -420,24 +419,34 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
     let shard = shard.clone();
     let peer = conn.peer;
     let bans = &shard.shared.bans;
-    let cfg = shard.shared.config.get();
-    let cfg = &*cfg;
-    let points = &cfg.raw.security;
-    // Both known once the first request arrives (the handshake is done).
+    let points = shard.shared.config.get().raw.security.clone();
+    // Known once the first request arrives (the handshake is done): the
+    // virtual host the client named, its configuration, the certificate.
+    let mut host: Option<(Option<Arc<str>>, Arc<Config>)> = None;
     let mut cert: Option<CertUser> = None;
     let mut exchange: Option<AuthExchange> = None;
     let mut mobile = false;
     let mut user_agent = String::new();
     // Camouflage: until a request names the secret, this is a web server
     // with nothing to show (ocserv's camouflage).
-    let secret = &cfg.raw.server.camouflage_secret;
-    let mut hidden = !secret.is_empty();
+    let mut hidden: Option<bool> = None;
     loop {
         let req = next_request(&shard, &mut conn).await?;
         if shard.shared.test_hooks {
             test_hook(&shard, &req.head.path);
         }
-        if hidden {
+        let (vhost, cfg) = host
+            .get_or_insert_with(|| {
+                let vhost = conn.tls.vhost();
+                let cfg = shard.config_of(vhost.as_deref());
+                conn.headers = cfg.http_headers.clone();
+                (vhost, cfg)
+            })
+            .clone();
+        let cfg = &*cfg;
+        let secret = &cfg.raw.server.camouflage_secret;
+        let hidden = hidden.get_or_insert(!secret.is_empty());
+        if *hidden {
             match req.head.method {
                 Method::Get | Method::Post
                     if req
@@ -446,7 +455,7 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                         .split_once('?')
                         .is_some_and(|(_, q)| q == secret.as_str()) =>
                 {
-                    hidden = false;
+                    *hidden = false;
                 }
                 Method::Get | Method::Post => {
                     tracing::info!(%peer, "camouflage: no secret in the URL, answered as a web server");
@@ -508,9 +517,9 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
         if let Some(ua) = req.head.header("User-Agent") {
             user_agent = ua.chars().filter(|c| !c.is_control()).take(128).collect();
         }
-        let cert = cert.get_or_insert_with(|| cert_user(&shard, &conn.tls));
+        let cert = cert.get_or_insert_with(|| cert_user(cfg, &conn.tls));
         let cert_named = matches!(cert, CertUser::Named { .. });
-        let (reply, logged_in) = match route(shard.shared.config.get().auth_method, cert) {
+        let (reply, logged_in) = match route(cfg.auth_method, cert) {
             Route::Refuse(why) => {
                 refused(&shard, peer, None, why);
                 conn.refuse(401, why).await;
@@ -521,11 +530,11 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                 let groups = group.map(str::to_owned).into_iter().collect();
                 match finish(
                     &shard,
+                    (vhost.clone(), cfg),
                     peer,
                     user.to_owned(),
                     None,
-                    groups,
-                    wanted,
+                    (groups, wanted),
                     (mobile, &user_agent, true),
                 )
                 .await
@@ -547,10 +556,10 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
             }
             Route::Password => {
                 if exchange.is_none() {
-                    let groups = if shard.shared.config.get().raw.auth.auto_select_group {
-                        password_file_groups(&shard).await
+                    let groups = if cfg.raw.auth.auto_select_group {
+                        password_file_groups(cfg).await
                     } else {
-                        shard.shared.config.get().select_groups.clone()
+                        cfg.select_groups.clone()
                     };
                     let mut ex = match cert {
                         CertUser::Named { user, .. } => {
@@ -558,7 +567,7 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                         }
                         _ => AuthExchange::with_groups(groups),
                     };
-                    let banner = &shard.shared.config.get().raw.auth.pre_login_banner;
+                    let banner = &cfg.raw.auth.pre_login_banner;
                     ex.set_banner((!banner.is_empty()).then(|| banner.as_str().into()));
                     exchange = Some(ex);
                 }
@@ -572,11 +581,11 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                     } => {
                         match finish(
                             &shard,
+                            (vhost.clone(), cfg),
                             peer,
                             username.clone(),
                             Some(password),
-                            Vec::new(),
-                            group,
+                            (Vec::new(), group),
                             (mobile, &user_agent, cert_named),
                         )
                         .await
@@ -649,19 +658,18 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
 /// here or on the shard that owns the user's `explicit-ipv4` address.
 async fn finish(
     shard: &Shard,
+    (vhost, host): (Option<Arc<str>>, &Config),
     peer: SocketAddr,
     user: String,
     password: Option<String>,
-    cert_groups: Vec<String>,
-    wanted: Option<String>,
+    (cert_groups, wanted): (Vec<String>, Option<String>),
     (mobile, user_agent, cert_auth): (bool, &str, bool),
 ) -> Result<Done, LoginError> {
     let user_agent = user_agent.to_owned();
-    let shared = shard.shared.clone();
     let name = user.clone();
+    let config = shard.config_of(vhost.as_deref());
     let checked = super::guard::blocking(move || {
         crate::sys::lower_thread_priority();
-        let config = shared.config.get();
         let cfg = &config.raw;
         let groups = match password {
             Some(pw) => crate::passwd::check(&cfg.auth.passwd_file, &name, &pw)?,
@@ -712,7 +720,7 @@ async fn finish(
     };
     let mut policy = policy;
     if let Some(v6) = policy.explicit_ipv6 {
-        let nets = shard.shared.config.get().nets(&policy);
+        let nets = host.nets(&policy);
         match explicit_v4_of_v6(nets, v6, policy.explicit_ipv4) {
             Ok(v4) => policy.explicit_ipv4 = Some(v4),
             Err(why) => {
@@ -722,7 +730,7 @@ async fn finish(
         }
     }
     if let Some(addr) = policy.explicit_ipv4 {
-        let nets = shard.shared.config.get().nets(&policy);
+        let nets = host.nets(&policy);
         let net = nets.v4;
         if !net.contains(&addr)
             || addr == net.network()
@@ -751,6 +759,7 @@ async fn finish(
                     user_agent,
                     cert_auth,
                     profile,
+                    vhost,
                 }),
             ));
         }
@@ -766,14 +775,11 @@ async fn finish(
             user_agent,
             cert_auth,
             profile,
+            vhost,
         },
         peer,
     ) {
-        Ok(cookie) => Ok(Done::Reply(success_reply(
-            shard,
-            cookie,
-            announced.as_ref(),
-        ))),
+        Ok(cookie) => Ok(Done::Reply(success_reply(host, cookie, announced.as_ref()))),
         Err(why) => {
             refused(shard, peer, Some(&name), why);
             Err(LoginError::Refused(why))
@@ -814,8 +820,7 @@ fn explicit_v4_of_v6(
 /// The login's answer: the cookie, the banner and, with a user-profile,
 /// where to fetch it (the XML manifest, and the `webvpnc` cookie older
 /// AnyConnect clients read).
-fn success_reply(shard: &Shard, cookie: Cookie, profile: Option<&Profile>) -> Vec<u8> {
-    let cfg = shard.shared.config.get();
+fn success_reply(cfg: &Config, cookie: Cookie, profile: Option<&Profile>) -> Vec<u8> {
     let banner = Some(cfg.raw.auth.banner.as_str()).filter(|b| !b.is_empty());
     let mut r = Response::new(200, "OK")
         .header("Connection", "Keep-Alive")
@@ -866,8 +871,8 @@ fn pick_group(
 
 /// `auto_select_group`: every group in the password file, read off the
 /// executor for each login that asks for a username.
-async fn password_file_groups(shard: &Shard) -> Arc<[GroupOption]> {
-    let path = shard.shared.config.get().raw.auth.passwd_file.clone();
+async fn password_file_groups(cfg: &Config) -> Arc<[GroupOption]> {
+    let path = cfg.raw.auth.passwd_file.clone();
     let read = super::guard::blocking(move || crate::passwd::all_groups(&path)).await;
     let names = match read {
         Ok(Ok(names)) => names,

@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
-use rustls::ServerConfig;
 use shards::{GlobalLimit, PerKey, PerUser, ShardId};
 
 use crate::config::Config;
@@ -39,7 +38,7 @@ pub struct Shared {
     /// Replaced by a reload (`reload`); keys that need a restart keep
     /// their start values.
     pub config: crate::live::Live<Config>,
-    pub tls: crate::live::Live<ServerConfig>,
+    pub tls: crate::live::Live<crate::tls::ServerTls>,
     pub clients: GlobalLimit,
     /// Sessions per user, for `max_same_clients`.
     pub per_user: PerUser,
@@ -189,13 +188,11 @@ pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<()
     {
         tracing::info!(cert = %tls_cfg.cert_file.display(), key = %tls_cfg.key_file.display(), "generated a self-signed certificate");
     }
-    let identity = crate::tls::Identity::load(&tls_cfg.cert_file, &tls_cfg.key_file)?;
-    let pin = identity.pin_sha256()?;
-    let tls = identity.server_config(
-        config.raw.auth.ca_file.as_deref(),
-        config.raw.auth.crl_file.as_deref(),
-    )?;
+    let (tls, pin, host_pins) = crate::tls::ServerTls::load(&config)?;
     tracing::info!("server certificate {pin} (for openconnect --servercert)");
+    for (host, pin) in host_pins {
+        tracing::info!(vhost = %host, "virtual host certificate {pin}");
+    }
 
     // Bound before the TUN device exists: a second server on this socket
     // is refused before it can disturb the first one's device.
@@ -291,7 +288,7 @@ pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<()
         metrics: Arc::new(crate::metrics::Metrics::new(n)),
         iroutes: std::sync::Mutex::new(std::collections::HashMap::new()),
         config: crate::live::Live::new(Arc::new(config)),
-        tls: crate::live::Live::new(tls),
+        tls: crate::live::Live::new(Arc::new(tls)),
         shutdown: AtomicBool::new(false),
         shards: n,
         started: std::sync::atomic::AtomicUsize::new(0),

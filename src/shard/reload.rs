@@ -43,19 +43,12 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, String> {
             t.key_file.display()
         )
     };
-    let identity = crate::tls::Identity::load(&t.cert_file, &t.key_file).map_err(files)?;
-    let pin = identity.pin_sha256().map_err(files)?;
-    let tls = identity
-        .server_config(
-            new.raw.auth.ca_file.as_deref(),
-            new.raw.auth.crl_file.as_deref(),
-        )
-        .map_err(files)?;
+    let (tls, pin, _) = crate::tls::ServerTls::load(&new).map_err(files)?;
     check_passwd(&new.raw.auth.passwd_file, &mut warnings);
     check_user_files(&new.raw.users, &mut warnings);
 
     shared.bans.set_policy(new.ban_policy());
-    shared.tls.set(tls);
+    shared.tls.set(Arc::new(tls));
     shared.config.set(Arc::new(new));
     for w in &warnings {
         tracing::warn!("reload: {w}");
@@ -119,8 +112,21 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
     new.udp_listen.clone_from(&old.udp_listen);
     new.workers = old.workers;
     new.run_as.clone_from(&old.run_as);
+    // Virtual hosts that share the default pool keep sharing the running one.
+    let (file4, file6) = (new.ipv4_network, new.ipv6_network);
+    for (_, host) in &mut new.vhosts {
+        let host = Arc::make_mut(host);
+        if host.ipv4_network == file4 {
+            host.ipv4_network = old.ipv4_network;
+        }
+        if host.ipv6_network == file6 {
+            host.ipv6_network = old.ipv6_network;
+        }
+        host.local = old.local;
+    }
     new.ipv4_network = old.ipv4_network;
     new.ipv6_network = old.ipv6_network;
+    new.local = old.local;
     new.metrics_listen = old.metrics_listen;
     new.control_gid = old.control_gid;
     if !changed.is_empty() {

@@ -414,6 +414,20 @@ pub(crate) fn start_client_with(
     passwords: &[&str],
     extra: &str,
 ) -> Client {
+    let url = format!("https://{}/", net.server_ip(idx));
+    start_client_at(net, &server.pin, idx, user, passwords, extra, &url)
+}
+
+/// `start_client_with` to `url`, accepting the certificate `pin`.
+pub(crate) fn start_client_at(
+    net: &mut Net,
+    pin: &str,
+    idx: usize,
+    user: &str,
+    passwords: &[&str],
+    extra: &str,
+    url: &str,
+) -> Client {
     let ns = net.client_ns[idx - 1].clone();
     let env_dir = net.dir.join(format!("env{idx}"));
     let _ = fs::remove_dir_all(&env_dir);
@@ -430,11 +444,9 @@ pub(crate) fn start_client_with(
     .unwrap();
     let ifname = format!("oc{idx}");
     let cmd = format!(
-        "env OCU_ENV_DIR={env} openconnect {extra} --user {user} --passwd-on-stdin --servercert {pin} --script {script} --interface {ifname} --reconnect-timeout 60 https://{ip}/ < {pw}",
+        "env OCU_ENV_DIR={env} openconnect {extra} --user {user} --passwd-on-stdin --servercert {pin} --script {script} --interface {ifname} --reconnect-timeout 60 '{url}' < {pw}",
         env = env_dir.display(),
-        pin = server.pin,
         script = net.dir.join("client-script.sh").display(),
-        ip = net.server_ip(idx),
         pw = pwfile.display()
     );
     let pid = net.spawn_in(&ns, &cmd, &log);
