@@ -17,7 +17,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "ocserv-uring",
     version,
-    about = "A thread-per-core OpenConnect VPN server"
+    about = "A thread-per-core OpenConnect VPN server",
+    // As ocserv's: `-d 1 ... -d 3` is level 3.
+    args_override_self = true
 )]
 struct Cli {
     /// Configuration file (TOML).

@@ -78,7 +78,8 @@ fn translate(words: &[&str]) -> Result<String, String> {
         ["show", "sessions", "all" | "valid"] | ["show", "events"] => words.join(" "),
         ["show", "session", sid] => format!("show session {sid}"),
         ["terminate", "session", sid] => format!("terminate session {sid}"),
-        ["disconnect", what @ ("user" | "id"), x] => format!("drop {what} {x}"),
+        // As ocserv's: the session ends and its cookie with it.
+        ["disconnect", what @ ("user" | "id"), x] => format!("disconnect {what} {x}"),
         ["terminate", what @ ("user" | "id"), x] => format!("disconnect {what} {x}"),
         ["unban", "ip", ip] => format!("unban ip {ip}"),
         ["reload"] => "reload".into(),
@@ -157,7 +158,31 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         };
     }
-    match crate::ctl::request(&socket, &line) {
+    let answer = crate::ctl::request(&socket, &line).map(|mut r| {
+        // occtl lists connected users only; `ctl` also those between
+        // connections.
+        if matches!(words.as_slice(), ["show", "user" | "id", _]) {
+            if let Some(all) = r.as_array_mut() {
+                all.retain(|u| u["State"] == "connected");
+            }
+        }
+        r
+    });
+    match answer {
+        // As occtl: a user, ID or session not found is exit status 2.
+        Ok(result)
+            if matches!(words.as_slice(), ["show", "user" | "id" | "session", _])
+                && result.as_array().is_some_and(Vec::is_empty) =>
+        {
+            if inv.json {
+                println!("[]");
+            } else if words[1] == "session" {
+                println!("Session ID not found or expired");
+            } else {
+                println!("user or ID not found");
+            }
+            ExitCode::from(2)
+        }
         Ok(result) if inv.json => {
             println!(
                 "{}",

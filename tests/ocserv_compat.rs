@@ -322,20 +322,6 @@ fn occtl_by_its_name_shows_disconnects_and_terminates() {
     let (ok, out) = run("-n show status");
     assert!(ok && out.contains("online"), "{out}");
 
-    // disconnect: the connection closes, the session stays; openconnect
-    // comes back with its cookie and the same address.
-    let (ok, out) = run("disconnect user alice");
-    assert!(ok && out.contains("user 'alice' was disconnected"), "{out}");
-    server.wait_log("dropped by an admin (session kept)", Duration::from_secs(5));
-    wait_for(Duration::from_secs(30), "alice back", || {
-        let s = server.ctl_json("show users");
-        (s.as_array().is_some_and(|a| !a.is_empty()) && s[0]["IPv4"] == addr.as_str()).then_some(())
-    });
-    wait_for(Duration::from_secs(10), "the disconnect event", || {
-        fs::read_to_string(&events).ok().filter(|t| {
-            t.contains("default: disconnect user 'alice' (") && t.matches(&connected).count() == 2
-        })
-    });
     // terminate session: the session ends, the cookie with it.
     let (ok, out) = run("terminate session nosuch");
     assert!(!ok && out.contains("no session matching 'nosuch'"), "{out}");
@@ -346,10 +332,30 @@ fn occtl_by_its_name_shows_disconnects_and_terminates() {
     );
     alice.wait_exit(Duration::from_secs(20));
     assert_eq!(server.ctl_json("show sessions"), serde_json::json!([]));
-    wait_for(Duration::from_secs(10), "the last disconnect", || {
+    wait_for(Duration::from_secs(10), "the disconnect event", || {
         fs::read_to_string(&events)
             .ok()
-            .filter(|t| t.matches("disconnect user 'alice'").count() == 2)
+            .filter(|t| t.contains("default: disconnect user 'alice' ("))
+    });
+    // disconnect, as ocserv's: the session ends and its cookie with it,
+    // and the client is told to quit.
+    let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);
+    alice.wait_connected();
+    let (ok, out) = run("disconnect user alice");
+    assert!(ok && out.contains("user 'alice' was disconnected"), "{out}");
+    alice.wait_exit(Duration::from_secs(20));
+    assert_eq!(server.ctl_json("show sessions"), serde_json::json!([]));
+    let o = sh(&format!(
+        "{} -s {} show user alice",
+        occtl.display(),
+        server.ctl.display()
+    ));
+    assert_eq!(o.status.code(), Some(2), "as occtl: not found is 2");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("user or ID not found"));
+    wait_for(Duration::from_secs(10), "the last disconnect", || {
+        fs::read_to_string(&events).ok().filter(|t| {
+            t.matches("disconnect user 'alice'").count() == 2 && t.matches(&connected).count() == 2
+        })
     });
     let json = fs::read_to_string(&events_json).unwrap();
     assert!(

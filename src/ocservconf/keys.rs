@@ -20,6 +20,11 @@ struct State {
     ipv4_network: Option<(usize, String)>,
     ipv4_netmask: Option<(usize, String)>,
     ipv6_network: Option<(usize, String)>,
+    /// `ipv6-prefix`: the prefix of an `ipv6-network` written without one.
+    ipv6_prefix: Option<u8>,
+    no_udp: bool,
+    /// `run-as-user = root`.
+    stay_root: bool,
     udp_listen_host: Option<(usize, String)>,
     certs: usize,
     keys: usize,
@@ -101,6 +106,14 @@ impl State {
                     self.note(e, "no meaning here: the address pools are routed to the server's own TUN device, so no other host can answer for a free address");
                 }
             }
+            // ocserv lets root stay root; so does this server, with a word.
+            "run-as-user" if v == "root" => {
+                self.note(e, "root: the server stays root after start, and all that clients send is handled as root; an unprivileged user (nobody) is safer");
+                self.stay_root = true;
+            }
+            "run-as-group" if v == "root" => {
+                self.note(e, "root's group is not taken after start: the user's own group is");
+            }
             "run-as-user" => r.server.run_as_user = v.to_owned(),
             "run-as-group" => r.server.run_as_group = v.to_owned(),
             "pid-file" => r.server.pid_file = PathBuf::from(v),
@@ -110,6 +123,13 @@ impl State {
                     r.control.socket = PathBuf::new();
                 }
             }
+            // Its old name: only `true` means anything to ocserv.
+            "use-dbus" => {
+                if boolean(v)? {
+                    self.note(e, "ocserv's old name of use-occtl; the control socket is on unless use-occtl = false");
+                }
+            }
+            "debug-no-secmod-stats" => self.note(e, "no meaning here: there is no sec-mod"),
             "socket-file" => self.note(e, "no meaning here: there are no worker processes and no sec-mod to talk to"),
             "isolate-workers" => self.note(e, "no meaning here: one process, which drops to run-as-user with three capabilities after start"),
             "sec-mod-scale" | "limit-worker-memory" => self.note(e, "no meaning here: there are no sec-mod or worker processes"),
@@ -184,6 +204,7 @@ impl State {
             "ipv4-network" => self.ipv4_network = Some((e.line, v.to_owned())),
             "ipv4-netmask" => self.ipv4_netmask = Some((e.line, v.to_owned())),
             "ipv6-network" => self.ipv6_network = Some((e.line, v.to_owned())),
+            "ipv6-prefix" => self.ipv6_prefix = Some(number::<u8>(v)?),
             "ipv6-subnet-prefix" => {
                 if number::<u8>(v)? != 128 {
                     return Err("only 128 is supported: each client gets one IPv6 address".into());
@@ -234,7 +255,9 @@ impl State {
             "connect-script" => r.scripts.connect_script = Some(PathBuf::from(v)),
             "disconnect-script" => r.scripts.disconnect_script = Some(PathBuf::from(v)),
             // Per-user keys that only user files may set in ocserv too.
-            "iroute" | "explicit-ipv4" | "explicit-ipv6" | "no-udp" => {
+            // ocserv takes it globally too: DTLS is off for everyone.
+            "no-udp" => self.no_udp = boolean(v)?,
+            "iroute" | "explicit-ipv4" | "explicit-ipv6" => {
                 return Err("only a per-user or per-group file may set this".into())
             }
             _ => return Err("not a key of ocserv 1.5's configuration (or not one this server knows)".into()),
@@ -268,7 +291,17 @@ impl State {
                 network(&cidr).map_err(|e| refuse(*line, "ipv4-network", e))?;
         }
         if let Some((_, net)) = &self.ipv6_network {
-            r.network.ipv6_network = net.clone();
+            r.network.ipv6_network = match self.ipv6_prefix {
+                Some(p) if !net.contains('/') => format!("{net}/{p}"),
+                _ => net.clone(),
+            };
+        }
+        if self.no_udp {
+            r.server.udp_port = 0;
+        }
+        if self.stay_root {
+            r.server.run_as_user.clear();
+            r.server.run_as_group.clear();
         }
         if let Some((line, udp)) = &self.udp_listen_host {
             let ip: IpAddr = udp.parse().map_err(|_| {
@@ -678,6 +711,10 @@ mod tests {
             ("route = default", false),
             ("ping-leases = true", false),
             ("append-routes = true", false),
+            ("use-dbus = true", false),
+            ("debug-no-secmod-stats = true", false),
+            ("run-as-user = root", false),
+            ("no-udp = true", false),
         ] {
             let r = read(&format!("{base}{line}\n"));
             assert_eq!(r.is_err(), refused, "{line}: {r:?}");
@@ -690,6 +727,18 @@ mod tests {
             t.raw.network.routes.is_empty(),
             "a default route is a full tunnel"
         );
+        let t = read(&format!(
+            "{base}run-as-user = root\nrun-as-group = root\nno-udp = true\nudp-port = 443\n\
+             ipv6-network = fd00:1::\nipv6-prefix = 96\n"
+        ))
+        .unwrap();
+        let s = &t.raw.server;
+        assert_eq!(
+            (s.run_as_user.as_str(), s.udp_port),
+            ("", 0),
+            "root stays root, no DTLS"
+        );
+        assert_eq!(t.raw.network.ipv6_network, "fd00:1::/96");
         let e = read(&format!("{base}[vhost:a.example]\ntcp-port = 443\n")).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (3, "tcp-port"));
         let e = read(&format!("{base}[vhost:a.example]\nmtu = 1300\n")).unwrap_err();

@@ -97,6 +97,8 @@ pub struct SessionInfo {
     #[serde(rename = "_Connected at")]
     pub connected_for: String,
     pub raw_connected_at: u64,
+    /// When the session began (its login), Unix seconds, as occtl's.
+    pub raw_session_started_at: u64,
     /// Seconds since the last data packet from the client.
     pub idle_seconds: u64,
     /// `DTLS` or `CSTP`: where packets to the client go now.

@@ -70,6 +70,11 @@ impl shards::UserSession for Session {
 }
 
 /// occtl's session ID of `cookie`.
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 pub(crate) fn safe_id(cookie: &Cookie) -> String {
     let digest = aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
@@ -785,10 +790,8 @@ impl Shard {
             keepalive: s.policy.keepalive.unwrap_or(sess.keepalive).to_string(),
             connected_at: admin::format_time(s.started_wall),
             connected_for: admin::format_duration(now.duration_since(s.started)),
-            raw_connected_at: s
-                .started_wall
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            raw_connected_at: unix(s.started_wall),
+            raw_session_started_at: unix(s.started_wall),
             idle_seconds: t.map_or(0, |t| t.idle_for(now).as_secs()),
             channel: if t.and_then(|t| t.dtls()).is_some_and(|c| c.is_active()) {
                 "DTLS"

@@ -251,6 +251,13 @@ pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<()
         config.ipv6_for(config.server_address()),
     ) {
         tun.configure_v6(addr, net.prefix_len()).map_err(tun_err)?;
+        // ocserv's server address is the network's first: answer there too.
+        let first = std::net::Ipv6Addr::from(u128::from(net.network()) + 1);
+        if first != addr {
+            if let Err(e) = tun.configure_v6(first, net.prefix_len()) {
+                tracing::warn!(device = %device, address = %first, "second IPv6 address: {e}");
+            }
+        }
         tracing::info!(device = %device, address = %addr, network = %net, "TUN device has IPv6");
     }
     let steering = sys::bpf::attach_steering(&tun.queues[0], n as u32).map_err(tun_err)?;
