@@ -1099,6 +1099,21 @@ impl Config {
 
     /// The effective configuration as TOML (for `check-config`).
     pub fn effective_toml(&self) -> String {
+        let hosts = if self.raw.vhost.is_empty() {
+            String::new()
+        } else {
+            #[derive(Serialize)]
+            struct Hosts<'a> {
+                vhost: &'a BTreeMap<String, toml::Table>,
+            }
+            let v = Hosts {
+                vhost: &self.raw.vhost,
+            };
+            format!(
+                "\n# virtual hosts: what each sets over the above\n{}",
+                toml::to_string(&v).unwrap_or_default()
+            )
+        };
         let r = &self.raw;
         let list = |v: &[String]| {
             format!(
@@ -1223,7 +1238,7 @@ impl Config {
                     .collect::<String>();
                 format!("{files}keep_backups = {}\n", u.keep_backups)
             },
-        )
+        ) + &hosts
     }
 }
 

@@ -253,6 +253,10 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         conn.refuse(401, "Cookie is not acceptable").await;
         return;
     }
+    if let Err(why) = shard.take_place(&cookie) {
+        conn.refuse(401, why).await;
+        return;
+    }
     match shard.lease_for(&cookie) {
         Ok(_) => {}
         Err(LeaseError::NoSession) => {
@@ -262,6 +266,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         }
         Err(LeaseError::Refused(why)) => {
             // The session stays: a client that retries may find an address.
+            shard.leave_place(&cookie);
             tracing::warn!(peer = %conn.peer, "CONNECT refused: {why}");
             conn.refuse(503, why).await;
             return;

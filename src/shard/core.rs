@@ -61,6 +61,9 @@ pub(crate) struct Session {
     pub(crate) cert_auth: bool,
     /// The virtual host the login came to; `None`: the default one.
     pub(crate) vhost: Option<Arc<str>>,
+    /// Holds one of its user's `max_same_clients` places: from its CONNECT
+    /// until its tunnel is gone (as ocserv counts connected clients).
+    pub(crate) counted: bool,
 }
 
 impl shards::UserSession for Session {
@@ -324,25 +327,16 @@ impl Shard {
             profile: _,
             vhost,
         } = login;
-        let max_same = policy
-            .max_same_clients
-            .unwrap_or(cfg.raw.session.max_same_clients);
-        if let Err(have) = self.shared.per_user.try_acquire(&user, max_same) {
-            tracing::info!(user = %user, sessions = have, max_same_clients = max_same, "login refused: max_same_clients");
-            return Err("Too many sessions for this user (max_same_clients)");
-        }
         if !self
             .shared
             .clients
             .try_acquire_up_to(cfg.raw.session.max_clients)
         {
-            self.shared.per_user.release(&user);
             return Err("The server has reached max_clients");
         }
         let mut random = [0u8; shards::cookie::COOKIE_RANDOM_LEN];
         if aws_lc_rs::rand::fill(&mut random).is_err() {
             self.shared.clients.release();
-            self.shared.per_user.release(&user);
             return Err("No randomness for a cookie");
         }
         let cookie = Cookie::new(self.id, random);
@@ -371,6 +365,7 @@ impl Shard {
             safe_id: safe_id(&cookie),
             cert_auth,
             vhost,
+            counted: false,
         };
         super::events::login(self, peer, &session);
         let expires = self.detach_deadline(&session, now);
@@ -432,7 +427,50 @@ impl Shard {
     fn release(&self, s: &Session) {
         self.release_lease(s);
         self.shared.clients.release();
-        self.shared.per_user.release(&s.user);
+        if s.counted {
+            self.shared.per_user.release(&s.user);
+        }
+    }
+
+    /// A CONNECT takes one of its user's `max_same_clients` places (a
+    /// reconnect of a session with a tunnel up already holds one). The
+    /// error is what the client is told.
+    pub(crate) fn take_place(&self, cookie: &Cookie) -> Result<(), &'static str> {
+        let mut sessions = self.sessions.borrow_mut();
+        let Some(s) = sessions.get_mut(cookie) else {
+            return Ok(());
+        };
+        if s.counted {
+            return Ok(());
+        }
+        let max = s.policy.max_same_clients.unwrap_or(
+            self.config_of(s.vhost.as_deref())
+                .raw
+                .session
+                .max_same_clients,
+        );
+        match self.shared.per_user.try_acquire(&s.user, max) {
+            Ok(_) => {
+                s.counted = true;
+                Ok(())
+            }
+            Err(have) => {
+                tracing::info!(user = %s.user, connected = have, max_same_clients = max, "CONNECT refused: max_same_clients");
+                Err("Too many sessions for this user (max_same_clients)")
+            }
+        }
+    }
+
+    /// Gives back the place `take_place` took, while no tunnel is up.
+    pub(crate) fn leave_place(&self, cookie: &Cookie) {
+        let mut sessions = self.sessions.borrow_mut();
+        if let Some(s) = sessions
+            .get_mut(cookie)
+            .filter(|s| s.counted && s.tunnel.is_none())
+        {
+            s.counted = false;
+            self.shared.per_user.release(&s.user);
+        }
     }
 
     /// Binds a CONNECT to its session; the older tunnel of the same cookie,
@@ -542,6 +580,10 @@ impl Shard {
         } else {
             let expires = sessions.get_mut(&tunnel.cookie).map(|s| {
                 s.tunnel = None;
+                if s.counted {
+                    s.counted = false;
+                    self.shared.per_user.release(&s.user);
+                }
                 s.past.add(&stats);
                 self.detach_deadline(s, now)
             });
