@@ -463,6 +463,38 @@ impl TlsSession {
         }
     }
 
+    /// The session as GnuTLS describes one (what occtl shows), e.g.
+    /// `(TLS1.3)-(ECDHE-X25519)-(AES-256-GCM)`.
+    pub fn description(&self) -> String {
+        let Some(c) = self.conn() else {
+            return String::new();
+        };
+        let version = match c.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLS1.2",
+            _ => "TLS",
+        };
+        let group = c
+            .negotiated_key_exchange_group()
+            .map(|g| format!("{:?}", g.name()))
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        let suite = c
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default();
+        let cipher = if suite.contains("AES_256_GCM") {
+            "AES-256-GCM"
+        } else if suite.contains("AES_128_GCM") {
+            "AES-128-GCM"
+        } else if suite.contains("CHACHA20") {
+            "CHACHA20-POLY1305"
+        } else {
+            "?"
+        };
+        format!("({version})-(ECDHE-{group})-({cipher})")
+    }
+
     /// The client's certificate (DER), verified against the CA, if it sent one.
     pub fn peer_certificate(&self) -> Option<&[u8]> {
         self.conn()?

@@ -255,7 +255,7 @@ fn user_config_set_reaches_the_next_login_and_reconnect_applies_it_now() {
     let me = server.ctl_json("show user alice");
     assert_eq!(
         me[0]["Routes"],
-        serde_json::json!(["10.30.0.0/16"]),
+        serde_json::json!(["10.30.0.0/255.255.0.0"]),
         "{me:#}"
     );
     assert_eq!(

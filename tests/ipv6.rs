@@ -169,7 +169,7 @@ fn ipv6_iroute_reaches_the_network_behind_a_client() {
     let me = server.ctl_json("show user alice");
     assert_eq!(
         me[0]["iRoutes"],
-        serde_json::json!(["fd00:300::/64", "10.250.0.0/24"]),
+        serde_json::json!(["fd00:300::/64", "10.250.0.0/255.255.255.0"]),
         "{me:#}"
     );
 

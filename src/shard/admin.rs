@@ -104,6 +104,11 @@ pub struct SessionInfo {
     /// `DTLS` or `CSTP`: where packets to the client go now.
     #[serde(rename = "Channel")]
     pub channel: &'static str,
+    /// The TLS session as GnuTLS describes one, as occtl shows it.
+    #[serde(rename = "TLS ciphersuite", skip_serializing_if = "String::is_empty")]
+    pub tls_cipher: String,
+    #[serde(rename = "DTLS cipher", skip_serializing_if = "str::is_empty")]
+    pub dtls_cipher: &'static str,
     #[serde(rename = "Shard")]
     pub shard: u16,
     #[serde(rename = "DNS")]

@@ -73,6 +73,15 @@ impl shards::UserSession for Session {
 }
 
 /// occtl's session ID of `cookie`.
+/// A route as ocserv shows one: IPv4 with its netmask, IPv6 with its
+/// prefix length.
+fn occtl_route(n: &IpNet) -> String {
+    match n {
+        IpNet::V4(n) => format!("{}/{}", n.network(), n.netmask()),
+        IpNet::V6(n) => n.to_string(),
+    }
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -783,7 +792,7 @@ impl Shard {
         let mut routes = if limits::is_full_tunnel(&routes4) {
             vec!["default".to_owned()]
         } else {
-            strings(&mut routes4.iter().map(ToString::to_string))
+            strings(&mut routes4.iter().map(|n| occtl_route(&IpNet::V4(*n))))
         };
         if t.is_some_and(|t| t.lease6.is_some()) {
             routes.extend(
@@ -840,12 +849,18 @@ impl Shard {
             } else {
                 "CSTP"
             },
+            tls_cipher: t.map(|t| t.tls_cipher()).unwrap_or_default(),
+            dtls_cipher: t
+                .and_then(|t| t.dtls())
+                .filter(|c| c.is_active())
+                .and_then(|c| c.cipher())
+                .unwrap_or_default(),
             shard: self.id.0,
             dns: dns.iter().map(ToString::to_string).collect(),
             split_dns: s.policy.split_dns.clone(),
             routes,
-            no_routes: s.policy.no_routes.iter().map(ToString::to_string).collect(),
-            iroutes: s.policy.iroutes.iter().map(ToString::to_string).collect(),
+            no_routes: s.policy.no_routes.iter().map(occtl_route).collect(),
+            iroutes: s.policy.iroutes.iter().map(occtl_route).collect(),
             restricted: if t.is_some_and(|t| t.limits.allowed.is_some()) {
                 "True"
             } else {

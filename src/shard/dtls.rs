@@ -79,6 +79,11 @@ pub(crate) struct DtlsChannel {
 
 impl DtlsChannel {
     /// Whether packets for the client should go this way.
+    /// The negotiated suite, as occtl shows it.
+    pub(crate) fn cipher(&self) -> Option<&'static str> {
+        self.server.borrow().suite().map(|s| s.description())
+    }
+
     pub(crate) fn is_active(&self) -> bool {
         self.connected.get() && !self.closed.get()
     }

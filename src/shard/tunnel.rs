@@ -250,6 +250,11 @@ impl Tunnel {
         self.dtls.borrow().clone()
     }
 
+    /// The TLS session as occtl shows it.
+    pub(crate) fn tls_cipher(&self) -> String {
+        self.tls.borrow().description()
+    }
+
     pub(crate) fn dtls_pending(&self) -> Option<Rc<DtlsChannel>> {
         self.dtls_pending.borrow().clone()
     }

@@ -73,6 +73,19 @@ pub(crate) const CBC_BLOCK: usize = 16;
 pub(crate) const EMPTY_RENEGOTIATION_INFO_SCSV: u16 = 0x00FF;
 
 impl CipherSuite {
+    /// The suite as GnuTLS describes a session (what occtl shows).
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::PskAes128GcmSha256 => "(DTLS1.2)-(PSK)-(AES-128-GCM)",
+            Self::PskAes256GcmSha384 => "(DTLS1.2)-(PSK)-(AES-256-GCM)",
+            Self::PskChacha20Poly1305Sha256 => "(DTLS1.2)-(PSK)-(CHACHA20-POLY1305)",
+            Self::RsaAes128GcmSha256 => "(DTLS1.2)-(RSA)-(AES-128-GCM)",
+            Self::RsaAes256GcmSha384 => "(DTLS1.2)-(RSA)-(AES-256-GCM)",
+            Self::RsaAes128CbcSha => "(DTLS0.9)-(RSA)-(AES-128-CBC)-(SHA1)",
+            Self::RsaAes256CbcSha => "(DTLS0.9)-(RSA)-(AES-256-CBC)-(SHA1)",
+        }
+    }
+
     /// Every suite, PSK ones first.
     pub const ALL: [Self; 7] = [
         Self::PskAes256GcmSha384,
