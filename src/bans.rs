@@ -281,7 +281,10 @@ impl Bans {
 
     /// Whether connections from `addr` are refused now.
     pub fn is_banned(&self, addr: IpAddr, now: Instant) -> bool {
-        if !self.enabled() {
+        // Scored and listed, never enforced on the host itself (ocserv
+        // spares local addresses too): a proxy or an admin on the server
+        // would lock everyone out.
+        if !self.enabled() || addr.to_canonical().is_loopback() {
             return false;
         }
         let k = key(addr);
@@ -456,6 +459,16 @@ mod tests {
         assert!(!b.is_banned(ip("2001:db8:1:3::1"), t0));
         b.add(ip("::ffff:192.0.2.1"), 20, t0);
         assert!(b.is_banned(ip("192.0.2.1"), t0));
+    }
+
+    #[test]
+    fn the_host_itself_is_scored_but_never_banned() {
+        let b = bans(10);
+        let t0 = Instant::now();
+        for a in ["127.0.0.1", "::1", "::ffff:127.0.0.2"] {
+            b.add(ip(a), 50, t0);
+            assert!(!b.is_banned(ip(a), t0), "{a}");
+        }
     }
 
     #[test]

@@ -208,6 +208,13 @@ pub struct Auth {
     /// at /profiles/ to clients with a cookie (ocserv's user-profile);
     /// a user's or group's file may name another.
     pub user_profile: Option<PathBuf>,
+    /// A first entry of the group list that means "my own group" (the
+    /// password file's first), as ocserv's default-select-group; empty:
+    /// none.
+    pub default_select_group: String,
+    /// A login to `https://server/GROUP` runs in GROUP, with no group
+    /// list shown (ocserv's select-group-by-url).
+    pub select_group_by_url: bool,
 }
 
 impl Default for Auth {
@@ -224,6 +231,8 @@ impl Default for Auth {
             pre_login_banner: String::new(),
             banner: String::new(),
             user_profile: None,
+            default_select_group: String::new(),
+            select_group_by_url: false,
         }
     }
 }

@@ -30,6 +30,8 @@ const KEYS: &[(&str, &[&str])] = &[
             "pre_login_banner",
             "banner",
             "user_profile",
+            "default_select_group",
+            "select_group_by_url",
         ],
     ),
     (

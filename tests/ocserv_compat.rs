@@ -1163,3 +1163,53 @@ fn virtual_hosts_by_sni_have_their_own_certificate_users_and_addresses() {
         "https://vpn2.test/"
     ));
 }
+
+/// default-select-group: a first entry of the group list meaning the
+/// user's own group; select-group-by-url: a login to /GROUP runs in GROUP
+/// with no list to choose from.
+#[test]
+fn groups_by_default_entry_and_by_url() {
+    let _g = serial();
+    let mut net = Net::new("grpurl", 1);
+    add_user_in(
+        &net.dir.join("ocpasswd"),
+        "carl",
+        "pw123",
+        "admins,engineering",
+    );
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            auth_keys: "select_group = [\"admins\", \"engineering[Engineering]\"]\n\
+                        default_select_group = \"DEFAULT\"\nselect_group_by_url = true\n"
+                .into(),
+            ..ServerOpts::default()
+        },
+    );
+    let (ns, to) = (
+        net.client_ns[0].clone(),
+        format!("{}:443", net.server_ip(1)).parse().unwrap(),
+    );
+    let mut c = RawTls::connect(&ns, to).unwrap();
+    c.post_form("").unwrap();
+    let form = String::from_utf8_lossy(&c.response().expect("the form").body).into_owned();
+    let first = form.find("<option").expect("a group list");
+    assert!(
+        form[first..].starts_with("<option value=\"DEFAULT\">DEFAULT</option>"),
+        "{form}"
+    );
+    c.post_form("username=carl&password=pw123&group_list=DEFAULT")
+        .unwrap();
+    let done = c.response().expect("the login's answer");
+    assert!(cookie_of(&done).is_some(), "{done:?}");
+    let sessions = server.ctl_json("show sessions");
+    assert_eq!(sessions[0]["Groupname"], "admins", "{sessions:#}");
+
+    // The URL names the group: openconnect sees no list and lands in it.
+    let url = format!("https://{}/engineering", net.server_ip(1));
+    let carl = start_client_at(&mut net, &server.pin, 1, "carl", &["pw123"], "", &url);
+    carl.wait_connected();
+    let users = server.ctl_json("show users");
+    assert_eq!(users[0]["Groupname"], "engineering", "{users:#}");
+    assert!(!carl.log_text().contains("GROUP:"), "{}", carl.log_text());
+}

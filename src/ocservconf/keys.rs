@@ -82,7 +82,8 @@ impl State {
             "cert-group-oid" => r.auth.cert_group_oid = Some(v.to_owned()),
             "select-group" => r.auth.select_group.push(v.to_owned()),
             "auto-select-group" => r.auth.auto_select_group = boolean(v)?,
-            "default-select-group" | "select-group-by-url" => return Err("not supported yet".into()),
+            "default-select-group" => r.auth.default_select_group = v.to_owned(),
+            "select-group-by-url" => r.auth.select_group_by_url = boolean(v)?,
             // ---- where and how to listen
             "listen-host" => {
                 let ip: IpAddr = v.parse().map_err(|_| {
@@ -161,7 +162,12 @@ impl State {
                 let what = tls_priorities(v);
                 self.note(e, &what);
             }
-            "cisco-client-compat" => self.note(e, "no meaning here: Cisco clients are always served"),
+            // ocserv: it implies select-group-by-url (and dtls-legacy, on here).
+            "cisco-client-compat" => {
+                if boolean(v)? {
+                    r.auth.select_group_by_url = true;
+                }
+            }
             "cisco-svc-client-compat" => {
                 if boolean(v)? {
                     return Err("not supported yet".into());
@@ -659,14 +665,10 @@ mod tests {
         );
         assert!(r.network.predictable_ips);
         let noted: Vec<&str> = t.notes.iter().map(|n| n.key.as_str()).collect();
-        for k in [
-            "socket-file",
-            "isolate-workers",
-            "tls-priorities",
-            "cisco-client-compat",
-        ] {
+        for k in ["socket-file", "isolate-workers", "tls-priorities"] {
             assert!(noted.contains(&k), "{k} not noted: {noted:?}");
         }
+        assert!(r.auth.select_group_by_url, "cisco-client-compat implies it");
     }
 
     #[test]

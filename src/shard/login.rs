@@ -430,6 +430,8 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
     // Camouflage: until a request names the secret, this is a web server
     // with nothing to show (ocserv's camouflage).
     let mut hidden: Option<bool> = None;
+    // select-group-by-url: the group the login's first URL names.
+    let mut url_group: Option<Option<String>> = None;
     loop {
         let req = next_request(&shard, &mut conn).await?;
         if shard.shared.test_hooks {
@@ -491,6 +493,15 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
             conn = super::profile::serve(&shard, conn, req.head).await?;
             continue;
         }
+        let url_group = url_group
+            .get_or_insert_with(|| {
+                cfg.raw
+                    .auth
+                    .select_group_by_url
+                    .then(|| group_of_url(&req.head.path))
+                    .flatten()
+            })
+            .clone();
         let areq = match req.head.method {
             // Its own task: the tunnel outlives the login's larger state.
             Method::Connect => {
@@ -526,7 +537,7 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                 return None;
             }
             Route::Certificate { user, group } => {
-                let wanted = areq.group.filter(|g| !g.is_empty());
+                let wanted = url_group.or(areq.group).filter(|g| !g.is_empty());
                 let groups = group.map(str::to_owned).into_iter().collect();
                 match finish(
                     &shard,
@@ -556,10 +567,13 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
             }
             Route::Password => {
                 if exchange.is_none() {
-                    let groups = if cfg.raw.auth.auto_select_group {
-                        password_file_groups(cfg).await
+                    let groups = if url_group.is_some() {
+                        // The URL chose: no list to choose from.
+                        Arc::from([])
+                    } else if cfg.raw.auth.auto_select_group {
+                        with_default_group(cfg, password_file_groups(cfg).await)
                     } else {
-                        cfg.select_groups.clone()
+                        with_default_group(cfg, cfg.select_groups.clone())
                     };
                     let mut ex = match cert {
                         CertUser::Named { user, .. } => {
@@ -585,7 +599,7 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                             peer,
                             username.clone(),
                             Some(password),
-                            (Vec::new(), group),
+                            (Vec::new(), url_group.clone().or(group)),
                             (mobile, &user_agent, cert_named),
                         )
                         .await
@@ -676,6 +690,9 @@ async fn finish(
             None => Some(cert_groups),
         };
         Ok::<_, std::io::Error>(groups.map(|g| {
+            // default-select-group: the user's own group.
+            let default = &cfg.auth.default_select_group;
+            let wanted = wanted.filter(|w| default.is_empty() || w != default);
             let group = pick_group(g, wanted)?;
             crate::usercfg::load(&cfg.users, &name, group.as_deref(), &config.user_defaults)
                 .map(|policy| {
@@ -867,6 +884,33 @@ fn pick_group(
         )),
         None => Ok(groups.into_iter().next()),
     }
+}
+
+/// The group list with `default_select_group` first, if one is set.
+fn with_default_group(cfg: &Config, groups: Arc<[GroupOption]>) -> Arc<[GroupOption]> {
+    let default = &cfg.raw.auth.default_select_group;
+    if default.is_empty() || groups.is_empty() {
+        return groups;
+    }
+    std::iter::once(GroupOption {
+        name: default.clone(),
+        label: default.clone(),
+    })
+    .chain(groups.iter().cloned())
+    .collect()
+}
+
+/// select-group-by-url: `/GROUP` (not one of the server's own paths)
+/// names the login's group.
+fn group_of_url(path: &str) -> Option<String> {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let name = path.strip_prefix('/')?;
+    let known = [auth::FORM_ACTION.trim_start_matches('/'), "profiles"];
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    (plain && !known.contains(&name)).then(|| name.to_owned())
 }
 
 /// `auto_select_group`: every group in the password file, read off the

@@ -70,10 +70,17 @@ impl EndReason {
 
     /// Whether the client is told to quit (CSTP TERMINATE) rather than
     /// left to reconnect.
+    /// A superseded connection is told too: its cookie went on in another
+    /// one, and the client still reading this one (a second device with
+    /// the same cookie) must quit, not take it back (as ocserv).
     fn terminates_client(self) -> bool {
         matches!(
             self,
-            Self::IdleTimeout | Self::SessionTimeout | Self::AdminDisconnect | Self::ServerShutdown
+            Self::IdleTimeout
+                | Self::SessionTimeout
+                | Self::AdminDisconnect
+                | Self::ServerShutdown
+                | Self::Superseded
         )
     }
 }
