@@ -406,6 +406,21 @@ pub fn load(
     defaults: &UserConfig,
 ) -> Result<UserConfig, String> {
     let mut c = UserConfig::default();
+    // A name that cannot be a file name (`../x`) refuses the session, as
+    // ocserv's; it never falls back to the default file.
+    for (dir, name, what) in [
+        (&users.config_per_group, group, "group"),
+        (&users.config_per_user, Some(user), "user"),
+    ] {
+        if let (Some(d), Some(n)) = (dir, name) {
+            if file_for(d, n).is_none() {
+                return Err(format!(
+                    "{what} name {n:?} cannot name a file in {}",
+                    d.display()
+                ));
+            }
+        }
+    }
     let pick = |dir: &Option<PathBuf>, name: Option<&str>, default: &Option<PathBuf>| {
         let own = dir
             .as_deref()
@@ -720,6 +735,18 @@ session-timeout = \"0\"
         assert_eq!(group.mtu, Some(1280));
         assert_eq!(group.split_dns, ["a.example"]);
         assert_eq!(group.dns.len(), 1);
+    }
+
+    #[test]
+    fn a_name_that_is_no_file_name_refuses_the_session() {
+        let users = crate::config::Users {
+            config_per_group: Some(std::env::temp_dir()),
+            ..crate::config::Users::default()
+        };
+        let d = UserConfig::default();
+        let e = load(&users, "alice", Some("../escape"), &d).unwrap_err();
+        assert!(e.contains("group name \"../escape\""), "{e}");
+        assert!(load(&users, "alice", None, &d).is_ok());
     }
 
     #[test]

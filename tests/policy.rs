@@ -825,3 +825,40 @@ fn net_priority_sets_the_tos_of_the_users_packets() {
         assert_eq!(ip[1], tos, "TOS of a protocol {proto} packet");
     }
 }
+
+/// `hostname` in a user's file: the session's host name over the client's
+/// X-CSTP-Hostname, told back in the CONNECT answer (as ocserv) and shown
+/// by ctl; without one, the client's own is told back.
+#[test]
+fn a_users_hostname_is_told_back_and_shown() {
+    let _g = serial();
+    let mut net = Net::new("uhost", 1);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(dir.join("users/alice"), "hostname = xxxx\n").unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let (ns, to) = (
+        net.client_ns[0].clone(),
+        format!("{}:443", net.server_ip(1)).parse().unwrap(),
+    );
+    for (user, pw, told) in [
+        ("alice", "test123", "xxxx"),
+        ("bob", "wonderland", "laptop"),
+    ] {
+        let cookie = login_cookie(&ns, to, user, pw);
+        let mut c = RawTls::connect(&ns, to).unwrap();
+        let r = c
+            .connect_tunnel_with(&cookie, "X-CSTP-Hostname: laptop\r\n")
+            .expect("CONNECT answer");
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(header(&r, "X-CSTP-Hostname"), Some(told), "{}", r.head);
+        let me = server.ctl_json(&format!("show user {user}"));
+        assert_eq!(me[0]["Hostname"], told, "{me:#}");
+    }
+}

@@ -350,9 +350,11 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let v6_form = negotiate::ipv6_form(&head).filter(|_| mtu >= negotiate::IPV6_MIN_MTU);
     let nets = cfg.nets(&policy);
     let lease6 = v6_form.and_then(|_| nets.ipv6_for(lease));
+    // A user file's hostname wins over the client's; told back as ocserv.
+    let accepted_host = policy.hostname.clone().unwrap_or(hostname);
     let reply = connect_reply(
         cfg,
-        (&user, group.as_deref()),
+        (&user, group.as_deref(), &accepted_host),
         &policy,
         &limits,
         (lease, lease6.zip(v6_form)),
@@ -376,7 +378,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.lease6 = lease6;
     tunnel.mtu = mtu;
-    tunnel.hostname = policy.hostname.clone().unwrap_or(hostname);
+    tunnel.hostname = accepted_host;
     tunnel.net_priority = policy.net_priority;
     tunnel.iroutes = policy.iroutes.clone().into();
     tunnel.base_mtu = base_mtu;
@@ -436,7 +438,7 @@ fn rekey_method(s: &crate::config::Session) -> &str {
 /// Routes and DNS servers from the user's files replace the global ones.
 fn connect_reply(
     cfg: &crate::config::Config,
-    (user, group): (&str, Option<&str>),
+    (user, group, hostname): (&str, Option<&str>, &str),
     policy: &UserConfig,
     limits: &Limits,
     (lease, v6): (
@@ -513,6 +515,9 @@ fn connect_reply(
     }
     if let Some(d) = &policy.default_domain {
         r = r.header("X-CSTP-Default-Domain", d);
+    }
+    if !hostname.is_empty() {
+        r = r.header("X-CSTP-Hostname", hostname);
     }
     if let Some((choice, id)) = dtls {
         // §3.2: the App-ID (PSK) or Session-ID (legacy) is what the client
