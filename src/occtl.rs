@@ -76,6 +76,8 @@ fn translate(words: &[&str]) -> Result<String, String> {
         | ["show", "ip", "ban", "points"] => words.join(" "),
         ["show", "user" | "id", x] => format!("{} {} {x}", words[0], words[1]),
         ["show", "sessions", "all" | "valid"] | ["show", "events"] => words.join(" "),
+        // occtl takes the singular for these too.
+        ["show", "session", which @ ("all" | "valid")] => format!("show sessions {which}"),
         ["show", "session", sid] => format!("show session {sid}"),
         ["terminate", "session", sid] => format!("terminate session {sid}"),
         // As ocserv's: the session ends and its cookie with it.
@@ -171,7 +173,7 @@ pub fn main(args: &[String]) -> ExitCode {
     match answer {
         // As occtl: a user, ID or session not found is exit status 2.
         Ok(result)
-            if matches!(words.as_slice(), ["show", "user" | "id" | "session", _])
+            if matches!(words.as_slice(), ["show", "user" | "id" | "session", w] if !matches!(*w, "all" | "valid"))
                 && result.as_array().is_some_and(Vec::is_empty) =>
         {
             if inv.json {
@@ -306,6 +308,7 @@ mod tests {
             ("show sessions all", "show sessions all"),
             ("show sessions valid", "show sessions valid"),
             ("show session PTGUB9", "show session PTGUB9"),
+            ("show session all", "show sessions all"),
             ("terminate session PTGUB9", "terminate session PTGUB9"),
             ("show events", "show events"),
         ] {

@@ -862,3 +862,60 @@ fn a_users_hostname_is_told_back_and_shown() {
         assert_eq!(me[0]["Hostname"], told, "{me:#}");
     }
 }
+
+/// The per-user keys no other test reaches: idle-timeout and
+/// mobile-idle-timeout (by the client's platform), session-timeout,
+/// ipv4-dns/ipv6-dns, ipv4-nbns, ipv6-subnet-prefix = 128 and
+/// stats-report-time, in the CONNECT answer and in ctl's view.
+#[test]
+fn the_remaining_per_user_keys_reach_the_connect_answer() {
+    let _g = serial();
+    let mut net = Net::new("ukeys", 1);
+    let dir = net.dir.clone();
+    fs::create_dir_all(dir.join("users")).unwrap();
+    fs::write(
+        dir.join("users/alice"),
+        "idle-timeout = 77\nmobile-idle-timeout = 66\nsession-timeout = 600\n\
+         ipv4-dns = 10.9.9.9\nipv6-dns = fd00:9::9\nipv4-nbns = 10.9.9.8\n\
+         ipv6-subnet-prefix = 128\nstats-report-time = 60\n",
+    )
+    .unwrap();
+    let server = start_server(
+        &mut net,
+        ServerOpts {
+            extra_config: "[users]\nconfig_per_user = \"users\"\n".into(),
+            ..Default::default()
+        },
+    );
+    let (ns, to) = (
+        net.client_ns[0].clone(),
+        format!("{}:443", net.server_ip(1)).parse().unwrap(),
+    );
+    for (extra, idle) in [
+        ("", "77"),
+        ("X-AnyConnect-Identifier-Platform: android\r\n", "66"),
+    ] {
+        let cookie = login_cookie(&ns, to, "alice", "test123");
+        let mut c = RawTls::connect(&ns, to).unwrap();
+        let r = c
+            .connect_tunnel_with(&cookie, extra)
+            .expect("CONNECT answer");
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(header(&r, "X-CSTP-Idle-Timeout"), Some(idle), "{}", r.head);
+        assert_eq!(
+            header(&r, "X-CSTP-Session-Timeout"),
+            Some("600"),
+            "{}",
+            r.head
+        );
+        // An IPv4-only client is told the IPv4 server only.
+        assert_eq!(headers(&r, "X-CSTP-DNS"), ["10.9.9.9"], "{}", r.head);
+        assert_eq!(headers(&r, "X-CSTP-NBNS"), ["10.9.9.8"], "{}", r.head);
+    }
+    let me = server.ctl_json("show user alice");
+    let dns = me[0]["DNS"].to_string();
+    assert!(
+        dns.contains("10.9.9.9") && dns.contains("fd00:9::9"),
+        "{me:#}"
+    );
+}
