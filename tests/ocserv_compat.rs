@@ -603,11 +603,11 @@ fn camouflage_hides_the_vpn_unless_the_url_has_the_secret() {
         },
     );
     let ip = net.server_ip(1);
+    let ns0 = net.client_ns[0].clone();
     let curl = |args: &str| {
-        let o = net.exec(
-            &net.client_ns[0],
-            &format!("curl -sk -i --max-time 5 {args}"),
-        );
+        let o = sh(&format!(
+            "ip netns exec {ns0} curl -sk -i --max-time 5 {args}"
+        ));
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let plain = curl(&format!("https://{ip}/"));
@@ -639,6 +639,30 @@ fn camouflage_hides_the_vpn_unless_the_url_has_the_secret() {
         ping_rtts(&net, &alice.ns, &server.tunnel_ip, 3, "0.2").len(),
         3
     );
+    // A client of a live session goes on without the secret, whichever
+    // shard its connection lands on (as ocserv); a cookie of no session
+    // does not.
+    let done = curl(&format!(
+        "-d 'username=alice&password=test123' 'https://{ip}/?s3cret'"
+    ));
+    let cookie = done
+        .lines()
+        .find_map(|l| l.strip_prefix("Set-Cookie: webvpn="))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie in {done}"))
+        .to_owned();
+    for _ in 0..6 {
+        let r = curl(&format!("--cookie 'webvpn={cookie}' https://{ip}/svc"));
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    }
+    let last = cookie.chars().last().unwrap();
+    let forged = format!(
+        "{}{}",
+        &cookie[..cookie.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    let r = curl(&format!("--cookie 'webvpn={forged}' https://{ip}/svc"));
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
 }
 
 /// included-http-headers: on every answer, the login's, an error's and

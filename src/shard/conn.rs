@@ -22,9 +22,9 @@ use crate::proto::http::{self, HttpError, RequestHead, Response};
 use crate::tls::{TlsError, TlsSession};
 use crate::usercfg::UserConfig;
 
-pub(super) struct Request {
-    pub(super) head: RequestHead,
-    pub(super) body: Vec<u8>,
+pub(crate) struct Request {
+    pub(crate) head: RequestHead,
+    pub(crate) body: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +232,10 @@ pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
         Moved::Profile(head) => {
             conn.rbuf = vec![0; super::login::LOGIN_READ_BUF];
             super::login::adopt_profile(shard, conn, head).await;
+        }
+        Moved::Revealed(req) => {
+            conn.rbuf = vec![0; super::login::LOGIN_READ_BUF];
+            super::login::adopt_revealed(shard, conn, *req).await;
         }
     }
 }

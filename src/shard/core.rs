@@ -511,6 +511,11 @@ impl Shard {
         }
     }
 
+    /// Whether `cookie` is a live session's.
+    pub(crate) fn has_session(&self, cookie: &Cookie) -> bool {
+        self.sessions.borrow().get(cookie).is_some()
+    }
+
     /// Whether `deny-roaming` refuses this cookie from `ip`: it works only
     /// from the address that logged in (as ocserv).
     pub(crate) fn roaming_denied(&self, cookie: &Cookie, ip: IpAddr) -> bool {

@@ -251,7 +251,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     }
     let limit = cfg.auth_timeout();
     drop(cfg);
-    match with_timeout(limit, login(&shard, conn)).await {
+    match with_timeout(limit, login(&shard, conn, None)).await {
         Some(Some(conn)) => await_connect(&shard, conn, limit).await,
         Some(None) => {}
         None => {
@@ -346,6 +346,18 @@ pub(super) async fn adopt_profile(shard: Rc<Shard>, conn: Conn, head: http::Requ
     }
 }
 
+/// A request without the camouflage secret, moved here because its cookie
+/// names a session of this shard: the login goes on here if it is one.
+pub(super) async fn adopt_revealed(shard: Rc<Shard>, conn: Conn, req: super::conn::Request) {
+    let Ok(_slot) = LoginSlot::acquire(&shard, conn.peer.ip(), false) else {
+        return;
+    };
+    let limit = shard.shared.config.get().auth_timeout();
+    if let Some(Some(conn)) = with_timeout(limit, login(&shard, conn, Some(req))).await {
+        await_connect(&shard, conn, limit).await;
+    }
+}
+
 /// The next request, or `None` when the connection is done: closed, or
 /// answered 400/413 for a malformed request (which scores ban points).
 async fn next_request(shard: &Shard, conn: &mut Conn) -> Option<super::conn::Request> {
@@ -415,7 +427,11 @@ async fn await_connect(shard: &Rc<Shard>, conn: Conn, limit: Duration) {
 
 /// The login's requests on one connection, until a cookie (the connection
 /// is returned, to wait for its CONNECT), a CONNECT, an error or the end.
-async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
+async fn login(
+    shard: &Rc<Shard>,
+    mut conn: Conn,
+    mut first: Option<super::conn::Request>,
+) -> Option<Conn> {
     let shard = shard.clone();
     let peer = conn.peer;
     let bans = &shard.shared.bans;
@@ -433,7 +449,10 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
     // select-group-by-url: the group the login's first URL names.
     let mut url_group: Option<Option<String>> = None;
     loop {
-        let req = next_request(&shard, &mut conn).await?;
+        let req = match first.take() {
+            Some(r) => r,
+            None => next_request(&shard, &mut conn).await?,
+        };
         if shard.shared.test_hooks {
             test_hook(&shard, &req.head.path);
         }
@@ -448,6 +467,10 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
         let cfg = &*cfg;
         let secret = &cfg.raw.server.camouflage_secret;
         let hidden = hidden.get_or_insert(!secret.is_empty());
+        let session_cookie = req
+            .head
+            .cookie("webvpn")
+            .and_then(|c| Cookie::parse(c).ok());
         if *hidden {
             match req.head.method {
                 Method::Get | Method::Post
@@ -456,6 +479,21 @@ async fn login(shard: &Rc<Shard>, mut conn: Conn) -> Option<Conn> {
                         .path
                         .split_once('?')
                         .is_some_and(|(_, q)| q == secret.as_str()) =>
+                {
+                    *hidden = false;
+                }
+                // A client of a live session goes on without the secret
+                // (as ocserv); its session's shard knows whether it is one.
+                Method::Get | Method::Post
+                    if session_cookie.is_some_and(|c| c.home_shard() != shard.id) =>
+                {
+                    let home = session_cookie.map_or(shard.id, |c| c.home_shard());
+                    conn.move_to(&shard, home, Moved::Revealed(Box::new(req)))
+                        .await;
+                    return None;
+                }
+                Method::Get | Method::Post
+                    if session_cookie.is_some_and(|c| shard.has_session(&c)) =>
                 {
                     *hidden = false;
                 }

@@ -132,6 +132,9 @@ pub(crate) enum Moved {
     Login(Box<core::Login>),
     /// A GET of the user-profile whose cookie names another shard.
     Profile(crate::proto::http::RequestHead),
+    /// A request without the camouflage secret whose cookie names another
+    /// shard: served there if the cookie is a session's.
+    Revealed(Box<conn::Request>),
 }
 
 /// A ClientHello that landed on another shard's UDP socket.
