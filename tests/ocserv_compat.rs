@@ -134,11 +134,35 @@ fn an_ocserv_conf_runs_the_server_as_ocserv_would() {
              no-route = 192.168.5.0/255.255.255.0\n\
              config-per-user = {d}/users/\n\
              cisco-client-compat = true\ndtls-legacy = true\ncisco-svc-client-compat = false\n\
-             client-bypass-protocol = false\ncamouflage = false\n",
+             client-bypass-protocol = false\ncamouflage = false\n\
+             # The rest of the keys this server takes, honoured or noted.\n\
+             listen-host = 0.0.0.0\nudp-listen-host = 0.0.0.0\nlisten-host-is-dyndns = false\n\
+             listen-proxy-proto = false\nuse-dbus = false\nuse-utmp = true\ndebug-no-secmod-stats = true\n\
+             sec-mod-scale = 2\nlimit-worker-memory = false\noutput-buffer = 10\n\
+             match-tls-dtls-ciphers = false\nserver-drain-ms = 1000\nsyslog-facility = daemon\n\
+             compression = false\nno-compress-limit = 256\ncompression-algo-priority = lzs\n\
+             dtls-psk = true\nauto-select-group = false\ndefault-select-group = DEFAULT\n\
+             select-group-by-url = false\nban-points-wrong-password = 10\nban-points-connection = 1\n\
+             ban-points-kkdcp = 1\nbanner = \"Welcome to ocserv.conf\"\npre-login-banner = Hello\n\
+             config-per-group = {d}/groups/\ndefault-user-config = {d}/default-user\n\
+             default-group-config = {d}/default-group\nconnect-script = /bin/true\n\
+             disconnect-script = /bin/true\ncustom-header = \"X-Test: %{{U}}\"\n\
+             included-http-headers = Strict-Transport-Security: max-age=31536000\n\
+             expose-iroutes = false\nappend-routes = false\nidle-timeout = 1200\n\
+             mobile-idle-timeout = 2400\nsession-timeout = 86400\npersistent-cookies = false\n\
+             ipv4-dns = 192.168.1.3\nipv4-nbns = 192.168.1.8\nipv6-network = fd91:4::\nipv6-prefix = 64\n\
+             ipv6-dns = fd91:4::53\nipv6-subnet-prefix = 128\nmtu = 1400\nnet-priority = 3\n\
+             no-udp = false\nrestrict-user-to-routes = false\nrestrict-user-to-ports = \"!(tcp(25))\"\n\
+             rx-data-per-sec = 0\ntx-data-per-sec = 0\nstats-report-time = 360\ntunnel-all-dns = false\n\
+             user-profile = {d}/profile.xml\n",
             d = dir.display()
         ),
     )
     .unwrap();
+    fs::create_dir_all(dir.join("groups")).unwrap();
+    fs::write(dir.join("default-user"), "mobile-dpd = 1800\n").unwrap();
+    fs::write(dir.join("default-group"), "keepalive = 300\n").unwrap();
+    fs::write(dir.join("profile.xml"), "<AnyConnectProfile/>\n").unwrap();
     // The translation, as an admin would read it first.
     let toml = sh(&format!(
         "{BIN} check-config --config {} --to-toml",
@@ -191,9 +215,10 @@ fn an_ocserv_conf_runs_the_server_as_ocserv_would() {
     // Her file's routes replace the global ones; no-route, DNS and the rest stay.
     assert_eq!(split(&env, "INC"), ["10.60.0.0/16"]);
     assert_eq!(split(&env, "EXC"), ["192.168.5.0/24"]);
+    // dns, ipv4-dns and ipv6-dns, in order (openconnect lists them all).
     assert_eq!(
         Client::var(&env, "INTERNAL_IP4_DNS").as_deref(),
-        Some("192.168.1.2")
+        Some("192.168.1.2 192.168.1.3 fd91:4::53")
     );
     assert_eq!(
         Client::var(&env, "INTERNAL_IP4_NBNS").as_deref(),
@@ -212,6 +237,25 @@ fn an_ocserv_conf_runs_the_server_as_ocserv_would() {
         3
     );
     assert_eq!(server.ctl_json("show users")[0]["Username"], "alice");
+    // The keys added for completeness behave as ocserv's: banner, IPv6
+    // pool (ipv6-network with ipv6-prefix), operator headers.
+    assert_eq!(
+        Client::var(&env, "CISCO_BANNER").as_deref(),
+        Some("Welcome to ocserv.conf")
+    );
+    assert!(
+        Client::var(&env, "INTERNAL_IP6_ADDRESS").is_some_and(|a| a.starts_with("fd91:4::")),
+        "{env}"
+    );
+    let o = net.exec(
+        &alice.ns,
+        &format!("curl -sk -i --max-time 5 https://{}/", net.server_ip(1)),
+    );
+    let answer = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        answer.contains("Strict-Transport-Security: max-age=31536000"),
+        "{answer}"
+    );
     assert_eq!(
         fs::read_to_string(dir.join("ocserv.pid")).unwrap().trim(),
         pid.to_string()
