@@ -367,6 +367,10 @@ pub struct Session {
     /// How: `ssl` (a new TLS handshake, else a new tunnel) or `new-tunnel`
     /// (a new connection with the cookie), as ocserv's rekey-method.
     pub rekey_method: String,
+    /// The proxy auto-config URL clients are told (X-CSTP-MSIE-Proxy-Pac-URL;
+    /// `%{U}`/`%{G}` become the user and group), as ocserv's proxy-url;
+    /// empty: none.
+    pub proxy_url: String,
     /// Bytes per second per session from / to the client; 0 = no limit.
     pub rx_data_per_sec: SizeValue,
     pub tx_data_per_sec: SizeValue,
@@ -391,6 +395,7 @@ impl Default for Session {
             // ocserv's default: 48 hours (some clients misbehave without a rekey).
             rekey_time: 172_800,
             rekey_method: "ssl".into(),
+            proxy_url: String::new(),
             rx_data_per_sec: SizeValue::default(),
             tx_data_per_sec: SizeValue::default(),
         }
@@ -949,6 +954,13 @@ impl Config {
             return Err(bad(
                 "server.camouflage_secret",
                 format!("expected URL-safe text without spaces, '&' or '#', got {cs:?}"),
+            ));
+        }
+        let pu = &raw.session.proxy_url;
+        if pu.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(bad(
+                "session.proxy_url",
+                format!("expected a URL without spaces, got {pu:?}"),
             ));
         }
         for h in &raw.session.custom_headers {

@@ -70,6 +70,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "custom_headers",
             "rekey_time",
             "rekey_method",
+            "proxy_url",
             "rx_data_per_sec",
             "tx_data_per_sec",
         ],

@@ -424,7 +424,7 @@ fn banners_and_custom_headers_reach_the_client() {
         &mut net,
         ServerOpts {
             auth_keys: "pre_login_banner = \"Authorized <users> only\"\nbanner = \"Welcome to the corp VPN\"\n".into(),
-            session_keys: "custom_headers = [\"X-My-Header: hi %{U}\"]\n".into(),
+            session_keys: "custom_headers = [\"X-My-Header: hi %{U}\"]\nproxy_url = \"http://pac.example/%{U}.pac\"\n".into(),
             ..ServerOpts::default()
         },
     );
@@ -458,6 +458,12 @@ fn banners_and_custom_headers_reach_the_client() {
         r.head
     );
     assert_eq!(header(&r, "X-My-Header"), Some("hi alice"), "{}", r.head);
+    assert_eq!(
+        header(&r, "X-CSTP-MSIE-Proxy-Pac-URL"),
+        Some("http://pac.example/alice.pac"),
+        "{}",
+        r.head
+    );
     // The real client shows the pre-login banner and hands the banner to
     // its script.
     let alice = start_client(&mut net, &server, 1, "alice", &["test123"]);

@@ -247,7 +247,8 @@ impl State {
             "net-priority" => r.network.net_priority = v.to_owned(),
             "included-http-headers" => r.server.http_headers.push(v.to_owned()),
             "user-profile" => r.auth.user_profile = Some(PathBuf::from(v)),
-            "proxy-url" | "host-update-script" => {
+            "proxy-url" => r.session.proxy_url = v.to_owned(),
+            "host-update-script" => {
                 return Err("not supported yet".into())
             }
             "route-add-cmd" | "route-del-cmd" => {

@@ -590,9 +590,20 @@ fn connect_reply(
             r = r.header(name.trim(), value.trim());
         }
     }
+    // %{U} and %{G} in the operator's values; names lose any control
+    // character on the way (a certificate's name could carry one).
+    let fill = |v: &str| {
+        let clean = |s: &str| s.chars().filter(|c| !c.is_control()).collect::<String>();
+        v.replace("%{U}", &clean(user))
+            .replace("%{G}", &clean(group.unwrap_or("")))
+    };
+    let pu = &cfg.raw.session.proxy_url;
+    if !pu.is_empty() {
+        r = r.header("X-CSTP-MSIE-Proxy-Pac-URL", fill(pu));
+    }
     // ocserv's custom-header: checked as "Name: value" at load.
     for h in &cfg.raw.session.custom_headers {
-        let h = h.replace("%{U}", user).replace("%{G}", group.unwrap_or(""));
+        let h = fill(h);
         if let Some((name, value)) = h.split_once(':') {
             r = r.header(name.trim(), value.trim());
         }
