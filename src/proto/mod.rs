@@ -13,4 +13,5 @@ pub mod ip;
 pub mod offload;
 pub mod ports;
 pub mod proxy;
+pub mod radius;
 pub mod x509name;
