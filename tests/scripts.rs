@@ -47,6 +47,7 @@ fn scripts_get_ocserv_variables_a_failing_one_refuses_and_a_hanging_one_stalls_n
     assert_eq!(var(&env, "USERNAME"), "alice");
     assert_eq!(var(&env, "DEVICE"), "vpns");
     assert_eq!(var(&env, "IP_REAL"), "10.91.1.2");
+    assert_eq!(var(&env, "IP_REAL_LOCAL"), "10.91.1.1");
     assert_eq!(var(&env, "IP_REMOTE"), lease);
     assert_eq!(var(&env, "IP_LOCAL"), server.tunnel_ip);
 

@@ -14,10 +14,12 @@ const V1_MAX: usize = 107;
 pub enum Header {
     /// More bytes are needed.
     Incomplete,
-    /// A header of `len` bytes; `source` is the client, `None` when the
-    /// proxy speaks for itself (v2 LOCAL, v1 UNKNOWN): use the socket's.
+    /// A header of `len` bytes; `source` is the client and `dest` the
+    /// address it connected to, `None` when the proxy speaks for itself
+    /// (v2 LOCAL, v1 UNKNOWN): use the socket's.
     Done {
         source: Option<SocketAddr>,
+        dest: Option<SocketAddr>,
         len: usize,
     },
 }
@@ -56,9 +58,9 @@ fn v1(buf: &[u8]) -> Result<Header, ProxyError> {
     let line =
         std::str::from_utf8(&buf[..end]).map_err(|_| ProxyError("a v1 line that is not text"))?;
     let f: Vec<&str> = line.split(' ').collect();
-    let source = match f.as_slice() {
-        ["PROXY", "UNKNOWN", ..] => None,
-        ["PROXY", fam @ ("TCP4" | "TCP6"), src, _dst, sport, _dport] => {
+    let (source, dest) = match f.as_slice() {
+        ["PROXY", "UNKNOWN", ..] => (None, None),
+        ["PROXY", fam @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
             let ip: IpAddr = src
                 .parse()
                 .map_err(|_| ProxyError("a v1 source address that does not parse"))?;
@@ -68,7 +70,13 @@ fn v1(buf: &[u8]) -> Result<Header, ProxyError> {
             let port: u16 = sport
                 .parse()
                 .map_err(|_| ProxyError("a v1 source port that does not parse"))?;
-            Some(SocketAddr::new(ip, port))
+            // The destination only informs scripts: kept when it parses.
+            let dest = dst
+                .parse::<IpAddr>()
+                .ok()
+                .zip(dport.parse::<u16>().ok())
+                .map(|(ip, port)| SocketAddr::new(ip, port));
+            (Some(SocketAddr::new(ip, port)), dest)
         }
         _ => {
             return Err(ProxyError(
@@ -78,6 +86,7 @@ fn v1(buf: &[u8]) -> Result<Header, ProxyError> {
     };
     Ok(Header::Done {
         source,
+        dest,
         len: end + 2,
     })
 }
@@ -95,30 +104,32 @@ fn v2(buf: &[u8]) -> Result<Header, ProxyError> {
         return Ok(Header::Incomplete);
     }
     let body = &buf[16..len];
-    let source = match (ver_cmd & 0x0f, fam) {
+    let v6 = |at: usize| -> Result<Ipv6Addr, ProxyError> {
+        let octets: [u8; 16] = body[at..at + 16]
+            .try_into()
+            .map_err(|_| ProxyError("a short v2 address"))?;
+        Ok(Ipv6Addr::from(octets))
+    };
+    let port = |at: usize| u16::from_be_bytes([body[at], body[at + 1]]);
+    let (source, dest) = match (ver_cmd & 0x0f, fam) {
         // LOCAL: the proxy's own connection (a health check).
-        (0, _) => None,
+        (0, _) => (None, None),
         // PROXY over TCP4 / TCP6.
         (1, 0x11) if body.len() >= 12 => {
-            let ip = Ipv4Addr::new(body[0], body[1], body[2], body[3]);
-            Some(SocketAddr::new(
-                ip.into(),
-                u16::from_be_bytes([body[8], body[9]]),
-            ))
+            let ip = |at: usize| Ipv4Addr::new(body[at], body[at + 1], body[at + 2], body[at + 3]);
+            (
+                Some(SocketAddr::new(ip(0).into(), port(8))),
+                Some(SocketAddr::new(ip(4).into(), port(10))),
+            )
         }
-        (1, 0x21) if body.len() >= 36 => {
-            let octets: [u8; 16] = body[..16]
-                .try_into()
-                .map_err(|_| ProxyError("a short v2 address"))?;
-            Some(SocketAddr::new(
-                Ipv6Addr::from(octets).into(),
-                u16::from_be_bytes([body[32], body[33]]),
-            ))
-        }
+        (1, 0x21) if body.len() >= 36 => (
+            Some(SocketAddr::new(v6(0)?.into(), port(32))),
+            Some(SocketAddr::new(v6(16)?.into(), port(34))),
+        ),
         (1, _) => return Err(ProxyError("a v2 header for neither TCP over IPv4 nor IPv6")),
         _ => return Err(ProxyError("a v2 header with an unknown command")),
     };
-    Ok(Header::Done { source, len })
+    Ok(Header::Done { source, dest, len })
 }
 
 #[cfg(test)]
@@ -132,6 +143,7 @@ mod tests {
             parse(h),
             Ok(Header::Done {
                 source: Some("198.51.100.7:40000".parse().unwrap()),
+                dest: Some("203.0.113.1:443".parse().unwrap()),
                 len: 47
             })
         );
@@ -140,6 +152,7 @@ mod tests {
             parse(h6).unwrap(),
             Header::Done {
                 source: Some("[2001:db8::7]:5555".parse().unwrap()),
+                dest: Some("[2001:db8::1]:443".parse().unwrap()),
                 len: h6.len()
             }
         );
@@ -147,6 +160,7 @@ mod tests {
             parse(b"PROXY UNKNOWN\r\n"),
             Ok(Header::Done {
                 source: None,
+                dest: None,
                 len: 15
             })
         );
@@ -176,6 +190,7 @@ mod tests {
             parse(&h),
             Ok(Header::Done {
                 source: Some("198.51.100.7:40000".parse().unwrap()),
+                dest: Some("203.0.113.1:443".parse().unwrap()),
                 len: 28
             })
         );
@@ -186,6 +201,7 @@ mod tests {
             parse(&local),
             Ok(Header::Done {
                 source: None,
+                dest: None,
                 len: 16
             })
         );

@@ -41,6 +41,9 @@ pub(super) struct Conn {
     pub(super) stream: TcpStream,
     pub(super) tls: TlsSession,
     pub(super) peer: SocketAddr,
+    /// The server address the client connected to (a PROXY header's
+    /// destination behind a load balancer): scripts' IP_REAL_LOCAL.
+    pub(super) local: SocketAddr,
     pub(super) plain: Vec<u8>,
     pub(super) rbuf: Vec<u8>,
     pub(super) out: Vec<u8>,
@@ -163,6 +166,7 @@ impl Conn {
             stream,
             tls,
             peer,
+            local,
             plain,
             rbuf,
             out,
@@ -173,6 +177,7 @@ impl Conn {
             tls,
             leftover: plain,
             peer,
+            local,
             what,
         };
         let Some(inbox) = shard.shared.inboxes.get(home.index()) else {
@@ -187,6 +192,7 @@ impl Conn {
                     stream,
                     tls: h.tls,
                     peer,
+                    local,
                     plain: h.leftover,
                     rbuf,
                     out,
@@ -213,6 +219,7 @@ pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
         stream,
         tls: h.tls,
         peer: h.peer,
+        local: h.local,
         plain: h.leftover,
         rbuf: Vec::new(),
         out: Vec::new(),
@@ -276,7 +283,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
             return;
         }
     }
-    if let Some(job) = shard.connect_job(&cookie, conn.peer, &hostname) {
+    if let Some(job) = shard.connect_job(&cookie, (conn.peer, conn.local), &hostname) {
         // Awaited off the executor: a slow script delays this client only.
         if let Err(e) = super::events::run_connect(job).await {
             tracing::warn!(peer = %conn.peer, "connect_script {e}: session refused");
@@ -370,6 +377,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
         stream,
         tls,
         peer,
+        local,
         plain,
         ..
     } = conn;
@@ -381,6 +389,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let stream = Rc::new(SharedStream::new(stream));
     let mut tunnel = Tunnel::new(shard.next_tunnel_id(), cookie, user, lease, peer, tls);
     tunnel.lease6 = lease6;
+    tunnel.local = local;
     tunnel.mtu = mtu;
     tunnel.hostname = accepted_host;
     tunnel.net_priority = policy.net_priority;

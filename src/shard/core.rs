@@ -50,6 +50,8 @@ pub(crate) struct Session {
     /// The client's address at its latest CONNECT; `None` until the first,
     /// so also "a tunnel came up" (the connect script ran).
     pub(crate) last_peer: Option<std::net::SocketAddr>,
+    /// The server address of the latest CONNECT (IP_REAL_LOCAL).
+    pub(crate) last_local: Option<std::net::SocketAddr>,
     /// `X-CSTP-Hostname` of the latest CONNECT.
     pub(crate) hostname: String,
     /// The client's address at login (`deny-roaming`).
@@ -375,6 +377,7 @@ impl Shard {
             cert_auth,
             vhost,
             counted: false,
+            last_local: None,
         };
         super::events::login(self, peer, &session);
         let expires = self.detach_deadline(&session, now);
@@ -403,11 +406,12 @@ impl Shard {
     pub(crate) fn connect_job(
         &self,
         cookie: &Cookie,
-        peer: std::net::SocketAddr,
+        (peer, local): (std::net::SocketAddr, std::net::SocketAddr),
         hostname: &str,
     ) -> Option<super::events::ScriptJob> {
         let mut sessions = self.sessions.borrow_mut();
         let s = sessions.get_mut(cookie).filter(|s| s.last_peer.is_none())?;
+        s.last_local = Some(local);
         // A user file's hostname wins over the client's.
         s.hostname = s
             .policy
@@ -490,6 +494,7 @@ impl Shard {
             return;
         };
         let first = session.last_peer.replace(tunnel.peer).is_none();
+        session.last_local = Some(tunnel.local);
         session.hostname.clone_from(&tunnel.hostname);
         super::events::connect(session, tunnel.peer, tunnel.lease6, first);
         if let Some(old) = session.tunnel.replace(tunnel.clone()) {

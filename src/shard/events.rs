@@ -168,6 +168,11 @@ fn environment(
         ("DEVICE", cfg.raw.network.device.clone()),
         ("IP_REAL", peer.ip().to_string()),
         ("IP_REAL_PORT", peer.port().to_string()),
+        (
+            "IP_REAL_LOCAL",
+            s.last_local
+                .map_or_else(String::new, |a| a.ip().to_string()),
+        ),
         ("IP_LOCAL", nets.local4.to_string()),
         (
             "IP_REMOTE",

@@ -189,6 +189,10 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     // An IPv4 client on a dual-stack socket (socket activation's `::`) is
     // an IPv4 client for bans, limits, logs and scripts.
     peer.set_ip(peer.ip().to_canonical());
+    let Ok(mut local) = stream.local_addr() else {
+        return;
+    };
+    local.set_ip(local.ip().to_canonical());
     let mut stream = stream;
     let cfg = shard.shared.config.get();
     // Behind a load balancer (ocserv's listen-proxy-proto) its header names
@@ -196,8 +200,10 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let mut early = Vec::new();
     if cfg.raw.server.proxy_protocol {
         match with_timeout(PROXY_HEADER_LIMIT, read_proxy_header(&mut stream)).await {
-            Some(Ok((source, rest))) => {
-                peer = source.unwrap_or(peer);
+            Some(Ok((named, rest))) => {
+                if let Some((source, dest)) = named {
+                    (peer, local) = (source, dest);
+                }
                 early = rest;
             }
             Some(Err(e)) => {
@@ -241,6 +247,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         stream,
         tls,
         peer,
+        local,
         plain: Vec::new(),
         rbuf: vec![0; LOGIN_READ_BUF],
         out: Vec::new(),
@@ -277,17 +284,20 @@ const PROXY_HEADER_LIMIT: Duration = Duration::from_secs(10);
 const PROXY_HEADER_MAX: usize = 4096;
 
 /// Reads the PROXY header at the start of `stream`: the client it names
-/// (`None` for the proxy's own checks) and the bytes read past it.
+/// and the address that client connected to (`None` for the proxy's own
+/// checks), and the bytes read past it.
 async fn read_proxy_header(
     stream: &mut TcpStream,
-) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
+) -> Result<(Option<(SocketAddr, SocketAddr)>, Vec<u8>), String> {
     use crate::proto::proxy::{parse, Header};
     use futures_lite::AsyncReadExt;
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {
         match parse(&buf).map_err(|e| e.to_string())? {
-            Header::Done { source, len } => return Ok((source, buf.split_off(len))),
+            Header::Done { source, dest, len } => {
+                return Ok((source.zip(dest), buf.split_off(len)))
+            }
             Header::Incomplete if buf.len() >= PROXY_HEADER_MAX => {
                 return Err("PROXY header: too long".into())
             }

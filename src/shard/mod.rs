@@ -120,6 +120,7 @@ pub(crate) struct Handoff {
     /// Plaintext that followed the last request.
     leftover: Vec<u8>,
     peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
     what: Moved,
 }
 

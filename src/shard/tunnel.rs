@@ -140,6 +140,8 @@ pub(crate) struct Tunnel {
     /// Networks behind the client (iroute): packets from them are its own.
     pub(crate) iroutes: Box<[ipnet::IpNet]>,
     pub(crate) peer: SocketAddr,
+    /// The server address the client connected to.
+    pub(crate) local: SocketAddr,
     /// The DTLS handshake's key, when the CONNECT negotiated DTLS.
     pub(crate) dtls_key: Option<DtlsKey>,
     /// Names this tunnel in the client's ClientHello.
@@ -192,6 +194,7 @@ impl Tunnel {
             lease6: None,
             iroutes: Box::new([]),
             peer,
+            local: peer,
             dtls_key: None,
             app_id: None,
             base_mtu: 1400,
