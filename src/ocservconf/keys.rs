@@ -298,10 +298,14 @@ impl State {
                 network(&cidr).map_err(|e| refuse(*line, "ipv4-network", e))?;
         }
         if let Some((_, net)) = &self.ipv6_network {
-            r.network.ipv6_network = match self.ipv6_prefix {
+            let net = match self.ipv6_prefix {
                 Some(p) if !net.contains('/') => format!("{net}/{p}"),
                 _ => net.clone(),
             };
+            // ocserv masks host bits off (its sample's own value has some).
+            r.network.ipv6_network = net
+                .parse::<ipnet::Ipv6Net>()
+                .map_or(net, |n| n.trunc().to_string());
         }
         if self.no_udp {
             r.server.udp_port = 0;
@@ -742,6 +746,11 @@ mod tests {
             "root stays root, no DTLS"
         );
         assert_eq!(t.raw.network.ipv6_network, "fd00:1::/96");
+        let t = read(&format!("{base}ipv6-network = fda9:4efe:7e3b:03ea::/48\n")).unwrap();
+        assert_eq!(
+            t.raw.network.ipv6_network, "fda9:4efe:7e3b::/48",
+            "as ocserv masks it"
+        );
         let e = read(&format!("{base}[vhost:a.example]\ntcp-port = 443\n")).unwrap_err();
         assert_eq!((e.line, e.key.as_str()), (3, "tcp-port"));
         let e = read(&format!("{base}[vhost:a.example]\nmtu = 1300\n")).unwrap_err();
