@@ -95,6 +95,37 @@ fn split(env: &str, kind: &str) -> Vec<String> {
     v
 }
 
+/// `check-config --to-toml` on `conf`, as an admin would read it first.
+fn to_toml(conf: &std::path::Path) -> String {
+    let toml = sh(&format!(
+        "{BIN} check-config --config {} --to-toml",
+        conf.display()
+    ));
+    assert!(
+        toml.status.success(),
+        "{}",
+        String::from_utf8_lossy(&toml.stderr)
+    );
+    String::from_utf8_lossy(&toml.stdout).into_owned()
+}
+
+/// The server started on `conf` as ocserv's unit starts ocserv (`-f -c`),
+/// in the server namespace: its pid, log file and log once ready.
+fn start_as_ocserv(net: &mut Net, conf: &std::path::Path) -> (u32, std::path::PathBuf, String) {
+    let log = net.dir.join("ocserv.log");
+    let ns = net.server_ns.clone();
+    let pid = net.spawn_in(&ns, &format!("{BIN} -f -c {}", conf.display()), &log);
+    let started = wait_for(Duration::from_secs(20), "the server ready", || {
+        let t = fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            !t.contains("ocserv-uring: "),
+            "the server refused its ocserv.conf:\n{t}"
+        );
+        t.contains("ocserv-uring ready").then_some(t)
+    });
+    (pid, log, started)
+}
+
 #[test]
 fn an_ocserv_conf_runs_the_server_as_ocserv_would() {
     let _g = serial();
@@ -164,33 +195,14 @@ fn an_ocserv_conf_runs_the_server_as_ocserv_would() {
     fs::write(dir.join("default-group"), "keepalive = 300\n").unwrap();
     fs::write(dir.join("profile.xml"), "<AnyConnectProfile/>\n").unwrap();
     // The translation, as an admin would read it first.
-    let toml = sh(&format!(
-        "{BIN} check-config --config {} --to-toml",
-        conf.display()
-    ));
-    let text = String::from_utf8_lossy(&toml.stdout);
-    assert!(
-        toml.status.success(),
-        "{}",
-        String::from_utf8_lossy(&toml.stderr)
-    );
+    let text = to_toml(&conf);
     assert!(text.contains("ipv4_network = \"192.168.1.0/24\""), "{text}");
     assert!(
         text.contains("#   line 10: isolate-workers: no meaning here"),
         "{text}"
     );
     // ocserv's command line on ocserv's file.
-    let log = dir.join("ocserv.log");
-    let ns = net.server_ns.clone();
-    let pid = net.spawn_in(&ns, &format!("{BIN} -f -c {}", conf.display()), &log);
-    let started = wait_for(Duration::from_secs(20), "the server ready", || {
-        let t = fs::read_to_string(&log).unwrap_or_default();
-        assert!(
-            !t.contains("ocserv-uring: "),
-            "the server refused its ocserv.conf:\n{t}"
-        );
-        t.contains("ocserv-uring ready").then_some(t)
-    });
+    let (pid, log, started) = start_as_ocserv(&mut net, &conf);
     assert!(
         started.contains("ocserv configuration, line 10: isolate-workers"),
         "{started}"
@@ -1081,16 +1093,7 @@ fn virtual_hosts_by_sni_have_their_own_certificate_users_and_addresses() {
         ),
     )
     .unwrap();
-    let toml = sh(&format!(
-        "{BIN} check-config --config {} --to-toml",
-        conf.display()
-    ));
-    let text = String::from_utf8_lossy(&toml.stdout);
-    assert!(
-        toml.status.success(),
-        "{}",
-        String::from_utf8_lossy(&toml.stderr)
-    );
+    let text = to_toml(&conf);
     assert!(text.contains("[vhost.\"vpn2.test\".network]"), "{text}");
     assert!(
         text.contains("ipv4_network = \"192.168.77.0/24\""),
@@ -1115,14 +1118,7 @@ fn virtual_hosts_by_sni_have_their_own_certificate_users_and_addresses() {
         "{err}"
     );
 
-    let log = dir.join("ocserv.log");
-    let ns = net.server_ns.clone();
-    let pid = net.spawn_in(&ns, &format!("{BIN} -f -c {}", conf.display()), &log);
-    let started = wait_for(Duration::from_secs(20), "the server ready", || {
-        let t = fs::read_to_string(&log).unwrap_or_default();
-        assert!(!t.contains("ocserv-uring: "), "refused:\n{t}");
-        t.contains("ocserv-uring ready").then_some(t)
-    });
+    let (pid, log, started) = start_as_ocserv(&mut net, &conf);
     let server = Server {
         pid,
         log,
@@ -1171,7 +1167,7 @@ fn virtual_hosts_by_sni_have_their_own_certificate_users_and_addresses() {
         "ip -n {} route add {}/32 dev {}",
         carol.ns, server.tunnel_ip, carol.ifname
     ));
-    let o = net.exec(&ns, &format!("ping -n -c 3 -i 0.2 -W 2 {c}"));
+    let o = net.exec(&net.server_ns, &format!("ping -n -c 3 -i 0.2 -W 2 {c}"));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).matches("time=").count(),
         3,
