@@ -3,9 +3,9 @@
 //! work unchanged: its options (`-s SOCKET`, `-j`, `-n`) and its commands,
 //! translated onto the control socket's.
 //!
-//! ocserv's `disconnect` closes a connection and keeps the session (the
-//! client comes back with its cookie); its `terminate` ends the session.
-//! Here those are the control socket's `drop` and `disconnect`.
+//! ocserv's `disconnect` and `terminate` both end the session and its
+//! cookie (ocserv's disconnect_proc invalidates it): here both are the
+//! control socket's `disconnect`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,9 +22,9 @@ const USAGE: &str = "Usage: occtl [-s SOCKET] [-j] [-n] COMMAND
   show status | users | user NAME | id ID | iroutes | ip bans | ip ban points
   show sessions all | sessions valid | session SID
   show events                      the users now, then connects and disconnects
-  disconnect user NAME | id ID     close the connection; the client reconnects
+  disconnect user NAME | id ID     end the session; its cookie stops working
   terminate user NAME | id ID | session SID
-                                   end the session (its cookie stops working)
+                                   the same
   unban ip IP | reload | stop now
 Options: -s, --socket-file FILE   -j, --json   -n, --no-pager (always)
          -c, --use-colors, -d, --debug (accepted)   -v, --version   -h, --help";
