@@ -10,6 +10,7 @@ pub mod dtls;
 pub mod fuzzing;
 pub mod http;
 pub mod ip;
+mod md5;
 pub mod offload;
 pub mod ports;
 pub mod proxy;

@@ -1,58 +1,16 @@
 //! The TLS pseudorandom functions: P_SHA256/P_SHA384 of TLS 1.2 (RFC 5246
 //! §5), and P_MD5 xor P_SHA1 of TLS 1.0/1.1 (RFC 4346 §5), which DTLS 0.9
-//! keeps. aws-lc-rs has no MD5, so HMAC-MD5 (RFC 2104) is built here on the
-//! RustCrypto `md-5` hash.
+//! keeps (its HMAC-MD5 from `proto::md5`).
 
 use aws_lc_rs::{digest, hmac};
-use md5::{Digest, Md5};
 
 use super::suite::PrfHash;
+use crate::proto::md5::{md5, HmacMd5, MD5_LEN};
 
 /// Longest HMAC output used (SHA-384).
 const MAX_MAC: usize = 48;
-const MD5_LEN: usize = 16;
-/// MD5's block size, the HMAC key width (RFC 2104 §2).
-const MD5_BLOCK: usize = 64;
 /// Longest Finished hash input: SHA-384, or MD5 ‖ SHA-1 (36).
 pub(crate) const MAX_HANDSHAKE_HASH: usize = 48;
-
-/// HMAC-MD5 keyed once: the key xor ipad and xor opad (RFC 2104 §2).
-struct HmacMd5 {
-    ipad: [u8; MD5_BLOCK],
-    opad: [u8; MD5_BLOCK],
-}
-
-impl HmacMd5 {
-    fn new(key: &[u8]) -> Self {
-        let mut k = [0u8; MD5_BLOCK];
-        if key.len() > MD5_BLOCK {
-            k[..MD5_LEN].copy_from_slice(&Md5::digest(key));
-        } else {
-            k[..key.len()].copy_from_slice(key);
-        }
-        let (mut ipad, mut opad) = (k, k);
-        ipad.iter_mut().for_each(|b| *b ^= 0x36);
-        opad.iter_mut().for_each(|b| *b ^= 0x5c);
-        Self { ipad, opad }
-    }
-
-    fn sign(&self, parts: [&[u8]; 2], seeds: &[&[u8]]) -> [u8; MD5_LEN] {
-        let mut inner = Md5::new();
-        inner.update(self.ipad);
-        parts.iter().chain(seeds).for_each(|p| inner.update(p));
-        let mut outer = Md5::new();
-        outer.update(self.opad);
-        outer.update(inner.finalize());
-        let mut out = [0u8; MD5_LEN];
-        out.copy_from_slice(&outer.finalize());
-        out
-    }
-}
-
-#[cfg(test)]
-pub(crate) fn hmac_md5(key: &[u8], data: &[u8]) -> [u8; MD5_LEN] {
-    HmacMd5::new(key).sign([data, &[]], &[])
-}
 
 /// HMAC over `parts ‖ seeds` into `out` with aws-lc-rs; returns the length.
 fn aws_sign(key: &hmac::Key, parts: [&[u8]; 2], seeds: &[&[u8]], out: &mut [u8; MAX_MAC]) -> usize {
@@ -65,7 +23,7 @@ fn aws_sign(key: &hmac::Key, parts: [&[u8]; 2], seeds: &[&[u8]], out: &mut [u8; 
 }
 
 fn md5_sign(key: &HmacMd5, parts: [&[u8]; 2], seeds: &[&[u8]], out: &mut [u8; MAX_MAC]) -> usize {
-    out[..MD5_LEN].copy_from_slice(&key.sign(parts, seeds));
+    out[..MD5_LEN].copy_from_slice(&key.sign(parts.into_iter().chain(seeds.iter().copied())));
     MD5_LEN
 }
 
@@ -127,7 +85,7 @@ pub(crate) fn handshake_hash(
             d.as_ref().len()
         }
         None => {
-            out[..MD5_LEN].copy_from_slice(&Md5::digest(transcript));
+            out[..MD5_LEN].copy_from_slice(&md5([transcript]));
             let sha1 = digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, transcript);
             out[MD5_LEN..MD5_LEN + 20].copy_from_slice(sha1.as_ref());
             MD5_LEN + 20
@@ -220,20 +178,6 @@ mod tests {
             &mut vd,
         );
         assert_eq!(vd[..], hex("5907cb5ec32e75526e9ef2e8")[..]);
-    }
-
-    /// RFC 2202 §2 test cases 1 and 6 (the second with a key longer than a block).
-    #[test]
-    fn hmac_md5_rfc2202() {
-        assert_eq!(
-            hmac_md5(&[0x0b; 16], b"Hi There")[..],
-            hex("9294727a3638bb1c13f48ef8158bfc9d")[..]
-        );
-        let data = b"Test Using Larger Than Block-Size Key - Hash Key First";
-        assert_eq!(
-            hmac_md5(&[0xaa; 80], data)[..],
-            hex("6b1ab7fe4bd7bf8f0b62e6ce61b9d0cd")[..]
-        );
     }
 
     #[test]
