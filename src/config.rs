@@ -248,16 +248,49 @@ pub enum AuthMethod {
     CertificateOrPassword,
 }
 
+/// Who checks a password (and what follows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `auth.passwd_file`.
+    File,
+    /// `[radius]`.
+    Radius,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Radius => "radius",
+        }
+    }
+}
+
 impl AuthMethod {
-    fn parse(text: &str) -> Option<Self> {
+    /// `password` (the password file) or a backend's name, alone or with
+    /// `certificate`.
+    fn parse(text: &str) -> Option<(Self, Backend)> {
         let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-        Some(match t.as_str() {
+        let mut backend = Backend::File;
+        let words: Vec<&str> = t
+            .split(['+', '|'])
+            .map(|w| match w {
+                "radius" => {
+                    backend = Backend::Radius;
+                    "password"
+                }
+                w => w,
+            })
+            .collect();
+        let joiner = if t.contains('|') { "|" } else { "+" };
+        let method = match words.join(joiner).as_str() {
             "password" => Self::Password,
             "certificate" => Self::Certificate,
             "certificate+password" | "password+certificate" => Self::CertificateAndPassword,
             "certificate|password" | "password|certificate" => Self::CertificateOrPassword,
             _ => return None,
-        })
+        };
+        Some((method, backend))
     }
 
     pub fn uses_certificates(self) -> bool {
@@ -558,6 +591,9 @@ pub struct RawConfig {
     pub control: Control,
     pub monitoring: Monitoring,
     pub scripts: Scripts,
+    /// RADIUS servers, for `auth.method = "radius"` and for accounting.
+    #[serde(skip_serializing_if = "crate::auth::radius::RawRadius::is_default")]
+    pub radius: crate::auth::radius::RawRadius,
     /// Virtual hosts (ocserv's `[vhost:NAME]`), chosen by the server name
     /// a client's TLS hello asks for (SNI): each table holds the keys that
     /// differ from the rest of the file, in its sections.
@@ -582,6 +618,10 @@ pub struct Config {
     /// `auth.select_group`, checked.
     pub select_groups: Arc<[GroupOption]>,
     pub auth_method: AuthMethod,
+    /// Who checks passwords: `auth.method`'s password word.
+    pub backend: Backend,
+    /// `[radius]`, checked, when a login or accounting uses it.
+    pub radius: Option<Arc<crate::auth::radius::Radius>>,
     /// `auth.cert_user_oid` / `cert_group_oid` as DER OIDs.
     pub cert_user_oid: Vec<u8>,
     pub cert_group_oid: Option<Vec<u8>>,
@@ -861,9 +901,22 @@ impl Config {
         }
         let select_groups = select_groups.into();
         let a = &raw.auth;
-        let auth_method = AuthMethod::parse(&a.method).ok_or_else(|| {
-            bad("auth.method", format!("expected password, certificate, certificate+password or certificate|password, got {:?}", a.method))
+        let (auth_method, backend) = AuthMethod::parse(&a.method).ok_or_else(|| {
+            bad("auth.method", format!("expected password, radius, certificate, or certificate with one of them as certificate+password or certificate|password, got {:?}", a.method))
         })?;
+        let radius = if backend == Backend::Radius {
+            let r = crate::auth::radius::Radius::from_raw(&raw.radius, base)
+                .map_err(|(key, reason)| bad(key, reason))?;
+            if r.auth.is_empty() {
+                return Err(bad(
+                    "radius.servers",
+                    "expected at least one server: auth.method uses RADIUS".into(),
+                ));
+            }
+            Some(Arc::new(r))
+        } else {
+            None
+        };
         match &a.ca_file {
             None if auth_method.uses_certificates() => {
                 return Err(bad("auth.ca_file", format!("expected a CA file: auth.method {:?} checks client certificates against one", a.method)));
@@ -1014,6 +1067,8 @@ impl Config {
             workers,
             select_groups,
             auth_method,
+            backend,
+            radius,
             cert_user_oid,
             cert_group_oid,
             rx_per_sec,

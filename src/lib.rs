@@ -3,6 +3,7 @@
 //! `proto/` holds the sans-IO protocol cores, `sys/` the system calls behind
 //! safe wrappers, `shard/` the glommio glue that moves bytes between them.
 
+pub mod auth;
 pub mod bans;
 pub mod cfgedit;
 pub mod config;

@@ -375,6 +375,7 @@ fn auth(
     let mut plain_all = false;
     let mut cert_any = false;
     let mut plain_any = false;
+    let mut radius = false;
     for (lines, all_of) in [(all, true), (any, false)] {
         for (line, v) in lines {
             let key = if all_of { "auth" } else { "enable-auth" };
@@ -419,7 +420,47 @@ fn auth(
                         plain_any = true;
                     }
                 }
-                "pam" | "radius" | "gssapi" | "oidc" => {
+                "radius" => {
+                    for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                        match opt.split_once('=') {
+                            Some(("config", file)) => {
+                                r.radius.radcli_config = Some(PathBuf::from(file.trim()))
+                            }
+                            // RADIUS's attributes always apply over the
+                            // user's and group's files here.
+                            Some(("groupconfig", v)) => {
+                                boolean(v.trim()).map_err(&refuse)?;
+                            }
+                            Some(("nas-identifier", v)) => {
+                                r.radius.nas_identifier = v.trim().to_owned()
+                            }
+                            Some(("group-separator", v)) => {
+                                r.radius.group_separator = match v.trim() {
+                                    "semicolon" => ";".into(),
+                                    "comma" => ",".into(),
+                                    other => {
+                                        return Err(refuse(format!(
+                                    "group-separator: expected semicolon or comma, got {other:?}"
+                                )))
+                                    }
+                                }
+                            }
+                            _ => return Err(refuse(format!("unknown option {opt:?} of radius"))),
+                        }
+                    }
+                    if r.radius.radcli_config.is_none() {
+                        return Err(refuse(
+                            "expected radius[config=FILE]: radcli's configuration".into(),
+                        ));
+                    }
+                    radius = true;
+                    if all_of {
+                        plain_all = true;
+                    } else {
+                        plain_any = true;
+                    }
+                }
+                "pam" | "gssapi" | "oidc" => {
                     return Err(refuse(format!(
                         "{method} authentication is not supported yet"
                     )));
@@ -443,6 +484,9 @@ fn auth(
         }
     }
     .to_owned();
+    if radius {
+        r.auth.method = r.auth.method.replace("password", "radius");
+    }
     Ok(())
 }
 
@@ -692,8 +736,20 @@ mod tests {
             m("auth = plain[passwd=/p]\nenable-auth = certificate\n").unwrap(),
             "certificate|password"
         );
+        let radius = read(
+            "auth = certificate\nauth = \"radius[config=/etc/radcli/radiusclient.conf,groupconfig=true,group-separator=comma]\"\n",
+        )
+        .unwrap()
+        .raw;
+        assert_eq!(radius.auth.method, "certificate+radius");
+        assert_eq!(
+            radius.radius.radcli_config.as_deref(),
+            Some(std::path::Path::new("/etc/radcli/radiusclient.conf"))
+        );
+        assert_eq!(radius.radius.group_separator, ",");
         for (text, why) in [
             ("auth = pam\n", "pam authentication is not supported yet"),
+            ("auth = radius\n", "expected radius[config=FILE]"),
             ("auth = \"plain[passwd=/p,otp=/o]\"\n", "otp"),
             ("tcp-port = 443\n", "expected an auth line"),
         ] {

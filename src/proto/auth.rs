@@ -25,6 +25,9 @@ pub struct AuthRequest {
     pub kind: Option<RequestKind>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The answer to a follow-up prompt (`secondary_password`, or
+    /// `answer` as Cisco's challenge forms name it).
+    pub secondary: Option<String>,
     pub group: Option<String>,
 }
 
@@ -85,6 +88,9 @@ fn parse_xml(text: &str) -> Result<AuthRequest, AuthParseError> {
                 match p.as_slice() {
                     ["config-auth", "auth", "username"] => req.username = Some(value),
                     ["config-auth", "auth", "password"] => req.password = Some(value),
+                    ["config-auth", "auth", "secondary_password" | "answer"] => {
+                        req.secondary = Some(value)
+                    }
                     ["config-auth", "group-select"] => req.group = Some(value),
                     _ => {}
                 }
@@ -124,6 +130,7 @@ fn parse_urlencoded(text: &str) -> AuthRequest {
         match k {
             "username" => req.username = Some(v),
             "password" => req.password = Some(v),
+            "secondary_password" | "answer" => req.secondary = Some(v),
             "group_list" => req.group = Some(v),
             _ => {}
         }
@@ -226,6 +233,75 @@ pub fn form_document(field: Field, message: &str, groups: &[GroupOption]) -> Vec
     form_with_banner(field, message, groups, None)
 }
 
+/// A backend's question after the password: a RADIUS Access-Challenge's
+/// Reply-Message, a PAM prompt, the one-time password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompt {
+    /// Shown above the field.
+    pub message: String,
+    /// Typed in the clear (PAM's echo-on prompts) rather than hidden.
+    pub echo: bool,
+}
+
+impl Prompt {
+    /// A hidden answer to `message`.
+    pub fn secret(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            echo: false,
+        }
+    }
+}
+
+/// A successful login: the user's groups (the first is the default) and
+/// what the backend grants this session over the user's files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub groups: Vec<String>,
+    pub grants: Grants,
+    /// RADIUS Class attributes, echoed in accounting (RFC 2865 §5.25).
+    pub class: Vec<Vec<u8>>,
+}
+
+/// Session settings a backend hands out (RADIUS's Access-Accept).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    pub routes: Vec<ipnet::IpNet>,
+    pub dns: Vec<std::net::IpAddr>,
+    /// Seconds; zero or absent: the configuration's.
+    pub session_timeout: Option<u64>,
+    pub idle_timeout: Option<u64>,
+    pub interim_interval: Option<u64>,
+}
+
+/// The most follow-up prompts one login may take (ocserv's
+/// `MAX_CHALLENGES`).
+pub const MAX_PROMPTS: u32 = 16;
+
+/// The form for the `counter`th follow-up prompt. A hidden answer is a
+/// `secondary_password`, as ocserv names it: openconnect fills that field
+/// from its `--token-mode` generator. The counter in the label tells
+/// clients that store answers by label that this is a new question.
+pub fn prompt_document(prompt: &Prompt, counter: u32) -> Vec<u8> {
+    let input = if prompt.echo {
+        format!(r#"<input type="text" name="answer" label="Answer{counter}:" />"#)
+    } else {
+        format!(r#"<input type="password" name="secondary_password" label="Password{counter}:" />"#)
+    };
+    form_xml(&prompt.message, &input, None)
+}
+
+fn form_xml(message: &str, input: &str, banner: Option<&str>) -> Vec<u8> {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"auth-request\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"main\">\n{banner}<message>{}</message>\n<form method=\"post\" action=\"{FORM_ACTION}\">\n{input}\n</form></auth>\n</config-auth>\n",
+        xml_escape(message),
+        banner = banner.map_or(String::new(), |b| format!("<banner>{}</banner>\n", xml_escape(b)))
+    )
+    .into_bytes()
+}
+
 /// A form with `banner` shown above it (ocserv's `pre-login-banner`).
 pub fn form_with_banner(
     field: Field,
@@ -250,12 +326,7 @@ pub fn form_with_banner(
         }
         input.push_str("\n</select>");
     }
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config-auth client=\"vpn\" type=\"auth-request\">\n<version who=\"sg\">0.1(1)</version>\n<auth id=\"main\">\n{banner}<message>{}</message>\n<form method=\"post\" action=\"{FORM_ACTION}\">\n{input}\n</form></auth>\n</config-auth>\n",
-        xml_escape(message),
-        banner = banner.map_or(String::new(), |b| format!("<banner>{}</banner>\n", xml_escape(b)))
-    )
-    .into_bytes()
+    form_xml(message, &input, banner)
 }
 
 /// The `complete` document that, with the `webvpn` cookie, ends the
@@ -294,6 +365,9 @@ pub struct AuthExchange {
     failures: u8,
     /// Shown above the username form (ocserv's `pre-login-banner`).
     banner: Option<std::sync::Arc<str>>,
+    /// Follow-up prompts asked so far; the one awaiting its answer.
+    prompts: u32,
+    asking: Option<Prompt>,
 }
 
 /// What the connection does next.
@@ -309,6 +383,8 @@ pub enum Step {
         password: String,
         group: Option<String>,
     },
+    /// Hand this answer to the backend's pending prompt.
+    Answer(String),
 }
 
 /// After a credential check.
@@ -366,6 +442,17 @@ impl AuthExchange {
     }
 
     pub fn handle(&mut self, req: AuthRequest) -> Step {
+        if let Some(prompt) = &self.asking {
+            // A client answering with the first form's field name is
+            // answering all the same.
+            return match req.secondary.or(req.password) {
+                Some(answer) => {
+                    self.asking = None;
+                    Step::Answer(answer)
+                }
+                None => Step::Form(prompt_document(prompt, self.prompts)),
+            };
+        }
         if let Some(u) = req
             .username
             .filter(|u| !u.is_empty() && !self.fixed_username)
@@ -395,17 +482,41 @@ impl AuthExchange {
     }
 
     pub fn verified(&mut self, ok: bool) -> Verdict {
+        self.verified_with(ok, None)
+    }
+
+    /// The backend's verdict, with what it says of a refusal (a RADIUS
+    /// Reply-Message) for the retry form. A refusal after a follow-up
+    /// prompt ends the login: its challenge cannot be asked again.
+    pub fn verified_with(&mut self, ok: bool, message: Option<&str>) -> Verdict {
+        self.asking = None;
         if ok {
             if let Some(username) = self.username.take() {
                 return Verdict::Success { username };
             }
         }
         self.failures = self.failures.saturating_add(1);
-        if self.failures >= MAX_PASSWORD_TRIES {
+        if self.failures >= MAX_PASSWORD_TRIES || self.prompts > 0 {
             Verdict::Failed
         } else {
-            Verdict::Retry(form_document(Field::Password, LOGIN_FAILED, &[]))
+            let message = message.filter(|m| !m.trim().is_empty()).map_or_else(
+                || LOGIN_FAILED.to_owned(),
+                |m| format!("{m}\n{ASK_PASSWORD}"),
+            );
+            Verdict::Retry(form_document(Field::Password, &message, &[]))
         }
+    }
+
+    /// The backend asks something more before its verdict: the form to
+    /// answer with, or `None` when the login has had [`MAX_PROMPTS`].
+    pub fn ask(&mut self, prompt: Prompt) -> Option<Vec<u8>> {
+        if self.prompts >= MAX_PROMPTS {
+            return None;
+        }
+        self.prompts += 1;
+        let doc = prompt_document(&prompt, self.prompts);
+        self.asking = Some(prompt);
+        Some(doc)
     }
 }
 
@@ -559,6 +670,88 @@ mod tests {
                 group: Some("lab".into())
             }
         );
+    }
+
+    #[test]
+    fn a_challenge_is_a_second_form_and_its_refusal_ends_the_login() {
+        let mut ex = AuthExchange::new();
+        ex.handle(parse_request(USER.as_bytes()).unwrap());
+        assert!(matches!(
+            ex.handle(parse_request(PASS.as_bytes()).unwrap()),
+            Step::Verify { .. }
+        ));
+        let form =
+            String::from_utf8(ex.ask(Prompt::secret("Enter your OTP code")).unwrap()).unwrap();
+        assert!(
+            form.contains("<message>Enter your OTP code</message>"),
+            "{form}"
+        );
+        assert!(
+            form.contains(
+                r#"<input type="password" name="secondary_password" label="Password1:" />"#
+            ),
+            "{form}"
+        );
+        // A body without the answer gets the same form again.
+        let Step::Form(again) = ex.handle(parse_request(USER.as_bytes()).unwrap()) else {
+            panic!()
+        };
+        assert_eq!(String::from_utf8(again).unwrap(), form);
+        let otp = PASS.replace(
+            "<password>test123</password>",
+            "<secondary_password>123456</secondary_password>",
+        );
+        assert_eq!(
+            ex.handle(parse_request(otp.as_bytes()).unwrap()),
+            Step::Answer("123456".into())
+        );
+        assert_eq!(
+            ex.verified_with(false, Some("Access denied")),
+            Verdict::Failed
+        );
+
+        // Accepted after two prompts, the second one in the clear.
+        let mut ex = AuthExchange::new();
+        ex.handle(parse_request(USER.as_bytes()).unwrap());
+        ex.handle(parse_request(PASS.as_bytes()).unwrap());
+        ex.ask(Prompt::secret("code")).unwrap();
+        ex.handle(parse_request(PASS.as_bytes()).unwrap());
+        let form = ex
+            .ask(Prompt {
+                message: "Your PIN".into(),
+                echo: true,
+            })
+            .unwrap();
+        assert!(String::from_utf8(form)
+            .unwrap()
+            .contains(r#"<input type="text" name="answer" label="Answer2:" />"#));
+        let answer = parse_request(b"answer=42").unwrap();
+        assert_eq!(ex.handle(answer), Step::Answer("42".into()));
+        assert_eq!(
+            ex.verified(true),
+            Verdict::Success {
+                username: "alice".into()
+            }
+        );
+    }
+
+    #[test]
+    fn prompts_are_bounded_and_a_reply_message_shows_on_the_retry() {
+        let mut ex = AuthExchange::new();
+        ex.handle(parse_request(USER.as_bytes()).unwrap());
+        ex.handle(parse_request(PASS.as_bytes()).unwrap());
+        let Verdict::Retry(form) = ex.verified_with(false, Some("Account <locked>")) else {
+            panic!()
+        };
+        let form = String::from_utf8(form).unwrap();
+        assert!(
+            form.contains("<message>Account &lt;locked&gt;\nPlease enter your password.</message>"),
+            "{form}"
+        );
+        for _ in 0..MAX_PROMPTS {
+            assert!(ex.ask(Prompt::secret("again")).is_some());
+        }
+        assert_eq!(ex.ask(Prompt::secret("again")), None);
     }
 
     #[test]

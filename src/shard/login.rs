@@ -16,7 +16,7 @@ use super::Moved;
 use shards::{Cookie, ShardId};
 
 use super::events::refused;
-use crate::config::{AuthMethod, Config};
+use crate::config::{AuthMethod, Backend, Config};
 use crate::proto::auth::{self, AuthExchange, AuthRequest, GroupOption, Step, Verdict};
 use crate::proto::connect as negotiate;
 use crate::proto::http::{self, Method, Response};
@@ -458,6 +458,10 @@ async fn login(
     let mut hidden: Option<bool> = None;
     // select-group-by-url: the group the login's first URL names.
     let mut url_group: Option<Option<String>> = None;
+    // The password attempt under way (user, group wanted) and the backend
+    // conversation waiting for the answer to its prompt.
+    let mut attempt: Option<(String, Option<String>)> = None;
+    let mut backend: Option<crate::auth::conversation::Handle> = None;
     loop {
         let req = match first.take() {
             Some(r) => r,
@@ -578,6 +582,8 @@ async fn login(
         }
         let cert = cert.get_or_insert_with(|| cert_user(cfg, &conn.tls));
         let cert_named = matches!(cert, CertUser::Named { .. });
+        let mut conn_reply: Option<Vec<u8>> = None;
+        let mut logged_in = false;
         let (reply, logged_in) = match route(cfg.auth_method, cert) {
             Route::Refuse(why) => {
                 refused(&shard, peer, None, why);
@@ -592,8 +598,8 @@ async fn login(
                     (vhost.clone(), cfg),
                     peer,
                     user.to_owned(),
-                    None,
-                    (groups, wanted),
+                    Proof::Groups(groups),
+                    wanted,
                     (mobile, &user_agent, true),
                 )
                 .await
@@ -634,76 +640,144 @@ async fn login(
                     exchange = Some(ex);
                 }
                 let login = exchange.as_mut()?;
-                match login.handle(areq) {
-                    Step::Form(doc) => (xml_reply(&doc), false),
+                let outcome = match login.handle(areq) {
+                    Step::Form(doc) => Outcome::Form(doc),
                     Step::Verify {
                         username,
                         password,
                         group,
                     } => {
-                        match finish(
-                            &shard,
-                            (vhost.clone(), cfg),
-                            peer,
-                            username.clone(),
-                            Some(password),
-                            (Vec::new(), url_group.clone().or(group)),
-                            (mobile, &user_agent, cert_named),
-                        )
-                        .await
-                        {
-                            Ok(done) => {
-                                login.verified(true);
-                                match done {
-                                    Done::Reply(reply) => (reply, true),
-                                    Done::Move(home, l) => {
-                                        conn.move_to(&shard, home, Moved::Login(l)).await;
-                                        return None;
-                                    }
-                                }
-                            }
-                            Err(LoginError::Refused(why)) => {
-                                conn.refuse(401, why).await;
-                                return None;
-                            }
-                            Err(LoginError::WrongPassword) => {
-                                penalize(
-                                    &shard,
+                        attempt = Some((username.clone(), url_group.clone().or(group)));
+                        match cfg.backend {
+                            Backend::File => Outcome::Proved(Proof::Password(password)),
+                            Backend::Radius => {
+                                let who = Who {
+                                    user: &username,
                                     peer,
-                                    points.ban_points_wrong_password,
-                                    "a wrong password",
-                                );
-                                let banned = bans.is_banned(peer.ip(), Instant::now());
-                                match login.verified(false) {
-                                    Verdict::Retry(doc) if !banned => {
-                                        refused(&shard, peer, Some(&username), "wrong password");
-                                        (xml_reply(&doc), false)
+                                    local: conn.local,
+                                    user_agent: &user_agent,
+                                };
+                                match start_backend(cfg, &who, password) {
+                                    Ok(h) => {
+                                        let o = drive(&shard, cfg, &h).await;
+                                        if matches!(o, Outcome::Ask(_)) {
+                                            backend = Some(h);
+                                        }
+                                        o
                                     }
-                                    Verdict::Retry(_) => {
-                                        refused(
-                                            &shard,
-                                            peer,
-                                            Some(&username),
-                                            "wrong password from an address now banned",
-                                        );
-                                        conn.refuse(401, "Authentication failed").await;
-                                        return None;
-                                    }
-                                    Verdict::Failed | Verdict::Success { .. } => {
-                                        refused(
-                                            &shard,
-                                            peer,
-                                            Some(&username),
-                                            "too many wrong passwords",
-                                        );
-                                        conn.refuse(401, "Authentication failed").await;
-                                        return None;
-                                    }
+                                    Err(why) => Outcome::Failed(why),
                                 }
                             }
                         }
                     }
+                    Step::Answer(answer) => match backend.take() {
+                        Some(h) => {
+                            h.answer(answer);
+                            let o = drive(&shard, cfg, &h).await;
+                            if matches!(o, Outcome::Ask(_)) {
+                                backend = Some(h);
+                            }
+                            o
+                        }
+                        None => Outcome::Failed("an answer with no question pending".into()),
+                    },
+                };
+                let (username, wanted) = attempt.clone().unwrap_or_default();
+                let wrong = match outcome {
+                    Outcome::Form(doc) => {
+                        conn_reply = Some(xml_reply(&doc));
+                        None
+                    }
+                    Outcome::Ask(prompt) => match login.ask(prompt) {
+                        Some(doc) => {
+                            conn_reply = Some(xml_reply(&doc));
+                            None
+                        }
+                        None => {
+                            refused(
+                                &shard,
+                                peer,
+                                Some(&username),
+                                "too many prompts from the backend",
+                            );
+                            conn.refuse(401, "Authentication failed").await;
+                            return None;
+                        }
+                    },
+                    Outcome::Failed(why) => {
+                        refused(
+                            &shard,
+                            peer,
+                            Some(&username),
+                            &format!("{} backend: {why}", cfg.backend.name()),
+                        );
+                        conn.refuse(401, "Authentication failed").await;
+                        return None;
+                    }
+                    Outcome::Wrong(message) => Some(message),
+                    Outcome::Proved(proof) => match finish(
+                        &shard,
+                        (vhost.clone(), cfg),
+                        peer,
+                        username.clone(),
+                        proof,
+                        wanted,
+                        (mobile, &user_agent, cert_named),
+                    )
+                    .await
+                    {
+                        Ok(done) => {
+                            login.verified(true);
+                            match done {
+                                Done::Reply(reply) => {
+                                    logged_in = true;
+                                    conn_reply = Some(reply);
+                                    None
+                                }
+                                Done::Move(home, l) => {
+                                    conn.move_to(&shard, home, Moved::Login(l)).await;
+                                    return None;
+                                }
+                            }
+                        }
+                        Err(LoginError::Refused(why)) => {
+                            conn.refuse(401, why).await;
+                            return None;
+                        }
+                        Err(LoginError::WrongPassword) => Some(None),
+                    },
+                };
+                if let Some(message) = wrong {
+                    penalize(
+                        &shard,
+                        peer,
+                        points.ban_points_wrong_password,
+                        "a wrong password",
+                    );
+                    let banned = bans.is_banned(peer.ip(), Instant::now());
+                    match login.verified_with(false, message.as_deref()) {
+                        Verdict::Retry(doc) if !banned => {
+                            refused(&shard, peer, Some(&username), "wrong password");
+                            conn_reply = Some(xml_reply(&doc));
+                        }
+                        Verdict::Retry(_) => {
+                            refused(
+                                &shard,
+                                peer,
+                                Some(&username),
+                                "wrong password from an address now banned",
+                            );
+                            conn.refuse(401, "Authentication failed").await;
+                            return None;
+                        }
+                        Verdict::Failed | Verdict::Success { .. } => {
+                            refused(&shard, peer, Some(&username), "too many wrong passwords");
+                            conn.refuse(401, "Authentication failed").await;
+                            return None;
+                        }
+                    }
                 }
+                (conn_reply.take()?, logged_in)
             }
         };
         if !conn.send(&reply).await {
@@ -711,6 +785,94 @@ async fn login(
         }
         if logged_in {
             return Some(conn);
+        }
+    }
+}
+
+/// What a login step came to.
+enum Outcome {
+    /// Answer with this form (the username or password form).
+    Form(Vec<u8>),
+    /// The backend asks this next.
+    Ask(auth::Prompt),
+    /// Who the user is, to be finished (a password still to check against
+    /// the password file, or a backend's acceptance).
+    Proved(Proof),
+    /// Wrong credentials, with what the backend says of it.
+    Wrong(Option<String>),
+    /// The backend could not decide: the login fails.
+    Failed(String),
+}
+
+/// How a user proved who they are.
+enum Proof {
+    /// A password for the password file.
+    Password(String),
+    /// A certificate, with the group it names.
+    Groups(Vec<String>),
+    /// A backend accepted the login.
+    Backend(crate::auth::Accepted),
+}
+
+/// The client, as a backend is told about it.
+struct Who<'a> {
+    user: &'a str,
+    peer: SocketAddr,
+    local: SocketAddr,
+    user_agent: &'a str,
+}
+
+/// Starts the backend's conversation for one password attempt.
+fn start_backend(
+    cfg: &Config,
+    who: &Who<'_>,
+    password: String,
+) -> Result<crate::auth::conversation::Handle, String> {
+    let Some(radius) = cfg.radius.clone() else {
+        return Err("no [radius] configured".into());
+    };
+    let user = radius.user_name(who.user);
+    let client = who.peer.ip();
+    let nas_ip = radius.nas_ip.or(Some(who.local.ip()));
+    let agent = who.user_agent.to_owned();
+    let started = Instant::now();
+    crate::auth::conversation::start("radius", cfg.auth_timeout(), move |conv| {
+        let login = crate::proto::radius::login::Login {
+            user: &user,
+            client: Some(client),
+            nas_ip,
+            nas_identifier: &radius.nas_identifier,
+            session_id: "",
+            user_agent: &agent,
+        };
+        let verdict = radius.login(conv, &login, password);
+        tracing::debug!(user = %user, ms = started.elapsed().as_millis() as u64, "RADIUS login: {}", match &verdict {
+            crate::auth::Verdict::Accept(_) => "accepted",
+            crate::auth::Verdict::Reject(_) => "rejected",
+            crate::auth::Verdict::Error(_) => "failed",
+        });
+        verdict
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Waits for the backend's next word, at most as long as it may take to
+/// ask all its servers; a backend that says nothing fails the login, never
+/// the shard.
+async fn drive(shard: &Shard, cfg: &Config, h: &crate::auth::conversation::Handle) -> Outcome {
+    use crate::auth::{Event, Verdict as V};
+    let limit = cfg.radius.as_ref().map_or(cfg.auth_timeout(), |r| {
+        r.exchange_limit(r.auth.len()) + Duration::from_secs(1)
+    });
+    match with_timeout(limit, h.next()).await {
+        Some(Some(Event::Ask(p))) => Outcome::Ask(p),
+        Some(Some(Event::Done(V::Accept(a)))) => Outcome::Proved(Proof::Backend(a)),
+        Some(Some(Event::Done(V::Reject(m)))) => Outcome::Wrong(m),
+        Some(Some(Event::Done(V::Error(why)))) => Outcome::Failed(why),
+        Some(None) => Outcome::Failed("the backend ended without a verdict".into()),
+        None => {
+            shard.metrics().auth_timeouts.inc();
+            Outcome::Failed(format!("no verdict within {} s", limit.as_secs()))
         }
     }
 }
@@ -723,19 +885,28 @@ async fn finish(
     (vhost, host): (Option<Arc<str>>, &Config),
     peer: SocketAddr,
     user: String,
-    password: Option<String>,
-    (cert_groups, wanted): (Vec<String>, Option<String>),
+    proof: Proof,
+    wanted: Option<String>,
     (mobile, user_agent, cert_auth): (bool, &str, bool),
 ) -> Result<Done, LoginError> {
     let user_agent = user_agent.to_owned();
     let name = user.clone();
     let config = shard.config_of(vhost.as_deref());
+    let mut grants = None;
+    let groups = match proof {
+        Proof::Password(pw) => Err(pw),
+        Proof::Groups(g) => Ok(g),
+        Proof::Backend(a) => {
+            grants = Some(a.grants);
+            Ok(a.groups)
+        }
+    };
     let checked = super::guard::blocking(move || {
         crate::sys::lower_thread_priority();
         let cfg = &config.raw;
-        let groups = match password {
-            Some(pw) => crate::passwd::check(&cfg.auth.passwd_file, &name, &pw)?,
-            None => Some(cert_groups),
+        let groups = match groups {
+            Err(pw) => crate::passwd::check(&cfg.auth.passwd_file, &name, &pw)?,
+            Ok(g) => Some(g),
         };
         Ok::<_, std::io::Error>(groups.map(|g| {
             // default-select-group: the user's own group.
@@ -784,6 +955,9 @@ async fn finish(
         Some(Ok(p)) => p,
     };
     let mut policy = policy;
+    if let Some(g) = &grants {
+        crate::auth::apply(g, &mut policy);
+    }
     if let Some(v6) = policy.explicit_ipv6 {
         let nets = host.nets(&policy);
         match explicit_v4_of_v6(nets, v6, policy.explicit_ipv4) {

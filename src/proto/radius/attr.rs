@@ -67,8 +67,18 @@ pub const ACCT_OUTPUT_GIGAWORDS: u8 = 53;
 pub const EVENT_TIMESTAMP: u8 = 55;
 /// RFC 2865 §5.41; see [`nas_port_type`].
 pub const NAS_PORT_TYPE: u8 = 61;
+/// RFC 2866 §5.6; 1 = RADIUS.
+pub const ACCT_AUTHENTIC: u8 = 45;
+/// RFC 2869 §5.11: the client software, as ocserv sends its user agent.
+pub const CONNECT_INFO: u8 = 77;
+/// RFC 2869 §5.10: 0 = the answer is hidden, 1 = echoed.
+pub const PROMPT: u8 = 76;
 /// RFC 2869 §5.14 / RFC 3579 §3.2.
 pub const MESSAGE_AUTHENTICATOR: u8 = 80;
+/// RFC 3162 §2.1.
+pub const NAS_IPV6_ADDRESS: u8 = 95;
+/// RFC 3162 §2.5: text, as Framed-Route.
+pub const FRAMED_IPV6_ROUTE: u8 = 99;
 /// RFC 2869 §5.16, in seconds.
 pub const ACCT_INTERIM_INTERVAL: u8 = 85;
 /// RFC 3162 §2.3.
@@ -82,6 +92,8 @@ pub const DNS_SERVER_IPV6_ADDRESS: u8 = 169;
 pub mod service_type {
     /// What a VPN NAS asks for: a framed (packet) session.
     pub const FRAMED: u32 = 2;
+    /// What ocserv's Access-Requests say.
+    pub const AUTHENTICATE_ONLY: u32 = 8;
 }
 
 /// Framed-Protocol values (RFC 2865 §5.7).
@@ -94,6 +106,15 @@ pub mod framed_protocol {
 pub mod nas_port_type {
     /// A port that is not a physical line.
     pub const VIRTUAL: u32 = 5;
+    /// What ocserv's Access-Requests say.
+    pub const ASYNC: u32 = 0;
+}
+
+/// Microsoft's vendor number and its DNS attributes (RFC 2548).
+pub mod microsoft {
+    pub const VENDOR: u32 = 311;
+    pub const PRIMARY_DNS_SERVER: u8 = 28;
+    pub const SECONDARY_DNS_SERVER: u8 = 29;
 }
 
 /// Acct-Status-Type values (RFC 2866 §5.1).

@@ -17,6 +17,7 @@
 pub mod attr;
 mod auth;
 mod builder;
+pub mod login;
 mod packet;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,143 @@
+//! RADIUS logins against a real FreeRADIUS started in the server's
+//! namespace (tests/fixtures/freeradius-config.sh): accept with attributes,
+//! reject, a challenge answered with a second form, failover to a second
+//! server, and a server that hangs failing only that login.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SECRET: &str = "testing123";
+
+/// FreeRADIUS in the server namespace on `auth_port` / `auth_port + 1`.
+fn start_freeradius(net: &mut Net, name: &str, auth_port: u16, framed_ip: &str) -> (u32, PathBuf) {
+    let dir = net.dir.join(name);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/freeradius-config.sh");
+    must(&format!(
+        "FRAMED_IP={framed_ip} sh {} {} {SECRET} {auth_port} {}",
+        script.display(),
+        dir.display(),
+        auth_port + 1
+    ));
+    let log = net.dir.join(format!("{name}.log"));
+    let ns = net.server_ns.clone();
+    let pid = net.spawn_in(
+        &ns,
+        &format!("freeradius -f -l stdout -d {}", dir.display()),
+        &log,
+    );
+    wait_for(Duration::from_secs(20), "FreeRADIUS ready", || {
+        assert!(
+            alive(pid),
+            "freeradius exited:\n{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Ready to process requests")
+            .then_some(())
+    });
+    (pid, dir)
+}
+
+fn radius_server(net: &mut Net, servers: &str) -> Server {
+    fs::write(net.dir.join("radius-secret"), format!("{SECRET}\n")).unwrap();
+    let groups = net.dir.join("groups");
+    fs::create_dir_all(&groups).unwrap();
+    fs::write(groups.join("staff"), "route = 10.55.0.0/16\n").unwrap();
+    start_server(
+        net,
+        ServerOpts {
+            auth_keys: "method = \"radius\"\n".into(),
+            auth_timeout: 20,
+            extra_config: format!(
+                "[users]\nconfig_per_group = \"groups\"\n\
+                 [radius]\nservers = [{servers}]\nsecret_file = \"radius-secret\"\n\
+                 nas_identifier = \"ocu-test\"\ntimeout = 1\nretries = 0\n\
+                 require_message_authenticator = true\n"
+            ),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn radius_accepts_rejects_challenges_and_fails_over() {
+    let _serial = serial();
+    let mut net = Net::new("rad", 3);
+    let (radiusd, _) = start_freeradius(&mut net, "radius1", 1812, "192.168.100.77");
+    // The first server never answers (nothing listens): the second does,
+    // and the first is tried last from then on.
+    let server = radius_server(&mut net, "\"127.0.0.1:1712\", \"127.0.0.1:1812\"");
+
+    // alice: accepted with Framed-IP-Address, Framed-Route and Class.
+    let alice = start_client(&mut net, &server, 1, "alice", &["alicepw"]);
+    let ip = alice.wait_connected();
+    assert_eq!(ip, "192.168.100.77");
+    let env = alice.env("connect").unwrap();
+    let splits: Vec<String> = env
+        .lines()
+        .filter(|l| l.starts_with("CISCO_SPLIT_INC_") && l.contains("_ADDR="))
+        .map(|l| l.split('=').nth(1).unwrap().to_owned())
+        .collect();
+    assert!(
+        splits.iter().any(|a| a == "10.200.0.0"),
+        "Framed-Route: {splits:?}"
+    );
+    assert!(
+        splits.iter().any(|a| a == "10.55.0.0"),
+        "the Class group's file: {splits:?}"
+    );
+    let rtts = ping_rtts(&net, &alice.ns, &server.tunnel_ip, 3, "0.2");
+    assert_eq!(rtts.len(), 3, "ping through alice's tunnel");
+    let log = server.log_text();
+    assert!(
+        log.contains("127.0.0.1:1712"),
+        "the dead server is named:\n{log}"
+    );
+    let users = server.ctl_json("show users");
+    let text = users.to_string();
+    assert!(text.contains("staff"), "alice's group from Class: {text}");
+
+    // carol: the password, then the code the Access-Challenge asks for, in
+    // a second form.
+    let carol = start_client(&mut net, &server, 2, "carol", &["carolpw", "123456"]);
+    carol.wait_connected();
+    assert!(
+        carol.log_text().contains("Enter your OTP code"),
+        "the challenge's message reaches the user:\n{}",
+        carol.log_text()
+    );
+
+    // mallory: refused, with ban points for the wrong password.
+    let mallory = start_client(&mut net, &server, 3, "mallory", &["x", "y", "z"]);
+    mallory.wait_exit(Duration::from_secs(20));
+    server.wait_log("wrong password", Duration::from_secs(5));
+
+    // FreeRADIUS stops answering: a login fails within the RADIUS deadline
+    // (2 servers x 1 s) while alice's tunnel carries traffic.
+    must(&format!("kill -STOP {radiusd}"));
+    let start = Instant::now();
+    let o = net.exec(
+        &net.client_ns[2],
+        &format!(
+            "sh -c 'echo bobpw | timeout 20 openconnect --authenticate --user bob --passwd-on-stdin --servercert {} https://{}/'",
+            server.pin,
+            net.server_ip(3)
+        ),
+    );
+    let took = start.elapsed();
+    let rtts = ping_rtts(&net, &alice.ns, &server.tunnel_ip, 3, "0.2");
+    must(&format!("kill -CONT {radiusd}"));
+    assert!(!o.status.success(), "no login without an answer");
+    assert!(
+        took < Duration::from_secs(6),
+        "the login failed after {took:?}"
+    );
+    assert_eq!(rtts.len(), 3, "alice's tunnel while RADIUS hangs");
+    server.wait_log("no RADIUS server answered", Duration::from_secs(5));
+}
