@@ -620,7 +620,7 @@ pub struct Config {
     pub auth_method: AuthMethod,
     /// Who checks passwords: `auth.method`'s password word.
     pub backend: Backend,
-    /// `[radius]`, checked, when a login or accounting uses it.
+    /// `[radius]`, checked, when logins or accounting use it.
     pub radius: Option<Arc<crate::auth::radius::Radius>>,
     /// `auth.cert_user_oid` / `cert_group_oid` as DER OIDs.
     pub cert_user_oid: Vec<u8>,
@@ -904,10 +904,10 @@ impl Config {
         let (auth_method, backend) = AuthMethod::parse(&a.method).ok_or_else(|| {
             bad("auth.method", format!("expected password, radius, certificate, or certificate with one of them as certificate+password or certificate|password, got {:?}", a.method))
         })?;
-        let radius = if backend == Backend::Radius {
+        let radius = if backend == Backend::Radius || raw.radius.accounting {
             let r = crate::auth::radius::Radius::from_raw(&raw.radius, base)
                 .map_err(|(key, reason)| bad(key, reason))?;
-            if r.auth.is_empty() {
+            if r.auth.is_empty() && backend == Backend::Radius {
                 return Err(bad(
                     "radius.servers",
                     "expected at least one server: auth.method uses RADIUS".into(),
@@ -1167,6 +1167,11 @@ impl Config {
             ban_time: Duration::from_secs(s.ban_time),
             reset_time: Duration::from_secs(s.ban_reset_time),
         }
+    }
+
+    /// Where sessions are accounted, if anywhere.
+    pub fn accounting(&self) -> Option<&Arc<crate::auth::radius::Radius>> {
+        self.radius.as_ref().filter(|r| !r.acct.is_empty())
     }
 
     pub fn auth_timeout(&self) -> Duration {

@@ -45,6 +45,10 @@ fn start_freeradius(net: &mut Net, name: &str, auth_port: u16, framed_ip: &str) 
 }
 
 fn radius_server(net: &mut Net, servers: &str) -> Server {
+    radius_server_with(net, servers, "")
+}
+
+fn radius_server_with(net: &mut Net, servers: &str, radius_keys: &str) -> Server {
     fs::write(net.dir.join("radius-secret"), format!("{SECRET}\n")).unwrap();
     let groups = net.dir.join("groups");
     fs::create_dir_all(&groups).unwrap();
@@ -58,7 +62,7 @@ fn radius_server(net: &mut Net, servers: &str) -> Server {
                 "[users]\nconfig_per_group = \"groups\"\n\
                  [radius]\nservers = [{servers}]\nsecret_file = \"radius-secret\"\n\
                  nas_identifier = \"ocu-test\"\ntimeout = 1\nretries = 0\n\
-                 require_message_authenticator = true\n"
+                 require_message_authenticator = true\n{radius_keys}"
             ),
             ..Default::default()
         },
@@ -140,4 +144,104 @@ fn radius_accepts_rejects_challenges_and_fails_over() {
     );
     assert_eq!(rtts.len(), 3, "alice's tunnel while RADIUS hangs");
     server.wait_log("no RADIUS server answered", Duration::from_secs(5));
+}
+
+/// The records of a FreeRADIUS detail file: one map of `Name = value`
+/// per Accounting-Request.
+fn detail_records(file: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = fs::read_to_string(file).unwrap_or_default();
+    text.split("\n\n")
+        .map(|rec| {
+            rec.lines()
+                .filter_map(|l| l.strip_prefix('\t')?.split_once(" = "))
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                .collect()
+        })
+        .filter(|m: &std::collections::HashMap<String, String>| !m.is_empty())
+        .collect()
+}
+
+fn counter(net: &Net, ns: &str, dev: &str, which: &str) -> u64 {
+    let o = net.exec(ns, &format!("cat /sys/class/net/{dev}/statistics/{which}"));
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn radius_accounting_start_interim_stop_match_the_tunnels_counters() {
+    let _serial = serial();
+    let mut net = Net::new("racct", 1);
+    let (_radiusd, dir) = start_freeradius(&mut net, "radius1", 1812, "192.168.100.77");
+    let server = radius_server_with(
+        &mut net,
+        "\"127.0.0.1:1812\"",
+        "accounting = true\naccounting_servers = [\"127.0.0.1:1813\"]\n",
+    );
+    let detail = dir.join("acct/detail");
+    let alice = start_client(&mut net, &server, 1, "alice", &["alicepw"]);
+    alice.wait_connected();
+    let start = wait_for(Duration::from_secs(10), "Accounting Start", || {
+        detail_records(&detail)
+            .into_iter()
+            .find(|r| r.get("Acct-Status-Type").map(String::as_str) == Some("Start"))
+    });
+    assert_eq!(start["User-Name"], "alice");
+    assert_eq!(start["Framed-IP-Address"], "192.168.100.77");
+    assert_eq!(start["Calling-Station-Id"], "10.91.1.2");
+    assert_eq!(start["NAS-Identifier"], "ocu-test");
+    assert_eq!(start["Class"], "0x4f553d73746166663b6c6162", "Class echoed");
+    let session_id = start["Acct-Session-Id"].clone();
+    let users = server.ctl_json("show users").to_string();
+    assert!(
+        users.contains(&session_id),
+        "ctl names the Acct-Session-Id: {users}"
+    );
+    assert!(users.contains("radius"), "ctl names the backend: {users}");
+
+    // Traffic both ways, then the interim (Acct-Interim-Interval = 2 from
+    // the Access-Accept) and the Stop at logout.
+    let rtts = ping_rtts(&net, &alice.ns, &server.tunnel_ip, 200, "0.01 -s 1200");
+    assert!(rtts.len() > 190, "{} pings answered", rtts.len());
+    let interim = wait_for(
+        Duration::from_secs(10),
+        "an Interim-Update with traffic",
+        || {
+            detail_records(&detail).into_iter().find(|r| {
+                r.get("Acct-Status-Type").map(String::as_str) == Some("Interim-Update")
+                    && r.get("Acct-Input-Octets")
+                        .is_some_and(|v| v.parse::<u64>().unwrap() > 200_000)
+            })
+        },
+    );
+    assert_eq!(interim["Acct-Session-Id"], session_id);
+    let sent = counter(&net, &alice.ns, &alice.ifname, "tx_bytes");
+    let received = counter(&net, &alice.ns, &alice.ifname, "rx_bytes");
+    alice.signal("INT");
+    alice.wait_exit(Duration::from_secs(10));
+    let stop = wait_for(Duration::from_secs(10), "Accounting Stop", || {
+        detail_records(&detail)
+            .into_iter()
+            .find(|r| r.get("Acct-Status-Type").map(String::as_str) == Some("Stop"))
+    });
+    eprintln!("Stop: {stop:?}; the client's tunnel sent {sent} and received {received} bytes");
+    assert_eq!(stop["Acct-Session-Id"], session_id);
+    assert_eq!(stop["Acct-Terminate-Cause"], "User-Request");
+    assert_eq!(stop["Acct-Input-Gigawords"], "0");
+    let within = |what: &str, ours: u64, kernel: u64| {
+        let diff = ours.abs_diff(kernel) as f64 / kernel as f64;
+        assert!(
+            diff < 0.03,
+            "{what}: accounted {ours}, the client's tunnel counted {kernel}"
+        );
+    };
+    within(
+        "input octets",
+        stop["Acct-Input-Octets"].parse().unwrap(),
+        sent,
+    );
+    within(
+        "output octets",
+        stop["Acct-Output-Octets"].parse().unwrap(),
+        received,
+    );
+    assert!(stop["Acct-Session-Time"].parse::<u64>().unwrap() >= 2);
 }

@@ -2,6 +2,7 @@
 //! login (RADIUS, ...), each run off the executors in a
 //! [`conversation`] that turns its questions into login forms.
 
+pub mod accounting;
 pub mod conversation;
 pub mod radcli;
 pub mod radius;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::conversation::Conversation;
 use super::Verdict;
+use crate::proto::radius::accounting::{self, Record};
 use crate::proto::radius::login::{self, Answer, GroupAttribute};
 use crate::proto::radius::{Packet, AUTHENTICATOR_LEN, MAX_PACKET};
 
@@ -21,6 +22,15 @@ use crate::proto::radius::{Packet, AUTHENTICATOR_LEN, MAX_PACKET};
 pub struct RawRadius {
     /// Authentication servers, `host[:port]`, tried in order.
     pub servers: Vec<String>,
+    /// Send accounting (Start, Interim-Update, Stop) for every session,
+    /// whatever the login method.
+    pub accounting: bool,
+    /// Accounting servers, `host[:port]` (1813); empty: radcli's
+    /// acctserver lines.
+    pub accounting_servers: Vec<String>,
+    /// Seconds between Interim-Updates; 0: none unless an Access-Accept's
+    /// Acct-Interim-Interval or a user's stats-report-time asks.
+    pub interim_interval: u64,
     /// The shared secret's file (its first line).
     pub secret_file: Option<PathBuf>,
     /// radcli's configuration file (ocserv's `radius[config=...]`): its
@@ -59,6 +69,9 @@ impl Default for RawRadius {
     fn default() -> Self {
         Self {
             servers: Vec::new(),
+            accounting: false,
+            accounting_servers: Vec::new(),
+            interim_interval: 0,
             secret_file: None,
             radcli_config: None,
             nas_identifier: String::new(),
@@ -91,6 +104,9 @@ impl std::fmt::Debug for Server {
 #[derive(Debug)]
 pub struct Radius {
     pub auth: Vec<Server>,
+    /// Accounting servers; empty when accounting is off.
+    pub acct: Vec<Server>,
+    pub interim_interval: Option<Duration>,
     pub timeout: Duration,
     pub retries: u32,
     pub dead_time: Duration,
@@ -167,6 +183,24 @@ impl Radius {
             1812,
             rc.map_or(&none, |r| &r.auth),
         )?;
+        let acct = if raw.accounting {
+            let acct = servers(
+                "radius.accounting_servers",
+                &raw.accounting_servers,
+                1813,
+                rc.map_or(&none, |r| &r.acct),
+            )?;
+            if acct.is_empty() {
+                return Err((
+                    "radius.accounting_servers",
+                    "expected at least one server (or a radcli acctserver): radius.accounting is on"
+                        .into(),
+                ));
+            }
+            acct
+        } else {
+            Vec::new()
+        };
 
         let or_radcli = |own: &str, theirs: Option<&String>| {
             if own.is_empty() {
@@ -215,6 +249,9 @@ impl Radius {
         Ok(Self {
             dead_until: auth.iter().map(|_| AtomicU64::new(0)).collect(),
             auth,
+            acct,
+            interim_interval: (raw.interim_interval > 0)
+                .then(|| Duration::from_secs(raw.interim_interval)),
             timeout: Duration::from_secs(timeout),
             retries,
             dead_time: Duration::from_secs(raw.dead_time),
@@ -333,6 +370,32 @@ impl Radius {
         ))
     }
 
+    /// Sends one accounting record to the first accounting server that
+    /// acknowledges it, `queued` being when its event happened.
+    pub fn account(&self, record: &Record, queued: Instant) -> Result<(), String> {
+        let mut tried = Vec::new();
+        for server in &self.acct {
+            let mut id = [0u8; 1];
+            aws_lc_rs::rand::fill(&mut id).map_err(|_| "no random bytes".to_owned())?;
+            let delay = u32::try_from(queued.elapsed().as_secs()).unwrap_or(u32::MAX);
+            let request = accounting::request(record, delay, &server.secret, id[0])
+                .map_err(|e| format!("request: {e}"))?;
+            let mut authenticator = [0u8; AUTHENTICATOR_LEN];
+            authenticator.copy_from_slice(&request[4..4 + AUTHENTICATOR_LEN]);
+            match self.send(server, &request, id[0], &authenticator) {
+                Ok(_) => return Ok(()),
+                Err(why) => {
+                    tracing::warn!(server = %server.addr, "RADIUS accounting server: {why}");
+                    tried.push(server.addr.to_string());
+                }
+            }
+        }
+        Err(format!(
+            "no accounting server answered (tried {})",
+            tried.join(", ")
+        ))
+    }
+
     /// One request to one server, sent again after each timeout; answers
     /// that are not this request's, or not signed with the secret, are
     /// dropped as if never received.
@@ -385,11 +448,10 @@ impl Radius {
                 if reply.identifier() != id {
                     continue;
                 }
-                match reply.verify_reply(
-                    authenticator,
-                    &server.secret,
-                    self.require_message_authenticator,
-                ) {
+                // Accounting-Responses are signed by their authenticator.
+                let require = self.require_message_authenticator
+                    && reply.code() != crate::proto::radius::Code::AccountingResponse;
+                match reply.verify_reply(authenticator, &server.secret, require) {
                     Ok(()) => return Ok(buf[..n].to_vec()),
                     Err(e) => {
                         tracing::warn!(server = %server.addr, "RADIUS answer dropped: {e}");

@@ -32,6 +32,8 @@ struct State {
     default_route: bool,
     camouflage: Option<(usize, bool)>,
     camouflage_secret: Option<String>,
+    /// `acct = radius[config=...]`.
+    acct: Option<(usize, String)>,
 }
 
 type Outcome = Result<(), String>;
@@ -75,7 +77,7 @@ impl State {
             // ---- who may log in
             "auth" => self.auth.push((e.line, v.to_owned())),
             "enable-auth" => self.enable_auth.push((e.line, v.to_owned())),
-            "acct" => return Err("accounting (RADIUS, PAM) is not supported yet".into()),
+            "acct" => self.acct = Some((e.line, v.to_owned())),
             "ca-cert" => r.auth.ca_file = Some(PathBuf::from(v)),
             "crl" => r.auth.crl_file = Some(PathBuf::from(v)),
             "cert-user-oid" => r.auth.cert_user_oid = v.to_owned(),
@@ -195,7 +197,7 @@ impl State {
             "deny-roaming" => r.session.deny_roaming = boolean(v)?,
             "rx-data-per-sec" => r.session.rx_data_per_sec = SizeValue::Text(v.to_owned()),
             "tx-data-per-sec" => r.session.tx_data_per_sec = SizeValue::Text(v.to_owned()),
-            "stats-report-time" => self.note(e, "no meaning here: there is no accounting to report to"),
+            "stats-report-time" => r.radius.interim_interval = number(v)?,
             // ---- bans
             "max-ban-score" => r.security.max_ban_score = number(v)?,
             "ban-time" => r.security.ban_time = number(v)?,
@@ -289,6 +291,9 @@ impl State {
             ));
         }
         auth(r, &self.auth, &self.enable_auth)?;
+        if let Some((line, v)) = &self.acct {
+            accounting(r, v).map_err(|e| refuse(*line, "acct", e))?;
+        }
         if let Some((line, net)) = &self.ipv4_network {
             let cidr = match (&self.ipv4_netmask, net.contains('/')) {
                 (Some((_, mask)), false) => format!("{net}/{mask}"),
@@ -487,6 +492,40 @@ fn auth(
     if radius {
         r.auth.method = r.auth.method.replace("password", "radius");
     }
+    Ok(())
+}
+
+/// `acct = "radius[config=FILE]"`: RADIUS accounting with radcli's
+/// servers, whatever the login method.
+fn accounting(r: &mut RawConfig, v: &str) -> Result<(), String> {
+    let (method, opts) = match v.split_once('[') {
+        Some((m, rest)) => (m.trim(), rest.trim_end_matches(']')),
+        None => (v.trim(), ""),
+    };
+    if method != "radius" {
+        return Err(format!(
+            "{method:?} accounting is not supported: only radius[config=FILE]"
+        ));
+    }
+    let mut config = None;
+    for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        match opt.split_once('=') {
+            Some(("config", f)) => config = Some(PathBuf::from(f.trim())),
+            Some(("nas-identifier", n)) => r.radius.nas_identifier = n.trim().to_owned(),
+            _ => return Err(format!("unknown option {opt:?} of radius")),
+        }
+    }
+    let config = config.ok_or("expected radius[config=FILE]: radcli's configuration")?;
+    match &r.radius.radcli_config {
+        Some(auth) if *auth != config => {
+            return Err(format!(
+                "a radcli configuration other than auth's ({}) is not supported: use one file",
+                auth.display()
+            ))
+        }
+        _ => r.radius.radcli_config = Some(config),
+    }
+    r.radius.accounting = true;
     Ok(())
 }
 
@@ -747,6 +786,14 @@ mod tests {
             Some(std::path::Path::new("/etc/radcli/radiusclient.conf"))
         );
         assert_eq!(radius.radius.group_separator, ",");
+        let acct = read(
+            "auth = plain[passwd=/p]\nacct = \"radius[config=/etc/radcli/radiusclient.conf]\"\nstats-report-time = 360\n",
+        )
+        .unwrap()
+        .raw;
+        assert!(acct.radius.accounting);
+        assert_eq!(acct.radius.interim_interval, 360);
+        assert!(read("auth = plain[passwd=/p]\nacct = pam\n").is_err());
         for (text, why) in [
             ("auth = pam\n", "pam authentication is not supported yet"),
             ("auth = radius\n", "expected radius[config=FILE]"),

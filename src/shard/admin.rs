@@ -129,9 +129,13 @@ pub struct SessionInfo {
     /// occtl's session ID: its first 6 characters, and whole.
     #[serde(rename = "Session")]
     pub session: String,
+    /// Also the session's RADIUS Acct-Session-Id.
     #[serde(rename = "Full session")]
     pub full_session: String,
     pub vhost: String,
+    /// Who checked the login: `plain`, `certificate` or `radius`.
+    #[serde(rename = "Auth")]
+    pub backend: &'static str,
     /// For `show sessions`: when the cookie was issued and when it dies
     /// (a detached session's cookie_timeout, else session_timeout).
     #[serde(skip)]

@@ -15,6 +15,7 @@ use glommio::net::TcpListener;
 use glommio::spawn_local;
 use shards::{AppId, Cookie, SessionStore, ShardId};
 
+use super::accounting::Status::{Start, Stop};
 use super::admin::{self, AdminCmd, AdminReply, SessionInfo, Target, Totals};
 use super::limits;
 use super::tunnel::{EndReason, Stats, Tunnel};
@@ -66,6 +67,12 @@ pub(crate) struct Session {
     /// Holds one of its user's `max_same_clients` places: from its CONNECT
     /// until its tunnel is gone (as ocserv counts connected clients).
     pub(crate) counted: bool,
+    /// Who checked the login (`plain`, `certificate`, `radius`).
+    pub(crate) backend: &'static str,
+    pub(crate) class: Vec<Vec<u8>>,
+    /// RADIUS accounting: when the next Interim-Update is due, from the
+    /// Start on.
+    pub(crate) next_interim: Option<Instant>,
 }
 
 impl shards::UserSession for Session {
@@ -141,6 +148,10 @@ pub(crate) struct Login {
     pub(crate) profile: Option<crate::usercfg::Profile>,
     /// The virtual host the client's TLS hello named; `None`: the default.
     pub(crate) vhost: Option<Arc<str>>,
+    /// Who checked the login: `plain`, `certificate`, `radius`.
+    pub(crate) backend: &'static str,
+    /// RADIUS Class attributes, echoed in accounting.
+    pub(crate) class: Vec<Vec<u8>>,
 }
 
 pub(crate) struct Shard {
@@ -337,6 +348,8 @@ impl Shard {
             cert_auth,
             profile: _,
             vhost,
+            backend,
+            class,
         } = login;
         if !self
             .shared
@@ -378,6 +391,9 @@ impl Shard {
             vhost,
             counted: false,
             last_local: None,
+            backend,
+            class,
+            next_interim: None,
         };
         super::events::login(self, peer, &session);
         let expires = self.detach_deadline(&session, now);
@@ -434,6 +450,13 @@ impl Shard {
     fn end_session(&self, s: &Session, stats: &Stats, reason: &str) {
         self.release(s);
         super::events::disconnect(self, s, stats, reason);
+        // Only a session whose Start went out gets a Stop.
+        if s.last_peer.is_some() {
+            let cfg = self.config_of(s.vhost.as_deref());
+            if let Some(radius) = cfg.accounting() {
+                super::accounting::send(self, radius, s, Stop(stats, reason));
+            }
+        }
     }
 
     /// Gives back everything a session held.
@@ -497,6 +520,14 @@ impl Shard {
         session.last_local = Some(tunnel.local);
         session.hostname.clone_from(&tunnel.hostname);
         super::events::connect(session, tunnel.peer, tunnel.lease6, first);
+        if first {
+            let cfg = self.config_of(session.vhost.as_deref());
+            if let Some(radius) = cfg.accounting() {
+                let interim = super::accounting::interim(radius, session);
+                session.next_interim = interim.map(|i| Instant::now() + i);
+                super::accounting::send(self, radius, session, Start);
+            }
+        }
         if let Some(old) = session.tunnel.replace(tunnel.clone()) {
             session.past.add(&old.stats());
             tracing::info!(user = %session.user, lease = %OrDash(session.lease), "reconnect supersedes the previous tunnel");
@@ -886,6 +917,7 @@ impl Shard {
             expires: expires.or(s.ends_at).map(wall),
             login_ip: s.login_ip.to_string(),
             cert_auth: s.cert_auth,
+            backend: s.backend,
         }
     }
 
@@ -904,9 +936,10 @@ impl Shard {
             tracing::info!(user = %s.user, group = %s.group.as_deref().unwrap_or("-"), lease = %OrDash(s.lease), age_s = now.duration_since(s.started).as_secs(), "{why}, address released");
         }
         let tunnels: Vec<_> = self.tunnels.borrow().values().cloned().collect();
-        for t in tunnels {
+        for t in &tunnels {
             t.check_timers(self, now);
         }
+        super::accounting::interims(self, &tunnels, now);
     }
 
     async fn shutdown(&self) {

@@ -892,13 +892,14 @@ async fn finish(
     let user_agent = user_agent.to_owned();
     let name = user.clone();
     let config = shard.config_of(vhost.as_deref());
-    let mut grants = None;
-    let groups = match proof {
-        Proof::Password(pw) => Err(pw),
-        Proof::Groups(g) => Ok(g),
+    let (mut grants, mut class) = (None, Vec::new());
+    let (groups, backend) = match proof {
+        Proof::Password(pw) => (Err(pw), "plain"),
+        Proof::Groups(g) => (Ok(g), "certificate"),
         Proof::Backend(a) => {
             grants = Some(a.grants);
-            Ok(a.groups)
+            class = a.class;
+            (Ok(a.groups), "radius")
         }
     };
     let checked = super::guard::blocking(move || {
@@ -999,6 +1000,8 @@ async fn finish(
                     cert_auth,
                     profile,
                     vhost,
+                    backend,
+                    class,
                 }),
             ));
         }
@@ -1015,6 +1018,8 @@ async fn finish(
             cert_auth,
             profile,
             vhost,
+            backend,
+            class,
         },
         peer,
     ) {

@@ -2,6 +2,7 @@
 //! TUN queue, its sessions and its slice of the address pool. glommio types
 //! appear only under this directory.
 
+mod accounting;
 pub mod admin;
 mod conn;
 mod core;

@@ -14,6 +14,7 @@
 //! reply.verify_reply(&random16, secret, true)?;
 //! ```
 
+pub mod accounting;
 pub mod attr;
 mod auth;
 mod builder;
