@@ -904,7 +904,10 @@ impl Config {
         let (auth_method, backend) = AuthMethod::parse(&a.method).ok_or_else(|| {
             bad("auth.method", format!("expected password, radius, certificate, or certificate with one of them as certificate+password or certificate|password, got {:?}", a.method))
         })?;
-        let radius = if backend == Backend::Radius || raw.radius.accounting {
+        let radius = if backend == Backend::Radius
+            || raw.radius.accounting
+            || !raw.radius.disconnect_listen.trim().is_empty()
+        {
             let r = crate::auth::radius::Radius::from_raw(&raw.radius, base)
                 .map_err(|(key, reason)| bad(key, reason))?;
             if r.auth.is_empty() && backend == Backend::Radius {

@@ -192,7 +192,7 @@ fn session_id(s: &str) -> Result<String, String> {
         .ok_or_else(|| format!("invalid session ID '{s}'"))
 }
 
-fn infos(shared: &Shared, t: Target) -> Vec<admin::SessionInfo> {
+pub(crate) fn infos(shared: &Shared, t: Target) -> Vec<admin::SessionInfo> {
     let mut all: Vec<admin::SessionInfo> = admin::ask_all(shared, &AdminCmd::Sessions(t))
         .into_iter()
         .filter_map(|r| {
@@ -259,7 +259,7 @@ fn terminate_session(shared: &Shared, sid: &str) -> Result<Value, String> {
     Ok(json!({ "terminated": s.full_session }))
 }
 
-fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
+pub(crate) fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
     let n: usize = admin::ask_all(shared, &AdminCmd::Disconnect(t))
         .into_iter()
         .map(|r| {

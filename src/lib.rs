@@ -9,6 +9,7 @@ pub mod cfgedit;
 pub mod config;
 pub mod control;
 pub mod ctl;
+pub mod dae;
 pub mod live;
 pub mod logging;
 pub mod metrics;

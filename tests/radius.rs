@@ -174,7 +174,8 @@ fn radius_accounting_start_interim_stop_match_the_tunnels_counters() {
     let server = radius_server_with(
         &mut net,
         "\"127.0.0.1:1812\"",
-        "accounting = true\naccounting_servers = [\"127.0.0.1:1813\"]\n",
+        "accounting = true\naccounting_servers = [\"127.0.0.1:1813\"]\n\
+         disconnect_listen = \"127.0.0.1:3799\"\n",
     );
     let detail = dir.join("acct/detail");
     let alice = start_client(&mut net, &server, 1, "alice", &["alicepw"]);
@@ -244,4 +245,50 @@ fn radius_accounting_start_interim_stop_match_the_tunnels_counters() {
         received,
     );
     assert!(stop["Acct-Session-Time"].parse::<u64>().unwrap() >= 2);
+
+    // A Disconnect-Request from the RADIUS server ends bob's session: ACK,
+    // the client told to quit, a Stop with Admin-Reset. One for a session
+    // that does not exist is NAKed.
+    let bob = start_client(&mut net, &server, 1, "bob", &["bobpw"]);
+    bob.wait_connected();
+    let bob_start = wait_for(Duration::from_secs(10), "bob's Start", || {
+        detail_records(&detail).into_iter().find(|r| {
+            r.get("Acct-Status-Type").map(String::as_str) == Some("Start")
+                && r.get("User-Name").map(String::as_str) == Some("bob")
+        })
+    });
+    let sid = &bob_start["Acct-Session-Id"];
+    let radclient = |attrs: &str| {
+        let file = net.dir.join("disconnect-request");
+        fs::write(&file, format!("{attrs}\n")).unwrap();
+        net.exec(
+            &net.server_ns,
+            &format!(
+                "radclient -x -t 2 -r 1 -f {} 127.0.0.1:3799 disconnect {SECRET}",
+                file.display()
+            ),
+        )
+    };
+    let nak = radclient("Acct-Session-Id = \"nosuchsession\"");
+    assert!(
+        String::from_utf8_lossy(&nak.stdout).contains("Disconnect-NAK"),
+        "{nak:?}"
+    );
+    let ack = radclient(&format!("Acct-Session-Id = \"{sid}\", User-Name = \"bob\""));
+    assert!(
+        String::from_utf8_lossy(&ack.stdout).contains("Disconnect-ACK"),
+        "{ack:?}"
+    );
+    bob.wait_exit(Duration::from_secs(10));
+    let bob_stop = wait_for(Duration::from_secs(10), "bob's Stop", || {
+        detail_records(&detail).into_iter().find(|r| {
+            r.get("Acct-Status-Type").map(String::as_str) == Some("Stop")
+                && r.get("User-Name").map(String::as_str) == Some("bob")
+        })
+    });
+    assert_eq!(bob_stop["Acct-Terminate-Cause"], "Admin-Reset");
+    assert!(server
+        .ctl_json("show users")
+        .as_array()
+        .is_some_and(Vec::is_empty));
 }

@@ -31,6 +31,12 @@ pub struct RawRadius {
     /// Seconds between Interim-Updates; 0: none unless an Access-Accept's
     /// Acct-Interim-Interval or a user's stats-report-time asks.
     pub interim_interval: u64,
+    /// Where Disconnect-Requests (RFC 5176) are taken, e.g.
+    /// "0.0.0.0:3799"; empty: nowhere.
+    pub disconnect_listen: String,
+    /// Addresses besides the servers' own that may send them, with the
+    /// secret of `secret_file`.
+    pub disconnect_clients: Vec<String>,
     /// The shared secret's file (its first line).
     pub secret_file: Option<PathBuf>,
     /// radcli's configuration file (ocserv's `radius[config=...]`): its
@@ -72,6 +78,8 @@ impl Default for RawRadius {
             accounting: false,
             accounting_servers: Vec::new(),
             interim_interval: 0,
+            disconnect_listen: String::new(),
+            disconnect_clients: Vec::new(),
             secret_file: None,
             radcli_config: None,
             nas_identifier: String::new(),
@@ -107,6 +115,9 @@ pub struct Radius {
     /// Accounting servers; empty when accounting is off.
     pub acct: Vec<Server>,
     pub interim_interval: Option<Duration>,
+    pub disconnect_listen: Option<SocketAddr>,
+    /// Who may send Disconnect-Requests, with the secret they sign with.
+    pub disconnect_from: Vec<(IpAddr, Vec<u8>)>,
     pub timeout: Duration,
     pub retries: u32,
     pub dead_time: Duration,
@@ -209,6 +220,39 @@ impl Radius {
                 own.to_owned()
             }
         };
+        let disconnect_listen = match raw.disconnect_listen.trim() {
+            "" => None,
+            t => Some(t.parse::<SocketAddr>().map_err(|_| {
+                (
+                    "radius.disconnect_listen",
+                    format!("expected address:port such as \"0.0.0.0:3799\", got {t:?}"),
+                )
+            })?),
+        };
+        let mut disconnect_from: Vec<(IpAddr, Vec<u8>)> = auth
+            .iter()
+            .chain(&acct)
+            .map(|s| (s.addr.ip(), s.secret.clone()))
+            .collect();
+        for c in &raw.disconnect_clients {
+            let ip: IpAddr = c.parse().map_err(|_| {
+                (
+                    "radius.disconnect_clients",
+                    format!("expected IP addresses, got {c:?}"),
+                )
+            })?;
+            let secret = secret.clone().ok_or((
+                "radius.disconnect_clients",
+                "no secret: set radius.secret_file".to_owned(),
+            ))?;
+            disconnect_from.push((ip, secret));
+        }
+        if disconnect_listen.is_some() && disconnect_from.is_empty() {
+            return Err((
+                "radius.disconnect_clients",
+                "expected a server or client that may send Disconnect-Requests".into(),
+            ));
+        }
         let nas_ip = or_radcli(&raw.nas_ip, rc.and_then(|r| r.nas_ip.as_ref()));
         let nas_ip = match nas_ip.as_str() {
             "" => None,
@@ -252,6 +296,8 @@ impl Radius {
             acct,
             interim_interval: (raw.interim_interval > 0)
                 .then(|| Duration::from_secs(raw.interim_interval)),
+            disconnect_listen,
+            disconnect_from,
             timeout: Duration::from_secs(timeout),
             retries,
             dead_time: Duration::from_secs(raw.dead_time),

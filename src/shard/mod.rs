@@ -174,6 +174,11 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         err: std::io::Error,
     },
+    #[error("RADIUS disconnect_listen {addr}: {err}")]
+    Disconnect {
+        addr: std::net::SocketAddr,
+        err: std::io::Error,
+    },
     #[error("starting shard {shard}: {err}")]
     Shard { shard: usize, err: String },
     #[error("dropping privileges (server.run_as_user): {0}")]
@@ -219,6 +224,12 @@ pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<()
             addr,
             crate::metrics::bind(addr).map_err(|err| RunError::Metrics { addr, err })?,
         )),
+        None => None,
+    };
+    let disconnect_listener = match config.radius.as_ref().and_then(|r| r.disconnect_listen) {
+        Some(addr) => {
+            Some(crate::dae::bind(addr).map_err(|err| RunError::Disconnect { addr, err })?)
+        }
         None => None,
     };
 
@@ -342,6 +353,14 @@ pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<()
                 }
             })?;
             tracing::info!(socket = %ctl_path.display(), "control socket ready");
+        }
+        if let Some(sock) = disconnect_listener {
+            let addr = sock.local_addr().ok();
+            crate::dae::spawn(sock, shared.clone()).map_err(|err| RunError::Disconnect {
+                addr: addr.unwrap_or(([0, 0, 0, 0], 0).into()),
+                err,
+            })?;
+            tracing::info!(addr = ?addr, "RADIUS Disconnect-Requests taken");
         }
         if let Some((addr, listener)) = metrics_listener {
             let s = shared.clone();

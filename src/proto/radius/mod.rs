@@ -18,6 +18,7 @@ pub mod accounting;
 pub mod attr;
 mod auth;
 mod builder;
+pub mod disconnect;
 pub mod login;
 mod packet;
 #[cfg(test)]
