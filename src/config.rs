@@ -215,6 +215,9 @@ pub struct Auth {
     /// A login to `https://server/GROUP` runs in GROUP, with no group
     /// list shown (ocserv's select-group-by-url).
     pub select_group_by_url: bool,
+    /// An oath users file (ocserv's `plain[otp=FILE]`): after the password
+    /// file's password, a one-time password from it is asked.
+    pub otp_file: Option<PathBuf>,
 }
 
 impl Default for Auth {
@@ -233,6 +236,7 @@ impl Default for Auth {
             user_profile: None,
             default_select_group: String::new(),
             select_group_by_url: false,
+            otp_file: None,
         }
     }
 }
@@ -713,6 +717,7 @@ impl Config {
             &mut raw.auth.ca_file,
             &mut raw.auth.crl_file,
             &mut raw.auth.user_profile,
+            &mut raw.auth.otp_file,
         ] {
             if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
                 *p = base.join(&*p);
@@ -904,6 +909,13 @@ impl Config {
         let (auth_method, backend) = AuthMethod::parse(&a.method).ok_or_else(|| {
             bad("auth.method", format!("expected password, radius, certificate, or certificate with one of them as certificate+password or certificate|password, got {:?}", a.method))
         })?;
+        if let Some(otp) = &raw.auth.otp_file {
+            if backend != Backend::File {
+                return Err(bad("auth.otp_file", "expected auth.method with the password file: one-time passwords follow its password".into()));
+            }
+            std::fs::metadata(otp)
+                .map_err(|e| bad("auth.otp_file", format!("{}: {e}", otp.display())))?;
+        }
         let radius = if backend == Backend::Radius
             || raw.radius.accounting
             || !raw.radius.disconnect_listen.trim().is_empty()
@@ -1169,6 +1181,15 @@ impl Config {
             max_score: s.max_ban_score,
             ban_time: Duration::from_secs(s.ban_time),
             reset_time: Duration::from_secs(s.ban_reset_time),
+        }
+    }
+
+    /// The name of who checks passwords, for logs and `ctl`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::File if self.raw.auth.otp_file.is_some() => "plain+otp",
+            Backend::File => "plain",
+            Backend::Radius => "radius",
         }
     }
 

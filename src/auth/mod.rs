@@ -4,6 +4,7 @@
 
 pub mod accounting;
 pub mod conversation;
+pub mod otp;
 pub mod radcli;
 pub mod radius;
 

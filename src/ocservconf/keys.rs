@@ -411,10 +411,8 @@ fn auth(
                             None if opt.starts_with('/') || opt.starts_with('.') => {
                                 r.auth.passwd_file = PathBuf::from(opt)
                             }
-                            Some(("otp", _)) => {
-                                return Err(refuse(
-                                    "one-time passwords (otp=) are not supported yet".into(),
-                                ))
+                            Some(("otp", file)) => {
+                                r.auth.otp_file = Some(PathBuf::from(file.trim()))
                             }
                             _ => return Err(refuse(format!("unknown option {opt:?} of plain"))),
                         }
@@ -797,7 +795,6 @@ mod tests {
         for (text, why) in [
             ("auth = pam\n", "pam authentication is not supported yet"),
             ("auth = radius\n", "expected radius[config=FILE]"),
-            ("auth = \"plain[passwd=/p,otp=/o]\"\n", "otp"),
             ("tcp-port = 443\n", "expected an auth line"),
         ] {
             let e = m(text).unwrap_err();

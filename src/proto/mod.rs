@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod ip;
 mod md5;
+pub mod oath;
 pub mod offload;
 pub mod ports;
 pub mod proxy;

@@ -649,8 +649,10 @@ async fn login(
                     } => {
                         attempt = Some((username.clone(), url_group.clone().or(group)));
                         match cfg.backend {
-                            Backend::File => Outcome::Proved(Proof::Password(password)),
-                            Backend::Radius => {
+                            Backend::File if cfg.raw.auth.otp_file.is_none() => {
+                                Outcome::Proved(Proof::Password(password))
+                            }
+                            Backend::File | Backend::Radius => {
                                 let who = Who {
                                     user: &username,
                                     peer,
@@ -789,6 +791,10 @@ async fn login(
     }
 }
 
+/// How long a backend other than RADIUS may take to answer one step
+/// (a password hash and a file update for the one-time password file).
+const BACKEND_LIMIT: Duration = Duration::from_secs(10);
+
 /// What a login step came to.
 enum Outcome {
     /// Answer with this form (the username or password form).
@@ -828,6 +834,9 @@ fn start_backend(
     who: &Who<'_>,
     password: String,
 ) -> Result<crate::auth::conversation::Handle, String> {
+    if cfg.backend == Backend::File {
+        return start_otp(cfg, who.user, password);
+    }
     let Some(radius) = cfg.radius.clone() else {
         return Err("no [radius] configured".into());
     };
@@ -856,14 +865,57 @@ fn start_backend(
     .map_err(|e| e.to_string())
 }
 
+/// The password file's password, then a one-time password from the oath
+/// users file (ocserv's `plain[otp=FILE]`).
+fn start_otp(
+    cfg: &Config,
+    user: &str,
+    password: String,
+) -> Result<crate::auth::conversation::Handle, String> {
+    use crate::auth::Verdict;
+    let passwd = cfg.raw.auth.passwd_file.clone();
+    let Some(otp) = cfg.raw.auth.otp_file.clone() else {
+        return Err("no otp_file configured".into());
+    };
+    let user = user.to_owned();
+    crate::auth::conversation::start("otp", cfg.auth_timeout(), move |conv| {
+        let groups = match crate::passwd::check(&passwd, &user, &password) {
+            Ok(Some(g)) => g,
+            Ok(None) => return Verdict::Reject(None),
+            Err(e) => return Verdict::Error(format!("password file: {e}")),
+        };
+        let Some(code) = conv.ask(auth::Prompt::secret("Please enter your OTP password.")) else {
+            return Verdict::Error("the one-time password went unasked or unanswered".into());
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        match crate::auth::otp::check(&otp, &user, &code, now) {
+            Ok(()) => Verdict::Accept(crate::auth::Accepted {
+                groups,
+                ..Default::default()
+            }),
+            Err(crate::auth::otp::OtpError::File { file, why }) => {
+                Verdict::Error(format!("{}: {why}", file.display()))
+            }
+            Err(e) => {
+                tracing::info!(user = %user, "one-time password refused: {e}");
+                Verdict::Reject(Some(e.to_string()))
+            }
+        }
+    })
+    .map_err(|e| e.to_string())
+}
+
 /// Waits for the backend's next word, at most as long as it may take to
 /// ask all its servers; a backend that says nothing fails the login, never
 /// the shard.
 async fn drive(shard: &Shard, cfg: &Config, h: &crate::auth::conversation::Handle) -> Outcome {
     use crate::auth::{Event, Verdict as V};
-    let limit = cfg.radius.as_ref().map_or(cfg.auth_timeout(), |r| {
-        r.exchange_limit(r.auth.len()) + Duration::from_secs(1)
-    });
+    let limit = match (cfg.backend, &cfg.radius) {
+        (Backend::Radius, Some(r)) => r.exchange_limit(r.auth.len()) + Duration::from_secs(1),
+        _ => BACKEND_LIMIT,
+    };
     match with_timeout(limit, h.next()).await {
         Some(Some(Event::Ask(p))) => Outcome::Ask(p),
         Some(Some(Event::Done(V::Accept(a)))) => Outcome::Proved(Proof::Backend(a)),
@@ -899,7 +951,7 @@ async fn finish(
         Proof::Backend(a) => {
             grants = Some(a.grants);
             class = a.class;
-            (Ok(a.groups), "radius")
+            (Ok(a.groups), config.backend_name())
         }
     };
     let checked = super::guard::blocking(move || {

@@ -92,3 +92,63 @@ pub fn kill_process_group(pgid: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Waits for a POSIX write lock on the whole of `file` (fcntl F_SETLKW),
+/// the lock liboath takes on an oath users file's `.lock`; it goes with
+/// the descriptor.
+pub fn lock_posix(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed flock is a valid "whole file" range; F_SETLKW only
+    // reads it.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = libc::F_WRLCK as libc::c_short;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    loop {
+        // SAFETY: fcntl on a descriptor `file` owns, with a flock we own.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &l) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// A local date and time: year, month (1-12), day, hour, minute, second.
+pub type LocalTime = (i32, u32, u32, u32, u32, u32);
+
+/// Unix seconds as the local time (localtime_r).
+pub fn local_time(unix: i64) -> Option<LocalTime> {
+    let t = libc::time_t::try_from(unix).ok()?;
+    // SAFETY: a zeroed tm is valid; localtime_r writes only into it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to locals of the right types.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return None;
+    }
+    Some((
+        tm.tm_year + 1900,
+        u32::try_from(tm.tm_mon + 1).ok()?,
+        u32::try_from(tm.tm_mday).ok()?,
+        u32::try_from(tm.tm_hour).ok()?,
+        u32::try_from(tm.tm_min).ok()?,
+        u32::try_from(tm.tm_sec).ok()?,
+    ))
+}
+
+/// A local time as Unix seconds (mktime, daylight saving as the zone says).
+pub fn from_local_time((y, mo, d, h, mi, s): LocalTime) -> Option<i64> {
+    // SAFETY: a zeroed tm is valid; mktime reads and normalises it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    tm.tm_year = y - 1900;
+    tm.tm_mon = i32::try_from(mo).ok()? - 1;
+    tm.tm_mday = i32::try_from(d).ok()?;
+    tm.tm_hour = i32::try_from(h).ok()?;
+    tm.tm_min = i32::try_from(mi).ok()?;
+    tm.tm_sec = i32::try_from(s).ok()?;
+    tm.tm_isdst = -1;
+    // SAFETY: mktime reads and writes only the tm we own.
+    let t = unsafe { libc::mktime(&mut tm) };
+    (t != -1).then_some(t)
+}

@@ -4,7 +4,7 @@
 //! authenticator computed and checked here. Sockets, retries, timeouts and
 //! the random Request Authenticator belong to the caller.
 //!
-//! ```ignore
+//! ```text
 //! let bytes = Builder::access_request(id, random16)
 //!     .user_name("nemo")
 //!     .password(secret, b"arctangent")
