@@ -259,6 +259,8 @@ pub enum Backend {
     File,
     /// `[radius]`.
     Radius,
+    /// `[pam]`.
+    Pam,
 }
 
 impl Backend {
@@ -266,6 +268,7 @@ impl Backend {
         match self {
             Self::File => "file",
             Self::Radius => "radius",
+            Self::Pam => "pam",
         }
     }
 }
@@ -281,6 +284,10 @@ impl AuthMethod {
             .map(|w| match w {
                 "radius" => {
                     backend = Backend::Radius;
+                    "password"
+                }
+                "pam" => {
+                    backend = Backend::Pam;
                     "password"
                 }
                 w => w,
@@ -598,6 +605,9 @@ pub struct RawConfig {
     /// RADIUS servers, for `auth.method = "radius"` and for accounting.
     #[serde(skip_serializing_if = "crate::auth::radius::RawRadius::is_default")]
     pub radius: crate::auth::radius::RawRadius,
+    /// The PAM service, for `auth.method = "pam"`.
+    #[serde(skip_serializing_if = "crate::auth::pam::RawPam::is_default")]
+    pub pam: crate::auth::pam::RawPam,
     /// Virtual hosts (ocserv's `[vhost:NAME]`), chosen by the server name
     /// a client's TLS hello asks for (SNI): each table holds the keys that
     /// differ from the rest of the file, in its sections.
@@ -718,6 +728,7 @@ impl Config {
             &mut raw.auth.crl_file,
             &mut raw.auth.user_profile,
             &mut raw.auth.otp_file,
+            &mut raw.pam.config_dir,
         ] {
             if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
                 *p = base.join(&*p);
@@ -907,7 +918,7 @@ impl Config {
         let select_groups = select_groups.into();
         let a = &raw.auth;
         let (auth_method, backend) = AuthMethod::parse(&a.method).ok_or_else(|| {
-            bad("auth.method", format!("expected password, radius, certificate, or certificate with one of them as certificate+password or certificate|password, got {:?}", a.method))
+            bad("auth.method", format!("expected password, radius, pam, certificate, or certificate with one of them as certificate+password or certificate|password, got {:?}", a.method))
         })?;
         if let Some(otp) = &raw.auth.otp_file {
             if backend != Backend::File {
@@ -915,6 +926,21 @@ impl Config {
             }
             std::fs::metadata(otp)
                 .map_err(|e| bad("auth.otp_file", format!("{}: {e}", otp.display())))?;
+        }
+        if backend == Backend::Pam {
+            let service = &raw.pam.service;
+            if service.is_empty() || service.contains(['/', '\0']) || service.starts_with('.') {
+                return Err(bad(
+                    "pam.service",
+                    format!("expected a PAM service name, got {service:?}"),
+                ));
+            }
+            if let Some(dir) = raw.pam.config_dir.as_ref().filter(|d| !d.is_dir()) {
+                return Err(bad(
+                    "pam.config_dir",
+                    format!("{} is not a directory", dir.display()),
+                ));
+            }
         }
         let radius = if backend == Backend::Radius
             || raw.radius.accounting
@@ -1190,6 +1216,7 @@ impl Config {
             Backend::File if self.raw.auth.otp_file.is_some() => "plain+otp",
             Backend::File => "plain",
             Backend::Radius => "radius",
+            Backend::Pam => "pam",
         }
     }
 

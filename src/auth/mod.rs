@@ -5,6 +5,7 @@
 pub mod accounting;
 pub mod conversation;
 pub mod otp;
+pub mod pam;
 pub mod radcli;
 pub mod radius;
 

@@ -380,7 +380,8 @@ fn auth(
     let mut plain_all = false;
     let mut cert_any = false;
     let mut plain_any = false;
-    let mut radius = false;
+    // The password word's backend when not the password file.
+    let mut backend: Option<&str> = None;
     for (lines, all_of) in [(all, true), (any, false)] {
         for (line, v) in lines {
             let key = if all_of { "auth" } else { "enable-auth" };
@@ -456,14 +457,30 @@ fn auth(
                             "expected radius[config=FILE]: radcli's configuration".into(),
                         ));
                     }
-                    radius = true;
+                    backend = Some("radius");
                     if all_of {
                         plain_all = true;
                     } else {
                         plain_any = true;
                     }
                 }
-                "pam" | "gssapi" | "oidc" => {
+                "pam" => {
+                    // Debian's ocserv package ships /etc/pam.d/ocserv.
+                    r.pam.service = "ocserv".into();
+                    for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                        match opt.split_once('=') {
+                            Some(("gid-min", v)) => r.pam.gid_min = number(v).map_err(&refuse)?,
+                            _ => return Err(refuse(format!("unknown option {opt:?} of pam"))),
+                        }
+                    }
+                    backend = Some("pam");
+                    if all_of {
+                        plain_all = true;
+                    } else {
+                        plain_any = true;
+                    }
+                }
+                "gssapi" | "oidc" => {
                     return Err(refuse(format!(
                         "{method} authentication is not supported yet"
                     )));
@@ -487,8 +504,8 @@ fn auth(
         }
     }
     .to_owned();
-    if radius {
-        r.auth.method = r.auth.method.replace("password", "radius");
+    if let Some(b) = backend {
+        r.auth.method = r.auth.method.replace("password", b);
     }
     Ok(())
 }
@@ -792,8 +809,21 @@ mod tests {
         assert!(acct.radius.accounting);
         assert_eq!(acct.radius.interim_interval, 360);
         assert!(read("auth = plain[passwd=/p]\nacct = pam\n").is_err());
+        let pam = read("auth = pam[gid-min=1000]\n").unwrap().raw;
+        assert_eq!(
+            (
+                pam.auth.method.as_str(),
+                pam.pam.service.as_str(),
+                pam.pam.gid_min
+            ),
+            ("pam", "ocserv", 1000)
+        );
         for (text, why) in [
-            ("auth = pam\n", "pam authentication is not supported yet"),
+            (
+                "auth = gssapi\n",
+                "gssapi authentication is not supported yet",
+            ),
+            ("auth = pam[gid-max=4]\n", "unknown option"),
             ("auth = radius\n", "expected radius[config=FILE]"),
             ("tcp-port = 443\n", "expected an auth line"),
         ] {

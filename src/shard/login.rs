@@ -652,7 +652,7 @@ async fn login(
                             Backend::File if cfg.raw.auth.otp_file.is_none() => {
                                 Outcome::Proved(Proof::Password(password))
                             }
-                            Backend::File | Backend::Radius => {
+                            Backend::File | Backend::Radius | Backend::Pam => {
                                 let who = Who {
                                     user: &username,
                                     peer,
@@ -834,8 +834,18 @@ fn start_backend(
     who: &Who<'_>,
     password: String,
 ) -> Result<crate::auth::conversation::Handle, String> {
-    if cfg.backend == Backend::File {
-        return start_otp(cfg, who.user, password);
+    match cfg.backend {
+        Backend::File => return start_otp(cfg, who.user, password),
+        Backend::Pam => {
+            let pam = cfg.raw.pam.clone();
+            let user = who.user.to_owned();
+            let rhost = who.peer.ip().to_string();
+            return crate::auth::conversation::start("pam", cfg.auth_timeout(), move |conv| {
+                crate::auth::pam::login(&pam, conv, &user, password, &rhost)
+            })
+            .map_err(|e| e.to_string());
+        }
+        Backend::Radius => {}
     }
     let Some(radius) = cfg.radius.clone() else {
         return Err("no [radius] configured".into());

@@ -115,6 +115,88 @@ pub fn group_id(name: &str) -> io::Result<Option<u32>> {
     }
 }
 
+/// The names of the groups `user` is in (its primary group first) whose
+/// ids are at least `gid_min`, from the system's databases (NSS); `None`
+/// if there is no such user.
+pub fn user_groups(user: &str, gid_min: u32) -> io::Result<Option<Vec<String>>> {
+    let cname = CString::new(user).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut buf: Vec<libc::c_char> = vec![0; 4096];
+    let primary = loop {
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: `passwd` is plain data, valid zeroed; getpwnam_r fills it
+        // with pointers into `buf` of the given length and sets `result`;
+        // only the gid, an integer, is read, and only when it is set.
+        let (r, gid) = unsafe {
+            let mut pw: libc::passwd = std::mem::zeroed();
+            let r = libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            );
+            (r, (!result.is_null()).then_some(pw.pw_gid))
+        };
+        match (r, gid) {
+            (0, Some(g)) => break g,
+            (0, None) | (libc::ENOENT | libc::ESRCH, _) => return Ok(None),
+            (libc::ERANGE, _) if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
+            (e, _) => return Err(io::Error::from_raw_os_error(e)),
+        }
+    };
+    let mut gids: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut n = libc::c_int::try_from(gids.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `gids` has room for `n` entries; getgrouplist writes at
+        // most that many and sets `n` to the number it found.
+        let r = unsafe { libc::getgrouplist(cname.as_ptr(), primary, gids.as_mut_ptr(), &mut n) };
+        let n = usize::try_from(n).unwrap_or(0);
+        if r >= 0 {
+            gids.truncate(n);
+            break;
+        }
+        if n <= gids.len() || n > 1 << 16 {
+            return Err(io::Error::other("getgrouplist failed"));
+        }
+        gids.resize(n, 0);
+    }
+    let mut names = Vec::new();
+    for gid in gids.into_iter().filter(|g| *g >= gid_min) {
+        if let Some(name) = group_name(gid)? {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Ok(Some(names))
+}
+
+/// The name of group `gid`, if the system knows it.
+fn group_name(gid: u32) -> io::Result<Option<String>> {
+    let mut buf: Vec<libc::c_char> = vec![0; 4096];
+    loop {
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: as in `group_id`; the name is copied out of `buf` while
+        // `buf` lives, and only when `result` is set.
+        let (r, name) = unsafe {
+            let mut group: libc::group = std::mem::zeroed();
+            let r = libc::getgrgid_r(gid, &mut group, buf.as_mut_ptr(), buf.len(), &mut result);
+            let name = (!result.is_null() && !group.gr_name.is_null()).then(|| {
+                std::ffi::CStr::from_ptr(group.gr_name)
+                    .to_string_lossy()
+                    .into_owned()
+            });
+            (r, name)
+        };
+        match r {
+            0 => return Ok(name),
+            libc::ENOENT | libc::ESRCH => return Ok(None),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 2, 0),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
 /// The process's effective user id.
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -149,6 +231,17 @@ mod tests {
         ours.sort_unstable();
         theirs.sort_unstable();
         assert_eq!(theirs, ours);
+    }
+
+    #[test]
+    fn a_users_groups_come_from_the_system() {
+        assert_eq!(user_groups("root", 0).unwrap().unwrap()[0], "root");
+        assert!(user_groups("root", 1)
+            .unwrap()
+            .unwrap()
+            .iter()
+            .all(|g| g != "root"));
+        assert_eq!(user_groups("no-such-user-here", 0).unwrap(), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod activation;
 pub mod bpf;
 pub mod creds;
 pub mod net;
+pub mod pam;
 pub mod privs;
 pub mod recv_batch;
 pub mod tun;
