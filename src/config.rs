@@ -261,6 +261,8 @@ pub enum Backend {
     Radius,
     /// `[pam]`.
     Pam,
+    /// `[ldap]`.
+    Ldap,
 }
 
 impl Backend {
@@ -269,6 +271,7 @@ impl Backend {
             Self::File => "file",
             Self::Radius => "radius",
             Self::Pam => "pam",
+            Self::Ldap => "ldap",
         }
     }
 }
@@ -288,6 +291,10 @@ impl AuthMethod {
                 }
                 "pam" => {
                     backend = Backend::Pam;
+                    "password"
+                }
+                "ldap" => {
+                    backend = Backend::Ldap;
                     "password"
                 }
                 w => w,
@@ -605,6 +612,9 @@ pub struct RawConfig {
     /// RADIUS servers, for `auth.method = "radius"` and for accounting.
     #[serde(skip_serializing_if = "crate::auth::radius::RawRadius::is_default")]
     pub radius: crate::auth::radius::RawRadius,
+    /// The directory, for `auth.method = "ldap"`.
+    #[serde(skip_serializing_if = "crate::auth::ldap::RawLdap::is_default")]
+    pub ldap: crate::auth::ldap::RawLdap,
     /// The PAM service, for `auth.method = "pam"`.
     #[serde(skip_serializing_if = "crate::auth::pam::RawPam::is_default")]
     pub pam: crate::auth::pam::RawPam,
@@ -634,6 +644,8 @@ pub struct Config {
     pub auth_method: AuthMethod,
     /// Who checks passwords: `auth.method`'s password word.
     pub backend: Backend,
+    /// `[ldap]`, checked, when logins use it.
+    pub ldap: Option<Arc<crate::auth::ldap::Ldap>>,
     /// `[radius]`, checked, when logins or accounting use it.
     pub radius: Option<Arc<crate::auth::radius::Radius>>,
     /// `auth.cert_user_oid` / `cert_group_oid` as DER OIDs.
@@ -918,7 +930,7 @@ impl Config {
         let select_groups = select_groups.into();
         let a = &raw.auth;
         let (auth_method, backend) = AuthMethod::parse(&a.method).ok_or_else(|| {
-            bad("auth.method", format!("expected password, radius, pam, certificate, or certificate with one of them as certificate+password or certificate|password, got {:?}", a.method))
+            bad("auth.method", format!("expected password, radius, pam, ldap, certificate, or certificate with one of them as certificate+password or certificate|password, got {:?}", a.method))
         })?;
         if let Some(otp) = &raw.auth.otp_file {
             if backend != Backend::File {
@@ -942,6 +954,13 @@ impl Config {
                 ));
             }
         }
+        let ldap = if backend == Backend::Ldap {
+            let l = crate::auth::ldap::Ldap::from_raw(&raw.ldap, base)
+                .map_err(|(key, reason)| bad(key, reason))?;
+            Some(Arc::new(l))
+        } else {
+            None
+        };
         let radius = if backend == Backend::Radius
             || raw.radius.accounting
             || !raw.radius.disconnect_listen.trim().is_empty()
@@ -1110,6 +1129,7 @@ impl Config {
             auth_method,
             backend,
             radius,
+            ldap,
             cert_user_oid,
             cert_group_oid,
             rx_per_sec,
@@ -1217,6 +1237,7 @@ impl Config {
             Backend::File => "plain",
             Backend::Radius => "radius",
             Backend::Pam => "pam",
+            Backend::Ldap => "ldap",
         }
     }
 

@@ -14,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +40,45 @@ struct ReasonLabel {
 struct StateLabel {
     shard: u16,
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: &'static str,
+    /// `accepted`, `rejected` or `failed` (the backend could not decide).
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendOnly {
+    backend: &'static str,
+}
+
+/// A login backend's verdicts and answer times.
+pub struct BackendMetrics {
+    verdicts: Family<BackendLabel, Counter>,
+    seconds: Family<BackendOnly, Histogram, fn() -> Histogram>,
+}
+
+impl BackendMetrics {
+    /// One verdict of `backend`.
+    pub fn verdict(&self, backend: &'static str, result: &'static str) {
+        self.verdicts
+            .get_or_create(&BackendLabel { backend, result })
+            .inc();
+    }
+
+    /// How long `backend` took to answer one step of a login.
+    pub fn answered(&self, backend: &'static str, took: Duration) {
+        self.seconds
+            .get_or_create(&BackendOnly { backend })
+            .observe(took.as_secs_f64());
+    }
+}
+
+fn backend_histogram() -> Histogram {
+    // 1 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 /// The channel a packet used.
@@ -84,6 +124,7 @@ pub struct Metrics {
     /// Addresses banned since start, and banned now (set at each scrape).
     pub bans: Counter,
     pub banned_now: Gauge,
+    pub backends: BackendMetrics,
 }
 
 impl Metrics {
@@ -209,11 +250,26 @@ impl Metrics {
                 }
             })
             .collect();
+        let backends = BackendMetrics {
+            verdicts: Family::default(),
+            seconds: Family::new_with_constructor(backend_histogram),
+        };
+        registry.register(
+            "auth_backend_verdicts",
+            "Login attempts a backend (radius, pam, ldap, plain+otp) decided, by result",
+            backends.verdicts.clone(),
+        );
+        registry.register(
+            "auth_backend_seconds",
+            "How long a login backend took to answer one step",
+            backends.seconds.clone(),
+        );
         Self {
             registry,
             shards,
             bans,
             banned_now,
+            backends,
         }
     }
 

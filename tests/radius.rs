@@ -62,7 +62,8 @@ fn radius_server_with(net: &mut Net, servers: &str, radius_keys: &str) -> Server
                 "[users]\nconfig_per_group = \"groups\"\n\
                  [radius]\nservers = [{servers}]\nsecret_file = \"radius-secret\"\n\
                  nas_identifier = \"ocu-test\"\ntimeout = 1\nretries = 0\n\
-                 require_message_authenticator = true\n{radius_keys}"
+                 require_message_authenticator = true\n{radius_keys}\
+                 [monitoring]\nmetrics_listen = \"127.0.0.1:9617\"\n"
             ),
             ..Default::default()
         },
@@ -144,6 +145,30 @@ fn radius_accepts_rejects_challenges_and_fails_over() {
     );
     assert_eq!(rtts.len(), 3, "alice's tunnel while RADIUS hangs");
     server.wait_log("no RADIUS server answered", Duration::from_secs(5));
+
+    // The backend's verdicts and answer times are counted.
+    let o = net.exec(
+        &net.server_ns,
+        "curl -sf --max-time 5 http://127.0.0.1:9617/metrics",
+    );
+    let metrics = String::from_utf8_lossy(&o.stdout);
+    let count = |result: &str| {
+        let key = format!(
+            "ocserv_uring_auth_backend_verdicts_total{{backend=\"radius\",result=\"{result}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(count("accepted") >= 2, "{metrics}");
+    assert!(count("rejected") >= 1, "{metrics}");
+    assert!(count("failed") >= 1, "{metrics}");
+    assert!(
+        metrics.contains("ocserv_uring_auth_backend_seconds_count{backend=\"radius\"}"),
+        "{metrics}"
+    );
 }
 
 /// The records of a FreeRADIUS detail file: one map of `Name = value`

@@ -4,6 +4,7 @@
 
 pub mod accounting;
 pub mod conversation;
+pub mod ldap;
 pub mod otp;
 pub mod pam;
 pub mod radcli;

@@ -10,6 +10,7 @@ pub mod dtls;
 pub mod fuzzing;
 pub mod http;
 pub mod ip;
+pub mod ldap;
 mod md5;
 pub mod oath;
 pub mod offload;

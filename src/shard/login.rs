@@ -652,7 +652,7 @@ async fn login(
                             Backend::File if cfg.raw.auth.otp_file.is_none() => {
                                 Outcome::Proved(Proof::Password(password))
                             }
-                            Backend::File | Backend::Radius | Backend::Pam => {
+                            Backend::File | Backend::Radius | Backend::Pam | Backend::Ldap => {
                                 let who = Who {
                                     user: &username,
                                     peer,
@@ -845,6 +845,16 @@ fn start_backend(
             })
             .map_err(|e| e.to_string());
         }
+        Backend::Ldap => {
+            let Some(ldap) = cfg.ldap.clone() else {
+                return Err("no [ldap] configured".into());
+            };
+            let user = who.user.to_owned();
+            return crate::auth::conversation::start("ldap", cfg.auth_timeout(), move |_| {
+                ldap.login(&user, &password)
+            })
+            .map_err(|e| e.to_string());
+        }
         Backend::Radius => {}
     }
     let Some(radius) = cfg.radius.clone() else {
@@ -924,19 +934,33 @@ async fn drive(shard: &Shard, cfg: &Config, h: &crate::auth::conversation::Handl
     use crate::auth::{Event, Verdict as V};
     let limit = match (cfg.backend, &cfg.radius) {
         (Backend::Radius, Some(r)) => r.exchange_limit(r.auth.len()) + Duration::from_secs(1),
+        (Backend::Ldap, _) => cfg.ldap.as_ref().map_or(BACKEND_LIMIT, |l| l.limit()),
         _ => BACKEND_LIMIT,
     };
-    match with_timeout(limit, h.next()).await {
-        Some(Some(Event::Ask(p))) => Outcome::Ask(p),
-        Some(Some(Event::Done(V::Accept(a)))) => Outcome::Proved(Proof::Backend(a)),
-        Some(Some(Event::Done(V::Reject(m)))) => Outcome::Wrong(m),
-        Some(Some(Event::Done(V::Error(why)))) => Outcome::Failed(why),
-        Some(None) => Outcome::Failed("the backend ended without a verdict".into()),
+    let m = &shard.shared.metrics.backends;
+    let name = cfg.backend_name();
+    let started = Instant::now();
+    let event = with_timeout(limit, h.next()).await;
+    m.answered(name, started.elapsed());
+    let (outcome, result) = match event {
+        Some(Some(Event::Ask(p))) => return Outcome::Ask(p),
+        Some(Some(Event::Done(V::Accept(a)))) => (Outcome::Proved(Proof::Backend(a)), "accepted"),
+        Some(Some(Event::Done(V::Reject(m)))) => (Outcome::Wrong(m), "rejected"),
+        Some(Some(Event::Done(V::Error(why)))) => (Outcome::Failed(why), "failed"),
+        Some(None) => (
+            Outcome::Failed("the backend ended without a verdict".into()),
+            "failed",
+        ),
         None => {
             shard.metrics().auth_timeouts.inc();
-            Outcome::Failed(format!("no verdict within {} s", limit.as_secs()))
+            (
+                Outcome::Failed(format!("no verdict within {} s", limit.as_secs())),
+                "failed",
+            )
         }
-    }
+    };
+    m.verdict(name, result);
+    outcome
 }
 
 /// The end of a login: the password if there is one, the group, the
