@@ -47,11 +47,14 @@ fn start_slapd(net: &mut Net) -> PathBuf {
 }
 
 fn ldap_server(net: &mut Net, ldap_keys: &str) -> Server {
+    let groups = net.dir.join("groups");
+    fs::create_dir_all(&groups).unwrap();
+    fs::write(groups.join("engineering"), "route = 10.57.0.0/16\n").unwrap();
     start_server(
         net,
         ServerOpts {
             auth_keys: "method = \"ldap\"\n".into(),
-            extra_config: format!("[ldap]\n{ldap_keys}"),
+            extra_config: format!("[users]\nconfig_per_group = \"groups\"\n[ldap]\n{ldap_keys}"),
             ..Default::default()
         },
     )
@@ -94,6 +97,11 @@ fn ldap_search_then_bind_over_starttls_with_groups_from_a_search() {
     assert!(
         users.contains("\"engineering\""),
         "the group from the directory: {users}"
+    );
+    let env = alice.env("connect").unwrap();
+    assert!(
+        env.contains("=10.57.0.0"),
+        "the group's file reaches the client:\n{env}"
     );
     assert!(users.contains("\"ldap\""), "{users}");
     assert!(refused(&net, &server, "alice", "wrong"));

@@ -53,10 +53,11 @@ fn radius_server_with(net: &mut Net, servers: &str, radius_keys: &str) -> Server
     let groups = net.dir.join("groups");
     fs::create_dir_all(&groups).unwrap();
     fs::write(groups.join("staff"), "route = 10.55.0.0/16\n").unwrap();
+    fs::write(groups.join("lab"), "route = 10.56.0.0/16\n").unwrap();
     start_server(
         net,
         ServerOpts {
-            auth_keys: "method = \"radius\"\n".into(),
+            auth_keys: "method = \"radius\"\nselect_group_by_url = true\n".into(),
             auth_timeout: 20,
             extra_config: format!(
                 "[users]\nconfig_per_group = \"groups\"\n\
@@ -79,8 +80,11 @@ fn radius_accepts_rejects_challenges_and_fails_over() {
     // and the first is tried last from then on.
     let server = radius_server(&mut net, "\"127.0.0.1:1712\", \"127.0.0.1:1812\"");
 
-    // alice: accepted with Framed-IP-Address, Framed-Route and Class.
-    let alice = start_client(&mut net, &server, 1, "alice", &["alicepw"]);
+    // alice: accepted with Framed-IP-Address, Framed-Route and Class
+    // ("OU=staff;lab"), and picks the second of her groups by the URL.
+    let url = format!("https://{}/lab", net.server_ip(1));
+    let pin = server.pin.clone();
+    let alice = start_client_at(&mut net, &pin, 1, "alice", &["alicepw"], "", &url);
     let ip = alice.wait_connected();
     assert_eq!(ip, "192.168.100.77");
     let env = alice.env("connect").unwrap();
@@ -94,8 +98,8 @@ fn radius_accepts_rejects_challenges_and_fails_over() {
         "Framed-Route: {splits:?}"
     );
     assert!(
-        splits.iter().any(|a| a == "10.55.0.0"),
-        "the Class group's file: {splits:?}"
+        splits.iter().any(|a| a == "10.56.0.0") && !splits.iter().any(|a| a == "10.55.0.0"),
+        "the file of the group picked among Class's: {splits:?}"
     );
     let rtts = ping_rtts(&net, &alice.ns, &server.tunnel_ip, 3, "0.2");
     assert_eq!(rtts.len(), 3, "ping through alice's tunnel");
@@ -106,7 +110,7 @@ fn radius_accepts_rejects_challenges_and_fails_over() {
     );
     let users = server.ctl_json("show users");
     let text = users.to_string();
-    assert!(text.contains("staff"), "alice's group from Class: {text}");
+    assert!(text.contains("\"lab\""), "alice's group from Class: {text}");
 
     // carol: the password, then the code the Access-Challenge asks for, in
     // a second form.
