@@ -30,6 +30,8 @@
 #                                               that, or what the open-file limit allows)
 #   LOAD_SESSIONS=4 LOAD_MBIT=100 LOAD_SECONDS=10   loadgen throughput (echo paced per session, then
 #                                               unpaced upload only and download only)
+#   LOAD_PACING=even                            paced sessions send evenly spaced packets from a
+#                                               random phase (burst: 32 back to back, then a pause)
 #   LOAD_THREADS=2                              load generator runtimes (one per CPU: the kernel
 #                                               hands a connection to the shard of the CPU it came in on)
 #   IPERF_RUNS=1                                rounds of compare-throughput.sh
@@ -48,6 +50,7 @@ LOAD_SESSIONS=${LOAD_SESSIONS:-4}
 LOAD_MBIT=${LOAD_MBIT:-100}
 LOAD_SECONDS=${LOAD_SECONDS:-10}
 LOAD_THREADS=${LOAD_THREADS:-2}
+LOAD_PACING=${LOAD_PACING:-even}
 IPERF_RUNS=${IPERF_RUNS:-1}
 OUT=${OUT:-$REPO/perf/RESULTS.md}
 KEEP_WORK=${KEEP_WORK:-0}
@@ -376,7 +379,7 @@ load_run() {
     j=$WORK/load.$SERVER.$key.json
     c0=$(server_cpu)
     loadgen throughput $(T_ARGS cheapuser) --sessions "$LOAD_SESSIONS" --seconds "$LOAD_SECONDS" \
-        --rate-mbit "$mbit" --pattern "${pat/tcpup/tcp-up}" --sink "$SINK" --threads "$LOAD_THREADS" "${flag[@]}" > "$j" 2> "$j.err" ||
+        --rate-mbit "$mbit" --pacing "$LOAD_PACING" --pattern "${pat/tcpup/tcp-up}" --sink "$SINK" --threads "$LOAD_THREADS" "${flag[@]}" > "$j" 2> "$j.err" ||
         log "  load run reported failures: $(jget "$j" errors)"
     c1=$(server_cpu)
     tx=$(jget "$j" tx_bytes); rx=$(jget "$j" rx_bytes)
@@ -418,7 +421,7 @@ part_ping() {
     o=$(ip netns exec "$NS_C" ping -c 100 -i 0.01 -W 2 "$tun" 2>/dev/null | rtt)
     put rtt_idle_p50 "${o% *}"; put rtt_idle_p99 "${o#* }"
     loadgen throughput $(T_ARGS cheapuser) --sessions "$LOAD_SESSIONS" --seconds 8 --rate-mbit "$LOAD_MBIT" \
-        --sink "$SINK" --threads "$LOAD_THREADS" --dtls > "$WORK/ping-load.$SERVER.json" 2>/dev/null &
+        --pacing "$LOAD_PACING" --sink "$SINK" --threads "$LOAD_THREADS" --dtls > "$WORK/ping-load.$SERVER.json" 2>/dev/null &
     lg=$!
     sleep 3
     o=$(ip netns exec "$NS_C" ping -c 200 -i 0.02 -W 2 "$tun" 2>/dev/null | rtt)

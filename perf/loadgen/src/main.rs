@@ -101,6 +101,10 @@ enum Mode {
         /// TCP segments of one stream per session to the sink's address.
         #[arg(long, value_enum, default_value_t = tunnel::Pattern::Echo)]
         pattern: tunnel::Pattern,
+        /// With --rate-mbit: even (one packet at a time, evenly spaced, a
+        /// random phase per session) or burst (32 back to back, then a pause).
+        #[arg(long, value_enum, default_value_t = tunnel::Pacing::Even)]
+        pacing: tunnel::Pacing,
     },
     /// UDP sink next to the server: echoes packets, drops those marked
     /// for upload only, and sends to sessions that ask for a download.
@@ -287,6 +291,7 @@ fn main() {
             sink,
             rate_mbit,
             pattern,
+            pacing,
         } => match sink {
             SocketAddr::V4(sink) => make_ctx(&t).map(|ctx| {
                 let load = tunnel::Load {
@@ -294,6 +299,7 @@ fn main() {
                     size,
                     rate_bps: rate_mbit * 1_000_000,
                     pattern,
+                    pacing,
                 };
                 modes::throughput_mode(ctx, &t, sessions, Duration::from_secs(seconds), dtls, load)
             }),

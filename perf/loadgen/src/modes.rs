@@ -315,6 +315,8 @@ pub(crate) fn sink(listen: SocketAddr) -> io::Result<()> {
     struct Flow {
         size: usize,
         rate_bps: u64,
+        /// Packets per turn: 1 evenly paced, BURST when asked to burst.
+        batch: u64,
         lease_until: Instant,
         next_due: Instant,
         seq: u64,
@@ -339,13 +341,32 @@ pub(crate) fn sink(listen: SocketAddr) -> io::Result<()> {
             };
             let data = &buf[..n];
             let now = Instant::now();
-            if let Some((mbit, size)) = parse_source_request(data) {
-                let f = flows.entry(from).or_insert(Flow {
-                    size: usize::from(size).min(out.len()),
-                    rate_bps: u64::from(mbit) * 1_000_000,
-                    lease_until: now,
-                    next_due: now,
-                    seq: 0,
+            if let Some((mbit, size, burst)) = parse_source_request(data) {
+                let f = flows.entry(from).or_insert_with(|| {
+                    let rate_bps = u64::from(mbit) * 1_000_000;
+                    let size = usize::from(size).min(out.len());
+                    let even = !burst && rate_bps > 0;
+                    // Evenly paced flows start at a random point of their
+                    // first interval.
+                    let phase = if even {
+                        let seed = match from {
+                            SocketAddr::V4(a) => {
+                                u64::from(u32::from(*a.ip())) << 16 | u64::from(a.port())
+                            }
+                            SocketAddr::V6(a) => u64::from(a.port()),
+                        };
+                        tunnel::phase(seed) * ((size as u64 + 28) * 8) as f64 / rate_bps as f64
+                    } else {
+                        0.0
+                    };
+                    Flow {
+                        size,
+                        rate_bps,
+                        batch: if even { 1 } else { BURST },
+                        lease_until: now,
+                        next_due: now + Duration::from_secs_f64(phase),
+                        seq: 0,
+                    }
                 });
                 f.lease_until = now + Duration::from_millis(LEASE_MS);
             } else if data.starts_with(SOURCE_STOP) {
@@ -362,7 +383,7 @@ pub(crate) fn sink(listen: SocketAddr) -> io::Result<()> {
                 next_wake = next_wake.min(f.next_due);
                 continue;
             }
-            for _ in 0..BURST {
+            for _ in 0..f.batch {
                 out[..8].copy_from_slice(&f.seq.to_be_bytes());
                 f.seq += 1;
                 // A full TUN queue drops; the socket itself rarely pushes back.
@@ -371,7 +392,7 @@ pub(crate) fn sink(listen: SocketAddr) -> io::Result<()> {
                 }
             }
             if f.rate_bps > 0 {
-                let burst_bits = BURST * (f.size as u64 + 28) * 8;
+                let burst_bits = f.batch * (f.size as u64 + 28) * 8;
                 f.next_due = f.next_due.max(now - Duration::from_millis(10))
                     + Duration::from_secs_f64(burst_bits as f64 / f.rate_bps as f64);
                 next_wake = next_wake.min(f.next_due);

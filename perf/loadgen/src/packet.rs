@@ -35,23 +35,26 @@ pub(crate) const SOURCE_STOP: &[u8; 8] = b"OCU-STOP";
 /// How long one source request keeps the sink sending.
 pub(crate) const LEASE_MS: u64 = 300;
 
-/// A source request payload: magic, Mbit/s (u32), payload size (u16).
-pub(crate) fn source_request(rate_mbit: u32, size: u16) -> [u8; 14] {
-    let mut p = [0u8; 14];
+/// A source request payload: magic, Mbit/s (u32), payload size (u16),
+/// and 1 for bursts (32 back to back) rather than evenly spaced packets.
+pub(crate) fn source_request(rate_mbit: u32, size: u16, burst: bool) -> [u8; 15] {
+    let mut p = [0u8; 15];
     p[..8].copy_from_slice(SOURCE_REQUEST);
     p[8..12].copy_from_slice(&rate_mbit.to_be_bytes());
     p[12..14].copy_from_slice(&size.to_be_bytes());
+    p[14] = u8::from(burst);
     p
 }
 
-/// The rate and size a source request asks for.
-pub(crate) fn parse_source_request(p: &[u8]) -> Option<(u32, u16)> {
+/// The rate, size and burst flag a source request asks for.
+pub(crate) fn parse_source_request(p: &[u8]) -> Option<(u32, u16, bool)> {
     if p.len() < 14 || &p[..8] != SOURCE_REQUEST {
         return None;
     }
     Some((
         u32::from_be_bytes(p[8..12].try_into().ok()?),
         u16::from_be_bytes(p[12..14].try_into().ok()?),
+        p.get(14) == Some(&1),
     ))
 }
 
@@ -198,8 +201,12 @@ mod tests {
 
     #[test]
     fn source_requests_round_trip() {
-        let r = source_request(250, 1200);
-        assert_eq!(parse_source_request(&r), Some((250, 1200)));
+        let r = source_request(250, 1200, false);
+        assert_eq!(parse_source_request(&r), Some((250, 1200, false)));
+        let b = source_request(2, 1200, true);
+        assert_eq!(parse_source_request(&b), Some((2, 1200, true)));
+        // A request of an older loadgen (no flag) is evenly paced.
+        assert_eq!(parse_source_request(&b[..14]), Some((2, 1200, false)));
         assert_eq!(parse_source_request(&r[..13]), None);
         assert_eq!(parse_source_request(SOURCE_STOP), None);
     }

@@ -300,6 +300,32 @@ pub(crate) struct Load {
     /// Per-session pacing in bits/s; 0 = as fast as the tunnel takes them.
     pub(crate) rate_bps: u64,
     pub(crate) pattern: Pattern,
+    pub(crate) pacing: Pacing,
+}
+
+/// How a paced session spaces its packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Pacing {
+    /// One packet at a time, evenly spaced, each session starting at a
+    /// random point of its interval: what real clients' traffic looks like.
+    Even,
+    /// 32 packets back to back, then a pause: lets one receive call drain
+    /// many (the old behaviour, kept to compare).
+    Burst,
+}
+
+/// A random fraction in [0, 1) for a session's phase: no crate needed for
+/// spreading start times.
+pub(crate) fn phase(seed: u64) -> f64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // splitmix64 of the time and the session.
+    let mut z = t ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 pub(crate) async fn flood(
@@ -334,13 +360,35 @@ pub(crate) async fn flood(
     let mut frame_buf = Vec::with_capacity(2048);
     let mut seq = 0u64;
     let mut last_dpd = Instant::now();
+    let paced = load.rate_bps > 0;
+    // Evenly paced: one packet per interval, from a random point of the
+    // first one, so sessions do not send in step.
+    let batch = if paced && load.pacing == Pacing::Even {
+        1
+    } else {
+        32
+    };
+    let t0 = if paced && load.pacing == Pacing::Even {
+        let l4 = if load.pattern == Pattern::TcpUp {
+            crate::packet::TCP_HDR
+        } else {
+            crate::packet::UDP_HDR
+        };
+        let bits = ((size + crate::packet::IP_HDR + l4) * 8) as f64;
+        let start =
+            t0 + Duration::from_secs_f64(phase(u64::from(sport)) * bits / load.rate_bps as f64);
+        monoio::time::sleep(start.saturating_duration_since(Instant::now())).await;
+        start
+    } else {
+        t0
+    };
     while Instant::now() < until {
         if let Some(why) = link.shared.ended.borrow().clone() {
             return Err(io_err(why));
         }
         let dtls = link.shared.dtls.borrow().clone().filter(|d| d.is_up());
         // A batch of packets, then one write (CSTP) or one send each (DTLS).
-        for _ in 0..32 {
+        for _ in 0..batch {
             if load.pattern == Pattern::TcpUp {
                 // The stream's byte position, as TCP counts it.
                 let pos = (seq * size as u64) as u32;
@@ -393,7 +441,7 @@ async fn request_source(
 ) -> io::Result<()> {
     use crate::packet::{build_udp_with, source_request, LEASE_MS, SOURCE_STOP};
     let rate_mbit = u32::try_from(load.rate_bps / 1_000_000).unwrap_or(u32::MAX);
-    let request = source_request(rate_mbit, size as u16);
+    let request = source_request(rate_mbit, size as u16, load.pacing == Pacing::Burst);
     let mut pkt = Vec::with_capacity(64);
     let mut last_keepalive = Instant::now();
     let mut id = 0u16;
