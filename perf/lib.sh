@@ -13,7 +13,8 @@ make_cert() {
 
 # uring_config FILE LISTEN TCP_PORT UDP_PORT DEVICE NETWORK [MTU]: an ocserv-uring
 # configuration with the settings every comparison shares (one shard per
-# CPU, the certificate and ocpasswd next to FILE, mtu 1400 unless given).
+# CPU, the certificate and ocpasswd next to FILE, mtu 1400 unless given, no
+# bans or login limits, as the ocserv configurations have none).
 # It ends inside [network], so a caller may append more [network] keys,
 # then its own [session]. TUN_OFFLOAD=false in the environment turns the
 # TUN offloads off (to measure what they bring).
@@ -32,6 +33,12 @@ key_file = "$dir/key.pem"
 generate_self_signed = false
 [auth]
 passwd_file = "$dir/ocpasswd"
+[security]
+# As the ocserv it is compared with (max-ban-score = 0): the load generator
+# opens hundreds of sessions at once from a few addresses.
+max_ban_score = 0
+max_logins_per_address = 0
+max_logins_per_shard = 0
 [network]
 device = "$5"
 ipv4_network = "$6"
