@@ -1596,6 +1596,61 @@ mod tests {
     }
 
     #[test]
+    fn backends_are_checked_at_start_and_a_virtual_host_may_have_its_own() {
+        let dir = std::env::temp_dir().join(format!("ocu-backends-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
+        let file = dir.join("c.toml");
+        let load = |text: &str| Config::parse(&file, text);
+        let c = load("[auth]\nmethod = \"certificate+radius\"\nca_file = \"/nonexistent\"\n");
+        assert!(c.is_err());
+        let c = load(
+            "[auth]\nmethod = \"radius\"\n[radius]\nservers = [\"127.0.0.1\"]\nsecret_file = \"secret\"\n\
+             [vhost.\"b.example\".auth]\nmethod = \"ldap\"\n\
+             [vhost.\"b.example\".ldap]\nuri = \"ldap://127.0.0.1\"\nuser_dn = \"uid=%u,dc=x\"\n",
+        )
+        .unwrap();
+        assert_eq!((c.backend, c.backend_name()), (Backend::Radius, "radius"));
+        let r = c.radius.as_ref().unwrap();
+        assert_eq!(
+            (r.auth[0].addr.port(), r.auth[0].secret.as_slice()),
+            (1812, &b"s3cret"[..])
+        );
+        let b = &c.vhosts[0].1;
+        assert_eq!(b.backend, Backend::Ldap);
+        assert!(b.ldap.is_some());
+        for (text, key) in [
+            ("[auth]\nmethod = \"radius\"\n", "radius.servers"),
+            (
+                "[auth]\nmethod = \"radius\"\n[radius]\nservers = [\"127.0.0.1\"]\n",
+                "radius.servers",
+            ),
+            (
+                "[auth]\nmethod = \"ldap\"\n[ldap]\nuri = \"ldaps://h\"\nuser_dn = \"uid=%u\"\n",
+                "ldap.ca_file",
+            ),
+            (
+                "[auth]\nmethod = \"ldap\"\n[ldap]\nuri = \"ldap://h\"\nuser_dn = \"uid=x\"\n",
+                "ldap.user_dn",
+            ),
+            (
+                "[auth]\nmethod = \"pam\"\n[pam]\nservice = \"../x\"\n",
+                "pam.service",
+            ),
+            ("[auth]\notp_file = \"/nonexistent\"\n", "auth.otp_file"),
+            ("[radius]\naccounting = true\n", "radius.accounting_servers"),
+            (
+                "[vhost.\"b\".radius]\ndisconnect_listen = \"0.0.0.0:3799\"\n",
+                "disconnect_listen",
+            ),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text:?}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn ipv6_addresses_end_in_the_ipv4_lease() {
         let c = parse("[network]\nipv6_network = \"fd00:100::/64\"\nroutes = [\"10.0.0.0/8\", \"fd00:1::/48\"]").unwrap();
         assert_eq!(

@@ -51,7 +51,8 @@ fn handle(shared: &Shared, datagram: &[u8], from: std::net::SocketAddr) -> Optio
         .find(|(ip, _)| *ip == from_ip)
         .map(|(_, s)| s.as_slice());
     let Some(secret) = secret else {
-        tracing::warn!(%from, "Disconnect-Request from an address that is no RADIUS server: dropped");
+        // Anyone can send these: no log line per datagram to flood.
+        tracing::debug!(%from, "Disconnect-Request from an address that is no RADIUS server: dropped");
         return None;
     };
     let packet = Packet::decode(datagram).ok()?;

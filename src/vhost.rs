@@ -32,6 +32,49 @@ const KEYS: &[(&str, &[&str])] = &[
             "user_profile",
             "default_select_group",
             "select_group_by_url",
+            "otp_file",
+        ],
+    ),
+    // A host's own backend. Disconnect-Requests come to one socket of the
+    // whole server (disconnect_listen), answered for the default host's
+    // servers.
+    (
+        "radius",
+        &[
+            "servers",
+            "accounting",
+            "accounting_servers",
+            "interim_interval",
+            "secret_file",
+            "radcli_config",
+            "nas_identifier",
+            "nas_ip",
+            "timeout",
+            "retries",
+            "dead_time",
+            "default_realm",
+            "group_attribute",
+            "group_separator",
+            "require_message_authenticator",
+        ],
+    ),
+    ("pam", &["service", "config_dir", "gid_min"]),
+    (
+        "ldap",
+        &[
+            "uri",
+            "start_tls",
+            "ca_file",
+            "user_dn",
+            "bind_dn",
+            "bind_password_file",
+            "base_dn",
+            "user_filter",
+            "group_attribute",
+            "group_base_dn",
+            "group_filter",
+            "group_name_attribute",
+            "timeout",
         ],
     ),
     (
@@ -216,5 +259,9 @@ mod tests {
         assert!(allowed("network", "ipv4_network"));
         assert!(!allowed("network", "device"));
         assert!(!allowed("security", "ban_time"));
+        assert!(
+            allowed("radius", "servers") && allowed("ldap", "uri") && allowed("pam", "service")
+        );
+        assert!(!allowed("radius", "disconnect_listen"));
     }
 }
