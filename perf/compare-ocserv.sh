@@ -12,7 +12,7 @@
 #   sudo perf/compare-ocserv.sh
 #
 # Knobs (environment, all optional):
-#   PARTS="login connect certlogin memory hold load tcpload ping iperf"   which measurements
+#   PARTS="login connect certlogin memory hold load tcpload ping clients iperf"   which measurements
 #                                               (connect: DES logins whose CONNECT comes on a
 #                                               new connection, as after a reconnect: on
 #                                               ocserv-uring about half are handed between
@@ -34,13 +34,21 @@
 #                                               random phase (burst: 32 back to back, then a pause)
 #   LOAD_THREADS=2                              load generator runtimes (one per CPU: the kernel
 #                                               hands a connection to the shard of the CPU it came in on)
+#   CLIENTS=40 CLIENT_MBIT=10 CLIENT_SECONDS=10  part "clients": real openconnect clients (DTLS;
+#   CLIENT_DTLS=1                               CLIENT_DTLS=0: CSTP only), each with one paced UDP
+#                                               iperf3 flow (-l 1200), half up, half down, and ping
+#                                               through one more tunnel during the load
 #   IPERF_RUNS=1                                rounds of compare-throughput.sh
 #   OUT=perf/RESULTS.md  KEEP_WORK=1
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$REPO/perf/lib.sh"
-PARTS=${PARTS:-"login connect certlogin memory hold load tcpload ping iperf"}
+PARTS=${PARTS:-"login connect certlogin memory hold load tcpload ping clients iperf"}
+CLIENTS=${CLIENTS:-40}
+CLIENT_MBIT=${CLIENT_MBIT:-10}
+CLIENT_SECONDS=${CLIENT_SECONDS:-10}
+CLIENT_DTLS=${CLIENT_DTLS:-1}
 SERVERS=${SERVERS:-"ocserv ocserv-uring"}
 LOGINS=${LOGINS:-2000}
 LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-32}
@@ -430,6 +438,70 @@ part_ping() {
     kill -INT "$CLIENT_PID" 2>/dev/null; wait "$CLIENT_PID" 2>/dev/null; CLIENT_PID=""
 }
 
+# CLIENTS openconnect clients in the client namespace, each pinned to its
+# own tunnel by a policy rule on its address, each with one paced UDP
+# iperf3 flow to the server namespace (odd ones upload, even ones
+# download), and ping through one more tunnel while they run.
+part_clients() {
+    local i n=$((CLIENTS + 1)) flag=() c0 c1 addr tun net got o pids=() ipids=()
+    ((CLIENT_DTLS)) || flag=(--no-dtls)
+    for ((i = 1; i <= n; i++)); do
+        # The clients and iperf3 stand for other machines: niced, so the
+        # server under test gets the CPU it asks for, as it would there.
+        ip netns exec "$NS_C" nice -n 19 openconnect "${flag[@]}" --user cheapuser --passwd-on-stdin --servercert "$PIN" \
+            --script "$WORK/vpnc-script" --interface "cmpc$i" "https://$SRV_IP:$(port_of "$SERVER")/" \
+            <<< "$PASSWORD" > "$WORK/oc$i.$SERVER.log" 2>&1 &
+        pids+=($!)
+    done
+    for ((i = 1; i <= n; i++)); do
+        if ((CLIENT_DTLS)); then
+            wait_for 60 "openconnect $i" grep -qE 'DTLS (connected|established)' "$WORK/oc$i.$SERVER.log" || { tail "$WORK/oc$i.$SERVER.log" >&2; break; }
+        else
+            wait_for 60 "openconnect $i" grep -q 'Configured as' "$WORK/oc$i.$SERVER.log" || { tail "$WORK/oc$i.$SERVER.log" >&2; break; }
+        fi
+        wait_for 10 "cmpc$i up" ip -n "$NS_C" -4 addr show dev "cmpc$i" scope global
+        addr=$(ip -n "$NS_C" -o -4 addr show dev "cmpc$i" | awk '{sub(/\/.*/, "", $4); print $4; exit}')
+        ip -n "$NS_C" rule add from "$addr" table $((1000 + i)) 2>/dev/null
+        ip -n "$NS_C" route replace default dev "cmpc$i" table $((1000 + i))
+        eval "ADDR_$i=$addr"
+    done
+    [[ $SERVER == ocserv ]] && net=10.160. || net=10.128.
+    tun=$(ip -n "$NS_S" -o -4 addr show | awk '{sub(/\/.*/, "", $4); print $4}' | grep -F "$net" | head -n 1)
+    for ((i = 1; i < n; i++)); do
+        ip netns exec "$NS_S" nice -n 19 iperf3 -s -1 -p $((5200 + i)) > /dev/null 2>&1 &
+    done
+    sleep 1
+    c0=$(server_cpu)
+    for ((i = 1; i < n; i++)); do
+        local r=(); ((i % 2)) || r=(-R)
+        eval "addr=\$ADDR_$i"
+        ip netns exec "$NS_C" nice -n 19 timeout $((CLIENT_SECONDS + 20)) iperf3 -c "$tun" -p $((5200 + i)) -B "$addr" -u \
+            -b "${CLIENT_MBIT}M" -l 1200 -t "$CLIENT_SECONDS" "${r[@]}" -J > "$WORK/iperf$i.$SERVER.json" 2>&1 &
+        ipids+=($!)
+    done
+    sleep 2
+    eval "addr=\$ADDR_$n"
+    o=$(ip netns exec "$NS_C" nice -n 19 ping -I "$addr" -c $(((CLIENT_SECONDS - 4) * 50)) -i 0.02 -W 2 "$tun" 2>/dev/null | rtt)
+    put clients_rtt_p50 "${o% *}"; put clients_rtt_p99 "${o#* }"
+    wait "${ipids[@]}"
+    c1=$(server_cpu)
+    # Received bytes, as the receiving end counted them (iperf3's UDP "sum").
+    got=0
+    for ((i = 1; i < n; i++)); do
+        b=$(jq -r '.end.sum.bytes // 0' "$WORK/iperf$i.$SERVER.json" 2>/dev/null || echo 0)
+        l=$(jq -r '.end.sum.lost_percent // 100' "$WORK/iperf$i.$SERVER.json" 2>/dev/null || echo 100)
+        got=$(calc %.0f "$got + $b * (100 - $l) / 100")
+    done
+    local sent
+    sent=$(calc %.0f "$CLIENTS * $CLIENT_MBIT * 1e6 / 8 * $CLIENT_SECONDS")
+    put clients_delivered "$(calc %.3f "$got / $sent")"
+    put clients_cpu_gb "$(calc %.2f "($c1 - $c0) / ($got / 1e9 + 1e-12)")"
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+    for ((i = 1; i <= n; i++)); do ip -n "$NS_C" rule del table $((1000 + i)) 2>/dev/null; done
+    pkill -f "iperf3 -s -1 -p 52" 2>/dev/null
+}
+
 # ------------------------------------------------------------ run
 ip netns exec "$NS_S" "$LOADGEN" sink --listen "$SINK" > "$WORK/sink.log" 2>&1 &
 SINK_PID=$!
@@ -445,6 +517,7 @@ for s in $SERVERS; do
     has_part load && part_load
     has_part tcpload && part_tcpload
     has_part ping && part_ping
+    has_part clients && part_clients
     stop_server
     if has_part certlogin; then
         CONF=-cert start_server "$s"
@@ -565,6 +638,13 @@ EOF
         row "iperf3 single flow, CSTP only, up" iperf_cstp_up "≥ 1"
         row "  down" iperf_cstp_down "≥ 1"
     fi
+    if has_part clients; then
+        chan=DTLS; ((CLIENT_DTLS)) || chan=CSTP
+        row "$CLIENTS openconnect clients ($chan) × $CLIENT_MBIT Mbit/s paced UDP iperf3 (half up, half down): share delivered" clients_delivered
+        row "  server CPU s per GB delivered" clients_cpu_gb "≤ 0.33 (issue 19)"
+        row "  ping RTT ms through another tunnel during the load, p50" clients_rtt_p50
+        row "  p99" clients_rtt_p99
+    fi
     if has_part ping; then
         row "Ping RTT ms via openconnect (DTLS), idle, p50" rtt_idle_p50
         row "  p99" rtt_idle_p99
@@ -612,6 +692,15 @@ How the figures are made:
 - Ping: openconnect (DTLS) to each server, \`ping -i 0.01\` ×100 to the
   server's tunnel address idle, and \`ping -i 0.02\` ×200 while the paced
   DTLS load runs through other sessions.
+- Clients: $CLIENTS real openconnect clients ($( ((CLIENT_DTLS)) && echo DTLS || echo "CSTP only")) in the
+  client namespace, each pinned to its own tunnel by a policy rule on its
+  address, each with one \`iperf3 -u -b ${CLIENT_MBIT}M -l 1200 -t $CLIENT_SECONDS\` flow
+  (odd ones upload, even ones download, \`-R\`) to an iperf3 server in the
+  server namespace: evenly paced packets, as real users send them. Share
+  delivered: bytes the receiving ends counted, less iperf3's lost
+  percentage, over bytes sent; CPU per GB: the server's CPU seconds over
+  the run by GB delivered. Ping: one more client's tunnel, \`-i 0.02\`,
+  while the flows run.
 - iperf3: perf/compare-throughput.sh (its own section below has the details),
   median of $IPERF_RUNS round(s).
 
