@@ -1,5 +1,6 @@
-//! The XML ("aggregate auth") login exchange of protocol notes §2, as ocserv
-//! runs it: username form, password form, success or retry; after
+//! The XML ("aggregate auth") login exchange as ocserv runs it: username
+//! form, password form, then the further forms a backend asks for
+//! (docs/authentication.md), success or retry; after
 //! [`MAX_PASSWORD_TRIES`] wrong passwords the login fails for good.
 
 use quick_xml::events::Event;

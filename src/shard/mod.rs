@@ -113,8 +113,8 @@ impl LiveAppIds {
     }
 }
 
-/// A client connection moved to the shard that must serve it, with its
-/// socket and TLS state (design.md "Migration").
+/// A client connection moved to the shard that must serve it (the one
+/// that owns its session or its address), with its socket and TLS state.
 pub(crate) struct Handoff {
     fd: OwnedFd,
     tls: TlsSession,
