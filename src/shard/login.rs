@@ -582,8 +582,9 @@ async fn login(
         }
         let cert = cert.get_or_insert_with(|| cert_user(cfg, &conn.tls));
         let cert_named = matches!(cert, CertUser::Named { .. });
+        // What the password route answers, and whether that ends the login.
         let mut conn_reply: Option<Vec<u8>> = None;
-        let mut logged_in = false;
+        let mut cookie_sent = false;
         let (reply, logged_in) = match route(cfg.auth_method, cert) {
             Route::Refuse(why) => {
                 refused(&shard, peer, None, why);
@@ -660,13 +661,7 @@ async fn login(
                                     user_agent: &user_agent,
                                 };
                                 match start_backend(cfg, &who, password) {
-                                    Ok(h) => {
-                                        let o = drive(&shard, cfg, &h).await;
-                                        if matches!(o, Outcome::Ask(_)) {
-                                            backend = Some(h);
-                                        }
-                                        o
-                                    }
+                                    Ok(h) => converse(&shard, cfg, h, &mut backend).await,
                                     Err(why) => Outcome::Failed(why),
                                 }
                             }
@@ -675,11 +670,7 @@ async fn login(
                     Step::Answer(answer) => match backend.take() {
                         Some(h) => {
                             h.answer(answer);
-                            let o = drive(&shard, cfg, &h).await;
-                            if matches!(o, Outcome::Ask(_)) {
-                                backend = Some(h);
-                            }
-                            o
+                            converse(&shard, cfg, h, &mut backend).await
                         }
                         None => Outcome::Failed("an answer with no question pending".into()),
                     },
@@ -732,7 +723,7 @@ async fn login(
                             login.verified(true);
                             match done {
                                 Done::Reply(reply) => {
-                                    logged_in = true;
+                                    cookie_sent = true;
                                     conn_reply = Some(reply);
                                     None
                                 }
@@ -779,7 +770,7 @@ async fn login(
                         }
                     }
                 }
-                (conn_reply.take()?, logged_in)
+                (conn_reply.take()?, cookie_sent)
             }
         };
         if !conn.send(&reply).await {
@@ -925,6 +916,21 @@ fn start_otp(
         }
     })
     .map_err(|e| e.to_string())
+}
+
+/// The backend's next word; a conversation that asks something more is
+/// kept in `pending` for the answer.
+async fn converse(
+    shard: &Shard,
+    cfg: &Config,
+    h: crate::auth::conversation::Handle,
+    pending: &mut Option<crate::auth::conversation::Handle>,
+) -> Outcome {
+    let o = drive(shard, cfg, &h).await;
+    if matches!(o, Outcome::Ask(_)) {
+        *pending = Some(h);
+    }
+    o
 }
 
 /// Waits for the backend's next word, at most as long as it may take to
