@@ -15,6 +15,7 @@ make_cert() {
 # configuration with the settings every comparison shares (one shard per
 # CPU, the certificate and ocpasswd next to FILE, mtu 1400 unless given, no
 # bans or login limits, as the ocserv configurations have none).
+# BATCH_WAIT_US in the environment sets [server] batch_wait_us (default 500).
 # It ends inside [network], so a caller may append more [network] keys,
 # then its own [session]. TUN_OFFLOAD=false in the environment turns the
 # TUN offloads off (to measure what they bring).
@@ -27,6 +28,7 @@ listen = "$2"
 tcp_port = $3
 udp_port = $4
 workers = 0
+batch_wait_us = ${BATCH_WAIT_US:-500}
 [tls]
 cert_file = "$dir/cert.pem"
 key_file = "$dir/key.pem"

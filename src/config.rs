@@ -88,6 +88,11 @@ impl std::fmt::Display for Addresses {
     }
 }
 
+/// `server.batch_wait_us` by default, and at most: a wait adds up to
+/// this much latency to a packet under load.
+pub const DEFAULT_BATCH_WAIT_US: u32 = 500;
+pub const MAX_BATCH_WAIT_US: u32 = 10_000;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Server {
@@ -99,6 +104,9 @@ pub struct Server {
     pub tcp_port: u16,
     pub udp_port: u16,
     pub workers: usize,
+    /// Under load, how long a shard lets packets gather after a batch
+    /// before it takes the next, so one wake-up handles many; 0: never.
+    pub batch_wait_us: u32,
     /// `text` (one line per event) or `json` (one object per line).
     pub log_format: String,
     /// The user the server becomes once its TUN device, sockets and
@@ -131,6 +139,7 @@ impl Default for Server {
             tcp_port: 443,
             udp_port: 443,
             workers: 0,
+            batch_wait_us: DEFAULT_BATCH_WAIT_US,
             log_format: "text".into(),
             run_as_user: String::new(),
             run_as_group: String::new(),
@@ -793,6 +802,15 @@ impl Config {
                 "expected a port 1-65535, got 0".into(),
             ));
         }
+        if raw.server.batch_wait_us > MAX_BATCH_WAIT_US {
+            return Err(bad(
+                "server.batch_wait_us",
+                format!(
+                    "expected 0-{MAX_BATCH_WAIT_US} (microseconds), got {}",
+                    raw.server.batch_wait_us
+                ),
+            ));
+        }
         let workers = match raw.server.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n if n > 1024 => {
@@ -1278,13 +1296,14 @@ impl Config {
             )
         };
         format!(
-            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\nudp_listen = {udpl:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\nuser_profile = {upr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\nexpose_iroutes = {eir}   # {eirn} known\nappend_routes = {apr}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrekey_time = {rkt}\nrekey_method = {rkm:?}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
+            "# effective configuration of {file}\n[server]\nlisten = {listen:?}\nudp_listen = {udpl:?}\ntcp_port = {tcp}\nudp_port = {udp}\nworkers = {workers}   # configured: {wcfg}\nbatch_wait_us = {bw}\nlog_format = {lf:?}\npid_file = {pidf:?}\nproxy_protocol = {pp}\ncamouflage_secret = {cs:?}\ncamouflage_realm = {cr:?}\nhttp_headers = {hh}\nrun_as_user = {rau:?}\nrun_as_group = {rag:?}{run_as}\n\n[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\ngenerate_self_signed = {gen}\n\n[auth]\npasswd_file = {pw:?}\nselect_group = {sg}\nauto_select_group = {asg}\nmethod = {am:?}\n{ca}cert_user_oid = {cuo:?}\n{cgo}pre_login_banner = {plb:?}\nbanner = {bnr:?}\nuser_profile = {upr:?}\n\n[network]\ndevice = {dev:?}\nipv4_network = \"{net}\"   # server address {srv}\nipv6_network = {net6:?}{srv6}\ndns = {dns}\nroutes = {routes}\nrestrict_user_to_routes = {restrict}\nmtu = {mtu}\ntun_offload = {offload}\nno_routes = {no_routes}\nsplit_dns = {split_dns}\ndefault_domain = {ddomain:?}\nnbns = {nbns}\ntunnel_all_dns = {tad}\nclient_bypass_protocol = {cbp}\npredictable_ips = {pips}\nrestrict_user_to_ports = {rutp:?}\nnet_priority = {netp:?}\nexpose_iroutes = {eir}   # {eirn} known\nappend_routes = {apr}\n\n[session]\ndpd = {dpd}\nkeepalive = {ka}\ncookie_timeout = {ct}\nauth_timeout = {at}\nmax_clients = {mc}\nmax_same_clients = {msc}\nidle_timeout = {it}\nmobile_idle_timeout = {mit}\nsession_timeout = {st}\npersistent_cookies = {pc}\ndeny_roaming = {dr}\nmobile_dpd = {mdpd}\ncustom_headers = {chs}\nrekey_time = {rkt}\nrekey_method = {rkm:?}\nrx_data_per_sec = {rx}   # {rxh}/s\ntx_data_per_sec = {tx}   # {txh}/s\n\n[dtls]\npsk_negotiate = {psk}\nlegacy = {legacy}\n\n[security]\nmax_ban_score = {mbs}\nban_time = {bt}\nban_reset_time = {brt}\nban_points_wrong_password = {bpw}\nban_points_bad_request = {bpb}\nban_points_connection = {bpc}\nmax_logins_per_shard = {mlps}\nmax_logins_per_address = {mlpa}\nban_points_login_limit = {bpll}\n\n[users]\n{users}\n[control]\nsocket = {ctl:?}{ctl_off}\ngroup = {cg:?}{cg_note}\n\n[monitoring]\nmetrics_listen = {ml:?}{ml_off}\n\n[scripts]\n{scripts}script_timeout = {sto}\n",
             file = self.file.display(),
             listen = self.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
             udpl = self.udp_listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
             tcp = r.server.tcp_port,
             udp = r.server.udp_port,
             workers = self.workers,
+            bw = self.raw.server.batch_wait_us,
             wcfg = r.server.workers,
             lf = r.server.log_format,
             rau = r.server.run_as_user,

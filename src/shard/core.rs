@@ -22,7 +22,6 @@ use super::tunnel::{EndReason, Stats, Tunnel};
 use super::{ShardMsg, Shared};
 use crate::proto::offload;
 use crate::sys;
-use crate::sys::recv_batch::RecvBatch;
 use crate::sys::uring::{RxRing, TxRing};
 use crate::usercfg::UserConfig;
 
@@ -181,8 +180,8 @@ pub(crate) struct Shard {
     /// Every tunnel's TLS reads land here first (see `stream`).
     pub(crate) tls_rbuf: RefCell<Vec<u8>>,
     pub(crate) segmenter: RefCell<super::tun::Segmenter>,
-    /// The rest of a DTLS channel's burst lands here (see `dtls::run`).
-    pub(crate) udp_batch: RefCell<RecvBatch>,
+    /// DTLS sockets whose receives complete on `rx`.
+    pub(crate) receivers: RefCell<super::dataplane::Receivers>,
     /// Packets and bytes by channel, published to the metrics each tick.
     pub(crate) traffic: crate::metrics::Traffic,
     /// `ipv6_network`, fixed for the process: the TUN dispatch reads it
@@ -193,6 +192,9 @@ pub(crate) struct Shard {
 /// Reads kept posted on the TUN queue, and slots for packets out.
 const TUN_READS: usize = 64;
 const TX_SLOTS: usize = 512;
+/// Buffers the DTLS sockets' receives share: a receive with none free
+/// stops and is armed again once the batch in hand is handled.
+const DATAGRAM_BUFFERS: u16 = 1024;
 
 const TICK: Duration = Duration::from_millis(100);
 /// How long shutdown waits for clients to be told and sockets flushed.
@@ -242,11 +244,15 @@ pub(crate) async fn run_shard(
     } else {
         slot
     };
-    let rings = RxRing::new(tun_fd, TUN_READS, read_slot)
+    let datagrams = (
+        DATAGRAM_BUFFERS,
+        usize::from(cfg.raw.network.mtu) + super::dtls::RECV_SLACK,
+    );
+    let rings = RxRing::new(tun_fd, TUN_READS, read_slot, datagrams)
         .and_then(|rx| Ok((rx, TxRing::new(TX_SLOTS, slot)?)));
     let (rx, mut tx) = rings.map_err(|e| {
         shared.shutdown.store(true, Ordering::Release);
-        format!("io_uring for the TUN queue: {e}")
+        format!("io_uring for the TUN queue and DTLS receives: {e}")
     })?;
     tx.set_tun_gro(shared.offloads.map(|o| o == sys::tun::Offloads::TsoUso));
     tracing::debug!(shard = %id, "shard started");
@@ -266,17 +272,14 @@ pub(crate) async fn run_shard(
         panic_next_tick: Cell::new(false),
         tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
         segmenter: RefCell::new(super::tun::Segmenter::new()),
-        udp_batch: RefCell::new(RecvBatch::new(
-            super::dtls::RECV_BATCH - 1,
-            usize::from(cfg.raw.network.mtu) + super::dtls::RECV_SLACK,
-        )),
+        receivers: RefCell::new(super::dataplane::Receivers::default()),
         traffic: crate::metrics::Traffic::default(),
         ipv6_network: cfg.ipv6_network,
     });
 
     spawn_local(super::inbox::serve(shard.clone(), wake)).detach();
     shared.started.fetch_add(1, Ordering::AcqRel);
-    spawn_local(super::tun::read_loop(shard.clone())).detach();
+    spawn_local(super::dataplane::run(shard.clone())).detach();
     for (sock, local) in udp {
         spawn_local(super::udp::listen_loop(shard.clone(), sock, local)).detach();
     }

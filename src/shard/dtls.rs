@@ -2,17 +2,18 @@
 //! connect()ed to the client on the session's home shard, the sans-IO
 //! `DtlsServer` behind it, and the data framing of §5.4.
 //!
-//! Packets to the client are sealed in place in a TX ring slot; records
-//! from the client are opened in place in the channel's receive buffer.
+//! Datagrams from the client arrive through the shard's receive ring
+//! (`dataplane`), which calls `on_datagram`; records are opened in place
+//! in the ring's buffer. Packets to the client are sealed in place in a
+//! TX ring slot. The channel's own task only drives handshake timers.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use glommio::net::UdpSocket;
 use shards::AppId;
 
 use super::core::Shard;
@@ -35,11 +36,12 @@ pub(crate) enum DtlsKey {
     },
 }
 
-/// Datagrams handled per wake-up before yielding to other tasks.
-pub(crate) const RECV_BATCH: usize = 32;
-/// Room beyond the link MTU in a channel's receive buffer: the client
-/// never sends a datagram above its link MTU (X-CSTP-Base-MTU).
+/// Room beyond the link MTU in a receive buffer: the client never sends
+/// a datagram above its link MTU (X-CSTP-Base-MTU).
 pub(crate) const RECV_SLACK: usize = 512;
+/// Pause before receiving again after the socket reported an error
+/// (ICMP port unreachable: the client went away, or is restarting).
+const RECV_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// A client that sends DATA over CSTP this long after its last UDP packet
 /// has given up on DTLS (§5.5): send over CSTP too.
 pub(crate) const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
@@ -62,9 +64,13 @@ pub(crate) struct DtlsChannel {
     /// one on this socket is the client starting over (after DPD or a
     /// resume), not a retransmission.
     hello_random: Cell<[u8; 32]>,
-    sock: UdpSocket,
-    /// The server address the client sends to (one of `udp_listen`).
-    local: SocketAddr,
+    sock: OwnedFd,
+    /// Its receive's token on the shard's ring (`dataplane::Receivers`).
+    token: Cell<Option<u32>>,
+    /// errno of a receive that stopped on an error; the task re-arms it.
+    recv_error: Cell<i32>,
+    /// The handshake deadline the channel's task sleeps until.
+    sleeping_until: Cell<Option<Instant>>,
     pub(crate) peer: SocketAddr,
     created: Instant,
     /// The last record that authenticated (data, DPD, keepalive).
@@ -86,6 +92,20 @@ impl DtlsChannel {
 
     pub(crate) fn is_active(&self) -> bool {
         self.connected.get() && !self.closed.get()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    /// The socket's receive stopped on `errno`: the task pauses, re-arms.
+    pub(crate) fn receive_failed(&self, errno: i32) {
+        self.recv_error.set(errno);
+        self.wake.notify();
     }
 
     pub(crate) fn last_rx(&self) -> Instant {
@@ -158,28 +178,30 @@ impl DtlsChannel {
         }
     }
 
-    /// A datagram from the channel's socket: another sender's can only be
-    /// a stray that entered before connect() (a ClientHello of another
-    /// client): it goes where the listener would have sent it.
-    fn on_datagram_from(
+    /// Handles one datagram from the client: handshake, or records each
+    /// holding one OpenConnect packet. The caller submits the TX ring.
+    pub(crate) fn on_datagram(
         self: &Rc<Self>,
-        shard: &Rc<Shard>,
+        shard: &Shard,
         tunnel: &Tunnel,
         now: Instant,
         data: &mut [u8],
-        from: SocketAddr,
     ) {
-        if from == self.peer {
-            self.on_datagram(shard, tunnel, now, data);
-        } else {
-            tracing::debug!(peer = %self.peer, stray = %from, "datagram from another client on a connected socket: routed");
-            super::udp::route_hello(shard, data, from, self.local);
+        self.handle_datagram(shard, tunnel, now, data);
+        // A handshake step may have moved its deadline: the task sleeps
+        // until the old one.
+        if !self.closed.get() && self.poll_timeout() != self.sleeping_until.get() {
+            self.wake.notify();
         }
     }
 
-    /// Handles one datagram from the client: handshake, or records each
-    /// holding one OpenConnect packet. The caller submits the TX ring.
-    fn on_datagram(self: &Rc<Self>, shard: &Shard, tunnel: &Tunnel, now: Instant, data: &mut [u8]) {
+    fn handle_datagram(
+        self: &Rc<Self>,
+        shard: &Shard,
+        tunnel: &Tunnel,
+        now: Instant,
+        data: &mut [u8],
+    ) {
         if let Some(random) = hello_random(data) {
             let ours =
                 dtls::client_hello_session_id(data) == Some(self.app_id.as_bytes().as_slice());
@@ -382,7 +404,7 @@ pub(crate) fn start(
         }
     }
     // SAFETY: a fresh socket owned by nobody else.
-    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let channel = Rc::new(DtlsChannel {
         server: RefCell::new(new_server(key, app_id, tunnel.base_mtu, now)),
         restart: RefCell::new(None),
@@ -391,7 +413,9 @@ pub(crate) fn start(
         mtu: tunnel.base_mtu,
         hello_random: Cell::new(hello_random(&hello).unwrap_or_default()),
         sock,
-        local,
+        token: Cell::new(None),
+        recv_error: Cell::new(0),
+        sleeping_until: Cell::new(None),
         peer: from,
         created: now,
         last_rx: Cell::new(now),
@@ -404,19 +428,24 @@ pub(crate) fn start(
     tracing::debug!(user = %tunnel.user, %from, "DTLS ClientHello");
     // It carries packets only once its handshake is done (dtls_connected).
     tunnel.set_pending_dtls(channel.clone());
+    channel.on_datagram(shard, &tunnel, now, &mut hello);
+    let _ = shard.tx.borrow_mut().submit();
+    drop(hello);
+    let token = shard
+        .receivers
+        .borrow_mut()
+        .register(channel.clone(), tunnel.clone());
+    channel.token.set(Some(token));
+    super::dataplane::sync_receivers(shard);
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        let serve = async {
-            channel.on_datagram(&shard, &tunnel, now, &mut hello);
-            let _ = shard.tx.borrow_mut().submit();
-            drop(hello);
-            run(&shard, &tunnel, &channel).await;
-        };
         // A panic ends this channel only; the tunnel goes on over CSTP.
-        let _ = super::guard::contain(&shard, "DTLS channel", serve).await;
+        let _ = super::guard::contain(&shard, "DTLS channel", run(&shard, &channel)).await;
         channel.close();
         channel.flush_handshake(&shard, Instant::now());
         let _ = shard.tx.borrow_mut().submit();
+        shard.receivers.borrow_mut().unregister(token);
+        super::dataplane::sync_receivers(&shard);
         tunnel.dtls_ended(&channel);
         tracing::info!(
             user = %tunnel.user, peer = %channel.peer, rx_bytes = channel.rx_bytes.get(), tx_bytes = channel.tx_bytes.get(),
@@ -426,70 +455,34 @@ pub(crate) fn start(
     .detach();
 }
 
-/// Receives until the channel or its tunnel ends; drives handshake timers.
-async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &Rc<DtlsChannel>) {
-    let mut buf = vec![0u8; usize::from(ch.mtu) + RECV_SLACK];
+/// Drives the handshake timers until the channel ends; re-arms the
+/// socket's receive after an error. Datagrams are handled by `dataplane`.
+async fn run(shard: &Rc<Shard>, ch: &Rc<DtlsChannel>) {
     while !ch.closed.get() {
         let deadline = ch.poll_timeout();
-        let recv = async { Some(ch.sock.recv_from(&mut buf).await) };
-        let woken = async {
-            match deadline {
-                Some(d) => {
-                    future::or(
-                        ch.wake.notified(),
-                        glommio::timer::sleep(d.saturating_duration_since(Instant::now())),
-                    )
-                    .await
-                }
-                None => ch.wake.notified().await,
+        ch.sleeping_until.set(deadline);
+        match deadline {
+            Some(d) => {
+                future::or(
+                    ch.wake.notified(),
+                    glommio::timer::sleep(d.saturating_duration_since(Instant::now())),
+                )
+                .await
             }
-            None
-        };
-        match future::or(recv, woken).await {
-            Some(Ok((n, from))) => {
-                let now = Instant::now();
-                ch.on_datagram_from(shard, tunnel, now, &mut buf[..n], from);
-                // The rest of a burst (one recvmmsg), then one submit for all
-                // its packets. Strays are routed after the batch buffer is
-                // let go: routing may start a channel, and glommio runs a new
-                // task at once, whose own burst needs that buffer.
-                let mut strays = Vec::new();
-                {
-                    let mut batch = shard.udp_batch.borrow_mut();
-                    let n = batch.recv(ch.sock.as_raw_fd()).unwrap_or(0);
-                    for i in 0..n {
-                        match batch.get(i) {
-                            Some((data, from)) if from == ch.peer => {
-                                ch.on_datagram(shard, tunnel, now, data)
-                            }
-                            Some((data, from)) => strays.push((data.to_vec(), from)),
-                            None => {}
-                        }
-                        if ch.closed.get() {
-                            break;
-                        }
-                    }
-                }
-                for (mut data, from) in strays {
-                    ch.on_datagram_from(shard, tunnel, now, &mut data, from);
-                }
-                if let Err(e) = shard.tx.borrow_mut().submit() {
-                    tracing::warn!("TX submit: {e}");
-                }
-                super::tun::poll_now(shard);
-                glommio::yield_if_needed().await;
-            }
-            // ICMP port unreachable and the like: the client went away.
-            Some(Err(e)) => {
-                tracing::debug!(user = %tunnel.user, peer = %ch.peer, "DTLS receive: {e}");
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
-            None => {
-                let now = Instant::now();
-                ch.handle_timeout(now);
-                ch.flush_handshake(shard, now);
-                let _ = shard.tx.borrow_mut().submit();
+            None => ch.wake.notified().await,
+        }
+        let errno = ch.recv_error.replace(0);
+        if errno != 0 && !ch.closed.get() {
+            tracing::debug!(peer = %ch.peer, "DTLS receive: {}", std::io::Error::from_raw_os_error(errno));
+            glommio::timer::sleep(RECV_ERROR_PAUSE).await;
+            if let Some(token) = ch.token.get() {
+                shard.receivers.borrow_mut().rearm(token);
+                super::dataplane::sync_receivers(shard);
             }
         }
+        let now = Instant::now();
+        ch.handle_timeout(now);
+        ch.flush_handshake(shard, now);
+        let _ = shard.tx.borrow_mut().submit();
     }
 }

@@ -6,6 +6,7 @@ mod accounting;
 pub mod admin;
 mod conn;
 mod core;
+mod dataplane;
 mod dtls;
 mod events;
 pub mod guard;

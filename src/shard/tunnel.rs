@@ -524,7 +524,7 @@ impl Tunnel {
         if let Err(e) = shard.tx.borrow_mut().submit() {
             tracing::warn!("TUN submit: {e}");
         }
-        super::tun::poll_now(shard);
+        super::dataplane::poll_now(shard);
         result
     }
 

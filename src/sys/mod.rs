@@ -3,11 +3,11 @@
 
 pub mod activation;
 pub mod bpf;
+mod bufring;
 pub mod creds;
 pub mod net;
 pub mod pam;
 pub mod privs;
-pub mod recv_batch;
 pub mod tun;
 mod txring;
 pub mod uring;

@@ -91,7 +91,7 @@ impl TxRing {
         };
         let nops = (count / 4).max(1);
         Ok(Self {
-            slots: Slots::new(count, slot_size)?,
+            slots: Slots::new(count, slot_size, 0)?,
             free: (0..count as u32).rev().collect(),
             ops: (0..nops).map(|_| op()).collect(),
             free_ops: (0..nops).rev().collect(),
@@ -441,7 +441,7 @@ impl Drop for TxRing {
         self.flush_open();
         self.flush_tun();
         let _ = self.slots.submit();
-        let _ = self.slots.quiesce(None);
+        let _ = self.slots.quiesce(false);
         self.slots.leak_if_busy("TX ring");
     }
 }

@@ -13,13 +13,18 @@
 //! next await, so an fd can't be closed and reused between queue and submit.
 
 use std::io;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use super::bufring::BufRing;
 pub use super::txring::TxRing;
+
+/// IORING_ENTER_GETEVENTS (linux/io_uring.h).
+const ENTER_GETEVENTS: u32 = 1;
 
 /// Counters of one ring (plain integers: one owner).
 #[derive(Clone, Copy, Debug, Default)]
@@ -36,6 +41,8 @@ pub struct RingStats {
     pub gro_packets: u64,
     /// errno of the last failed operation.
     pub last_errno: i32,
+    /// Times completions overflowed the queue (fetched from the kernel).
+    pub overflows: u64,
 }
 
 /// What both rings share: the ring, its slot arena and in-flight count.
@@ -51,14 +58,15 @@ pub(super) struct Slots {
 }
 
 impl Slots {
-    pub(super) fn new(slots: usize, slot_size: usize) -> io::Result<Self> {
+    /// `slots` buffers of `slot_size` bytes; room for at least
+    /// `completions` completions waiting.
+    pub(super) fn new(slots: usize, slot_size: usize, completions: usize) -> io::Result<Self> {
         let entries = (slots as u32).next_power_of_two().max(64);
-        let ring = IoUring::builder()
-            .setup_cqsize(entries * 2)
-            .build(entries)?;
+        let cq = (completions as u32).next_power_of_two().max(entries * 2);
+        let ring = IoUring::builder().setup_cqsize(cq).build(entries)?;
         let mut arena = vec![0u8; slots * slot_size];
         let iovecs: Vec<libc::iovec> = arena
-            .chunks_exact_mut(slot_size)
+            .chunks_exact_mut(slot_size.max(1))
             .map(|c| libc::iovec {
                 iov_base: c.as_mut_ptr().cast(),
                 iov_len: slot_size,
@@ -67,6 +75,7 @@ impl Slots {
         // SAFETY: the iovecs point into `arena`, which lives (and never
         // reallocates) as long as the ring: `Slots` drops the ring first.
         let fixed = match unsafe { ring.submitter().register_buffers(&iovecs) } {
+            _ if iovecs.is_empty() => false,
             Ok(()) => true,
             Err(e) => {
                 // Without CAP_IPC_LOCK a small RLIMIT_MEMLOCK refuses this.
@@ -130,6 +139,23 @@ impl Slots {
         Ok(())
     }
 
+    /// Whether completions are waiting (no syscall).
+    pub(super) fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
+    /// Fetches completions that overflowed the queue; waits for nothing.
+    pub(super) fn enter_getevents(&mut self) -> io::Result<()> {
+        self.submit()?;
+        // SAFETY: no submissions, no argument: only GETEVENTS.
+        unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(0, 0, ENTER_GETEVENTS, None)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn submit(&mut self) -> io::Result<()> {
         if self.unsubmitted == 0 {
             return Ok(());
@@ -140,12 +166,13 @@ impl Slots {
         Ok(())
     }
 
-    /// Waits (bounded) until the kernel is done with the arena; `cancel_fd`
+    /// Waits (bounded) until the kernel is done with the arena; `cancel`
     /// cancels reads that would otherwise wait for a packet forever.
-    pub(super) fn quiesce(&mut self, cancel_fd: Option<RawFd>) -> bool {
-        if let Some(fd) = cancel_fd {
-            let cancel =
-                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build();
+    pub(super) fn quiesce(&mut self, cancel: bool) -> bool {
+        if cancel {
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .user_data(CANCEL_TAG);
             // SAFETY: a cancel entry carries no buffer.
             if unsafe { self.ring.submission().push(&cancel) }.is_ok() {
                 self.in_flight += 1;
@@ -156,8 +183,11 @@ impl Slots {
             let ts = types::Timespec::from(Duration::from_millis(50));
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = self.ring.submitter().submit_with_args(1, &args);
-            for _ in self.ring.completion() {
-                self.in_flight -= 1;
+            for cqe in self.ring.completion() {
+                // A multishot receive's completions end with one without MORE.
+                if !cqueue::more(cqe.flags()) {
+                    self.in_flight -= 1;
+                }
             }
         }
         self.in_flight == 0
@@ -175,21 +205,76 @@ impl Slots {
     }
 }
 
-/// Reads kept posted on one TUN queue.
+/// user_data of a multishot receive: this bit plus the receiver's token
+/// (a TUN read's is its slot, below it).
+const RECV_TAG: u64 = 1 << 32;
+/// user_data of a cancel; its own completion carries nothing.
+const CANCEL_TAG: u64 = 1 << 33;
+/// Room for the sender's address in each received buffer (sockaddr_in6).
+const NAME_LEN: usize = 28;
+/// struct io_uring_recvmsg_out, at the start of each received buffer.
+const RECVMSG_OUT_LEN: usize = 16;
+/// The buffer group of the datagram receives.
+const DATAGRAM_GROUP: u16 = 0;
+/// The buffer group of the TUN queue's multishot read.
+const TUN_GROUP: u16 = 1;
+/// user_data of the TUN queue's multishot read.
+const TUN_READ_TAG: u64 = 1 << 34;
+
+/// What a multishot receive produced, for the socket's token.
+pub enum Recv<'a> {
+    /// A datagram and its sender (`None`: not an IP address).
+    Datagram(&'a mut [u8], Option<SocketAddr>),
+    /// The receive stopped (no buffer was free, or `errno` > 0: the
+    /// socket failed); nothing arrives until it is armed again.
+    Stopped { errno: i32 },
+}
+
+/// The shard's receive ring: reads kept posted on its TUN queue, and one
+/// multishot receive per DTLS socket taking buffers from a shared pool.
+/// All of them complete on this one ring, so one wake-up and one pass
+/// handle every packet in, whichever socket or queue it came from.
 pub struct RxRing {
     slots: Slots,
     fd: RawFd,
     eventfd: OwnedFd,
-    /// Completed reads not yet handed out: (slot, length; 0 = failed).
+    /// Completed reads not yet handed out: (slot, or buffer id with a
+    /// multishot read; length, 0 = failed).
     ready: Vec<(u32, u32)>,
+    /// One multishot read on the TUN queue, taking these buffers (kernel
+    /// 6.7+). Without it `reads` single reads stay posted, and every
+    /// packet wakes all of them (the queue's poll wakes every waiter).
+    tun_bufs: Option<BufRing>,
+    /// The multishot read is posted.
+    tun_armed: bool,
+    /// Receive completions not yet handed out: (token, result, flags).
+    received: Vec<(u32, i32, u32)>,
+    /// Declared after `slots`: the ring goes first.
+    bufs: BufRing,
+    /// What every multishot receive is posted with: room for the name.
+    msg: Box<libc::msghdr>,
     open: bool,
 }
 
 impl RxRing {
-    /// Posts `reads` reads of `slot_size` bytes on `fd`, which must
-    /// outlive the ring.
-    pub fn new(fd: RawFd, reads: usize, slot_size: usize) -> io::Result<Self> {
-        let slots = Slots::new(reads, slot_size)?;
+    /// Keeps `reads` reads of `slot_size` bytes posted on `fd`, which must
+    /// outlive the ring (one multishot read with `reads` buffers where the
+    /// kernel has it), and `datagrams` buffers of `datagram_size` bytes for
+    /// the receives.
+    pub fn new(
+        fd: RawFd,
+        reads: usize,
+        slot_size: usize,
+        (datagrams, datagram_size): (u16, usize),
+    ) -> io::Result<Self> {
+        let multishot = read_multishot_supported();
+        // Every buffer's datagram plus each read may be waiting at once.
+        let completions = 2 * (reads + usize::from(datagrams));
+        let slots = if multishot {
+            Slots::new(0, 0, completions)?
+        } else {
+            Slots::new(reads, slot_size, completions)?
+        };
         // SAFETY: eventfd(2) with valid flags; the result is a new fd.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
         if efd < 0 {
@@ -198,19 +283,52 @@ impl RxRing {
         // SAFETY: `efd` was just created and is owned by nobody else.
         let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
         slots.ring.submitter().register_eventfd(efd)?;
+        let bufs = BufRing::new(
+            &slots.ring,
+            DATAGRAM_GROUP,
+            datagrams,
+            RECVMSG_OUT_LEN + NAME_LEN + datagram_size,
+        )?;
+        // SAFETY: msghdr is a plain C struct for which all-zero is valid.
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msg.msg_namelen = NAME_LEN as libc::socklen_t;
+        let tun_bufs = if multishot {
+            let count = (reads as u16).next_power_of_two();
+            Some(BufRing::new(&slots.ring, TUN_GROUP, count, slot_size)?)
+        } else {
+            None
+        };
         let mut me = Self {
             slots,
             fd,
             eventfd,
             ready: Vec::with_capacity(reads),
+            tun_bufs,
+            tun_armed: false,
+            received: Vec::with_capacity(usize::from(datagrams)),
+            bufs,
+            msg,
             open: true,
         };
-        for slot in 0..reads as u32 {
-            let sqe = me.slots.read_entry(fd, slot).user_data(u64::from(slot));
-            me.slots.push(&sqe)?;
+        if me.tun_bufs.is_some() {
+            me.arm_tun_read()?;
+        } else {
+            for slot in 0..reads as u32 {
+                let sqe = me.slots.read_entry(fd, slot).user_data(u64::from(slot));
+                me.slots.push(&sqe)?;
+            }
         }
         me.slots.submit()?;
         Ok(me)
+    }
+
+    fn arm_tun_read(&mut self) -> io::Result<()> {
+        let sqe = opcode::ReadMulti::new(types::Fd(self.fd), 0, TUN_GROUP)
+            .build()
+            .user_data(TUN_READ_TAG);
+        self.slots.push(&sqe)?;
+        self.tun_armed = true;
+        Ok(())
     }
 
     /// Signalled (counter > 0) whenever completions are waiting.
@@ -222,35 +340,127 @@ impl RxRing {
         self.slots.stats
     }
 
-    /// Whether reads have completed since the last `reap` (no syscall).
+    /// Whether anything has completed since the last `reap` (no syscall).
     pub fn has_completions(&mut self) -> bool {
-        !self.slots.ring.completion().is_empty()
+        self.slots.has_completions()
     }
 
-    /// Collects completed reads. Returns how many failed: the caller backs
-    /// off before they are posted again, so a broken queue cannot spin.
-    pub fn reap(&mut self) -> usize {
+    /// Posts a multishot receive on the datagram socket `fd` (which must
+    /// stay open until the receive stops); its datagrams come with `token`.
+    /// Submitted with the next `for_each_*` or `submit`.
+    pub fn arm_recv(&mut self, fd: RawFd, token: u32) -> io::Result<()> {
+        if !self.open {
+            return Ok(());
+        }
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &raw const *self.msg, DATAGRAM_GROUP)
+            .build()
+            .user_data(RECV_TAG | u64::from(token));
+        self.slots.push(&sqe)
+    }
+
+    /// Stops the receive of `token`: its last completion (`Stopped`) follows.
+    pub fn cancel_recv(&mut self, token: u32) -> io::Result<()> {
+        let sqe = opcode::AsyncCancel::new(RECV_TAG | u64::from(token))
+            .build()
+            .user_data(CANCEL_TAG);
+        self.slots.push(&sqe)
+    }
+
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.slots.submit()
+    }
+
+    /// Collects completions. Returns how many there were and how many TUN
+    /// reads failed: the caller backs off before they are posted again, so
+    /// a broken queue cannot spin.
+    pub fn reap(&mut self) -> (usize, usize) {
+        let mut failed = 0;
+        let before = self.ready.len() + self.received.len();
+        // Completions beyond the queue's room wait in the kernel until an
+        // enter fetches them (a receive's last one among them).
+        for _ in 0..4 {
+            failed += self.reap_queue();
+            if !self.slots.ring.submission().cq_overflow() {
+                break;
+            }
+            self.slots.stats.overflows += 1;
+            if let Err(e) = self.slots.enter_getevents() {
+                self.slots.stats.last_errno = e.raw_os_error().unwrap_or(0);
+                break;
+            }
+        }
+        (self.ready.len() + self.received.len() - before, failed)
+    }
+
+    /// Takes what the completion queue holds; returns the failed reads.
+    fn reap_queue(&mut self) -> usize {
         let mut failed = 0;
         for cqe in self.slots.ring.completion() {
-            self.slots.in_flight -= 1;
-            let len = if cqe.result() > 0 {
-                cqe.result() as u32
-            } else if matches!(-cqe.result(), libc::EAGAIN | libc::EINTR) {
+            let (data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+            if !cqueue::more(flags) {
+                self.slots.in_flight -= 1;
+            }
+            if data & CANCEL_TAG != 0 {
+                continue;
+            }
+            if data & TUN_READ_TAG != 0 {
+                if !cqueue::more(flags) {
+                    self.tun_armed = false;
+                }
+                let bid = cqueue::buffer_select(flags);
+                if res < 0 && !matches!(-res, libc::EAGAIN | libc::EINTR | libc::ENOBUFS) {
+                    self.slots.stats.errors += 1;
+                    self.slots.stats.last_errno = -res;
+                    failed += 1;
+                }
+                if let Some(bid) = bid {
+                    self.ready.push((u32::from(bid), res.max(0) as u32));
+                }
+                continue;
+            }
+            if data & RECV_TAG != 0 {
+                if res < 0 && res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                    self.slots.stats.errors += 1;
+                    self.slots.stats.last_errno = -res;
+                }
+                self.received.push((data as u32, res, flags));
+                continue;
+            }
+            let len = if res > 0 {
+                res as u32
+            } else if matches!(-res, libc::EAGAIN | libc::EINTR) {
                 // Not a failure: posted again at once.
                 0
             } else {
                 self.slots.stats.errors += 1;
-                self.slots.stats.last_errno = -cqe.result();
+                self.slots.stats.last_errno = -res;
                 failed += 1;
                 0
             };
-            self.ready.push((cqe.user_data() as u32, len));
+            self.ready.push((data as u32, len));
         }
         failed
     }
 
     /// Passes each packet read to `f`, then posts every read again.
     pub fn for_each_packet(&mut self, mut f: impl FnMut(&mut [u8])) -> io::Result<()> {
+        if let Some(bufs) = self.tun_bufs.as_mut() {
+            for &(bid, len) in &self.ready {
+                if len > 0 {
+                    if let Some(b) = bufs.get(bid as u16) {
+                        let n = (len as usize).min(b.len());
+                        f(&mut b[..n]);
+                    }
+                }
+                bufs.give_back(bid as u16);
+            }
+            bufs.publish();
+            self.ready.clear();
+            if !self.tun_armed && self.open {
+                self.arm_tun_read()?;
+            }
+            return self.slots.submit();
+        }
         let ready = std::mem::take(&mut self.ready);
         for &(slot, len) in &ready {
             if len > 0 {
@@ -274,18 +484,190 @@ impl RxRing {
         result.and(self.slots.submit())
     }
 
-    /// Cancels every posted read and waits for the kernel to let go of the
-    /// queue (the TUN device can only go away after that).
+    /// Passes what each receive completion carried to `f` with its token,
+    /// in order, then gives the buffers back to the kernel.
+    pub fn for_each_datagram(&mut self, mut f: impl FnMut(u32, Recv<'_>)) {
+        let received = std::mem::take(&mut self.received);
+        for &(token, res, flags) in &received {
+            if let Some(bid) = cqueue::buffer_select(flags) {
+                if res > 0 {
+                    if let Some((data, from)) = self.bufs.get(bid).and_then(|b| parse(b, res)) {
+                        f(token, Recv::Datagram(data, from));
+                    }
+                }
+                self.bufs.give_back(bid);
+            }
+            if !cqueue::more(flags) {
+                f(
+                    token,
+                    Recv::Stopped {
+                        errno: (-res).max(0),
+                    },
+                );
+            }
+        }
+        self.bufs.publish();
+        self.received = received;
+        self.received.clear();
+    }
+
+    /// Cancels every posted read and receive and waits for the kernel to
+    /// let go of the queue (the TUN device can only go away after that).
     pub fn close(&mut self) {
         if std::mem::replace(&mut self.open, false) {
-            let _ = self.slots.quiesce(Some(self.fd));
+            let _ = self.slots.quiesce(true);
         }
+    }
+}
+
+/// Whether this kernel has multishot reads (IORING_OP_READ_MULTISHOT, 6.7).
+fn read_multishot_supported() -> bool {
+    let Ok(ring) = IoUring::new(2) else {
+        return false;
+    };
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe).is_ok()
+        && probe.is_supported(opcode::ReadMulti::CODE)
+}
+
+/// The payload of a multishot recvmsg buffer (`res` bytes filled) and its
+/// sender; `None` if the datagram was cut (larger than a buffer).
+fn parse(buf: &mut [u8], res: i32) -> Option<(&mut [u8], Option<SocketAddr>)> {
+    let filled = buf.get_mut(..usize::try_from(res).ok()?)?;
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (namelen, payloadlen, flags) = (word(filled, 0)?, word(filled, 8)?, word(filled, 12)?);
+    if flags & libc::MSG_TRUNC as u32 != 0 {
+        return None;
+    }
+    let name = &filled[RECVMSG_OUT_LEN..RECVMSG_OUT_LEN + NAME_LEN.min(namelen as usize)];
+    let from = sockaddr(name);
+    let start = RECVMSG_OUT_LEN + NAME_LEN;
+    let payload = filled.get_mut(start..start.checked_add(payloadlen as usize)?)?;
+    Some((payload, from))
+}
+
+/// A sockaddr_in or sockaddr_in6 as the kernel wrote it.
+fn sockaddr(name: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes(name.get(0..2)?.try_into().ok()?);
+    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
+    match i32::from(family) {
+        libc::AF_INET => {
+            let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+            Some(SocketAddr::from((ip, port)))
+        }
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+            let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip.into(),
+                port,
+                0,
+                scope,
+            )))
+        }
+        _ => None,
     }
 }
 
 impl Drop for RxRing {
     fn drop(&mut self) {
         self.close();
-        self.slots.leak_if_busy("TUN read ring");
+        if self.slots.in_flight > 0 {
+            self.bufs.leak();
+            if let Some(b) = self.tun_bufs.as_mut() {
+                b.leak();
+            }
+        }
+        self.slots.leak_if_busy("receive ring");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// Datagrams from two sockets arrive on one ring with their tokens and
+    /// senders; a cancelled receive stops and takes nothing more.
+    #[test]
+    fn multishot_receives_share_one_pool() {
+        let tun = UdpSocket::bind("127.0.0.1:0").unwrap(); // stands in for the TUN queue
+        let (a, b) = (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut rx = RxRing::new(tun.as_raw_fd(), 1, 64, (4, 100)).unwrap();
+        rx.arm_recv(a.as_raw_fd(), 7).unwrap();
+        rx.arm_recv(b.as_raw_fd(), 9).unwrap();
+        rx.submit().unwrap();
+        let mut got = Vec::new();
+        let take = |rx: &mut RxRing, got: &mut Vec<(u32, Vec<u8>, Option<SocketAddr>)>| {
+            let mut pfd = libc::pollfd {
+                fd: rx.eventfd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the call.
+            let ready = unsafe { libc::poll(&raw mut pfd, 1, 2000) };
+            assert_eq!(ready, 1, "eventfd signalled");
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(rx.has_completions(), "seen without a syscall");
+            let mut counter = [0u8; 8];
+            // SAFETY: reads 8 bytes into `counter`.
+            unsafe { libc::read(rx.eventfd(), counter.as_mut_ptr().cast(), 8) };
+            rx.reap();
+            rx.for_each_datagram(|token, r| match r {
+                Recv::Datagram(d, from) => got.push((token, d.to_vec(), from)),
+                Recv::Stopped { errno } => got.push((
+                    token,
+                    vec![],
+                    Some(SocketAddr::from(([0, 0, 0, 0], errno as u16))),
+                )),
+            });
+        };
+        tx.send_to(b"one", a.local_addr().unwrap()).unwrap();
+        tx.send_to(b"two", b.local_addr().unwrap()).unwrap();
+        tx.send_to(&[5u8; 101], a.local_addr().unwrap()).unwrap();
+        take(&mut rx, &mut got);
+        let from = Some(tx.local_addr().unwrap());
+        assert_eq!(got[0], (7, b"one".to_vec(), from));
+        assert_eq!(got[1], (9, b"two".to_vec(), from));
+        assert_eq!(got.len(), 2, "101 bytes do not fit: dropped, {got:?}");
+        got.clear();
+        rx.cancel_recv(7).unwrap();
+        rx.submit().unwrap();
+        take(&mut rx, &mut got);
+        assert_eq!(
+            got,
+            vec![(
+                7,
+                vec![],
+                Some(SocketAddr::from(([0, 0, 0, 0], libc::ECANCELED as u16)))
+            )]
+        );
+        got.clear();
+        // Four buffers: more datagrams than that in one go stop the
+        // receive (no buffer), and arming it again takes the rest.
+        for i in 0..6u8 {
+            tx.send_to(&[i], b.local_addr().unwrap()).unwrap();
+        }
+        take(&mut rx, &mut got);
+        let data: Vec<_> = got
+            .iter()
+            .filter(|g| !g.1.is_empty())
+            .map(|g| g.1[0])
+            .collect();
+        assert_eq!(data, vec![0, 1, 2, 3]);
+        assert_eq!(got.last().unwrap().2.unwrap().port(), libc::ENOBUFS as u16);
+        got.clear();
+        rx.arm_recv(b.as_raw_fd(), 9).unwrap();
+        rx.submit().unwrap();
+        take(&mut rx, &mut got);
+        let data: Vec<_> = got.iter().map(|g| g.1[0]).collect();
+        assert_eq!(data, vec![4, 5]);
+        rx.close();
     }
 }
