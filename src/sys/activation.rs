@@ -61,6 +61,9 @@ pub fn take() -> Result<Option<Passed>, String> {
                         "socket activation, fd {fd}: a TCP socket that does not listen"
                     ));
                 }
+                // Service managers pass it blocking: an accept with no
+                // connection waiting would then stop the whole shard.
+                sock.set_nonblocking(true).map_err(what)?;
                 passed.tcp.push((OwnedFd::from(sock), local));
             }
             Type::DGRAM => {
