@@ -283,7 +283,17 @@ pub(crate) async fn run_shard(
     for (sock, local) in udp {
         spawn_local(super::udp::listen_loop(shard.clone(), sock, local)).detach();
     }
-    for listener in listeners {
+    // Our own listeners (not a service manager's, which outlive us): shut
+    // at shutdown, since the accept loops keep them open until the
+    // process is gone, and after that until the kernel has let go of the
+    // io_uring that waits on them, a restart's new listeners would share
+    // connections with them.
+    let own_listeners: Vec<RawFd> = if shared.passed.is_none() {
+        listeners.iter().map(|(_, fd)| *fd).collect()
+    } else {
+        Vec::new()
+    };
+    for (listener, _) in listeners {
         spawn_local(accept_loop(shard.clone(), listener)).detach();
     }
 
@@ -300,6 +310,9 @@ pub(crate) async fn run_shard(
             shard.housekeeping(now);
             shard.publish_metrics();
         }
+    }
+    for fd in own_listeners {
+        sys::net::stop_listening(fd);
     }
     shard.shutdown().await;
     shard.rx.borrow_mut().close();

@@ -3,7 +3,7 @@
 //! shards' SO_REUSEPORT groups.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, RawFd};
 
 use glommio::net::{TcpListener, UdpSocket};
 use shards::ShardId;
@@ -13,7 +13,8 @@ use crate::sys;
 
 const LISTEN_BACKLOG: i32 = 1024;
 
-type Sockets = (Vec<TcpListener>, Vec<(UdpSocket, SocketAddr)>);
+/// The TCP listeners with their descriptors, the UDP sockets with their addresses.
+type Sockets = (Vec<(TcpListener, RawFd)>, Vec<(UdpSocket, SocketAddr)>);
 
 /// Socket activation: the same sockets for every shard (each its own
 /// descriptor): connections and first ClientHellos go to whichever shard
@@ -27,8 +28,9 @@ pub(super) fn passed(p: &sys::activation::Passed) -> Result<Sockets, String> {
     };
     let mut tcp = Vec::new();
     for (fd, _) in &p.tcp {
+        let fd = dup(fd)?;
         // SAFETY: a fresh descriptor of a listening socket, owned by nobody else.
-        tcp.push(unsafe { TcpListener::from_raw_fd(dup(fd)?) });
+        tcp.push((unsafe { TcpListener::from_raw_fd(fd) }, fd));
     }
     let mut udp = Vec::new();
     for (fd, local) in &p.udp {
@@ -56,7 +58,7 @@ pub(super) fn open(cfg: &Config, shards: usize, id: ShardId) -> Result<Sockets, 
         let addr = SocketAddr::new(*a, cfg.raw.server.tcp_port);
         match sys::net::tcp_listener(addr, LISTEN_BACKLOG) {
             // SAFETY: a fresh listening socket that nobody else owns.
-            Ok(fd) => tcp.push(unsafe { TcpListener::from_raw_fd(fd) }),
+            Ok(fd) => tcp.push((unsafe { TcpListener::from_raw_fd(fd) }, fd)),
             Err(e) if optional(a, &cfg.listen) && no_ipv6(&e) => {
                 if id.0 == 0 {
                     tracing::warn!("not listening on {addr}: {e} (no IPv6 here?)");
