@@ -1,6 +1,7 @@
-//! The DTLS channel of a tunnel (protocol notes §5): a UDP socket
-//! connect()ed to the client on the session's home shard, the sans-IO
-//! `DtlsServer` behind it, and the data framing of §5.4.
+//! The DTLS channel of a tunnel: a UDP socket connect()ed to the client
+//! on the session's home shard, the sans-IO `DtlsServer` behind it, and
+//! OpenConnect's framing inside its records (one type byte, then the
+//! packet, a DPD or a keepalive).
 //!
 //! Datagrams from the client arrive through the shard's receive ring
 //! (`dataplane`), which calls `on_datagram`; records are opened in place
@@ -43,7 +44,7 @@ pub(crate) const RECV_SLACK: usize = 512;
 /// (ICMP port unreachable: the client went away, or is restarting).
 const RECV_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// A client that sends DATA over CSTP this long after its last UDP packet
-/// has given up on DTLS (§5.5): send over CSTP too.
+/// has given up on DTLS: send over CSTP too.
 pub(crate) const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
 
 /// A channel from a new address replaces a pending one at most this often,
@@ -311,7 +312,7 @@ impl DtlsChannel {
                     .set(self.rx_bytes.get() + payload.len() as u64);
                 tunnel.packet_from_client(payload, shard, crate::metrics::Channel::Dtls);
             }
-            // Echo the whole record: the client's MTU probe needs its size back (§5.4).
+            // Echo the whole record: the client's MTU probe needs its size back.
             FrameType::DpdReq => {
                 self.send(shard, FrameType::DpdResp, payload);
             }
@@ -347,8 +348,9 @@ fn new_server(key: DtlsKey, app_id: AppId, mtu: u16, now: Instant) -> DtlsServer
     }
 }
 
-/// The client random of a ClientHello datagram (protocol notes §5.2:
-/// bytes 27..59 of the first record).
+/// The client random of a ClientHello datagram: bytes 27..59 of the
+/// first record (13 of record header, 12 of handshake header, 2 of
+/// version).
 fn hello_random(datagram: &[u8]) -> Option<[u8; 32]> {
     if !dtls::is_client_hello(datagram) {
         return None;
