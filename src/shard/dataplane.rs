@@ -3,8 +3,11 @@
 //! complete. One wake-up handles whatever arrived for any session, and
 //! everything it sends leaves with one TX submit.
 //!
-//! The ring signals an eventfd; glommio's io_uring read of that eventfd
-//! is what wakes this task, once per batch of completions. The tasks that
+//! At idle the ring signals an eventfd (with deferred task work, through
+//! the doorbell armed when the task parks: `sys::doorbell`); glommio's
+//! io_uring read of that eventfd is what wakes this task. Under load the
+//! task takes a batch after `batch_wait_us` instead, and with deferred
+//! task work nothing wakes the shard per packet in between. The tasks that
 //! write client packets to the TUN also look at the ring right after their
 //! submit (`poll_now`): a reply the kernel made at once (ping, a local
 //! service) then leaves without waiting for that wake-up.
@@ -13,6 +16,7 @@ use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use futures_lite::future;
 use glommio::io::BufferedFile;
 
 use super::core::Shard;
@@ -23,6 +27,26 @@ use crate::sys::uring::Recv;
 
 /// Pause before re-posting reads that failed, so a broken queue cannot spin.
 const READ_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+/// An idle shard looks at its ring this often even without a signal: a
+/// bound on any wake-up missed, which `LateWakes` reports.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
+/// Counts idle rechecks that found work no signal had announced.
+#[derive(Default)]
+struct LateWakes {
+    count: u64,
+}
+
+impl LateWakes {
+    fn check(&mut self, shard: &Shard) {
+        if shard.rx.borrow_mut().has_completions() {
+            self.count += 1;
+            if self.count.is_power_of_two() {
+                tracing::warn!(shard = %shard.id, count = self.count, "receive ring: work found without a wake-up");
+            }
+        }
+    }
+}
 
 pub(crate) async fn run(shard: Rc<Shard>) {
     let efd = shard.rx.borrow().eventfd();
@@ -37,15 +61,37 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     let wakeups = unsafe { BufferedFile::from_raw_fd(owned.into_raw_fd()) };
     let mut logged_errors = 0;
     let mut pace = Pace::default();
+    let mut late_wakes = LateWakes::default();
     loop {
         match pace.wait {
             Some(wait) => glommio::timer::sleep(wait).await,
-            // Reading resets the counter; completions after this bump it again.
             None => {
-                if let Err(e) = wakeups.read_at(0, 8).await {
-                    tracing::warn!(shard = %shard.id, "receive ring eventfd read: {e}");
-                    glommio::timer::sleep(READ_ERROR_BACKOFF).await;
-                    continue;
+                let parked = shard.rx.borrow_mut().prepare_to_park();
+                match parked {
+                    // Work came meanwhile: take it now.
+                    Ok(false) => {}
+                    Ok(true) => {
+                        // Reading resets the counter; completions (or the
+                        // doorbell) after this bump it again.
+                        let read = async { Some(wakeups.read_at(0, 8).await) };
+                        let recheck = async {
+                            glommio::timer::sleep(IDLE_RECHECK).await;
+                            None
+                        };
+                        match future::or(read, recheck).await {
+                            Some(Err(e)) => {
+                                tracing::warn!(shard = %shard.id, "receive ring eventfd read: {e}");
+                                glommio::timer::sleep(READ_ERROR_BACKOFF).await;
+                                continue;
+                            }
+                            Some(Ok(_)) => {}
+                            None => late_wakes.check(&shard),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = %shard.id, "receive ring doorbell: {e}");
+                        glommio::timer::sleep(READ_ERROR_BACKOFF).await;
+                    }
                 }
             }
         }

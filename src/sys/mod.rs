@@ -5,6 +5,7 @@ pub mod activation;
 pub mod bpf;
 mod bufring;
 pub mod creds;
+mod doorbell;
 pub mod net;
 pub mod pam;
 pub mod privs;

@@ -91,7 +91,7 @@ impl TxRing {
         };
         let nops = (count / 4).max(1);
         Ok(Self {
-            slots: Slots::new(count, slot_size, 0)?,
+            slots: Slots::new(count, slot_size, 0, false)?,
             free: (0..count as u32).rev().collect(),
             ops: (0..nops).map(|_| op()).collect(),
             free_ops: (0..nops).rev().collect(),

@@ -1,8 +1,10 @@
 //! A shard's own io_urings for the packet path.
 //!
-//! [`RxRing`] keeps reads posted on the shard's TUN queue; its completions
-//! bump an eventfd that the shard's executor awaits, so the ring needs no
-//! thread and no polling. [`TxRing`] carries every packet the shard sends
+//! [`RxRing`] keeps reads posted on the shard's TUN queue and receives on
+//! its DTLS sockets. Their completion work is deferred to the shard's own
+//! enters (one per batch, not a wake-up per packet); when the shard parks,
+//! a doorbell (`doorbell`) bumps an eventfd that the executor awaits, so
+//! the ring needs no thread and no polling. [`TxRing`] carries every packet the shard sends
 //! to the TUN queue or to a DTLS socket: each is built in a free slot and
 //! the batch goes to the kernel with one submit. Reads and writes use two
 //! rings so that a packet can be sent while the one just read is borrowed.
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::bufring::BufRing;
+use super::doorbell::Doorbell;
 pub use super::txring::TxRing;
 
 /// IORING_ENTER_GETEVENTS (linux/io_uring.h).
@@ -49,6 +52,8 @@ pub struct RingStats {
 pub(super) struct Slots {
     // Declared first: dropped (after `quiesce`) before the arena.
     pub(super) ring: IoUring,
+    /// Completion work waits for this thread's next enter (`new`).
+    pub(super) deferred: bool,
     arena: Vec<u8>,
     pub(super) slot_size: usize,
     fixed: bool,
@@ -60,10 +65,34 @@ pub(super) struct Slots {
 impl Slots {
     /// `slots` buffers of `slot_size` bytes; room for at least
     /// `completions` completions waiting.
-    pub(super) fn new(slots: usize, slot_size: usize, completions: usize) -> io::Result<Self> {
+    /// `deferred`: completion work runs only when this thread enters the
+    /// ring (DEFER_TASKRUN, kernel 6.1+; a plain ring where refused).
+    pub(super) fn new(
+        slots: usize,
+        slot_size: usize,
+        completions: usize,
+        deferred: bool,
+    ) -> io::Result<Self> {
         let entries = (slots as u32).next_power_of_two().max(64);
         let cq = (completions as u32).next_power_of_two().max(entries * 2);
-        let ring = IoUring::builder().setup_cqsize(cq).build(entries)?;
+        let build = |deferred: bool| {
+            let mut b = IoUring::builder();
+            b.setup_cqsize(cq);
+            if deferred {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag();
+            }
+            b.build(entries)
+        };
+        let (ring, deferred) = match build(deferred) {
+            Ok(ring) => (ring, deferred),
+            Err(e) if deferred => {
+                tracing::debug!("io_uring: no deferred task work ({e}); a plain ring");
+                (build(false)?, false)
+            }
+            Err(e) => return Err(e),
+        };
         let mut arena = vec![0u8; slots * slot_size];
         let iovecs: Vec<libc::iovec> = arena
             .chunks_exact_mut(slot_size.max(1))
@@ -87,6 +116,7 @@ impl Slots {
         };
         Ok(Self {
             ring,
+            deferred,
             arena,
             slot_size,
             fixed,
@@ -139,9 +169,10 @@ impl Slots {
         Ok(())
     }
 
-    /// Whether completions are waiting (no syscall).
+    /// Whether completions are waiting, or work that makes them on the
+    /// next enter (no syscall).
     pub(super) fn has_completions(&mut self) -> bool {
-        !self.ring.completion().is_empty()
+        !self.ring.completion().is_empty() || (self.deferred && self.ring.submission().taskrun())
     }
 
     /// Fetches completions that overflowed the queue; waits for nothing.
@@ -238,6 +269,8 @@ pub struct RxRing {
     slots: Slots,
     fd: RawFd,
     eventfd: OwnedFd,
+    /// With deferred task work: what signals `eventfd` while parked.
+    bell: Option<Doorbell>,
     /// Completed reads not yet handed out: (slot, or buffer id with a
     /// multishot read; length, 0 = failed).
     ready: Vec<(u32, u32)>,
@@ -271,9 +304,9 @@ impl RxRing {
         // Every buffer's datagram plus each read may be waiting at once.
         let completions = 2 * (reads + usize::from(datagrams));
         let slots = if multishot {
-            Slots::new(0, 0, completions)?
+            Slots::new(0, 0, completions, true)?
         } else {
-            Slots::new(reads, slot_size, completions)?
+            Slots::new(reads, slot_size, completions, true)?
         };
         // SAFETY: eventfd(2) with valid flags; the result is a new fd.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -282,7 +315,15 @@ impl RxRing {
         }
         // SAFETY: `efd` was just created and is owned by nobody else.
         let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
-        slots.ring.submitter().register_eventfd(efd)?;
+        let bell = if slots.deferred {
+            let bell = Doorbell::new(efd)?;
+            // Before its read is posted (see `doorbell`).
+            bell.watch(fd)?;
+            Some(bell)
+        } else {
+            slots.ring.submitter().register_eventfd(efd)?;
+            None
+        };
         let bufs = BufRing::new(
             &slots.ring,
             DATAGRAM_GROUP,
@@ -302,6 +343,7 @@ impl RxRing {
             slots,
             fd,
             eventfd,
+            bell,
             ready: Vec::with_capacity(reads),
             tun_bufs,
             tun_armed: false,
@@ -331,9 +373,30 @@ impl RxRing {
         Ok(())
     }
 
-    /// Signalled (counter > 0) whenever completions are waiting.
+    /// Signalled (counter > 0) when completions are waiting; with deferred
+    /// task work only after `prepare_to_park`.
     pub fn eventfd(&self) -> RawFd {
         self.eventfd.as_raw_fd()
+    }
+
+    /// Completion work runs only in this thread's enters (`reap`).
+    pub fn deferred(&self) -> bool {
+        self.slots.deferred
+    }
+
+    /// Before waiting for the eventfd: `false` if work is already waiting
+    /// (reap it instead of parking). With deferred task work this is what
+    /// makes the next arrival signal the eventfd (see `doorbell`).
+    pub fn prepare_to_park(&mut self) -> io::Result<bool> {
+        let Some(bell) = self.bell.as_mut() else {
+            return Ok(true);
+        };
+        bell.clear();
+        if self.slots.has_completions() {
+            return Ok(false);
+        }
+        bell.arm()?;
+        Ok(true)
     }
 
     pub fn stats(&self) -> RingStats {
@@ -351,6 +414,9 @@ impl RxRing {
     pub fn arm_recv(&mut self, fd: RawFd, token: u32) -> io::Result<()> {
         if !self.open {
             return Ok(());
+        }
+        if let Some(bell) = &self.bell {
+            bell.watch(fd)?;
         }
         let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &raw const *self.msg, DATAGRAM_GROUP)
             .build()
@@ -376,14 +442,28 @@ impl RxRing {
     pub fn reap(&mut self) -> (usize, usize) {
         let mut failed = 0;
         let before = self.ready.len() + self.received.len();
+        let deferred = self.slots.deferred;
+        if deferred {
+            // Runs the receives' work: their completions appear now.
+            if let Err(e) = self.slots.enter_getevents() {
+                self.slots.stats.last_errno = e.raw_os_error().unwrap_or(0);
+            }
+        }
         // Completions beyond the queue's room wait in the kernel until an
-        // enter fetches them (a receive's last one among them).
-        for _ in 0..4 {
+        // enter fetches them (a receive's last one among them); one enter
+        // runs a bounded amount of deferred work (the TASKRUN flag stays).
+        for _ in 0..64 {
             failed += self.reap_queue();
-            if !self.slots.ring.submission().cq_overflow() {
+            let (overflow, more) = {
+                let sq = self.slots.ring.submission();
+                (sq.cq_overflow(), deferred && sq.taskrun())
+            };
+            if !overflow && !more {
                 break;
             }
-            self.slots.stats.overflows += 1;
+            if overflow {
+                self.slots.stats.overflows += 1;
+            }
             if let Err(e) = self.slots.enter_getevents() {
                 self.slots.stats.last_errno = e.raw_os_error().unwrap_or(0);
                 break;
@@ -600,24 +680,33 @@ mod tests {
         );
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut rx = RxRing::new(tun.as_raw_fd(), 1, 64, (4, 100)).unwrap();
+        assert!(rx.deferred(), "kernel 6.1+ defers task work");
         rx.arm_recv(a.as_raw_fd(), 7).unwrap();
         rx.arm_recv(b.as_raw_fd(), 9).unwrap();
         rx.submit().unwrap();
         let mut got = Vec::new();
-        let take = |rx: &mut RxRing, got: &mut Vec<(u32, Vec<u8>, Option<SocketAddr>)>| {
-            let mut pfd = libc::pollfd {
-                fd: rx.eventfd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the call.
-            let ready = unsafe { libc::poll(&raw mut pfd, 1, 2000) };
-            assert_eq!(ready, 1, "eventfd signalled");
+        // Parks as the data task does, lets `send` run, waits for the
+        // signal, then takes what arrived.
+        let take = |rx: &mut RxRing,
+                    got: &mut Vec<(u32, Vec<u8>, Option<SocketAddr>)>,
+                    send: &dyn Fn()| {
+            let parked = rx.prepare_to_park().unwrap();
+            send();
+            if parked {
+                let mut pfd = libc::pollfd {
+                    fd: rx.eventfd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the call.
+                let ready = unsafe { libc::poll(&raw mut pfd, 1, 2000) };
+                assert_eq!(ready, 1, "eventfd signalled");
+                let mut counter = [0u8; 8];
+                // SAFETY: reads 8 bytes into `counter`.
+                unsafe { libc::read(rx.eventfd(), counter.as_mut_ptr().cast(), 8) };
+            }
             std::thread::sleep(Duration::from_millis(20));
             assert!(rx.has_completions(), "seen without a syscall");
-            let mut counter = [0u8; 8];
-            // SAFETY: reads 8 bytes into `counter`.
-            unsafe { libc::read(rx.eventfd(), counter.as_mut_ptr().cast(), 8) };
             rx.reap();
             rx.for_each_datagram(|token, r| match r {
                 Recv::Datagram(d, from) => got.push((token, d.to_vec(), from)),
@@ -628,10 +717,12 @@ mod tests {
                 )),
             });
         };
-        tx.send_to(b"one", a.local_addr().unwrap()).unwrap();
-        tx.send_to(b"two", b.local_addr().unwrap()).unwrap();
-        tx.send_to(&[5u8; 101], a.local_addr().unwrap()).unwrap();
-        take(&mut rx, &mut got);
+        let (to_a, to_b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        take(&mut rx, &mut got, &|| {
+            tx.send_to(b"one", to_a).unwrap();
+            tx.send_to(b"two", to_b).unwrap();
+            tx.send_to(&[5u8; 101], to_a).unwrap();
+        });
         let from = Some(tx.local_addr().unwrap());
         assert_eq!(got[0], (7, b"one".to_vec(), from));
         assert_eq!(got[1], (9, b"two".to_vec(), from));
@@ -639,7 +730,7 @@ mod tests {
         got.clear();
         rx.cancel_recv(7).unwrap();
         rx.submit().unwrap();
-        take(&mut rx, &mut got);
+        take(&mut rx, &mut got, &|| {});
         assert_eq!(
             got,
             vec![(
@@ -651,10 +742,11 @@ mod tests {
         got.clear();
         // Four buffers: more datagrams than that in one go stop the
         // receive (no buffer), and arming it again takes the rest.
-        for i in 0..6u8 {
-            tx.send_to(&[i], b.local_addr().unwrap()).unwrap();
-        }
-        take(&mut rx, &mut got);
+        take(&mut rx, &mut got, &|| {
+            for i in 0..6u8 {
+                tx.send_to(&[i], to_b).unwrap();
+            }
+        });
         let data: Vec<_> = got
             .iter()
             .filter(|g| !g.1.is_empty())
@@ -665,9 +757,15 @@ mod tests {
         got.clear();
         rx.arm_recv(b.as_raw_fd(), 9).unwrap();
         rx.submit().unwrap();
-        take(&mut rx, &mut got);
+        take(&mut rx, &mut got, &|| {});
         let data: Vec<_> = got.iter().map(|g| g.1[0]).collect();
         assert_eq!(data, vec![4, 5]);
+        // Parked with nothing waiting: the next datagram rings.
+        got.clear();
+        take(&mut rx, &mut got, &|| {
+            tx.send_to(b"late", to_b).unwrap();
+        });
+        assert_eq!(got, vec![(9, b"late".to_vec(), from)]);
         rx.close();
     }
 }
