@@ -125,10 +125,14 @@ for f in "$bin" "$conf" "$unit_deb" "$man_deb" "$doc"; do
 done
 [ -x "$bin" ] || fail "$bin is not executable"
 ok "installed $bin $conf $unit_deb $man_deb $doc"
-"$occtl" --help 2>&1 | grep -q "Usage: occtl" || fail "$occtl does not run ocserv-uring's occtl"
+# Captured first (with pipefail, `grep -q` leaving early fails the pipeline
+# if the writer is still writing), and shown if it is not the usage.
+help=$("$occtl" --help 2>&1) || help+=" (exit status $?)"
+grep -q "Usage: occtl" <<<"$help" || fail "$occtl does not run ocserv-uring's occtl: $help"
 ok "$occtl runs ocserv-uring's occtl"
 
-dpkg-query -W -f='${Conffiles}\n' "$pkg" | grep -q "^ $conf " || fail "$conf is not a conffile"
+conffiles=$(dpkg-query -W -f='${Conffiles}\n' "$pkg")
+grep -q "^ $conf " <<<"$conffiles" || fail "$conf is not a conffile"
 [ "$(stat -c %a "$etc")" = 750 ] || fail "$etc has mode $(stat -c %a "$etc"), expected 750"
 ok "$conf is a conffile; $etc has mode 750"
 if [ -d /run/systemd/system ]; then
