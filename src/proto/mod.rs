@@ -17,4 +17,5 @@ pub mod offload;
 pub mod ports;
 pub mod proxy;
 pub mod radius;
+pub mod timers;
 pub mod x509name;

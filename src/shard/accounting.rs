@@ -2,7 +2,6 @@
 //! comes up, Interim-Updates while it is up, a Stop when the session ends.
 //! Records are queued to the accounting thread (`auth::accounting`).
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -79,34 +78,32 @@ fn cause(reason: &str) -> u32 {
     }
 }
 
-/// Interim-Updates due at `now` for the sessions of `tunnels`.
-pub(super) fn interims(shard: &Shard, tunnels: &[Rc<Tunnel>], now: Instant) {
+/// Sends the Interim-Update of `t`'s session if one is due at `now`;
+/// returns when the next one is due (`None`: no accounting for it).
+pub(super) fn interim_update(shard: &Shard, t: &Tunnel, now: Instant) -> Option<Instant> {
     let cfg = shard.shared.config.get();
     if cfg.accounting().is_none() && cfg.vhosts.iter().all(|(_, c)| c.accounting().is_none()) {
-        return;
+        return None;
     }
-    for t in tunnels {
-        let mut sessions = shard.sessions.borrow_mut();
-        let Some(s) = sessions.get_mut(&t.cookie) else {
-            continue;
-        };
-        let due = s.next_interim.filter(|at| *at <= now);
-        let current = s.tunnel.as_ref().is_some_and(|c| c.id == t.id);
-        let (Some(at), true) = (due, current) else {
-            continue;
-        };
-        let cfg = shard.config_of(s.vhost.as_deref());
-        let Some(radius) = cfg.accounting() else {
-            continue;
-        };
-        let Some(every) = interim(radius, s) else {
-            s.next_interim = None;
-            continue;
-        };
-        // The next one on the schedule, never in a burst after a stall.
-        s.next_interim = Some((at + every).max(now));
-        let mut all = s.past;
-        all.add(&t.stats());
-        send(shard, radius, s, Status::Interim(&all));
+    let mut sessions = shard.sessions.borrow_mut();
+    let s = sessions.get_mut(&t.cookie)?;
+    if s.tunnel.as_ref().is_none_or(|c| c.id != t.id) {
+        return None;
     }
+    let at = s.next_interim?;
+    if at > now {
+        return Some(at);
+    }
+    let cfg = shard.config_of(s.vhost.as_deref());
+    let radius = cfg.accounting()?;
+    let Some(every) = interim(radius, s) else {
+        s.next_interim = None;
+        return None;
+    };
+    // The next one on the schedule, never in a burst after a stall.
+    s.next_interim = Some((at + every).max(now));
+    let mut all = s.past;
+    all.add(&t.stats());
+    send(shard, radius, s, Status::Interim(&all));
+    s.next_interim
 }

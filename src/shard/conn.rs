@@ -399,6 +399,7 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     let (rx_rate, tx_rate) = limits.rates();
     let (idle, restricted) = (limits.idle, limits.allowed.is_some());
     tunnel.limits = limits;
+    tunnel.set_timers();
     if let Some((_, id)) = dtls {
         tunnel.dtls_key = dtls_key;
         tunnel.app_id = Some(id);

@@ -21,6 +21,7 @@ use super::limits;
 use super::tunnel::{EndReason, Stats, Tunnel};
 use super::{ShardMsg, Shared};
 use crate::proto::offload;
+use crate::proto::timers::Deadlines;
 use crate::sys;
 use crate::sys::uring::{RxRing, TxRing};
 use crate::usercfg::UserConfig;
@@ -172,6 +173,9 @@ pub(crate) struct Shard {
     pub(super) leases6: RefCell<HashMap<std::net::Ipv6Addr, Ipv4Addr>>,
     /// App-ID / Session-ID → live tunnel: where a ClientHello goes.
     dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
+    /// When each tunnel's timers (and interim update) are next due, by
+    /// lease and tunnel id: a sweep visits only what is due.
+    pub(super) timer_queue: RefCell<Deadlines<(Ipv4Addr, u64)>>,
     next_tunnel_id: Cell<u64>,
     /// Test hooks only: the shard's own loop panics at its next tick.
     pub(crate) panic_next_tick: Cell<bool>,
@@ -198,6 +202,11 @@ const DATAGRAM_BUFFERS: u16 = 1024;
 
 const TICK: Duration = Duration::from_millis(100);
 /// How long shutdown waits for clients to be told and sockets flushed.
+/// A new tunnel's first timer check; later ones come when due.
+const FIRST_TIMER_CHECK: Duration = Duration::from_secs(1);
+/// A checked tunnel is looked at again at least this often, whatever its
+/// deadlines say.
+const MAX_TIMER_GAP: Duration = Duration::from_secs(60);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -267,6 +276,7 @@ pub(crate) async fn run_shard(
         iroutes: RefCell::new(Vec::new()),
         leases6: RefCell::new(HashMap::new()),
         dtls_tunnels: RefCell::new(HashMap::new()),
+        timer_queue: RefCell::new(Deadlines::new(Instant::now())),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
         logins: Cell::new(0),
         panic_next_tick: Cell::new(false),
@@ -305,6 +315,8 @@ pub(crate) async fn run_shard(
             "test hook: a panic in the shard's own loop"
         );
         let now = Instant::now();
+        // The timer wheel's ticks are this loop's.
+        shard.sweep_timers(now);
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
             last_sweep = now;
             shard.housekeeping(now);
@@ -556,6 +568,10 @@ impl Shard {
         self.tunnels
             .borrow_mut()
             .insert(tunnel.lease, tunnel.clone());
+        self.timer_queue.borrow_mut().schedule(
+            Instant::now() + FIRST_TIMER_CHECK,
+            (tunnel.lease, tunnel.id),
+        );
         self.map_lease6(tunnel, true);
         if let Some(id) = tunnel.app_id {
             self.dtls_tunnels.borrow_mut().insert(id, tunnel.clone());
@@ -951,11 +967,33 @@ impl Shard {
             self.end_session(&s, &s.past, why);
             tracing::info!(user = %s.user, group = %s.group.as_deref().unwrap_or("-"), lease = %OrDash(s.lease), age_s = now.duration_since(s.started).as_secs(), "{why}, address released");
         }
-        let tunnels: Vec<_> = self.tunnels.borrow().values().cloned().collect();
-        for t in &tunnels {
-            t.check_timers(self, now);
+    }
+
+    /// Checks the tunnels whose timers are due; each is queued again for
+    /// its next deadline, so the cost follows what is due, not how many
+    /// tunnels there are.
+    pub(crate) fn sweep_timers(&self, now: Instant) {
+        let mut due = Vec::new();
+        self.timer_queue.borrow_mut().take_due(now, &mut due);
+        for (lease, id) in due {
+            let tunnel = self
+                .tunnels
+                .borrow()
+                .get(&lease)
+                .filter(|t| t.id == id)
+                .cloned();
+            // Gone, or its lease now another tunnel's: a stale entry.
+            let Some(t) = tunnel else {
+                continue;
+            };
+            let Some(next) = t.check_timers(self, now) else {
+                continue;
+            };
+            let interim = super::accounting::interim_update(self, &t, now);
+            let next = interim.map_or(next, |at| at.min(next));
+            let next = next.min(now + MAX_TIMER_GAP);
+            self.timer_queue.borrow_mut().schedule(next, (lease, id));
         }
-        super::accounting::interims(self, &tunnels, now);
     }
 
     async fn shutdown(&self) {

@@ -241,7 +241,7 @@ impl DtlsChannel {
                 Ok(Received::AppData { data: record, next }) => {
                     off += next;
                     self.last_rx.set(now);
-                    self.on_record(shard, tunnel, record);
+                    self.on_record(shard, tunnel, record, now);
                 }
                 Err(e) => {
                     tracing::info!(user = %tunnel.user, peer = %self.peer, "DTLS closed: {e}");
@@ -302,7 +302,7 @@ impl DtlsChannel {
         }
     }
 
-    fn on_record(&self, shard: &Shard, tunnel: &Tunnel, record: &mut [u8]) {
+    fn on_record(&self, shard: &Shard, tunnel: &Tunnel, record: &mut [u8], now: Instant) {
         let Some((&ty, payload)) = record.split_first() else {
             return;
         };
@@ -310,7 +310,7 @@ impl DtlsChannel {
             FrameType::Data => {
                 self.rx_bytes
                     .set(self.rx_bytes.get() + payload.len() as u64);
-                tunnel.packet_from_client(payload, shard, crate::metrics::Channel::Dtls);
+                tunnel.packet_from_client(payload, shard, crate::metrics::Channel::Dtls, now);
             }
             // Echo the whole record: the client's MTU probe needs its size back.
             FrameType::DpdReq => {

@@ -19,6 +19,8 @@ mod notify;
 mod privileges;
 mod profile;
 pub mod reload;
+#[doc(hidden)]
+pub mod scale;
 mod stream;
 mod tun;
 mod tunnel;

@@ -16,14 +16,13 @@ use super::stream::SharedStream;
 use crate::metrics::Channel;
 use crate::proto::cstp::{self, FrameType};
 use crate::proto::ip;
+use crate::proto::timers::{Expiry, Heard, TunnelTimers};
 use crate::tls::TlsSession;
 
 /// A full TLS record (16 KiB payload + header and AEAD overhead).
 pub(crate) const TLS_READ_BUF: usize = 16 * 1024 + 512;
 /// Ciphertext allowed to wait for a slow client before packets are dropped.
 const MAX_QUEUED: usize = 512 * 1024;
-/// Silence after which the server itself sends DPD-REQ, then drops (×3).
-const DPD_DROP_FACTOR: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum EndReason {
@@ -157,9 +156,11 @@ pub(crate) struct Tunnel {
     /// Set on the tunnel's sockets (ocserv's net-priority).
     pub(crate) net_priority: Option<crate::sys::net::NetPriority>,
     pub(crate) limits: Limits,
-    /// Client data packets counted at the last idle check, and when that
-    /// count last moved: idleness without a clock read per packet.
-    activity: Cell<(u64, Instant)>,
+    /// Session, idle and DPD timeouts (set up by `set_timers`).
+    timers: Cell<TunnelTimers>,
+    /// The last data packet the client sent that went in (idleness); the
+    /// instant of the batch it came in, not a clock read per packet.
+    last_data: Cell<Instant>,
     /// The DTLS channel packets use once its handshake is done.
     dtls: RefCell<Option<Rc<DtlsChannel>>>,
     /// A channel from another address still in its handshake: it replaces
@@ -169,8 +170,8 @@ pub(crate) struct Tunnel {
     tls: RefCell<TlsSession>,
     wake: Notify,
     queued: Cell<usize>,
+    /// The last CSTP read from the client.
     last_rx: Cell<Instant>,
-    dpd_sent: Cell<bool>,
     ended: Cell<Option<EndReason>>,
     stats: Cell<Stats>,
     /// Header + payload assembly for one outgoing frame.
@@ -203,14 +204,14 @@ impl Tunnel {
             mtu: 0,
             hostname: String::new(),
             net_priority: None,
-            activity: Cell::new((0, Instant::now())),
+            timers: Cell::new(TunnelTimers::new(Duration::from_secs(90), None, None)),
+            last_data: Cell::new(Instant::now()),
             dtls: RefCell::new(None),
             dtls_pending: RefCell::new(None),
             tls: RefCell::new(tls),
             wake: Notify::default(),
             queued: Cell::new(0),
             last_rx: Cell::new(Instant::now()),
-            dpd_sent: Cell::new(false),
             ended: Cell::new(None),
             stats: Cell::new(Stats::default()),
             // Grows to the largest frame sent; idle tunnels keep it small.
@@ -366,54 +367,65 @@ impl Tunnel {
         self.wake.notify();
     }
 
-    /// The once-a-second check: session and idle timeouts, then DPD.
-    pub(crate) fn check_timers(&self, shard: &Shard, now: Instant) {
-        if self.limits.ends_at.is_some_and(|end| now >= end) {
-            tracing::info!(user = %self.user, lease = %self.lease, "session_timeout reached");
-            self.end(EndReason::SessionTimeout);
-            return;
-        }
-        let rx = self.stats.get().rx_packets;
-        let (seen, since) = self.activity.get();
-        if rx != seen {
-            self.activity.set((rx, now));
-        } else if let Some(idle) = self
-            .limits
-            .idle
-            .filter(|idle| now.saturating_duration_since(since) >= *idle)
-        {
-            tracing::info!(user = %self.user, lease = %self.lease, idle_s = idle.as_secs(), "no data from the client: idle timeout");
-            self.end(EndReason::IdleTimeout);
-            return;
-        }
-        self.check_dpd(shard, now);
+    /// Arms the timers with the session's limits (`dpd`, `limits`).
+    pub(crate) fn set_timers(&mut self) {
+        let t = TunnelTimers::new(self.dpd, self.limits.idle, self.limits.ends_at);
+        self.timers = Cell::new(t);
     }
 
-    /// Time since the client last sent data, to the housekeeping's second.
-    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.activity.get().1)
+    fn heard(&self) -> Heard {
+        Heard {
+            data: self.last_data.get(),
+            cstp: self.last_rx.get(),
+            dtls: self.dtls().map(|c| c.last_rx()),
+        }
     }
 
-    fn check_dpd(&self, shard: &Shard, now: Instant) {
-        let dpd = self.dpd;
-        let dtls = self.dtls();
-        if let Some(ch) = dtls
-            .as_ref()
-            .filter(|c| now.saturating_duration_since(c.last_rx()) >= dpd * DPD_DROP_FACTOR)
-        {
-            tracing::info!(user = %self.user, peer = %ch.peer, "DTLS silent past the DPD limit: falling back to CSTP");
+    /// Acts on what the timers find due at `now`; returns when to look
+    /// again (`None`: the tunnel ended).
+    pub(crate) fn check_timers(&self, shard: &Shard, now: Instant) -> Option<Instant> {
+        if self.ended.get().is_some() {
+            return None;
+        }
+        let mut timers = self.timers.get();
+        let due = timers.check(now, self.heard());
+        self.timers.set(timers);
+        if due.dtls_silent {
+            if let Some(ch) = self.dtls() {
+                tracing::info!(user = %self.user, peer = %ch.peer, "DTLS silent past the DPD limit: falling back to CSTP");
+            }
             shard.metrics().dtls_fallbacks.inc();
             self.drop_dtls();
         }
-        // Either channel hearing from the client keeps the tunnel alive.
-        let last = dtls.map_or(self.last_rx.get(), |c| c.last_rx().max(self.last_rx.get()));
-        let silent = now.saturating_duration_since(last);
-        if silent >= dpd * DPD_DROP_FACTOR {
-            tracing::info!(user = %self.user, lease = %self.lease, silent_s = silent.as_secs(), "client silent past the DPD limit");
-            self.end(EndReason::DpdTimeout);
-        } else if silent >= dpd && !self.dpd_sent.replace(true) {
+        match due.end {
+            Some(Expiry::Session) => {
+                tracing::info!(user = %self.user, lease = %self.lease, "session_timeout reached");
+                self.end(EndReason::SessionTimeout);
+                return None;
+            }
+            Some(Expiry::Idle) => {
+                let idle_s = self.limits.idle.unwrap_or_default().as_secs();
+                tracing::info!(user = %self.user, lease = %self.lease, idle_s, "no data from the client: idle timeout");
+                self.end(EndReason::IdleTimeout);
+                return None;
+            }
+            Some(Expiry::Dpd) => {
+                let silent_s = now.saturating_duration_since(self.last_rx.get()).as_secs();
+                tracing::info!(user = %self.user, lease = %self.lease, silent_s, "client silent past the DPD limit");
+                self.end(EndReason::DpdTimeout);
+                return None;
+            }
+            None => {}
+        }
+        if due.send_dpd {
             self.send_frame(FrameType::DpdReq, b"");
         }
+        Some(timers.next_due(self.heard()))
+    }
+
+    /// Time since the client last sent data.
+    pub(crate) fn idle_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_data.get())
     }
 
     /// Drains queued TLS output to the socket until the tunnel ends.
@@ -451,8 +463,9 @@ impl Tunnel {
         leftover: Vec<u8>,
     ) -> EndReason {
         let mut plain = leftover;
+        let mut now = Instant::now();
         loop {
-            if let Err(reason) = self.process_frames(&mut plain, &shard) {
+            if let Err(reason) = self.process_frames(&mut plain, &shard, now) {
                 self.end(reason);
                 // The first reason wins: a client answering our TERMINATE
                 // with DISCONNECT still ended by the server's timeout.
@@ -462,8 +475,11 @@ impl Tunnel {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            self.last_rx.set(Instant::now());
-            self.dpd_sent.set(false);
+            now = Instant::now();
+            self.last_rx.set(now);
+            let mut timers = self.timers.get();
+            timers.heard_on_cstp();
+            self.timers.set(timers);
             // Still this task's turn: nobody else has touched the buffer.
             let fed = self
                 .tls
@@ -485,7 +501,12 @@ impl Tunnel {
     }
 
     /// Handles every complete frame at the front of `plain`.
-    fn process_frames(&self, plain: &mut Vec<u8>, shard: &Shard) -> Result<(), EndReason> {
+    fn process_frames(
+        &self,
+        plain: &mut Vec<u8>,
+        shard: &Shard,
+        now: Instant,
+    ) -> Result<(), EndReason> {
         let mut used = 0;
         let result = loop {
             let frame = match cstp::decode(&plain[used..]) {
@@ -502,7 +523,7 @@ impl Tunnel {
             match frame.ty {
                 FrameType::Data => {
                     self.cstp_data_seen(shard);
-                    self.packet_from_client(frame.payload, shard, Channel::Cstp);
+                    self.packet_from_client(frame.payload, shard, Channel::Cstp, now);
                 }
                 FrameType::DpdReq => {
                     self.send_frame(FrameType::DpdResp, frame.payload);
@@ -543,7 +564,8 @@ impl Tunnel {
     }
 
     /// One IP packet from the client (either channel) into the TUN queue.
-    pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard, ch: Channel) {
+    /// `now`: when the batch it came in was read.
+    pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard, ch: Channel, now: Instant) {
         // Source check: a client may only send from its own lease.
         let own = |src: &IpAddr| match src {
             IpAddr::V4(a) => *a == self.lease || self.iroutes.iter().any(|n| n.contains(src)),
@@ -576,6 +598,7 @@ impl Tunnel {
             shard.tx.borrow_mut().queue_write(shard.tun_fd, pkt)
         };
         if queued {
+            self.last_data.set(now);
             shard.traffic.rx(ch, pkt.len());
             self.bump(|s| {
                 s.rx_bytes += pkt.len() as u64;
