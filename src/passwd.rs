@@ -1,5 +1,5 @@
 //! ocpasswd files: `user:group1,group2:hash`, hashes `$5$`, `$6$`, `$1$`;
-//! `!` before the hash locks the account (protocol notes §10).
+//! `!` before the hash locks the account (docs/protocol.md, "Password files").
 
 use std::path::Path;
 

@@ -503,7 +503,8 @@ impl TlsSession {
             .map(|c| c.as_ref())
     }
 
-    /// The DTLS PSK of protocol notes §5.1, from this connection.
+    /// The DTLS PSK (docs/protocol.md, "DTLS: PSK-NEGOTIATE"), from this
+    /// connection.
     pub fn export_dtls_psk(&self) -> Result<[u8; 32], TlsError> {
         let conn = self.conn().ok_or(TlsError::Handshaking)?;
         Ok(conn.export_keying_material([0u8; 32], b"EXPORTER-openconnect-psk", None)?)

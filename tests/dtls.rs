@@ -84,7 +84,7 @@ fn psk_negotiate_carries_ping_and_iperf_over_udp() {
     eprintln!("iperf3 over DTLS, 3 s each: up {up} B, down {down} B");
     assert!(up > 1_000_000 && down > 1_000_000, "up {up} down {down}");
     // The DPD echo answered openconnect's MTU probe: without it the tunnel
-    // MTU falls to 576 (protocol notes §5.4). mtu 1400 - 28 - 37 - 1.
+    // MTU falls to 576 (docs/protocol.md, "DTLS: record payloads and DPD"). mtu 1400 - 28 - 37 - 1.
     assert_eq!(
         tunnel_mtu(&net, &client),
         1334,

@@ -1,5 +1,5 @@
 //! The DTLS App-ID (PSK mode) or Session-ID (legacy mode): 32 bytes that
-//! the client puts in its ClientHello's session_id (protocol notes §5.2).
+//! the client puts in its ClientHello's session_id (docs/protocol.md, "DTLS: finding the session").
 //! The first two name the home shard, so whichever shard's UDP socket the
 //! hello lands on can route it without asking the others.
 

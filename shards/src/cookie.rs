@@ -1,7 +1,7 @@
 //! The `webvpn` cookie: 128 random bits plus the home shard, as hex.
 //!
 //! Hex keeps the value free of `;`, spaces and control characters, which the
-//! client would mangle (protocol notes §2.2).
+//! client would mangle (docs/protocol.md, "Login").
 
 use crate::ShardId;
 

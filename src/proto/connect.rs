@@ -1,10 +1,10 @@
-//! What a CONNECT negotiates besides the addresses: the DTLS mode (protocol
-//! notes §3.1, §5.1, §5.3) and the tunnel MTU (§3.3).
+//! What a CONNECT negotiates besides the addresses: the DTLS mode and the
+//! tunnel MTU (docs/protocol.md, "DTLS: choosing a mode", "Tunnel MTU").
 
 use super::http::RequestHead;
 
-/// Legacy suites we resume (§5.3): AES-GCM over DTLS 1.2, AES-CBC-SHA
-/// over DTLS 0.9.
+/// Legacy suites we resume (docs/protocol.md, "DTLS: legacy resumption"):
+/// AES-GCM over DTLS 1.2, AES-CBC-SHA over DTLS 0.9.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LegacySuite {
     /// TLS_RSA_WITH_AES_128_GCM_SHA256, DTLS 1.2.
@@ -40,7 +40,8 @@ impl DtlsMode {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DtlsMode {
-    /// PSK-NEGOTIATE: the key is the CONNECT's TLS exporter (§5.1).
+    /// PSK-NEGOTIATE: the key is the CONNECT's TLS exporter (docs/protocol.md,
+    /// "DTLS: PSK-NEGOTIATE").
     Psk,
     /// Abbreviated handshake from the client's `X-DTLS-Master-Secret`.
     Legacy {
@@ -143,7 +144,8 @@ pub fn parse_master_secret(hex: &str) -> Option<[u8; 48]> {
 /// + tag 16 (AES-GCM; ChaCha20 needs 8 less).
 pub const DTLS_OVERHEAD: u16 = 13 + 8 + 16;
 
-/// The tunnel MTU for a link MTU `base` (§3.3, as ocserv computes it):
+/// The tunnel MTU for a link MTU `base`, as ocserv computes it
+/// (docs/protocol.md, "Tunnel MTU"):
 /// IP + UDP headers, the DTLS record overhead (`dtls_overhead`, if DTLS is
 /// offered) and the type byte come off. CSTP gets the same value, so a
 /// packet fits either channel.
@@ -156,7 +158,7 @@ pub fn data_mtu(base: u16, ipv6_transport: bool, dtls_overhead: Option<u16>) -> 
 /// IPv4's minimum; a tunnel never gets less.
 pub const MIN_MTU: u16 = 576;
 
-/// How a client takes an IPv6 address (protocol notes §8).
+/// How a client takes an IPv6 address (docs/protocol.md, "IPv6 addresses").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ipv6Form {
     /// `X-CSTP-Address-IP6: addr/len`, IPv6 routes and DNS: openconnect

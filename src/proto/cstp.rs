@@ -1,4 +1,5 @@
-//! CSTP framing (protocol notes §4): `53 54 46 01 | len u16 BE | type | 00`.
+//! CSTP framing (docs/protocol.md, "CSTP framing"):
+//! `53 54 46 01 | len u16 BE | type | 00`.
 
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 8;
@@ -143,7 +144,7 @@ mod tests {
 
     #[test]
     fn decodes_captured_data_frame_header() {
-        // C→S 53 54 46 01 00 54 00 00 + 84-byte packet (protocol notes §2.6).
+        // C→S 53 54 46 01 00 54 00 00 + 84-byte packet (docs/protocol.md, "CSTP framing").
         let mut wire = vec![0x53, 0x54, 0x46, 0x01, 0x00, 0x54, 0x00, 0x00];
         wire.extend(std::iter::repeat_n(0x45, 84));
         let (f, used) = decode(&wire).unwrap().unwrap();

@@ -1,6 +1,6 @@
 //! HTTP/1.1 on the TLS connection before the tunnel starts: request heads
 //! with hard limits, and responses written byte for byte with the exact
-//! header case the client matches (protocol notes §3.2, §11).
+//! header case the client matches (docs/protocol.md, "HTTP details").
 
 /// Largest request head accepted (request line + headers).
 pub const MAX_HEAD: usize = 16 * 1024;

@@ -448,7 +448,8 @@ fn rekey_method(s: &crate::config::Session) -> &str {
     }
 }
 
-/// The `200 CONNECTED` head of protocol notes §3.2, in exact header case.
+/// The `200 CONNECTED` head (docs/protocol.md, "The CONNECT reply"), in
+/// exact header case.
 /// Routes and DNS servers from the user's files replace the global ones.
 fn connect_reply(
     cfg: &crate::config::Config,
@@ -534,8 +535,9 @@ fn connect_reply(
         r = r.header("X-CSTP-Hostname", hostname);
     }
     if let Some((choice, id)) = dtls {
-        // §3.2: the App-ID (PSK) or Session-ID (legacy) is what the client
-        // puts in its ClientHello; both name this session's home shard.
+        // The App-ID (PSK) or Session-ID (legacy) is what the client
+        // puts in its ClientHello; both name this session's home shard
+        // (docs/protocol.md, "DTLS: finding the session").
         r = match choice.mode {
             DtlsMode::Psk => r.header("X-DTLS-App-ID", id),
             DtlsMode::Legacy { .. } => r.header("X-DTLS-Session-ID", id).header("X-DTLS-MTU", mtu),

@@ -550,7 +550,8 @@ impl Tunnel {
     }
 
     /// DATA on CSTP long after the last UDP packet: the client has given
-    /// up on DTLS, so stop sending there (§5.5).
+    /// up on DTLS, so stop sending there
+    /// (docs/protocol.md, "DTLS: falling back to CSTP").
     fn cstp_data_seen(&self, shard: &Shard) {
         let stale = self.dtls.borrow().as_ref().is_some_and(|c| {
             c.is_active()

@@ -1,6 +1,6 @@
-//! The DTLS channel of one session (protocol notes §5): PSK-NEGOTIATE with
-//! the sans-IO `DtlsClient` over a connected UDP socket, and a reader task
-//! that echoes DPD and counts received packets.
+//! The DTLS channel of one session (docs/protocol.md, "DTLS: PSK-NEGOTIATE"):
+//! PSK-NEGOTIATE with the sans-IO `DtlsClient` over a connected UDP socket,
+//! and a reader task that echoes DPD and counts received packets.
 
 use std::cell::{Cell, RefCell};
 use std::io;

@@ -1,6 +1,6 @@
-//! The XML login as openconnect 9.01 runs it (protocol notes §2): POST /
+//! The XML login as openconnect 9.01 runs it (docs/protocol.md, "Login"): POST /
 //! `init`, answer the username form, answer the password form, take the
-//! `webvpn` cookie; then `CONNECT /CSCOSSLC/tunnel` (§3).
+//! `webvpn` cookie; then `CONNECT /CSCOSSLC/tunnel` ("The CONNECT request").
 
 use std::collections::BTreeMap;
 use std::io;

@@ -256,7 +256,7 @@ impl TlsConn {
         Ok(true)
     }
 
-    /// The DTLS PSK (protocol notes §5.1 step 3).
+    /// The DTLS PSK (docs/protocol.md, "DTLS: PSK-NEGOTIATE").
     pub(crate) fn export_psk(&self) -> io::Result<[u8; 32]> {
         self.tls
             .export_keying_material([0u8; 32], b"EXPORTER-openconnect-psk", None)

@@ -1,7 +1,8 @@
 //! Client handshakes, mirroring [`server`](super::server): a PSK-NEGOTIATE
 //! client whose ClientHello looks like openconnect's GnuTLS one (DTLS 1.2,
-//! session_id = App-ID, no extensions; protocol notes §5.1–5.2), and the
-//! legacy resuming client (§5.3). For tests and load generation.
+//! session_id = App-ID, no extensions; docs/protocol.md,
+//! "DTLS: PSK-NEGOTIATE"), and the legacy resuming client
+//! ("DTLS: legacy resumption"). For tests and load generation.
 
 use std::mem;
 use std::ops::Range;

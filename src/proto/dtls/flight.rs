@@ -10,7 +10,7 @@ use super::record::{self, content, HEADER_LEN, MAX_SEQ};
 use super::suite::{CBC_BLOCK, CBC_MAC_LEN};
 
 enum Item {
-    /// DTLS 0.9 adds the message_seq it takes (protocol notes §5.3).
+    /// DTLS 0.9 adds the message_seq it takes (docs/protocol.md, "DTLS 0.9").
     ChangeCipherSpec(Option<u16>),
     /// A whole message, header written as unfragmented.
     Handshake(Vec<u8>),
@@ -80,7 +80,7 @@ impl Flight {
     }
 
     /// Queues the whole flight for `poll_transmit`; with `expect_reply`, arms
-    /// the retransmission timer (not for a final flight, §4.2.4).
+    /// the retransmission timer (not for a final flight, RFC 6347 §4.2.4).
     pub(crate) fn send(&mut self, now: Instant, expect_reply: bool, initial: Duration) {
         self.cursor = (!self.entries.is_empty()).then_some((0, 0));
         self.timer = expect_reply.then_some(Timer {

@@ -174,7 +174,8 @@ pub(crate) fn encode_client_hello(
         put_u16(&mut b, *s);
     }
     put_vec8(&mut b, &[0]); // null compression
-                            // No extensions at all, like openconnect's GnuTLS client (notes §5.1 item 5).
+                            // No extensions at all, like openconnect's GnuTLS client
+                            // (docs/protocol.md, "DTLS: PSK-NEGOTIATE").
     b
 }
 
@@ -251,16 +252,16 @@ pub(crate) fn encode_psk_client_key_exchange(identity: &[u8]) -> Vec<u8> {
 }
 
 /// Whether `datagram` starts with the first fragment of a ClientHello in
-/// epoch 0 (DTLS 1.0/1.2, or the legacy 0.9 of protocol notes §5.3). Use it
+/// epoch 0 (DTLS 1.0/1.2, or the 0.9 of docs/protocol.md, "DTLS 0.9"). Use it
 /// to route datagrams before any session exists.
 pub fn is_client_hello(datagram: &[u8]) -> bool {
     first_client_hello_fragment(datagram).is_some()
 }
 
 /// The session_id of the ClientHello at the front of `datagram`: the App-ID
-/// in PSK-NEGOTIATE mode, the legacy session id otherwise (protocol notes
-/// §5.2). Parses only the first record; `None` if it is not a ClientHello
-/// or is cut short.
+/// in PSK-NEGOTIATE mode, the legacy session id otherwise (docs/protocol.md,
+/// "DTLS: finding the session"). Parses only the first record; `None` if it
+/// is not a ClientHello or is cut short.
 pub fn client_hello_session_id(datagram: &[u8]) -> Option<&[u8]> {
     let body = first_client_hello_fragment(datagram)?;
     let mut r = Reader::new(body);

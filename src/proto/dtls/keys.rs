@@ -16,7 +16,8 @@ pub(crate) const VERIFY_DATA_LEN: usize = 12; // RFC 5246 §7.4.9
 pub(crate) const AAD_LEN: usize = 13;
 
 /// Plain-PSK premaster secret: `u16 N ‖ N zero bytes ‖ u16 N ‖ psk`
-/// (RFC 4279 §2), N = 32 for the OpenConnect PSK (protocol notes §5.1).
+/// (RFC 4279 §2), N = 32 for the OpenConnect PSK (docs/protocol.md,
+/// "DTLS: PSK-NEGOTIATE").
 pub(crate) fn psk_premaster(psk: &[u8; 32]) -> [u8; 68] {
     let mut pm = [0u8; 68];
     pm[..2].copy_from_slice(&32u16.to_be_bytes());
@@ -26,7 +27,8 @@ pub(crate) fn psk_premaster(psk: &[u8; 32]) -> [u8; 68] {
 }
 
 /// `master_secret = PRF(premaster, "master secret", client_random ‖ server_random)`
-/// (RFC 5246 §8.1; no extended master secret, protocol notes §5.1).
+/// (RFC 5246 §8.1; no extended master secret,
+/// docs/protocol.md, "DTLS: PSK-NEGOTIATE").
 pub(crate) fn master_secret(
     hash: PrfHash,
     premaster: &[u8],

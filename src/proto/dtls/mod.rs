@@ -1,8 +1,9 @@
-//! Sans-IO DTLS 1.2 (RFC 6347) for the OpenConnect UDP channel (protocol
-//! notes §5): the PSK-NEGOTIATE full handshake, the legacy abbreviated
-//! handshake that resumes a session from `X-DTLS-Master-Secret`, and a
-//! record layer that decrypts and seals in place. Server and client sides;
-//! the client drives the server in tests and load generators.
+//! Sans-IO DTLS 1.2 (RFC 6347) for the OpenConnect UDP channel (the "DTLS"
+//! sections of docs/protocol.md): the PSK-NEGOTIATE full handshake, the
+//! legacy abbreviated handshake that resumes a session from
+//! `X-DTLS-Master-Secret`, and a record layer that decrypts and seals in
+//! place. Server and client sides; the client drives the server in tests
+//! and load generators.
 //!
 //! **DTLS 0.9.** The legacy resumption with `AES128-SHA`/`AES256-SHA`
 //! ([`CipherSuite::RsaAes128CbcSha`], [`CipherSuite::RsaAes256CbcSha`])
@@ -19,21 +20,22 @@
 //! **Payload framing.** Each application-data record carries one
 //! OpenConnect packet: a type byte (the CSTP types of [`cstp::FrameType`],
 //! 0x00 DATA, 0x03 DPD-REQ, 0x04 DPD-RESP, …) followed by the IP packet or
-//! DPD payload (protocol notes §5.4). This module does not look inside; see
-//! [`split_payload`].
+//! DPD payload (docs/protocol.md, "DTLS: record payloads and DPD"). This
+//! module does not look inside; see [`split_payload`].
 //!
 //! **Errors.** An `Err` from `handle_datagram` is fatal: the channel is
 //! closed and `poll_transmit` yields the fatal alert once. Records that fail
 //! authentication, replays and other noise are dropped and counted in
-//! [`DtlsCounters`] (style.md §6).
+//! [`DtlsCounters`], never returned: returned means fatal, noise is counted.
 //!
 //! **Not supported** (the client falls back to CSTP): DTLS 1.0, DTLS 0.9
 //! other than the CBC resumption (no 3DES, no full handshake), CBC over
 //! DTLS 1.2, renegotiation (ignored), certificates. We never send
 //! HelloVerifyRequest: only ClientHellos naming a live App-ID get a server,
-//! which is the caller's routing job (protocol notes §5.2). A ClientHello
-//! that arrives after the handshake is ignored here; the caller decides
-//! whether it starts a new `DtlsServer` (a client restarting DTLS).
+//! which is the caller's routing job
+//! (docs/protocol.md, "DTLS: finding the session"). A ClientHello that
+//! arrives after the handshake is ignored here; the caller decides whether
+//! it starts a new `DtlsServer` (a client restarting DTLS).
 //!
 //! [`cstp::FrameType`]: crate::proto::cstp::FrameType
 
@@ -96,7 +98,8 @@ impl Default for DtlsConfig {
     fn default() -> Self {
         Self {
             mtu: 1400,
-            // openconnect's GnuTLS order (notes §5.1): AES-256-GCM first.
+            // openconnect's GnuTLS order, AES-256-GCM first (docs/protocol.md,
+            // "DTLS: PSK-NEGOTIATE").
             suites: vec![
                 CipherSuite::PskAes256GcmSha384,
                 CipherSuite::PskAes128GcmSha256,
@@ -106,7 +109,8 @@ impl Default for DtlsConfig {
             retransmit_initial: Duration::from_secs(1),
             retransmit_max: Duration::from_secs(60), // RFC 6347 §4.2.4.1
             max_retransmits: 6,
-            // openconnect gives up on DTLS after 12 s (notes §5.5).
+            // Longer than openconnect waits for DTLS (12 s; docs/protocol.md,
+            // "DTLS: falling back to CSTP").
             handshake_timeout: Duration::from_secs(30),
         }
     }
@@ -246,7 +250,8 @@ impl DtlsError {
 }
 
 /// Splits an OpenConnect DTLS payload into its type byte and the rest
-/// (protocol notes §5.4); `None` for an empty record.
+/// (docs/protocol.md, "DTLS: record payloads and DPD"); `None` for an
+/// empty record.
 pub fn split_payload(record: &[u8]) -> Option<(u8, &[u8])> {
     record.split_first().map(|(t, rest)| (*t, rest))
 }

@@ -33,8 +33,8 @@ pub const DTLS1_2: u16 = 0xFEFD;
 /// DTLS 1.0 (RFC 4347): clients may use it as the record version of their
 /// first ClientHello.
 pub const DTLS1_0: u16 = 0xFEFF;
-/// Pre-RFC OpenSSL DTLS ("DTLS1_BAD_VER", protocol notes §5.3): served only
-/// for the legacy resumption with a CBC suite.
+/// Pre-RFC OpenSSL DTLS ("DTLS1_BAD_VER", docs/protocol.md, "DTLS 0.9"):
+/// served only for the legacy resumption with a CBC suite.
 pub const DTLS0_9: u16 = 0x0100;
 
 /// Record content types (RFC 5246 §6.2.1).

@@ -1,5 +1,5 @@
-//! Server handshakes. PSK-NEGOTIATE (protocol notes §5.1), RFC 4279 plain
-//! PSK without ServerKeyExchange:
+//! Server handshakes. PSK-NEGOTIATE (docs/protocol.md,
+//! "DTLS: PSK-NEGOTIATE"), RFC 4279 plain PSK without ServerKeyExchange:
 //!
 //! ```text
 //! ClientHello        -->
@@ -10,7 +10,8 @@
 //!                    <--  [ChangeCipherSpec], Finished
 //! ```
 //!
-//! Legacy resumption (§5.3), the abbreviated handshake of RFC 5246 §7.3:
+//! Legacy resumption ("DTLS: legacy resumption"), the abbreviated handshake
+//! of RFC 5246 §7.3:
 //! ClientHello(session_id) → ServerHello(same id), [CCS], Finished → [CCS],
 //! Finished.
 
@@ -50,7 +51,8 @@ struct Keyed {
     resumed: bool,
 }
 
-/// Server handshake states (style.md §2); each transition consumes the state.
+/// Server handshake states, a state machine: each transition consumes the
+/// state and returns the next.
 enum State {
     ExpectClientHello(Setup),
     ExpectClientKeyExchange {
@@ -93,7 +95,8 @@ fn check_version(ours: u16, v: u16) -> Result<(), DtlsError> {
     }
 }
 
-/// Client order unless the configuration prefers ours (notes §5.1).
+/// Client order unless the configuration prefers ours (docs/protocol.md,
+/// "DTLS: PSK-NEGOTIATE").
 fn choose_suite(cfg: &DtlsConfig, ch: &ClientHello<'_>) -> Result<CipherSuite, DtlsError> {
     let offered = |s: &CipherSuite| ch.suite_ids().any(|id| id == s.id());
     let ours = |s: &CipherSuite| s.is_psk() && cfg.suites.contains(s);
@@ -129,7 +132,8 @@ impl State {
                 },
                 msg::CLIENT_KEY_EXCHANGE,
             ) => {
-                // The identity is always "psk" and means nothing (notes §5.1 item 4).
+                // The identity is always "psk" and means nothing (docs/protocol.md,
+                // "DTLS: PSK-NEGOTIATE").
                 parse_psk_client_key_exchange(&m.body).map_err(decode)?;
                 c.add_to_transcript(&m);
                 let hash = suite.prf_hash();
@@ -189,7 +193,8 @@ fn client_hello(setup: Setup, c: &mut Conn, now: Instant, m: Message) -> Result<
     match setup {
         Setup::Psk(psk) => {
             let suite = choose_suite(&c.cfg, &ch)?;
-            // A fresh session id: echoing the App-ID would announce a resumption (§5.1 item 6).
+            // A fresh session id: echoing the App-ID would announce a resumption
+            // (docs/protocol.md, "DTLS: PSK-NEGOTIATE").
             let sid = c.random32();
             let sh = encode_server_hello(
                 c.version,
@@ -274,7 +279,7 @@ impl Machine for State {
 
 impl DtlsServer {
     /// A PSK-NEGOTIATE server; `psk` is the TLS exporter value of the CSTP
-    /// connection (protocol notes §5.1 item 3).
+    /// connection (docs/protocol.md, "DTLS: PSK-NEGOTIATE").
     pub fn new_psk(psk: [u8; 32], cfg: &DtlsConfig, now: Instant) -> Self {
         Self {
             conn: Conn::new(cfg, now, DTLS1_2),
@@ -283,7 +288,8 @@ impl DtlsServer {
     }
 
     /// A legacy server that only resumes `session_id` with the client's
-    /// `X-DTLS-Master-Secret` and the suite we told it (protocol notes §5.3).
+    /// `X-DTLS-Master-Secret` and the suite we told it (docs/protocol.md,
+    /// "DTLS: legacy resumption").
     /// The suite fixes the version: the CBC ones are served over DTLS 0.9
     /// only, the others over DTLS 1.2 ([`CipherSuite::version`]).
     pub fn new_resume(

@@ -1,15 +1,16 @@
 //! The cipher suites this implementation speaks: AEAD ones over DTLS 1.2
 //! (RFC 5288 GCM, RFC 7905 ChaCha20-Poly1305), and the two AES-CBC ones of
-//! the legacy DTLS 0.9 resumption (protocol notes §5.3).
+//! the legacy DTLS 0.9 resumption (docs/protocol.md, "DTLS 0.9").
 
 use aws_lc_rs::{aead, cipher, digest, hmac};
 
 use super::record::{DTLS0_9, DTLS1_2};
 
-/// A cipher suite. The PSK ones serve PSK-NEGOTIATE over DTLS 1.2 (protocol
-/// notes §5.1); the RSA ones only resume a legacy session whose master
-/// secret came over CSTP (§5.3), so their key exchange never runs. The CBC
-/// ones exist only over DTLS 0.9 ([`version`](Self::version)).
+/// A cipher suite. The PSK ones serve PSK-NEGOTIATE over DTLS 1.2; the RSA
+/// ones only resume a legacy session whose master secret came over CSTP,
+/// so their key exchange never runs (docs/protocol.md,
+/// "DTLS: PSK-NEGOTIATE" and "DTLS: legacy resumption"). The CBC ones exist
+/// only over DTLS 0.9 ([`version`](Self::version)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CipherSuite {
@@ -128,8 +129,8 @@ impl CipherSuite {
     }
 
     /// The DTLS version the suite runs over: [`DTLS0_9`] for the CBC ones
-    /// (openconnect's `AES128-SHA`/`AES256-SHA` mean DTLS 0.9, protocol
-    /// notes §5.3), [`DTLS1_2`] for the rest.
+    /// (openconnect's `AES128-SHA`/`AES256-SHA` mean DTLS 0.9,
+    /// docs/protocol.md, "DTLS: legacy resumption"), [`DTLS1_2`] for the rest.
     pub fn version(self) -> u16 {
         if self.is_cbc() {
             DTLS0_9

@@ -4,7 +4,7 @@
 //!
 //! The wire version is fixed per connection: DTLS 1.2, or DTLS 0.9 for the
 //! CBC resumption, whose differences from 1.2 are confined to here and the
-//! record layer (protocol notes §5.3).
+//! record layer (docs/protocol.md, "DTLS 0.9").
 
 mod input;
 
@@ -102,7 +102,7 @@ impl Conn {
 
     /// DTLS 0.9 hashes handshake bodies without any header: OpenSSL's
     /// DTLS1_BAD_VER and GnuTLS's DTLS0_9 skip all 12 header bytes, not only
-    /// the DTLS fields (protocol notes §5.3 says less; checked against both).
+    /// the DTLS fields (checked against both; docs/protocol.md, "DTLS 0.9").
     fn hashes_headers(&self) -> bool {
         !self.is_dtls0_9()
     }

@@ -1,4 +1,4 @@
-//! DTLS 0.9 (the CBC legacy resumption, protocol notes §5.3): the wire
+//! DTLS 0.9 (the CBC legacy resumption, docs/protocol.md, "DTLS 0.9"): the wire
 //! format, the Finished computation, loss, fragmentation, refusals.
 
 use super::records::connected;
