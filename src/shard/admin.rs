@@ -36,7 +36,7 @@ pub enum AdminCmd {
     /// close so the clients reconnect with it.
     Reconnect(Target, Policies),
     /// Close the matching sessions' connections; the sessions stay, and
-    /// their clients come back with their cookies (occtl's disconnect).
+    /// their clients come back with their cookies (`ctl drop`).
     Drop(Target),
     Totals,
 }

@@ -81,7 +81,6 @@ impl shards::UserSession for Session {
     }
 }
 
-/// occtl's session ID of `cookie`.
 /// A route as ocserv shows one: IPv4 with its netmask, IPv6 with its
 /// prefix length.
 fn occtl_route(n: &IpNet) -> String {
@@ -96,6 +95,7 @@ fn unix(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// occtl's session ID of `cookie`.
 pub(crate) fn safe_id(cookie: &Cookie) -> String {
     let digest = aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
@@ -179,6 +179,9 @@ pub(crate) struct Shard {
     next_tunnel_id: Cell<u64>,
     /// Test hooks only: the shard's own loop panics at its next tick.
     pub(crate) panic_next_tick: Cell<bool>,
+    /// `[server] batch_wait_us`, taken from the configuration every loop
+    /// tick (so a reload applies) rather than read per batch.
+    pub(crate) batch_wait: Cell<Duration>,
     /// Connections here that have not become tunnels yet (`LoginSlot`).
     pub(crate) logins: Cell<usize>,
     /// Every tunnel's TLS reads land here first (see `stream`).
@@ -200,13 +203,14 @@ const TX_SLOTS: usize = 512;
 /// stops and is armed again once the batch in hand is handled.
 const DATAGRAM_BUFFERS: u16 = 1024;
 
+/// The shard loop's tick: timer sweeps (the wheel's ticks are as wide).
 const TICK: Duration = Duration::from_millis(100);
-/// How long shutdown waits for clients to be told and sockets flushed.
 /// A new tunnel's first timer check; later ones come when due.
 const FIRST_TIMER_CHECK: Duration = Duration::from_secs(1);
 /// A checked tunnel is looked at again at least this often, whatever its
 /// deadlines say.
 const MAX_TIMER_GAP: Duration = Duration::from_secs(60);
+/// How long shutdown waits for clients to be told and sockets flushed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
@@ -280,6 +284,7 @@ pub(crate) async fn run_shard(
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
         logins: Cell::new(0),
         panic_next_tick: Cell::new(false),
+        batch_wait: Cell::new(Duration::ZERO),
         tls_rbuf: RefCell::new(vec![0; super::tunnel::TLS_READ_BUF]),
         segmenter: RefCell::new(super::tun::Segmenter::new()),
         receivers: RefCell::new(super::dataplane::Receivers::default()),
@@ -289,6 +294,7 @@ pub(crate) async fn run_shard(
 
     spawn_local(super::inbox::serve(shard.clone(), wake)).detach();
     shared.started.fetch_add(1, Ordering::AcqRel);
+    shard.refresh_batch_wait();
     spawn_local(super::dataplane::run(shard.clone())).detach();
     for (sock, local) in udp {
         spawn_local(super::udp::listen_loop(shard.clone(), sock, local)).detach();
@@ -315,6 +321,7 @@ pub(crate) async fn run_shard(
             "test hook: a panic in the shard's own loop"
         );
         let now = Instant::now();
+        shard.refresh_batch_wait();
         // The timer wheel's ticks are this loop's.
         shard.sweep_timers(now);
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
@@ -336,6 +343,11 @@ pub(crate) async fn run_shard(
 impl Shard {
     pub(crate) fn metrics(&self) -> &crate::metrics::ShardMetrics {
         &self.shared.metrics.shards[self.id.index()]
+    }
+
+    fn refresh_batch_wait(&self) {
+        let us = self.shared.config.get().raw.server.batch_wait_us;
+        self.batch_wait.set(Duration::from_micros(us.into()));
     }
 
     fn publish_metrics(&self) {
@@ -538,7 +550,7 @@ impl Shard {
     }
 
     /// Binds a CONNECT to its session; the older tunnel of the same cookie,
-    /// if any, is superseded. Returns the session's user and lease.
+    /// if any, is superseded.
     pub(crate) fn attach(&self, cookie: &Cookie, tunnel: &Rc<Tunnel>) {
         let mut sessions = self.sessions.borrow_mut();
         let Some(session) = sessions.get_mut(cookie) else {

@@ -96,12 +96,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             }
         }
         let (handled, failed) = drain(&shard);
-        let batch_wait = shard.shared.config.get().raw.server.batch_wait_us;
-        pace.after_drain(
-            handled,
-            Instant::now(),
-            Duration::from_micros(batch_wait.into()),
-        );
+        pace.after_drain(handled, Instant::now(), shard.batch_wait.get());
         if failed > 0 {
             let errors = shard.rx.borrow().stats().errors;
             if logged_errors < 10 {
@@ -193,9 +188,9 @@ fn pass(shard: &Shard) -> (usize, usize) {
         // Packets for DTLS clients are queued on `tx`, sent below.
         let each = |read: &mut [u8]| {
             if vnet_hdr {
-                cut.dispatch(shard, read);
+                cut.dispatch(shard, read, now);
             } else {
-                super::tun::dispatch(shard, read);
+                super::tun::dispatch(shard, read, now);
             }
         };
         if let Err(e) = rx.for_each_packet(each) {

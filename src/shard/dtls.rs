@@ -85,12 +85,12 @@ pub(crate) struct DtlsChannel {
 }
 
 impl DtlsChannel {
-    /// Whether packets for the client should go this way.
     /// The negotiated suite, as occtl shows it.
     pub(crate) fn cipher(&self) -> Option<&'static str> {
         self.server.borrow().suite().map(|s| s.description())
     }
 
+    /// Whether packets for the client should go this way.
     pub(crate) fn is_active(&self) -> bool {
         self.connected.get() && !self.closed.get()
     }

@@ -205,18 +205,18 @@ impl Limits {
 
     /// A packet of `len` bytes from the client may pass the rate limit.
     #[inline]
-    pub(crate) fn admit_rx(&self, len: usize) -> bool {
+    pub(crate) fn admit_rx(&self, len: usize, now: Instant) -> bool {
         self.rx
             .as_ref()
-            .is_none_or(|b| b.borrow_mut().take(len, Instant::now()))
+            .is_none_or(|b| b.borrow_mut().take(len, now))
     }
 
     /// A packet of `len` bytes to the client may pass the rate limit.
     #[inline]
-    pub(crate) fn admit_tx(&self, len: usize) -> bool {
+    pub(crate) fn admit_tx(&self, len: usize, now: Instant) -> bool {
         self.tx
             .as_ref()
-            .is_none_or(|b| b.borrow_mut().take(len, Instant::now()))
+            .is_none_or(|b| b.borrow_mut().take(len, now))
     }
 
     /// The configured rates, for the log line that starts the tunnel.
@@ -338,6 +338,7 @@ mod tests {
         let p = UserConfig::parse("tx-data-per-sec = 100K\n").unwrap();
         let l = Limits::for_session(&c, &p, None, false, Instant::now());
         assert_eq!(l.rates(), (1 << 20, 100 << 10));
-        assert!(l.admit_rx(1400) && l.admit_tx(1400));
+        let now = Instant::now();
+        assert!(l.admit_rx(1400, now) && l.admit_tx(1400, now));
     }
 }

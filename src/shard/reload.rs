@@ -100,7 +100,14 @@ fn keep_restart_keys(old: &Config, new: &mut Config, warnings: &mut Vec<String>)
         "monitoring.metrics_listen",
         old.metrics_listen != new.metrics_listen,
     );
-    n.server = o.server.clone();
+    keep("server.pid_file", o.server.pid_file != n.server.pid_file);
+    // The rest of [server] is read per connection or per batch: it applies.
+    let server = std::mem::replace(&mut n.server, o.server.clone());
+    n.server.batch_wait_us = server.batch_wait_us;
+    n.server.proxy_protocol = server.proxy_protocol;
+    n.server.camouflage_secret = server.camouflage_secret;
+    n.server.camouflage_realm = server.camouflage_realm;
+    n.server.http_headers = server.http_headers;
     n.network.device.clone_from(&o.network.device);
     n.network.ipv4_network.clone_from(&o.network.ipv4_network);
     n.network.ipv6_network.clone_from(&o.network.ipv6_network);
@@ -192,5 +199,39 @@ fn check_user_files(users: &crate::config::Users, warnings: &mut Vec<String>) {
         if let Err(e) = crate::usercfg::read_file(&f) {
             warnings.push(format!("{e}: that login will be refused"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(Path::new("/etc/x/test.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn server_keys_read_per_connection_apply_and_the_others_wait_for_a_restart() {
+        let old = parse("[server]\ntcp_port = 443\nbatch_wait_us = 500\n");
+        let mut new = parse(
+            "[server]\ntcp_port = 8443\nbatch_wait_us = 250\nproxy_protocol = true\n\
+             pid_file = \"/run/other.pid\"\ncamouflage_realm = \"Intranet\"\n",
+        );
+        let mut warnings = Vec::new();
+        keep_restart_keys(&old, &mut new, &mut warnings);
+        let s = &new.raw.server;
+        assert_eq!(
+            (s.tcp_port, s.pid_file.clone()),
+            (443, old.raw.server.pid_file.clone())
+        );
+        assert_eq!(s.batch_wait_us, 250);
+        assert!(s.proxy_protocol);
+        assert_eq!(s.camouflage_realm, "Intranet");
+        assert_eq!(
+            warnings,
+            vec![
+                "server.tcp_port, server.pid_file changed: kept the running value until a restart"
+            ]
+        );
     }
 }

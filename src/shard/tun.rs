@@ -3,16 +3,18 @@
 //! to its tunnel. With offloads a read may be a 64 KB super-packet: it is
 //! cut into packets here, after one session lookup for all of them.
 
+use std::time::Instant;
+
 use super::core::Shard;
 use crate::proto::ip;
 use crate::proto::offload::{self, VnetHdr};
 
-pub(crate) fn dispatch(shard: &Shard, pkt: &[u8]) {
+pub(crate) fn dispatch(shard: &Shard, pkt: &[u8], now: Instant) {
     let Some(dst) = ip::route_key(pkt, shard.ipv6_network) else {
         return;
     };
     if let Some(t) = shard.tunnel_for(dst) {
-        t.send_packet(shard, pkt);
+        t.send_packet(shard, pkt, now);
     }
 }
 
@@ -35,7 +37,7 @@ impl Segmenter {
         }
     }
 
-    pub(crate) fn dispatch(&mut self, shard: &Shard, read: &mut [u8]) {
+    pub(crate) fn dispatch(&mut self, shard: &Shard, read: &mut [u8], now: Instant) {
         let Some((hdr, pkt)) = VnetHdr::split(read) else {
             return;
         };
@@ -48,7 +50,7 @@ impl Segmenter {
         let mut n = 0u64;
         let cut = offload::for_each_segment(&hdr, pkt, &mut self.scratch, |seg| {
             n += 1;
-            t.send_packet(shard, seg);
+            t.send_packet(shard, seg, now);
         });
         if n > 1 {
             self.super_reads += 1;

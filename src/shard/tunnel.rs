@@ -1,5 +1,7 @@
-//! A live CSTP tunnel: frames from the client to the TUN queue (reader
-//! task) and packets from the TUN queue to the client (writer task).
+//! A live tunnel: frames from the client to the TUN queue (reader task),
+//! packets from the TUN queue to the client over DTLS or framed into its
+//! TLS stream (by the data task: `send_packet`), whose ciphertext the
+//! writer task moves to the socket; and its timers (`proto::timers`).
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -49,7 +51,7 @@ pub(crate) enum EndReason {
     /// A task serving the tunnel panicked (see `guard`); the client may
     /// come back with its cookie.
     InternalError,
-    /// `ctl drop` (occtl's disconnect): the connection closes, the session
+    /// `ctl drop`: the connection closes, the session
     /// stays for the client's reconnect.
     AdminDrop,
 }
@@ -316,9 +318,9 @@ impl Tunnel {
     }
 
     /// A packet from the TUN for this client: over DTLS while it is up,
-    /// else over CSTP.
-    pub(crate) fn send_packet(&self, shard: &Shard, pkt: &[u8]) {
-        if !self.limits.admit_tx(pkt.len()) {
+    /// else over CSTP. `now`: when the batch it came in was read.
+    pub(crate) fn send_packet(&self, shard: &Shard, pkt: &[u8], now: Instant) {
+        if !self.limits.admit_tx(pkt.len(), now) {
             self.bump(|s| s.rate_limited += 1);
             return;
         }
@@ -588,7 +590,7 @@ impl Tunnel {
             self.bump(|s| s.restricted += 1);
             return;
         }
-        if !self.limits.admit_rx(pkt.len()) {
+        if !self.limits.admit_rx(pkt.len(), now) {
             self.bump(|s| s.rate_limited += 1);
             return;
         }

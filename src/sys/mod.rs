@@ -1,5 +1,7 @@
-//! Every `unsafe` of the server: TUN ioctls, the bpf() syscall, io_uring,
-//! socket options, peer credentials and group look-ups, and signals.
+//! The server's system calls and most of its `unsafe`: TUN ioctls, the
+//! bpf() syscall, io_uring, socket options, peer credentials and group
+//! look-ups. Elsewhere `unsafe` adopts raw descriptors into glommio types,
+//! or is a single libc call, each with its SAFETY comment.
 
 pub mod activation;
 pub mod bpf;

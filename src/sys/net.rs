@@ -21,9 +21,6 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<RawFd> {
     Ok(sock.into_raw_fd())
 }
 
-/// A UDP socket on the shared DTLS port. With `peer` it is also connect()ed,
-/// so the kernel delivers that client's datagrams to it alone (a connected
-/// socket beats the reuseport group in the lookup).
 /// Takes a listening TCP socket out of service at once: it leaves the
 /// port (and its reuseport group) even while an io_uring still holds it,
 /// so a server started next gets every new connection.
@@ -33,6 +30,9 @@ pub fn stop_listening(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+/// A UDP socket on the shared DTLS port. With `peer` it is also connect()ed,
+/// so the kernel delivers that client's datagrams to it alone (a connected
+/// socket beats the reuseport group in the lookup).
 pub fn udp_socket(addr: SocketAddr, peer: Option<SocketAddr>) -> io::Result<RawFd> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // A listener of `::` leaves IPv4 to `0.0.0.0`'s; a channel's socket
