@@ -7,7 +7,6 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -195,16 +194,12 @@ pub fn lock_file(path: &Path, wait: Duration) -> std::io::Result<Option<File>> {
         .open(path)?;
     let until = Instant::now() + wait;
     loop {
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(f));
-        }
-        let e = std::io::Error::last_os_error();
-        match e.kind() {
-            ErrorKind::WouldBlock if Instant::now() >= until => return Ok(None),
-            ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
-            ErrorKind::Interrupted => {}
-            _ => return Err(e),
+        match crate::sys::try_flock_exclusive(&f) {
+            Ok(true) => return Ok(Some(f)),
+            Ok(false) if Instant::now() >= until => return Ok(None),
+            Ok(false) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -133,15 +133,5 @@ fn stream(
 /// Whether the client closed its end (a read would return 0 now).
 fn gone(conn: &UnixStream) -> bool {
     use std::os::fd::AsRawFd;
-    let mut byte = 0u8;
-    // SAFETY: a one-byte buffer we own; the fd is the open stream's.
-    let n = unsafe {
-        libc::recv(
-            conn.as_raw_fd(),
-            (&raw mut byte).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n == 0
+    crate::sys::net::peer_closed(conn.as_raw_fd())
 }

@@ -7,7 +7,6 @@
 //! (sys::net::reuseport_listeners_only) almost none arrive. Loopback only.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,15 +21,11 @@ const CYCLES: usize = 400;
 /// the port; returns how many foreign datagrams the per-client sockets got.
 fn strays(with_program: bool) -> usize {
     let lo = Ipv4Addr::LOCALHOST;
-    let first_fd = udp_socket(SocketAddr::from((lo, 0)), None).unwrap();
-    // SAFETY: a fresh socket from udp_socket, owned here alone.
-    let first = unsafe { UdpSocket::from_raw_fd(first_fd) };
+    let first = UdpSocket::from(udp_socket(SocketAddr::from((lo, 0)), None).unwrap());
     let port = first.local_addr().unwrap();
     let mut listeners = vec![first];
     for _ in 1..LISTENERS {
-        let fd = udp_socket(port, None).unwrap();
-        // SAFETY: the same.
-        listeners.push(unsafe { UdpSocket::from_raw_fd(fd) });
+        listeners.push(UdpSocket::from(udp_socket(port, None).unwrap()));
     }
     if with_program {
         use std::os::fd::AsRawFd;
@@ -70,9 +65,7 @@ fn strays(with_program: bool) -> usize {
     let mut foreign = 0;
     for _ in 0..CYCLES {
         let client = UdpSocket::bind((lo, 0)).unwrap();
-        let fd = udp_socket(port, Some(client.local_addr().unwrap())).unwrap();
-        // SAFETY: a fresh socket owned here alone.
-        let own = unsafe { UdpSocket::from_raw_fd(fd) };
+        let own = UdpSocket::from(udp_socket(port, Some(client.local_addr().unwrap())).unwrap());
         client.send_to(b"mine", port).unwrap();
         // udp_socket makes it non-blocking; the wait below needs blocking
         // reads (loopback delivers from softirq, maybe a moment later).

@@ -10,7 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -393,20 +393,18 @@ pub(crate) fn start(
             return;
         }
     }
-    let fd = match sys::net::udp_socket(local, Some(from)) {
-        Ok(fd) => fd,
+    let sock = match sys::net::udp_socket(local, Some(from)) {
+        Ok(sock) => sock,
         Err(e) => {
             tracing::warn!(%from, "DTLS socket: {e}");
             return;
         }
     };
     if let Some(p) = tunnel.net_priority {
-        if let Err(e) = sys::net::set_net_priority(fd, p) {
+        if let Err(e) = sys::net::set_net_priority(sock.as_raw_fd(), p) {
             tracing::debug!(%from, "net-priority {p:?}: {e}");
         }
     }
-    // SAFETY: a fresh socket owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     let channel = Rc::new(DtlsChannel {
         server: RefCell::new(new_server(key, app_id, tunnel.base_mtu, now)),
         restart: RefCell::new(None),

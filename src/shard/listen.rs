@@ -3,7 +3,7 @@
 //! shards' SO_REUSEPORT groups.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 
 use glommio::net::{TcpListener, UdpSocket};
 use shards::ShardId;
@@ -57,8 +57,12 @@ pub(super) fn open(cfg: &Config, shards: usize, id: ShardId) -> Result<Sockets, 
     for a in &cfg.listen {
         let addr = SocketAddr::new(*a, cfg.raw.server.tcp_port);
         match sys::net::tcp_listener(addr, LISTEN_BACKLOG) {
-            // SAFETY: a fresh listening socket that nobody else owns.
-            Ok(fd) => tcp.push((unsafe { TcpListener::from_raw_fd(fd) }, fd)),
+            Ok(fd) => {
+                let raw = fd.as_raw_fd();
+                // SAFETY: glommio takes the fresh listener over (it wants
+                // a raw descriptor); nobody else owns it.
+                tcp.push((unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }, raw));
+            }
             Err(e) if optional(a, &cfg.listen) && no_ipv6(&e) => {
                 if id.0 == 0 {
                     tracing::warn!("not listening on {addr}: {e} (no IPv6 here?)");
@@ -71,11 +75,13 @@ pub(super) fn open(cfg: &Config, shards: usize, id: ShardId) -> Result<Sockets, 
     if cfg.dtls_enabled() {
         for a in &cfg.udp_listen {
             let addr = SocketAddr::new(*a, cfg.raw.server.udp_port);
-            let sock = sys::net::udp_socket(addr, None)
-                .and_then(|fd| sys::net::reuseport_listeners_only(fd, shards as u32).map(|()| fd));
+            let sock = sys::net::udp_socket(addr, None).and_then(|fd| {
+                sys::net::reuseport_listeners_only(fd.as_raw_fd(), shards as u32).map(|()| fd)
+            });
             match sock {
-                // SAFETY: a fresh socket that nobody else owns.
-                Ok(fd) => udp.push((unsafe { UdpSocket::from_raw_fd(fd) }, addr)),
+                // SAFETY: glommio takes the fresh socket over (it wants a
+                // raw descriptor); nobody else owns it.
+                Ok(fd) => udp.push((unsafe { UdpSocket::from_raw_fd(fd.into_raw_fd()) }, addr)),
                 Err(e) if optional(a, &cfg.udp_listen) && no_ipv6(&e) => {
                     if id.0 == 0 {
                         tracing::warn!("no DTLS on {addr}: {e} (no IPv6 here?)");

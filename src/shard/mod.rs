@@ -400,37 +400,17 @@ pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<()
     first_err.map_or(Ok(()), Err)
 }
 
-/// SIGTERM, SIGINT (stop) and SIGHUP (reload).
-fn handled_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local, zero-initialised set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        set
-    }
-}
-
-/// Blocks the handled signals in this thread and every thread it spawns,
-/// so only the waiter thread receives them.
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread it
+/// spawns, so only the waiter thread receives them.
 fn block_shutdown_signals() {
-    let set = handled_signals();
-    // SAFETY: pthread_sigmask with a valid set and no old-set output.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    sys::signals::block_handled();
 }
 
 fn spawn_signal_waiter(shared: Arc<Shared>) {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
-            let set = handled_signals();
-            let mut sig = 0;
-            // SAFETY: sigwait on a valid set, filling `sig`.
-            unsafe { libc::sigwait(&set, &mut sig) };
+            let sig = sys::signals::wait_handled();
             if sig == libc::SIGHUP {
                 if let Err(e) = reload::reload(&shared) {
                     tracing::error!("reload failed, the running configuration stays: {e}");

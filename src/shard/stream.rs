@@ -44,7 +44,6 @@ impl SharedStream {
 
     /// Ends both directions; a pending read then sees EOF.
     pub(crate) fn shutdown(&self) {
-        // SAFETY: shutdown(2) on a descriptor this stream owns.
-        unsafe { libc::shutdown(self.0.borrow().as_raw_fd(), libc::SHUT_RDWR) };
+        crate::sys::net::shutdown(self.0.borrow().as_raw_fd());
     }
 }

@@ -11,6 +11,7 @@ mod doorbell;
 pub mod net;
 pub mod pam;
 pub mod privs;
+pub mod signals;
 pub mod tun;
 mod txring;
 pub mod uring;
@@ -116,6 +117,22 @@ pub fn lock_posix(file: &std::fs::File) -> io::Result<()> {
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+    }
+}
+
+/// Tries once to take an exclusive `flock` on `file` (it goes with the
+/// descriptor): `Ok(false)` if another process holds it.
+pub fn try_flock_exclusive(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor `file` owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        Ok(false)
+    } else {
+        Err(e)
     }
 }
 

@@ -2,13 +2,13 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// A TCP listener in the shards' SO_REUSEPORT group. SO_REUSEADDR lets a
 /// restarted server bind while old connections sit in TIME_WAIT.
-pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<RawFd> {
+pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // `::` beside `0.0.0.0`: each family on its own socket.
     if addr.is_ipv6() {
@@ -18,22 +18,43 @@ pub fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<RawFd> {
     sock.set_reuse_port(true)?;
     sock.bind(&addr.into())?;
     sock.listen(backlog)?;
-    Ok(sock.into_raw_fd())
+    Ok(sock.into())
 }
 
 /// Takes a listening TCP socket out of service at once: it leaves the
 /// port (and its reuseport group) even while an io_uring still holds it,
 /// so a server started next gets every new connection.
 pub fn stop_listening(fd: RawFd) {
+    shutdown(fd);
+}
+
+/// Ends both directions of the socket `fd` (a pending read sees EOF).
+pub fn shutdown(fd: RawFd) {
     // SAFETY: shutdown(2) on a descriptor the caller keeps open; at worst
     // it fails with EBADF or ENOTCONN, which changes nothing.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+/// Whether the peer of the stream socket `fd` closed its end (a read
+/// would return 0 now); peeks, takes nothing.
+pub fn peer_closed(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: a one-byte buffer we own; a bad fd only makes recv fail.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
+}
+
 /// A UDP socket on the shared DTLS port. With `peer` it is also connect()ed,
 /// so the kernel delivers that client's datagrams to it alone (a connected
 /// socket beats the reuseport group in the lookup).
-pub fn udp_socket(addr: SocketAddr, peer: Option<SocketAddr>) -> io::Result<RawFd> {
+pub fn udp_socket(addr: SocketAddr, peer: Option<SocketAddr>) -> io::Result<OwnedFd> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // A listener of `::` leaves IPv4 to `0.0.0.0`'s; a channel's socket
     // may talk to an IPv4 client through a dual-stack `::` (activation).
@@ -50,7 +71,7 @@ pub fn udp_socket(addr: SocketAddr, peer: Option<SocketAddr>) -> io::Result<RawF
     if let Some(peer) = peer {
         sock.connect(&peer.into())?;
     }
-    Ok(sock.into_raw_fd())
+    Ok(sock.into())
 }
 
 /// ocserv's `net-priority`: a socket's packets get this SO_PRIORITY, or
