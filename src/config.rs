@@ -521,33 +521,8 @@ impl Default for Dtls {
     }
 }
 
-/// Per-user and per-group files in ocserv's format (src/usercfg.rs).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Users {
-    /// Directory with one file per user name.
-    pub config_per_user: Option<PathBuf>,
-    /// Directory with one file per group name.
-    pub config_per_group: Option<PathBuf>,
-    /// Used for users without a file of their own.
-    pub default_user_config: Option<PathBuf>,
-    /// Used for groups without a file of their own.
-    pub default_group_config: Option<PathBuf>,
-    /// Backups `ctl user-config` / `group-config` keep per name; 0 = none.
-    pub keep_backups: u32,
-}
-
-impl Default for Users {
-    fn default() -> Self {
-        Self {
-            config_per_user: None,
-            config_per_group: None,
-            default_user_config: None,
-            default_group_config: None,
-            keep_backups: 20,
-        }
-    }
-}
+/// The `[users]` section: where per-user and per-group files are.
+pub use crate::usercfg::Users;
 
 /// The control socket `ocserv-uring ctl` talks to.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -10,8 +10,37 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
 
 use crate::units::parse_size;
+
+/// Per-user and per-group files in ocserv's format (this module).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Users {
+    /// Directory with one file per user name.
+    pub config_per_user: Option<PathBuf>,
+    /// Directory with one file per group name.
+    pub config_per_group: Option<PathBuf>,
+    /// Used for users without a file of their own.
+    pub default_user_config: Option<PathBuf>,
+    /// Used for groups without a file of their own.
+    pub default_group_config: Option<PathBuf>,
+    /// Backups `ctl user-config` / `group-config` keep per name; 0 = none.
+    pub keep_backups: u32,
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Self {
+            config_per_user: None,
+            config_per_group: None,
+            default_user_config: None,
+            default_group_config: None,
+            keep_backups: 20,
+        }
+    }
+}
 
 /// Everything a per-user or per-group file may set. `None` and empty
 /// lists mean "not set here".
@@ -400,7 +429,7 @@ impl Profile {
 /// file) on top. Blocking file reads: run off the executors. The error
 /// says which file and why; the session must then be refused.
 pub fn load(
-    users: &crate::config::Users,
+    users: &Users,
     user: &str,
     group: Option<&str>,
     defaults: &UserConfig,
@@ -739,9 +768,9 @@ session-timeout = \"0\"
 
     #[test]
     fn a_name_that_is_no_file_name_refuses_the_session() {
-        let users = crate::config::Users {
+        let users = Users {
             config_per_group: Some(std::env::temp_dir()),
-            ..crate::config::Users::default()
+            ..Users::default()
         };
         let d = UserConfig::default();
         let e = load(&users, "alice", Some("../escape"), &d).unwrap_err();
