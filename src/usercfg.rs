@@ -424,6 +424,26 @@ impl Profile {
     }
 }
 
+/// Why a session's per-user configuration cannot be had: the session is
+/// refused, with this said in the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A user or group name that is no file name (`../x`), as ocserv
+    /// refuses it; never the default file instead.
+    #[error("{what} name {name:?} cannot name a file in {}", dir.display())]
+    BadName {
+        what: &'static str,
+        name: String,
+        dir: PathBuf,
+    },
+    /// A file that cannot be read or parsed (the text names it).
+    #[error("{0}")]
+    File(String),
+    /// The group's and the user's files together make no sense.
+    #[error("{files}: {reason}")]
+    Conflict { files: String, reason: String },
+}
+
 /// The configuration that applies to `user` in `group`: the group's file
 /// (or the default group file), then the user's own (or the default user
 /// file) on top. Blocking file reads: run off the executors. The error
@@ -433,7 +453,7 @@ pub fn load(
     user: &str,
     group: Option<&str>,
     defaults: &UserConfig,
-) -> Result<UserConfig, String> {
+) -> Result<UserConfig, LoadError> {
     let mut c = UserConfig::default();
     // A name that cannot be a file name (`../x`) refuses the session, as
     // ocserv's; it never falls back to the default file.
@@ -443,10 +463,11 @@ pub fn load(
     ] {
         if let (Some(d), Some(n)) = (dir, name) {
             if file_for(d, n).is_none() {
-                return Err(format!(
-                    "{what} name {n:?} cannot name a file in {}",
-                    d.display()
-                ));
+                return Err(LoadError::BadName {
+                    what,
+                    name: n.to_owned(),
+                    dir: d.clone(),
+                });
             }
         }
     }
@@ -467,15 +488,18 @@ pub fn load(
         ),
     ];
     for path in files.iter().flatten() {
-        c.merge(&read_file(path)?);
+        c.merge(&read_file(path).map_err(LoadError::File)?);
     }
-    c.check().map_err(|e| {
+    c.check().map_err(|reason| {
         let names: Vec<String> = files
             .iter()
             .flatten()
             .map(|p| p.display().to_string())
             .collect();
-        format!("{}: {e}", names.join(" + "))
+        LoadError::Conflict {
+            files: names.join(" + "),
+            reason,
+        }
     })?;
     Ok(c.with_defaults(defaults))
 }
@@ -774,7 +798,10 @@ session-timeout = \"0\"
         };
         let d = UserConfig::default();
         let e = load(&users, "alice", Some("../escape"), &d).unwrap_err();
-        assert!(e.contains("group name \"../escape\""), "{e}");
+        assert!(
+            matches!(&e, LoadError::BadName { what: "group", name, .. } if name == "../escape"),
+            "{e}"
+        );
         assert!(load(&users, "alice", None, &d).is_ok());
     }
 
