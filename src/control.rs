@@ -125,7 +125,7 @@ fn peer_allowed(conn: &UnixStream, server_uid: u32, group: Option<u32>) -> bool 
     false
 }
 
-/// Serves the socket until the process exits (`shard::run` removes the
+/// Serves the socket until the process exits (`server::run` removes the
 /// file); `group` is `[control] group`'s id, if set.
 pub fn spawn(
     listener: UnixListener,

@@ -19,6 +19,7 @@ pub mod passwd;
 pub mod pool;
 pub mod proto;
 pub mod ratelimit;
+pub mod server;
 pub mod shard;
 pub mod sys;
 pub mod tls;

@@ -210,7 +210,7 @@ fn run(config: Config) -> Result<(), String> {
             "socket activation: serving the service manager's sockets ([server] listen and ports give way)"
         );
     }
-    let ran = ocserv_uring::shard::run(config, passed).map_err(|e| e.to_string());
+    let ran = ocserv_uring::server::run(config, passed).map_err(|e| e.to_string());
     if !pid_file.as_os_str().is_empty() {
         // Fails after run_as_user in a root-owned directory: the service
         // manager (PIDFile=) or the next start takes care of it.
