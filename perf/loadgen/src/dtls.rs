@@ -57,6 +57,8 @@ impl DtlsChannel {
             socket2::Type::DGRAM,
             None,
         )?;
+        // `src` is the address of the session's TCP connection: binding it
+        // before connect() spares the socket a rehash (see `lost_datagram`).
         let local = src.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         s.bind(&SocketAddr::new(local, 0).into())?;
         s.connect(&server.into())?;
@@ -90,7 +92,12 @@ impl DtlsChannel {
             };
             out.truncate(n);
             let (r, _) = self.sock.send(out).await;
-            r?;
+            match r {
+                Err(e) if lost_datagram(&e) => {}
+                r => {
+                    r?;
+                }
+            }
         }
     }
 
@@ -125,10 +132,12 @@ impl DtlsChannel {
             match monoio::time::timeout(at.saturating_duration_since(now), self.sock.recv(buf))
                 .await
             {
-                Ok((r, mut buf)) => {
-                    let n = r?;
-                    self.input(&mut buf[..n]).await?;
-                }
+                Ok((r, mut buf)) => match r {
+                    Ok(n) => self.input(&mut buf[..n]).await?,
+                    // The flight is retransmitted on the timer like any loss.
+                    Err(e) if lost_datagram(&e) => {}
+                    Err(e) => return Err(e),
+                },
                 Err(_) => self.client.borrow_mut().handle_timeout(Instant::now()),
             }
         }
@@ -208,6 +217,15 @@ impl DtlsChannel {
             libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RDWR);
         }
     }
+}
+
+/// An ICMP port unreachable for one of our datagrams, reported on the next
+/// call: that datagram was lost, the handshake goes on. The kernel sends one
+/// when a datagram meets no socket, which here (client and server namespaces
+/// share the kernel's UDP hash table) also happens in the instant a lookup
+/// races another socket's rehash on connect().
+fn lost_datagram(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionRefused
 }
 
 async fn read_loop(ch: Rc<DtlsChannel>) {

@@ -89,6 +89,7 @@ async fn soak_cycle(ctx: &Ctx, i: usize) -> io::Result<()> {
     let app_id = tun
         .get("X-DTLS-App-ID")
         .ok_or_else(|| io_err("no X-DTLS-App-ID in the reply"))?;
+    let src = src.or_else(|| c.tcp.local_addr().ok().map(|a| a.ip()));
     let ch = crate::dtls::DtlsChannel::connect(addr, src, psk, app_id, ctx.counters.clone())
         .await
         .map_err(|e| io_err(format!("DTLS: {e}")))?;

@@ -25,6 +25,7 @@ async fn establish(ctx: &Ctx, i: usize, dtls: bool) -> io::Result<(Link, Params)
     let tun = login::connect(&mut c, &ctx.creds, &cookie, dtls).await?;
     let p = Params::from(&tun)?;
     let psk = if dtls { Some(c.export_psk()?) } else { None };
+    let src = src.or_else(|| c.tcp.local_addr().ok().map(|a| a.ip()));
     let link = Link::start(c, ctx.counters.clone());
     if let Some(psk) = psk {
         let addr = tunnel::dtls_addr(ctx.addr, &tun)
