@@ -17,7 +17,7 @@ pub mod occtl;
 pub mod ocservconf;
 pub mod passwd;
 pub mod pool;
-pub mod proto;
+pub use ocserv_proto as proto;
 pub mod ratelimit;
 pub mod server;
 pub mod shard;

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| ocserv_uring::proto::fuzzing::dtls_server(data));
+fuzz_target!(|data: &[u8]| ocserv_fuzz::dtls_server(data));

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| ocserv_uring::proto::fuzzing::gro_roundtrip(data));
+fuzz_target!(|data: &[u8]| ocserv_fuzz::gro_roundtrip(data));

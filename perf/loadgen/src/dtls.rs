@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::udp::UdpSocket;
-use ocserv_uring::proto::dtls::{DtlsClient, DtlsConfig, DtlsEvent, Received};
+use ocserv_proto::dtls::{DtlsClient, DtlsConfig, DtlsEvent, Received};
 
 use crate::stats::Counters;
 use crate::tls::io_err;

@@ -239,10 +239,24 @@ where
         .collect()
 }
 
+/// Many sessions need many descriptors: the soft limit goes up to the hard one.
+fn raise_nofile() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read or write the struct passed.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0;
+    if ok && r.rlim_cur < r.rlim_max {
+        r.rlim_cur = r.rlim_max;
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
-    // Many sessions need many descriptors.
-    let _ = ocserv_uring::sys::raise_nofile();
+    raise_nofile();
     let res = match cli.mode {
         Mode::Login {
             t,

@@ -67,8 +67,8 @@ async fn attempt(ctx: &Ctx, i: usize, what: Attempt) -> io::Result<()> {
 
 fn disconnect_frame() -> Vec<u8> {
     tunnel::frame(
-        ocserv_uring::proto::cstp::FrameType::Disconnect,
-        &[ocserv_uring::proto::cstp::DISCONNECT_USER_LOGOUT],
+        ocserv_proto::cstp::FrameType::Disconnect,
+        &[ocserv_proto::cstp::DISCONNECT_USER_LOGOUT],
     )
 }
 

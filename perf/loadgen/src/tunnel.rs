@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use ocserv_uring::proto::cstp::{self, FrameType};
+use ocserv_proto::cstp::{self, FrameType};
 use rustls::ClientConnection;
 
 use crate::dtls::DtlsChannel;

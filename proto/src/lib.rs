@@ -7,7 +7,6 @@ pub mod auth;
 pub mod connect;
 pub mod cstp;
 pub mod dtls;
-pub mod fuzzing;
 pub mod http;
 pub mod ip;
 pub mod ldap;

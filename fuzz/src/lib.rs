@@ -1,9 +1,10 @@
-//! Fuzz entry points for the sans-IO parsers, shared by the cargo-fuzz
-//! targets in `fuzz/` and by `tests/fuzz_corpus.rs` so plain `cargo test`
-//! replays the corpus too. Each one feeds arbitrary bytes to a parser and
-//! panics if an invariant breaks; parser errors are fine, panics are not.
+//! Fuzz entry points for the sans-IO parsers of `ocserv-proto`, shared by
+//! the cargo-fuzz targets in `fuzz_targets/` and by `tests/corpus.rs`, so
+//! plain `cargo test` replays the corpus too. Each one feeds arbitrary
+//! bytes to a parser and panics if an invariant breaks; parser errors are
+//! fine, panics are not.
 
-use super::{auth, connect, cstp, http};
+use ocserv_proto::{auth, connect, cstp, http};
 
 mod gro;
 pub use gro::gro_roundtrip;
@@ -212,7 +213,7 @@ pub fn dtls_server_script(data: &[u8]) -> usize {
     use std::collections::VecDeque;
     use std::time::{Duration, Instant};
 
-    use super::dtls::{
+    use ocserv_proto::dtls::{
         client_hello_session_id, is_client_hello, CipherSuite, DtlsClient, DtlsConfig, DtlsServer,
         Received, MAX_PLAINTEXT, MIN_MTU,
     };

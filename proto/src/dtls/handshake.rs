@@ -295,7 +295,7 @@ pub(crate) mod tests {
     /// The same with `%NO_EXTENSIONS`, as openconnect sends it (no extensions block).
     pub(crate) const GNUTLS_CH_NO_EXT: &str = "16fefd00000000000000000042010000360000000000000036fefd0e995b5ba9a89da3619b6fe9ddf8353de12fdbdc869abe3ca3043d3b6fc041cb0000000e00a9ccabc0a5008d00a8c0a4008c0100";
 
-    pub(crate) use crate::proto::dtls::tests::unhex;
+    pub(crate) use crate::dtls::tests::unhex;
 
     fn ch_body(dgram: &[u8]) -> &[u8] {
         let mut r = Reader::new(&dgram[HEADER_LEN..]);

@@ -37,7 +37,7 @@
 //! arrives after the handshake is ignored here; the caller decides whether
 //! it starts a new `DtlsServer` (a client restarting DTLS).
 //!
-//! [`cstp::FrameType`]: crate::proto::cstp::FrameType
+//! [`cstp::FrameType`]: crate::cstp::FrameType
 
 mod cbc;
 mod client;

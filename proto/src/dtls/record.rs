@@ -262,8 +262,8 @@ pub(crate) fn open(key: &RecordKey, hdr: &RecordHeader, body: &mut [u8]) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::dtls::keys::derive_keys;
-    use crate::proto::dtls::CipherSuite;
+    use crate::dtls::keys::derive_keys;
+    use crate::dtls::CipherSuite;
 
     #[test]
     fn parse_checks_lengths() {

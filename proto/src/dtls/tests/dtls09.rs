@@ -3,11 +3,11 @@
 
 use super::records::connected;
 use super::*;
-use crate::proto::dtls::codec::Reader;
-use crate::proto::dtls::handshake::tests::unhex;
-use crate::proto::dtls::handshake::{msg, parse_client_hello, parse_fragment, parse_server_hello};
-use crate::proto::dtls::keys::{derive_keys, verify_data, Side};
-use crate::proto::dtls::record;
+use crate::dtls::codec::Reader;
+use crate::dtls::handshake::tests::unhex;
+use crate::dtls::handshake::{msg, parse_client_hello, parse_fragment, parse_server_hello};
+use crate::dtls::keys::{derive_keys, verify_data, Side};
+use crate::dtls::record;
 
 const CBC_SUITES: [CipherSuite; 2] = [CipherSuite::RsaAes128CbcSha, CipherSuite::RsaAes256CbcSha];
 

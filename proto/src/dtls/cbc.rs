@@ -211,7 +211,7 @@ mod tests {
         CbcKey::new(CipherSuite::RsaAes128CbcSha, &[0x11; 16], &[0x22; 20])
     }
 
-    use crate::proto::dtls::tests::unhex;
+    use crate::dtls::tests::unhex;
 
     /// IV ‖ E(plain ‖ mac ‖ tail) with a fixed IV: lets a test write any
     /// padding, well-formed or not. `mac` None = the right one.

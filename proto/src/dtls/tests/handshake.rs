@@ -2,9 +2,9 @@
 //! reordering, failures, legacy resumption, timeouts.
 
 use super::*;
-use crate::proto::dtls::codec::Reader;
-use crate::proto::dtls::handshake::tests::{unhex, GNUTLS_CH, GNUTLS_CH_NO_EXT};
-use crate::proto::dtls::handshake::{msg, parse_fragment, parse_server_hello};
+use crate::dtls::codec::Reader;
+use crate::dtls::handshake::tests::{unhex, GNUTLS_CH, GNUTLS_CH_NO_EXT};
+use crate::dtls::handshake::{msg, parse_fragment, parse_server_hello};
 
 const PSK_SUITES: [CipherSuite; 3] = [
     CipherSuite::PskAes256GcmSha384,
@@ -419,9 +419,8 @@ fn wrong_message_is_a_typed_error() {
     let now = Instant::now();
     let mut s = DtlsServer::new_psk(PSK, &DtlsConfig::default(), now);
     // A ServerHello sent to a server.
-    let body =
-        crate::proto::dtls::handshake::encode_server_hello(DTLS1_2, &[0; 32], &[], 0xa9, false);
-    let m = crate::proto::dtls::handshake::encode_message(msg::SERVER_HELLO, 0, &body);
+    let body = crate::dtls::handshake::encode_server_hello(DTLS1_2, &[0; 32], &[], 0xa9, false);
+    let m = crate::dtls::handshake::encode_message(msg::SERVER_HELLO, 0, &body);
     let mut d = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0];
     d.extend_from_slice(&(m.len() as u16).to_be_bytes());
     d.extend_from_slice(&m);

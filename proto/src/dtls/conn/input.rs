@@ -5,12 +5,12 @@ use std::ops::Range;
 use std::time::Instant;
 
 use super::{Conn, Machine};
-use crate::proto::dtls::codec::Reader;
-use crate::proto::dtls::handshake::parse_fragment;
-use crate::proto::dtls::reassembly::Insert;
-use crate::proto::dtls::record::{self, content, RecordHeader, DTLS1_0, DTLS1_2, HEADER_LEN};
-use crate::proto::dtls::replay::Reject;
-use crate::proto::dtls::{alert, CloseReason, DtlsError, Received};
+use crate::dtls::codec::Reader;
+use crate::dtls::handshake::parse_fragment;
+use crate::dtls::reassembly::Insert;
+use crate::dtls::record::{self, content, RecordHeader, DTLS1_0, DTLS1_2, HEADER_LEN};
+use crate::dtls::replay::Reject;
+use crate::dtls::{alert, CloseReason, DtlsError, Received};
 
 impl Conn {
     /// A 1.2 client may send its first flight as DTLS 1.0 records (RFC 6347

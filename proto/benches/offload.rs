@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ocserv_uring::proto::offload::{fold, for_each_segment, sum, Gro, VnetHdr, VNET_HDR_LEN};
+use ocserv_proto::offload::{fold, for_each_segment, sum, Gro, VnetHdr, VNET_HDR_LEN};
 
 const MSS: usize = 1360;
 const SEGMENTS: usize = 48;

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::{attr, Builder, Error, Packet, AUTHENTICATOR_LEN};
-use crate::proto::auth::{Accepted, Grants, Prompt};
+use crate::auth::{Accepted, Grants, Prompt};
 
 /// Who is logging in from where, as the Access-Request tells it.
 #[derive(Clone, Debug, Default)]
@@ -243,7 +243,7 @@ fn push_group(v: &[u8], out: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::radius::Code;
+    use crate::radius::Code;
 
     const SECRET: &[u8] = b"s3cret";
     const AUTH: [u8; 16] = [7; 16];
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(p.get(attr::STATE).unwrap().value, b"st");
         let hidden = p.get(attr::USER_PASSWORD).unwrap().value;
         assert_eq!(
-            crate::proto::radius::unhide_password(hidden, SECRET, &AUTH).unwrap(),
+            crate::radius::unhide_password(hidden, SECRET, &AUTH).unwrap(),
             b"pw"
         );
     }

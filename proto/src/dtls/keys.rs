@@ -199,7 +199,7 @@ impl AeadKey {
 mod tests {
     use super::*;
 
-    use crate::proto::dtls::tests::unhex as hex;
+    use crate::dtls::tests::unhex as hex;
 
     #[test]
     fn premaster_layout() {

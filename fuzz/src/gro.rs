@@ -3,7 +3,7 @@
 //! [`for_each_segment`], our model of the kernel cutting that write, as
 //! the packets that went in, in order, with valid checksums.
 
-use crate::proto::offload::{
+use ocserv_proto::offload::{
     fold, for_each_segment, sum, Gro, VnetHdr, MAX_GRO_SEGMENTS, MAX_SUPER_PACKET, VNET_HDR_LEN,
 };
 

@@ -5,7 +5,7 @@
 use aws_lc_rs::{digest, hmac};
 
 use super::suite::PrfHash;
-use crate::proto::md5::{md5, HmacMd5, MD5_LEN};
+use crate::md5::{md5, HmacMd5, MD5_LEN};
 
 /// Longest HMAC output used (SHA-384).
 const MAX_MAC: usize = 48;
@@ -98,7 +98,7 @@ pub(crate) fn handshake_hash(
 mod tests {
     use super::*;
 
-    use crate::proto::dtls::tests::unhex as hex;
+    use crate::dtls::tests::unhex as hex;
 
     /// The widely published TLS 1.2 PRF vectors (SHA-256, 100 bytes; SHA-384,
     /// 148 bytes), re-checked with Python's hmac module before use.

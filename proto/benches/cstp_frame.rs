@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ocserv_uring::proto::cstp::{decode, encode, FrameType, HEADER_LEN};
+use ocserv_proto::cstp::{decode, encode, FrameType, HEADER_LEN};
 
 const PAYLOAD: usize = 1400;
 const FRAMES: usize = 32;

@@ -261,7 +261,7 @@ mod tests {
             assert_eq!(is_mobile(&auth_head(h)), mobile, "{h}");
         }
     }
-    use crate::proto::http::parse_head;
+    use crate::http::parse_head;
 
     fn head(extra: &str) -> RequestHead {
         let text = format!("CONNECT /CSCOSSLC/tunnel HTTP/1.1\r\nHost: vpn\r\n{extra}\r\n");

@@ -11,7 +11,7 @@ use std::time::Instant;
 use aws_lc_rs::cipher::{DecryptingKey, EncryptingKey, UnboundCipherKey, AES_128, AES_256};
 use aws_lc_rs::{aead, hmac};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ocserv_uring::proto::dtls::{
+use ocserv_proto::dtls::{
     CipherSuite, DtlsClient, DtlsConfig, DtlsServer, Received, HEADROOM, TAILROOM,
 };
 

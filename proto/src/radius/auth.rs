@@ -4,11 +4,11 @@
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 
 use super::{Error, AUTHENTICATOR_LEN, MIN_PACKET};
-use crate::proto::md5::HmacMd5;
+use crate::md5::HmacMd5;
 
 /// MD5 of the concatenated parts.
 pub(super) fn md5(parts: &[&[u8]]) -> [u8; AUTHENTICATOR_LEN] {
-    crate::proto::md5::md5(parts.iter().copied())
+    crate::md5::md5(parts.iter().copied())
 }
 
 /// MD5(Code + Identifier + Length + `authenticator` + Attributes + secret):

@@ -94,7 +94,7 @@ pub fn request(r: &Record, delay: u32, secret: &[u8], identifier: u8) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::radius::{Code, Packet};
+    use crate::radius::{Code, Packet};
 
     #[test]
     fn a_stop_carries_gigawords_and_verifies() {
