@@ -16,5 +16,6 @@ pub mod offload;
 pub mod ports;
 pub mod proxy;
 pub mod radius;
+pub mod reply;
 pub mod timers;
 pub mod x509name;

@@ -18,7 +18,8 @@ use super::stream::SharedStream;
 use super::tunnel::{EndReason, Tunnel};
 use super::{Handoff, Moved, ShardMsg};
 use crate::proto::connect::{self as negotiate, DtlsChoice, DtlsMode};
-use crate::proto::http::{self, HttpError, RequestHead, Response};
+use crate::proto::http::{self, HttpError, RequestHead};
+use crate::proto::reply::{ConnectReply, DtlsOffer};
 use crate::tls::{TlsError, TlsSession};
 use crate::usercfg::UserConfig;
 
@@ -439,24 +440,15 @@ async fn start_tunnel(shard: Rc<Shard>, conn: Conn, head: RequestHead, cookie: C
     glommio::spawn_local(reader).detach();
 }
 
-/// X-CSTP-Rekey-Method: none unless `rekey_time` asks for one.
-fn rekey_method(s: &crate::config::Session) -> &str {
-    if s.rekey_time > 0 {
-        &s.rekey_method
-    } else {
-        "none"
-    }
-}
-
-/// The `200 CONNECTED` head (docs/protocol.md, "The CONNECT reply"), in
-/// exact header case.
-/// Routes and DNS servers from the user's files replace the global ones.
+/// The `200 CONNECTED` head: the session's policy resolved from the
+/// configuration and the user's files (a user's routes and DNS servers
+/// replace the global ones), rendered by `proto::reply`.
 fn connect_reply(
     cfg: &crate::config::Config,
     (user, group, hostname): (&str, Option<&str>, &str),
     policy: &UserConfig,
     limits: &Limits,
-    (lease, v6): (
+    (lease, lease6): (
         std::net::Ipv4Addr,
         Option<(std::net::Ipv6Addr, negotiate::Ipv6Form)>,
     ),
@@ -465,160 +457,55 @@ fn connect_reply(
 ) -> Vec<u8> {
     let s = &cfg.raw.session;
     let nets = cfg.nets(policy);
-    let dpd = limits.dpd.as_secs();
-    let keepalive = policy.keepalive.unwrap_or(s.keepalive);
-    let mut r = Response::new(200, "CONNECTED")
-        .header("X-CSTP-Version", 1)
-        .header(
-            "X-CSTP-Server-Name",
-            concat!("ocserv-uring ", env!("CARGO_PKG_VERSION")),
-        )
-        .header("X-CSTP-DPD", dpd)
-        .header("X-CSTP-Address", lease)
-        .header("X-CSTP-Netmask", nets.v4.netmask());
-    let net6 = nets.v6.map(|n| (n.network(), n.prefix_len()));
-    r = match (v6, net6) {
-        (Some((a6, negotiate::Ipv6Form::Full)), Some((_, len))) => {
-            r.header("X-CSTP-Address-IP6", format!("{a6}/{len}"))
-        }
-        (Some((a6, negotiate::Ipv6Form::Legacy)), Some((net, len))) => r
-            .header("X-CSTP-Address", a6)
-            .header("X-CSTP-Netmask", format!("{net}/{len}")),
-        _ => r,
-    };
-    // IPv6 routes and DNS go to full-capability clients only (as ocserv).
-    let lease6 = v6.filter(|(_, form)| *form == negotiate::Ipv6Form::Full);
-    // IPv6 servers only for sessions with IPv6 (openconnect takes both here).
-    let dns = if policy.dns.is_empty() {
-        &cfg.dns
-    } else {
-        &policy.dns
-    };
-    for d in dns.iter().filter(|d| d.is_ipv4() || lease6.is_some()) {
-        r = r.header("X-CSTP-DNS", d);
-    }
-    let routes = limits::routes_v4(cfg, policy);
-    // `route = default` (0.0.0.0/0) is the full tunnel: no split.
-    let full_tunnel = limits::is_full_tunnel(&routes);
-    if !full_tunnel {
-        for route in &routes {
-            r = r.header(
-                "X-CSTP-Split-Include",
-                format!("{}/{}", route.network(), route.netmask()),
-            );
-        }
-    }
-    for route in limits::v4(&policy.no_routes) {
-        r = r.header(
-            "X-CSTP-Split-Exclude",
-            format!("{}/{}", route.network(), route.netmask()),
-        );
-    }
-    if lease6.is_some() {
-        let routes6 = limits::routes_v6(cfg, policy);
-        if !limits::is_full_tunnel_v6(&routes6) {
-            for route in &routes6 {
-                r = r.header("X-CSTP-Split-Include-IP6", route);
-            }
-        }
-        for route in limits::v6(&policy.no_routes) {
-            r = r.header("X-CSTP-Split-Exclude-IP6", route);
-        }
-    }
-    for domain in &policy.split_dns {
-        r = r.header("X-CSTP-Split-DNS", domain);
-    }
-    if let Some(d) = &policy.default_domain {
-        r = r.header("X-CSTP-Default-Domain", d);
-    }
-    if !hostname.is_empty() {
-        r = r.header("X-CSTP-Hostname", hostname);
-    }
-    if let Some((choice, id)) = dtls {
-        // The App-ID (PSK) or Session-ID (legacy) is what the client
-        // puts in its ClientHello; both name this session's home shard
-        // (docs/protocol.md, "DTLS: finding the session").
-        r = match choice.mode {
-            DtlsMode::Psk => r.header("X-DTLS-App-ID", id),
-            DtlsMode::Legacy { .. } => r.header("X-DTLS-Session-ID", id).header("X-DTLS-MTU", mtu),
-        };
-        r = r
-            .header("X-DTLS-Port", cfg.raw.server.udp_port)
-            .header("X-DTLS-DPD", dpd)
-            .header("X-DTLS-Keepalive", keepalive)
-            .header(choice.header, choice.value);
-    }
-    let secs =
-        |d: Option<Duration>| d.map_or_else(|| "none".to_owned(), |d| d.as_secs().to_string());
-    let total = policy.session_timeout.unwrap_or(s.session_timeout);
-    let left = limits
-        .ends_at
-        .map(|e| e.saturating_duration_since(Instant::now()));
-    r = r.header("X-CSTP-Idle-Timeout", secs(limits.idle)).header(
-        "X-CSTP-Session-Timeout",
-        secs((total > 0).then(|| Duration::from_secs(total))),
+    let (routes, routes6) = (
+        limits::routes_v4(cfg, policy),
+        limits::routes_v6(cfg, policy),
     );
-    if left.is_some() {
-        r = r.header("X-CSTP-Session-Timeout-Remaining", secs(left));
+    let (no_routes, no_routes6) = (limits::v4(&policy.no_routes), limits::v6(&policy.no_routes));
+    let id = dtls.map(|(_, id)| id.to_string());
+    let total = policy.session_timeout.unwrap_or(s.session_timeout);
+    ConnectReply {
+        server_name: concat!("ocserv-uring ", env!("CARGO_PKG_VERSION")),
+        user,
+        group,
+        lease,
+        netmask: nets.v4.netmask(),
+        lease6,
+        net6: nets.v6,
+        dns: if policy.dns.is_empty() {
+            &cfg.dns
+        } else {
+            &policy.dns
+        },
+        nbns: &policy.nbns,
+        routes: &routes,
+        no_routes: &no_routes,
+        routes6: &routes6,
+        no_routes6: &no_routes6,
+        split_dns: &policy.split_dns,
+        default_domain: policy.default_domain.as_deref(),
+        hostname,
+        dtls: dtls.zip(id.as_deref()).map(|((choice, _), id)| DtlsOffer {
+            choice,
+            id,
+            port: cfg.raw.server.udp_port,
+        }),
+        dpd: limits.dpd,
+        keepalive: policy.keepalive.unwrap_or(s.keepalive),
+        idle_timeout: limits.idle,
+        session_timeout: (total > 0).then(|| Duration::from_secs(total)),
+        session_left: limits
+            .ends_at
+            .map(|e| e.saturating_duration_since(Instant::now())),
+        banner: &cfg.raw.auth.banner,
+        tunnel_all_dns: policy.tunnel_all_dns == Some(true),
+        client_bypass_protocol: policy.client_bypass_protocol == Some(true),
+        rekey: (s.rekey_time > 0).then_some((s.rekey_method.as_str(), s.rekey_time)),
+        base_mtu,
+        mtu,
+        http_headers: &cfg.http_headers,
+        proxy_url: &s.proxy_url,
+        custom_headers: &s.custom_headers,
     }
-    for n in policy
-        .nbns
-        .iter()
-        .filter(|n| n.is_ipv4() || lease6.is_some())
-    {
-        r = r.header("X-CSTP-NBNS", n);
-    }
-    let banner = &cfg.raw.auth.banner;
-    if !banner.is_empty() {
-        // One header line: line breaks become spaces.
-        let line: String = banner
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        r = r.header("X-CSTP-Banner", line);
-    }
-    // A full tunnel sends all DNS through it anyway (as ocserv says so).
-    let all_dns = full_tunnel || policy.tunnel_all_dns == Some(true);
-    r = r
-        .header("X-CSTP-Tunnel-All-DNS", all_dns)
-        .header(
-            "X-CSTP-Client-Bypass-Protocol",
-            policy.client_bypass_protocol == Some(true),
-        )
-        .header("X-CSTP-Keepalive", keepalive)
-        .header("X-CSTP-Disconnected-Timeout", "none")
-        .header("X-CSTP-Keep", "true")
-        .header("X-CSTP-TCP-Keepalive", "true")
-        .header("X-CSTP-License", "accept")
-        .header("X-CSTP-Rekey-Method", rekey_method(s))
-        .header("X-CSTP-Base-MTU", base_mtu)
-        .header("X-CSTP-MTU", mtu);
-    if s.rekey_time > 0 {
-        r = r.header("X-CSTP-Rekey-Time", s.rekey_time);
-    }
-    // The operator's headers on every answer (included-http-headers).
-    for h in cfg.http_headers.iter() {
-        if let Some((name, value)) = h.split_once(':') {
-            r = r.header(name.trim(), value.trim());
-        }
-    }
-    // %{U} and %{G} in the operator's values; names lose any control
-    // character on the way (a certificate's name could carry one).
-    let fill = |v: &str| {
-        let clean = |s: &str| s.chars().filter(|c| !c.is_control()).collect::<String>();
-        v.replace("%{U}", &clean(user))
-            .replace("%{G}", &clean(group.unwrap_or("")))
-    };
-    let pu = &cfg.raw.session.proxy_url;
-    if !pu.is_empty() {
-        r = r.header("X-CSTP-MSIE-Proxy-Pac-URL", fill(pu));
-    }
-    // ocserv's custom-header: checked as "Name: value" at load.
-    for h in &cfg.raw.session.custom_headers {
-        let h = fill(h);
-        if let Some((name, value)) = h.split_once(':') {
-            r = r.header(name.trim(), value.trim());
-        }
-    }
-    r.finish()
+    .render()
 }

@@ -68,13 +68,7 @@ pub(crate) fn v6(nets: &[IpNet]) -> Vec<Ipv6Net> {
         .collect()
 }
 
-pub(crate) fn is_full_tunnel(routes: &[Ipv4Net]) -> bool {
-    routes.is_empty() || routes.iter().any(|n| n.prefix_len() == 0)
-}
-
-pub(crate) fn is_full_tunnel_v6(routes: &[Ipv6Net]) -> bool {
-    routes.is_empty() || routes.iter().any(|n| n.prefix_len() == 0)
-}
+pub(crate) use crate::proto::reply::is_full_tunnel;
 
 /// Where a restricted client may send, IPv4 and IPv6 alike (as ocserv's
 /// firewall rules): its routes minus its excluded routes, and always the
