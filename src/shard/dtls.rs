@@ -1,7 +1,7 @@
 //! The DTLS channel of a tunnel: a UDP socket connect()ed to the client
-//! on the session's home shard, the sans-IO `DtlsServer` behind it, and
-//! OpenConnect's framing inside its records (one type byte, then the
-//! packet, a DPD or a keepalive).
+//! on the session's home shard, the sans-IO `ServerChannel` behind it (its
+//! handshakes and restarts), and OpenConnect's framing inside its records
+//! (one type byte, then the packet, a DPD or a keepalive).
 //!
 //! Datagrams from the client arrive through the shard's receive ring
 //! (`dataplane`), which calls `on_datagram`; records are opened in place
@@ -20,22 +20,14 @@ use shards::AppId;
 use super::core::Shard;
 use super::notify::Notify;
 use super::tunnel::{EndReason, Tunnel};
-use crate::proto::connect::LegacySuite;
 use crate::proto::cstp::FrameType;
-use crate::proto::dtls::{self, CipherSuite, DtlsConfig, DtlsEvent, DtlsServer, Received};
+use crate::proto::dtls::{
+    self, on_hello, ChannelEvent, ChannelState, HelloAction, Inbound, ServerChannel,
+};
 use crate::sys;
 
 /// What the CONNECT gave the DTLS handshake to work with.
-#[derive(Clone, Copy)]
-pub(crate) enum DtlsKey {
-    /// PSK-NEGOTIATE: the TLS exporter of the CONNECT's connection.
-    Psk([u8; 32]),
-    /// Legacy resumption of the session the client named in its headers.
-    Legacy {
-        master_secret: [u8; 48],
-        suite: LegacySuite,
-    },
-}
+pub(crate) use crate::proto::dtls::ChannelKey as DtlsKey;
 
 /// Room beyond the link MTU in a receive buffer: the client never sends
 /// a datagram above its link MTU (X-CSTP-Base-MTU).
@@ -47,24 +39,9 @@ const RECV_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// has given up on DTLS: send over CSTP too.
 pub(crate) const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
 
-/// A channel from a new address replaces a pending one at most this often,
-/// so replayed hellos cannot keep a real client's handshake from finishing.
-const PENDING_REPLACE_AFTER: Duration = Duration::from_secs(1);
-
 pub(crate) struct DtlsChannel {
-    /// The handshake, then the session that carries packets.
-    server: RefCell<DtlsServer>,
-    /// The client starting over on this address while `server` carries
-    /// packets: served beside it, it takes over once its Finished is
-    /// verified, so a forged hello never disturbs the working session.
-    restart: RefCell<Option<DtlsServer>>,
-    key: DtlsKey,
-    app_id: AppId,
-    mtu: u16,
-    /// The random of the latest ClientHello served: a hello with another
-    /// one on this socket is the client starting over (after DPD or a
-    /// resume), not a retransmission.
-    hello_random: Cell<[u8; 32]>,
+    /// The handshakes and the session (`proto::dtls::ServerChannel`).
+    core: RefCell<ServerChannel>,
     sock: OwnedFd,
     /// Its receive's token on the shard's ring (`dataplane::Receivers`).
     token: Cell<Option<u32>>,
@@ -74,10 +51,6 @@ pub(crate) struct DtlsChannel {
     sleeping_until: Cell<Option<Instant>>,
     pub(crate) peer: SocketAddr,
     created: Instant,
-    /// The last record that authenticated (data, DPD, keepalive).
-    last_rx: Cell<Instant>,
-    connected: Cell<bool>,
-    closed: Cell<bool>,
     wake: Notify,
     /// Bytes of IP packets carried each way (the records' DATA payloads).
     rx_bytes: Cell<u64>,
@@ -87,16 +60,16 @@ pub(crate) struct DtlsChannel {
 impl DtlsChannel {
     /// The negotiated suite, as occtl shows it.
     pub(crate) fn cipher(&self) -> Option<&'static str> {
-        self.server.borrow().suite().map(|s| s.description())
+        self.core.borrow().suite().map(|s| s.description())
     }
 
     /// Whether packets for the client should go this way.
     pub(crate) fn is_active(&self) -> bool {
-        self.connected.get() && !self.closed.get()
+        self.core.borrow().is_active()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.get()
+        self.core.borrow().is_closed()
     }
 
     pub(crate) fn fd(&self) -> RawFd {
@@ -110,14 +83,14 @@ impl DtlsChannel {
     }
 
     pub(crate) fn last_rx(&self) -> Instant {
-        self.last_rx.get()
+        self.core.borrow().last_rx()
     }
 
     /// Ends the channel; the client falls back to CSTP (and may retry).
     pub(crate) fn close(&self) {
-        if !self.closed.replace(true) {
-            self.server.borrow_mut().close();
-            self.restart.borrow_mut().take();
+        let mut core = self.core.borrow_mut();
+        if !core.is_closed() {
+            core.close();
             self.wake.notify();
         }
     }
@@ -125,14 +98,14 @@ impl DtlsChannel {
     /// Seals `ty` + `payload` as one record in a TX slot and queues it;
     /// the caller submits the TX ring. False if it could not be sent.
     pub(crate) fn send(&self, shard: &Shard, ty: FrameType, payload: &[u8]) -> bool {
-        let mut server = self.server.borrow_mut();
+        let mut core = self.core.borrow_mut();
         let fd = self.sock.as_raw_fd();
         let sent = shard.tx.borrow_mut().queue_datagram(fd, |buf| {
             let end = dtls::HEADROOM + 1 + payload.len();
             let buf = buf.get_mut(..end + dtls::TAILROOM)?;
             buf[dtls::HEADROOM] = ty.to_byte();
             buf[dtls::HEADROOM + 1..end].copy_from_slice(payload);
-            server.seal_in_place(buf, 1 + payload.len()).ok()
+            core.seal_in_place(buf, 1 + payload.len()).ok()
         });
         if sent && ty == FrameType::Data {
             self.tx_bytes
@@ -145,38 +118,17 @@ impl DtlsChannel {
     fn flush_handshake(&self, shard: &Shard, now: Instant) {
         let fd = self.sock.as_raw_fd();
         let mut tx = shard.tx.borrow_mut();
-        let mut server = self.server.borrow_mut();
-        while tx.queue_with(fd, |buf| server.poll_transmit(now, buf).map(|n| 0..n)) {}
-        if let Some(restart) = self.restart.borrow_mut().as_mut() {
-            while tx.queue_with(fd, |buf| restart.poll_transmit(now, buf).map(|n| 0..n)) {}
-        }
+        let mut core = self.core.borrow_mut();
+        while tx.queue_with(fd, |buf| core.poll_transmit(now, buf).map(|n| 0..n)) {}
     }
 
-    /// The next deadline of either handshake.
     fn poll_timeout(&self) -> Option<Instant> {
-        let restart = self
-            .restart
-            .borrow()
-            .as_ref()
-            .and_then(DtlsServer::poll_timeout);
-        [self.server.borrow().poll_timeout(), restart]
-            .into_iter()
-            .flatten()
-            .min()
+        self.core.borrow().poll_timeout()
     }
 
-    fn handle_timeout(&self, now: Instant) {
-        self.server.borrow_mut().handle_timeout(now);
-        let mut restart = self.restart.borrow_mut();
-        if let Some(r) = restart.as_mut() {
-            r.handle_timeout(now);
-            if r.is_closed() {
-                *restart = None;
-            }
-        }
-        if self.server.borrow().is_closed() {
-            self.closed.set(true);
-        }
+    fn handle_timeout(self: &Rc<Self>, shard: &Shard, tunnel: &Tunnel, now: Instant) {
+        self.core.borrow_mut().handle_timeout(now);
+        self.on_events(shard, tunnel);
     }
 
     /// Handles one datagram from the client: handshake, or records each
@@ -188,117 +140,60 @@ impl DtlsChannel {
         now: Instant,
         data: &mut [u8],
     ) {
-        self.handle_datagram(shard, tunnel, now, data);
+        let inbound = self.core.borrow_mut().begin_datagram(now, data);
+        if inbound == Inbound::Records {
+            let mut off = 0;
+            loop {
+                // Not borrowed while the record is handled: a DPD is answered at once.
+                let next = self.core.borrow_mut().next_record(now, &mut data[off..]);
+                let Some((record, next)) = next else { break };
+                self.on_record(shard, tunnel, record, now);
+                off += next;
+            }
+        }
+        self.flush_handshake(shard, now);
+        self.on_events(shard, tunnel);
         // A handshake step may have moved its deadline: the task sleeps
         // until the old one.
-        if !self.closed.get() && self.poll_timeout() != self.sleeping_until.get() {
+        if !self.is_closed() && self.poll_timeout() != self.sleeping_until.get() {
             self.wake.notify();
         }
     }
 
-    fn handle_datagram(
-        self: &Rc<Self>,
-        shard: &Shard,
-        tunnel: &Tunnel,
-        now: Instant,
-        data: &mut [u8],
-    ) {
-        if let Some(random) = hello_random(data) {
-            let ours =
-                dtls::client_hello_session_id(data) == Some(self.app_id.as_bytes().as_slice());
-            if !ours {
-                // Never restart for another session's hello (the caller
-                // routes hellos from other addresses before this).
-                tracing::debug!(user = %tunnel.user, peer = %self.peer, "ClientHello for another session ignored");
-                return;
-            }
-            if random != self.hello_random.replace(random) {
-                tracing::debug!(user = %tunnel.user, peer = %self.peer, "DTLS handshake restarted by the client");
-                let fresh = new_server(self.key, self.app_id, self.mtu, now);
-                if self.connected.get() {
-                    // Packets keep the working keys until this one is done.
-                    *self.restart.borrow_mut() = Some(fresh);
-                } else {
-                    *self.server.borrow_mut() = fresh;
-                }
-            }
-        }
-        // Data records belong to the working session; anything else, while
-        // the client starts over, to the new handshake.
-        let is_data = data.first() == Some(&dtls::content::APPLICATION_DATA);
-        if !is_data && self.restart.borrow().is_some() {
-            self.on_restart_datagram(shard, tunnel, now, data);
-            return;
-        }
-        let mut off = 0;
-        while off < data.len() {
-            let received = self
-                .server
-                .borrow_mut()
-                .handle_datagram(now, &mut data[off..]);
-            match received {
-                Ok(Received::Done) => break,
-                Ok(Received::AppData { data: record, next }) => {
-                    off += next;
-                    self.last_rx.set(now);
-                    self.on_record(shard, tunnel, record, now);
-                }
-                Err(e) => {
-                    tracing::info!(user = %tunnel.user, peer = %self.peer, "DTLS closed: {e}");
-                    self.closed.set(true);
-                    break;
-                }
-            }
-        }
-        self.flush_handshake(shard, now);
-        while let Some(event) = self.server.borrow_mut().poll_event() {
+    fn on_events(self: &Rc<Self>, shard: &Shard, tunnel: &Tunnel) {
+        loop {
+            let event = self.core.borrow_mut().poll_event();
+            let Some(event) = event else { return };
+            let (user, peer) = (&tunnel.user, &self.peer);
             match event {
-                DtlsEvent::Connected { suite } => {
-                    self.connected.set(true);
-                    self.last_rx.set(now);
+                ChannelEvent::Connected { suite } => {
                     shard.metrics().dtls_handshakes.inc();
                     tunnel.dtls_connected(self);
-                    tracing::info!(user = %tunnel.user, lease = %tunnel.lease, peer = %self.peer, suite = suite.name(), "DTLS connected");
+                    tracing::info!(%user, lease = %tunnel.lease, %peer, suite = suite.name(), "DTLS connected");
                 }
-                DtlsEvent::Closed { reason } => {
-                    tracing::info!(user = %tunnel.user, peer = %self.peer, ?reason, "DTLS closed");
-                    self.closed.set(true);
+                ChannelEvent::Reconnected { suite } => {
+                    shard.metrics().dtls_handshakes.inc();
+                    tracing::info!(%user, lease = %tunnel.lease, %peer, suite = suite.name(), "DTLS reconnected on the same address");
+                }
+                ChannelEvent::Restarted => {
+                    tracing::debug!(%user, %peer, "DTLS handshake restarted by the client");
+                }
+                ChannelEvent::RestartFailed { error } => {
+                    tracing::debug!(%user, %peer, "DTLS restart failed, the working session goes on: {error}");
+                }
+                ChannelEvent::ForeignHello => {
+                    tracing::debug!(%user, %peer, "ClientHello for another session ignored");
+                }
+                ChannelEvent::Closed { error, reason } => {
+                    let why = match (error, reason) {
+                        (Some(e), _) => e.to_string(),
+                        (None, Some(r)) => format!("{r:?}"),
+                        (None, None) => "the handshake timed out".to_owned(),
+                    };
+                    tracing::info!(%user, %peer, "DTLS closed: {why}");
+                    self.wake.notify();
                 }
             }
-        }
-    }
-
-    /// A handshake datagram of the client starting over on this address.
-    /// It fails alone: the working session goes on.
-    fn on_restart_datagram(&self, shard: &Shard, tunnel: &Tunnel, now: Instant, data: &mut [u8]) {
-        let mut slot = self.restart.borrow_mut();
-        let Some(restart) = slot.as_mut() else { return };
-        // A handshake carries no application data: nothing to take out.
-        if let Err(e) = restart.handle_datagram(now, data) {
-            tracing::debug!(user = %tunnel.user, peer = %self.peer, "DTLS restart failed, the working session goes on: {e}");
-        }
-        let fd = self.sock.as_raw_fd();
-        {
-            let mut tx = shard.tx.borrow_mut();
-            while tx.queue_with(fd, |buf| restart.poll_transmit(now, buf).map(|n| 0..n)) {}
-        }
-        let mut done = None;
-        while let Some(event) = restart.poll_event() {
-            if let DtlsEvent::Connected { suite } = event {
-                done = Some(suite);
-            }
-        }
-        if restart.is_closed() && done.is_none() {
-            *slot = None;
-            return;
-        }
-        if let Some(suite) = done {
-            if let Some(new) = slot.take() {
-                *self.server.borrow_mut() = new;
-            }
-            self.last_rx.set(now);
-            shard.metrics().dtls_handshakes.inc();
-            tracing::info!(user = %tunnel.user, lease = %tunnel.lease, peer = %self.peer, suite = suite.name(), "DTLS reconnected on the same address");
         }
     }
 
@@ -326,38 +221,6 @@ impl DtlsChannel {
     }
 }
 
-fn new_server(key: DtlsKey, app_id: AppId, mtu: u16, now: Instant) -> DtlsServer {
-    let cfg = DtlsConfig {
-        mtu: usize::from(mtu),
-        ..DtlsConfig::default()
-    };
-    match key {
-        DtlsKey::Psk(psk) => DtlsServer::new_psk(psk, &cfg, now),
-        DtlsKey::Legacy {
-            master_secret,
-            suite,
-        } => {
-            let suite = match suite {
-                LegacySuite::Aes128Gcm => CipherSuite::RsaAes128GcmSha256,
-                LegacySuite::Aes256Gcm => CipherSuite::RsaAes256GcmSha384,
-                LegacySuite::Aes128Cbc => CipherSuite::RsaAes128CbcSha,
-                LegacySuite::Aes256Cbc => CipherSuite::RsaAes256CbcSha,
-            };
-            DtlsServer::new_resume(*app_id.as_bytes(), master_secret, suite, &cfg, now)
-        }
-    }
-}
-
-/// The client random of a ClientHello datagram: bytes 27..59 of the
-/// first record (13 of record header, 12 of handshake header, 2 of
-/// version).
-fn hello_random(datagram: &[u8]) -> Option<[u8; 32]> {
-    if !dtls::is_client_hello(datagram) {
-        return None;
-    }
-    datagram.get(27..59)?.try_into().ok()
-}
-
 /// A ClientHello for the session `app_id` (it names this shard) from `from`.
 /// `local`: the server address the hello was sent to; the channel's
 /// socket binds it, so replies leave from where the client expects them.
@@ -373,25 +236,29 @@ pub(crate) fn start(
     };
     let Some(key) = tunnel.dtls_key else { return };
     let now = Instant::now();
-    let same_address = [tunnel.dtls(), tunnel.dtls_pending()]
-        .into_iter()
-        .flatten()
-        .find(|c| c.peer == from && !c.closed.get());
-    if let Some(ch) = same_address {
-        // The channel for this address already has its socket: a hello that
-        // raced our connect() (or came late from another shard) is handled
-        // there, as a retransmission (same random) or a restart. A second
-        // socket on the same 4-tuple would split the handshake between two
-        // servers with different keys.
-        ch.on_datagram(shard, &tunnel, now, &mut hello);
-        let _ = shard.tx.borrow_mut().submit();
-        return;
+    let (active, pending) = (tunnel.dtls(), tunnel.dtls_pending());
+    fn state(c: &Option<Rc<DtlsChannel>>) -> Option<ChannelState<&SocketAddr>> {
+        c.as_ref().map(|c| ChannelState {
+            peer: &c.peer,
+            closed: c.is_closed(),
+            created: c.created,
+        })
     }
-    if let Some(p) = tunnel.dtls_pending() {
-        if now.saturating_duration_since(p.created) < PENDING_REPLACE_AFTER {
-            tracing::debug!(user = %tunnel.user, %from, pending = %p.peer, "DTLS ClientHello from a third address while a handshake is young: ignored");
+    match on_hello(now, &from, state(&active), state(&pending)) {
+        HelloAction::ToChannel(i) => {
+            // A hello that raced our connect() (or came late from another
+            // shard): a retransmission or a restart, on the channel's socket.
+            if let Some(ch) = [active, pending].into_iter().nth(i).flatten() {
+                ch.on_datagram(shard, &tunnel, now, &mut hello);
+                let _ = shard.tx.borrow_mut().submit();
+            }
             return;
         }
+        HelloAction::Ignore => {
+            tracing::debug!(user = %tunnel.user, %from, "DTLS ClientHello from a third address while a handshake is young: ignored");
+            return;
+        }
+        HelloAction::NewChannel => {}
     }
     let sock = match sys::net::udp_socket(local, Some(from)) {
         Ok(sock) => sock,
@@ -405,22 +272,15 @@ pub(crate) fn start(
             tracing::debug!(%from, "net-priority {p:?}: {e}");
         }
     }
+    let core = ServerChannel::new(key, *app_id.as_bytes(), tunnel.base_mtu, now, &hello);
     let channel = Rc::new(DtlsChannel {
-        server: RefCell::new(new_server(key, app_id, tunnel.base_mtu, now)),
-        restart: RefCell::new(None),
-        key,
-        app_id,
-        mtu: tunnel.base_mtu,
-        hello_random: Cell::new(hello_random(&hello).unwrap_or_default()),
+        core: RefCell::new(core),
         sock,
         token: Cell::new(None),
         recv_error: Cell::new(0),
         sleeping_until: Cell::new(None),
         peer: from,
         created: now,
-        last_rx: Cell::new(now),
-        connected: Cell::new(false),
-        closed: Cell::new(false),
         wake: Notify::default(),
         rx_bytes: Cell::new(0),
         tx_bytes: Cell::new(0),
@@ -440,7 +300,7 @@ pub(crate) fn start(
     let shard = shard.clone();
     glommio::spawn_local(async move {
         // A panic ends this channel only; the tunnel goes on over CSTP.
-        let _ = super::guard::contain(&shard, "DTLS channel", run(&shard, &channel)).await;
+        let _ = super::guard::contain(&shard, "DTLS channel", run(&shard, &tunnel, &channel)).await;
         channel.close();
         channel.flush_handshake(&shard, Instant::now());
         let _ = shard.tx.borrow_mut().submit();
@@ -457,8 +317,8 @@ pub(crate) fn start(
 
 /// Drives the handshake timers until the channel ends; re-arms the
 /// socket's receive after an error. Datagrams are handled by `dataplane`.
-async fn run(shard: &Rc<Shard>, ch: &Rc<DtlsChannel>) {
-    while !ch.closed.get() {
+async fn run(shard: &Rc<Shard>, tunnel: &Tunnel, ch: &Rc<DtlsChannel>) {
+    while !ch.is_closed() {
         let deadline = ch.poll_timeout();
         ch.sleeping_until.set(deadline);
         match deadline {
@@ -472,7 +332,7 @@ async fn run(shard: &Rc<Shard>, ch: &Rc<DtlsChannel>) {
             None => ch.wake.notified().await,
         }
         let errno = ch.recv_error.replace(0);
-        if errno != 0 && !ch.closed.get() {
+        if errno != 0 && !ch.is_closed() {
             tracing::debug!(peer = %ch.peer, "DTLS receive: {}", std::io::Error::from_raw_os_error(errno));
             glommio::timer::sleep(RECV_ERROR_PAUSE).await;
             if let Some(token) = ch.token.get() {
@@ -481,7 +341,7 @@ async fn run(shard: &Rc<Shard>, ch: &Rc<DtlsChannel>) {
             }
         }
         let now = Instant::now();
-        ch.handle_timeout(now);
+        ch.handle_timeout(shard, tunnel, now);
         ch.flush_handshake(shard, now);
         let _ = shard.tx.borrow_mut().submit();
     }

@@ -40,6 +40,7 @@
 //! [`cstp::FrameType`]: crate::cstp::FrameType
 
 mod cbc;
+mod channel;
 mod client;
 mod codec;
 mod conn;
@@ -57,6 +58,10 @@ mod tests;
 
 use std::time::Duration;
 
+pub use channel::{
+    on_hello, ChannelEvent, ChannelKey, ChannelState, HelloAction, Inbound, ServerChannel,
+    PENDING_REPLACE_AFTER,
+};
 pub use client::DtlsClient;
 pub use handshake::{client_hello_session_id, is_client_hello};
 pub use record::{
