@@ -162,12 +162,45 @@ pub fn spawn(
                 }
                 let answer = match run(&shared, line.trim(), started) {
                     Ok(v) => json!({ "ok": true, "result": v }),
-                    Err(e) => json!({ "ok": false, "error": e }),
+                    Err(e) => json!({ "ok": false, "error": e.to_string(), "code": e.code() }),
                 };
                 let _ = (&conn).write_all(format!("{answer}\n").as_bytes());
             }
         })?;
     Ok(())
+}
+
+/// Why a command failed. Its `code` travels with the message, so a client
+/// tells "nothing matched" (not a failure to a script that reconnects
+/// whoever is there) from a refusal without reading the text.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no session of {0}")]
+    NoSession(String),
+    #[error("no connected session of {0}")]
+    NoConnectedSession(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CommandError {
+    /// The answer's `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoSession(_) => NO_SESSION,
+            Self::NoConnectedSession(_) => "no_connected_session",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+/// The `code` of an answer that found no session.
+pub const NO_SESSION: &str = "no_session";
+
+impl From<String> for CommandError {
+    fn from(s: String) -> Self {
+        Self::Failed(s)
+    }
 }
 
 /// The commands `ctl` knows, for its help and for errors.
@@ -255,11 +288,11 @@ fn terminate_session(shared: &Shared, sid: &str) -> Result<Value, String> {
             ));
         }
     };
-    disconnect(shared, Target::Id(s.id), &format!("session {sid}"))?;
+    disconnect(shared, Target::Id(s.id), &format!("session {sid}")).map_err(|e| e.to_string())?;
     Ok(json!({ "terminated": s.full_session }))
 }
 
-pub(crate) fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
+pub(crate) fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, CommandError> {
     let n: usize = admin::ask_all(shared, &AdminCmd::Disconnect(t))
         .into_iter()
         .map(|r| {
@@ -271,13 +304,13 @@ pub(crate) fn disconnect(shared: &Shared, t: Target, what: &str) -> Result<Value
         })
         .sum();
     if n == 0 {
-        return Err(format!("no session of {what}"));
+        return Err(CommandError::NoSession(what.to_owned()));
     }
     Ok(json!({ "disconnected": n }))
 }
 
 /// Closes the target's connections; the sessions stay for a reconnect.
-fn drop_connections(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
+fn drop_connections(shared: &Shared, t: Target, what: &str) -> Result<Value, CommandError> {
     let n: usize = admin::ask_all(shared, &AdminCmd::Drop(t))
         .into_iter()
         .map(|r| {
@@ -289,7 +322,7 @@ fn drop_connections(shared: &Shared, t: Target, what: &str) -> Result<Value, Str
         })
         .sum();
     if n == 0 {
-        return Err(format!("no connected session of {what}"));
+        return Err(CommandError::NoConnectedSession(what.to_owned()));
     }
     Ok(json!({ "dropped": n }))
 }
@@ -311,7 +344,7 @@ fn iroutes(shared: &Shared) -> Value {
 /// Re-reads the files of every (user, group) the target's sessions run
 /// as, then has their shards apply them and close the connections. A file
 /// that no longer parses refuses the whole command: no session changes.
-fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
+fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, CommandError> {
     let mut pairs: Vec<(String, Option<String>, String)> =
         admin::ask_all(shared, &AdminCmd::Sessions(t.clone()))
             .into_iter()
@@ -328,7 +361,7 @@ fn reconnect(shared: &Shared, t: Target, what: &str) -> Result<Value, String> {
     pairs.sort();
     pairs.dedup();
     if pairs.is_empty() {
-        return Err(format!("no session of {what}"));
+        return Err(CommandError::NoSession(what.to_owned()));
     }
     let mut policies = Vec::with_capacity(pairs.len());
     for (user, group, vhost) in pairs {
@@ -399,7 +432,7 @@ fn status(shared: &Shared, (up, up_wall): (Instant, SystemTime)) -> Value {
 }
 
 /// Runs one command line.
-fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Value, String> {
+fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Value, CommandError> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let id = |s: &str| {
         s.parse::<u64>()
@@ -451,9 +484,7 @@ fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Va
             Ok(r) => json!({ "reloaded": true, "certificate": r.pin, "warnings": r.warnings }),
             Err(e) => {
                 tracing::error!("reload failed, the running configuration stays: {e}");
-                return Err(format!(
-                    "reload failed, the running configuration stays: {e}"
-                ));
+                return Err(format!("reload failed, the running configuration stays: {e}").into());
             }
         },
         ["stop"] | ["stop", "now"] => {
@@ -461,7 +492,7 @@ fn run(shared: &Shared, line: &str, started: (Instant, SystemTime)) -> Result<Va
             shared.shutdown.store(true, Ordering::Release);
             json!({ "stopping": true })
         }
-        _ => return Err(format!("unknown command {line:?}; commands: {COMMANDS}")),
+        _ => return Err(format!("unknown command {line:?}; commands: {COMMANDS}").into()),
     })
 }
 

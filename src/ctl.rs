@@ -292,7 +292,9 @@ fn files(
         let socket = socket(socket_arg.clone(), Some(&path))?;
         match request(&socket, &format!("reconnect {kind} {name}")) {
             Ok(v) => Ok(v["reconnected"].clone()),
-            Err(e) if e.starts_with("no session of") => Ok(json!(0)),
+            Err(RequestError::Refused { code, .. }) if code == crate::control::NO_SESSION => {
+                Ok(json!(0))
+            }
             Err(e) => Err(format!(
                 "the file was written, but the reconnect failed: {e}"
             )),
@@ -352,44 +354,66 @@ fn written(w: &crate::cfgedit::Written, reconnected: Option<Value>) -> (Value, S
 }
 
 /// Sends `line` and returns the server's `result`, or its error.
-pub fn request(socket: &Path, line: &str) -> Result<Value, String> {
+pub fn request(socket: &Path, line: &str) -> Result<Value, RequestError> {
     let mut conn = UnixStream::connect(socket).map_err(|e| {
-        format!(
+        RequestError::Transport(format!(
             "{}: {e} (is the server running, and is this its [control] socket?)",
             socket.display()
-        )
+        ))
     })?;
     // Generous: a command waits up to 5 s for every shard.
     conn.set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RequestError::Transport(e.to_string()))?;
     let sent = conn.write_all(format!("{line}\n").as_bytes());
     // Read even if the write failed: a peer the server does not accept
     // gets one line and a close, maybe before its command is sent.
     let mut answer = String::new();
     let read = BufReader::new(&conn).read_line(&mut answer);
     if let Some(why) = answer.trim_end().strip_prefix("error: ") {
-        return Err(format!(
+        return Err(RequestError::Transport(format!(
             "{}: {why} (the server answers root, its own user and members of its [control] group only)",
             socket.display()
-        ));
+        )));
     }
-    sent.map_err(|e| format!("{}: {e}", socket.display()))?;
-    read.map_err(|e| format!("{}: {e}", socket.display()))?;
+    let transport =
+        |e: std::io::Error| RequestError::Transport(format!("{}: {e}", socket.display()));
+    sent.map_err(transport)?;
+    read.map_err(transport)?;
     result_of(&answer)
 }
 
+/// Why a command got no result.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The server answered with an error and its `code`
+    /// (`control::CommandError::code`).
+    #[error("{message}")]
+    Refused { code: String, message: String },
+    /// No answer, or one that is not the control protocol.
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl From<RequestError> for String {
+    fn from(e: RequestError) -> Self {
+        e.to_string()
+    }
+}
+
 /// An answer line's `result`, or its error.
-pub fn result_of(answer: &str) -> Result<Value, String> {
+pub fn result_of(answer: &str) -> Result<Value, RequestError> {
     let v: Value = serde_json::from_str(answer)
-        .map_err(|e| format!("unreadable answer from the server: {e}"))?;
+        .map_err(|e| RequestError::Transport(format!("unreadable answer from the server: {e}")))?;
     if v["ok"] == Value::Bool(true) {
-        Ok(v["result"].clone())
-    } else {
-        Err(v["error"]
+        return Ok(v["result"].clone());
+    }
+    Err(RequestError::Refused {
+        code: v["code"].as_str().unwrap_or("failed").to_owned(),
+        message: v["error"]
             .as_str()
             .unwrap_or("the server refused the command")
-            .to_owned())
-    }
+            .to_owned(),
+    })
 }
 
 /// Sends `line` and returns the answer's lines as they come (`show
@@ -547,6 +571,29 @@ fn plain(v: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_answer_says_why_it_failed_by_code() {
+        let e = crate::control::CommandError::NoSession("user bob".into());
+        let line = json!({ "ok": false, "error": e.to_string(), "code": e.code() }).to_string();
+        match result_of(&line) {
+            Err(RequestError::Refused { code, message }) => {
+                assert_eq!(code, crate::control::NO_SESSION);
+                assert_eq!(message, "no session of user bob");
+            }
+            other => panic!("{other:?}"),
+        }
+        // An older server's answer has no code.
+        let old = r#"{"ok": false, "error": "unknown command"}"#;
+        assert!(
+            matches!(result_of(old), Err(RequestError::Refused { code, .. }) if code == "failed")
+        );
+        assert_eq!(result_of(r#"{"ok": true, "result": 3}"#).unwrap(), json!(3));
+        assert!(matches!(
+            result_of("garbage"),
+            Err(RequestError::Transport(_))
+        ));
+    }
 
     #[test]
     fn users_table_has_a_row_per_session() {
