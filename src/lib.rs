@@ -2,6 +2,8 @@
 //!
 //! `proto/` holds the sans-IO protocol cores, `sys/` the system calls behind
 //! safe wrappers, `shard/` the glommio glue that moves bytes between them.
+//! `unsafe` is denied everywhere but `sys`.
+#![deny(unsafe_code)]
 
 pub mod auth;
 pub mod bans;
@@ -21,6 +23,7 @@ pub use ocserv_proto as proto;
 pub mod ratelimit;
 pub mod server;
 pub mod shard;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod tls;
 pub mod units;

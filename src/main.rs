@@ -1,6 +1,8 @@
 //! The `ocserv-uring` command: run the server, manage the password file,
 //! check a configuration.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -2,7 +2,7 @@
 //! a tunnel on its session's home shard (the login is in `login`).
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -209,8 +209,8 @@ impl Conn {
 /// A connection moved here from another shard.
 pub(crate) async fn adopt(shard: Rc<Shard>, h: Handoff) {
     shard.metrics().handoffs.inc();
-    // SAFETY: the fd was dup'ed for this handoff and is owned by it alone.
-    let stream = unsafe { TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
+    // The descriptor was dup'ed for this handoff and is owned by it alone.
+    let stream: TcpStream = crate::sys::adopt(h.fd);
     let headers = shard
         .config_of(h.tls.vhost().as_deref())
         .http_headers

@@ -12,7 +12,7 @@
 //! submit (`poll_now`): a reply the kernel made at once (ping, a local
 //! service) then leaves without waiting for that wake-up.
 
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -57,8 +57,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             return;
         }
     };
-    // SAFETY: `owned` is a fresh dup that the BufferedFile takes over.
-    let wakeups = unsafe { BufferedFile::from_raw_fd(owned.into_raw_fd()) };
+    let wakeups: BufferedFile = sys::adopt(owned);
     let mut logged_errors = 0;
     let mut pace = Pace::default();
     let mut late_wakes = LateWakes::default();

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 
@@ -59,8 +59,7 @@ impl Inbox {
 
 /// The shard's side: sleeps until woken, then handles everything waiting.
 pub(super) async fn serve(shard: Rc<Shard>, wake: OwnedFd) {
-    // SAFETY: `wake` is this shard's end of its pair, owned here alone.
-    let mut wake = unsafe { glommio::net::UnixStream::from_raw_fd(wake.into_raw_fd()) };
+    let mut wake: glommio::net::UnixStream = crate::sys::adopt(wake);
     let inbox = &shard.shared.inboxes[shard.id.index()];
     let mut bytes = [0u8; 64];
     let mut batch = VecDeque::new();

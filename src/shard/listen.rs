@@ -3,7 +3,7 @@
 //! shards' SO_REUSEPORT groups.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 use glommio::net::{TcpListener, UdpSocket};
 use shards::ShardId;
@@ -21,21 +21,17 @@ type Sockets = (Vec<(TcpListener, RawFd)>, Vec<(UdpSocket, SocketAddr)>);
 /// asks first, as the service manager opened one socket of each.
 pub(super) fn passed(p: &sys::activation::Passed) -> Result<Sockets, String> {
     let dup = |fd: &std::os::fd::OwnedFd| {
-        use std::os::fd::{AsRawFd, IntoRawFd};
-        sys::dup(fd.as_raw_fd())
-            .map(IntoRawFd::into_raw_fd)
-            .map_err(|e| format!("socket activation: {e}"))
+        sys::dup(fd.as_raw_fd()).map_err(|e| format!("socket activation: {e}"))
     };
     let mut tcp = Vec::new();
     for (fd, _) in &p.tcp {
         let fd = dup(fd)?;
-        // SAFETY: a fresh descriptor of a listening socket, owned by nobody else.
-        tcp.push((unsafe { TcpListener::from_raw_fd(fd) }, fd));
+        let raw = fd.as_raw_fd();
+        tcp.push((sys::adopt(fd), raw));
     }
     let mut udp = Vec::new();
     for (fd, local) in &p.udp {
-        // SAFETY: as above, of a UDP socket.
-        udp.push((unsafe { UdpSocket::from_raw_fd(dup(fd)?) }, *local));
+        udp.push((sys::adopt(dup(fd)?), *local));
     }
     Ok((tcp, udp))
 }
@@ -59,9 +55,7 @@ pub(super) fn open(cfg: &Config, shards: usize, id: ShardId) -> Result<Sockets, 
         match sys::net::tcp_listener(addr, LISTEN_BACKLOG) {
             Ok(fd) => {
                 let raw = fd.as_raw_fd();
-                // SAFETY: glommio takes the fresh listener over (it wants
-                // a raw descriptor); nobody else owns it.
-                tcp.push((unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) }, raw));
+                tcp.push((sys::adopt(fd), raw));
             }
             Err(e) if optional(a, &cfg.listen) && no_ipv6(&e) => {
                 if id.0 == 0 {
@@ -79,9 +73,7 @@ pub(super) fn open(cfg: &Config, shards: usize, id: ShardId) -> Result<Sockets, 
                 sys::net::reuseport_listeners_only(fd.as_raw_fd(), shards as u32).map(|()| fd)
             });
             match sock {
-                // SAFETY: glommio takes the fresh socket over (it wants a
-                // raw descriptor); nobody else owns it.
-                Ok(fd) => udp.push((unsafe { UdpSocket::from_raw_fd(fd.into_raw_fd()) }, addr)),
+                Ok(fd) => udp.push((sys::adopt(fd), addr)),
                 Err(e) if optional(a, &cfg.udp_listen) && no_ipv6(&e) => {
                     if id.0 == 0 {
                         tracing::warn!("no DTLS on {addr}: {e} (no IPv6 here?)");

@@ -1,7 +1,8 @@
 //! The server's system calls and most of its `unsafe`: TUN ioctls, the
 //! bpf() syscall, io_uring, socket options, peer credentials and group
-//! look-ups. Elsewhere `unsafe` adopts raw descriptors into glommio types,
-//! or is a single libc call, each with its SAFETY comment.
+//! look-ups. Descriptors leave here as `OwnedFd`; [`adopt`] hands one to a
+//! type that only takes raw descriptors (glommio's), so no `unsafe` is
+//! needed for that elsewhere.
 
 pub mod activation;
 pub mod bpf;
@@ -17,7 +18,15 @@ mod txring;
 pub mod uring;
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+/// Gives an owned descriptor to a type built from raw ones (glommio's
+/// sockets and files): ownership moves, so it is closed once, by `T`.
+pub fn adopt<T: FromRawFd>(fd: OwnedFd) -> T {
+    // SAFETY: `fd` is open and ours; into_raw_fd gives that ownership up,
+    // and `T` takes it over (closing it when dropped).
+    unsafe { T::from_raw_fd(fd.into_raw_fd()) }
+}
 
 /// A second descriptor for the same open file (one per task direction).
 pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
