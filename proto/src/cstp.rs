@@ -138,9 +138,82 @@ pub fn encode(ty: FrameType, payload: &[u8], out: &mut [u8]) -> Result<usize, Fr
     Ok(need)
 }
 
+/// What a frame (CSTP) or record (DTLS) from a client asks of the server:
+/// the same on both channels (docs/protocol.md, "CSTP framing" and "DTLS:
+/// record payloads and DPD").
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientFrame<'a> {
+    /// An IP packet for the TUN device.
+    Packet(&'a [u8]),
+    /// Answer with a DPD response of the same payload: the client's MTU
+    /// probe needs its size back.
+    DpdRequest(&'a [u8]),
+    /// The client ends the session.
+    Disconnect(DisconnectReason<'a>),
+    /// Liveness only (a DPD response, a keepalive).
+    Alive,
+    /// Not for a server (compression is never negotiated; TERMINATE and
+    /// unknown types): dropped and counted.
+    Unexpected,
+}
+
+/// A DISCONNECT's payload: a code byte, then the client's reason text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DisconnectReason<'a>(pub &'a [u8]);
+
+impl DisconnectReason<'_> {
+    /// The reason text, for the log (lossy, trailing NULs dropped).
+    pub fn text(&self) -> String {
+        let text = String::from_utf8_lossy(self.0.get(1..).unwrap_or_default());
+        text.trim_end_matches('\0').to_owned()
+    }
+}
+
+/// Classifies one frame or record from a client.
+pub fn client_frame(ty: FrameType, payload: &[u8]) -> ClientFrame<'_> {
+    match ty {
+        FrameType::Data => ClientFrame::Packet(payload),
+        FrameType::DpdReq => ClientFrame::DpdRequest(payload),
+        FrameType::Disconnect => ClientFrame::Disconnect(DisconnectReason(payload)),
+        FrameType::DpdResp | FrameType::Keepalive => ClientFrame::Alive,
+        FrameType::Compressed | FrameType::Terminate | FrameType::Other(_) => {
+            ClientFrame::Unexpected
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_frames_by_type() {
+        let pkt = [0x45, 0, 0, 20];
+        assert_eq!(
+            client_frame(FrameType::Data, &pkt),
+            ClientFrame::Packet(&pkt)
+        );
+        assert_eq!(
+            client_frame(FrameType::DpdReq, b"probe"),
+            ClientFrame::DpdRequest(b"probe")
+        );
+        assert_eq!(client_frame(FrameType::DpdResp, b""), ClientFrame::Alive);
+        assert_eq!(client_frame(FrameType::Keepalive, b""), ClientFrame::Alive);
+        for ty in [
+            FrameType::Compressed,
+            FrameType::Terminate,
+            FrameType::Other(0x42),
+        ] {
+            assert_eq!(client_frame(ty, b"x"), ClientFrame::Unexpected, "{ty:?}");
+        }
+        let ClientFrame::Disconnect(why) =
+            client_frame(FrameType::Disconnect, b"\xb0User logout\0\0")
+        else {
+            panic!("not a disconnect");
+        };
+        assert_eq!(why.text(), "User logout");
+        assert_eq!(DisconnectReason(b"").text(), "");
+    }
 
     #[test]
     fn decodes_captured_data_frame_header() {

@@ -20,7 +20,7 @@ use shards::AppId;
 use super::core::Shard;
 use super::notify::Notify;
 use super::tunnel::{EndReason, Tunnel};
-use crate::proto::cstp::FrameType;
+use crate::proto::cstp::{self, ClientFrame, FrameType};
 use crate::proto::dtls::{
     self, on_hello, ChannelEvent, ChannelState, HelloAction, Inbound, ServerChannel,
 };
@@ -201,22 +201,20 @@ impl DtlsChannel {
         let Some((&ty, payload)) = record.split_first() else {
             return;
         };
-        match FrameType::from_byte(ty) {
-            FrameType::Data => {
-                self.rx_bytes
-                    .set(self.rx_bytes.get() + payload.len() as u64);
-                tunnel.packet_from_client(payload, shard, crate::metrics::Channel::Dtls, now);
+        match cstp::client_frame(FrameType::from_byte(ty), payload) {
+            ClientFrame::Packet(pkt) => {
+                self.rx_bytes.set(self.rx_bytes.get() + pkt.len() as u64);
+                tunnel.packet_from_client(pkt, shard, crate::metrics::Channel::Dtls, now);
             }
-            // Echo the whole record: the client's MTU probe needs its size back.
-            FrameType::DpdReq => {
+            ClientFrame::DpdRequest(payload) => {
                 self.send(shard, FrameType::DpdResp, payload);
             }
-            FrameType::Disconnect => {
-                tracing::info!(user = %tunnel.user, "client sent DISCONNECT over DTLS");
+            ClientFrame::Disconnect(why) => {
+                tracing::info!(user = %tunnel.user, reason = %why.text(), "client sent DISCONNECT over DTLS");
                 tunnel.end(EndReason::ClientDisconnect);
             }
-            FrameType::DpdResp | FrameType::Keepalive => {}
-            _ => tunnel.count_dropped(),
+            ClientFrame::Alive => {}
+            ClientFrame::Unexpected => tunnel.count_dropped(),
         }
     }
 }

@@ -16,7 +16,7 @@ use super::limits::Limits;
 use super::notify::Notify;
 use super::stream::SharedStream;
 use crate::metrics::Channel;
-use crate::proto::cstp::{self, FrameType};
+use crate::proto::cstp::{self, ClientFrame, FrameType};
 use crate::proto::ip;
 use crate::proto::timers::{Expiry, Heard, TunnelTimers};
 use crate::tls::TlsSession;
@@ -522,25 +522,20 @@ impl Tunnel {
                     break Err(EndReason::ProtocolError);
                 }
             };
-            match frame.ty {
-                FrameType::Data => {
+            match cstp::client_frame(frame.ty, frame.payload) {
+                ClientFrame::Packet(pkt) => {
                     self.cstp_data_seen(shard);
-                    self.packet_from_client(frame.payload, shard, Channel::Cstp, now);
+                    self.packet_from_client(pkt, shard, Channel::Cstp, now);
                 }
-                FrameType::DpdReq => {
-                    self.send_frame(FrameType::DpdResp, frame.payload);
+                ClientFrame::DpdRequest(payload) => {
+                    self.send_frame(FrameType::DpdResp, payload);
                 }
-                FrameType::Disconnect => {
-                    let why = String::from_utf8_lossy(frame.payload.get(1..).unwrap_or_default())
-                        .into_owned();
-                    tracing::info!(user = %self.user, reason = %why.trim_end_matches('\0'), "client sent DISCONNECT");
+                ClientFrame::Disconnect(why) => {
+                    tracing::info!(user = %self.user, reason = %why.text(), "client sent DISCONNECT");
                     break Err(EndReason::ClientDisconnect);
                 }
-                FrameType::DpdResp | FrameType::Keepalive => {}
-                // Compression is never negotiated; others are not for servers.
-                FrameType::Compressed | FrameType::Terminate | FrameType::Other(_) => {
-                    self.bump(|s| s.dropped += 1);
-                }
+                ClientFrame::Alive => {}
+                ClientFrame::Unexpected => self.bump(|s| s.dropped += 1),
             }
         };
         plain.drain(..used);
