@@ -70,12 +70,32 @@ fn data(c: &mut DtlsClient, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A connected channel and its client.
-fn connected(now: Instant) -> (ServerChannel, DtlsClient) {
+/// A channel started by a fresh client's hello, which it has taken.
+fn started(now: Instant) -> (ServerChannel, DtlsClient, Vec<u8>) {
     let mut c = client(PSK, &APP_ID, now);
     let hello = from_client(&mut c, now).remove(0);
     let mut ch = ServerChannel::new(ChannelKey::Psk(PSK), APP_ID, 1400, now, &hello);
     feed(&mut ch, now, &hello);
+    (ch, c, hello)
+}
+
+/// Runs the channel's timers, sending nothing anywhere, until it has no
+/// deadline (at most 100 steps); the last instant.
+fn run_timers(ch: &mut ServerChannel, from: Instant) -> Instant {
+    let mut t = from;
+    for _ in 0..100 {
+        let Some(at) = ch.poll_timeout() else { break };
+        t = at.max(t);
+        ch.handle_timeout(t);
+        let mut buf = [0u8; 2048];
+        while ch.poll_transmit(t, &mut buf).is_some() {}
+    }
+    t
+}
+
+/// A connected channel and its client.
+fn connected(now: Instant) -> (ServerChannel, DtlsClient) {
+    let (mut ch, mut c, _) = started(now);
     to_client(&mut ch, &mut c, now);
     handshake(&mut ch, &mut c, now);
     assert!(ch.is_active(), "{:?}", events(&mut ch));
@@ -125,10 +145,7 @@ fn a_restart_is_served_beside_the_working_session_and_then_takes_over() {
 #[test]
 fn a_retransmitted_hello_is_not_a_restart() {
     let now = Instant::now();
-    let mut c = client(PSK, &APP_ID, now);
-    let hello = from_client(&mut c, now).remove(0);
-    let mut ch = ServerChannel::new(ChannelKey::Psk(PSK), APP_ID, 1400, now, &hello);
-    feed(&mut ch, now, &hello);
+    let (mut ch, mut c, hello) = started(now);
     feed(&mut ch, now, &hello);
     assert!(!events(&mut ch).contains(&ChannelEvent::Restarted));
     to_client(&mut ch, &mut c, now);
@@ -167,14 +184,7 @@ fn a_failed_restart_leaves_the_working_session_alone() {
     // record: the restart waits, then gives up; packets flow throughout.
     assert!(ch.is_restarting());
     assert_eq!(feed(&mut ch, now, &data(&mut c, b"\x00y")), [b"\x00y"]);
-    let mut t = now;
-    for _ in 0..100 {
-        let Some(at) = ch.poll_timeout() else { break };
-        t = at.max(t);
-        ch.handle_timeout(t);
-        let mut buf = [0u8; 2048];
-        while ch.poll_transmit(t, &mut buf).is_some() {}
-    }
+    let t = run_timers(&mut ch, now);
     assert!(
         !ch.is_restarting() && ch.is_active(),
         "{:?}",
@@ -186,18 +196,8 @@ fn a_failed_restart_leaves_the_working_session_alone() {
 #[test]
 fn a_handshake_that_never_finishes_ends_the_channel() {
     let now = Instant::now();
-    let mut c = client(PSK, &APP_ID, now);
-    let hello = from_client(&mut c, now).remove(0);
-    let mut ch = ServerChannel::new(ChannelKey::Psk(PSK), APP_ID, 1400, now, &hello);
-    feed(&mut ch, now, &hello);
-    let mut t = now;
-    for _ in 0..100 {
-        let Some(at) = ch.poll_timeout() else { break };
-        t = at.max(t);
-        ch.handle_timeout(t);
-        let mut buf = [0u8; 2048];
-        while ch.poll_transmit(t, &mut buf).is_some() {}
-    }
+    let (mut ch, _, _) = started(now);
+    let t = run_timers(&mut ch, now);
     assert!(ch.is_closed());
     assert!(events(&mut ch)
         .iter()
