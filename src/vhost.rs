@@ -11,7 +11,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use crate::config::{Config, ConfigError, RawConfig};
+use crate::config::{Config, ConfigError, RawConfig, Unread};
 
 /// The keys a virtual host may set, by section.
 const KEYS: &[(&str, &[&str])] = &[
@@ -148,7 +148,7 @@ pub fn build(
     name: &str,
     overlay: toml::Table,
     local: (Ipv4Addr, Option<Ipv6Addr>),
-) -> Result<(Config, toml::Table), ConfigError> {
+) -> Result<(Unread, toml::Table), ConfigError> {
     let err = |reason: String| ConfigError::Vhost {
         file: file.to_owned(),
         name: name.to_owned(),
@@ -172,13 +172,21 @@ pub fn build(
         merge(t, &overlay);
     }
     let raw: RawConfig = merged.try_into().map_err(|e| err(e.to_string()))?;
-    let mut config = Config::from_raw(file, raw).map_err(|e| {
-        let text = e.to_string();
-        let prefix = format!("{}: ", file.display());
-        err(text.strip_prefix(&prefix).unwrap_or(&text).to_owned())
-    })?;
-    config.local = local;
-    Ok((config, overlay))
+    let mut host = Config::validate(file, raw).map_err(|e| host_error(file, name, &e))?;
+    host.config.local = local;
+    Ok((host, overlay))
+}
+
+/// An error in a virtual host's keys, as the host's own (the file is named
+/// once, in front).
+pub(crate) fn host_error(file: &Path, name: &str, e: &ConfigError) -> ConfigError {
+    let text = e.to_string();
+    let prefix = format!("{}: ", file.display());
+    ConfigError::Vhost {
+        file: file.to_owned(),
+        name: name.to_owned(),
+        reason: text.strip_prefix(&prefix).unwrap_or(&text).to_owned(),
+    }
 }
 
 /// A host name as SNI carries it: letters, digits, `-` and `.`.

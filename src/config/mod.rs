@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::proto::auth::GroupOption;
 use crate::units::SizeValue;
 
+mod files;
+mod validate;
+
+pub use files::Unread;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {err}")]
@@ -695,447 +700,10 @@ impl Config {
         Self::from_raw(file, raw)
     }
 
-    /// Checks a configuration read from `file`.
-    pub fn from_raw(file: &Path, mut raw: RawConfig) -> Result<Self, ConfigError> {
-        let bad = |key: &'static str, reason: String| ConfigError::Invalid {
-            file: file.to_owned(),
-            key,
-            reason,
-        };
-        let overlays = std::mem::take(&mut raw.vhost);
-        let written = raw.clone();
-
-        // Relative paths are relative to the config file, not the cwd.
-        let base = file.parent().unwrap_or(Path::new("."));
-        for p in [
-            &mut raw.tls.cert_file,
-            &mut raw.tls.key_file,
-            &mut raw.auth.passwd_file,
-        ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        }
-        if !raw.control.socket.as_os_str().is_empty() && raw.control.socket.is_relative() {
-            raw.control.socket = base.join(&raw.control.socket);
-        }
-        for p in [
-            &mut raw.auth.ca_file,
-            &mut raw.auth.crl_file,
-            &mut raw.auth.user_profile,
-            &mut raw.auth.otp_file,
-            &mut raw.pam.config_dir,
-        ] {
-            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
-                *p = base.join(&*p);
-            }
-        }
-        let u = &mut raw.users;
-        for p in [
-            &mut u.config_per_user,
-            &mut u.config_per_group,
-            &mut u.default_user_config,
-            &mut u.default_group_config,
-        ] {
-            if let Some(p) = p.as_mut().filter(|p| p.is_relative()) {
-                *p = base.join(&*p);
-            }
-        }
-        for (key, dir) in [
-            ("users.config_per_user", &u.config_per_user),
-            ("users.config_per_group", &u.config_per_group),
-        ] {
-            if let Some(d) = dir.as_ref().filter(|d| !d.is_dir()) {
-                return Err(bad(key, format!("{} is not a directory", d.display())));
-            }
-        }
-        for (key, f) in [
-            ("users.default_user_config", &u.default_user_config),
-            ("users.default_group_config", &u.default_group_config),
-        ] {
-            if let Some(f) = f {
-                crate::usercfg::read_file(f).map_err(|reason| bad(key, reason))?;
-            }
-        }
-
-        let listen = raw
-            .server
-            .listen
-            .addresses()
-            .map_err(|reason| bad("server.listen", reason))?;
-        if listen.is_empty() {
-            return Err(bad("server.listen", "expected at least one address".into()));
-        }
-        let udp_listen = match raw.server.udp_listen.addresses() {
-            Ok(a) if a.is_empty() => listen.clone(),
-            Ok(a) => a,
-            Err(reason) => return Err(bad("server.udp_listen", reason)),
-        };
-        if raw.server.tcp_port == 0 {
-            return Err(bad(
-                "server.tcp_port",
-                "expected a port 1-65535, got 0".into(),
-            ));
-        }
-        if raw.server.batch_wait_us > MAX_BATCH_WAIT_US {
-            return Err(bad(
-                "server.batch_wait_us",
-                format!(
-                    "expected 0-{MAX_BATCH_WAIT_US} (microseconds), got {}",
-                    raw.server.batch_wait_us
-                ),
-            ));
-        }
-        let workers = match raw.server.workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n if n > 1024 => {
-                return Err(bad("server.workers", format!("expected 0-1024, got {n}")))
-            }
-            n => n,
-        };
-        let ipv4_network: Ipv4Net = raw.network.ipv4_network.parse().map_err(|_| {
-            bad(
-                "network.ipv4_network",
-                format!(
-                    "expected an IPv4 CIDR like 192.168.100.0/24, got {:?}",
-                    raw.network.ipv4_network
-                ),
-            )
-        })?;
-        if ipv4_network.prefix_len() > 30 {
-            return Err(bad(
-                "network.ipv4_network",
-                format!(
-                    "prefix /{} leaves no client addresses; use /30 or shorter",
-                    ipv4_network.prefix_len()
-                ),
-            ));
-        }
-        if ipv4_network.network() != ipv4_network.addr() {
-            return Err(bad(
-                "network.ipv4_network",
-                format!(
-                    "{ipv4_network} has host bits set; expected {}",
-                    ipv4_network.trunc()
-                ),
-            ));
-        }
-        let mut dns = Vec::new();
-        for d in &raw.network.dns {
-            dns.push(
-                d.parse()
-                    .map_err(|_| bad("network.dns", format!("expected IP addresses, got {d:?}")))?,
-            );
-        }
-        let ipv6_network = match raw.network.ipv6_network.trim() {
-            "" => None,
-            text => {
-                let net: Ipv6Net = text.parse().map_err(|_| {
-                    bad(
-                        "network.ipv6_network",
-                        format!("expected an IPv6 CIDR like fd00:100::/64, got {text:?}"),
-                    )
-                })?;
-                if net.prefix_len() > 96 {
-                    return Err(bad(
-                        "network.ipv6_network",
-                        format!(
-                            "prefix /{} is too long: expected /96 or shorter",
-                            net.prefix_len()
-                        ),
-                    ));
-                }
-                if net.network() != net.addr() {
-                    return Err(bad(
-                        "network.ipv6_network",
-                        format!("{net} has host bits set; expected {}", net.trunc()),
-                    ));
-                }
-                Some(net)
-            }
-        };
-        let (mut routes, mut routes6) = (Vec::new(), Vec::new());
-        for r in &raw.network.routes {
-            let net: IpNet = r.parse().map_err(|_| {
-                bad(
-                    "network.routes",
-                    format!("expected CIDRs like 10.0.0.0/8 or fd00:1::/48, got {r:?}"),
-                )
-            })?;
-            match net.trunc() {
-                IpNet::V4(n) => routes.push(n),
-                IpNet::V6(n) => routes6.push(n),
-            }
-        }
-        if !(576..=9000).contains(&raw.network.mtu) {
-            return Err(bad(
-                "network.mtu",
-                format!("expected 576-9000, got {}", raw.network.mtu),
-            ));
-        }
-        if raw.network.device.is_empty()
-            || raw.network.device.len() > 15
-            || raw.network.device.contains(['/', ' '])
-        {
-            return Err(bad(
-                "network.device",
-                format!(
-                    "expected an interface name of 1-15 characters, got {:?}",
-                    raw.network.device
-                ),
-            ));
-        }
-        let s = &raw.session;
-        for (key, v, min) in [
-            ("session.dpd", s.dpd, 1),
-            ("session.keepalive", s.keepalive, 1),
-            ("session.cookie_timeout", s.cookie_timeout, 0),
-            ("session.auth_timeout", s.auth_timeout, 1),
-            ("session.idle_timeout", s.idle_timeout, 0),
-            ("session.mobile_idle_timeout", s.mobile_idle_timeout, 0),
-            ("session.session_timeout", s.session_timeout, 0),
-            ("session.rekey_time", s.rekey_time, 0),
-            ("security.ban_time", raw.security.ban_time, 0),
-            ("security.ban_reset_time", raw.security.ban_reset_time, 0),
-        ] {
-            if v < min || v > 7 * 24 * 3600 {
-                return Err(bad(key, format!("expected {min}-604800 seconds, got {v}")));
-            }
-        }
-        let rx_per_sec = s
-            .rx_data_per_sec
-            .bytes()
-            .map_err(|e| bad("session.rx_data_per_sec", e))?;
-        let tx_per_sec = s
-            .tx_data_per_sec
-            .bytes()
-            .map_err(|e| bad("session.tx_data_per_sec", e))?;
-        let mut select_groups = Vec::new();
-        for g in &raw.auth.select_group {
-            select_groups.push(GroupOption::parse(g).map_err(|e| bad("auth.select_group", e))?);
-        }
-        if !select_groups.is_empty() && raw.auth.auto_select_group {
-            return Err(bad(
-                "auth.auto_select_group",
-                "expected either select_group or auto_select_group, not both".into(),
-            ));
-        }
-        let select_groups = select_groups.into();
-        let a = &raw.auth;
-        let (auth_method, backend) = AuthMethod::parse(&a.method).ok_or_else(|| {
-            bad("auth.method", format!("expected password, radius, pam, ldap, certificate, or certificate with one of them as certificate+password or certificate|password, got {:?}", a.method))
-        })?;
-        if let Some(otp) = &raw.auth.otp_file {
-            if backend != Backend::File {
-                return Err(bad("auth.otp_file", "expected auth.method with the password file: one-time passwords follow its password".into()));
-            }
-            std::fs::metadata(otp)
-                .map_err(|e| bad("auth.otp_file", format!("{}: {e}", otp.display())))?;
-        }
-        if backend == Backend::Pam {
-            let service = &raw.pam.service;
-            if service.is_empty() || service.contains(['/', '\0']) || service.starts_with('.') {
-                return Err(bad(
-                    "pam.service",
-                    format!("expected a PAM service name, got {service:?}"),
-                ));
-            }
-            if let Some(dir) = raw.pam.config_dir.as_ref().filter(|d| !d.is_dir()) {
-                return Err(bad(
-                    "pam.config_dir",
-                    format!("{} is not a directory", dir.display()),
-                ));
-            }
-        }
-        let ldap = if backend == Backend::Ldap {
-            let l = crate::auth::ldap::Ldap::from_raw(&raw.ldap, base)
-                .map_err(|(key, reason)| bad(key, reason))?;
-            Some(Arc::new(l))
-        } else {
-            None
-        };
-        let radius = if backend == Backend::Radius
-            || raw.radius.accounting
-            || !raw.radius.disconnect_listen.trim().is_empty()
-        {
-            let r = crate::auth::radius::Radius::from_raw(&raw.radius, base)
-                .map_err(|(key, reason)| bad(key, reason))?;
-            if r.auth.is_empty() && backend == Backend::Radius {
-                return Err(bad(
-                    "radius.servers",
-                    "expected at least one server: auth.method uses RADIUS".into(),
-                ));
-            }
-            Some(Arc::new(r))
-        } else {
-            None
-        };
-        match &a.ca_file {
-            None if auth_method.uses_certificates() => {
-                return Err(bad("auth.ca_file", format!("expected a CA file: auth.method {:?} checks client certificates against one", a.method)));
-            }
-            Some(ca) => {
-                drop(crate::tls::load_ca(ca).map_err(|e| bad("auth.ca_file", e.to_string()))?)
-            }
-            None => {}
-        }
-        if let Some(crl) = &a.crl_file {
-            let Some(ca) = &a.ca_file else {
-                return Err(bad(
-                    "auth.crl_file",
-                    "expected auth.ca_file beside it: a CRL revokes certificates of that CA".into(),
-                ));
-            };
-            crate::tls::check_crls(ca, crl).map_err(|e| bad("auth.crl_file", e.to_string()))?;
-        }
-        let cert_user_oid = crate::proto::x509name::oid_from_text(&a.cert_user_oid)
-            .map_err(|e| bad("auth.cert_user_oid", e))?;
-        let cert_group_oid = match &a.cert_group_oid {
-            Some(o) => Some(
-                crate::proto::x509name::oid_from_text(o)
-                    .map_err(|e| bad("auth.cert_group_oid", e))?,
-            ),
-            None => None,
-        };
-        if !matches!(raw.server.log_format.as_str(), "text" | "json") {
-            return Err(bad(
-                "server.log_format",
-                format!(
-                    "expected \"text\" or \"json\", got {:?}",
-                    raw.server.log_format
-                ),
-            ));
-        }
-        let sc = &mut raw.scripts;
-        for (key, p) in [
-            ("scripts.connect_script", &mut sc.connect_script),
-            ("scripts.disconnect_script", &mut sc.disconnect_script),
-        ] {
-            if let Some(p) = p.as_mut() {
-                if p.is_relative() {
-                    *p = base.join(&*p);
-                }
-                check_script(p).map_err(|reason| bad(key, reason))?;
-            }
-        }
-        if !(1..=300).contains(&sc.script_timeout) {
-            return Err(bad(
-                "scripts.script_timeout",
-                format!("expected 1-300 seconds, got {}", sc.script_timeout),
-            ));
-        }
-        let m = raw.monitoring.metrics_listen.trim();
-        let metrics_listen = if m.is_empty() {
-            None
-        } else {
-            Some(m.parse().map_err(|_| bad("monitoring.metrics_listen", format!("expected address:port such as \"127.0.0.1:9617\" or \"[::1]:9617\", got {m:?}")))?)
-        };
-        let control_gid = match raw.control.group.trim() {
-            "" => None,
-            g => match crate::sys::creds::group_id(g) {
-                Ok(Some(gid)) => Some(gid),
-                Ok(None) => {
-                    return Err(bad(
-                        "control.group",
-                        format!("expected a group of this system, got {g:?}"),
-                    ))
-                }
-                Err(e) => return Err(bad("control.group", format!("looking up group {g:?}: {e}"))),
-            },
-        };
-        if !matches!(raw.session.rekey_method.as_str(), "ssl" | "new-tunnel") {
-            return Err(bad(
-                "session.rekey_method",
-                format!(
-                    "expected \"ssl\" or \"new-tunnel\", got {:?}",
-                    raw.session.rekey_method
-                ),
-            ));
-        }
-        let cs = &raw.server.camouflage_secret;
-        if cs
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '&' || c == '#')
-        {
-            return Err(bad(
-                "server.camouflage_secret",
-                format!("expected URL-safe text without spaces, '&' or '#', got {cs:?}"),
-            ));
-        }
-        let pu = &raw.session.proxy_url;
-        if pu.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(bad(
-                "session.proxy_url",
-                format!("expected a URL without spaces, got {pu:?}"),
-            ));
-        }
-        for h in &raw.session.custom_headers {
-            check_header(h).map_err(|reason| bad("session.custom_headers", reason))?;
-        }
-        for h in &raw.server.http_headers {
-            check_header(h).map_err(|reason| bad("server.http_headers", reason))?;
-        }
-        let http_headers = raw.server.http_headers.clone().into();
-        let run_as = run_as(&raw.server).map_err(|(key, reason)| bad(key, reason))?;
-        if let Some(p) = &raw.auth.user_profile {
-            crate::usercfg::Profile::read(p).map_err(|e| bad("auth.user_profile", e))?;
-        }
-        let user_defaults = user_defaults(&raw).map_err(|(key, reason)| bad(key, reason))?;
-        let known_iroutes = match (raw.network.expose_iroutes, &raw.users.config_per_user) {
-            (false, _) => Vec::new(),
-            (true, None) => {
-                return Err(bad(
-                    "network.expose_iroutes",
-                    "needs users.config_per_user, whose files' iroutes it exposes".into(),
-                ))
-            }
-            (true, Some(dir)) => crate::usercfg::iroutes_in(dir)
-                .map_err(|reason| bad("network.expose_iroutes", reason))?,
-        };
-        let local = (
-            Ipv4Addr::from(u32::from(ipv4_network.network()) + 1),
-            ipv6_network.map(|n| {
-                Ipv6Addr::from(
-                    u128::from(n.network()) | u128::from(u32::from(ipv4_network.network()) + 1),
-                )
-            }),
-        );
-        let mut config = Self {
-            vhosts: Vec::new(),
-            local,
-            known_iroutes,
-            file: file.to_owned(),
-            run_as,
-            user_defaults,
-            http_headers,
-            ocserv_notes: Vec::new(),
-            raw,
-            listen,
-            udp_listen,
-            ipv4_network,
-            ipv6_network,
-            dns,
-            routes,
-            routes6,
-            workers,
-            select_groups,
-            auth_method,
-            backend,
-            radius,
-            ldap,
-            cert_user_oid,
-            cert_group_oid,
-            rx_per_sec,
-            tx_per_sec,
-            metrics_listen,
-            control_gid,
-        };
-        for (name, overlay) in overlays {
-            let host = crate::vhost::build(file, &written, &name, overlay, config.local)?;
-            config.raw.vhost.insert(name.clone(), host.1);
-            config.vhosts.push((name.into(), Arc::new(host.0)));
-        }
-        Ok(config)
+    /// Checks a configuration read from `file`: its keys
+    /// (`Config::validate`), then what they name (`Unread::read_files`).
+    pub fn from_raw(file: &Path, raw: RawConfig) -> Result<Self, ConfigError> {
+        Self::validate(file, raw)?.read_files()
     }
 
     /// The configuration of a session of virtual host `name` (`None` or a
@@ -1389,149 +957,6 @@ impl Config {
     }
 }
 
-/// The global values of keys per-user files may set, parsed as those
-/// files' lines are.
-fn user_defaults(raw: &RawConfig) -> Result<crate::usercfg::UserConfig, (&'static str, String)> {
-    let (n, s) = (&raw.network, &raw.session);
-    let mut d = crate::usercfg::UserConfig::default();
-    let mut set =
-        |key: &'static str, ocserv: &str, v: &str| d.set_default(ocserv, v).map_err(|e| (key, e));
-    for v in &n.no_routes {
-        set("network.no_routes", "no-route", v)?;
-    }
-    for v in &n.split_dns {
-        set("network.split_dns", "split-dns", v)?;
-    }
-    if !n.default_domain.trim().is_empty() {
-        set(
-            "network.default_domain",
-            "default-domain",
-            &n.default_domain,
-        )?;
-    }
-    for v in &n.nbns {
-        set("network.nbns", "nbns", v)?;
-    }
-    let yes = |b: bool| if b { "true" } else { "false" };
-    set(
-        "network.tunnel_all_dns",
-        "tunnel-all-dns",
-        yes(n.tunnel_all_dns),
-    )?;
-    set(
-        "network.client_bypass_protocol",
-        "client-bypass-protocol",
-        yes(n.client_bypass_protocol),
-    )?;
-    set("session.deny_roaming", "deny-roaming", yes(s.deny_roaming))?;
-    if !n.net_priority.trim().is_empty() {
-        set(
-            "network.net_priority",
-            "net-priority",
-            n.net_priority.trim(),
-        )?;
-    }
-    if !n.restrict_user_to_ports.trim().is_empty() {
-        set(
-            "network.restrict_user_to_ports",
-            "restrict-user-to-ports",
-            &n.restrict_user_to_ports,
-        )?;
-    }
-    if s.mobile_dpd > 0 {
-        set(
-            "session.mobile_dpd",
-            "mobile-dpd",
-            &s.mobile_dpd.to_string(),
-        )?;
-    }
-    d.user_profile.clone_from(&raw.auth.user_profile);
-    Ok(d)
-}
-
-/// Looks up `run_as_user` and `run_as_group` in the system's databases.
-fn run_as(s: &Server) -> Result<Option<RunAs>, (&'static str, String)> {
-    let (user, group) = (s.run_as_user.trim(), s.run_as_group.trim());
-    if user.is_empty() {
-        if !group.is_empty() {
-            return Err((
-                "server.run_as_group",
-                "expected run_as_user beside it".into(),
-            ));
-        }
-        return Ok(None);
-    }
-    let key = "server.run_as_user";
-    let u = match crate::sys::privs::user(user) {
-        Ok(Some(u)) => u,
-        Ok(None) => return Err((key, format!("expected a user of this system, got {user:?}"))),
-        Err(e) => return Err((key, format!("looking up user {user:?}: {e}"))),
-    };
-    if u.uid == 0 {
-        return Err((
-            key,
-            format!("{user:?} is root: expected an unprivileged user such as \"nobody\""),
-        ));
-    }
-    let (group, gid) = if group.is_empty() {
-        (format!("gid {}", u.gid), u.gid)
-    } else {
-        let key = "server.run_as_group";
-        match crate::sys::creds::group_id(group) {
-            Ok(Some(0)) => {
-                return Err((
-                    key,
-                    format!(
-                    "{group:?} is root's group: expected an unprivileged one such as \"nogroup\""
-                ),
-                ))
-            }
-            Ok(Some(gid)) => (group.to_owned(), gid),
-            Ok(None) => {
-                return Err((
-                    key,
-                    format!("expected a group of this system, got {group:?}"),
-                ))
-            }
-            Err(e) => return Err((key, format!("looking up group {group:?}: {e}"))),
-        }
-    };
-    Ok(Some(RunAs {
-        user: user.to_owned(),
-        uid: u.uid,
-        group,
-        gid,
-    }))
-}
-
-/// `Name: value`, a header the CONNECT answer may carry.
-fn check_header(h: &str) -> Result<(), String> {
-    let (name, value) = h
-        .split_once(':')
-        .ok_or_else(|| format!("expected \"Name: value\", got {h:?}"))?;
-    let token = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-    if !token || value.chars().any(char::is_control) {
-        return Err(format!(
-            "expected \"Name: value\" with a plain name and no control characters, got {h:?}"
-        ));
-    }
-    Ok(())
-}
-
-/// A configured script must be an executable file.
-fn check_script(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e} (expected an executable file)", path.display()))?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(format!("{}: expected an executable file", path.display()));
-    }
-    Ok(())
-}
-
 /// The networks a session's addresses come from (`Config::nets`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Nets {
@@ -1587,6 +1012,64 @@ mod tests {
         ] {
             Config::load(&dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
+    }
+
+    #[test]
+    fn keys_are_validated_without_reading_the_files_they_name() {
+        let file = Path::new("/nonexistent-dir/c.toml");
+        let raw = |text: &str| -> RawConfig { toml::from_str(text).unwrap() };
+        let text =
+            "[auth]\nmethod = \"certificate\"\nca_file = \"ca.pem\"\ncrl_file = \"crl.pem\"\n\
+                    [users]\nconfig_per_user = \"users\"\n\
+                    [scripts]\nconnect_script = \"up.sh\"\n\
+                    [control]\ngroup = \"no-such-group-here\"\n\
+                    [vhost.\"a.example\".auth]\nca_file = \"/nonexistent/other-ca.pem\"\n";
+        let unread = Config::validate(file, raw(text)).unwrap();
+        let auth = &unread.config().raw.auth;
+        assert_eq!(
+            auth.ca_file.as_deref(),
+            Some(Path::new("/nonexistent-dir/ca.pem"))
+        );
+        assert!(unread.config().control_gid.is_none());
+        let first_read = unread.read_files();
+        assert!(
+            matches!(
+                first_read,
+                Err(ConfigError::Invalid {
+                    key: "users.config_per_user",
+                    ..
+                })
+            ),
+            "{first_read:?}"
+        );
+
+        // What the keys alone show wrong is found without any file.
+        let refused = Config::validate(file, raw("[auth]\ncrl_file = \"crl.pem\"\n"));
+        assert!(
+            matches!(
+                refused,
+                Err(ConfigError::Invalid {
+                    key: "auth.crl_file",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+
+        // A virtual host's files are read in the second step, under its name.
+        let dir = std::env::temp_dir().join(format!("ocu-unread-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".into()]).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
+        let text = "[auth]\nca_file = \"ca.pem\"\n\
+                    [vhost.\"a.example\".auth]\nca_file = \"/nonexistent/other-ca.pem\"\n";
+        let unread = Config::validate(&dir.join("c.toml"), raw(text)).unwrap();
+        let host = unread.read_files();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            matches!(&host, Err(ConfigError::Vhost { name, reason, .. }) if name == "a.example" && reason.contains("auth.ca_file")),
+            "{host:?}"
+        );
     }
 
     #[test]
