@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 /// Silence of DPD × this ends a tunnel (or its DTLS channel).
 pub const DPD_DROP_FACTOR: u32 = 3;
 
+/// A client sending DATA over CSTP this long after its last DTLS record
+/// has given up on DTLS.
+pub const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
+
 /// Why the timers end a tunnel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expiry {
@@ -34,6 +38,17 @@ pub struct Heard {
     pub cstp: Instant,
     /// The last authenticated DTLS record, while a DTLS channel is up.
     pub dtls: Option<Instant>,
+}
+
+impl Heard {
+    /// DATA just came over CSTP (at `cstp`): whether the client has given
+    /// up on the DTLS channel, which has carried nothing for
+    /// [`CSTP_FALLBACK_AFTER`], so packets to it should go over CSTP too
+    /// (without waiting for the channel's DPD limit).
+    pub fn dtls_abandoned(&self) -> bool {
+        self.dtls
+            .is_some_and(|at| self.cstp.saturating_duration_since(at) > CSTP_FALLBACK_AFTER)
+    }
 }
 
 /// What a check found due.
@@ -274,6 +289,20 @@ mod tests {
         let due = t.check(t0 + S(290), h);
         assert!(due.dtls_silent && due.end.is_none() && !due.send_dpd);
         assert_eq!(t.next_due(h), t0 + S(290), "the channel's limit is due");
+    }
+
+    #[test]
+    fn data_over_cstp_long_after_dtls_abandons_the_channel() {
+        let t0 = Instant::now();
+        assert!(
+            !heard(t0, 20, 20, Some(10)).dtls_abandoned(),
+            "10 s: not yet"
+        );
+        assert!(
+            heard(t0, 30, 30, Some(10)).dtls_abandoned(),
+            "20 s: given up"
+        );
+        assert!(!heard(t0, 30, 30, None).dtls_abandoned(), "no channel");
     }
 
     #[test]

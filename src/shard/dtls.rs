@@ -35,9 +35,6 @@ pub(crate) const RECV_SLACK: usize = 512;
 /// Pause before receiving again after the socket reported an error
 /// (ICMP port unreachable: the client went away, or is restarting).
 const RECV_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// A client that sends DATA over CSTP this long after its last UDP packet
-/// has given up on DTLS: send over CSTP too.
-pub(crate) const CSTP_FALLBACK_AFTER: Duration = Duration::from_secs(15);
 
 pub(crate) struct DtlsChannel {
     /// The handshakes and the session (`proto::dtls::ServerChannel`).

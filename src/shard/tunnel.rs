@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use shards::{AppId, Cookie};
 
 use super::core::Shard;
-use super::dtls::{DtlsChannel, DtlsKey, CSTP_FALLBACK_AFTER};
+use super::dtls::{DtlsChannel, DtlsKey};
 use super::limits::Limits;
 use super::notify::Notify;
 use super::stream::SharedStream;
@@ -550,10 +550,8 @@ impl Tunnel {
     /// up on DTLS, so stop sending there
     /// (docs/protocol.md, "DTLS: falling back to CSTP").
     fn cstp_data_seen(&self, shard: &Shard) {
-        let stale = self.dtls.borrow().as_ref().is_some_and(|c| {
-            c.is_active()
-                && self.last_rx.get().saturating_duration_since(c.last_rx()) > CSTP_FALLBACK_AFTER
-        });
+        let active = self.dtls.borrow().as_ref().is_some_and(|c| c.is_active());
+        let stale = active && self.heard().dtls_abandoned();
         if stale {
             tracing::info!(user = %self.user, "DATA over CSTP while DTLS is silent: falling back to CSTP");
             shard.metrics().dtls_fallbacks.inc();
