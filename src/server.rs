@@ -135,6 +135,17 @@ pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<()
     }
     let steering = sys::bpf::attach_steering(&tun.queues[0], n as u32).map_err(tun_err)?;
     tracing::info!(device = %device, address = %config.server_address(), network = %config.ipv4_network, queues = n, "TUN device up");
+    let dtls_steering = if passed.is_none() && config.dtls_enabled() {
+        match sys::reuseport::DtlsGroups::new(n as u32, &config.udp_listen) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!("DTLS steering: {e}; ClientHellos that reach another shard are forwarded to their own");
+                None
+            }
+        }
+    } else {
+        None
+    };
     // Before any other thread exists: they all start with the result.
     shard::drop_root(&config, &steering).map_err(RunError::Privileges)?;
 
@@ -164,6 +175,7 @@ pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<()
         pools: crate::pool::Pools::new(config.ipv4_network, config.server_address(), n),
         bans: crate::bans::Bans::new(config.ban_policy()),
         steering,
+        dtls_steering,
         inboxes,
         metrics: Arc::new(crate::metrics::Metrics::new(n)),
         iroutes: std::sync::Mutex::new(std::collections::HashMap::new()),

@@ -239,7 +239,7 @@ pub(crate) async fn run_shard(
     let cfg = &*cfg;
     let opened = match &shared.passed {
         Some(p) => super::listen::passed(p),
-        None => super::listen::open(cfg, shared.shards, id),
+        None => super::listen::open(cfg, shared.shards, id, shared.dtls_steering.as_ref()),
     };
     let (listeners, udp) = match opened {
         Ok(s) => s,

@@ -3,7 +3,7 @@
 //! shards' SO_REUSEPORT groups.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use glommio::net::{TcpListener, UdpSocket};
 use shards::ShardId;
@@ -39,7 +39,12 @@ pub(super) fn passed(p: &sys::activation::Passed) -> Result<Sockets, String> {
 /// Opens them all, or says which one failed. The IPv6 wildcard beside
 /// other addresses (the default: both families) is skipped with a warning
 /// where the host has no IPv6.
-pub(super) fn open(cfg: &Config, shards: usize, id: ShardId) -> Result<Sockets, String> {
+pub(super) fn open(
+    cfg: &Config,
+    shards: usize,
+    id: ShardId,
+    steering: Option<&sys::reuseport::DtlsGroups>,
+) -> Result<Sockets, String> {
     let optional = |a: &IpAddr, list: &[IpAddr]| {
         *a == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) && list.len() > 1
     };
@@ -70,7 +75,11 @@ pub(super) fn open(cfg: &Config, shards: usize, id: ShardId) -> Result<Sockets, 
         for a in &cfg.udp_listen {
             let addr = SocketAddr::new(*a, cfg.raw.server.udp_port);
             let sock = sys::net::udp_socket(addr, None).and_then(|fd| {
-                sys::net::reuseport_listeners_only(fd.as_raw_fd(), shards as u32).map(|()| fd)
+                match steering.and_then(|s| s.group(*a)) {
+                    Some(group) => group.add(u32::from(id.0), fd.as_fd())?,
+                    None => sys::net::reuseport_listeners_only(fd.as_raw_fd(), shards as u32)?,
+                }
+                Ok(fd)
             });
             match sock {
                 Ok(fd) => udp.push((sys::adopt(fd), addr)),

@@ -62,6 +62,10 @@ pub struct Shared {
     pub bans: crate::bans::Bans,
     /// The TUN steering program; its map sends iroutes to their shard.
     pub steering: sys::bpf::Steering,
+    /// The DTLS port's reuseport programs: a ClientHello reaches the shard
+    /// its App-ID names. `None` with socket activation, without DTLS, or
+    /// where the kernel refused them (hellos are then forwarded).
+    pub dtls_steering: Option<sys::reuseport::DtlsGroups>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Each shard's inbox: hand-offs, ClientHellos, admin commands.
     pub(crate) inboxes: Vec<Inbox>,

@@ -16,19 +16,19 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 // linux/if_tun.h
 const TUNSETSTEERINGEBPF: libc::c_ulong = 0x8004_54e0;
 // linux/bpf.h
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-const BPF_PROG_LOAD: libc::c_long = 5;
+pub(super) const BPF_MAP_CREATE: libc::c_long = 0;
+pub(super) const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+pub(super) const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+pub(super) const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
-const BPF_F_NO_PREALLOC: u32 = 1;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
+pub(super) const BPF_F_NO_PREALLOC: u32 = 1;
+pub(super) const BPF_PSEUDO_MAP_FD: u8 = 1;
 /// Networks behind clients, across all sessions.
 const MAX_IROUTES: u32 = 65536;
 
 /// One eBPF instruction, encoded as the kernel's `struct bpf_insn`.
-const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+pub(super) const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     (code as u64)
         | ((dst as u64) << 8)
         | ((src as u64) << 12)
@@ -94,24 +94,24 @@ pub fn steering_program(queues: u32, map_fd: i32, map6_fd: i32) -> [u64; 46] {
 /// `union bpf_attr` for BPF_MAP_CREATE.
 #[repr(C)]
 #[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    _rest: [u32; 27],
+pub(super) struct MapCreateAttr {
+    pub(super) map_type: u32,
+    pub(super) key_size: u32,
+    pub(super) value_size: u32,
+    pub(super) max_entries: u32,
+    pub(super) map_flags: u32,
+    pub(super) _rest: [u32; 27],
 }
 
 /// `union bpf_attr` for BPF_MAP_*_ELEM.
 #[repr(C)]
 #[derive(Default)]
-struct MapElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
+pub(super) struct MapElemAttr {
+    pub(super) map_fd: u32,
+    pub(super) _pad: u32,
+    pub(super) key: u64,
+    pub(super) value: u64,
+    pub(super) flags: u64,
 }
 
 /// `struct bpf_lpm_trie_key` for IPv4 (N = 4) and IPv6 (N = 16).
@@ -121,7 +121,11 @@ struct LpmKey<const N: usize> {
     addr: [u8; N],
 }
 
-fn bpf(cmd: libc::c_long, attr: *const libc::c_void, size: usize) -> io::Result<libc::c_long> {
+pub(super) fn bpf(
+    cmd: libc::c_long,
+    attr: *const libc::c_void,
+    size: usize,
+) -> io::Result<libc::c_long> {
     // SAFETY: every caller passes a live bpf_attr of `size` bytes.
     let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size) };
     if r < 0 {
@@ -134,17 +138,20 @@ fn bpf(cmd: libc::c_long, attr: *const libc::c_void, size: usize) -> io::Result<
 /// `union bpf_attr` for BPF_PROG_LOAD, up to the fields we set.
 #[repr(C)]
 #[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    _rest: [u64; 12],
+pub(super) struct ProgLoadAttr {
+    pub(super) prog_type: u32,
+    pub(super) insn_cnt: u32,
+    pub(super) insns: u64,
+    pub(super) license: u64,
+    pub(super) log_level: u32,
+    pub(super) log_size: u32,
+    pub(super) log_buf: u64,
+    pub(super) kern_version: u32,
+    pub(super) prog_flags: u32,
+    pub(super) prog_name: [u8; 16],
+    pub(super) prog_ifindex: u32,
+    pub(super) expected_attach_type: u32,
+    pub(super) _rest: [u64; 9],
 }
 
 /// The attached program and its iroute maps.
@@ -156,39 +163,57 @@ pub struct Steering {
 
 /// An LPM-trie map from networks with `N`-byte addresses to a queue.
 fn lpm_map<const N: usize>() -> io::Result<OwnedFd> {
+    create_map(
+        BPF_MAP_TYPE_LPM_TRIE,
+        size_of::<LpmKey<N>>() as u32,
+        4,
+        MAX_IROUTES,
+        BPF_F_NO_PREALLOC,
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("creating the iroute map: {e}")))
+}
+
+/// A new map (BPF_MAP_CREATE).
+pub(super) fn create_map(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> io::Result<OwnedFd> {
     let map_attr = MapCreateAttr {
-        map_type: BPF_MAP_TYPE_LPM_TRIE,
-        key_size: size_of::<LpmKey<N>>() as u32,
-        value_size: 4,
-        max_entries: MAX_IROUTES,
-        map_flags: BPF_F_NO_PREALLOC,
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
         ..Default::default()
     };
     let map = bpf(
         BPF_MAP_CREATE,
         (&raw const map_attr).cast(),
         size_of::<MapCreateAttr>(),
-    )
-    .map_err(|e| io::Error::new(e.kind(), format!("creating the iroute map: {e}")))?;
+    )?;
     // SAFETY: the kernel returned a new fd that nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(map as i32) })
 }
 
-/// Loads the steering program and attaches it to the device (through any
-/// of its queues).
-pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> {
-    let iroutes = lpm_map::<4>()?;
-    let iroutes6 = lpm_map::<16>()?;
-    let prog = steering_program(queues, iroutes.as_raw_fd(), iroutes6.as_raw_fd());
+/// Loads a program; the verifier's log is in the error.
+pub(super) fn load_program(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[u64],
+) -> io::Result<OwnedFd> {
     let mut log = vec![0u8; 16384];
     let attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
         license: c"GPL".as_ptr() as u64,
         log_level: 1,
         log_size: log.len() as u32,
         log_buf: log.as_mut_ptr() as u64,
+        expected_attach_type,
         ..Default::default()
     };
     // attr points to the program, license and log, which outlive the call.
@@ -202,13 +227,20 @@ pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> 
             .trim_end_matches('\0')
             .trim()
             .to_owned();
-        io::Error::new(
-            e.kind(),
-            format!("loading the TUN steering program: {e} {msg}"),
-        )
+        io::Error::new(e.kind(), format!("{e} {msg}"))
     })?;
     // SAFETY: the kernel returned a new fd that nobody else owns.
-    let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Loads the steering program and attaches it to the device (through any
+/// of its queues).
+pub fn attach_steering(queue_fd: &OwnedFd, queues: u32) -> io::Result<Steering> {
+    let iroutes = lpm_map::<4>()?;
+    let iroutes6 = lpm_map::<16>()?;
+    let prog = steering_program(queues, iroutes.as_raw_fd(), iroutes6.as_raw_fd());
+    let prog_fd = load_program(BPF_PROG_TYPE_SOCKET_FILTER, 0, &prog)
+        .map_err(|e| io::Error::new(e.kind(), format!("loading the TUN steering program: {e}")))?;
     let raw: libc::c_int = prog_fd.as_raw_fd();
     // SAFETY: TUNSETSTEERINGEBPF reads an int (the program fd).
     if unsafe { libc::ioctl(queue_fd.as_raw_fd(), TUNSETSTEERINGEBPF, &raw) } < 0 {

@@ -12,6 +12,7 @@ mod doorbell;
 pub mod net;
 pub mod pam;
 pub mod privs;
+pub mod reuseport;
 pub mod signals;
 pub mod tun;
 mod txring;
