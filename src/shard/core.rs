@@ -173,6 +173,11 @@ pub(crate) struct Shard {
     pub(super) leases6: RefCell<HashMap<std::net::Ipv6Addr, Ipv4Addr>>,
     /// App-ID / Session-ID → live tunnel: where a ClientHello goes.
     dtls_tunnels: RefCell<HashMap<AppId, Rc<Tunnel>>>,
+    /// The shard's sockets on the DTLS port when its channels share them
+    /// (with the reuseport program; `udp.rs`), by bound address.
+    pub(super) dtls_sockets: Vec<(std::net::SocketAddr, OwnedFd)>,
+    /// Client address → its channel on a shared socket.
+    pub(super) dtls_peers: RefCell<HashMap<std::net::SocketAddr, super::udp::PeerChannel>>,
     /// When each tunnel's timers (and interim update) are next due, by
     /// lease and tunnel id: a sweep visits only what is due.
     pub(super) timer_queue: RefCell<Deadlines<(Ipv4Addr, u64)>>,
@@ -249,6 +254,13 @@ pub(crate) async fn run_shard(
             return Err(e);
         }
     };
+    // With the reuseport program the shard's DTLS channels share its
+    // sockets; without it each gets one connect()ed to its client.
+    let (dtls_sockets, hello_sockets) = if shared.dtls_steering.is_some() {
+        (udp.into_iter().map(|(fd, a)| (a, fd)).collect(), Vec::new())
+    } else {
+        (Vec::new(), udp)
+    };
     // Room for a packet of the TUN MTU plus any channel's framing.
     let slot = (usize::from(cfg.raw.network.mtu) + 128).max(2048);
     // With offloads one read may be a 64 KB super-packet.
@@ -280,6 +292,8 @@ pub(crate) async fn run_shard(
         iroutes: RefCell::new(Vec::new()),
         leases6: RefCell::new(HashMap::new()),
         dtls_tunnels: RefCell::new(HashMap::new()),
+        dtls_sockets,
+        dtls_peers: RefCell::new(HashMap::new()),
         timer_queue: RefCell::new(Deadlines::new(Instant::now())),
         next_tunnel_id: Cell::new(u64::from(id.0) << 48),
         logins: Cell::new(0),
@@ -296,7 +310,14 @@ pub(crate) async fn run_shard(
     shared.started.fetch_add(1, Ordering::AcqRel);
     shard.refresh_batch_wait();
     spawn_local(super::dataplane::run(shard.clone())).detach();
-    for (sock, local) in udp {
+    for (local, sock) in &shard.dtls_sockets {
+        use std::os::fd::AsRawFd;
+        let mut receivers = shard.receivers.borrow_mut();
+        receivers.register_socket(sock.as_raw_fd(), *local);
+    }
+    super::dataplane::sync_receivers(&shard);
+    for (sock, local) in hello_sockets {
+        let sock = sys::adopt(sock);
         spawn_local(super::udp::listen_loop(shard.clone(), sock, local)).detach();
     }
     // Our own listeners (not a service manager's, which outlive us): shut

@@ -12,6 +12,7 @@
 //! submit (`poll_now`): a reply the kernel made at once (ping, a local
 //! service) then leaves without waiting for that wake-up.
 
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -139,7 +140,7 @@ impl Pace {
 
 /// Called right after packets were written to the TUN: sends replies the
 /// kernel already produced (no syscall when there are none).
-pub(crate) fn poll_now(shard: &Shard) {
+pub(crate) fn poll_now(shard: &Rc<Shard>) {
     let ready = shard
         .rx
         .try_borrow_mut()
@@ -157,7 +158,7 @@ const MAX_PASSES: usize = 4;
 /// service: its reply is read while the TX submit returns); returns how
 /// many completions there were and how many TUN reads failed (they are
 /// posted again at once).
-fn drain(shard: &Shard) -> (usize, usize) {
+fn drain(shard: &Rc<Shard>) -> (usize, usize) {
     let (mut handled, mut failed) = (0, 0);
     for _ in 0..MAX_PASSES {
         let (h, f) = pass(shard);
@@ -174,7 +175,7 @@ fn drain(shard: &Shard) -> (usize, usize) {
     (handled, failed)
 }
 
-fn pass(shard: &Shard) -> (usize, usize) {
+fn pass(shard: &Rc<Shard>) -> (usize, usize) {
     let Ok(mut rx) = shard.rx.try_borrow_mut() else {
         return (0, 0);
     };
@@ -205,13 +206,17 @@ fn pass(shard: &Shard) -> (usize, usize) {
 }
 
 /// One completion of a DTLS socket's receive.
-fn on_receive(shard: &Shard, now: Instant, token: u32, recv: Recv<'_>) {
+fn on_receive(shard: &Rc<Shard>, now: Instant, token: u32, recv: Recv<'_>) {
     let live = shard.receivers.borrow().get(token);
-    let Some((ch, tunnel)) = live else {
-        if matches!(recv, Recv::Stopped { .. }) {
-            shard.receivers.borrow_mut().stopped(token);
+    let (ch, tunnel) = match live {
+        Some(Target::Channel(ch, tunnel)) => (ch, tunnel),
+        Some(Target::Socket(local)) => return on_shared_receive(shard, now, token, local, recv),
+        None => {
+            if matches!(recv, Recv::Stopped { .. }) {
+                shard.receivers.borrow_mut().stopped(token);
+            }
+            return;
         }
-        return;
     };
     match recv {
         Recv::Datagram(data, from) => {
@@ -239,6 +244,31 @@ fn on_receive(shard: &Shard, now: Instant, token: u32, recv: Recv<'_>) {
                 // arms it again after a pause, or ends.
                 ch.receive_failed(errno);
             }
+        }
+    }
+}
+
+/// A completion of the receive of the shard's shared socket bound to `local`.
+fn on_shared_receive(
+    shard: &Rc<Shard>,
+    now: Instant,
+    token: u32,
+    local: SocketAddr,
+    recv: Recv<'_>,
+) {
+    match recv {
+        Recv::Datagram(data, Some(from)) => super::udp::on_datagram(shard, now, local, data, from),
+        Recv::Datagram(_, None) => {}
+        Recv::Stopped { errno } => {
+            // An unconnected socket reports no ICMP errors; whatever
+            // stopped it (no buffer free), it serves every client here:
+            // post it again.
+            if errno != 0 && errno != libc::ENOBUFS {
+                tracing::warn!(shard = %shard.id, %local, "DTLS socket receive: {}", std::io::Error::from_raw_os_error(errno));
+            }
+            let mut receivers = shard.receivers.borrow_mut();
+            receivers.stopped(token);
+            receivers.rearm(token);
         }
     }
 }
@@ -274,9 +304,22 @@ enum Slot {
         /// A receive is posted (or about to be) for it.
         armed: bool,
     },
+    /// The shard's socket bound to `local`, shared by its channels.
+    Socket {
+        fd: RawFd,
+        local: SocketAddr,
+        armed: bool,
+    },
     /// Unregistered while its receive was posted: free after the receive's
     /// last completion, so no later completion reaches a new owner.
     Closing,
+}
+
+/// Whose datagrams a token's completions are.
+enum Target {
+    Channel(Rc<DtlsChannel>, Rc<Tunnel>),
+    /// The shared socket bound to this address.
+    Socket(SocketAddr),
 }
 
 /// The DTLS sockets whose receives complete on the shard's ring, by token.
@@ -291,11 +334,23 @@ pub(crate) struct Receivers {
 impl Receivers {
     /// Adds a channel; its socket's receive is posted at the next sync.
     pub(crate) fn register(&mut self, ch: Rc<DtlsChannel>, tunnel: Rc<Tunnel>) -> u32 {
-        let slot = Slot::Live {
+        self.add(Slot::Live {
             ch,
             tunnel,
             armed: false,
-        };
+        })
+    }
+
+    /// Adds the shard's shared socket bound to `local` (for good).
+    pub(crate) fn register_socket(&mut self, fd: RawFd, local: SocketAddr) -> u32 {
+        self.add(Slot::Socket {
+            fd,
+            local,
+            armed: false,
+        })
+    }
+
+    fn add(&mut self, slot: Slot) -> u32 {
         let token = match self.free.pop() {
             Some(t) => {
                 self.slots[t as usize] = slot;
@@ -328,7 +383,9 @@ impl Receivers {
 
     /// Asks for the receive of `token` to be posted again.
     pub(crate) fn rearm(&mut self, token: u32) {
-        if let Some(Slot::Live { armed, .. }) = self.slots.get_mut(token as usize) {
+        if let Some(Slot::Live { armed, .. } | Slot::Socket { armed, .. }) =
+            self.slots.get_mut(token as usize)
+        {
             if !*armed {
                 *armed = true;
                 self.pending.push((token, true));
@@ -336,9 +393,10 @@ impl Receivers {
         }
     }
 
-    fn get(&self, token: u32) -> Option<(Rc<DtlsChannel>, Rc<Tunnel>)> {
+    fn get(&self, token: u32) -> Option<Target> {
         match self.slots.get(token as usize)? {
-            Slot::Live { ch, tunnel, .. } => Some((ch.clone(), tunnel.clone())),
+            Slot::Live { ch, tunnel, .. } => Some(Target::Channel(ch.clone(), tunnel.clone())),
+            Slot::Socket { local, .. } => Some(Target::Socket(*local)),
             _ => None,
         }
     }
@@ -346,7 +404,7 @@ impl Receivers {
     /// The receive of `token` has completed for the last time.
     fn stopped(&mut self, token: u32) {
         match self.slots.get_mut(token as usize) {
-            Some(Slot::Live { armed, .. }) => *armed = false,
+            Some(Slot::Live { armed, .. } | Slot::Socket { armed, .. }) => *armed = false,
             Some(slot @ Slot::Closing) => {
                 *slot = Slot::Free;
                 self.free.push(token);
@@ -369,6 +427,7 @@ impl Receivers {
                     }
                     Op::Arm(ch.fd(), token)
                 }
+                Some(Slot::Socket { fd, .. }) if arm => Op::Arm(*fd, token),
                 Some(Slot::Closing) if !arm => Op::Cancel(token),
                 _ => continue,
             };

@@ -1,7 +1,9 @@
-//! The DTLS channel of a tunnel: a UDP socket connect()ed to the client
-//! on the session's home shard, the sans-IO `ServerChannel` behind it (its
-//! handshakes and restarts), and OpenConnect's framing inside its records
-//! (one type byte, then the packet, a DPD or a keepalive).
+//! The DTLS channel of a tunnel on the session's home shard: the client's
+//! address on the shard's shared socket for the port (or, without the
+//! reuseport program, a UDP socket connect()ed to the client), the sans-IO
+//! `ServerChannel` behind it (its handshakes and restarts), and
+//! OpenConnect's framing inside its records (one type byte, then the
+//! packet, a DPD or a keepalive).
 //!
 //! Datagrams from the client arrive through the shard's receive ring
 //! (`dataplane`), which calls `on_datagram`; records are opened in place
@@ -36,10 +38,21 @@ pub(crate) const RECV_SLACK: usize = 512;
 /// (ICMP port unreachable: the client went away, or is restarting).
 const RECV_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
+/// Where a channel's datagrams come in and go out.
+enum ChannelSocket {
+    /// The shard's socket for the port: the reuseport program brings the
+    /// client's datagrams to it, and sends name the client. Costs no
+    /// descriptor.
+    Shared(RawFd),
+    /// Its own socket, connect()ed to the client: without the program, or
+    /// for a session with a net-priority (a socket option).
+    Connected(OwnedFd),
+}
+
 pub(crate) struct DtlsChannel {
     /// The handshakes and the session (`proto::dtls::ServerChannel`).
     core: RefCell<ServerChannel>,
-    sock: OwnedFd,
+    sock: ChannelSocket,
     /// Its receive's token on the shard's ring (`dataplane::Receivers`).
     token: Cell<Option<u32>>,
     /// errno of a receive that stopped on an error; the task re-arms it.
@@ -70,7 +83,15 @@ impl DtlsChannel {
     }
 
     pub(crate) fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        match &self.sock {
+            ChannelSocket::Shared(fd) => *fd,
+            ChannelSocket::Connected(sock) => sock.as_raw_fd(),
+        }
+    }
+
+    /// Where sends go: the client's address on a shared socket.
+    fn dest(&self) -> Option<&SocketAddr> {
+        matches!(self.sock, ChannelSocket::Shared(_)).then_some(&self.peer)
     }
 
     /// The socket's receive stopped on `errno`: the task pauses, re-arms.
@@ -96,8 +117,8 @@ impl DtlsChannel {
     /// the caller submits the TX ring. False if it could not be sent.
     pub(crate) fn send(&self, shard: &Shard, ty: FrameType, payload: &[u8]) -> bool {
         let mut core = self.core.borrow_mut();
-        let fd = self.sock.as_raw_fd();
-        let sent = shard.tx.borrow_mut().queue_datagram(fd, |buf| {
+        let (fd, dest) = (self.fd(), self.dest());
+        let sent = shard.tx.borrow_mut().queue_datagram(fd, dest, |buf| {
             let end = dtls::HEADROOM + 1 + payload.len();
             let buf = buf.get_mut(..end + dtls::TAILROOM)?;
             buf[dtls::HEADROOM] = ty.to_byte();
@@ -113,10 +134,10 @@ impl DtlsChannel {
 
     /// Queues whatever the handshakes want sent (flights, alerts).
     fn flush_handshake(&self, shard: &Shard, now: Instant) {
-        let fd = self.sock.as_raw_fd();
+        let (fd, dest) = (self.fd(), self.dest());
         let mut tx = shard.tx.borrow_mut();
         let mut core = self.core.borrow_mut();
-        while tx.queue_with(fd, |buf| core.poll_transmit(now, buf).map(|n| 0..n)) {}
+        while tx.queue_datagram(fd, dest, |buf| core.poll_transmit(now, buf).map(|n| 0..n)) {}
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -255,18 +276,19 @@ pub(crate) fn start(
         }
         HelloAction::NewChannel => {}
     }
-    let sock = match sys::net::udp_socket(local, Some(from)) {
-        Ok(sock) => sock,
-        Err(e) => {
-            tracing::warn!(%from, "DTLS socket: {e}");
-            return;
-        }
+    let shared = shard
+        .dtls_socket(local)
+        .filter(|_| tunnel.net_priority.is_none());
+    let sock = match shared {
+        Some(fd) => ChannelSocket::Shared(fd),
+        None => match connected_socket(local, from, tunnel.net_priority) {
+            Ok(sock) => ChannelSocket::Connected(sock),
+            Err(e) => {
+                tracing::warn!(%from, "DTLS socket: {e}");
+                return;
+            }
+        },
     };
-    if let Some(p) = tunnel.net_priority {
-        if let Err(e) = sys::net::set_net_priority(sock.as_raw_fd(), p) {
-            tracing::debug!(%from, "net-priority {p:?}: {e}");
-        }
-    }
     let core = ServerChannel::new(key, *app_id.as_bytes(), tunnel.base_mtu, now, &hello);
     let channel = Rc::new(DtlsChannel {
         core: RefCell::new(core),
@@ -286,12 +308,16 @@ pub(crate) fn start(
     channel.on_datagram(shard, &tunnel, now, &mut hello);
     let _ = shard.tx.borrow_mut().submit();
     drop(hello);
-    let token = shard
-        .receivers
-        .borrow_mut()
-        .register(channel.clone(), tunnel.clone());
-    channel.token.set(Some(token));
-    super::dataplane::sync_receivers(shard);
+    if matches!(channel.sock, ChannelSocket::Connected(_)) {
+        let token = shard
+            .receivers
+            .borrow_mut()
+            .register(channel.clone(), tunnel.clone());
+        channel.token.set(Some(token));
+        super::dataplane::sync_receivers(shard);
+    } else {
+        shard.add_dtls_peer(&channel, &tunnel);
+    }
     let shard = shard.clone();
     glommio::spawn_local(async move {
         // A panic ends this channel only; the tunnel goes on over CSTP.
@@ -299,8 +325,13 @@ pub(crate) fn start(
         channel.close();
         channel.flush_handshake(&shard, Instant::now());
         let _ = shard.tx.borrow_mut().submit();
-        shard.receivers.borrow_mut().unregister(token);
-        super::dataplane::sync_receivers(&shard);
+        match channel.token.get() {
+            Some(token) => {
+                shard.receivers.borrow_mut().unregister(token);
+                super::dataplane::sync_receivers(&shard);
+            }
+            None => shard.remove_dtls_peer(&channel),
+        }
         tunnel.dtls_ended(&channel);
         tracing::info!(
             user = %tunnel.user, peer = %channel.peer, rx_bytes = channel.rx_bytes.get(), tx_bytes = channel.tx_bytes.get(),
@@ -308,6 +339,22 @@ pub(crate) fn start(
         );
     })
     .detach();
+}
+
+/// A socket bound to `local` and connect()ed to `from`, with the
+/// session's net-priority.
+fn connected_socket(
+    local: SocketAddr,
+    from: SocketAddr,
+    priority: Option<sys::net::NetPriority>,
+) -> std::io::Result<OwnedFd> {
+    let sock = sys::net::udp_socket(local, Some(from))?;
+    if let Some(p) = priority {
+        if let Err(e) = sys::net::set_net_priority(sock.as_raw_fd(), p) {
+            tracing::debug!(%from, "net-priority {p:?}: {e}");
+        }
+    }
+    Ok(sock)
 }
 
 /// Drives the handshake timers until the channel ends; re-arms the

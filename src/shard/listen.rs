@@ -3,9 +3,9 @@
 //! shards' SO_REUSEPORT groups.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
-use glommio::net::{TcpListener, UdpSocket};
+use glommio::net::TcpListener;
 use shards::ShardId;
 
 use crate::config::Config;
@@ -14,15 +14,14 @@ use crate::sys;
 const LISTEN_BACKLOG: i32 = 1024;
 
 /// The TCP listeners with their descriptors, the UDP sockets with their addresses.
-type Sockets = (Vec<(TcpListener, RawFd)>, Vec<(UdpSocket, SocketAddr)>);
+type Sockets = (Vec<(TcpListener, RawFd)>, Vec<(OwnedFd, SocketAddr)>);
 
 /// Socket activation: the same sockets for every shard (each its own
 /// descriptor): connections and first ClientHellos go to whichever shard
 /// asks first, as the service manager opened one socket of each.
 pub(super) fn passed(p: &sys::activation::Passed) -> Result<Sockets, String> {
-    let dup = |fd: &std::os::fd::OwnedFd| {
-        sys::dup(fd.as_raw_fd()).map_err(|e| format!("socket activation: {e}"))
-    };
+    let dup =
+        |fd: &OwnedFd| sys::dup(fd.as_raw_fd()).map_err(|e| format!("socket activation: {e}"));
     let mut tcp = Vec::new();
     for (fd, _) in &p.tcp {
         let fd = dup(fd)?;
@@ -31,7 +30,7 @@ pub(super) fn passed(p: &sys::activation::Passed) -> Result<Sockets, String> {
     }
     let mut udp = Vec::new();
     for (fd, local) in &p.udp {
-        udp.push((sys::adopt(dup(fd)?), *local));
+        udp.push((dup(fd)?, *local));
     }
     Ok((tcp, udp))
 }
@@ -82,7 +81,7 @@ pub(super) fn open(
                 Ok(fd)
             });
             match sock {
-                Ok(fd) => udp.push((sys::adopt(fd), addr)),
+                Ok(fd) => udp.push((fd, addr)),
                 Err(e) if optional(a, &cfg.udp_listen) && no_ipv6(&e) => {
                     if id.0 == 0 {
                         tracing::warn!("no DTLS on {addr}: {e} (no IPv6 here?)");

@@ -506,7 +506,7 @@ impl Tunnel {
     fn process_frames(
         &self,
         plain: &mut Vec<u8>,
-        shard: &Shard,
+        shard: &Rc<Shard>,
         now: Instant,
     ) -> Result<(), EndReason> {
         let mut used = 0;

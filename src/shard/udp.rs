@@ -1,18 +1,93 @@
-//! The shard's unconnected socket on the DTLS port. Only a client's first
-//! ClientHello (or one after it changed address) arrives here; once its
-//! home shard has a socket connect()ed to it, the kernel delivers the rest
-//! of its datagrams there.
+//! The shard's unconnected socket on the DTLS port.
+//!
+//! With the reuseport program (`sys::reuseport`) it is shared by all of
+//! the shard's DTLS channels: its receive is on the shard's ring, a
+//! datagram from a client with a channel goes to that channel
+//! (`on_datagram`), and a new client's ClientHello starts one. Without
+//! the program only a client's first ClientHello (or one after it changed
+//! address) arrives here (`listen_loop`); once its home shard has a socket
+//! connect()ed to it, the kernel delivers the rest of its datagrams there.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::net::UdpSocket;
 use shards::AppId;
 
 use super::core::Shard;
+use super::dtls::DtlsChannel;
+use super::tunnel::Tunnel;
 use super::ShardMsg;
 use crate::proto::dtls;
+
+/// A client's channel on a shared socket, and its tunnel.
+pub(crate) type PeerChannel = (Rc<DtlsChannel>, Rc<Tunnel>);
+
+impl Shard {
+    /// The shared socket bound to `local`, if channels live on it here.
+    pub(crate) fn dtls_socket(&self, local: SocketAddr) -> Option<RawFd> {
+        self.dtls_sockets
+            .iter()
+            .find(|(a, _)| *a == local)
+            .map(|(_, fd)| fd.as_raw_fd())
+    }
+
+    /// `ch` on a shared socket: its client's datagrams come to it, here
+    /// and (through the reuseport program) to this shard.
+    pub(crate) fn add_dtls_peer(&self, ch: &Rc<DtlsChannel>, tunnel: &Rc<Tunnel>) {
+        self.dtls_peers
+            .borrow_mut()
+            .insert(ch.peer, (ch.clone(), tunnel.clone()));
+        if let Some(groups) = &self.shared.dtls_steering {
+            if let Err(e) = groups.claim(ch.peer, u32::from(self.id.0)) {
+                tracing::warn!(peer = %ch.peer, "DTLS steering: {e}");
+            }
+        }
+    }
+
+    /// `ch` ended: its address is forgotten unless a newer channel has it.
+    pub(crate) fn remove_dtls_peer(&self, ch: &Rc<DtlsChannel>) {
+        let mut peers = self.dtls_peers.borrow_mut();
+        if !peers.get(&ch.peer).is_some_and(|(c, _)| Rc::ptr_eq(c, ch)) {
+            return;
+        }
+        peers.remove(&ch.peer);
+        if let Some(groups) = &self.shared.dtls_steering {
+            if let Err(e) = groups.release(ch.peer, u32::from(self.id.0)) {
+                tracing::debug!(peer = %ch.peer, "DTLS steering: {e}");
+            }
+        }
+    }
+}
+
+/// A datagram on the shared socket bound to `local`, from `from`.
+pub(crate) fn on_datagram(
+    shard: &Rc<Shard>,
+    now: Instant,
+    local: SocketAddr,
+    data: &mut [u8],
+    from: SocketAddr,
+) {
+    let found = shard.dtls_peers.borrow().get(&from).cloned();
+    match found {
+        Some((ch, tunnel)) => {
+            let handled = super::guard::contain_now(shard, "DTLS datagram", || {
+                ch.on_datagram(shard, &tunnel, now, data)
+            });
+            if handled.is_err() {
+                // The channel ends; the tunnel goes on over CSTP.
+                ch.close();
+            }
+        }
+        None => {
+            let _ = super::guard::contain_now(shard, "ClientHello", || {
+                route_hello(shard, data, from, local)
+            });
+        }
+    }
+}
 
 /// Serves the unconnected socket bound to `local`.
 pub(crate) async fn listen_loop(shard: Rc<Shard>, sock: UdpSocket, local: SocketAddr) {

@@ -293,7 +293,11 @@ impl DtlsPeers {
 
 /// The steering of every UDP listen address, with the peers map they share.
 pub struct DtlsGroups {
-    pub peers: DtlsPeers,
+    peers: DtlsPeers,
+    /// Which shard each mapped client address belongs to, so that a shard
+    /// ends only its own entry: a client may have moved to a channel on
+    /// another shard meanwhile. Taken when a channel starts and ends.
+    owners: std::sync::Mutex<std::collections::HashMap<SocketAddr, u32>>,
     groups: Vec<(std::net::IpAddr, DtlsSteering)>,
 }
 
@@ -305,7 +309,34 @@ impl DtlsGroups {
         for a in listen {
             groups.push((*a, DtlsSteering::new(shards, &peers)?));
         }
-        Ok(Self { peers, groups })
+        Ok(Self {
+            peers,
+            owners: std::sync::Mutex::default(),
+            groups,
+        })
+    }
+
+    /// Datagrams from `peer` go to `shard` from now on.
+    pub fn claim(&self, peer: SocketAddr, shard: u32) -> io::Result<()> {
+        let mut owners = self
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        owners.insert(peer, shard);
+        self.peers.insert(peer, shard)
+    }
+
+    /// `shard` no longer serves `peer` (unless another shard took it).
+    pub fn release(&self, peer: SocketAddr, shard: u32) -> io::Result<()> {
+        let mut owners = self
+            .owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if owners.get(&peer) != Some(&shard) {
+            return Ok(());
+        }
+        owners.remove(&peer);
+        self.peers.remove(peer)
     }
 
     /// The steering of the group listening on `addr`.

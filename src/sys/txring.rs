@@ -1,10 +1,11 @@
 //! [`TxRing`]: every packet a shard sends, to its TUN queue or to a DTLS
 //! socket, built in place in a slot and submitted in batches.
 //!
-//! Consecutive DTLS records of one size for one socket are sent as one
-//! `sendmsg` with `UDP_SEGMENT` (UDP GSO): the kernel runs its UDP send
-//! path once per batch instead of once per packet. A shorter record may
-//! end a batch (the kernel allows a short last segment).
+//! Consecutive DTLS records of one size for one socket and destination
+//! are sent as one `sendmsg` with `UDP_SEGMENT` (UDP GSO): the kernel runs
+//! its UDP send path once per batch instead of once per packet. A shorter
+//! record may end a batch (the kernel allows a short last segment). A
+//! record for a shared (unconnected) socket carries its destination.
 //!
 //! Likewise, packets for a TUN queue with a virtio_net_hdr that continue
 //! one TCP (or UDP) flow are merged into one super-packet (proto::offload
@@ -12,6 +13,7 @@
 //! runs once per batch too.
 
 use std::io;
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::RawFd;
 
@@ -31,10 +33,53 @@ const GSO_TAG: u64 = 1 << 40;
 /// user_data of a merged TUN write: this bit plus the op index.
 const GRO_TAG: u64 = 1 << 41;
 
+/// A destination as sendmsg takes it.
+#[derive(Clone, Copy)]
+#[repr(C)]
+union SockBuf {
+    v4: libc::sockaddr_in,
+    v6: libc::sockaddr_in6,
+}
+
+/// `a` as a sockaddr and its length.
+fn sock_buf(a: &SocketAddr) -> (SockBuf, libc::socklen_t) {
+    match a {
+        SocketAddr::V4(a) => (
+            SockBuf {
+                v4: libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                },
+            },
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ),
+        SocketAddr::V6(a) => (
+            SockBuf {
+                v6: libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                },
+            },
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        ),
+    }
+}
+
 /// One GSO send or merged TUN write in flight: what its msghdr or iovecs
 /// point at stays here, at a fixed address, until its completion.
 struct GsoOp {
     msg: libc::msghdr,
+    /// The destination, for a shared socket.
+    name: SockBuf,
     iov: [libc::iovec; MAX_SEGMENTS],
     /// cmsghdr + u16, 8-byte aligned.
     control: [u64; 4],
@@ -42,10 +87,12 @@ struct GsoOp {
     count: usize,
 }
 
-/// The batch being gathered (none while `count` is 0): records for `fd`,
-/// all `segment` bytes long (the last may be shorter, then it is closed).
+/// The batch being gathered (none while `count` is 0): records for `fd`
+/// (and `dest` on a shared socket), all `segment` bytes long (the last may
+/// be shorter, then it is closed).
 struct Open {
     fd: RawFd,
+    dest: Option<SocketAddr>,
     segment: usize,
     bytes: usize,
     closed: bool,
@@ -65,6 +112,9 @@ struct TunBatch {
 pub struct TxRing {
     slots: Slots,
     free: Vec<u32>,
+    /// Per slot: the destination of a single record sent on a shared
+    /// socket, kept until its completion.
+    names: Box<[SockBuf]>,
     ops: Box<[GsoOp]>,
     free_ops: Vec<usize>,
     open: Open,
@@ -83,6 +133,7 @@ impl TxRing {
         let op = || GsoOp {
             // SAFETY: msghdr is a plain C struct for which all-zero is valid.
             msg: unsafe { std::mem::zeroed() },
+            name: sock_buf(&SocketAddr::from(([0, 0, 0, 0], 0))).0,
             // SAFETY: the same for an array of iovec.
             iov: unsafe { std::mem::zeroed() },
             control: [0; 4],
@@ -93,10 +144,12 @@ impl TxRing {
         Ok(Self {
             slots: Slots::new(count, slot_size, 0, false)?,
             free: (0..count as u32).rev().collect(),
+            names: vec![sock_buf(&SocketAddr::from(([0, 0, 0, 0], 0))).0; count].into(),
             ops: (0..nops).map(|_| op()).collect(),
             free_ops: (0..nops).rev().collect(),
             open: Open {
                 fd: -1,
+                dest: None,
                 segment: 0,
                 bytes: 0,
                 closed: false,
@@ -201,6 +254,34 @@ impl TxRing {
         true
     }
 
+    /// A write on a connected socket or a TUN queue, or a send to `dest`
+    /// on a shared socket.
+    fn push_send(
+        &mut self,
+        fd: RawFd,
+        dest: Option<&SocketAddr>,
+        slot: u32,
+        range: Range<usize>,
+    ) -> bool {
+        let Some(dest) = dest else {
+            return self.push_write(fd, slot, range);
+        };
+        let (name, name_len) = sock_buf(dest);
+        self.names[slot as usize] = name;
+        let buf = self.slots.slot(slot)[range.clone()].as_ptr();
+        let sqe = opcode::Send::new(types::Fd(fd), buf, range.len() as u32)
+            .dest_addr((&raw const self.names[slot as usize]).cast())
+            .dest_addr_len(name_len)
+            .build()
+            .user_data(u64::from(slot));
+        if self.slots.push(&sqe).is_err() {
+            self.free.push(slot);
+            self.slots.stats.errors += 1;
+            return false;
+        }
+        true
+    }
+
     /// Builds a packet in a free slot and queues its write to `fd`: `build`
     /// fills the slot and returns the range to send (`None` drops it).
     /// False if the packet was dropped.
@@ -234,15 +315,26 @@ impl TxRing {
         })
     }
 
-    /// Like `queue_with` for a datagram socket: consecutive datagrams of
-    /// one size to one `fd` leave as one GSO send.
+    /// Like `queue_with` for a datagram socket, connected (`dest` None)
+    /// or shared: consecutive datagrams of one size to one `fd` and `dest`
+    /// leave as one GSO send.
     pub fn queue_datagram(
         &mut self,
         fd: RawFd,
+        dest: Option<&SocketAddr>,
         build: impl FnOnce(&mut [u8]) -> Option<Range<usize>>,
     ) -> bool {
         if !self.gso {
-            return self.queue_with(fd, build);
+            if self.open.count > 0 && self.open.fd == fd {
+                self.flush_open();
+            }
+            let Some(slot) = self.take_slot() else {
+                return false;
+            };
+            let Some(range) = self.build(slot, build) else {
+                return false;
+            };
+            return self.push_send(fd, dest, slot, range);
         }
         let Some(slot) = self.take_slot() else {
             return false;
@@ -254,6 +346,7 @@ impl TxRing {
         let o = &self.open;
         let fits = o.count > 0
             && o.fd == fd
+            && o.dest.as_ref() == dest
             && !o.closed
             && len <= o.segment
             && o.count < MAX_SEGMENTS
@@ -261,6 +354,7 @@ impl TxRing {
         if !fits {
             self.flush_open();
             self.open.fd = fd;
+            self.open.dest = dest.copied();
             self.open.segment = len;
             self.open.bytes = 0;
         }
@@ -277,16 +371,22 @@ impl TxRing {
     /// record, a GSO sendmsg for several.
     fn flush_open(&mut self) {
         let (count, fd) = (std::mem::take(&mut self.open.count), self.open.fd);
+        let dest = self.open.dest;
         self.open.closed = false;
         if count == 0 {
             return;
         }
         let free_op = if count > 1 { self.free_ops.pop() } else { None };
         let Some(i) = free_op else {
-            // One record, or no op free: plain writes.
+            // One record, or no op free: one send each.
             for k in 0..count {
                 let (slot, start, len) = self.open.slots[k];
-                self.push_write(fd, slot, start as usize..(start + len) as usize);
+                self.push_send(
+                    fd,
+                    dest.as_ref(),
+                    slot,
+                    start as usize..(start + len) as usize,
+                );
             }
             return;
         };
@@ -305,6 +405,12 @@ impl TxRing {
         let op = &mut self.ops[i];
         op.count = count;
         op.msg = fill_msghdr(&mut op.iov[..count], &mut op.control, segment);
+        if let Some(dest) = &dest {
+            let (name, len) = sock_buf(dest);
+            op.name = name;
+            op.msg.msg_name = (&raw mut op.name).cast();
+            op.msg.msg_namelen = len;
+        }
         let sqe = opcode::SendMsg::new(types::Fd(fd), &raw const op.msg)
             .build()
             .user_data(GSO_TAG | i as u64);
@@ -414,7 +520,7 @@ impl TxRing {
     }
 }
 
-/// A msghdr for a connected socket: `iov` as the payload, one UDP_SEGMENT
+/// A msghdr without a destination: `iov` as the payload, one UDP_SEGMENT
 /// cmsg in `control`.
 fn fill_msghdr(iov: &mut [libc::iovec], control: &mut [u64; 4], segment: u16) -> libc::msghdr {
     // SAFETY: all-zero is a valid msghdr; the CMSG macros only walk the
