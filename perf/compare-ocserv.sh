@@ -25,7 +25,8 @@
 #                                               CPU as ours, so more threads take CPU from
 #                                               the server under test)
 #   MEM_RUNS="1000:dtls 10000:cstp"             idle sessions per memory run (N:channel);
-#                                               DTLS costs a second descriptor per session
+#                                               (DTLS costs the load generator, and ocserv,
+#                                               a second descriptor per session)
 #   HOLD_RUNS="100000:cstp 100000:dtls"         ocserv-uring's most-sessions runs (default:
 #                                               that, or what the open-file limit allows)
 #   LOAD_SESSIONS=4 LOAD_MBIT=100 LOAD_SECONDS=10   loadgen throughput (echo paced per session, then
@@ -89,9 +90,10 @@ fi
 ulimit -Hn 1048576 2>/dev/null || log "open-file hard limit stays $(ulimit -Hn) (no CAP_SYS_RESOURCE)"
 ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)
-# The server needs a descriptor per session, two with DTLS, plus a few dozen.
+# The server needs a descriptor per session (DTLS shares the shard's socket),
+# plus a few dozen.
 min() { (($1 < $2)) && echo "$1" || echo "$2"; }
-HOLD_RUNS=${HOLD_RUNS:-"$(min 100000 $((NOFILE - 200))):cstp $(min 100000 $(((NOFILE - 200) / 2))):dtls"}
+HOLD_RUNS=${HOLD_RUNS:-"$(min 100000 $((NOFILE - 200))):cstp $(min 100000 $((NOFILE - 200))):dtls"}
 
 # A cgroup of our own for the server's CPU time (v2, or v1's cpuacct).
 if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then

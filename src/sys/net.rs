@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -67,11 +67,36 @@ pub fn udp_socket(addr: SocketAddr, peer: Option<SocketAddr>) -> io::Result<Owne
     // Room for bursts while the shard is busy (capped by net.core.rmem_max).
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(4 << 20);
+    if peer.is_none() {
+        // The shard's socket carries all of its DTLS clients: past the
+        // sysctl cap where CAP_NET_ADMIN allows.
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
+            let _ = force_buffer(sock.as_raw_fd(), opt, 4 << 20);
+        }
+    }
     sock.bind(&addr.into())?;
     if let Some(peer) = peer {
         sock.connect(&peer.into())?;
     }
     Ok(sock.into())
+}
+
+/// SO_RCVBUFFORCE / SO_SNDBUFFORCE: a buffer size above net.core.*mem_max.
+fn force_buffer(fd: RawFd, opt: libc::c_int, bytes: libc::c_int) -> io::Result<()> {
+    // SAFETY: the option reads an int from `bytes`, alive for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&raw const bytes).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// ocserv's `net-priority`: a socket's packets get this SO_PRIORITY, or
