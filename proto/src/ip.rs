@@ -20,9 +20,6 @@ pub fn addresses(pkt: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
-/// The lease a packet from the TUN is for: its IPv4 destination, or the
-/// low 32 bits of an IPv6 destination inside `v6_network` (see
-/// `Config::ipv6_for`).
 /// What the TUN dispatch looks a packet up by: the lease an IPv4
 /// destination or an IPv6 one inside `v6_network` names (its low 32 bits),
 /// else the IPv6 destination itself (a network behind a client).
@@ -43,9 +40,65 @@ pub fn route_key(pkt: &[u8], v6_network: Option<ipnet::Ipv6Net>) -> Option<IpAdd
     }
 }
 
+/// The addresses a client may send from: its leases and the networks
+/// routed behind it (iroutes). Anything else it sends is spoofed.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSources<'a> {
+    pub v4: Ipv4Addr,
+    pub v6: Option<Ipv6Addr>,
+    pub iroutes: &'a [ipnet::IpNet],
+}
+
+impl ClientSources<'_> {
+    /// The destination of `pkt` if it is an IP packet from one of these
+    /// addresses; `None`: drop it.
+    pub fn destination(&self, pkt: &[u8]) -> Option<IpAddr> {
+        let (src, dst) = addresses(pkt)?;
+        let lease = match src {
+            IpAddr::V4(a) => a == self.v4,
+            IpAddr::V6(a) => Some(a) == self.v6,
+        };
+        (lease || self.iroutes.iter().any(|n| n.contains(&src))).then_some(dst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_sends_only_from_its_leases_and_iroutes() {
+        let iroutes: [ipnet::IpNet; 1] = ["10.20.0.0/16".parse().unwrap()];
+        let own = ClientSources {
+            v4: Ipv4Addr::new(192, 168, 100, 7),
+            v6: Some("fd00:100::c0a8:6407".parse().unwrap()),
+            iroutes: &iroutes,
+        };
+        let v4 = |src: [u8; 4]| {
+            let mut p = [0u8; 20];
+            p[0] = 0x45;
+            p[12..16].copy_from_slice(&src);
+            p[16..20].copy_from_slice(&[10, 0, 0, 1]);
+            p
+        };
+        let dst = Some(IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(own.destination(&v4([192, 168, 100, 7])), dst, "its lease");
+        assert_eq!(own.destination(&v4([10, 20, 3, 4])), dst, "behind it");
+        assert_eq!(
+            own.destination(&v4([192, 168, 100, 8])),
+            None,
+            "another client's"
+        );
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        v6[8..24].copy_from_slice(&own.v6.unwrap().octets());
+        assert!(own.destination(&v6).is_some(), "its IPv6 lease");
+        v6[23] ^= 1;
+        assert_eq!(own.destination(&v6), None);
+        let no_v6 = ClientSources { v6: None, ..own };
+        assert_eq!(no_v6.destination(&v6), None);
+        assert_eq!(own.destination(&[0x45; 10]), None, "not a whole header");
+    }
 
     #[test]
     fn leases_by_v4_or_the_low_bits_of_v6_in_the_pool() {

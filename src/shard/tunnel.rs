@@ -4,7 +4,7 @@
 //! writer task moves to the socket; and its timers (`proto::timers`).
 
 use std::cell::{Cell, RefCell};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -562,14 +562,12 @@ impl Tunnel {
     /// One IP packet from the client (either channel) into the TUN queue.
     /// `now`: when the batch it came in was read.
     pub(crate) fn packet_from_client(&self, pkt: &[u8], shard: &Shard, ch: Channel, now: Instant) {
-        // Source check: a client may only send from its own lease.
-        let own = |src: &IpAddr| match src {
-            IpAddr::V4(a) => *a == self.lease || self.iroutes.iter().any(|n| n.contains(src)),
-            IpAddr::V6(a) => {
-                Some(*a) == self.lease6 || self.iroutes.iter().any(|n| n.contains(src))
-            }
+        let sources = ip::ClientSources {
+            v4: self.lease,
+            v6: self.lease6,
+            iroutes: &self.iroutes,
         };
-        let Some((_, dst)) = ip::addresses(pkt).filter(|(src, _)| own(src)) else {
+        let Some(dst) = sources.destination(pkt) else {
             self.bump(|s| s.dropped += 1);
             return;
         };
