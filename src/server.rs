@@ -137,7 +137,10 @@ pub fn run(config: Config, passed: Option<sys::activation::Passed>) -> Result<()
     tracing::info!(device = %device, address = %config.server_address(), network = %config.ipv4_network, queues = n, "TUN device up");
     let dtls_steering = if passed.is_none() && config.dtls_enabled() {
         match sys::reuseport::DtlsGroups::new(n as u32, &config.udp_listen) {
-            Ok(g) => Some(g),
+            Ok(g) => {
+                tracing::info!("DTLS port steered by its reuseport program: each shard's clients share its socket");
+                Some(g)
+            }
             Err(e) => {
                 tracing::warn!("DTLS steering: {e}; ClientHellos that reach another shard are forwarded to their own");
                 None
