@@ -162,25 +162,23 @@ fn program(shards: u32, sockets: i32, peers: i32) -> Vec<u64> {
     a.op(0x71, 2, 10, -96 + 61, 0);
     a.op(0x4f, 1, 2, 0, 0); // r1 |= r2: the App-ID's home shard
     a.op(0x63, 10, 1, -28, 0);
+    // Selects the socket in the slot at fp-28; on success to Pass.
+    let select = |a: &mut Asm| {
+        a.op(0xbf, 1, 6, 0, 0);
+        a.map(2, sockets);
+        a.op(0xbf, 3, 10, 0, 0);
+        a.op(0x07, 3, 0, 0, -28);
+        a.op(0xb7, 4, 0, 0, 0);
+        a.op(0x85, 0, 0, 0, SK_SELECT_REUSEPORT);
+        a.jump(0x15, 0, 0, Pass);
+    };
     a.label(Select);
-    a.op(0xbf, 1, 6, 0, 0);
-    a.map(2, sockets);
-    a.op(0xbf, 3, 10, 0, 0);
-    a.op(0x07, 3, 0, 0, -28);
-    a.op(0xb7, 4, 0, 0, 0);
-    a.op(0x85, 0, 0, 0, SK_SELECT_REUSEPORT);
-    a.jump(0x15, 0, 0, Pass);
+    select(&mut a);
     a.label(Cpu);
     a.op(0x85, 0, 0, 0, GET_SMP_PROCESSOR_ID);
     a.op(0x97, 0, 0, 0, shards.max(1) as i32); // r0 %= shards
     a.op(0x63, 10, 0, -28, 0);
-    a.op(0xbf, 1, 6, 0, 0);
-    a.map(2, sockets);
-    a.op(0xbf, 3, 10, 0, 0);
-    a.op(0x07, 3, 0, 0, -28);
-    a.op(0xb7, 4, 0, 0, 0);
-    a.op(0x85, 0, 0, 0, SK_SELECT_REUSEPORT);
-    a.jump(0x15, 0, 0, Pass);
+    select(&mut a);
     // No shard's socket there (starting or stopping): drop rather than
     // let the kernel pick a client's connected socket by hash.
     a.op(0xb7, 0, 0, 0, 0); // SK_DROP

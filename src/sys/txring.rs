@@ -242,11 +242,14 @@ impl TxRing {
     }
 
     fn push_write(&mut self, fd: RawFd, slot: u32, range: Range<usize>) -> bool {
-        let sqe = self
-            .slots
-            .write_entry(fd, slot, range)
-            .user_data(u64::from(slot));
-        if self.slots.push(&sqe).is_err() {
+        let sqe = self.slots.write_entry(fd, slot, range);
+        self.push_slot(sqe, slot)
+    }
+
+    /// Queues `sqe`, which sends from `slot`; the slot is freed if the
+    /// ring refuses it.
+    fn push_slot(&mut self, sqe: io_uring::squeue::Entry, slot: u32) -> bool {
+        if self.slots.push(&sqe.user_data(u64::from(slot))).is_err() {
             self.free.push(slot);
             self.slots.stats.errors += 1;
             return false;
@@ -272,14 +275,8 @@ impl TxRing {
         let sqe = opcode::Send::new(types::Fd(fd), buf, range.len() as u32)
             .dest_addr((&raw const self.names[slot as usize]).cast())
             .dest_addr_len(name_len)
-            .build()
-            .user_data(u64::from(slot));
-        if self.slots.push(&sqe).is_err() {
-            self.free.push(slot);
-            self.slots.stats.errors += 1;
-            return false;
-        }
-        true
+            .build();
+        self.push_slot(sqe, slot)
     }
 
     /// Builds a packet in a free slot and queues its write to `fd`: `build`
